@@ -1,0 +1,151 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Thread(_message.Message):
+    __slots__ = ("thread_id", "project_id", "account_id", "name", "created_at")
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    thread_id: str
+    project_id: str
+    account_id: str
+    name: str
+    created_at: float
+    def __init__(self, thread_id: _Optional[str] = ..., project_id: _Optional[str] = ..., account_id: _Optional[str] = ..., name: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class CreateThreadRequest(_message.Message):
+    __slots__ = ("account_id", "name")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    name: str
+    def __init__(self, account_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class GetThreadRequest(_message.Message):
+    __slots__ = ("account_id", "thread_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    thread_id: str
+    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ...) -> None: ...
+
+class Message(_message.Message):
+    __slots__ = ("message_id", "thread_id", "type", "content_json", "created_at")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    thread_id: str
+    type: str
+    content_json: str
+    created_at: float
+    def __init__(self, message_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., type: _Optional[str] = ..., content_json: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class AddMessageRequest(_message.Message):
+    __slots__ = ("account_id", "thread_id", "content")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    thread_id: str
+    content: str
+    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class ListMessagesRequest(_message.Message):
+    __slots__ = ("account_id", "thread_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    thread_id: str
+    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ...) -> None: ...
+
+class ListMessagesResponse(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[Message]
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
+
+class Run(_message.Message):
+    __slots__ = ("agent_run_id", "thread_id", "account_id", "status", "error", "model", "created_at", "started_at", "completed_at")
+    AGENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    agent_run_id: str
+    thread_id: str
+    account_id: str
+    status: str
+    error: str
+    model: str
+    created_at: float
+    started_at: float
+    completed_at: float
+    def __init__(self, agent_run_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., account_id: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ...) -> None: ...
+
+class StartRunRequest(_message.Message):
+    __slots__ = ("account_id", "thread_id", "model_name", "prompt")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    thread_id: str
+    model_name: str
+    prompt: str
+    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., model_name: _Optional[str] = ..., prompt: _Optional[str] = ...) -> None: ...
+
+class GetRunRequest(_message.Message):
+    __slots__ = ("account_id", "agent_run_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    agent_run_id: str
+    def __init__(self, account_id: _Optional[str] = ..., agent_run_id: _Optional[str] = ...) -> None: ...
+
+class StopRunRequest(_message.Message):
+    __slots__ = ("account_id", "agent_run_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    agent_run_id: str
+    def __init__(self, account_id: _Optional[str] = ..., agent_run_id: _Optional[str] = ...) -> None: ...
+
+class ListRunEventsRequest(_message.Message):
+    __slots__ = ("account_id", "agent_run_id", "after_seq")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    agent_run_id: str
+    after_seq: int
+    def __init__(self, account_id: _Optional[str] = ..., agent_run_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class RunEvent(_message.Message):
+    __slots__ = ("seq", "data", "terminal")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    data: bytes
+    terminal: bool
+    def __init__(self, seq: _Optional[int] = ..., data: _Optional[bytes] = ..., terminal: _Optional[bool] = ...) -> None: ...
+
+class ListRunEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[RunEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[RunEvent, _Mapping]]] = ...) -> None: ...
