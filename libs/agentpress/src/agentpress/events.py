@@ -1,0 +1,137 @@
+"""Typed run events; the SSE stream carries `event.to_dict()` unchanged."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+import orjson
+
+from agentpress.messages import Message, message_from_dict
+
+
+class FinishReason(StrEnum):
+    COMPLETED = "completed"
+    ASKED_USER = "asked_user"
+    STEP_LIMIT = "step_limit"
+    CANCELLED = "cancelled"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _EventBase:
+    def to_dict(self) -> dict[str, Any]:
+        return orjson.loads(self.to_json())  # type: ignore[no-any-return]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStarted(_EventBase):
+    run_id: str
+    thread_id: str
+    model: str
+    type: Literal["run_started"] = "run_started"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextDelta(_EventBase):
+    text: str
+    type: Literal["text_delta"] = "text_delta"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReasoningDelta(_EventBase):
+    text: str
+    type: Literal["reasoning_delta"] = "reasoning_delta"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCallStarted(_EventBase):
+    call_id: str
+    name: str
+    type: Literal["tool_call_started"] = "tool_call_started"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCallDelta(_EventBase):
+    call_id: str
+    arguments_delta: str
+    type: Literal["tool_call_delta"] = "tool_call_delta"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCallFinished(_EventBase):
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    output: str
+    error: str | None
+    duration_ms: float
+    type: Literal["tool_call_finished"] = "tool_call_finished"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageCompleted(_EventBase):
+    message: Message
+    type: Literal["message_completed"] = "message_completed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsageReported(_EventBase):
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    type: Literal["usage"] = "usage"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFinished(_EventBase):
+    reason: FinishReason
+    error: str | None = None
+    type: Literal["run_finished"] = "run_finished"
+
+
+Event = (
+    RunStarted
+    | TextDelta
+    | ReasoningDelta
+    | ToolCallStarted
+    | ToolCallDelta
+    | ToolCallFinished
+    | MessageCompleted
+    | UsageReported
+    | RunFinished
+)
+
+_TYPES: dict[str, type[_EventBase]] = {
+    cls.__dataclass_fields__["type"].default: cls  # type: ignore[misc]
+    for cls in (
+        RunStarted,
+        TextDelta,
+        ReasoningDelta,
+        ToolCallStarted,
+        ToolCallDelta,
+        ToolCallFinished,
+        MessageCompleted,
+        UsageReported,
+        RunFinished,
+    )
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Inverse of `Event.to_dict()`; ignores the `seq` the runner adds to the stream."""
+    fields = {k: v for k, v in data.items() if k != "seq"}
+    cls = _TYPES.get(fields.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"unknown event type: {fields.get('type')!r}")
+    if cls is MessageCompleted:
+        fields["message"] = message_from_dict(fields["message"])
+    if cls is RunFinished:
+        fields["reason"] = FinishReason(fields["reason"])
+    return cls(**fields)  # type: ignore[return-value]

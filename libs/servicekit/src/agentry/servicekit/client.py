@@ -1,0 +1,64 @@
+"""Client channels that carry the internal credential, the request id and a default deadline."""
+
+from __future__ import annotations
+
+import grpc
+
+from .context import REQUEST_ID_KEY, RUN_ID_KEY, request_id_var, run_id_var
+from .interceptors import AUTHORIZATION_KEY
+
+
+def _details(details: grpc.aio.ClientCallDetails, token: str, default_timeout: float | None):
+    metadata = grpc.aio.Metadata()
+    for key, value in details.metadata or ():
+        metadata.add(key, value)
+    metadata[AUTHORIZATION_KEY] = f"Bearer {token}"
+    request_id = request_id_var.get()
+    if request_id != "-" and REQUEST_ID_KEY not in metadata:
+        metadata[REQUEST_ID_KEY] = request_id
+    run_id = run_id_var.get()
+    if run_id != "-" and RUN_ID_KEY not in metadata:
+        metadata[RUN_ID_KEY] = run_id
+    timeout = details.timeout if details.timeout is not None else default_timeout
+    return grpc.aio.ClientCallDetails(
+        details.method, timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+class _Unary(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str, timeout: float | None) -> None:
+        self._token, self._timeout = token, timeout
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await continuation(_details(client_call_details, self._token, self._timeout), request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, token: str, timeout: float | None) -> None:
+        self._token, self._timeout = token, timeout
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await continuation(_details(client_call_details, self._token, self._timeout), request)
+
+
+def open_channel(
+    target: str,
+    internal_token: str | None,
+    *,
+    default_timeout: float | None = 30.0,
+    stream_timeout: float | None = None,
+) -> grpc.aio.Channel:
+    """An insecure channel (cluster-internal) whose calls carry the service credential.
+
+    Unary calls get `default_timeout` unless the caller sets one; streaming calls get
+    `stream_timeout` (none by default: a command may run long, the caller bounds it).
+    With `internal_token=None` nothing is added (used to test that servers refuse such calls).
+    """
+    interceptors: list[grpc.aio.ClientInterceptor] = []
+    if internal_token is not None:
+        interceptors = [_Unary(internal_token, default_timeout), _UnaryStream(internal_token, stream_timeout)]
+    return grpc.aio.insecure_channel(
+        target,
+        interceptors=interceptors,
+        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+    )

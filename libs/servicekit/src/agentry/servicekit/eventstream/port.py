@@ -1,0 +1,45 @@
+"""The per-run event log port: one runner worker appends encoded events, many SSE streams tail them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One already-encoded event; `seq` is assigned by the writer, 1-based and strictly increasing."""
+
+    seq: int
+    data: bytes
+    terminal: bool
+
+
+class SequenceError(ValueError):
+    """An append whose seq is not greater than every seq already appended to the run."""
+
+
+class EventStream(Protocol):
+    async def append(self, run_id: str, seq: int, data: bytes, *, terminal: bool = False) -> None:
+        """Append one entry; a terminal entry starts the run's expiry clock. Raises SequenceError."""
+        ...
+
+    async def read(
+        self, run_id: str, after_seq: int, *, count: int = 500, block_ms: int = 0
+    ) -> list[StreamEntry]:
+        """Entries with seq > after_seq, oldest first, at most `count`.
+
+        When there are none and block_ms > 0, wait up to block_ms for the next append
+        (woken by the write, not by polling); an empty list means the wait timed out.
+        """
+        ...
+
+    async def first_seq(self, run_id: str) -> int | None:
+        """Lowest seq still held, or None when nothing is held (unknown or expired run).
+
+        A reader resuming after `after_seq` with first_seq > after_seq + 1 has lost entries
+        to trimming and must fill the gap from the database.
+        """
+        ...
+
+    async def close(self) -> None: ...

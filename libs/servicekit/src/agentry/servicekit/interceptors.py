@@ -1,0 +1,126 @@
+"""Server interceptors: request ids, service-to-service authentication, domain error mapping."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc.aio import AbortError
+
+from .context import REQUEST_ID_KEY, RUN_ID_KEY, new_request_id, request_id_var, run_id_var
+from .errors import ERROR_CODE_KEY, DomainError
+
+logger = logging.getLogger(__name__)
+
+AUTHORIZATION_KEY = "authorization"
+# Kubernetes' native gRPC probes cannot send credentials; health answers everyone.
+UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.Health/",)
+
+
+def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
+    return {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+
+
+def _rewrap(
+    handler: grpc.RpcMethodHandler,
+    unary: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]],
+    streaming: Callable[[Callable[..., Any]], Callable[..., Any]],
+) -> grpc.RpcMethodHandler:
+    """Returns `handler` with its behaviour wrapped, keeping its (de)serializers."""
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kwargs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kwargs)
+    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kwargs)
+
+
+async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(exc, DomainError):
+        await context.abort(exc.status, exc.message, trailing_metadata=((ERROR_CODE_KEY, exc.code),))
+    logger.exception("unhandled error in %s", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error", trailing_metadata=((ERROR_CODE_KEY, "internal"),))
+
+
+class ContextInterceptor(grpc.aio.ServerInterceptor):
+    """Binds the request and run ids from metadata, and maps DomainError to a status code.
+
+    Mapping lives here, once, so handlers just raise.
+    """
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        meta = _metadata(handler_call_details)
+        request_id = meta.get(REQUEST_ID_KEY) or new_request_id()
+        run_id = meta.get(RUN_ID_KEY, "-")
+        method = handler_call_details.method
+
+        def unary(behaviour):
+            async def wrapper(request, context):
+                request_id_var.set(request_id)
+                run_id_var.set(run_id)
+                try:
+                    return await behaviour(request, context)
+                except AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
+                    await _abort_for(exc, context, method)
+
+            return wrapper
+
+        def streaming(behaviour):
+            async def wrapper(request, context):
+                request_id_var.set(request_id)
+                run_id_var.set(run_id)
+                try:
+                    async for item in behaviour(request, context):
+                        yield item
+                except AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    await _abort_for(exc, context, method)
+
+            return wrapper
+
+        return _rewrap(handler, unary, streaming)
+
+
+class InternalAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses any call that does not carry the internal service credential."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
+        method = handler_call_details.method
+        if method.startswith(UNAUTHENTICATED_PREFIXES):
+            return await continuation(handler_call_details)
+        presented = _metadata(handler_call_details).get(AUTHORIZATION_KEY, "").encode()
+        if hmac.compare_digest(presented, self._expected):
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+
+        async def refuse(request, context):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or invalid internal service credential",
+                trailing_metadata=((ERROR_CODE_KEY, "unauthenticated"),),
+            )
+
+        async def refuse_stream(request, context):
+            await refuse(request, context)
+            yield  # pragma: no cover - abort raises first
+
+        return _rewrap(handler, lambda _b: refuse, lambda _b: refuse_stream)

@@ -1,0 +1,101 @@
+"""Builds a grpc.aio server with health, reflection and the standard interceptors, and runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from .context import configure_logging
+from .interceptors import ContextInterceptor, InternalAuthInterceptor
+from .settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningServer:
+    """A started gRPC server and the port it is bound to (tests bind port 0)."""
+
+    name: str
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    service_names: Sequence[str]
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self, grace: float) -> None:
+        """Graceful shutdown: NOT_SERVING first so balancers drain, then stop within `grace`."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_grpc_server(
+    *,
+    name: str,
+    register: Callable[[grpc.aio.Server], None],
+    service_names: Sequence[str],
+    host: str,
+    port: int,
+    internal_token: str,
+    stack: contextlib.AsyncExitStack | None = None,
+    grace: float = 5.0,
+) -> RunningServer:
+    server = grpc.aio.server(
+        interceptors=[InternalAuthInterceptor(internal_token), ContextInterceptor()],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    register(server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise RuntimeError(f"{name}: could not bind {host}:{port}")
+    await server.start()
+    for service in ("", *service_names):
+        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    running = RunningServer(name=name, server=server, port=bound, health=health, service_names=service_names)
+    if stack is not None:
+        stack.push_async_callback(running.stop, grace)
+    logger.info("%s serving gRPC on %s:%d", name, host, bound)
+    return running
+
+
+S = TypeVar("S", bound=ServiceSettings)
+StartFn = Callable[[S, contextlib.AsyncExitStack], Awaitable[RunningServer]]
+
+
+async def serve_until_signalled(start: StartFn[S], settings: S) -> None:
+    """Starts a service, waits for SIGINT/SIGTERM, then shuts it down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        await start(settings, stack)
+        await stop.wait()
+        logger.info("shutting down")
+
+
+def run_service(start: StartFn[S], settings_cls: type[S]) -> None:
+    """Entry point of `python -m agentry.<service>`."""
+    settings = settings_cls()
+    configure_logging(settings.log_level, json=not settings.dev_mode)
+    asyncio.run(serve_until_signalled(start, settings))

@@ -1,0 +1,44 @@
+"""The settings every service shares; each service subclasses it with its own env prefix."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The credential `agentry dev` uses when none is configured. Refused outside dev mode.
+DEV_INTERNAL_TOKEN = "agentry-dev-internal-token"
+
+
+class ServiceSettings(BaseSettings):
+    """Host, port, service credential and database shared by every gRPC service.
+
+    `internal_token` and `dev_mode` are read from AGENTRY_INTERNAL_TOKEN and AGENTRY_DEV_MODE
+    whatever the service's prefix, since every service must agree on them.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AGENTRY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    database_url: str = "sqlite+aiosqlite:///./var/agentry.db"
+    internal_token: SecretStr = Field(
+        default=SecretStr(DEV_INTERNAL_TOKEN),
+        validation_alias=AliasChoices("AGENTRY_INTERNAL_TOKEN", "internal_token"),
+    )
+    dev_mode: bool = Field(
+        default=True, validation_alias=AliasChoices("AGENTRY_DEV_MODE", "dev_mode")
+    )
+    log_level: str = Field(
+        default="INFO", validation_alias=AliasChoices("AGENTRY_LOG_LEVEL", "log_level")
+    )
+    grace_seconds: float = 10.0
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> ServiceSettings:
+        token = self.internal_token.get_secret_value()
+        if not self.dev_mode and (token == DEV_INTERNAL_TOKEN or len(token) < 16):
+            raise ValueError(
+                "AGENTRY_INTERNAL_TOKEN must be set to a secret of at least 16 characters "
+                "when AGENTRY_DEV_MODE is false"
+            )
+        return self
