@@ -1,1 +1,57 @@
+"""agentpress: the Agentry agent framework (conversation, tools, parsing of model output)."""
 
+from agentpress.builtin_tools import default_tools
+from agentpress.context import ContextConfig
+from agentpress.errors import AgentpressError, ModelCallError, ModelRetry, ModelTransientError, ToolCallError, UserError
+from agentpress.events import (
+    Event,
+    FinishReason,
+    MessageCompleted,
+    ReasoningDelta,
+    RunFinished,
+    RunStarted,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    UsageReported,
+    event_from_dict,
+)
+from agentpress.execution import ToolExecution
+from agentpress.loop import Agent, RunResult
+from agentpress.messages import (
+    AssistantMessage,
+    Message,
+    StatusMessage,
+    ToolCall,
+    ToolResultMessage,
+    UserMessage,
+    message_from_dict,
+    message_from_json,
+)
+from agentpress.models import LiteLLMModel, Model, ModelDelta, ModelRequest, ModelSettings, RetryPolicy, ToolCallChunk
+from agentpress.ports import (
+    EventSink,
+    ExecResult,
+    FileEntry,
+    MessageStore,
+    ProcessState,
+    RunContext,
+    SandboxPort,
+    Usage,
+    UsageSink,
+)
+from agentpress.testing import FunctionModel, ScriptedCall, ScriptedModel, ScriptedReply, xml_call
+from agentpress.tools import Tool, ToolRegistry, tool
+
+__all__ = [
+    "Agent", "AgentpressError", "AssistantMessage", "ContextConfig", "Event", "EventSink", "ExecResult",
+    "FileEntry", "FinishReason", "FunctionModel", "LiteLLMModel", "Message", "MessageCompleted",
+    "MessageStore", "Model", "ModelCallError", "ModelDelta", "ModelRequest", "ModelRetry", "ModelSettings",
+    "ModelTransientError", "ProcessState", "ReasoningDelta", "RetryPolicy", "RunContext", "RunFinished",
+    "RunResult", "RunStarted", "SandboxPort", "ScriptedCall", "ScriptedModel", "ScriptedReply",
+    "StatusMessage", "TextDelta", "Tool", "ToolCall", "ToolCallChunk", "ToolCallDelta", "ToolCallError",
+    "ToolCallFinished", "ToolCallStarted", "ToolExecution", "ToolRegistry", "ToolResultMessage", "Usage",
+    "UsageReported", "UsageSink", "UserError", "UserMessage", "default_tools", "event_from_dict",
+    "message_from_dict", "message_from_json", "tool", "xml_call",
+]

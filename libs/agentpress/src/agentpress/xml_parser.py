@@ -108,6 +108,10 @@ class XmlCallParser:
                 self._buffer = stripped
                 return items
             end = stripped.find(_INVOKE_CLOSE, invoke_at)
+            if close_at > invoke_at and (end < 0 or end > close_at):
+                items.append(XmlError("", "unterminated <invoke> inside <function_calls>"))
+                self._buffer = stripped[close_at:]
+                continue
             if end < 0:
                 self._buffer = stripped
                 return items

@@ -1,0 +1,179 @@
+"""Keeps the prompt inside the model's context window by summarising older turns."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from agentpress.messages import AssistantMessage, Message, StatusMessage, ToolResultMessage, UserMessage
+from agentpress.models import import_litellm
+from agentpress.prompt import render
+
+logger = logging.getLogger(__name__)
+
+TokenCounter = Callable[[str, list[dict[str, Any]]], int]
+Summarize = Callable[[str], Awaitable[str]]
+
+
+def litellm_token_counter(model: str, messages: list[dict[str, Any]]) -> int:
+    return int(import_litellm().token_counter(model=model, messages=messages))
+
+
+def litellm_context_window(model: str) -> int | None:
+    try:
+        info = import_litellm().get_model_info(model)
+    except Exception:  # LiteLLM raises for models it does not know: the caller falls back
+        return None
+    return info.get("max_input_tokens") or info.get("max_tokens")
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """`context_window` overrides what LiteLLM knows (needed for unknown models); `reserve_tokens`
+    stays free for the reply; after a compression the kept recent turns use at most `keep_ratio`
+    of the budget, so the summary is reused for many turns before the next one is needed."""
+
+    context_window: int | None = None
+    default_context_window: int = 32_000
+    reserve_tokens: int = 4_096
+    keep_ratio: float = 0.5
+    summary_input_chars: int = 60_000
+    summary_tool_output_chars: int = 2_000
+    token_counter: TokenCounter = litellm_token_counter
+
+
+@dataclass
+class BuiltPrompt:
+    messages: list[dict[str, Any]]
+    tokens: int
+    window: int
+    summary: StatusMessage | None
+
+
+def _units(history: list[Message]) -> list[list[Message]]:
+    """Group turns so that an assistant message and its tool results are never split."""
+    units: list[list[Message]] = []
+    for m in history:
+        if isinstance(m, (UserMessage, AssistantMessage)) or not units:
+            units.append([m])
+        else:
+            units[-1].append(m)
+    return units
+
+
+class ContextManager:
+    def __init__(self, config: ContextConfig, summarize: Summarize) -> None:
+        self._config = config
+        self._summarize = summarize
+        self._unit_tokens: dict[tuple[str, ...], int] = {}
+
+    def window(self, model_name: str, model_window: int | None) -> int:
+        return (self._config.context_window or model_window or litellm_context_window(model_name)
+                or self._config.default_context_window)
+
+    async def build(self, history: list[Message], system_prompt: str, tools: list[dict[str, Any]],
+                    model_name: str, model_window: int | None,
+                    persist: Callable[[Message], Awaitable[None]]) -> BuiltPrompt:
+        """Prompt for the next call; may summarise old turns and persist (and append) the summary."""
+        window = self.window(model_name, model_window)
+        budget = window - self._config.reserve_tokens
+        count = self._config.token_counter
+        summary, active = _split_at_summary(history)
+        tools_tokens = count(model_name, [{"role": "system", "content": orjson.dumps(tools).decode()}]) if tools else 0
+
+        def head(s: StatusMessage | None) -> int:
+            return count(model_name, render(system_prompt, s, [])) if system_prompt or s else 0
+
+        fixed = head(summary) + tools_tokens
+        units = _units(active)
+        sizes = [self._size(model_name, u) for u in units]
+        if fixed + sum(sizes) > budget and len(units) > 1:
+            keep, used = 0, 0
+            target = max(0, int(budget * self._config.keep_ratio) - fixed)
+            while keep < len(units) - 1 and used + sizes[-1 - keep] <= target:
+                used += sizes[-1 - keep]
+                keep += 1
+            keep = max(keep, 1)
+            old = [m for u in units[: len(units) - keep] for m in u]
+            summary = await self._make_summary(summary, old)
+            await persist(summary)
+            units = units[len(units) - keep :]
+            active = [m for u in units for m in u]
+            fixed = head(summary) + tools_tokens
+        messages = render(system_prompt, summary, active)
+        # Per-unit counts overestimate a little (priming tokens per call), which errs on the safe side.
+        tokens = fixed + sum(self._size(model_name, u) for u in units)
+        while tokens > budget and (shrunk := _shrink_largest(active)) is not None:
+            active = shrunk
+            messages = render(system_prompt, summary, active)
+            tokens = count(model_name, messages) + tools_tokens
+        return BuiltPrompt(messages, tokens, window, summary)
+
+    def _size(self, model_name: str, unit: list[Message]) -> int:
+        key = tuple(m.message_id for m in unit)
+        if key not in self._unit_tokens:
+            self._unit_tokens[key] = self._config.token_counter(model_name, render("", None, unit))
+        return self._unit_tokens[key]
+
+    async def _make_summary(self, previous: StatusMessage | None, old: list[Message]) -> StatusMessage:
+        transcript = _transcript(old, self._config.summary_tool_output_chars)
+        limit = self._config.summary_input_chars
+        if len(transcript) > limit:
+            transcript = "[... earliest part omitted ...]\n" + transcript[-limit:]
+        parts = [f"Summary so far:\n{previous.text}\n"] if previous else []
+        parts.append(f"Conversation to add to the summary:\n{transcript}")
+        text = await self._summarize("\n".join(parts))
+        logger.info("summarised %d messages into %d chars", len(old), len(text))
+        return StatusMessage(status="summary", text=text, data={"covers_through": old[-1].message_id,
+                                                               "messages": len(old)})
+
+
+def _split_at_summary(history: list[Message]) -> tuple[StatusMessage | None, list[Message]]:
+    summary = next((m for m in reversed(history) if isinstance(m, StatusMessage) and m.status == "summary"), None)
+    dialogue = [m for m in history if not isinstance(m, StatusMessage)]
+    if summary is None:
+        return None, dialogue
+    covered = summary.data.get("covers_through")
+    ids = [m.message_id for m in dialogue]
+    if covered not in ids:
+        return summary, dialogue
+    return summary, dialogue[ids.index(covered) + 1 :]
+
+
+def _transcript(messages: list[Message], tool_chars: int) -> str:
+    lines = []
+    for m in messages:
+        if isinstance(m, UserMessage):
+            lines.append(f"USER: {m.text}")
+        elif isinstance(m, AssistantMessage):
+            calls = "".join(f"\n  [called {c.name}({c.arguments[:300]})]" for c in m.tool_calls if c.format == "native")
+            lines.append(f"ASSISTANT: {m.text}{calls}")
+        elif isinstance(m, ToolResultMessage):
+            out = m.output if len(m.output) <= tool_chars else m.output[:tool_chars] + " [...truncated]"
+            lines.append(f"TOOL {m.name}{' (error)' if m.error else ''}: {out}")
+    return "\n".join(lines)
+
+
+def _shrink_largest(active: list[Message]) -> list[Message] | None:
+    """Halve the longest text in the prompt (middle cut); None when nothing is worth cutting."""
+    def size(m: Message) -> int:
+        return len(m.output) if isinstance(m, ToolResultMessage) else len(getattr(m, "text", ""))
+
+    if not active:
+        return None
+    i = max(range(len(active)), key=lambda j: size(active[j]))
+    m = active[i]
+    n = size(m)
+    if n < 200:
+        return None
+    half = n // 4
+    note = f"\n[... {n - 2 * half} characters cut to fit the context window ...]\n"
+    if isinstance(m, ToolResultMessage):
+        cut: Message = replace(m, output=m.output[:half] + note + m.output[-half:])
+    else:
+        cut = replace(m, text=m.text[:half] + note + m.text[-half:])  # type: ignore[union-attr]
+    return [*active[:i], cut, *active[i + 1 :]]

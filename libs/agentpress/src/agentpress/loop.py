@@ -1,0 +1,249 @@
+"""The agent loop: prompt, model call, tools, persistence, until a reason to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from agentpress.context import ContextConfig, ContextManager
+from agentpress.errors import ModelCallError, UserError
+from agentpress.events import Event, FinishReason, MessageCompleted, RunFinished, RunStarted, UsageReported
+from agentpress.execution import ToolExecution, ToolExecutor
+from agentpress.messages import Message, ToolResultMessage
+from agentpress.models import LiteLLMModel, Model, ModelRequest, ModelSettings, RetryPolicy, open_stream
+from agentpress.ports import RunContext, Usage
+from agentpress.processor import StreamProcessor
+from agentpress.prompt import is_anthropic, with_cache_markers
+from agentpress.tools import Tool, ToolRegistry
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_PROMPT = (
+    "You compress agent conversations. Write a concise summary of the conversation below that keeps "
+    "everything needed to continue the task: the user's goals, decisions, facts learned, files "
+    "touched, commands run and their outcomes, and open problems. Plain text, no preamble."
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    reason: FinishReason
+    error: str | None = None
+    steps: int = 0
+
+
+@dataclass
+class _Step:
+    """What one step has done so far, read by the cancellation path to persist completed work."""
+
+    processor: StreamProcessor | None = None
+    executor: ToolExecutor | None = None
+    assistant_persisted: bool = False
+    results_persisted: set[str] = field(default_factory=set)
+
+
+class Agent:
+    def __init__(
+        self,
+        model: str | Model,
+        *,
+        system_prompt: str = "",
+        tools: Sequence[Tool] | ToolRegistry = (),
+        max_steps: int = 25,
+        tool_calling: Literal["native", "xml"] = "native",
+        tool_execution: ToolExecution = ToolExecution(),
+        settings: ModelSettings = ModelSettings(),
+        fallback_models: Sequence[str | Model] = (),
+        retry: RetryPolicy = RetryPolicy(),
+        context: ContextConfig = ContextConfig(),
+        summary_model: str | Model | None = None,
+        max_auto_continues: int = 3,
+        api_base: str | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        if max_steps < 1:
+            raise UserError("max_steps must be at least 1")
+        if tool_calling not in ("native", "xml"):
+            raise UserError(f"tool_calling must be 'native' or 'xml', not {tool_calling!r}")
+        self.model = self._resolve(model, api_base, api_key)
+        self.fallback_models = [self._resolve(m, api_base, api_key) for m in fallback_models]
+        self.summary_model = self._resolve(summary_model, api_base, api_key) if summary_model else self.model
+        self.system_prompt = system_prompt
+        self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
+        self.max_steps = max_steps
+        self.tool_calling = tool_calling
+        self.tool_execution = tool_execution
+        self.settings = settings
+        self.retry = retry
+        self.max_auto_continues = max_auto_continues
+        self._context_config = context
+
+    @staticmethod
+    def _resolve(model: str | Model, api_base: str | None, api_key: str | None) -> Model:
+        if isinstance(model, str):
+            return LiteLLMModel(model, api_base=api_base, api_key=api_key)
+        if not isinstance(model, Model):
+            raise UserError(f"model must be a LiteLLM model string or a Model object, not {model!r}")
+        return model
+
+    def _system_prompt(self) -> str:
+        if self.tool_calling == "xml" and len(self.tools):
+            return f"{self.system_prompt}\n\n{self.tools.xml_instructions()}".strip()
+        return self.system_prompt
+
+    async def run(self, ctx: RunContext) -> RunResult:
+        """Run until done. Emits run_started first and exactly one run_finished last; never raises
+        for model or tool failures. Cancellation: set ctx.cancel, or cancel the calling task
+        (then run_finished is emitted and CancelledError re-raised)."""
+        run = _Run(self, ctx)
+        await run.emit(RunStarted(run_id=ctx.run_id, thread_id=ctx.thread_id, model=self.model.name))
+        try:
+            result = await run.execute()
+        except asyncio.CancelledError:
+            await asyncio.shield(run.finish_cancelled())
+            await run.emit(RunFinished(reason=FinishReason.CANCELLED))
+            raise
+        except Exception as exc:  # the run must end with run_finished whatever broke
+            logger.exception("run %s failed", ctx.run_id)
+            result = RunResult(FinishReason.ERROR, f"{type(exc).__name__}: {exc}", run.steps)
+        await run.emit(RunFinished(reason=result.reason, error=result.error))
+        return result
+
+
+class _Run:
+    def __init__(self, agent: Agent, ctx: RunContext) -> None:
+        self.agent = agent
+        self.ctx = ctx
+        self.steps = 0
+        self.history: list[Message] = []
+        self.step = _Step()
+        self.context = ContextManager(agent._context_config, self._summarize)
+
+    async def emit(self, event: Event) -> None:
+        await self.ctx.events.emit(event)
+
+    async def persist(self, message: Message) -> None:
+        await self.ctx.messages.append(message)
+        self.history.append(message)
+        await self.emit(MessageCompleted(message=message))
+
+    async def execute(self) -> RunResult:
+        if self.ctx.cancel.is_set():
+            return RunResult(FinishReason.CANCELLED)
+        self.history = list(await self.ctx.messages.load())
+        continues = 0
+        while self.steps < self.agent.max_steps:
+            self.steps += 1
+            self.step = _Step()
+            step_task = asyncio.create_task(self._run_step())
+            cancel_wait = asyncio.create_task(self.ctx.cancel.wait())
+            try:
+                await asyncio.wait({step_task, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                cancel_wait.cancel()
+                if not step_task.done():
+                    step_task.cancel()
+                    await asyncio.wait({step_task})
+            if step_task.cancelled():
+                await self.finish_cancelled()
+                return RunResult(FinishReason.CANCELLED, None, self.steps)
+            outcome = step_task.result()  # a step failure surfaces in Agent.run as reason error
+            if isinstance(outcome, RunResult):
+                return outcome
+            if outcome == "length" and continues < self.agent.max_auto_continues:
+                continues += 1
+                continue
+            if outcome != "tools":
+                return RunResult(FinishReason.COMPLETED, None, self.steps)
+            continues = 0
+        return RunResult(FinishReason.STEP_LIMIT, None, self.steps)
+
+    async def _run_step(self) -> RunResult | str:
+        agent, ctx, step = self.agent, self.ctx, self.step
+        tools = agent.tools.schemas() if agent.tool_calling == "native" and len(agent.tools) else []
+        prompt = await self.context.build(self.history, agent._system_prompt(), tools, agent.model.name,
+                                          agent.model.context_window, self.persist)
+        messages = with_cache_markers(prompt.messages) if is_anthropic(agent.model.name) else prompt.messages
+        request = ModelRequest(messages, tools, agent.settings)
+        opened = await open_stream([agent.model, *agent.fallback_models], request, agent.retry)
+        step.executor = ToolExecutor(agent.tools, ctx, self.emit, agent.tool_execution)
+        step.processor = StreamProcessor(self.emit, step.executor.submit, agent.tool_calling, opened.model.name)
+        try:
+            await step.processor.consume(opened.first, opened.rest)
+        except ModelCallError as exc:
+            await self.finish_cancelled()  # keep what streamed before the failure
+            return RunResult(FinishReason.ERROR, str(exc), self.steps)
+        within_budget = await self._record_usage(opened.model, step.processor, prompt.tokens)
+        await self.persist(step.processor.message())
+        step.assistant_persisted = True
+        terminal: FinishReason | None = None
+        for pending, outcome in await step.executor.finish():
+            call = pending.call
+            await self.persist(ToolResultMessage(call_id=call.call_id, name=call.name, output=outcome.output,
+                                                 error=outcome.error))
+            step.results_persisted.add(call.call_id)
+            t = agent.tools.get(call.name)
+            if t is not None and t.terminates and outcome.error is None and terminal is None:
+                terminal = FinishReason(t.terminates)
+        if terminal is not None:
+            return RunResult(terminal, None, self.steps)
+        if not within_budget:
+            return RunResult(FinishReason.BUDGET_EXCEEDED, None, self.steps)
+        if step.processor.calls:
+            return "tools"
+        return "length" if step.processor.finish_reason == "length" else "stop"
+
+    async def _record_usage(self, model: Model, processor: StreamProcessor, estimated_prompt: int) -> bool:
+        prompt_tokens = processor.prompt_tokens if processor.prompt_tokens is not None else estimated_prompt
+        completion = processor.completion_tokens
+        if completion is None:
+            completion = max(1, len(processor.text) // 4) if processor.text else 0
+        cost = model.cost(prompt_tokens, completion)
+        await self.emit(UsageReported(model=model.name, prompt_tokens=prompt_tokens,
+                                      completion_tokens=completion, cost_usd=cost))
+        usage = Usage(model=model.name, prompt_tokens=prompt_tokens, completion_tokens=completion,
+                      cost_usd=cost, step=self.steps)
+        return await self.ctx.usage.record(usage)
+
+    async def finish_cancelled(self) -> None:
+        """Persist what the interrupted step completed: partial text, finished calls, and a
+        result for every persisted call (finished, or "cancelled") so no call is left dangling."""
+        step = self.step
+        if step.executor is not None:
+            await step.executor.cancel()
+        if step.processor is None:
+            return
+        if not step.assistant_persisted:
+            message = step.processor.message(partial=True)
+            if not (message.text or message.reasoning or message.tool_calls):
+                return
+            await self.persist(message)
+            step.assistant_persisted = True
+        results = step.executor.results if step.executor else {}
+        for pending in step.processor.calls:
+            call = pending.call
+            if call.call_id in step.results_persisted:
+                continue
+            outcome = results.get(call.call_id)
+            result = (ToolResultMessage(call_id=call.call_id, name=call.name, output=outcome.output, error=outcome.error)
+                      if outcome else ToolResultMessage(call_id=call.call_id, name=call.name,
+                                                        output="cancelled before it finished", error="cancelled"))
+            await self.persist(result)
+            step.results_persisted.add(call.call_id)
+
+    async def _summarize(self, transcript: str) -> str:
+        model = self.agent.summary_model
+        request = ModelRequest([{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": transcript}],
+                               [], ModelSettings(max_tokens=self.agent._context_config.reserve_tokens))
+        opened = await open_stream([model], request, self.agent.retry)
+        processor = StreamProcessor(_discard, lambda _: None, "native", model.name)
+        await processor.consume(opened.first, opened.rest)
+        await self._record_usage(model, processor, max(1, len(transcript) // 4))
+        return processor.text.strip()
+
+
+async def _discard(event: Event) -> None:
+    """Summary calls stream into nothing: their text is not part of the conversation."""

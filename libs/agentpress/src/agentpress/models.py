@@ -1,0 +1,198 @@
+"""The model-call layer: a small Model protocol, the LiteLLM adapter, retries and fallbacks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from agentpress.errors import ModelCallError, ModelTransientError
+
+
+@dataclass(frozen=True)
+class ToolCallChunk:
+    """A piece of one native tool call; pieces of the same call share `index`."""
+
+    index: int
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class ModelDelta:
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: tuple[ToolCallChunk, ...] = ()
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    temperature: float | None = None
+    max_tokens: int | None = None
+    reasoning_effort: str | None = None
+    thinking: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        kwargs = {k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens),
+                                    ("reasoning_effort", self.reasoning_effort), ("thinking", self.thinking))
+                  if v is not None}
+        return {**kwargs, **self.extra}
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    settings: ModelSettings = field(default_factory=ModelSettings)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """Anything that can stream a reply. `context_window` None means "ask LiteLLM"."""
+
+    name: str
+    context_window: int | None
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelDelta]: ...
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float: ...
+
+
+_litellm: ModuleType | None = None
+
+
+def import_litellm() -> ModuleType:
+    """Import LiteLLM on first use: it costs seconds of CPU, which `import agentpress` must not."""
+    global _litellm
+    if _litellm is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        litellm.suppress_debug_info = True
+        _litellm = litellm
+    return _litellm
+
+
+class LiteLLMModel:
+    """Adapter from LiteLLM's streaming chunks to ModelDelta; LiteLLM objects never leave it."""
+
+    def __init__(self, name: str, *, api_base: str | None = None, api_key: str | None = None,
+                 timeout: float = 600.0, context_window: int | None = None) -> None:
+        self.name = name
+        self.api_base = api_base
+        self.api_key = api_key
+        self.timeout = timeout
+        self.context_window = context_window
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelDelta]:
+        litellm = import_litellm()
+        kwargs: dict[str, Any] = dict(request.settings.as_kwargs())
+        if request.tools:
+            kwargs["tools"] = request.tools
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self.api_key:
+            kwargs["api_key"] = self.api_key
+        try:
+            response = await litellm.acompletion(
+                model=self.name, messages=request.messages, stream=True,
+                stream_options={"include_usage": True}, timeout=self.timeout, **kwargs,
+            )
+            async for chunk in response:
+                yield _translate(chunk)
+        except Exception as exc:
+            raise _translate_error(litellm, exc) from exc
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        litellm = import_litellm()
+        try:
+            from litellm.types.utils import ModelResponse, Usage
+
+            usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                          total_tokens=prompt_tokens + completion_tokens)
+            return float(litellm.completion_cost(completion_response=ModelResponse(model=self.name, usage=usage),
+                                                 model=self.name))
+        except Exception:  # unknown model: no price known, billing counts tokens only
+            return 0.0
+
+
+def _translate(chunk: Any) -> ModelDelta:
+    usage = getattr(chunk, "usage", None)
+    choices = getattr(chunk, "choices", None) or []
+    delta = choices[0].delta if choices else None
+    finish = choices[0].finish_reason if choices else None
+    calls: list[ToolCallChunk] = []
+    for tc in (getattr(delta, "tool_calls", None) or []) if delta is not None else []:
+        fn = getattr(tc, "function", None)
+        calls.append(ToolCallChunk(index=tc.index or 0, call_id=tc.id or None,
+                                   name=getattr(fn, "name", None) or None,
+                                   arguments=getattr(fn, "arguments", None) or ""))
+    return ModelDelta(
+        text=(getattr(delta, "content", None) or "") if delta is not None else "",
+        reasoning=(getattr(delta, "reasoning_content", None) or "") if delta is not None else "",
+        tool_calls=tuple(calls),
+        finish_reason=finish,
+        prompt_tokens=getattr(usage, "prompt_tokens", None) if usage else None,
+        completion_tokens=getattr(usage, "completion_tokens", None) if usage else None,
+    )
+
+
+def _translate_error(litellm: ModuleType, exc: Exception) -> ModelCallError:
+    if isinstance(exc, ModelCallError):
+        return exc
+    transient = tuple(getattr(litellm, n) for n in ("RateLimitError", "Timeout", "APIConnectionError",
+                      "InternalServerError", "ServiceUnavailableError", "BadGatewayError") if hasattr(litellm, n))
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, transient) or (isinstance(status, int) and (status == 429 or status >= 500)):
+        return ModelTransientError(f"{type(exc).__name__}: {exc}")
+    return ModelCallError(f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    initial_wait: float = 1.0
+    max_wait: float = 30.0
+
+
+@dataclass
+class OpenedStream:
+    model: Model
+    first: ModelDelta | None
+    rest: AsyncIterator[ModelDelta]
+
+
+async def open_stream(models: list[Model], request: ModelRequest, policy: RetryPolicy) -> OpenedStream:
+    """Start a stream on the first model that answers, retrying transient errors with backoff.
+
+    Retries cover the call up to its first delta only: once output has been emitted, replaying
+    the call would duplicate it, so a mid-stream failure ends the step instead.
+    """
+    errors: list[str] = []
+    for model in models:
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(policy.attempts),
+                wait=wait_random_exponential(multiplier=policy.initial_wait, max=policy.max_wait),
+                retry=retry_if_exception_type(ModelTransientError),
+                reraise=True,
+            ):
+                with attempt:
+                    stream = aiter(model.stream(request))
+                    try:
+                        first = await anext(stream)
+                    except StopAsyncIteration:
+                        first = None
+                    return OpenedStream(model, first, stream)
+        except ModelCallError as exc:
+            errors.append(f"{model.name}: {exc}")
+    raise ModelCallError("; ".join(errors) or "no model configured")

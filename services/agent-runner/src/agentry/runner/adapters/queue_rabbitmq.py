@@ -1,0 +1,211 @@
+"""RabbitMQ run queue: a durable quorum queue so accepted runs survive broker restarts and worker crashes.
+
+Delivery is at least once. A worker that dies, or whose connection drops, before acking has
+its jobs redelivered to another worker; closing a channel cancels the handlers running on it,
+so a job is never worked on by two live handlers because of a lost connection alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+
+from agentry.runner.queue import JobHandler, QueueUnavailable, RunJob
+
+logger = logging.getLogger(__name__)
+
+# Everything a broken connection or a refusing broker can raise at us.
+_BROKER_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
+
+
+async def _declare(channel: AbstractChannel, name: str) -> AbstractQueue:
+    # Publisher and consumers both declare: whichever starts first creates the queue, and a
+    # publish to a queue that does not exist yet would be returned as unroutable.
+    return await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+
+
+class _RabbitConsumer:
+    def __init__(
+        self, channel: AbstractChannel, queue: AbstractQueue, handler: JobHandler, concurrency: int
+    ) -> None:
+        self._channel = channel
+        self._queue = queue
+        self._handler = handler
+        # Prefetch already bounds deliveries; the semaphore keeps the limit if prefetch is larger.
+        self._slots = asyncio.Semaphore(concurrency)
+        self._inflight: set[asyncio.Task[object]] = set()
+        self._stopping = False
+        self._tag: str | None = None
+
+    async def start(self) -> None:
+        self._tag = await self._queue.consume(self._on_message, no_ack=False)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._tag is not None and not self._channel.is_closed:
+            try:
+                await self._queue.cancel(self._tag)
+            except _BROKER_ERRORS as exc:
+                logger.warning("could not cancel the run queue consumer cleanly: %s", exc)
+        if self._inflight:
+            await asyncio.wait(list(self._inflight))
+        # Anything delivered but not settled goes back to the queue when the channel closes.
+        if not self._channel.is_closed:
+            await self._channel.close()
+
+    async def abandon(self) -> None:
+        """Cancel in-flight handlers; the broker redelivers their jobs once the connection closes."""
+        self._stopping = True
+        tasks = list(self._inflight)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # aiormq runs each delivery in a task owned by the channel, so closing the channel
+        # cancels this handler too.
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            async with self._slots:
+                if self._stopping:
+                    await message.reject(requeue=True)
+                    return
+                await self._process(message)
+        finally:
+            self._inflight.discard(task)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        try:
+            job = RunJob.decode(message.body)
+        except ValueError as exc:
+            logger.error(
+                "rejecting an undecodable run job message %s (%d bytes): %s",
+                message.message_id, len(message.body), exc,
+            )
+            await message.reject(requeue=False)
+            return
+        try:
+            await self._handler(job)
+        except Exception:
+            # The consumer boundary: the handler has recorded the failure; one bad job must not
+            # stop the worker, and requeueing it would only fail again.
+            logger.exception("run job handler failed; rejecting run %s", job.run_id)
+            await self._settle(message, job, ack=False)
+            return
+        await self._settle(message, job, ack=True)
+
+    async def _settle(self, message: AbstractIncomingMessage, job: RunJob, *, ack: bool) -> None:
+        try:
+            if ack:
+                await message.ack()
+            else:
+                await message.reject(requeue=False)
+        except _BROKER_ERRORS as exc:
+            logger.warning(
+                "could not settle run %s (connection lost?); it will be redelivered: %s",
+                job.run_id, exc,
+            )
+
+
+class RabbitRunQueue:
+    def __init__(
+        self,
+        amqp_url: str,
+        *,
+        queue_name: str = "agentry.runs",
+        prefetch: int | None = None,
+        publish_timeout: float = 10.0,
+    ) -> None:
+        self._url = amqp_url
+        self._queue_name = queue_name
+        self._prefetch = prefetch
+        self._publish_timeout = publish_timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._lock = asyncio.Lock()
+        self._consumers: list[_RabbitConsumer] = []
+        self._closed = False
+
+    async def publish(self, job: RunJob) -> None:
+        channel = await self._publisher()
+        message = aio_pika.Message(
+            job.encode(),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/json",
+            message_id=job.run_id,
+        )
+        try:
+            # On a confirm channel this returns only after the broker's ack, and raises on a nack
+            # or (mandatory) an unroutable return.
+            await channel.default_exchange.publish(
+                message, routing_key=self._queue_name, mandatory=True, timeout=self._publish_timeout
+            )
+        except _BROKER_ERRORS as exc:
+            raise QueueUnavailable(f"the broker did not accept run {job.run_id}: {exc!r}") from exc
+
+    async def consume(self, handler: JobHandler, *, concurrency: int) -> _RabbitConsumer:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        connection = await self._connect()
+        try:
+            # One channel per consumer: prefetch is per channel, and a stopped consumer's channel
+            # closing hands its unsettled deliveries back without touching the publisher.
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=self._prefetch or concurrency)
+            queue = await _declare(channel, self._queue_name)
+            consumer = _RabbitConsumer(channel, queue, handler, concurrency)
+            await consumer.start()
+        except _BROKER_ERRORS as exc:
+            raise QueueUnavailable(f"cannot consume from {self._queue_name}: {exc!r}") from exc
+        self._consumers.append(consumer)
+        return consumer
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._closed = True
+            consumers, self._consumers = self._consumers, []
+            for consumer in consumers:
+                await consumer.abandon()
+            if self._connection is not None:
+                await self._connection.close()
+                self._connection = None
+                self._publish_channel = None
+
+    async def _connect(self) -> AbstractRobustConnection:
+        async with self._lock:
+            if self._closed:
+                raise QueueUnavailable("the run queue is closed")
+            if self._connection is None:
+                try:
+                    self._connection = await aio_pika.connect_robust(self._url)
+                except _BROKER_ERRORS as exc:
+                    raise QueueUnavailable(f"cannot reach the broker: {exc!r}") from exc
+            return self._connection
+
+    async def _publisher(self) -> AbstractChannel:
+        if self._publish_channel is not None:
+            return self._publish_channel
+        connection = await self._connect()
+        async with self._lock:
+            if self._publish_channel is None:
+                try:
+                    channel = await connection.channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
+                    await _declare(channel, self._queue_name)
+                except _BROKER_ERRORS as exc:
+                    raise QueueUnavailable(f"cannot open a publish channel: {exc!r}") from exc
+                self._publish_channel = channel
+            return self._publish_channel

@@ -1,0 +1,99 @@
+"""agentpress's sandbox port, served by the sandbox service over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from agentpress import ExecResult, FileEntry, ProcessState
+
+from agentry.api.sandbox.v1 import sandbox_pb2 as pb
+from agentry.api.sandbox.v1 import sandbox_pb2_grpc
+
+MAX_TOOL_OUTPUT_BYTES = 64 * 1024
+
+
+class SandboxToolError(Exception):
+    """A sandbox call failed; the message goes back to the model as the tool's error."""
+
+
+def _translate(exc: grpc.aio.AioRpcError) -> SandboxToolError:
+    return SandboxToolError(exc.details() or exc.code().name)
+
+
+class GrpcSandbox:
+    """The project's sandbox, created on first use, seen with the run's account."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, account_id: str, project_id: str) -> None:
+        self._stub = sandbox_pb2_grpc.SandboxServiceStub(channel)
+        self._account_id = account_id
+        self._project_id = project_id
+        self._sandbox_id: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def _id(self) -> str:
+        async with self._lock:
+            if self._sandbox_id is None:
+                try:
+                    box = await self._stub.CreateSandbox(
+                        pb.CreateSandboxRequest(account_id=self._account_id, project_id=self._project_id))
+                except grpc.aio.AioRpcError as exc:
+                    raise _translate(exc) from exc
+                self._sandbox_id = box.sandbox_id
+            return self._sandbox_id
+
+    async def exec(self, command: str, *, timeout: float, cwd: str | None = None) -> ExecResult:
+        request = pb.ExecRequest(account_id=self._account_id, sandbox_id=await self._id(),
+                                 command=command, cwd=cwd or "", timeout_seconds=timeout)
+        output = bytearray()
+        exit_code, timed_out = -1, False
+        # The call is bounded by the command's own timeout plus slack; cancelling this
+        # coroutine cancels the RPC, and the sandbox kills the process.
+        call = self._stub.Exec(request, timeout=timeout + 30)
+        try:
+            async for chunk in call:
+                if chunk.HasField("output"):
+                    if len(output) < MAX_TOOL_OUTPUT_BYTES:
+                        output += chunk.output[: MAX_TOOL_OUTPUT_BYTES - len(output)]
+                else:
+                    exit_code, timed_out = chunk.exit.exit_code, chunk.exit.timed_out
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc) from exc
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        return ExecResult(exit_code=exit_code, output=output.decode("utf-8", "replace"), timed_out=timed_out)
+
+    async def read_file(self, path: str) -> bytes:
+        return (await self._call("ReadFile", pb.ReadFileRequest(path=path))).content
+
+    async def write_file(self, path: str, content: bytes) -> None:
+        await self._call("WriteFile", pb.WriteFileRequest(path=path, content=content))
+
+    async def list_files(self, path: str) -> list[FileEntry]:
+        reply = await self._call("ListFiles", pb.ListFilesRequest(path=path))
+        return [FileEntry(name=f.name, path=f.path, is_dir=f.is_dir, size=f.size) for f in reply.files]
+
+    async def delete_file(self, path: str) -> None:
+        await self._call("DeleteFile", pb.DeleteFileRequest(path=path, recursive=False))
+
+    async def start_process(self, command: str) -> str:
+        return (await self._call("StartProcess", pb.StartProcessRequest(command=command))).process_id
+
+    async def read_process(self, process_id: str, offset: int) -> ProcessState:
+        reply = await self._call("ReadProcess", pb.ReadProcessRequest(process_id=process_id, offset=offset))
+        process = reply.process
+        return ProcessState(
+            output=reply.output.decode("utf-8", "replace"), next_offset=reply.next_offset,
+            running=process.running, exit_code=process.exit_code if process.HasField("exit_code") else None)
+
+    async def stop_process(self, process_id: str) -> None:
+        await self._call("StopProcess", pb.StopProcessRequest(process_id=process_id))
+
+    async def _call(self, method: str, request):
+        request.account_id = self._account_id
+        request.sandbox_id = await self._id()
+        try:
+            return await getattr(self._stub, method)(request)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc) from exc

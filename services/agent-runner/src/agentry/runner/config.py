@@ -1,0 +1,39 @@
+"""Settings of the runner service (api and worker roles)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic_settings import SettingsConfigDict
+
+from agentry.servicekit.settings import ServiceSettings
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Agentry, an autonomous agent with a sandboxed Linux computer. Use the tools to run "
+    "commands and manage files in the workspace. Be concise; when the task is done, say so."
+)
+
+
+class RunnerSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTRY_RUNNER_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./var/runner.db"
+    # "api" serves gRPC, "worker" consumes run jobs, "all" does both in one process.
+    role: Literal["api", "worker", "all"] = "all"
+    queue: Literal["memory", "rabbitmq"] = "memory"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    queue_name: str = "agentry.runs"
+    events: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "agentry:run:"
+    sandbox_target: str = "127.0.0.1:50053"
+    billing_target: str = "127.0.0.1:50052"
+    default_model: str = "openai/agentry-demo"
+    # When set, LiteLLM calls go to this OpenAI-compatible base URL (the fake server in dev).
+    llm_api_base: str | None = None
+    llm_api_key: str | None = None
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_steps: int = 25
+    worker_concurrency: int = 16
+    event_ttl_seconds: int = 3600
+    event_maxlen: int = 10_000

@@ -1,0 +1,19 @@
+"""Runner domain errors; the servicekit interceptor maps them to gRPC status codes."""
+
+from agentry.servicekit.errors import FailedPrecondition, InvalidArgument, NotFound
+
+
+class ThreadNotFound(NotFound):
+    code = "thread_not_found"
+
+
+class RunNotFound(NotFound):
+    code = "run_not_found"
+
+
+class RunAlreadyActive(FailedPrecondition):
+    code = "run_active"
+
+
+class InvalidInput(InvalidArgument):
+    code = "invalid_argument"

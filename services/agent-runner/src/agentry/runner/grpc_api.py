@@ -1,0 +1,58 @@
+"""The runner's gRPC servicer: protobuf <-> domain, nothing else."""
+
+from __future__ import annotations
+
+from agentry.api.runner.v1 import runner_pb2 as pb
+from agentry.api.runner.v1 import runner_pb2_grpc
+
+from .domain import Run, StoredMessage, Thread
+from .service import RunnerService
+
+
+def _thread(t: Thread) -> pb.Thread:
+    return pb.Thread(thread_id=t.thread_id, project_id=t.project_id, account_id=t.account_id,
+                     name=t.name, created_at=t.created_at)
+
+
+def _message(m: StoredMessage) -> pb.Message:
+    return pb.Message(message_id=m.message_id, thread_id=m.thread_id, type=m.type,
+                      content_json=m.content_json, created_at=m.created_at)
+
+
+def _run(r: Run) -> pb.Run:
+    return pb.Run(agent_run_id=r.run_id, thread_id=r.thread_id, account_id=r.account_id,
+                  status=r.status.value, error=r.error, model=r.model, created_at=r.created_at,
+                  started_at=r.started_at, completed_at=r.completed_at)
+
+
+class RunnerServicer(runner_pb2_grpc.RunnerServiceServicer):
+    def __init__(self, service: RunnerService) -> None:
+        self._service = service
+
+    async def CreateThread(self, request, context):
+        return _thread(await self._service.create_thread(request.account_id, request.name))
+
+    async def GetThread(self, request, context):
+        return _thread(await self._service.get_thread(request.account_id, request.thread_id))
+
+    async def AddMessage(self, request, context):
+        return _message(await self._service.add_message(request.account_id, request.thread_id, request.content))
+
+    async def ListMessages(self, request, context):
+        messages = await self._service.list_messages(request.account_id, request.thread_id)
+        return pb.ListMessagesResponse(messages=[_message(m) for m in messages])
+
+    async def StartRun(self, request, context):
+        return _run(await self._service.start_run(request.account_id, request.thread_id,
+                                                  request.model_name, request.prompt))
+
+    async def GetRun(self, request, context):
+        return _run(await self._service.get_run(request.account_id, request.agent_run_id))
+
+    async def StopRun(self, request, context):
+        return _run(await self._service.stop_run(request.account_id, request.agent_run_id))
+
+    async def ListRunEvents(self, request, context):
+        events = await self._service.list_run_events(request.account_id, request.agent_run_id, request.after_seq)
+        return pb.ListRunEventsResponse(
+            events=[pb.RunEvent(seq=e.seq, data=e.data, terminal=e.terminal) for e in events])

@@ -1,0 +1,106 @@
+"""Composition root of the runner: reads settings, picks adapters, starts the api and/or worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from agentry.api.runner.v1 import runner_pb2, runner_pb2_grpc
+from agentry.servicekit import RunningServer, open_channel, run_service, start_grpc_server
+from agentry.servicekit.db import open_database
+from agentry.servicekit.eventstream import EventStream, MemoryEventStream, RedisEventStream
+
+from .adapters.sql import SqlRunnerRepository
+from .config import RunnerSettings
+from .grpc_api import RunnerServicer
+from .queue import RunQueue
+from .service import RunnerService
+from .stopsignal import StopSignal
+from .worker import AgentFactory, RunWorker, agent_factory
+
+logger = logging.getLogger(__name__)
+SERVICE_NAME = runner_pb2.DESCRIPTOR.services_by_name["RunnerService"].full_name
+
+
+def build_event_stream(settings: RunnerSettings) -> EventStream:
+    if settings.events == "redis":
+        return RedisEventStream(settings.redis_url, key_prefix=settings.redis_prefix,
+                                maxlen=settings.event_maxlen, ttl_seconds=settings.event_ttl_seconds)
+    return MemoryEventStream(maxlen=settings.event_maxlen, ttl_seconds=settings.event_ttl_seconds)
+
+
+def _build_queue(settings: RunnerSettings) -> RunQueue:
+    if settings.queue == "rabbitmq":
+        from .adapters.queue_rabbitmq import RabbitRunQueue
+
+        return RabbitRunQueue(settings.amqp_url, queue_name=settings.queue_name)
+    from .adapters.queue_memory import MemoryRunQueue
+
+    return MemoryRunQueue()
+
+
+def _build_stops(settings: RunnerSettings) -> StopSignal:
+    if settings.events == "redis":
+        from .adapters.stop_redis import RedisStopSignal
+
+        return RedisStopSignal(settings.redis_url, prefix=settings.redis_prefix)
+    from .adapters.stop_memory import MemoryStopSignal
+
+    return MemoryStopSignal()
+
+
+async def start(
+    settings: RunnerSettings,
+    stack: contextlib.AsyncExitStack,
+    *,
+    events: EventStream | None = None,
+    agents: AgentFactory | None = None,
+) -> RunningServer:
+    """Starts the roles `settings.role` asks for. `events` lets `agentry dev` share one
+    in-process stream with the gateway; `agents` lets tests choose the agent."""
+    engine = await open_database(settings.database_url, migrations_dir=Path(__file__).parent / "migrations",
+                                 version_table="alembic_version_runner", stack=stack)
+    repo = SqlRunnerRepository(engine)
+    if events is None:
+        events = build_event_stream(settings)
+        stack.push_async_callback(events.close)
+    stops = _build_stops(settings)
+    stack.push_async_callback(stops.close)
+    queue = _build_queue(settings)
+    stack.push_async_callback(queue.close)
+    token = settings.internal_token.get_secret_value()
+
+    if settings.role in ("worker", "all"):
+        sandbox_channel = open_channel(settings.sandbox_target, token)
+        billing_channel = open_channel(settings.billing_target, token)
+        stack.push_async_callback(sandbox_channel.close)
+        stack.push_async_callback(billing_channel.close)
+        worker = RunWorker(repo=repo, events=events, stops=stops, sandbox_channel=sandbox_channel,
+                           billing_channel=billing_channel, agent_factory=agents or agent_factory(settings))
+        consumer = await queue.consume(worker.handle, concurrency=settings.worker_concurrency)
+
+        async def _stop_consumer() -> None:
+            # In-flight runs get the grace period; past it they are cancelled and end visibly.
+            try:
+                await asyncio.wait_for(consumer.stop(), settings.grace_seconds)
+            except TimeoutError:
+                logger.warning("in-flight runs did not finish within %.0fs", settings.grace_seconds)
+
+        stack.push_async_callback(_stop_consumer)
+
+    service_names: list[str] = []
+    register = lambda server: None  # noqa: E731 - a worker-only process serves health alone
+    if settings.role in ("api", "all"):
+        service = RunnerService(repo, queue, events, stops, default_model=settings.default_model)
+        service_names = [SERVICE_NAME]
+        register = lambda server: runner_pb2_grpc.add_RunnerServiceServicer_to_server(  # noqa: E731
+            RunnerServicer(service), server)
+    return await start_grpc_server(name=f"runner-{settings.role}", register=register, service_names=service_names,
+                                   host=settings.host, port=settings.port, internal_token=token, stack=stack,
+                                   grace=settings.grace_seconds)
+
+
+def main() -> None:
+    run_service(start, RunnerSettings)

@@ -1,0 +1,39 @@
+"""What the runner needs from the outside world, in its own vocabulary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from .domain import Run, RunStatus, StoredEvent, StoredMessage, Thread
+
+
+class RunnerRepository(Protocol):
+    """Projects, threads, messages, runs and durable run events (the runner's tables)."""
+
+    async def create_thread(self, *, account_id: str, name: str) -> Thread: ...
+
+    async def get_thread(self, thread_id: str) -> Thread | None: ...
+
+    async def add_message(self, *, thread_id: str, account_id: str, type: str, content_json: str,
+                          message_id: str, created_at: float) -> StoredMessage: ...
+
+    async def list_messages(self, thread_id: str) -> list[StoredMessage]: ...
+
+    async def create_run(self, *, run_id: str, thread_id: str, account_id: str, model: str,
+                         first_message: StoredMessage | None) -> Run:
+        """Inserts the queued run (and the prompt) atomically; RunAlreadyActive if the thread has one."""
+        ...
+
+    async def get_run(self, run_id: str) -> Run | None: ...
+
+    async def transition(self, run_id: str, *, from_: Iterable[RunStatus], to: RunStatus,
+                         error: str | None = None, finish_reason: str | None = None) -> bool:
+        """Moves the run to `to` only if it is in one of `from_`; True when it moved."""
+        ...
+
+    async def append_events(self, run_id: str, events: Sequence[StoredEvent]) -> None: ...
+
+    async def list_events(self, run_id: str, after_seq: int, limit: int = 1000) -> list[StoredEvent]: ...
+
+    async def max_event_seq(self, run_id: str) -> int: ...

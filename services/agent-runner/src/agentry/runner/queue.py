@@ -1,0 +1,80 @@
+"""The run queue port: the API hands runs to whichever runner worker has capacity, at least once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+
+class QueueUnavailable(Exception):
+    """The broker did not accept a job (unreachable, closed, or it refused the publish)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunJob:
+    run_id: str
+    thread_id: str
+    account_id: str
+    attempt: int = 1
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> RunJob:
+        """Parse a job; raises ValueError for anything that is not one.
+
+        Unknown keys are ignored so that a newer producer can add fields during a rolling deploy.
+        """
+        try:
+            raw: Any = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"run job is not JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ValueError("run job is not a JSON object")
+        ids = {name: raw.get(name) for name in ("run_id", "thread_id", "account_id")}
+        for name, value in ids.items():
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"run job has no valid {name}")
+        attempt = raw.get("attempt", 1)
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+            raise ValueError(f"run job has an invalid attempt: {attempt!r}")
+        return cls(
+            run_id=ids["run_id"], thread_id=ids["thread_id"], account_id=ids["account_id"],
+            attempt=attempt,
+        )
+
+
+JobHandler = Callable[[RunJob], Awaitable[None]]
+
+
+class Consumer(Protocol):
+    async def stop(self) -> None:
+        """Stop taking new jobs and wait for in-flight handlers to finish.
+
+        Jobs not yet acked when a consumer or its connection dies are redelivered to another consumer.
+        """
+        ...
+
+
+class RunQueue(Protocol):
+    async def publish(self, job: RunJob) -> None:
+        """Return once the broker has accepted the job; raise QueueUnavailable otherwise."""
+        ...
+
+    async def consume(self, handler: JobHandler, *, concurrency: int) -> Consumer:
+        """Deliver jobs to `handler`, at most `concurrency` at once.
+
+        A job is acked when the handler returns. When the handler raises, the job is rejected
+        without requeue and logged: the handler owns failure bookkeeping. A message that is not
+        a RunJob is rejected without requeue and logged.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Close the connection. In-flight handlers are cancelled and their jobs redelivered;
+        call Consumer.stop() first to drain gracefully."""
+        ...

@@ -1,0 +1,133 @@
+"""The runner's use cases behind its gRPC API: threads, messages, starting and stopping runs."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from agentpress import RunFinished, UserMessage
+
+from agentry.servicekit.eventstream import EventStream
+
+from .domain import MAX_MESSAGE_CHARS, MAX_THREAD_NAME_CHARS, Run, RunStatus, StoredEvent, StoredMessage, Thread
+from .errors import InvalidInput, RunNotFound, ThreadNotFound
+from .ports import RunnerRepository
+from .sinks import encode_event
+from .queue import RunJob, RunQueue
+from .stopsignal import StopSignal
+
+logger = logging.getLogger(__name__)
+
+
+class RunnerService:
+    def __init__(self, repo: RunnerRepository, queue: RunQueue, events: EventStream, stops: StopSignal,
+                 *, default_model: str, clock=time.time) -> None:
+        self._repo = repo
+        self._queue = queue
+        self._events = events
+        self._stops = stops
+        self._default_model = default_model
+        self._clock = clock
+
+    async def create_thread(self, account_id: str, name: str) -> Thread:
+        _require_account(account_id)
+        name = name.strip() or "New thread"
+        if len(name) > MAX_THREAD_NAME_CHARS:
+            raise InvalidInput(f"name: at most {MAX_THREAD_NAME_CHARS} characters")
+        return await self._repo.create_thread(account_id=account_id, name=name)
+
+    async def get_thread(self, account_id: str, thread_id: str) -> Thread:
+        _require_account(account_id)
+        thread = await self._repo.get_thread(thread_id) if _is_uuid(thread_id) else None
+        if thread is None or thread.account_id != account_id:
+            raise ThreadNotFound(f"thread {thread_id} not found")
+        return thread
+
+    async def add_message(self, account_id: str, thread_id: str, content: str) -> StoredMessage:
+        thread = await self.get_thread(account_id, thread_id)
+        message = self._user_message(thread, content)
+        return await self._repo.add_message(
+            thread_id=thread.thread_id, account_id=account_id, type=message.type,
+            content_json=message.content_json, message_id=message.message_id, created_at=message.created_at)
+
+    async def list_messages(self, account_id: str, thread_id: str) -> list[StoredMessage]:
+        thread = await self.get_thread(account_id, thread_id)
+        return await self._repo.list_messages(thread.thread_id)
+
+    async def start_run(self, account_id: str, thread_id: str, model: str, prompt: str) -> Run:
+        thread = await self.get_thread(account_id, thread_id)
+        model = model.strip() or self._default_model
+        if len(model) > 200:
+            raise InvalidInput("model_name: at most 200 characters")
+        first = self._user_message(thread, prompt) if prompt.strip() else None
+        run = await self._repo.create_run(run_id=str(uuid.uuid4()), thread_id=thread.thread_id,
+                                          account_id=account_id, model=model, first_message=first)
+        try:
+            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=thread.thread_id, account_id=account_id))
+        except Exception:
+            # The job never reached the broker: end the run visibly instead of leaving it queued.
+            await self.finish_without_worker(run.run_id, RunStatus.FAILED, "error", "the run queue is unavailable")
+            raise
+        return run
+
+    async def get_run(self, account_id: str, run_id: str) -> Run:
+        _require_account(account_id)
+        run = await self._repo.get_run(run_id) if _is_uuid(run_id) else None
+        if run is None or run.account_id != account_id:
+            raise RunNotFound(f"agent run {run_id} not found")
+        return run
+
+    async def stop_run(self, account_id: str, run_id: str) -> Run:
+        run = await self.get_run(account_id, run_id)
+        # A queued run is cancelled here; a running one is handed to its worker. The conditional
+        # updates make the race with a worker picking the job up harmless.
+        for _ in range(3):
+            if run.status.terminal or run.status is RunStatus.CANCELLING:
+                return run
+            if run.status is RunStatus.QUEUED:
+                if await self.finish_without_worker(run.run_id, RunStatus.CANCELLED, "cancelled", ""):
+                    await self._stops.request_stop(run.run_id)
+                    break
+            elif await self._repo.transition(run.run_id, from_=[RunStatus.RUNNING], to=RunStatus.CANCELLING):
+                await self._stops.request_stop(run.run_id)
+                break
+            run = await self.get_run(account_id, run_id)
+        return await self.get_run(account_id, run_id)
+
+    async def list_run_events(self, account_id: str, run_id: str, after_seq: int) -> list[StoredEvent]:
+        run = await self.get_run(account_id, run_id)
+        return await self._repo.list_events(run.run_id, max(after_seq, 0))
+
+    async def finish_without_worker(self, run_id: str, status: RunStatus, reason: str, error: str) -> bool:
+        """Ends a queued run no worker has taken, with its one terminal event."""
+        moved = await self._repo.transition(run_id, from_=[RunStatus.QUEUED], to=status,
+                                            error=error, finish_reason=reason)
+        if moved:
+            seq = await self._repo.max_event_seq(run_id) + 1
+            data = encode_event(seq, RunFinished(reason=reason, error=error or None))
+            await self._repo.append_events(run_id, [StoredEvent(seq, data, True)])
+            await self._events.append(run_id, seq, data, terminal=True)
+        return moved
+
+    def _user_message(self, thread: Thread, content: str) -> StoredMessage:
+        if not content.strip():
+            raise InvalidInput("content: must not be empty")
+        if len(content) > MAX_MESSAGE_CHARS:
+            raise InvalidInput(f"content: at most {MAX_MESSAGE_CHARS} characters")
+        message = UserMessage(text=content)
+        return StoredMessage(message.message_id, thread.thread_id, "user",
+                             message.to_json().decode(), message.created_at)
+
+
+def _require_account(account_id: str) -> None:
+    if not account_id:
+        raise InvalidInput("account_id: required")
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

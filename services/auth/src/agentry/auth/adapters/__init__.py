@@ -1,0 +1,1 @@
+"""Backends behind the auth service's ports."""

@@ -1,0 +1,37 @@
+"""The auth service's settings: where its tables live and how it signs access tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from agentry.servicekit.settings import ServiceSettings
+
+
+class AuthSettings(ServiceSettings):
+    """Read from AGENTRY_AUTH_* (plus the shared AGENTRY_INTERNAL_TOKEN / AGENTRY_DEV_MODE)."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTRY_AUTH_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./var/auth.db"
+    # Only the local provider exists so far; the Supabase GoTrue one plugs in behind IdentityProvider.
+    provider: Literal["local"] = "local"
+    issuer: str = "agentry-local"
+    audience: str = "authenticated"
+    access_token_ttl_seconds: int = Field(default=3600, gt=0)
+    # An EC P-256 private key in PEM. Without it, dev mode generates one and keeps it at key_path.
+    signing_key: SecretStr | None = None
+    key_path: Path = Path("./var/auth-signing-key.pem")
+
+    @model_validator(mode="after")
+    def _require_signing_key_outside_dev(self) -> AuthSettings:
+        # A generated key on a pod's disk would differ per replica and vanish on restart.
+        if not self.dev_mode and (self.signing_key is None or not self.signing_key.get_secret_value().strip()):
+            raise ValueError(
+                "AGENTRY_AUTH_SIGNING_KEY must be set to an EC P-256 private key (PEM) "
+                "when AGENTRY_DEV_MODE is false"
+            )
+        return self

@@ -1,0 +1,72 @@
+"""The auth service's composition root: reads settings, opens resources, picks adapters, serves."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from agentry.api.auth.v1 import auth_pb2, auth_pb2_grpc
+from agentry.servicekit import RunningServer, run_service, start_grpc_server
+from agentry.servicekit.db import open_database
+
+from .adapters.sql import SqlUserRepository
+from .config import AuthSettings
+from .grpc_api import AuthServicer
+from .passwords import Argon2Hasher
+from .ports import Clock, IdentityProvider, PasswordHasher
+from .service import LocalIdentityProvider
+from .tokens import TokenService, load_signing_key
+
+
+async def start(
+    settings: AuthSettings,
+    stack: contextlib.AsyncExitStack,
+    *,
+    clock: Clock = time.time,
+    hasher: PasswordHasher | None = None,
+) -> RunningServer:
+    """Starts the auth gRPC server; `clock` and `hasher` exist so tests can control time and cost."""
+    provider = await _build_provider(settings, stack, clock=clock, hasher=hasher or Argon2Hasher())
+    return await start_grpc_server(
+        name="auth",
+        register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(provider), server),
+        service_names=[auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name],
+        host=settings.host,
+        port=settings.port,
+        internal_token=settings.internal_token.get_secret_value(),
+        stack=stack,
+        grace=settings.grace_seconds,
+    )
+
+
+async def _build_provider(
+    settings: AuthSettings, stack: contextlib.AsyncExitStack, *, clock: Clock, hasher: PasswordHasher
+) -> IdentityProvider:
+    # The only provider so far; "supabase" will add a branch here and an adapter, nothing else.
+    if settings.provider != "local":
+        raise ValueError(f"unknown identity provider {settings.provider!r}")
+    # Loaded before the database opens, so a bad key fails fast without touching anything.
+    key = load_signing_key(
+        settings.signing_key.get_secret_value() if settings.signing_key else None,
+        settings.key_path,
+        allow_generate=settings.dev_mode,
+    )
+    tokens = TokenService(
+        key,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        ttl_seconds=settings.access_token_ttl_seconds,
+        clock=clock,
+    )
+    engine = await open_database(
+        settings.database_url,
+        migrations_dir=Path(__file__).parent / "migrations",
+        version_table="alembic_version_auth",
+        stack=stack,
+    )
+    return LocalIdentityProvider(SqlUserRepository(engine), hasher, tokens, clock=clock)
+
+
+def main() -> None:
+    run_service(start, AuthSettings)

@@ -1,0 +1,1 @@
+"""One module per backend billing can run on."""

@@ -1,0 +1,21 @@
+"""Billing's failures; the servicekit interceptor maps them to gRPC status codes."""
+
+from __future__ import annotations
+
+from agentry.servicekit.errors import DomainError, InvalidArgument, NotFound
+
+
+class BillingError(DomainError):
+    """The root of every failure billing reports."""
+
+
+class InvalidBillingRequest(BillingError, InvalidArgument):
+    """A request billing cannot act on: an empty account, a negative cost, a bad step."""
+
+    code = "invalid_argument"
+
+
+class AccountNotFound(BillingError, NotFound):
+    """The ledger was asked to move credit on an account that was never opened."""
+
+    code = "account_not_found"

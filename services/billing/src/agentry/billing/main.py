@@ -1,0 +1,51 @@
+"""Billing's composition root: the one place that reads settings and picks adapters."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from agentry.api.billing.v1 import billing_pb2, billing_pb2_grpc
+from agentry.servicekit.db import open_database
+from agentry.servicekit.server import RunningServer, run_service, start_grpc_server
+
+from .adapters.local import LocalPaymentsProvider
+from .adapters.sql import SqlCreditLedger
+from .config import BillingSettings
+from .grpc_api import BillingServicer
+from .ports import PaymentsProvider
+from .service import BillingService
+
+
+def _payments(settings: BillingSettings) -> PaymentsProvider:
+    # `provider` is a Literal, so settings have already refused anything not handled here.
+    return LocalPaymentsProvider(
+        opening_grant_micros=settings.initial_credit_micros, blocked_models=settings.blocked_models
+    )
+
+
+async def start(settings: BillingSettings, stack: contextlib.AsyncExitStack) -> RunningServer:
+    """Opens the database (migrated to head), builds the service and starts serving gRPC."""
+    engine = await open_database(
+        settings.database_url,
+        migrations_dir=Path(__file__).parent / "migrations",
+        version_table="alembic_version_billing",
+        stack=stack,
+    )
+    service = BillingService(SqlCreditLedger(engine), _payments(settings))
+    return await start_grpc_server(
+        name="billing",
+        register=lambda server: billing_pb2_grpc.add_BillingServiceServicer_to_server(
+            BillingServicer(service), server
+        ),
+        service_names=[billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name],
+        host=settings.host,
+        port=settings.port,
+        internal_token=settings.internal_token.get_secret_value(),
+        stack=stack,
+        grace=settings.grace_seconds,
+    )
+
+
+def main() -> None:
+    run_service(start, BillingSettings)

@@ -1,0 +1,33 @@
+"""Settings of the HTTP gateway."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agentry.servicekit.settings import DEV_INTERNAL_TOKEN
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTRY_GATEWAY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    auth_target: str = "127.0.0.1:50051"
+    billing_target: str = "127.0.0.1:50052"
+    sandbox_target: str = "127.0.0.1:50053"
+    runner_target: str = "127.0.0.1:50054"
+    events: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "agentry:run:"
+    # A comment line is sent on an idle stream this often, so proxies keep it open.
+    keepalive_seconds: float = 15.0
+    upstream_timeout_seconds: float = 10.0
+    cors_origins: list[str] = []
+    internal_token: SecretStr = Field(
+        default=SecretStr(DEV_INTERNAL_TOKEN),
+        validation_alias=AliasChoices("AGENTRY_INTERNAL_TOKEN", "internal_token"),
+    )
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("AGENTRY_LOG_LEVEL", "log_level"))

@@ -1,0 +1,137 @@
+"""The HTTP API under /api: translate HTTP <-> gRPC, authenticate, validate, stream."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import grpc
+import orjson
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import StreamingResponse
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agentry.api.auth.v1 import auth_pb2
+from agentry.api.billing.v1 import billing_pb2
+from agentry.api.runner.v1 import runner_pb2 as pb
+
+from . import schemas
+from .deps import CallerDep, UpstreamsDep
+from .errors import ApiError
+from .sse import run_events
+
+router = APIRouter(prefix="/api")
+
+
+def _time(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value else None
+
+
+@router.post("/auth/signup", status_code=201, response_model=schemas.SignUpAnswer, tags=["auth"])
+async def signup(body: schemas.Credentials, up: UpstreamsDep):
+    reply = await up.auth.SignUp(auth_pb2.SignUpRequest(email=body.email, password=body.password))
+    return schemas.SignUpAnswer(user_id=reply.user_id, account_id=reply.account_id)
+
+
+@router.post("/auth/token", response_model=schemas.TokenAnswer, tags=["auth"])
+async def token(body: schemas.Credentials, up: UpstreamsDep):
+    reply = await up.auth.SignIn(auth_pb2.SignInRequest(email=body.email, password=body.password))
+    return schemas.TokenAnswer(access_token=reply.access_token, token_type=reply.token_type or "bearer",
+                               expires_in=reply.expires_in)
+
+
+@router.post("/threads", status_code=201, response_model=schemas.ThreadAnswer, tags=["threads"])
+async def create_thread(caller: CallerDep, up: UpstreamsDep, body: schemas.NewThread | None = None):
+    thread = await up.runner.CreateThread(pb.CreateThreadRequest(
+        account_id=caller.account_id, name=(body.name if body and body.name else "")))
+    return schemas.ThreadAnswer(thread_id=thread.thread_id, project_id=thread.project_id)
+
+
+@router.post("/threads/{thread_id}/messages", status_code=201, response_model=schemas.MessageCreated,
+             tags=["threads"])
+async def add_message(thread_id: str, body: schemas.NewMessage, caller: CallerDep, up: UpstreamsDep):
+    message = await up.runner.AddMessage(pb.AddMessageRequest(
+        account_id=caller.account_id, thread_id=thread_id, content=body.content))
+    return schemas.MessageCreated(message_id=message.message_id)
+
+
+@router.get("/threads/{thread_id}/messages", response_model=schemas.MessageList, tags=["threads"])
+async def list_messages(thread_id: str, caller: CallerDep, up: UpstreamsDep):
+    reply = await up.runner.ListMessages(pb.ListMessagesRequest(account_id=caller.account_id, thread_id=thread_id))
+    return schemas.MessageList(messages=[
+        schemas.MessageOut(message_id=m.message_id, type=m.type, content=orjson.loads(m.content_json),
+                           created_at=_time(m.created_at))
+        for m in reply.messages
+    ])
+
+
+@router.post("/threads/{thread_id}/agent/start", status_code=202, response_model=schemas.RunStarted,
+             tags=["runs"])
+async def start_run(thread_id: str, caller: CallerDep, up: UpstreamsDep, body: schemas.StartRun | None = None):
+    body = body or schemas.StartRun()
+    model = body.model_name or ""
+    check = await up.billing.CheckRun(billing_pb2.CheckRunRequest(account_id=caller.account_id, model=model))
+    if not check.allowed:
+        status = 402 if check.reason == "insufficient_credits" else 403
+        raise ApiError(status, check.reason or "not_allowed", check.message or "this run is not allowed")
+    run = await up.runner.StartRun(pb.StartRunRequest(
+        account_id=caller.account_id, thread_id=thread_id, model_name=model, prompt=body.prompt or ""))
+    return schemas.RunStarted(agent_run_id=run.agent_run_id, status=run.status)
+
+
+def _run_out(run: pb.Run) -> schemas.RunOut:
+    return schemas.RunOut(
+        agent_run_id=run.agent_run_id, thread_id=run.thread_id, status=run.status, error=run.error or None,
+        created_at=_time(run.created_at),
+        started_at=_time(run.started_at) if run.HasField("started_at") else None,
+        completed_at=_time(run.completed_at) if run.HasField("completed_at") else None,
+    )
+
+
+@router.get("/agent-run/{run_id}", response_model=schemas.RunOut, tags=["runs"])
+async def get_run(run_id: str, caller: CallerDep, up: UpstreamsDep):
+    return _run_out(await up.runner.GetRun(pb.GetRunRequest(account_id=caller.account_id, agent_run_id=run_id)))
+
+
+@router.post("/agent-run/{run_id}/stop", response_model=schemas.RunStarted, tags=["runs"])
+async def stop_run(run_id: str, caller: CallerDep, up: UpstreamsDep):
+    run = await up.runner.StopRun(pb.StopRunRequest(account_id=caller.account_id, agent_run_id=run_id))
+    return schemas.RunStarted(agent_run_id=run.agent_run_id, status=run.status)
+
+
+@router.get(
+    "/agent-run/{run_id}/stream", tags=["runs"], response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}},
+                     "description": "SSE: `id:` is the event's sequence number, `data:` one JSON event."}},
+)
+async def stream_run(
+    run_id: str, request: Request, caller: CallerDep, up: UpstreamsDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+):
+    after = 0
+    if last_event_id:
+        if not last_event_id.strip().isdigit():
+            raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be a sequence number")
+        after = int(last_event_id)
+    run = await up.runner.GetRun(pb.GetRunRequest(account_id=caller.account_id, agent_run_id=run_id))
+    body = run_events(run=run, account_id=caller.account_id, after_seq=after, events=up.events,
+                      runner=up.runner, keepalive_seconds=request.app.state.settings.keepalive_seconds)
+    return StreamingResponse(body, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/health", tags=["health"])
+async def health(up: UpstreamsDep):
+    """200 when the gateway and every upstream service answer their gRPC health check."""
+    results: dict[str, str] = {}
+    for name, channel in up.channels.items():
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2.0)
+            results[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
+        except grpc.aio.AioRpcError as exc:
+            results[name] = f"unreachable ({exc.code().name.lower()})"
+    healthy = all(v == "serving" for v in results.values())
+    from fastapi.responses import ORJSONResponse
+
+    return ORJSONResponse({"status": "ok" if healthy else "degraded", "upstreams": results},
+                          status_code=200 if healthy else 503)

@@ -1,0 +1,76 @@
+"""Request and response bodies of the HTTP API (they are the OpenAPI schema at /docs)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Credentials(_Body):
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SignUpAnswer(BaseModel):
+    user_id: str
+    account_id: str
+
+
+class TokenAnswer(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class NewThread(_Body):
+    name: str | None = Field(default=None, max_length=200)
+
+
+class ThreadAnswer(BaseModel):
+    thread_id: str
+    project_id: str
+
+
+class NewMessage(_Body):
+    content: str = Field(min_length=1, max_length=100_000)
+
+
+class MessageCreated(BaseModel):
+    message_id: str
+
+
+class MessageOut(BaseModel):
+    message_id: str
+    type: str
+    content: Any = Field(description="The message as agentpress stores it (an object with a `kind`).")
+    created_at: datetime
+
+
+class MessageList(BaseModel):
+    messages: list[MessageOut]
+
+
+class StartRun(_Body):
+    model_name: str | None = Field(default=None, max_length=200)
+    prompt: str | None = Field(default=None, max_length=100_000)
+
+
+class RunStarted(BaseModel):
+    agent_run_id: str
+    status: str
+
+
+class RunOut(BaseModel):
+    agent_run_id: str
+    thread_id: str
+    status: str
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None

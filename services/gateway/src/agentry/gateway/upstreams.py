@@ -1,0 +1,51 @@
+"""The gateway's clients: gRPC stubs of every service and the run event stream."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import grpc
+
+from agentry.api.auth.v1 import auth_pb2_grpc
+from agentry.api.billing.v1 import billing_pb2_grpc
+from agentry.api.runner.v1 import runner_pb2_grpc
+from agentry.servicekit import open_channel
+from agentry.servicekit.eventstream import EventStream, MemoryEventStream, RedisEventStream
+
+from .config import GatewaySettings
+
+
+@dataclass
+class Upstreams:
+    auth: auth_pb2_grpc.AuthServiceStub
+    billing: billing_pb2_grpc.BillingServiceStub
+    runner: runner_pb2_grpc.RunnerServiceStub
+    events: EventStream
+    # name -> channel, for health checks
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+
+
+async def open_upstreams(settings: GatewaySettings, stack: contextlib.AsyncExitStack,
+                         *, events: EventStream | None = None) -> Upstreams:
+    token = settings.internal_token.get_secret_value()
+    channels = {
+        name: open_channel(target, token, default_timeout=settings.upstream_timeout_seconds)
+        for name, target in (("auth", settings.auth_target), ("billing", settings.billing_target),
+                             ("sandbox", settings.sandbox_target), ("runner", settings.runner_target))
+    }
+    for channel in channels.values():
+        stack.push_async_callback(channel.close)
+    if events is None:
+        if settings.events == "redis":
+            events = RedisEventStream(settings.redis_url, key_prefix=settings.redis_prefix)
+        else:
+            events = MemoryEventStream()
+        stack.push_async_callback(events.close)
+    return Upstreams(
+        auth=auth_pb2_grpc.AuthServiceStub(channels["auth"]),
+        billing=billing_pb2_grpc.BillingServiceStub(channels["billing"]),
+        runner=runner_pb2_grpc.RunnerServiceStub(channels["runner"]),
+        events=events,
+        channels=channels,
+    )

@@ -1,0 +1,1 @@
+"""One module per backend: `local` (processes on this host) and `sql` (the sandboxes table)."""

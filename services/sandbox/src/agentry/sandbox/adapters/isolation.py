@@ -1,0 +1,98 @@
+"""How a sandboxed command is launched: plainly on the host, or inside bubblewrap."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..domain import valid_env_name
+from ..errors import InvalidSandboxRequest
+from .workspace import SANDBOX_MOUNT
+
+logger = logging.getLogger(__name__)
+
+Isolation = Literal["bwrap", "none"]
+SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    argv: list[str]
+    cwd: Path  # the host directory the launcher starts in
+    env: dict[str, str]
+
+
+def launch(
+    isolation: Isolation,
+    command: str,
+    *,
+    workspace: Path,
+    cwd: Path,
+    env: Mapping[str, str] | None,
+    bwrap: str = "bwrap",
+) -> Launch:
+    """The argv, host cwd and environment that run `/bin/sh -c command` in the workspace.
+
+    The host's environment is never passed on: it holds the service's own secrets.
+    """
+    for name, value in (env or {}).items():
+        if not valid_env_name(name) or "\x00" in value:
+            raise InvalidSandboxRequest(f"invalid environment variable {name!r}")
+    if isolation == "none":
+        base = {"PATH": SEARCH_PATH, "HOME": str(workspace), "LANG": "C.UTF-8", "TERM": "dumb"}
+        return Launch(["/bin/sh", "-c", command], cwd, {**base, **(env or {})})
+
+    inside = SANDBOX_MOUNT / cwd.relative_to(workspace)
+    base = {"PATH": SEARCH_PATH, "HOME": str(SANDBOX_MOUNT), "LANG": "C.UTF-8", "TERM": "dumb"}
+    argv = [
+        bwrap,
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--ro-bind", "/usr", "/usr",
+        "--symlink", "usr/bin", "/bin",
+        "--symlink", "usr/sbin", "/sbin",
+        "--symlink", "usr/lib", "/lib",
+        "--symlink", "usr/lib64", "/lib64",
+        "--ro-bind", "/etc", "/etc",
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--tmpfs", "/tmp",
+        "--bind", str(workspace), str(SANDBOX_MOUNT),
+        "--chdir", str(inside),
+        "/bin/sh", "-c", command,
+    ]  # fmt: skip
+    return Launch(argv, workspace, {**base, **(env or {})})
+
+
+def choose_isolation(setting: Literal["auto", "bwrap", "none"]) -> tuple[Isolation, str]:
+    """The isolation to use and the bwrap binary; "auto" falls back to none when bwrap cannot run."""
+    if setting == "none":
+        return "none", ""
+    binary = shutil.which("bwrap")
+    problem = "bwrap is not installed" if binary is None else _probe(binary)
+    if problem is None and binary is not None:
+        return "bwrap", binary
+    if setting == "bwrap":
+        raise RuntimeError(f"sandbox isolation 'bwrap' was requested but {problem}")
+    logger.warning("running sandbox commands WITHOUT isolation: %s", problem)
+    return "none", ""
+
+
+def _probe(binary: str) -> str | None:
+    """None when bubblewrap can start a sandbox here, else why not."""
+    workspace = Path(os.path.realpath("/tmp"))
+    probe = launch("bwrap", "true", workspace=workspace, cwd=workspace, env=None, bwrap=binary)
+    try:
+        result = subprocess.run(probe.argv, env=probe.env, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap failed to start: {exc}"
+    if result.returncode != 0:
+        return f"bwrap cannot create a sandbox here: {result.stderr.decode(errors='replace').strip()}"
+    return None

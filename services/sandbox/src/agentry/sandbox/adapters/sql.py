@@ -1,0 +1,93 @@
+"""The sandboxes table on SQLAlchemy 2 (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..domain import SandboxRecord, SandboxState
+from ..errors import SandboxAlreadyExists
+
+metadata = sa.MetaData()
+
+sandboxes = sa.Table(
+    "sandboxes",
+    metadata,
+    sa.Column("sandbox_id", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.String(128), nullable=False),
+    sa.Column("project_id", sa.String(128), nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("provider_ref", sa.Text, nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("account_id", "project_id", name="uq_sandboxes_account_project"),
+)
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _record(row: sa.Row) -> SandboxRecord:
+    return SandboxRecord(
+        sandbox_id=row.sandbox_id,
+        account_id=row.account_id,
+        project_id=row.project_id,
+        provider=row.provider,
+        provider_ref=row.provider_ref,
+        state=SandboxState(row.state),
+        created_at=_utc(row.created_at),
+        last_used_at=_utc(row.last_used_at),
+    )
+
+
+class SqlSandboxRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def add(self, record: SandboxRecord) -> None:
+        values = {
+            "sandbox_id": record.sandbox_id,
+            "account_id": record.account_id,
+            "project_id": record.project_id,
+            "provider": record.provider,
+            "provider_ref": record.provider_ref,
+            "state": record.state.value,
+            "created_at": record.created_at,
+            "last_used_at": record.last_used_at,
+        }
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(sandboxes.insert().values(**values))
+        except IntegrityError as exc:
+            raise SandboxAlreadyExists(
+                f"project {record.project_id!r} already has a sandbox"
+            ) from exc
+
+    async def get(self, sandbox_id: str) -> SandboxRecord | None:
+        return await self._one(sandboxes.c.sandbox_id == sandbox_id)
+
+    async def find_by_project(self, account_id: str, project_id: str) -> SandboxRecord | None:
+        return await self._one(sa.and_(sandboxes.c.account_id == account_id, sandboxes.c.project_id == project_id))
+
+    async def set_state(self, sandbox_id: str, state: SandboxState) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(state=state.value)
+            )
+
+    async def touch(self, sandbox_id: str, at: datetime) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(last_used_at=at)
+            )
+
+    async def _one(self, condition: sa.ColumnElement[bool]) -> SandboxRecord | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(sa.select(sandboxes).where(condition))).first()
+        return _record(row) if row is not None else None
