@@ -10,6 +10,7 @@ import pytest
 
 from agentry.servicekit.eventstream import (
     EventStream,
+    EventStreamUnavailable,
     MemoryEventStream,
     RedisEventStream,
     SequenceError,
@@ -308,3 +309,14 @@ async def test_unknown_run_reads_empty_and_has_no_first_seq(harness: Harness) ->
     assert await stream.read("nobody", 0) == []
     assert await stream.read("nobody", 0, block_ms=50) == []
     assert await stream.first_seq("nobody") is None
+
+
+async def test_unreachable_redis_is_event_stream_unavailable() -> None:
+    stream = RedisEventStream("redis://127.0.0.1:1/0")
+    try:
+        with pytest.raises(EventStreamUnavailable):
+            await stream.append("r1", 1, b"x")
+        with pytest.raises(EventStreamUnavailable):
+            await stream.read("r1", 0)
+    finally:
+        await stream.close()

@@ -19,6 +19,7 @@ from agentpress.events import (
 )
 from agentpress.execution import ToolExecution
 from agentpress.loop import Agent, RunResult
+from agentpress.memory import MemoryMessageStore, MemorySandbox, RecordingEventSink, RecordingUsageSink
 from agentpress.messages import (
     AssistantMessage,
     Message,
@@ -46,9 +47,10 @@ from agentpress.tools import Tool, ToolRegistry, tool
 
 __all__ = [
     "Agent", "AgentpressError", "AssistantMessage", "ContextConfig", "Event", "EventSink", "ExecResult",
-    "FileEntry", "FinishReason", "FunctionModel", "LiteLLMModel", "Message", "MessageCompleted",
+    "FileEntry", "FinishReason", "FunctionModel", "LiteLLMModel", "MemoryMessageStore", "MemorySandbox", "Message",
+    "MessageCompleted",
     "MessageStore", "Model", "ModelCallError", "ModelDelta", "ModelRequest", "ModelRetry", "ModelSettings",
-    "ModelTransientError", "ProcessState", "ReasoningDelta", "RetryPolicy", "RunContext", "RunFinished",
+    "ModelTransientError", "ProcessState", "ReasoningDelta", "RecordingEventSink", "RecordingUsageSink", "RetryPolicy", "RunContext", "RunFinished",
     "RunResult", "RunStarted", "SandboxPort", "ScriptedCall", "ScriptedModel", "ScriptedReply",
     "StatusMessage", "TextDelta", "Tool", "ToolCall", "ToolCallChunk", "ToolCallDelta", "ToolCallError",
     "ToolCallFinished", "ToolCallStarted", "ToolExecution", "ToolRegistry", "ToolResultMessage", "Usage",

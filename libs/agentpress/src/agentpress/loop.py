@@ -108,6 +108,8 @@ class Agent:
             raise
         except Exception as exc:  # the run must end with run_finished whatever broke
             logger.exception("run %s failed", ctx.run_id)
+            if run.step.executor is not None:
+                await run.step.executor.cancel()
             result = RunResult(FinishReason.ERROR, f"{type(exc).__name__}: {exc}", run.steps)
         await run.emit(RunFinished(reason=result.reason, error=result.error))
         return result
@@ -173,9 +175,10 @@ class _Run:
         step.processor = StreamProcessor(self.emit, step.executor.submit, agent.tool_calling, opened.model.name)
         try:
             await step.processor.consume(opened.first, opened.rest)
-        except ModelCallError as exc:
-            await self.finish_cancelled()  # keep what streamed before the failure
-            return RunResult(FinishReason.ERROR, str(exc), self.steps)
+        except Exception as exc:  # a stream that dies midway: keep what arrived, stop the tools
+            await self.finish_cancelled()
+            message = str(exc) if isinstance(exc, ModelCallError) else f"{type(exc).__name__}: {exc}"
+            return RunResult(FinishReason.ERROR, message, self.steps)
         within_budget = await self._record_usage(opened.model, step.processor, prompt.tokens)
         await self.persist(step.processor.message())
         step.assistant_persisted = True

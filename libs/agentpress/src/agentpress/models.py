@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -75,7 +76,10 @@ def import_litellm() -> ModuleType:
     global _litellm
     if _litellm is None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
+        with warnings.catch_warnings():
+            # LiteLLM's pydantic models warn at import time about typing details that are theirs.
+            warnings.simplefilter("ignore")
+            import litellm
 
         litellm.suppress_debug_info = True
         _litellm = litellm
@@ -105,7 +109,9 @@ class LiteLLMModel:
         try:
             response = await litellm.acompletion(
                 model=self.name, messages=request.messages, stream=True,
-                stream_options={"include_usage": True}, timeout=self.timeout, **kwargs,
+                stream_options={"include_usage": True}, timeout=self.timeout,
+                max_retries=0,  # one retry layer only: ours (open_stream), not the SDK's as well
+                **kwargs,
             )
             async for chunk in response:
                 yield _translate(chunk)

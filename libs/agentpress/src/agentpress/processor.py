@@ -98,7 +98,7 @@ class StreamProcessor:
         return AssistantMessage(
             message_id=self.message_id, text=self.text, reasoning="".join(self._reasoning),
             tool_calls=tuple(p.call for p in self.calls), model=self.model,
-            finish_reason="cancelled" if partial else self.finish_reason,
+            finish_reason="interrupted" if partial else self.finish_reason,
         )
 
     async def _native_chunk(self, index: int, call_id: str | None, name: str | None, arguments: str) -> None:

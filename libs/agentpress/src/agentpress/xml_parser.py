@@ -9,6 +9,7 @@ OPEN = "<function_calls>"
 CLOSE = "</function_calls>"
 _INVOKE_OPEN = re.compile(r"<invoke\s+name\s*=\s*\"([^\"]*)\"\s*>")
 _INVOKE_CLOSE = "</invoke>"
+_NON_SPACE = re.compile(r"\S")
 _PARAM = re.compile(r"\s*<parameter\s+name\s*=\s*\"([^\"]*)\"\s*>(.*?)</parameter>", re.DOTALL)
 
 
@@ -74,6 +75,7 @@ class XmlCallParser:
     def __init__(self) -> None:
         self._buffer = ""
         self._in_block = False
+        self._scanned = 0
 
     def feed(self, chunk: str) -> list[XmlItem]:
         self._buffer += chunk
@@ -89,36 +91,56 @@ class XmlCallParser:
                     return items
                 if index:
                     items.append(XmlText(self._buffer[:index]))
-                self._buffer = self._buffer[index + len(OPEN) :]
+                self._consume(index + len(OPEN))
                 self._in_block = True
                 continue
-            stripped = self._buffer.lstrip()
-            if stripped.startswith(CLOSE):
-                self._buffer = stripped[len(CLOSE) :]
-                self._in_block = False
-                continue
-            invoke_at = stripped.find("<invoke")
-            close_at = stripped.find(CLOSE)
-            if invoke_at < 0 or (0 <= close_at < invoke_at):
-                if close_at >= 0:
-                    # Stray text inside a block is dropped up to the closing tag.
-                    items.append(XmlError("", f"unexpected content in <function_calls>: {stripped[:close_at][:80]!r}"))
-                    self._buffer = stripped[close_at:]
-                    continue
-                self._buffer = stripped
+            items_done = self._feed_block(items)
+            if items_done:
                 return items
-            end = stripped.find(_INVOKE_CLOSE, invoke_at)
-            if close_at > invoke_at and (end < 0 or end > close_at):
-                items.append(XmlError("", "unterminated <invoke> inside <function_calls>"))
-                self._buffer = stripped[close_at:]
-                continue
-            if end < 0:
-                self._buffer = stripped
-                return items
-            if stripped[:invoke_at].strip():
-                items.append(XmlError("", f"unexpected content in <function_calls>: {stripped[:invoke_at][:80]!r}"))
-            items.append(_parse_invoke(stripped[invoke_at : end + len(_INVOKE_CLOSE)]))
-            self._buffer = stripped[end + len(_INVOKE_CLOSE) :]
+
+    def _feed_block(self, items: list[XmlItem]) -> bool:
+        """One step inside a block; True when more input is needed.
+
+        Searches resume where the last one stopped (`_scanned`), so a long parameter value that
+        arrives in many small chunks costs linear, not quadratic, time.
+        """
+        buf = self._buffer
+        first = _NON_SPACE.search(buf)
+        if first is None:
+            return True
+        start = first.start()
+        if buf.startswith(CLOSE, start):
+            self._consume(start + len(CLOSE))
+            self._in_block = False
+            return False
+        resume = max(start, self._scanned - len(CLOSE))
+        invoke_at = buf.find("<invoke", start)
+        close_at = buf.find(CLOSE, resume)
+        if invoke_at < 0 or (0 <= close_at < invoke_at):
+            if close_at >= 0:
+                # Stray text inside a block is dropped up to the closing tag.
+                items.append(XmlError("", f"unexpected content in <function_calls>: {buf[start:close_at][:80]!r}"))
+                self._consume(close_at)
+                return False
+            self._scanned = len(buf)
+            return True
+        end = buf.find(_INVOKE_CLOSE, max(invoke_at, self._scanned - len(_INVOKE_CLOSE)))
+        if close_at > invoke_at and (end < 0 or end > close_at):
+            items.append(XmlError("", "unterminated <invoke> inside <function_calls>"))
+            self._consume(close_at)
+            return False
+        if end < 0:
+            self._scanned = len(buf)
+            return True
+        if invoke_at > start:
+            items.append(XmlError("", f"unexpected content in <function_calls>: {buf[start:invoke_at][:80]!r}"))
+        items.append(_parse_invoke(buf[invoke_at : end + len(_INVOKE_CLOSE)]))
+        self._consume(end + len(_INVOKE_CLOSE))
+        return False
+
+    def _consume(self, upto: int) -> None:
+        self._buffer = self._buffer[upto:]
+        self._scanned = 0
 
     def finish(self) -> list[XmlItem]:
         items = self.feed("")
@@ -126,6 +148,6 @@ class XmlCallParser:
             items.append(XmlError("", "unterminated <function_calls> block (missing </function_calls>)"))
         elif self._buffer:
             items.append(XmlText(self._buffer))
-        self._buffer = ""
+        self._consume(len(self._buffer))
         self._in_block = False
         return items

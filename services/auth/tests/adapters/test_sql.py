@@ -46,11 +46,11 @@ async def test_duplicate_email_is_email_taken_and_leaves_nothing_behind(engine):
 async def test_a_failure_after_the_user_insert_rolls_back_the_whole_sign_up(engine):
     repo = SqlUserRepository(engine)
     await repo.add_user(*_rows(1))
-    user, _account, _membership = _rows(2, email="bob@example.com")
-    # Reusing account a-1 breaks the second insert of the transaction, after the user row went in.
-    _, account, membership = _rows(1)
+    user, _, _ = _rows(2, email="bob@example.com")
+    _, taken_account, _ = _rows(1)
+    # The taken account id breaks the transaction's second insert, after the user row went in.
     with pytest.raises(sa.exc.IntegrityError):
-        await repo.add_user(user, account, Membership("a-1", "u-2", "owner", 1.0))
+        await repo.add_user(user, taken_account, Membership("a-1", "u-2", "owner", 1.0))
     assert await repo.find_user_by_email("bob@example.com") is None
     assert await _count(engine, users) == 1
 

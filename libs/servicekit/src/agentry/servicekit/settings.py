@@ -16,7 +16,7 @@ class ServiceSettings(BaseSettings):
     whatever the service's prefix, since every service must agree on them.
     """
 
-    model_config = SettingsConfigDict(env_prefix="AGENTRY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="AGENTRY_", extra="ignore", hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = 0

@@ -32,6 +32,8 @@ class RunnerSettings(ServiceSettings):
     # When set, LiteLLM calls go to this OpenAI-compatible base URL (the fake server in dev).
     llm_api_base: str | None = None
     llm_api_key: str | None = None
+    # When set, every run uses this model whatever the request asks (the offline demo).
+    force_model: str | None = None
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_steps: int = 25
     worker_concurrency: int = 16

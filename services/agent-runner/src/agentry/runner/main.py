@@ -45,7 +45,7 @@ def _build_stops(settings: RunnerSettings) -> StopSignal:
     if settings.events == "redis":
         from .adapters.stop_redis import RedisStopSignal
 
-        return RedisStopSignal(settings.redis_url, prefix=settings.redis_prefix)
+        return RedisStopSignal(settings.redis_url, key_prefix=settings.redis_prefix)
     from .adapters.stop_memory import MemoryStopSignal
 
     return MemoryStopSignal()
@@ -93,7 +93,8 @@ async def start(
     service_names: list[str] = []
     register = lambda server: None  # noqa: E731 - a worker-only process serves health alone
     if settings.role in ("api", "all"):
-        service = RunnerService(repo, queue, events, stops, default_model=settings.default_model)
+        service = RunnerService(repo, queue, events, stops, default_model=settings.default_model,
+                                force_model=settings.force_model)
         service_names = [SERVICE_NAME]
         register = lambda server: runner_pb2_grpc.add_RunnerServiceServicer_to_server(  # noqa: E731
             RunnerServicer(service), server)

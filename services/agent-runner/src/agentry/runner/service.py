@@ -14,7 +14,7 @@ from .domain import MAX_MESSAGE_CHARS, MAX_THREAD_NAME_CHARS, Run, RunStatus, St
 from .errors import InvalidInput, RunNotFound, ThreadNotFound
 from .ports import RunnerRepository
 from .sinks import encode_event
-from .queue import RunJob, RunQueue
+from .queue import QueueUnavailable, RunJob, RunQueue
 from .stopsignal import StopSignal
 
 logger = logging.getLogger(__name__)
@@ -22,12 +22,13 @@ logger = logging.getLogger(__name__)
 
 class RunnerService:
     def __init__(self, repo: RunnerRepository, queue: RunQueue, events: EventStream, stops: StopSignal,
-                 *, default_model: str, clock=time.time) -> None:
+                 *, default_model: str, force_model: str | None = None, clock=time.time) -> None:
         self._repo = repo
         self._queue = queue
         self._events = events
         self._stops = stops
         self._default_model = default_model
+        self._force_model = force_model
         self._clock = clock
 
     async def create_thread(self, account_id: str, name: str) -> Thread:
@@ -57,7 +58,7 @@ class RunnerService:
 
     async def start_run(self, account_id: str, thread_id: str, model: str, prompt: str) -> Run:
         thread = await self.get_thread(account_id, thread_id)
-        model = model.strip() or self._default_model
+        model = self._force_model or model.strip() or self._default_model
         if len(model) > 200:
             raise InvalidInput("model_name: at most 200 characters")
         first = self._user_message(thread, prompt) if prompt.strip() else None
@@ -65,7 +66,7 @@ class RunnerService:
                                           account_id=account_id, model=model, first_message=first)
         try:
             await self._queue.publish(RunJob(run_id=run.run_id, thread_id=thread.thread_id, account_id=account_id))
-        except Exception:
+        except QueueUnavailable:
             # The job never reached the broker: end the run visibly instead of leaving it queued.
             await self.finish_without_worker(run.run_id, RunStatus.FAILED, "error", "the run queue is unavailable")
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -59,6 +60,9 @@ class RunEventSink:
         self._stream = stream
         self._seq = last_seq
         self._on_finish = on_finish
+        # agentpress emits from concurrent tasks (tools run while the model streams); numbering
+        # and writing happen under one lock so the stream receives events in sequence order.
+        self._lock = asyncio.Lock()
         self.finished = False
 
     @property
@@ -66,6 +70,10 @@ class RunEventSink:
         return self._seq
 
     async def emit(self, event: Event) -> None:
+        async with self._lock:
+            await self._emit(event)
+
+    async def _emit(self, event: Event) -> None:
         if self.finished:
             logger.warning("event %s after the terminal event dropped", event.type)
             return

@@ -7,7 +7,7 @@ import logging
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentry.servicekit.errors import ERROR_CODE_KEY
@@ -59,12 +59,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(grpc.aio.AioRpcError)
     async def _grpc(request: Request, exc: grpc.aio.AioRpcError):
         status, code, message = _from_grpc(exc)
-        return ORJSONResponse(error_body(code, message), status_code=status)
+        return JSONResponse(error_body(code, message), status_code=status)
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return ORJSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -72,10 +72,10 @@ def install_error_handlers(app: FastAPI) -> None:
             {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()
         ]
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        return ORJSONResponse(error_body("validation_error", f"invalid request: {summary}", fields=fields),
+        return JSONResponse(error_body("validation_error", f"invalid request: {summary}", fields=fields),
                               status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return ORJSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)

@@ -36,7 +36,7 @@ async def signup(body: schemas.Credentials, up: UpstreamsDep):
 @router.post("/auth/token", response_model=schemas.TokenAnswer, tags=["auth"])
 async def token(body: schemas.Credentials, up: UpstreamsDep):
     reply = await up.auth.SignIn(auth_pb2.SignInRequest(email=body.email, password=body.password))
-    return schemas.TokenAnswer(access_token=reply.access_token, token_type=reply.token_type or "bearer",
+    return schemas.TokenAnswer(access_token=reply.access_token, token_type="bearer",
                                expires_in=reply.expires_in)
 
 
@@ -131,7 +131,7 @@ async def health(up: UpstreamsDep):
         except grpc.aio.AioRpcError as exc:
             results[name] = f"unreachable ({exc.code().name.lower()})"
     healthy = all(v == "serving" for v in results.values())
-    from fastapi.responses import ORJSONResponse
+    from fastapi.responses import JSONResponse
 
-    return ORJSONResponse({"status": "ok" if healthy else "degraded", "upstreams": results},
+    return JSONResponse({"status": "ok" if healthy else "degraded", "upstreams": results},
                           status_code=200 if healthy else 503)

@@ -1,1 +1,43 @@
+"""Agentry's sandbox service: one sandboxed computer per project, reached over gRPC."""
 
+from .config import SandboxSettings
+from .domain import ExecOutcome, FileInfo, ProcessInfo, ProcessOutput, SandboxRecord, SandboxState
+from .errors import (
+    DirectoryNotEmpty,
+    FileNotFound,
+    FileTooLarge,
+    InvalidSandboxRequest,
+    IsADirectory,
+    NotADirectory,
+    PathOutsideSandbox,
+    ProcessNotFound,
+    SandboxAlreadyExists,
+    SandboxError,
+    SandboxNotFound,
+)
+from .ports import SandboxProvider, SandboxRepository
+from .service import SandboxService
+
+__all__ = [
+    "DirectoryNotEmpty",
+    "ExecOutcome",
+    "FileInfo",
+    "FileNotFound",
+    "FileTooLarge",
+    "InvalidSandboxRequest",
+    "IsADirectory",
+    "NotADirectory",
+    "PathOutsideSandbox",
+    "ProcessInfo",
+    "ProcessNotFound",
+    "ProcessOutput",
+    "SandboxAlreadyExists",
+    "SandboxError",
+    "SandboxNotFound",
+    "SandboxProvider",
+    "SandboxRecord",
+    "SandboxRepository",
+    "SandboxService",
+    "SandboxSettings",
+    "SandboxState",
+]

@@ -27,8 +27,8 @@ class SandboxRecord:
     created_at: datetime
     last_used_at: datetime
 
-    def with_state(self, state: SandboxState) -> SandboxRecord:
-        return replace(self, state=state)
+    def ready(self, provider_ref: str) -> SandboxRecord:
+        return replace(self, state=SandboxState.READY, provider_ref=provider_ref)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Protocol
 
-from .domain import ExecOutcome, FileInfo, ProcessInfo, ProcessOutput, SandboxRecord, SandboxState
+from .domain import ExecOutcome, FileInfo, ProcessInfo, ProcessOutput, SandboxRecord
 
 
 class SandboxProvider(Protocol):
@@ -75,7 +75,9 @@ class SandboxRepository(Protocol):
 
     async def find_by_project(self, account_id: str, project_id: str) -> SandboxRecord | None: ...
 
-    async def set_state(self, sandbox_id: str, state: SandboxState) -> None: ...
+    async def mark_ready(self, sandbox_id: str, provider_ref: str) -> None:
+        """Records that the provider made the sandbox, and where it keeps it."""
+        ...
 
     async def touch(self, sandbox_id: str, at: datetime) -> None:
         """Records a use, so idle sandboxes can be found and reclaimed."""

@@ -5,12 +5,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agentry.servicekit.eventstream.memory import MemoryEventStream
-from agentry.servicekit.eventstream.port import EventStream, SequenceError, StreamEntry
+from agentry.servicekit.eventstream.port import (
+    EventStream,
+    EventStreamUnavailable,
+    SequenceError,
+    StreamEntry,
+)
 
 if TYPE_CHECKING:
     from agentry.servicekit.eventstream.redis import RedisEventStream
 
-__all__ = ["EventStream", "MemoryEventStream", "RedisEventStream", "SequenceError", "StreamEntry"]
+__all__ = [
+    "EventStream",
+    "EventStreamUnavailable",
+    "MemoryEventStream",
+    "RedisEventStream",
+    "SequenceError",
+    "StreamEntry",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -39,6 +39,7 @@ class MemoryEventStream:
         self._expiring: OrderedDict[str, float] = OrderedDict()
         # Readers blocked on a run nobody has written yet (Redis XREAD BLOCK waits for the key too).
         self._pending_waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._closed = False
 
     async def append(self, run_id: str, seq: int, data: bytes, *, terminal: bool = False) -> None:
         self._sweep()
@@ -66,7 +67,7 @@ class MemoryEventStream:
         self, run_id: str, after_seq: int, *, count: int = 500, block_ms: int = 0
     ) -> list[StreamEntry]:
         entries = self._collect(run_id, after_seq, count)
-        if entries or block_ms <= 0:
+        if entries or block_ms <= 0 or self._closed:
             return entries
         loop = asyncio.get_running_loop()
         deadline = loop.time() + block_ms / 1000
@@ -86,6 +87,8 @@ class MemoryEventStream:
                 if not waiters and self._pending_waiters.get(run_id) is waiters:
                     del self._pending_waiters[run_id]
             entries = self._collect(run_id, after_seq, count)
+            if self._closed:
+                break
         return entries
 
     async def first_seq(self, run_id: str) -> int | None:
@@ -96,7 +99,8 @@ class MemoryEventStream:
         return run.entries[0].seq
 
     async def close(self) -> None:
-        # Blocked readers wake and see whatever is held, as a closed Redis connection would end them.
+        # Blocked readers wake and return whatever is held, as a closed Redis connection ends them.
+        self._closed = True
         for waiters in [run.waiters for run in self._runs.values()] + list(
             self._pending_waiters.values()
         ):

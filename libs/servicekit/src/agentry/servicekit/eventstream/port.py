@@ -19,6 +19,10 @@ class SequenceError(ValueError):
     """An append whose seq is not greater than every seq already appended to the run."""
 
 
+class EventStreamUnavailable(Exception):
+    """The store behind the event stream could not be reached."""
+
+
 class EventStream(Protocol):
     async def append(self, run_id: str, seq: int, data: bytes, *, terminal: bool = False) -> None:
         """Append one entry; a terminal entry starts the run's expiry clock. Raises SequenceError."""

@@ -10,14 +10,10 @@ few for writers; beyond that, keep `block_ms` short so queued readers get a turn
 
 from __future__ import annotations
 
-import logging
-
 from redis import asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
-from agentry.servicekit.eventstream.port import SequenceError, StreamEntry
-
-logger = logging.getLogger(__name__)
+from agentry.servicekit.eventstream.port import EventStreamUnavailable, SequenceError, StreamEntry
 
 # XADD and EXPIRE in one atomic step: a rejected (out-of-order) terminal append must not set a
 # TTL, and a crash between the two must not leave a finished run's log without one.
@@ -75,16 +71,23 @@ class RedisEventStream:
                 raise SequenceError(
                     f"run {run_id}: seq {seq} is not greater than the last appended seq"
                 ) from exc
-            raise
+            raise EventStreamUnavailable(f"cannot append to run {run_id}: {exc}") from exc
+        except RedisError as exc:
+            raise EventStreamUnavailable(f"cannot append to run {run_id}: {exc}") from exc
 
     async def read(
         self, run_id: str, after_seq: int, *, count: int = 500, block_ms: int = 0
     ) -> list[StreamEntry]:
         key = self.key(run_id)
         # BLOCK 0 means "forever" to Redis; our block_ms=0 means "do not wait".
-        response = await self._redis.xread(
-            {key: f"{max(after_seq, 0)}-0"}, count=count, block=block_ms if block_ms > 0 else None
-        )
+        try:
+            response = await self._redis.xread(
+                {key: f"{max(after_seq, 0)}-0"},
+                count=count,
+                block=block_ms if block_ms > 0 else None,
+            )
+        except RedisError as exc:
+            raise EventStreamUnavailable(f"cannot read run {run_id}: {exc}") from exc
         if not response:
             return []
         # RESP2 answers [[key, entries]]; RESP3 answers {key: [entries]}. One key was asked for.
@@ -95,7 +98,10 @@ class RedisEventStream:
         return [_entry(entry_id, fields) for entry_id, fields in stream_entries]
 
     async def first_seq(self, run_id: str) -> int | None:
-        oldest = await self._redis.xrange(self.key(run_id), count=1)
+        try:
+            oldest = await self._redis.xrange(self.key(run_id), count=1)
+        except RedisError as exc:
+            raise EventStreamUnavailable(f"cannot read run {run_id}: {exc}") from exc
         if not oldest:
             return None
         return _seq_of(oldest[0][0])

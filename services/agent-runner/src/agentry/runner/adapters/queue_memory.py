@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import deque
 
-from agentry.runner.queue import JobHandler, QueueUnavailable, RunJob
+from agentry.runner.queue import Consumer, JobHandler, QueueUnavailable, RunJob
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class MemoryRunQueue:
             raise QueueUnavailable("the run queue is closed")
         self._broker.put(body)
 
-    async def consume(self, handler: JobHandler, *, concurrency: int) -> _MemoryConsumer:
+    async def consume(self, handler: JobHandler, *, concurrency: int) -> Consumer:
         if self._closed:
             raise QueueUnavailable("the run queue is closed")
         if concurrency < 1:

@@ -19,7 +19,7 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
-from agentry.runner.queue import JobHandler, QueueUnavailable, RunJob
+from agentry.runner.queue import Consumer, JobHandler, QueueUnavailable, RunJob
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class RabbitRunQueue:
         except _BROKER_ERRORS as exc:
             raise QueueUnavailable(f"the broker did not accept run {job.run_id}: {exc!r}") from exc
 
-    async def consume(self, handler: JobHandler, *, concurrency: int) -> _RabbitConsumer:
+    async def consume(self, handler: JobHandler, *, concurrency: int) -> Consumer:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         connection = await self._connect()

@@ -40,6 +40,10 @@ def launch(
     """The argv, host cwd and environment that run `/bin/sh -c command` in the workspace.
 
     The host's environment is never passed on: it holds the service's own secrets.
+
+    No `--new-session`: the launcher already starts a new session without a terminal, and
+    keeping bwrap's in-namespace init in the launcher's process group lets one killpg end the
+    whole sandboxed tree (bwrap's die-with-parent alone was seen to leave it running).
     """
     for name, value in (env or {}).items():
         if not valid_env_name(name) or "\x00" in value:
@@ -54,7 +58,6 @@ def launch(
         bwrap,
         "--unshare-all",
         "--die-with-parent",
-        "--new-session",
         "--ro-bind", "/usr", "/usr",
         "--symlink", "usr/bin", "/bin",
         "--symlink", "usr/sbin", "/sbin",

@@ -10,6 +10,8 @@ import re
 import secrets
 import shutil
 import signal
+import stat
+import subprocess
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,59 @@ _SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+class _OutputProtocol(asyncio.SubprocessProtocol):
+    """Collects a command's merged output and notices its exit as soon as it happens.
+
+    asyncio's Process.wait() waits for the pipes to close as well, which a leftover background
+    child can hold open; the exit itself is what decides when to stop.
+    """
+
+    HIGH_WATER = 256 * 1024
+
+    def __init__(self) -> None:
+        self.exited = asyncio.Event()
+        self._buffer = bytearray()
+        self._eof = False
+        self._ready = asyncio.Event()
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self._buffer += data
+        self._ready.set()
+        if len(self._buffer) > self.HIGH_WATER and not self._paused:
+            self._pipe().pause_reading()
+            self._paused = True
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._eof = True
+        self._ready.set()
+
+    def process_exited(self) -> None:
+        self.exited.set()
+
+    async def read(self) -> bytes:
+        """The output so far (at least one byte), or b"" once the pipe is closed."""
+        while not self._buffer and not self._eof:
+            self._ready.clear()
+            await self._ready.wait()
+        chunk = bytes(self._buffer)
+        self._buffer.clear()
+        if self._paused:
+            self._paused = False
+            self._pipe().resume_reading()
+        return chunk
+
+    def _pipe(self) -> asyncio.ReadTransport:
+        assert self._transport is not None
+        pipe = self._transport.get_pipe_transport(1)
+        assert isinstance(pipe, asyncio.ReadTransport)
+        return pipe
 
 
 @dataclass
@@ -107,17 +162,18 @@ class LocalSandboxProvider:
         spec = self._launch(sandbox_id, command, cwd, env)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        process = await asyncio.create_subprocess_exec(
+        transport, output = await loop.subprocess_exec(
+            _OutputProtocol,
             *spec.argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             cwd=spec.cwd,
             env=spec.env,
             start_new_session=True,
         )
-        assert process.stdout is not None
-        exited = asyncio.ensure_future(process.wait())
+        pid = transport.get_pid()
+        exited = asyncio.ensure_future(output.exited.wait())
         reading: asyncio.Future[bytes] | None = None
         deadline = started + timeout
         exited_at: float | None = None
@@ -132,13 +188,13 @@ class LocalSandboxProvider:
                     timed_out = exited_at is None
                     break
                 if reading is None:
-                    reading = asyncio.ensure_future(process.stdout.read(READ_CHUNK))
-                waiting = {reading} if exited.done() else {reading, exited}
+                    reading = asyncio.ensure_future(output.read())
+                waiting = {reading} if exited_at is not None else {reading, exited}
                 done, _ = await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 if exited in done and exited_at is None:
-                    # The shell is done: whatever it left running in its group goes too, so the pipe closes.
+                    # The shell is done: what it left running in its group goes too, so the pipe closes.
                     exited_at = loop.time()
-                    _kill_group(process.pid)
+                    _kill_group(pid)
                 if reading not in done:
                     continue
                 chunk = reading.result()
@@ -154,10 +210,11 @@ class LocalSandboxProvider:
                 sent += len(chunk)
                 yield chunk
             if timed_out:
-                _kill_group(process.pid)
-            exit_code = await exited
+                _kill_group(pid)
+            await exited
+            exit_code = transport.get_returncode()
             yield ExecOutcome(
-                exit_code=TIMEOUT_EXIT_CODE if timed_out else exit_code,
+                exit_code=TIMEOUT_EXIT_CODE if timed_out or exit_code is None else exit_code,
                 timed_out=timed_out,
                 duration_seconds=loop.time() - started,
                 truncated=truncated,
@@ -165,11 +222,13 @@ class LocalSandboxProvider:
         finally:
             if reading is not None:
                 reading.cancel()
-            if process.returncode is None:
-                _kill_group(process.pid)
+            # Nothing the command started outlives it, however it ended.
+            _kill_group(pid)
+            if not output.exited.is_set():
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(exited)
             exited.cancel()
+            transport.close()
 
     # Background processes
 
@@ -183,9 +242,9 @@ class LocalSandboxProvider:
         try:
             process = await asyncio.create_subprocess_exec(
                 *spec.argv,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
                 stdout=fd,
-                stderr=asyncio.subprocess.STDOUT,
+                stderr=subprocess.STDOUT,
                 cwd=spec.cwd,
                 env=spec.env,
                 start_new_session=True,
@@ -211,10 +270,10 @@ class LocalSandboxProvider:
         background = self._process(sandbox_id, process_id)
         if background.process.returncode is None:
             _kill_group(background.process.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(background.waiter), STOP_GRACE_SECONDS)
-            except TimeoutError:
-                pass
+            # bwrap's in-namespace init ignores SIGTERM and may outlive the launcher: finish the group.
+            _kill_group(background.process.pid)
         await self._kill(background)
         return background.info()
 
@@ -283,13 +342,16 @@ class LocalSandboxProvider:
             fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError as exc:
             raise FileNotFound(f"{path!r} does not exist") from exc
-        with os.fdopen(fd, "rb") as file:
-            if os.fstat(file.fileno()).st_mode & 0o170000 == 0o040000:
+        try:
+            status = os.fstat(fd)
+            if stat.S_ISDIR(status.st_mode):
                 raise IsADirectory(f"{path!r} is a directory")
-            size = os.fstat(file.fileno()).st_size
-            if size > self.max_file_bytes:
-                raise FileTooLarge(f"{path!r} is {size} bytes; the limit is {self.max_file_bytes}")
-            return file.read()
+            if status.st_size > self.max_file_bytes:
+                raise FileTooLarge(f"{path!r} is {status.st_size} bytes; the limit is {self.max_file_bytes}")
+            with os.fdopen(os.dup(fd), "rb") as file:
+                return file.read(self.max_file_bytes + 1)[: self.max_file_bytes]
+        finally:
+            os.close(fd)
 
     def _write(self, target: Path, path: str, content: bytes) -> int:
         if len(content) > self.max_file_bytes:
@@ -314,14 +376,14 @@ class LocalSandboxProvider:
             raise NotADirectory(f"{path!r} is not a directory") from exc
         files = []
         for entry in entries:
-            stat = entry.stat(follow_symlinks=False)
+            status = entry.stat(follow_symlinks=False)
             files.append(
                 FileInfo(
                     name=entry.name,
                     path=workspace.relative(target / entry.name),
                     is_dir=entry.is_dir(follow_symlinks=False),
-                    size=stat.st_size,
-                    modified_at=stat.st_mtime,
+                    size=status.st_size,
+                    modified_at=status.st_mtime,
                 )
             )
         return files

@@ -25,6 +25,8 @@ sandboxes = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("account_id", "project_id", name="uq_sandboxes_account_project"),
+    # Finding idle sandboxes to reclaim.
+    sa.Index("ix_sandboxes_last_used_at", "last_used_at"),
 )
 
 
@@ -75,10 +77,12 @@ class SqlSandboxRepository:
     async def find_by_project(self, account_id: str, project_id: str) -> SandboxRecord | None:
         return await self._one(sa.and_(sandboxes.c.account_id == account_id, sandboxes.c.project_id == project_id))
 
-    async def set_state(self, sandbox_id: str, state: SandboxState) -> None:
+    async def mark_ready(self, sandbox_id: str, provider_ref: str) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(
-                sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(state=state.value)
+                sandboxes.update()
+                .where(sandboxes.c.sandbox_id == sandbox_id)
+                .values(state=SandboxState.READY.value, provider_ref=provider_ref)
             )
 
     async def touch(self, sandbox_id: str, at: datetime) -> None:

@@ -1,0 +1,123 @@
+"""The real LiteLLM path against a tiny OpenAI-compatible streaming server on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from agentpress import Agent, ContextConfig, FinishReason, RetryPolicy, ToolResultMessage, default_tools
+
+
+def _chunk(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> str:
+    body: dict = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "agentry-test",
+                  "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if usage:
+        body["usage"] = usage
+    return f"data: {json.dumps(body)}\n\n"
+
+
+def _tool_turn() -> list[str]:
+    args = json.dumps({"path": "hello.py", "content": "print('hi')"})
+    return [
+        _chunk({"role": "assistant", "content": "Creating "}),
+        _chunk({"content": "the file."}),
+        _chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                "function": {"name": "create_file", "arguments": args[:9]}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[9:20]}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[20:]}}]}),
+        _chunk({"tool_calls": [{"index": 1, "id": "call_2", "type": "function",
+                                "function": {"name": "run_command", "arguments": '{"command": "python hello.py"}'}}]}),
+        _chunk({}, "tool_calls"),
+        _chunk(None, usage={"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}),
+        "data: [DONE]\n\n",
+    ]
+
+
+def _text_turn() -> list[str]:
+    return [_chunk({"role": "assistant", "content": "All "}), _chunk({"content": "done."}, "stop"),
+            _chunk(None, usage={"prompt_tokens": 90, "completion_tokens": 3, "total_tokens": 93}), "data: [DONE]\n\n"]
+
+
+class FakeProvider:
+    def __init__(self, fail_first: int = 0) -> None:
+        self.requests: list[dict] = []
+        self.fail_first = fail_first
+
+    async def completions(self, request: Request):
+        body = await request.json()
+        self.requests.append(body)
+        if len(self.requests) <= self.fail_first:
+            return JSONResponse({"error": {"message": "upstream hiccup", "type": "server_error"}}, status_code=503)
+        turn = _tool_turn() if len(self.requests) - self.fail_first == 1 else _text_turn()
+
+        async def stream() -> AsyncIterator[str]:
+            for piece in turn:
+                yield piece
+                await asyncio.sleep(0)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@asynccontextmanager
+async def serve(provider: FakeProvider):
+    app = Starlette(routes=[Route("/v1/chat/completions", provider.completions, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_run_through_litellm(harness):
+    provider = FakeProvider()
+    async with serve(provider) as base:
+        agent = Agent(model="openai/agentry-test", api_base=base, api_key="sk-test", system_prompt="Be brief.",
+                      tools=default_tools(), context=ContextConfig(context_window=16_000))
+        result = await agent.run(harness.ctx)
+    assert result.reason is FinishReason.COMPLETED, result.error
+    assert harness.sandbox.files == {"/workspace/hello.py": b"print('hi')"}
+    assert harness.sandbox.commands == ["python hello.py"]
+    assert harness.text() == "Creating the file.All done."
+    first, second = provider.requests
+    assert first["stream"] is True and first["stream_options"] == {"include_usage": True}
+    assert {t["function"]["name"] for t in first["tools"]} >= {"run_command", "create_file"}
+    tool_msgs = [m for m in second["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool_msgs] == ["call_1", "call_2"]
+    usage = [(u.prompt_tokens, u.completion_tokens) for u in harness.usage.records]
+    assert usage == [(50, 20), (90, 3)]
+    assert all(u.cost_usd == 0.0 for u in harness.usage.records), "unknown model: no price"
+    assert [m.call_id for m in harness.store.messages if isinstance(m, ToolResultMessage)] == ["call_1", "call_2"]
+    harness.assert_calls_paired()
+
+
+async def test_5xx_is_retried_through_litellm(harness):
+    provider = FakeProvider(fail_first=1)
+    async with serve(provider) as base:
+        agent = Agent(model="openai/agentry-test", api_base=base, api_key="sk-test", tools=default_tools(),
+                      retry=RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05),
+                      context=ContextConfig(context_window=16_000))
+        result = await agent.run(harness.ctx)
+    assert result.reason is FinishReason.COMPLETED, result.error
+    assert len(provider.requests) == 3, "one failed call, then the two turns"
+
+
+async def test_unreachable_provider_ends_with_error(harness):
+    agent = Agent(model="openai/agentry-test", api_base="http://127.0.0.1:9/v1", api_key="sk-test",
+                  retry=RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02),
+                  context=ContextConfig(context_window=16_000))
+    result = await agent.run(harness.ctx)
+    assert result.reason is FinishReason.ERROR and result.error
+    assert harness.types()[-1] == "run_finished"

@@ -1,0 +1,66 @@
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentpress import (
+    AssistantMessage,
+    FinishReason,
+    MessageCompleted,
+    RunFinished,
+    StatusMessage,
+    TextDelta,
+    ToolCall,
+    ToolCallFinished,
+    ToolResultMessage,
+    UsageReported,
+    UserMessage,
+    event_from_dict,
+    message_from_dict,
+)
+
+MESSAGES = [
+    UserMessage(text="hi"),
+    AssistantMessage(text="ok", reasoning="think", tool_calls=(ToolCall(call_id="c1", name="x", arguments="{}"),)),
+    ToolResultMessage(call_id="c1", name="x", output="out", error="retry"),
+    StatusMessage(status="summary", text="s", data={"covers_through": "m1"}),
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: m.kind)
+def test_message_json_round_trip(message):
+    data = orjson.loads(orjson.dumps(message.to_dict()))
+    assert message_from_dict(data) == message
+    assert data["kind"] == message.kind
+    assert data["message_id"] and isinstance(data["created_at"], float)
+
+
+@given(st.text(), st.text(), st.lists(st.tuples(st.text(), st.text()), max_size=3))
+def test_assistant_round_trip_any_text(text, reasoning, calls):
+    message = AssistantMessage(text=text, reasoning=reasoning,
+                               tool_calls=tuple(ToolCall(call_id=f"c{i}", name=n, arguments=a)
+                                                for i, (n, a) in enumerate(calls)))
+    assert message_from_dict(orjson.loads(message.to_json())) == message
+
+
+EVENTS = [
+    TextDelta(text="a"),
+    ToolCallFinished(call_id="c", name="n", arguments={"a": 1}, output="o", error=None, duration_ms=1.5),
+    MessageCompleted(message=MESSAGES[1]),
+    UsageReported(model="m", prompt_tokens=1, completion_tokens=2, cost_usd=0.1),
+    RunFinished(reason=FinishReason.ASKED_USER),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: e.type)
+def test_event_round_trip_and_seq_ignored(event):
+    data = orjson.loads(orjson.dumps(event.to_dict()))
+    assert data["type"] == event.type
+    assert event_from_dict({**data, "seq": 7}) == event
+
+
+def test_unknown_discriminators_are_rejected():
+    with pytest.raises(ValueError):
+        message_from_dict({"kind": "nope"})
+    with pytest.raises(ValueError):
+        event_from_dict({"type": "nope"})

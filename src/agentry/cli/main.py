@@ -1,0 +1,114 @@
+"""The `agentry` command: run the system (`dev`, `serve`, `up`) and talk to it (`chat`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Agentry: a self-hostable backend for tool-using AI agents.")
+console = Console()
+
+SERVICES = {
+    "auth": "agentry.auth.main",
+    "billing": "agentry.billing.main",
+    "sandbox": "agentry.sandbox.main",
+    "runner": "agentry.runner.main",
+    "gateway": "agentry.gateway.main",
+    "fake-llm": "agentry.fakellm.__main__",
+}
+
+
+@app.command()
+def dev(
+    data_dir: Annotated[Path, typer.Option(help="Where SQLite files, keys and sandboxes live.")] = Path("var"),
+    port: Annotated[int, typer.Option(help="The gateway's HTTP port.")] = 8000,
+) -> None:
+    """Run every service in this process on embedded defaults (SQLite, in-process queue and stream)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    from agentry.servicekit import configure_logging
+
+    from .devstack import start_dev_stack
+
+    configure_logging(os.environ.get("AGENTRY_LOG_LEVEL", "WARNING"))
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with contextlib.AsyncExitStack() as stack:
+            with console.status("starting Agentry services..."):
+                dev_stack = await start_dev_stack(stack, data_dir=data_dir, ports={"gateway": port})
+            _banner(dev_stack)
+            await stop.wait()
+            console.print("stopping...")
+
+    asyncio.run(_run())
+
+
+def _banner(dev_stack) -> None:
+    url = dev_stack.gateway_url
+    console.print(f"[bold green]Agentry is running[/] — gateway {url}  (API docs: {url}/docs)")
+    ports = ", ".join(f"{k} :{v}" for k, v in dev_stack.ports.items() if k != "gateway")
+    console.print(f"gRPC services on 127.0.0.1: {ports}")
+    if dev_stack.demo:
+        console.print("[yellow]No LLM provider key is set: runs use the scripted demo model "
+                      f"({dev_stack.default_model}). Set OPENAI_API_KEY or ANTHROPIC_API_KEY for a real one.[/]")
+    else:
+        console.print(f"Default model: {dev_stack.default_model}")
+    console.print(f'Try it: [bold]uv run agentry chat --url {url} "list the files in the workspace"[/]  (Ctrl-C stops)')
+
+
+@app.command()
+def serve(service: Annotated[str, typer.Argument(help="auth | billing | sandbox | runner | gateway | fake-llm")]) -> None:
+    """Run one service alone; it reads its settings from AGENTRY_* environment variables."""
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    module = importlib.import_module(SERVICES[service])
+    module.main()
+
+
+@app.command()
+def up(
+    database_url: Annotated[str, typer.Option(envvar="AGENTRY_DATABASE_URL")] =
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/agentry",
+    redis_url: Annotated[str, typer.Option(envvar="AGENTRY_REDIS_URL")] = "redis://127.0.0.1:6379/0",
+    amqp_url: Annotated[str, typer.Option(envvar="AGENTRY_AMQP_URL")] = "amqp://guest:guest@127.0.0.1:5672/",
+    port: Annotated[int, typer.Option(help="The gateway's HTTP port.")] = 8000,
+    data_dir: Annotated[Path, typer.Option()] = Path("var/split"),
+) -> None:
+    """Split mode: every service in its own process, on PostgreSQL, Redis and RabbitMQ."""
+    from .split import SplitConfig, run_split_forever
+
+    run_split_forever(SplitConfig(database_url=database_url, redis_url=redis_url, amqp_url=amqp_url,
+                                  gateway_port=port, data_dir=data_dir), console)
+
+
+@app.command()
+def chat(
+    prompt: Annotated[str, typer.Argument(help="What to ask the agent.")],
+    url: Annotated[str, typer.Option(envvar="AGENTRY_URL")] = "http://127.0.0.1:8000",
+    email: Annotated[str, typer.Option(envvar="AGENTRY_EMAIL")] = "dev@agentry.local",
+    password: Annotated[str, typer.Option(envvar="AGENTRY_PASSWORD")] = "agentry-dev-password",
+    thread: Annotated[str | None, typer.Option(help="Continue this thread instead of a new one.")] = None,
+    model: Annotated[str | None, typer.Option(help="A LiteLLM model string.")] = None,
+) -> None:
+    """Sign in to a running gateway, start a run and render its stream live."""
+    from .chat import run_chat
+
+    raise typer.Exit(run_chat(url=url, email=email, password=password, prompt=prompt, thread_id=thread,
+                              model=model, console=console))
+
+
+if __name__ == "__main__":
+    app()
