@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -83,8 +84,11 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
                 request_id_var.set(request_id)
                 run_id_var.set(run_id)
                 try:
-                    async for item in behaviour(request, context):
-                        yield item
+                    # aclosing: a cancelled call finalises the handler's generator now, so its
+                    # cleanup (killing a sandbox process, say) never waits for the GC.
+                    async with contextlib.aclosing(behaviour(request, context)) as items:
+                        async for item in items:
+                            yield item
                 except AbortError:
                     raise
                 except Exception as exc:  # noqa: BLE001

@@ -37,34 +37,50 @@ async def run_events(
     status = run.status
     yield b"retry: 1000\n\n"
     while True:
+        ended = status in TERMINAL_STATUSES
         first = await events.first_seq(run.agent_run_id)
-        live_is_missing = first is None and status in TERMINAL_STATUSES
-        trimmed = first is not None and first > last + 1
-        if live_is_missing or trimmed:
-            # The live buffer no longer holds what this client needs: replay the durable events.
-            reply = await runner.ListRunEvents(pb.ListRunEventsRequest(
-                account_id=account_id, agent_run_id=run.agent_run_id, after_seq=last))
-            for event in reply.events:
-                if first is not None and event.seq >= first:
-                    break
-                yield frame(event.seq, event.data)
-                last = event.seq
-                if event.terminal:
+        if first is not None and first > last + 1:
+            # The live buffer was trimmed past what this client has: replay the durable events.
+            async for chunk in _replay(runner, run, account_id, last, before=first):
+                last = chunk[0]
+                yield chunk[1]
+                if chunk[2]:
                     return
-            if live_is_missing:
-                logger.warning("run %s ended without a stored terminal event", run.agent_run_id)
-                return
-        entries = await events.read(run.agent_run_id, last, block_ms=int(keepalive_seconds * 1000))
-        if not entries:
-            yield KEEPALIVE
-            try:
-                status = (await runner.GetRun(pb.GetRunRequest(
-                    account_id=account_id, agent_run_id=run.agent_run_id))).status
-            except grpc.aio.AioRpcError:
-                logger.warning("could not refresh run status; stream continues")
-            continue
+        entries = await events.read(run.agent_run_id, last, block_ms=0 if ended else int(keepalive_seconds * 1000))
         for entry in entries:
             yield frame(entry.seq, entry.data)
             last = entry.seq
             if entry.terminal:
+                return
+        if entries:
+            continue
+        if ended:
+            # Nothing live after `last` and the run is over (its buffer may have expired): the
+            # database holds the rest of what matters, or nothing if the client saw the end.
+            async for chunk in _replay(runner, run, account_id, last, before=None):
+                yield chunk[1]
+                if chunk[2]:
+                    return
+            return
+        yield KEEPALIVE
+        try:
+            status = (await runner.GetRun(pb.GetRunRequest(
+                account_id=account_id, agent_run_id=run.agent_run_id))).status
+        except grpc.aio.AioRpcError:
+            logger.warning("could not refresh run status; stream continues")
+
+
+async def _replay(runner, run: pb.Run, account_id: str, after: int, *, before: int | None):
+    """Yields (seq, frame, terminal) of persisted events after `after` (and before `before`)."""
+    while True:
+        reply = await runner.ListRunEvents(pb.ListRunEventsRequest(
+            account_id=account_id, agent_run_id=run.agent_run_id, after_seq=after))
+        if not reply.events:
+            return
+        for event in reply.events:
+            if before is not None and event.seq >= before:
+                return
+            yield event.seq, frame(event.seq, event.data), event.terminal
+            after = event.seq
+            if event.terminal:
                 return
