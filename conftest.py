@@ -38,6 +38,14 @@ def require_server(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
+def run_in_thread(fn):
+    """Runs `fn` on a fresh thread: async fixtures may need asyncio.run while a loop runs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn).result()
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards (asyncpg URL)."""
@@ -56,11 +64,11 @@ def postgres_url() -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    run_in_thread(lambda: asyncio.run(_admin(f'CREATE DATABASE "{name}"')))
     try:
         yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_in_thread(lambda: asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
 
 
 @pytest.fixture

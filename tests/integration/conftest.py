@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agentry.servicekit import DEV_INTERNAL_TOKEN
 from agentry.fakellm import Script, ScriptedToolCall, ThreadedFakeLLMServer, Turn
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -39,6 +40,7 @@ class System:
     gateway_url: str
     sandbox_target: str
     data_dir: Path
+    internal_token: str
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +58,8 @@ async def system(request, fake_llm, tmp_path) -> AsyncIterator[System]:
             dev = await start_dev_stack(
                 stack, data_dir=tmp_path, llm_api_base=fake_llm.base_url,
                 ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0})
-            yield System("embedded", dev.gateway_url, f"127.0.0.1:{dev.ports['sandbox']}", tmp_path)
+            yield System("embedded", dev.gateway_url, f"127.0.0.1:{dev.ports['sandbox']}", tmp_path,
+                         DEV_INTERNAL_TOKEN)
         return
 
     from agentry.cli.split import SplitConfig, SplitProcesses, free_port
@@ -72,7 +75,7 @@ async def system(request, fake_llm, tmp_path) -> AsyncIterator[System]:
         queue_name=f"agentry.runs.{unique}", redis_prefix=f"agentry:{unique}:"))
     procs.start()
     try:
-        yield System("split", procs.gateway_url, f"127.0.0.1:{ports['sandbox']}", tmp_path)
+        yield System("split", procs.gateway_url, f"127.0.0.1:{ports['sandbox']}", tmp_path, procs.internal_token)
     finally:
         procs.stop()
         await _delete_queue(amqp_url, f"agentry.runs.{unique}")

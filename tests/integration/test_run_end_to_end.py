@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from agentry.api.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
-from agentry.servicekit import DEV_INTERNAL_TOKEN, open_channel
+from agentry.servicekit import open_channel
 
 from .conftest import FILE_CONTENT, FILE_PATH, TOOL_MARKER
 
@@ -112,7 +112,7 @@ async def test_agent_run_end_to_end(system):
         assert await stream(client, run_id, headers, last_event_id=len(events)) == []
 
     # The file the tool wrote, read back through the sandbox service.
-    async with open_channel(system.sandbox_target, DEV_INTERNAL_TOKEN) as channel:
+    async with open_channel(system.sandbox_target, system.internal_token) as channel:
         sandbox = sandbox_pb2_grpc.SandboxServiceStub(channel)
         box = await sandbox.CreateSandbox(sandbox_pb2.CreateSandboxRequest(
             account_id=user["account_id"], project_id=project_id))

@@ -7,6 +7,7 @@ same processes with fresh databases and free ports.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import os
 import secrets
 import signal
@@ -54,12 +55,13 @@ class SplitProcesses:
         self.procs: dict[str, subprocess.Popen] = {}
         self.gateway_url = f"http://127.0.0.1:{config.gateway_port}"
         self.log_dir = config.data_dir / "logs"
+        self.internal_token = secrets.token_urlsafe(32)
 
     def _env(self) -> dict[str, dict[str, str]]:
         c, p = self.config, self.config.grpc_ports
         target = {name: f"127.0.0.1:{port}" for name, port in p.items()}
         common = {
-            "AGENTRY_INTERNAL_TOKEN": self._token, "AGENTRY_DEV_MODE": "true",
+            "AGENTRY_INTERNAL_TOKEN": self.internal_token, "AGENTRY_DEV_MODE": "true",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1", **c.extra_env,
         }
         runner_common = {
@@ -92,7 +94,6 @@ class SplitProcesses:
         }
 
     def start(self, timeout: float = 90.0) -> None:
-        self._token = secrets.token_urlsafe(32)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         ensure_database(self.config.database_url)
         modules = {"auth": "agentry.auth", "billing": "agentry.billing", "sandbox": "agentry.sandbox",
@@ -159,7 +160,9 @@ def ensure_database(url: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(_create())
+    # A thread of its own: callers may already be inside an event loop.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, _create()).result()
 
 
 def run_split_forever(config: SplitConfig, console: Console) -> None:

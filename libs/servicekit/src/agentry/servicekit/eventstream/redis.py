@@ -26,6 +26,10 @@ return id
 """
 
 
+# The longest a read may block; longer requests are shortened (callers loop anyway).
+MAX_BLOCK_MS = 60_000
+
+
 def _seq_of(entry_id: bytes | str) -> int:
     raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(raw.split("-", 1)[0])
@@ -49,8 +53,11 @@ class RedisEventStream:
         self._prefix = key_prefix
         self._maxlen = maxlen
         self._ttl = ttl_seconds
+        # redis-py's default 5 s socket timeout would cut a blocked XREAD short; allow the
+        # longest block plus slack instead, so a dead server still surfaces as an error.
         self._pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=max_connections, timeout=pool_timeout
+            redis_url, max_connections=max_connections, timeout=pool_timeout,
+            socket_timeout=MAX_BLOCK_MS / 1000 + 5,
         )
         self._redis = aioredis.Redis.from_pool(self._pool)
         self._append = self._redis.register_script(_APPEND)
@@ -84,7 +91,7 @@ class RedisEventStream:
             response = await self._redis.xread(
                 {key: f"{max(after_seq, 0)}-0"},
                 count=count,
-                block=block_ms if block_ms > 0 else None,
+                block=min(block_ms, MAX_BLOCK_MS) if block_ms > 0 else None,
             )
         except RedisError as exc:
             raise EventStreamUnavailable(f"cannot read run {run_id}: {exc}") from exc
