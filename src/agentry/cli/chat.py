@@ -80,7 +80,10 @@ def _render(events, console: Console) -> int:
             if not at_line_start:
                 console.print()
             output = (event.get("output") or "").strip()
-            title = f"{event['name']}({event.get('arguments', '')})"
+            arguments = event.get("arguments", "")
+            if not isinstance(arguments, str):
+                arguments = orjson.dumps(arguments).decode()
+            title = f"{event['name']}({arguments})"
             style = "red" if event.get("error") else "cyan"
             console.print(Panel(output[:2000] or "(no output)", title=title[:120], border_style=style))
             at_line_start = True

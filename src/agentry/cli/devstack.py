@@ -67,13 +67,15 @@ async def start_dev_stack(
     ports: dict[str, int] | None = None,
     llm_api_base: str | None = None,
     runner_overrides: dict | None = None,
+    billing_overrides: dict | None = None,
     agents=None,
 ) -> DevStack:
     """Starts auth, billing, sandbox, runner (api + worker) and the gateway.
 
     With `llm_api_base` the runner talks to that OpenAI-compatible server (tests). Otherwise, if
     a provider key is in the environment it is used unchanged; if not, the scripted demo model is
-    served locally and every run uses it.
+    served locally and every run uses it. `billing_overrides` are extra BillingSettings fields
+    (tests start an account with no credit through it).
     """
     ports = {**DEFAULT_PORTS, **(ports or {})}
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +103,8 @@ async def start_dev_stack(
 
     auth = await start_auth(AuthSettings(port=ports["auth"], database_url=db("auth"),
                                          key_path=data_dir / "auth-signing-key.pem"), stack)
-    billing = await start_billing(BillingSettings(port=ports["billing"], database_url=db("billing")), stack)
+    billing = await start_billing(BillingSettings(port=ports["billing"], database_url=db("billing"),
+                                                  **(billing_overrides or {})), stack)
     sandbox = await start_sandbox(SandboxSettings(port=ports["sandbox"], database_url=db("sandbox"),
                                                   root_dir=data_dir / "sandboxes"), stack)
     events = MemoryEventStream()

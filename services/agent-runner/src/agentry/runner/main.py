@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
+import os
+import warnings
 from pathlib import Path
 
 from agentry.api.runner.v1 import runner_pb2, runner_pb2_grpc
@@ -22,6 +25,13 @@ from .worker import AgentFactory, RunWorker, agent_factory
 
 logger = logging.getLogger(__name__)
 SERVICE_NAME = runner_pb2.DESCRIPTOR.services_by_name["RunnerService"].full_name
+
+
+async def _await_quietly(task: asyncio.Task) -> None:
+    try:
+        await task
+    except Exception:  # noqa: BLE001 - a failed warm-up only means the first run imports it
+        logger.warning("LiteLLM warm-up import failed", exc_info=True)
 
 
 def build_event_stream(settings: RunnerSettings) -> EventStream:
@@ -73,12 +83,18 @@ async def start(
     token = settings.internal_token.get_secret_value()
 
     if settings.role in ("worker", "all"):
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        # LiteLLM's typed dicts make pydantic warn at import; nothing a user can act on.
+        warnings.filterwarnings("ignore", message=".*ReadOnly.*", category=UserWarning)
         sandbox_channel = open_channel(settings.sandbox_target, token)
         billing_channel = open_channel(settings.billing_target, token)
         stack.push_async_callback(sandbox_channel.close)
         stack.push_async_callback(billing_channel.close)
         worker = RunWorker(repo=repo, events=events, stops=stops, sandbox_channel=sandbox_channel,
                            billing_channel=billing_channel, agent_factory=agents or agent_factory(settings))
+        # LiteLLM takes seconds of CPU to import: do it now, off the loop, not in the first run.
+        warm_up = asyncio.create_task(asyncio.to_thread(importlib.import_module, "litellm"))
+        stack.push_async_callback(_await_quietly, warm_up)
         consumer = await queue.consume(worker.handle, concurrency=settings.worker_concurrency)
 
         async def _stop_consumer() -> None:

@@ -55,16 +55,20 @@ def _from_grpc(exc: grpc.aio.AioRpcError) -> tuple[int, str, str]:
     return status, code, message
 
 
+def _challenge(status: int) -> dict[str, str] | None:
+    # RFC 9110: every 401 names the scheme, whether the gateway or an upstream refused.
+    return {"WWW-Authenticate": "Bearer"} if status == 401 else None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(grpc.aio.AioRpcError)
     async def _grpc(request: Request, exc: grpc.aio.AioRpcError):
         status, code, message = _from_grpc(exc)
-        return JSONResponse(error_body(code, message), status_code=status)
+        return JSONResponse(error_body(code, message), status_code=status, headers=_challenge(status))
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=_challenge(exc.status))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

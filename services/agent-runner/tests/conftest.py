@@ -1,0 +1,51 @@
+"""Fixtures for the runner's tests: its migrated tables on either database, and a settable clock."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import agentry.runner
+from agentry.servicekit.db import open_database
+
+MIGRATIONS = Path(agentry.runner.__file__).parent / "migrations"
+
+
+class FakeClock:
+    """Unix time that moves only when a test says so."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+async def _migrated(url: str, stack: contextlib.AsyncExitStack) -> AsyncEngine:
+    return await open_database(url, migrations_dir=MIGRATIONS, version_table="alembic_version_runner", stack=stack)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The runner's tables on SQLite and on PostgreSQL."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield await _migrated(database_url, stack)
+
+
+@pytest.fixture
+async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+    async with contextlib.AsyncExitStack() as stack:
+        yield await _migrated(sqlite_url, stack)

@@ -1,0 +1,210 @@
+"""Contract of the runner's SQL repository, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from agentpress import UserMessage
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agentry.runner.adapters.sql import SqlRunnerRepository
+from agentry.runner.domain import Run, RunStatus, StoredEvent, StoredMessage, Thread
+from agentry.runner.errors import RunAlreadyActive
+
+from .conftest import FakeClock
+
+ACCOUNT = "acct-a"
+
+
+@pytest.fixture
+def repo(engine: AsyncEngine, clock: FakeClock) -> SqlRunnerRepository:
+    return SqlRunnerRepository(engine, clock=clock)
+
+
+def prompt(thread: Thread, text: str, created_at: float | None = None) -> StoredMessage:
+    message = UserMessage(text=text)
+    return StoredMessage(message.message_id, thread.thread_id, "user", message.to_json().decode(),
+                         message.created_at if created_at is None else created_at)
+
+
+async def add(repo: SqlRunnerRepository, message: StoredMessage) -> StoredMessage:
+    return await repo.add_message(thread_id=message.thread_id, account_id=ACCOUNT, type=message.type,
+                                  content_json=message.content_json, message_id=message.message_id,
+                                  created_at=message.created_at)
+
+
+async def new_run(repo: SqlRunnerRepository, thread: Thread, first: StoredMessage | None = None) -> Run:
+    return await repo.create_run(run_id=str(uuid.uuid4()), thread_id=thread.thread_id, account_id=ACCOUNT,
+                                 model="scripted", first_message=first)
+
+
+async def test_created_thread_reads_back_identically(repo: SqlRunnerRepository, clock: FakeClock) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="Fix the build")
+
+    assert await repo.get_thread(thread.thread_id) == thread
+    assert (thread.account_id, thread.name, thread.created_at) == (ACCOUNT, "Fix the build", clock.now)
+    assert thread.project_id != thread.thread_id
+    assert await repo.get_thread(str(uuid.uuid4())) is None
+
+
+async def test_messages_come_back_in_insertion_order_even_with_identical_timestamps(
+    repo: SqlRunnerRepository,
+) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    other = await repo.create_thread(account_id=ACCOUNT, name="other")
+    # Random uuids and one timestamp: neither can explain the order, only insertion can.
+    written = [await add(repo, prompt(thread, f"m{n}", created_at=1234.5)) for n in range(12)]
+    await add(repo, prompt(other, "elsewhere"))
+
+    assert await repo.list_messages(thread.thread_id) == written
+
+
+async def test_create_run_stores_the_queued_run_and_its_prompt(repo: SqlRunnerRepository, clock: FakeClock) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    first = prompt(thread, "list the files")
+
+    run = await new_run(repo, thread, first)
+
+    assert run.status is RunStatus.QUEUED
+    assert (run.created_at, run.started_at, run.completed_at, run.error, run.finish_reason) == (
+        clock.now, None, None, "", "")
+    assert await repo.get_run(run.run_id) == run
+    assert await repo.list_messages(thread.thread_id) == [first]
+
+
+async def test_prompt_is_not_stored_when_the_thread_already_has_an_active_run(repo: SqlRunnerRepository) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    first = prompt(thread, "first")
+    await new_run(repo, thread, first)
+    run_id = str(uuid.uuid4())
+
+    with pytest.raises(RunAlreadyActive):
+        await repo.create_run(run_id=run_id, thread_id=thread.thread_id, account_id=ACCOUNT, model="m",
+                              first_message=prompt(thread, "second"))
+
+    assert await repo.get_run(run_id) is None
+    assert await repo.list_messages(thread.thread_id) == [first]
+
+
+@pytest.mark.parametrize("path", [
+    [RunStatus.RUNNING],
+    [RunStatus.RUNNING, RunStatus.CANCELLING],
+])
+async def test_a_run_that_is_still_active_blocks_a_new_one(repo: SqlRunnerRepository, path: list[RunStatus]) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    run = await new_run(repo, thread)
+    previous = RunStatus.QUEUED
+    for status in path:
+        assert await repo.transition(run.run_id, from_=[previous], to=status)
+        previous = status
+
+    with pytest.raises(RunAlreadyActive):
+        await new_run(repo, thread)
+
+
+@pytest.mark.parametrize("path", [
+    [RunStatus.CANCELLED],
+    [RunStatus.RUNNING, RunStatus.COMPLETED],
+    [RunStatus.RUNNING, RunStatus.FAILED],
+    [RunStatus.RUNNING, RunStatus.CANCELLING, RunStatus.CANCELLED],
+])
+async def test_a_new_run_may_start_once_the_previous_one_ended(
+    repo: SqlRunnerRepository, path: list[RunStatus],
+) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    first = await new_run(repo, thread)
+    previous = RunStatus.QUEUED
+    for status in path:
+        assert await repo.transition(first.run_id, from_=[previous], to=status)
+        previous = status
+
+    second = await new_run(repo, thread, prompt(thread, "again"))
+
+    assert (await repo.get_run(second.run_id)).status is RunStatus.QUEUED  # type: ignore[union-attr]
+    assert (await repo.get_run(first.run_id)).status is path[-1]  # type: ignore[union-attr]
+
+
+async def test_concurrent_starts_on_one_thread_let_exactly_one_through(repo: SqlRunnerRepository) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    prompts = [prompt(thread, f"attempt {n}") for n in range(20)]
+
+    outcomes = await asyncio.gather(*(new_run(repo, thread, p) for p in prompts), return_exceptions=True)
+
+    winners = [(o, p) for o, p in zip(outcomes, prompts, strict=True) if isinstance(o, Run)]
+    losers = [o for o in outcomes if not isinstance(o, Run)]
+    assert len(winners) == 1
+    assert all(isinstance(o, RunAlreadyActive) for o in losers), losers
+    run, its_prompt = winners[0]
+    assert await repo.get_run(run.run_id) == run
+    assert await repo.list_messages(thread.thread_id) == [its_prompt]
+
+
+async def test_transition_moves_only_from_the_expected_statuses(repo: SqlRunnerRepository, clock: FakeClock) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    run = await new_run(repo, thread)
+
+    assert not await repo.transition(run.run_id, from_=[RunStatus.RUNNING], to=RunStatus.COMPLETED,
+                                     error="x", finish_reason="completed")
+    assert await repo.get_run(run.run_id) == run
+
+    started = clock.advance(5)
+    assert await repo.transition(run.run_id, from_=[RunStatus.QUEUED], to=RunStatus.RUNNING)
+    running = await repo.get_run(run.run_id)
+    assert running is not None
+    assert (running.status, running.started_at, running.completed_at) == (RunStatus.RUNNING, started, None)
+
+    ended = clock.advance(7)
+    assert await repo.transition(run.run_id, from_=[RunStatus.RUNNING, RunStatus.CANCELLING], to=RunStatus.FAILED,
+                                 error="agent error", finish_reason="error")
+    failed = await repo.get_run(run.run_id)
+    assert failed is not None
+    assert (failed.status, failed.started_at, failed.completed_at, failed.error, failed.finish_reason) == (
+        RunStatus.FAILED, started, ended, "agent error", "error")
+
+    clock.advance(1)
+    assert not await repo.transition(run.run_id, from_=[RunStatus.RUNNING], to=RunStatus.COMPLETED)
+    assert await repo.get_run(run.run_id) == failed
+
+
+async def test_transition_of_an_unknown_run_moves_nothing(repo: SqlRunnerRepository) -> None:
+    assert not await repo.transition(str(uuid.uuid4()), from_=[RunStatus.QUEUED], to=RunStatus.RUNNING)
+    assert await repo.get_run(str(uuid.uuid4())) is None
+
+
+async def test_events_are_listed_by_sequence_after_a_position(repo: SqlRunnerRepository) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    run = await new_run(repo, thread)
+    # The bytes must survive exactly: non-ASCII, a NUL, and JSON the database must not reparse.
+    events = [StoredEvent(n, b'{"seq":%d,"text":"\xc3\xa9\x00 \\u00e9"}' % n, False) for n in range(1, 4)]
+    await repo.append_events(run.run_id, events[:2])
+    await repo.append_events(run.run_id, [])
+    await repo.append_events(run.run_id, [events[2], StoredEvent(7, b"{}", True)])
+
+    every = await repo.list_events(run.run_id, 0)
+    assert every == [*events, StoredEvent(7, b"{}", True)]
+    assert await repo.list_events(run.run_id, 2) == every[2:]
+    assert await repo.list_events(run.run_id, 0, limit=2) == every[:2]
+    assert await repo.list_events(run.run_id, 7) == []
+    assert await repo.max_event_seq(run.run_id) == 7
+
+    assert await repo.transition(run.run_id, from_=[RunStatus.QUEUED], to=RunStatus.CANCELLED)
+    other = await new_run(repo, thread)
+    assert await repo.list_events(other.run_id, 0) == []
+    assert await repo.max_event_seq(other.run_id) == 0
+
+
+async def test_an_event_sequence_number_is_stored_once(repo: SqlRunnerRepository) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    run = await new_run(repo, thread)
+    original = StoredEvent(1, b'{"seq":1}', False)
+    await repo.append_events(run.run_id, [original])
+
+    with pytest.raises(IntegrityError):
+        await repo.append_events(run.run_id, [StoredEvent(2, b'{"seq":2}', False), StoredEvent(1, b"dup", True)])
+
+    # The batch is all or nothing: seq 2 of the rejected batch is not kept either.
+    assert await repo.list_events(run.run_id, 0) == [original]
+    assert await repo.max_event_seq(run.run_id) == 1
