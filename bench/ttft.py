@@ -302,20 +302,28 @@ class Sample:
         return self.ttft - self.ttft_ms
 
 
-async def make_slots(client: httpx.AsyncClient, count: int) -> list[Slot]:
+async def make_user(client: httpx.AsyncClient) -> dict[str, str]:
     email = f"bench-{uuid.uuid4().hex[:10]}@example.com"
     password = "benchmark password 1234"
     signup = await client.post("/api/auth/signup", json={"email": email, "password": password})
     signup.raise_for_status()
     token = await client.post("/api/auth/token", json={"email": email, "password": password})
     token.raise_for_status()
-    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-    slots = []
-    for i in range(count):
-        thread = await client.post("/api/threads", json={"name": f"bench {i}"}, headers=headers)
-        thread.raise_for_status()
-        slots.append(Slot(thread.json()["thread_id"], headers))
-    return slots
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+async def make_threads(client: httpx.AsyncClient, headers: dict[str, str], count: int) -> list[Slot]:
+    """Fresh, empty threads, one per run: every run is a conversation's first turn, and its
+    prompt does not grow with the number of runs measured before it."""
+    gate = asyncio.Semaphore(8)
+
+    async def one(i: int) -> Slot:
+        async with gate:
+            thread = await client.post("/api/threads", json={"name": f"bench {i}"}, headers=headers)
+            thread.raise_for_status()
+            return Slot(thread.json()["thread_id"], headers)
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
 async def one_run(client: httpx.AsyncClient, slot: Slot, ttft_ms: float, tag: str, started: list[str]) -> Sample:
@@ -368,7 +376,7 @@ class Phase:
         return len(self.samples) / self.wall_seconds if self.wall_seconds else 0.0
 
 
-async def run_phase(client: httpx.AsyncClient, system: System, llm: FakeLLMProcess, slots: list[Slot], *,
+async def run_phase(client: httpx.AsyncClient, system: System, llm: FakeLLMProcess, headers: dict[str, str], *,
                     ttft_ms: float, runs: int, concurrency: int, run_timeout: float, max_seconds: float,
                     warmup: bool = False) -> Phase:
     phase = Phase(system.mode, ttft_ms, concurrency)
@@ -376,10 +384,12 @@ async def run_phase(client: httpx.AsyncClient, system: System, llm: FakeLLMProce
     deadline = now() + max_seconds
     tags: dict[str, Sample] = {}
     max_errors = max(3, runs // 10)
+    fresh = await make_threads(client, headers, runs)  # outside the timed section
 
-    async def worker(slot: Slot) -> None:
+    async def worker() -> None:
         nonlocal issued
         while issued < runs and now() < deadline and len(phase.errors) < max_errors:
+            slot = fresh[issued]
             issued += 1
             tag = uuid.uuid4().hex[:12]
             started: list[str] = []
@@ -397,7 +407,7 @@ async def run_phase(client: httpx.AsyncClient, system: System, llm: FakeLLMProce
     await llm.marks()  # clear
     cpu_before = {name: cpu_seconds(pid) for name, pid in system.pids.items()}
     started = now()
-    await asyncio.gather(*(worker(slot) for slot in slots[:concurrency]))
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
     phase.wall_seconds = now() - started
     phase.cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in system.pids.items()}
     for tag, (arrived, first) in (await llm.marks()).items():
@@ -501,18 +511,18 @@ async def bench_mode(mode: str, args, llm: FakeLLMProcess, data_dir: Path) -> li
     async with system_cm(llm, data_dir / mode) as system:
         limits = httpx.Limits(max_connections=4 * args.concurrency + 8, max_keepalive_connections=4 * args.concurrency + 8)
         async with httpx.AsyncClient(base_url=system.gateway_url, timeout=args.run_timeout, limits=limits) as client:
-            slots = await make_slots(client, max(1, args.concurrency))
+            headers = await make_user(client)
             print(f"[{mode}] warming up...", file=sys.stderr, flush=True)
             common = {"run_timeout": max(args.run_timeout, 60.0), "max_seconds": args.max_seconds, "warmup": True}
             for ttft in ttfts:
-                await run_phase(client, system, llm, slots, ttft_ms=ttft, runs=args.warmup, concurrency=1, **common)
-                await run_phase(client, system, llm, slots, ttft_ms=ttft, runs=2 * args.concurrency,
+                await run_phase(client, system, llm, headers, ttft_ms=ttft, runs=args.warmup, concurrency=1, **common)
+                await run_phase(client, system, llm, headers, ttft_ms=ttft, runs=2 * args.concurrency,
                                 concurrency=args.concurrency, **common)
             for ttft in ttfts:
                 for concurrency in sorted({1, args.concurrency}):
                     print(f"[{mode}] model ttft {ttft:g} ms, concurrency {concurrency}: {args.runs} runs...",
                           file=sys.stderr, flush=True)
-                    phase = await run_phase(client, system, llm, slots, ttft_ms=ttft, runs=args.runs,
+                    phase = await run_phase(client, system, llm, headers, ttft_ms=ttft, runs=args.runs,
                                             concurrency=concurrency, run_timeout=args.run_timeout,
                                             max_seconds=args.max_seconds)
                     phases.append(phase)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import sqlite3
 import time
@@ -193,9 +195,6 @@ async def test_alg_none_and_hs256_tokens(client, system, alice):
 
 
 def _hs256_with_key(claims: dict, kid: str, secret: bytes) -> str:
-    import hashlib
-    import hmac
-
     signing_input = ".".join((_b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode()),
                               _b64(json.dumps(claims).encode())))
     return f"{signing_input}.{_b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())}"
@@ -224,10 +223,9 @@ async def test_token_with_an_unhashable_kid_is_refused_not_crashed(client, syste
     {},
     {"Authorization": ""},
     {"Authorization": "Bearer"},
-    {"Authorization": "Bearer    "},
     {"Authorization": "Basic YWxpY2U6cGFzcw=="},
     {"Authorization": "Token abc.def.ghi"},
-], ids=["missing", "empty", "bearer-only", "bearer-blank", "basic", "other-scheme"])
+], ids=["missing", "empty", "bearer-only", "basic", "other-scheme"])
 @pytest.mark.parametrize("method,path", [
     ("POST", "/api/threads"),
     ("GET", "/api/threads/t/messages"),

@@ -16,7 +16,7 @@ from agentry.runner.adapters.queue_memory import MemoryRunQueue
 from agentry.runner.adapters.sql import SqlRunnerRepository
 from agentry.runner.adapters.stop_memory import MemoryStopSignal
 from agentry.runner.domain import MAX_MESSAGE_CHARS, MAX_THREAD_NAME_CHARS, RunStatus, StoredEvent
-from agentry.runner.errors import InvalidInput, RunAlreadyActive, RunNotFound, ThreadNotFound
+from agentry.runner.errors import InvalidInput, RunAlreadyActive, RunNotFound, RunQueueUnavailable, ThreadNotFound
 from agentry.runner.queue import QueueUnavailable, RunJob
 from agentry.runner.service import RunnerService
 from agentry.servicekit.eventstream import MemoryEventStream
@@ -299,8 +299,10 @@ async def test_a_run_the_queue_refused_ends_failed_with_its_terminal_event(sqlit
     thread = await service.create_thread(ALICE, "t")
     queue.available = False
 
-    with pytest.raises(QueueUnavailable):
+    # The caller learns the runner is unavailable (retryable), with the broker's error as the cause.
+    with pytest.raises(RunQueueUnavailable) as caught:
         await service.start_run(ALICE, thread.thread_id, "", "go")
+    assert isinstance(caught.value.__cause__, QueueUnavailable)
 
     [job] = queue.offered
     run = await service.get_run(ALICE, job.run_id)
@@ -323,3 +325,36 @@ async def test_list_run_events_treats_a_negative_position_as_the_start(env: Env)
 
     assert [e.seq for e in await env.service.list_run_events(ALICE, run.run_id, -5)] == [1]
     assert await env.service.list_run_events(ALICE, run.run_id, 1) == []
+
+
+async def test_concurrent_stops_of_a_queued_run_write_one_terminal_event(env: Env) -> None:
+    thread = await env.service.create_thread(ALICE, "t")
+    run = await env.service.start_run(ALICE, thread.thread_id, "", "go")
+
+    stopped = await asyncio.gather(*(env.service.stop_run(ALICE, run.run_id) for _ in range(8)))
+
+    assert {s.status for s in stopped} == {RunStatus.CANCELLED}
+    events, _ = await terminal_events(env, run.run_id)
+    assert [(e.seq, e.terminal) for e in events] == [(1, True)]
+
+
+async def test_inputs_postgresql_cannot_store_are_invalid_on_every_database(engine: AsyncEngine) -> None:
+    """NUL characters and over-long account ids used to be stored by SQLite and be an internal
+    error on PostgreSQL; now both databases see the same InvalidInput before any write."""
+    service = RunnerService(SqlRunnerRepository(engine), MemoryRunQueue(), MemoryEventStream(), MemoryStopSignal(),
+                            default_model="m")
+    thread = await service.create_thread(ALICE, "t")
+    for call, field in [
+        (service.create_thread(ALICE, "a\x00b"), "name"),
+        (service.create_thread("acct\x00", "t"), "account_id"),
+        (service.create_thread("a" * 65, "t"), "account_id"),
+        (service.start_run(ALICE, thread.thread_id, "model\x00", "hi"), "model_name"),
+    ]:
+        with pytest.raises(InvalidInput, match=f"^{field}: "):
+            await call
+
+    # Message content is stored as JSON, so a NUL in it is fine and comes back intact.
+    await service.add_message(ALICE, thread.thread_id, "before\x00after")
+    await service.create_thread("a" * 64, "the longest account id fits")
+    [stored] = await service.list_messages(ALICE, thread.thread_id)
+    assert message_from_json(stored.content_json).text == "before\x00after"  # type: ignore[union-attr]

@@ -163,3 +163,13 @@ async def test_unknown_route_and_wrong_method_use_the_error_body():
     wrong = await _request(_app(), "DELETE", "/things")
     assert wrong.status_code == 405
     assert wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_an_upstream_refusing_the_gateways_credential_is_a_server_fault_not_the_users():
+    from agentry.servicekit.errors import INTERNAL_CREDENTIAL_REFUSED
+
+    status, code, message = _from_grpc(rpc_error(
+        grpc.StatusCode.UNAUTHENTICATED, "missing or invalid internal service credential",
+        error_code=INTERNAL_CREDENTIAL_REFUSED))
+    assert (status, code) == (502, "upstream_error")
+    assert "credential" not in message

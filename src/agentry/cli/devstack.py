@@ -112,7 +112,7 @@ async def start_dev_stack(
     runner = await start_runner(
         RunnerSettings(port=ports["runner"], database_url=db("runner"), role="all",
                        sandbox_target=sandbox.target, billing_target=billing.target,
-                       default_model=default_model, **{**runner_extra, **(runner_overrides or {})}),
+                       **{"default_model": default_model, **runner_extra, **(runner_overrides or {})}),
         stack, events=events, agents=agents)
     gateway = await start_gateway(
         GatewaySettings(port=ports["gateway"], auth_target=auth.target, billing_target=billing.target,

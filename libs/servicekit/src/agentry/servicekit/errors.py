@@ -60,3 +60,6 @@ class Unavailable(DomainError):
 
 # Trailing-metadata key that carries DomainError.code across the wire.
 ERROR_CODE_KEY = "x-agentry-error-code"
+# The code a server answers when the caller lacks the internal service credential: a deployment
+# fault (services disagree on AGENTRY_INTERNAL_TOKEN), never the end user's.
+INTERNAL_CREDENTIAL_REFUSED = "internal_credential_refused"

@@ -12,7 +12,7 @@ import grpc
 from grpc.aio import AbortError
 
 from .context import REQUEST_ID_KEY, RUN_ID_KEY, new_request_id, request_id_var, run_id_var
-from .errors import ERROR_CODE_KEY, DomainError
+from .errors import ERROR_CODE_KEY, INTERNAL_CREDENTIAL_REFUSED, DomainError
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class InternalAuthInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "missing or invalid internal service credential",
-                trailing_metadata=((ERROR_CODE_KEY, "unauthenticated"),),
+                trailing_metadata=((ERROR_CODE_KEY, INTERNAL_CREDENTIAL_REFUSED),),
             )
 
         async def refuse_stream(request, context):

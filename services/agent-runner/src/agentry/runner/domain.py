@@ -42,6 +42,8 @@ DURABLE_EVENT_TYPES = frozenset({"run_started", "message_completed", "tool_call_
 
 MAX_MESSAGE_CHARS = 100_000
 MAX_THREAD_NAME_CHARS = 200
+MAX_MODEL_CHARS = 200
+MAX_ACCOUNT_ID_CHARS = 64  # the width of the account_id columns
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Runner domain errors; the servicekit interceptor maps them to gRPC status codes."""
 
-from agentry.servicekit.errors import FailedPrecondition, InvalidArgument, NotFound
+from agentry.servicekit.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 
 class ThreadNotFound(NotFound):
@@ -17,3 +17,7 @@ class RunAlreadyActive(FailedPrecondition):
 
 class InvalidInput(InvalidArgument):
     code = "invalid_argument"
+
+
+class RunQueueUnavailable(Unavailable):
+    code = "queue_unavailable"

@@ -10,8 +10,18 @@ from agentpress import RunFinished, UserMessage
 
 from agentry.servicekit.eventstream import EventStream
 
-from .domain import MAX_MESSAGE_CHARS, MAX_THREAD_NAME_CHARS, Run, RunStatus, StoredEvent, StoredMessage, Thread
-from .errors import InvalidInput, RunNotFound, ThreadNotFound
+from .domain import (
+    MAX_ACCOUNT_ID_CHARS,
+    MAX_MESSAGE_CHARS,
+    MAX_MODEL_CHARS,
+    MAX_THREAD_NAME_CHARS,
+    Run,
+    RunStatus,
+    StoredEvent,
+    StoredMessage,
+    Thread,
+)
+from .errors import InvalidInput, RunNotFound, RunQueueUnavailable, ThreadNotFound
 from .ports import RunnerRepository
 from .sinks import encode_event
 from .queue import QueueUnavailable, RunJob, RunQueue
@@ -36,6 +46,7 @@ class RunnerService:
         name = name.strip() or "New thread"
         if len(name) > MAX_THREAD_NAME_CHARS:
             raise InvalidInput(f"name: at most {MAX_THREAD_NAME_CHARS} characters")
+        _refuse_nul("name", name)
         return await self._repo.create_thread(account_id=account_id, name=name)
 
     async def get_thread(self, account_id: str, thread_id: str) -> Thread:
@@ -59,17 +70,19 @@ class RunnerService:
     async def start_run(self, account_id: str, thread_id: str, model: str, prompt: str) -> Run:
         thread = await self.get_thread(account_id, thread_id)
         model = self._force_model or model.strip() or self._default_model
-        if len(model) > 200:
-            raise InvalidInput("model_name: at most 200 characters")
+        if len(model) > MAX_MODEL_CHARS:
+            raise InvalidInput(f"model_name: at most {MAX_MODEL_CHARS} characters")
+        _refuse_nul("model_name", model)
         first = self._user_message(thread, prompt) if prompt.strip() else None
         run = await self._repo.create_run(run_id=str(uuid.uuid4()), thread_id=thread.thread_id,
                                           account_id=account_id, model=model, first_message=first)
         try:
             await self._queue.publish(RunJob(run_id=run.run_id, thread_id=thread.thread_id, account_id=account_id))
-        except QueueUnavailable:
-            # The job never reached the broker: end the run visibly instead of leaving it queued.
+        except QueueUnavailable as exc:
+            # The job never reached the broker: end the run visibly instead of leaving it queued,
+            # and tell the caller it may retry (UNAVAILABLE), not that the runner broke (INTERNAL).
             await self.finish_without_worker(run.run_id, RunStatus.FAILED, "error", "the run queue is unavailable")
-            raise
+            raise RunQueueUnavailable("the run queue is unavailable; try again") from exc
         return run
 
     async def get_run(self, account_id: str, run_id: str) -> Run:
@@ -124,6 +137,16 @@ class RunnerService:
 def _require_account(account_id: str) -> None:
     if not account_id:
         raise InvalidInput("account_id: required")
+    if len(account_id) > MAX_ACCOUNT_ID_CHARS:
+        raise InvalidInput(f"account_id: at most {MAX_ACCOUNT_ID_CHARS} characters")
+    _refuse_nul("account_id", account_id)
+
+
+def _refuse_nul(field: str, value: str) -> None:
+    # PostgreSQL text cannot hold NUL: without this the same input is stored on SQLite and is an
+    # internal error on PostgreSQL. (Message content is JSON-encoded, so NUL is fine there.)
+    if "\x00" in value:
+        raise InvalidInput(f"{field}: must not contain NUL characters")
 
 
 def _is_uuid(value: str) -> bool:

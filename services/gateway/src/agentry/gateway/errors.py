@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agentry.servicekit.errors import ERROR_CODE_KEY
+from agentry.servicekit.errors import ERROR_CODE_KEY, INTERNAL_CREDENTIAL_REFUSED
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ def _from_grpc(exc: grpc.aio.AioRpcError) -> tuple[int, str, str]:
         logger.error("upstream failed: %s %s", exc.code().name, exc.details())
         return 502 if exc.code() is not grpc.StatusCode.INTERNAL else 500, "upstream_error", "an internal service failed"
     code = str(trailing.get(ERROR_CODE_KEY) or exc.code().name.lower())
+    if code == INTERNAL_CREDENTIAL_REFUSED:
+        logger.error("an upstream refused the gateway's internal credential: check AGENTRY_INTERNAL_TOKEN")
+        return 502, "upstream_error", "an internal service failed"
     message = exc.details() or exc.code().name
     if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         message = "an internal service is unavailable; try again"

@@ -16,7 +16,7 @@ from agentry.api.billing.v1 import billing_pb2
 from agentry.api.runner.v1 import runner_pb2 as pb
 
 from . import schemas
-from .deps import CallerDep, UpstreamsDep
+from .deps import CallerDep, StreamCallerDep, UpstreamsDep
 from .errors import ApiError
 from .sse import run_events
 
@@ -99,20 +99,30 @@ async def stop_run(run_id: str, caller: CallerDep, up: UpstreamsDep):
     return schemas.RunStarted(agent_run_id=run.agent_run_id, status=run.status)
 
 
+_MAX_SEQ = 2**63 - 1  # event sequence numbers are int64 upstream
+
+
+def _sequence_number(value: str) -> int:
+    # str.isdigit() also accepts "²" and other Unicode digits that int() refuses; the length
+    # check comes first so int() never sees more digits than it will parse.
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > _MAX_SEQ:
+        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be a sequence number")
+    return int(value)
+
+
 @router.get(
     "/agent-run/{run_id}/stream", tags=["runs"], response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}},
                      "description": "SSE: `id:` is the event's sequence number, `data:` one JSON event."}},
 )
 async def stream_run(
-    run_id: str, request: Request, caller: CallerDep, up: UpstreamsDep,
+    run_id: str, request: Request, caller: StreamCallerDep, up: UpstreamsDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ):
     after = 0
     if last_event_id:
-        if not last_event_id.strip().isdigit():
-            raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be a sequence number")
-        after = int(last_event_id)
+        after = _sequence_number(last_event_id)
     run = await up.runner.GetRun(pb.GetRunRequest(account_id=caller.account_id, agent_run_id=run_id))
     body = run_events(run=run, account_id=caller.account_id, after_seq=after, events=up.events,
                       runner=up.runner, keepalive_seconds=request.app.state.settings.keepalive_seconds)

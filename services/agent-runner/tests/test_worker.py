@@ -1,0 +1,369 @@
+"""RunWorker.handle driven for real: agentpress with test models, sandbox and billing over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import orjson
+import pytest
+from agentpress import (
+    Agent,
+    ContextConfig,
+    FunctionModel,
+    ModelRequest,
+    ScriptedCall,
+    ScriptedModel,
+    ScriptedReply,
+    TextDelta,
+    Usage,
+    default_tools,
+    message_from_json,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agentry.api.billing.v1 import billing_pb2, billing_pb2_grpc
+from agentry.billing.config import BillingSettings
+from agentry.billing.main import start as start_billing
+from agentry.runner.adapters.billing_grpc import GrpcUsageSink
+from agentry.runner.adapters.queue_memory import MemoryRunQueue
+from agentry.runner.adapters.sql import SqlRunnerRepository
+from agentry.runner.adapters.stop_memory import MemoryStopSignal
+from agentry.runner.domain import DURABLE_EVENT_TYPES, Run, RunStatus, StoredEvent
+from agentry.runner.queue import RunJob
+from agentry.runner.service import RunnerService
+from agentry.runner.sinks import encode_event
+from agentry.runner.worker import RunWorker
+from agentry.sandbox.config import SandboxSettings
+from agentry.sandbox.main import start as start_sandbox
+from agentry.servicekit import DEV_INTERNAL_TOKEN, open_channel
+from agentry.servicekit.eventstream import MemoryEventStream, StreamEntry
+
+ACCOUNT = "acct-worker"
+WAIT = 10.0
+STOP_DEADLINE = 2.0
+# Counting tokens without LiteLLM keeps its multi-second import out of the suite.
+OFFLINE_CONTEXT = ContextConfig(context_window=32_000,
+                                token_counter=lambda model, messages: len(orjson.dumps(messages)) // 4)
+
+
+@dataclass
+class World:
+    service: RunnerService
+    repo: SqlRunnerRepository
+    events: MemoryEventStream
+    stops: MemoryStopSignal
+    worker: RunWorker
+    billing: billing_pb2_grpc.BillingServiceStub
+    billing_channel: grpc.aio.Channel
+    build_agent: Callable[[Run], Agent] = field(default=lambda run: pytest.fail("no agent for this test"))
+    agents_built: list[Run] = field(default_factory=list)
+
+    def use(self, model, **kwargs) -> None:
+        def build(run: Run) -> Agent:
+            self.agents_built.append(run)
+            return Agent(model=model, system_prompt="You are a test agent.", tools=default_tools(),
+                         context=OFFLINE_CONTEXT, **kwargs)
+
+        self.build_agent = build
+
+    async def start(self, prompt: str = "do the thing") -> tuple[Run, RunJob]:
+        thread = await self.service.create_thread(ACCOUNT, "t")
+        run = await self.service.start_run(ACCOUNT, thread.thread_id, "", prompt)
+        return run, RunJob(run_id=run.run_id, thread_id=thread.thread_id, account_id=ACCOUNT)
+
+    async def stream(self, run_id: str) -> list[StreamEntry]:
+        return await self.events.read(run_id, 0, count=100_000)
+
+    async def run_row(self, run_id: str) -> Run:
+        run = await self.repo.get_run(run_id)
+        assert run is not None
+        return run
+
+    async def wait_for_event(self, run_id: str, event_type: str) -> None:
+        """Tails the run's live stream until an event of `event_type` arrives."""
+        after = 0
+        async with asyncio.timeout(WAIT):
+            while True:
+                for entry in await self.events.read(run_id, after, block_ms=1000):
+                    after = entry.seq
+                    if orjson.loads(entry.data)["type"] == event_type:
+                        return
+
+
+@pytest.fixture
+def billing_credit() -> int:
+    return 5_000_000
+
+
+@pytest.fixture
+async def world(tmp_path: Path, sqlite_engine: AsyncEngine, billing_credit: int) -> AsyncIterator[World]:
+    async with contextlib.AsyncExitStack() as stack:
+        sandbox = await start_sandbox(SandboxSettings(
+            port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}",
+            root_dir=tmp_path / "sandboxes", isolation="none", grace_seconds=1), stack)
+        billing = await start_billing(BillingSettings(
+            port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}",
+            initial_credit_micros=billing_credit, grace_seconds=1), stack)
+        sandbox_channel = open_channel(sandbox.target, DEV_INTERNAL_TOKEN)
+        billing_channel = open_channel(billing.target, DEV_INTERNAL_TOKEN)
+        stack.push_async_callback(sandbox_channel.close)
+        stack.push_async_callback(billing_channel.close)
+
+        repo, events, stops, queue = SqlRunnerRepository(sqlite_engine), MemoryEventStream(), MemoryStopSignal(), MemoryRunQueue()
+        stack.push_async_callback(queue.close)
+        service = RunnerService(repo, queue, events, stops, default_model="unused")
+        holder: list[World] = []
+        worker = RunWorker(repo=repo, events=events, stops=stops, sandbox_channel=sandbox_channel,
+                           billing_channel=billing_channel, agent_factory=lambda run: holder[0].build_agent(run))
+        world = World(service, repo, events, stops, worker, billing_pb2_grpc.BillingServiceStub(billing_channel),
+                      billing_channel)
+        holder.append(world)
+        yield world
+
+
+def decoded(entries: list[StreamEntry] | list[StoredEvent]) -> list[dict]:
+    return [orjson.loads(e.data) for e in entries]
+
+
+async def test_a_run_with_a_tool_call_completes_with_numbered_events_and_stored_messages(world: World) -> None:
+    model = ScriptedModel([
+        ScriptedReply(text="Let me look.", tool_calls=[ScriptedCall("run_command", {"command": "echo hello-sandbox"})]),
+        "All done.",
+    ], chunk_size=4)
+    world.use(model)
+    run, job = await world.start("say hello")
+
+    await world.worker.handle(job)
+
+    stream = await world.stream(run.run_id)
+    assert [e.seq for e in stream] == list(range(1, len(stream) + 1))
+    assert [e.terminal for e in stream] == [False] * (len(stream) - 1) + [True]
+    events = decoded(stream)
+    assert [e["seq"] for e in events] == [e.seq for e in stream]
+    assert events[0] == {"seq": 1, "type": "run_started", "run_id": run.run_id, "thread_id": run.thread_id,
+                         "model": "scripted"}
+    assert events[-1] == {"seq": len(stream), "type": "run_finished", "reason": "completed", "error": None}
+    assert {"text_delta", "tool_call_started", "usage"} <= {e["type"] for e in events}
+    [finished_call] = [e for e in events if e["type"] == "tool_call_finished"]
+    assert finished_call["error"] is None
+    assert "hello-sandbox" in finished_call["output"]
+
+    # The durable subset is in the database with the same numbers and the very same bytes.
+    durable = [StoredEvent(e.seq, e.data, e.terminal) for e in stream
+               if orjson.loads(e.data)["type"] in DURABLE_EVENT_TYPES]
+    assert await world.repo.list_events(run.run_id, 0) == durable
+    # Tools run while the model streams, so where tool_call_finished falls among the first
+    # messages depends on how fast the sandbox answers.
+    durable_types = [e["type"] for e in decoded(durable)]
+    assert (durable_types[0], durable_types[-1]) == ("run_started", "run_finished")
+    assert sorted(durable_types[1:-1]) == ["message_completed"] * 3 + ["tool_call_finished"]
+
+    ended = await world.run_row(run.run_id)
+    assert (ended.status, ended.finish_reason, ended.error) == (RunStatus.COMPLETED, "completed", "")
+    assert ended.started_at is not None and ended.completed_at is not None
+    assert ended.created_at <= ended.started_at <= ended.completed_at
+
+    messages = [message_from_json(m.content_json) for m in await world.repo.list_messages(run.thread_id)]
+    assert [m.kind for m in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[0].text == "say hello"  # type: ignore[union-attr]
+    assert messages[1].tool_calls[0].name == "run_command"  # type: ignore[union-attr]
+    assert "hello-sandbox" in messages[2].output  # type: ignore[union-attr]
+    assert messages[3].text == "All done."  # type: ignore[union-attr]
+    # The stored messages are the ones the message_completed events carried.
+    completed = [e["message"]["message_id"] for e in events if e["type"] == "message_completed"]
+    assert completed == [m.message_id for m in messages[1:]]
+
+
+async def test_a_job_for_a_run_cancelled_while_queued_is_skipped(world: World) -> None:
+    model = ScriptedModel(["never said"])
+    world.use(model)
+    run, job = await world.start()
+    await world.service.stop_run(ACCOUNT, run.run_id)
+    before = await world.stream(run.run_id)
+
+    await world.worker.handle(job)
+
+    assert await world.stream(run.run_id) == before
+    assert [e.seq for e in await world.repo.list_events(run.run_id, 0)] == [1]
+    assert (await world.run_row(run.run_id)).status is RunStatus.CANCELLED
+    assert world.agents_built == []
+    assert model.requests == []
+
+
+async def test_a_redelivered_job_of_a_running_run_ends_it_failed_after_the_last_event(world: World) -> None:
+    world.use(ScriptedModel(["never said"]))
+    run, job = await world.start()
+    # A worker took the run, streamed three events (one durable), and died.
+    assert await world.repo.transition(run.run_id, from_=[RunStatus.QUEUED], to=RunStatus.RUNNING)
+    started = StoredEvent(1, b'{"seq":1,"type":"run_started"}', False)
+    await world.repo.append_events(run.run_id, [started])
+    await world.events.append(run.run_id, 1, started.data)
+    for seq in (2, 3):
+        await world.events.append(run.run_id, seq, encode_event(seq, TextDelta(text="partial")))
+
+    await world.worker.handle(job)
+
+    stream = await world.stream(run.run_id)
+    assert [e.seq for e in stream] == [1, 2, 3, 4]
+    terminal = stream[-1]
+    assert terminal.terminal
+    assert orjson.loads(terminal.data) == {"seq": 4, "type": "run_finished", "reason": "error",
+                                           "error": "the worker running this run was lost"}
+    assert await world.repo.list_events(run.run_id, 0) == [started, StoredEvent(4, terminal.data, True)]
+    ended = await world.run_row(run.run_id)
+    assert (ended.status, ended.finish_reason, ended.error) == (
+        RunStatus.FAILED, "error", "the worker running this run was lost")
+    assert world.agents_built == []
+
+    # A further redelivery of the now failed run changes nothing.
+    await world.worker.handle(job)
+    assert await world.stream(run.run_id) == stream
+
+
+async def test_a_redelivered_job_continues_after_durable_events_the_stream_no_longer_holds(world: World) -> None:
+    world.use(ScriptedModel(["never said"]))
+    run, job = await world.start()
+    assert await world.repo.transition(run.run_id, from_=[RunStatus.QUEUED], to=RunStatus.RUNNING)
+    await world.repo.append_events(run.run_id, [StoredEvent(1, b"{}", False), StoredEvent(5, b"{}", False)])
+
+    await world.worker.handle(job)
+
+    assert [(e.seq, e.terminal) for e in await world.repo.list_events(run.run_id, 0)] == [
+        (1, False), (5, False), (6, True)]
+    assert [e.seq for e in await world.stream(run.run_id)] == [6]
+
+
+async def slow_model_and_signal() -> tuple[FunctionModel, asyncio.Event]:
+    called = asyncio.Event()
+
+    async def never_answers(request: ModelRequest) -> str:
+        called.set()
+        await asyncio.Event().wait()
+        return "unreachable"
+
+    return FunctionModel(never_answers), called
+
+
+async def test_stopping_a_run_while_the_model_is_slow_cancels_it_promptly(world: World) -> None:
+    model, called = await slow_model_and_signal()
+    world.use(model)
+    run, job = await world.start()
+    handling = asyncio.create_task(world.worker.handle(job))
+    await asyncio.wait_for(called.wait(), WAIT)
+
+    assert (await world.service.stop_run(ACCOUNT, run.run_id)).status is RunStatus.CANCELLING
+    await asyncio.wait_for(handling, STOP_DEADLINE)
+
+    stream = await world.stream(run.run_id)
+    assert decoded(stream)[-1] == {"seq": len(stream), "type": "run_finished", "reason": "cancelled", "error": None}
+    assert [e.terminal for e in stream].count(True) == 1
+    assert (await world.repo.list_events(run.run_id, 0))[-1] == StoredEvent(stream[-1].seq, stream[-1].data, True)
+    ended = await world.run_row(run.run_id)
+    assert (ended.status, ended.finish_reason, ended.error) == (RunStatus.CANCELLED, "cancelled", "")
+
+
+async def test_stopping_a_run_during_a_long_sandbox_command_cancels_it_promptly(world: World) -> None:
+    world.use(ScriptedModel([
+        ScriptedReply(tool_calls=[ScriptedCall("run_command", {"command": "sleep 30"})]),
+        "unreachable",
+    ]))
+    run, job = await world.start()
+    handling = asyncio.create_task(world.worker.handle(job))
+    await world.wait_for_event(run.run_id, "tool_call_started")
+
+    await world.service.stop_run(ACCOUNT, run.run_id)
+    await asyncio.wait_for(handling, STOP_DEADLINE)
+
+    ended = await world.run_row(run.run_id)
+    assert (ended.status, ended.finish_reason) == (RunStatus.CANCELLED, "cancelled")
+    messages = [message_from_json(m.content_json) for m in await world.repo.list_messages(run.thread_id)]
+    assert [m.kind for m in messages] == ["user", "assistant", "tool"]
+    assert messages[2].error == "cancelled"  # type: ignore[union-attr]
+    events = decoded(await world.stream(run.run_id))
+    assert events[-1]["type"] == "run_finished" and events[-1]["reason"] == "cancelled"
+
+
+@pytest.mark.parametrize("billing_credit", [0, 1])
+async def test_a_run_that_uses_up_the_credit_ends_failed(world: World, billing_credit: int) -> None:
+    # At most one micro-dollar of credit; every token costs one, so the first step crosses zero.
+    model = ScriptedModel([
+        ScriptedReply(text="Working.", tool_calls=[ScriptedCall("run_command", {"command": "echo step"})]),
+        "never reached",
+    ], cost_per_token=1e-6)
+    world.use(model)
+    run, job = await world.start()
+
+    await world.worker.handle(job)
+
+    ended = await world.run_row(run.run_id)
+    assert (ended.status, ended.finish_reason, ended.error) == (
+        RunStatus.FAILED, "budget_exceeded", "credit balance used up")
+    assert model.remaining == 1
+    events = decoded(await world.stream(run.run_id))
+    assert events[-1]["type"] == "run_finished" and events[-1]["reason"] == "budget_exceeded"
+    [usage] = [e for e in events if e["type"] == "usage"]
+    charged = round(usage["cost_usd"] * 1_000_000)
+    assert charged >= 1
+    balance = await world.billing.GetBalance(billing_pb2.GetBalanceRequest(account_id=ACCOUNT))
+    assert balance.balance_micros == billing_credit - charged
+    # The step's tool still ran and its result was stored before the run ended.
+    kinds = [message_from_json(m.content_json).kind for m in await world.repo.list_messages(run.thread_id)]
+    assert kinds == ["user", "assistant", "tool"]
+
+
+@pytest.mark.parametrize("billing_credit", [100])
+async def test_usage_sink_charges_billing_once_per_step_and_reports_the_balance(world: World) -> None:
+    sink = GrpcUsageSink(world.billing_channel, account_id=ACCOUNT, run_id="run-1")
+
+    assert await sink.record(Usage(model="m", prompt_tokens=10, completion_tokens=5, cost_usd=40e-6, step=1))
+    # The same step again (a retried call) is not charged twice.
+    assert await sink.record(Usage(model="m", prompt_tokens=10, completion_tokens=5, cost_usd=40e-6, step=1))
+    assert not await sink.record(Usage(model="m", prompt_tokens=10, completion_tokens=5, cost_usd=60e-6, step=2))
+
+    balance = await world.billing.GetBalance(billing_pb2.GetBalanceRequest(account_id=ACCOUNT))
+    assert balance.balance_micros == 0
+
+
+async def test_an_agent_that_cannot_be_built_ends_the_run_failed(world: World) -> None:
+    def broken(run: Run) -> Agent:
+        raise RuntimeError("bad model configuration")
+
+    world.build_agent = broken
+    run, job = await world.start()
+
+    await world.worker.handle(job)
+
+    ended = await world.run_row(run.run_id)
+    assert (ended.status, ended.finish_reason) == (RunStatus.FAILED, "error")
+    assert ended.error == "the worker failed while running the agent"
+    stream = await world.stream(run.run_id)
+    assert [(e.seq, e.terminal) for e in stream] == [(1, True)]
+    assert await world.repo.list_events(run.run_id, 0) == [StoredEvent(1, stream[0].data, True)]
+
+
+async def test_a_worker_shutdown_mid_run_ends_it_cancelled(world: World) -> None:
+    model, called = await slow_model_and_signal()
+    world.use(model)
+    run, job = await world.start()
+    handling = asyncio.create_task(world.worker.handle(job))
+    await asyncio.wait_for(called.wait(), WAIT)
+
+    handling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(handling, STOP_DEADLINE)
+
+    ended = await world.run_row(run.run_id)
+    assert (ended.status, ended.finish_reason) == (RunStatus.CANCELLED, "cancelled")
+    stream = await world.stream(run.run_id)
+    assert [e.terminal for e in stream].count(True) == 1 and stream[-1].terminal
+
+
+async def test_a_job_for_an_unknown_run_is_dropped(world: World) -> None:
+    await world.worker.handle(RunJob(run_id="00000000-0000-0000-0000-000000000000", thread_id="t", account_id="a"))
+    assert world.agents_built == []
+
