@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -27,9 +28,9 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = runner_pb2.DESCRIPTOR.services_by_name["RunnerService"].full_name
 
 
-async def _await_quietly(task: asyncio.Task) -> None:
+def _warm_up_litellm() -> None:
     try:
-        await task
+        importlib.import_module("litellm")
     except Exception:  # noqa: BLE001 - a failed warm-up only means the first run imports it
         logger.warning("LiteLLM warm-up import failed", exc_info=True)
 
@@ -93,8 +94,8 @@ async def start(
         worker = RunWorker(repo=repo, events=events, stops=stops, sandbox_channel=sandbox_channel,
                            billing_channel=billing_channel, agent_factory=agents or agent_factory(settings))
         # LiteLLM takes seconds of CPU to import: do it now, off the loop, not in the first run.
-        warm_up = asyncio.create_task(asyncio.to_thread(importlib.import_module, "litellm"))
-        stack.push_async_callback(_await_quietly, warm_up)
+        # A daemon thread, so a shutdown never waits for the import to finish.
+        threading.Thread(target=_warm_up_litellm, name="litellm-warm-up", daemon=True).start()
         consumer = await queue.consume(worker.handle, concurrency=settings.worker_concurrency)
 
         async def _stop_consumer() -> None:
