@@ -26,6 +26,12 @@ class GatewaySettings(BaseSettings):
     keepalive_seconds: float = 15.0
     upstream_timeout_seconds: float = 10.0
     cors_origins: list[str] = []
+    # "local": verify access tokens here with auth's published keys (no call per request);
+    # "auth": ask the auth service on every request (revocation is immediate).
+    token_verification: Literal["local", "auth"] = "local"
+    # Must match the auth service's AGENTRY_AUTH_ISSUER / AGENTRY_AUTH_AUDIENCE.
+    token_issuer: str = "agentry-local"
+    token_audience: str = "authenticated"
     internal_token: SecretStr = Field(
         default=SecretStr(DEV_INTERNAL_TOKEN),
         validation_alias=AliasChoices("AGENTRY_INTERNAL_TOKEN", "internal_token"),

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
-import grpc
 from fastapi import Depends, Request
 
-from agentry.api.auth.v1 import auth_pb2
-from agentry.servicekit.errors import ERROR_CODE_KEY, INTERNAL_CREDENTIAL_REFUSED
 from agentry.servicekit.context import new_request_id, request_id_var
 
 from .errors import ApiError
+from .tokens import Caller
 from .upstreams import Upstreams
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    user_id: str
-    account_id: str
-    email: str
 
 
 def get_upstreams(request: Request) -> Upstreams:
@@ -43,16 +33,7 @@ def _bearer(request: Request, *, allow_query: bool = False) -> str:
 
 
 async def _verify(upstreams: Upstreams, token: str) -> Caller:
-    try:
-        reply = await upstreams.auth.VerifyToken(auth_pb2.VerifyTokenRequest(token=token))
-    except grpc.aio.AioRpcError as exc:
-        refused_us = dict(exc.trailing_metadata() or ()).get(ERROR_CODE_KEY) == INTERNAL_CREDENTIAL_REFUSED
-        if not refused_us and exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT,
-                          grpc.StatusCode.NOT_FOUND):
-            raise ApiError(401, "invalid_token", exc.details() or "invalid token") from exc
-        raise
-    p = reply.principal
-    return Caller(user_id=p.user_id, account_id=p.account_id, email=p.email)
+    return await upstreams.token_verifier().verify(token)
 
 
 async def get_caller(request: Request, upstreams: UpstreamsDep) -> Caller:

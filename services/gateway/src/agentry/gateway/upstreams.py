@@ -14,6 +14,7 @@ from agentry.servicekit import open_channel
 from agentry.servicekit.eventstream import EventStream, MemoryEventStream, RedisEventStream
 
 from .config import GatewaySettings
+from .tokens import AuthServiceVerifier, JwksVerifier, TokenVerifier
 
 
 @dataclass
@@ -24,6 +25,12 @@ class Upstreams:
     events: EventStream
     # name -> channel, for health checks
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    verifier: TokenVerifier | None = None
+
+    def token_verifier(self) -> TokenVerifier:
+        if self.verifier is None:
+            self.verifier = AuthServiceVerifier(self.auth)
+        return self.verifier
 
 
 async def open_upstreams(settings: GatewaySettings, stack: contextlib.AsyncExitStack,
@@ -42,10 +49,16 @@ async def open_upstreams(settings: GatewaySettings, stack: contextlib.AsyncExitS
         else:
             events = MemoryEventStream()
         stack.push_async_callback(events.close)
+    auth = auth_pb2_grpc.AuthServiceStub(channels["auth"])
+    verifier: TokenVerifier = (
+        JwksVerifier(auth, issuer=settings.token_issuer, audience=settings.token_audience)
+        if settings.token_verification == "local" else AuthServiceVerifier(auth)
+    )
     return Upstreams(
-        auth=auth_pb2_grpc.AuthServiceStub(channels["auth"]),
+        auth=auth,
         billing=billing_pb2_grpc.BillingServiceStub(channels["billing"]),
         runner=runner_pb2_grpc.RunnerServiceStub(channels["runner"]),
         events=events,
         channels=channels,
+        verifier=verifier,
     )

@@ -1,0 +1,117 @@
+"""Who is calling: access tokens verified in the gateway against auth's published keys (JWKS),
+or, when configured, by asking the auth service on every request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+import jwt
+
+from agentry.api.auth.v1 import auth_pb2
+from agentry.servicekit.errors import ERROR_CODE_KEY, INTERNAL_CREDENTIAL_REFUSED
+
+from .errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+ALGORITHMS = ["ES256"]  # never the token header's choice: no "none", no HS256 with a public key
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
+# An unknown kid makes the gateway refetch the keys (a rotation), but at most this often, so
+# tokens with made-up kids cannot turn into a flood of calls to auth.
+JWKS_REFRESH_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user_id: str
+    account_id: str
+    email: str
+
+
+class TokenVerifier(Protocol):
+    async def verify(self, token: str) -> Caller: ...
+
+
+def _invalid(message: str, code: str = "invalid_token") -> ApiError:
+    return ApiError(401, code, message)
+
+
+class AuthServiceVerifier:
+    """Asks auth's VerifyToken: one gRPC call per request, and revocation takes effect at once."""
+
+    def __init__(self, auth) -> None:
+        self._auth = auth
+
+    async def verify(self, token: str) -> Caller:
+        try:
+            reply = await self._auth.VerifyToken(auth_pb2.VerifyTokenRequest(token=token))
+        except grpc.aio.AioRpcError as exc:
+            refused_us = dict(exc.trailing_metadata() or ()).get(ERROR_CODE_KEY) == INTERNAL_CREDENTIAL_REFUSED
+            if not refused_us and exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT,
+                                                 grpc.StatusCode.NOT_FOUND):
+                raise _invalid(exc.details() or "invalid token") from exc
+            raise
+        p = reply.principal
+        return Caller(user_id=p.user_id, account_id=p.account_id, email=p.email)
+
+
+class JwksVerifier:
+    """Verifies ES256 access tokens locally with the keys auth publishes (GetJwks).
+
+    No call per request: signature, algorithm, issuer, audience, expiry and the required claims
+    are checked here. A user deleted after sign-in keeps access until the token expires
+    (access_token_ttl_seconds, an hour by default); set token_verification="auth" to trade a
+    gRPC call per request for immediate revocation.
+    """
+
+    def __init__(self, auth, *, issuer: str, audience: str, clock=time.monotonic) -> None:
+        self._auth = auth
+        self._issuer = issuer
+        self._audience = audience
+        self._clock = clock
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def verify(self, token: str) -> Caller:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise _invalid("invalid token: malformed") from exc
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise _invalid("invalid token: no key id")
+        key = self._keys.get(kid) or await self._refetch_for(kid)
+        if key is None:
+            raise _invalid("token was not signed by a known key")
+        try:
+            claims = jwt.decode(token, key.key, algorithms=ALGORITHMS, audience=self._audience,
+                                issuer=self._issuer, options={"require": REQUIRED_CLAIMS}, leeway=60)
+        except jwt.ExpiredSignatureError as exc:
+            raise _invalid("token has expired", "token_expired") from exc
+        except jwt.PyJWTError as exc:
+            # PyJWT's messages name the failed check and never echo the token.
+            raise _invalid(f"invalid token: {exc}") from exc
+        values = (claims.get("sub"), claims.get("account_id"), claims.get("email"))
+        if not all(isinstance(v, str) and v for v in values):
+            raise _invalid("invalid token: sub, account_id and email must be non-empty strings")
+        return Caller(*values)
+
+    async def _refetch_for(self, kid: str) -> jwt.PyJWK | None:
+        async with self._lock:
+            if kid in self._keys:
+                return self._keys[kid]
+            now = self._clock()
+            if self._fetched_at is not None and now - self._fetched_at < JWKS_REFRESH_SECONDS:
+                return None
+            reply = await self._auth.GetJwks(auth_pb2.GetJwksRequest())
+            self._fetched_at = now
+            keys = jwt.PyJWKSet.from_json(reply.jwks_json).keys if reply.jwks_json else []
+            self._keys = {k.key_id: k for k in keys if k.key_id and k.algorithm_name in ALGORITHMS}
+            logger.info("loaded %d token signing key(s) from auth", len(self._keys))
+            return self._keys.get(kid)
