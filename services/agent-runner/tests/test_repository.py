@@ -208,3 +208,30 @@ async def test_an_event_sequence_number_is_stored_once(repo: SqlRunnerRepository
     # The batch is all or nothing: seq 2 of the rejected batch is not kept either.
     assert await repo.list_events(run.run_id, 0) == [original]
     assert await repo.max_event_seq(run.run_id) == 1
+
+
+async def test_claim_run_moves_a_queued_run_to_running_once_and_returns_its_project(
+    repo: SqlRunnerRepository, clock: FakeClock,
+) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    run = await new_run(repo, thread)
+    clock.advance(2)
+
+    claimed = await repo.claim_run(run.run_id)
+
+    assert claimed is not None
+    assert claimed.project_id == thread.project_id
+    assert claimed.run == await repo.get_run(run.run_id)
+    assert (claimed.run.status, claimed.run.started_at, claimed.run.model) == (RunStatus.RUNNING, clock.now, "scripted")
+    # A second claim (a duplicate delivery) and a claim of an unknown run get nothing.
+    assert await repo.claim_run(run.run_id) is None
+    assert await repo.claim_run(str(uuid.uuid4())) is None
+
+
+async def test_claim_run_leaves_a_run_that_is_no_longer_queued_alone(repo: SqlRunnerRepository) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    run = await new_run(repo, thread)
+    assert await repo.transition(run.run_id, from_=[RunStatus.QUEUED], to=RunStatus.CANCELLED)
+
+    assert await repo.claim_run(run.run_id) is None
+    assert (await repo.get_run(run.run_id)).status is RunStatus.CANCELLED  # type: ignore[union-attr]

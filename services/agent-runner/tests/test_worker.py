@@ -16,6 +16,8 @@ from agentpress import (
     ContextConfig,
     FunctionModel,
     ModelRequest,
+    RunFinished,
+    RunStarted,
     ScriptedCall,
     ScriptedModel,
     ScriptedReply,
@@ -36,7 +38,7 @@ from agentry.runner.adapters.stop_memory import MemoryStopSignal
 from agentry.runner.domain import DURABLE_EVENT_TYPES, Run, RunStatus, StoredEvent
 from agentry.runner.queue import RunJob
 from agentry.runner.service import RunnerService
-from agentry.runner.sinks import encode_event
+from agentry.runner.sinks import EventStoreFailed, RunEventSink, encode_event
 from agentry.runner.worker import RunWorker
 from agentry.sandbox.config import SandboxSettings
 from agentry.sandbox.main import start as start_sandbox
@@ -367,3 +369,89 @@ async def test_a_job_for_an_unknown_run_is_dropped(world: World) -> None:
     await world.worker.handle(RunJob(run_id="00000000-0000-0000-0000-000000000000", thread_id="t", account_id="a"))
     assert world.agents_built == []
 
+
+
+class GatedRepo:
+    """Stores events only once `gate` is open; fails instead when `fail` is set."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.fail = False
+        self.stored: list[StoredEvent] = []
+
+    async def append_events(self, run_id: str, events: list[StoredEvent]) -> None:
+        await self.gate.wait()
+        if self.fail and not any(e.terminal for e in events):
+            raise RuntimeError("database down")
+        self.stored.extend(events)
+
+
+async def test_the_live_stream_does_not_wait_for_the_database_but_the_end_does() -> None:
+    repo, events = GatedRepo(), MemoryEventStream()
+    stored_at_finish: list[list[int]] = []
+
+    async def on_finish(event: RunFinished) -> None:
+        stored_at_finish.append([e.seq for e in repo.stored])
+
+    sink = RunEventSink("r", repo, events, last_seq=0, on_finish=on_finish)  # type: ignore[arg-type]
+    await asyncio.wait_for(sink.emit(RunStarted(run_id="r", thread_id="t", model="m")), WAIT)
+    await asyncio.wait_for(sink.emit(TextDelta(text="hi")), WAIT)
+    assert [e.seq for e in await events.read("r", 0)] == [1, 2]
+    assert repo.stored == []
+
+    finishing = asyncio.create_task(sink.emit(RunFinished(reason="completed")))
+    await asyncio.sleep(0.05)
+    assert not finishing.done() and stored_at_finish == []  # the end waits for the durable events
+    repo.gate.set()
+    await asyncio.wait_for(finishing, WAIT)
+
+    assert stored_at_finish == [[1]]  # stored before the run's status was recorded
+    stream = await events.read("r", 0)
+    assert [(e.seq, e.terminal) for e in stream] == [(1, False), (2, False), (3, True)]
+    assert repo.stored == [StoredEvent(1, stream[0].data, False), StoredEvent(3, stream[2].data, True)]
+
+
+async def test_a_failed_durable_write_fails_the_run_visibly() -> None:
+    repo, events = GatedRepo(), MemoryEventStream()
+    repo.fail = True
+    repo.gate.set()
+    ended: list[RunFinished] = []
+
+    async def on_finish(event: RunFinished) -> None:
+        ended.append(event)
+
+    sink = RunEventSink("r", repo, events, last_seq=0, on_finish=on_finish)  # type: ignore[arg-type]
+    await sink.emit(RunStarted(run_id="r", thread_id="t", model="m"))
+    await asyncio.sleep(0.01)  # the background write fails
+    with pytest.raises(EventStoreFailed):
+        await sink.emit(TextDelta(text="hi"))
+    await sink.emit(RunFinished(reason="completed"))
+
+    assert ended == [RunFinished(reason="error", error="the run's events could not be stored")]
+    stream = await events.read("r", 0)
+    assert [(e.seq, e.terminal) for e in stream] == [(1, False), (2, True)]
+    assert decoded(stream)[-1] == {"seq": 2, "type": "run_finished", "reason": "error",
+                                   "error": "the run's events could not be stored"}
+    assert repo.stored == [StoredEvent(2, stream[1].data, True)]
+
+
+async def test_a_run_whose_events_cannot_be_stored_ends_failed(world: World, monkeypatch) -> None:
+    world.use(ScriptedModel(["Hello there."], chunk_size=2))
+    run, job = await world.start()
+    store = world.repo.append_events
+
+    async def failing(run_id: str, events) -> None:
+        if not any(e.terminal for e in events):
+            raise RuntimeError("database down")
+        await store(run_id, events)
+
+    monkeypatch.setattr(world.repo, "append_events", failing)
+
+    await world.worker.handle(job)
+
+    ended = await world.run_row(run.run_id)
+    assert (ended.status, ended.finish_reason, ended.error) == (
+        RunStatus.FAILED, "error", "the run's events could not be stored")
+    stream = await world.stream(run.run_id)
+    assert [e.terminal for e in stream].count(True) == 1 and stream[-1].terminal
+    assert await world.repo.list_events(run.run_id, 0) == [StoredEvent(stream[-1].seq, stream[-1].data, True)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from agentpress.errors import ModelRetry, UserError
@@ -118,11 +119,13 @@ async def start_process(ctx: RunContext, command: str) -> str:
     return f"started process {process_id}"
 
 
+_process_tool_definitions: list[Tool] = []
+
+
 def _process_tools() -> list[Tool]:
     # Offsets per process id, per tool set: each read returns only output not shown before.
     offsets: dict[str, int] = {}
 
-    @tool
     async def read_process_output(ctx: RunContext, process_id: str) -> str:
         """Return the output a background process produced since the last read, and whether it runs.
 
@@ -134,7 +137,6 @@ def _process_tools() -> list[Tool]:
         status = "running" if state.running else f"exited with code {state.exit_code}"
         return f"[{status}]\n{_clip(state.output)}"
 
-    @tool
     async def stop_process(ctx: RunContext, process_id: str) -> str:
         """Stop a background process.
 
@@ -145,7 +147,12 @@ def _process_tools() -> list[Tool]:
         offsets.pop(process_id, None)
         return f"stopped process {process_id}"
 
-    return [read_process_output, stop_process]
+    functions = [read_process_output, stop_process]
+    # Building a Tool makes a pydantic model (~1 ms each); every tool set gets the same
+    # definitions, only bound to its own closures, so they are built once per process.
+    if not _process_tool_definitions:
+        _process_tool_definitions.extend(tool(f) for f in functions)
+    return [dataclasses.replace(t, function=f) for t, f in zip(_process_tool_definitions, functions, strict=True)]
 
 
 @tool(terminates="asked_user")

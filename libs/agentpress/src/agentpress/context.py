@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -23,12 +24,17 @@ def litellm_token_counter(model: str, messages: list[dict[str, Any]]) -> int:
     return int(import_litellm().token_counter(model=model, messages=messages))
 
 
+@functools.lru_cache(maxsize=256)  # LiteLLM's lookup costs ~0.05 ms, more for unknown models
 def litellm_context_window(model: str) -> int | None:
     try:
         info = import_litellm().get_model_info(model)
     except Exception:  # LiteLLM raises for models it does not know: the caller falls back
         return None
     return info.get("max_input_tokens") or info.get("max_tokens")
+
+
+# Covers the few tokens a count adds per call (reply priming) beyond what the JSON bytes cover.
+_COUNT_SLACK = 64
 
 
 @dataclass(frozen=True)
@@ -49,9 +55,15 @@ class ContextConfig:
 @dataclass
 class BuiltPrompt:
     messages: list[dict[str, Any]]
-    tokens: int
     window: int
     summary: StatusMessage | None
+    count: Callable[[], int]  # computes `tokens`
+
+    @functools.cached_property
+    def tokens(self) -> int:
+        """The prompt's size in tokens (an estimate that errs high), counted when first asked
+        for: only usage reporting needs it, after the call, when the provider reports no usage."""
+        return self.count()
 
 
 def _units(history: list[Message]) -> list[list[Message]]:
@@ -70,6 +82,7 @@ class ContextManager:
         self._config = config
         self._summarize = summarize
         self._unit_tokens: dict[tuple[str, ...], int] = {}
+        self._tools_tokens: dict[tuple[str, str], int] = {}
 
     def window(self, model_name: str, model_window: int | None) -> int:
         return (self._config.context_window or model_window or litellm_context_window(model_name)
@@ -83,15 +96,31 @@ class ContextManager:
         budget = window - self._config.reserve_tokens
         count = self._config.token_counter
         summary, active = _split_at_summary(history)
-        tools_tokens = count(model_name, [{"role": "system", "content": orjson.dumps(tools).decode()}]) if tools else 0
+        tools_json = orjson.dumps(tools).decode() if tools else ""
+
+        heads: dict[str | None, int] = {}
 
         def head(s: StatusMessage | None) -> int:
-            return count(model_name, render(system_prompt, s, [])) if system_prompt or s else 0
+            key = s.message_id if s else None
+            if key not in heads:
+                heads[key] = count(model_name, render(system_prompt, s, [])) if system_prompt or s else 0
+            return heads[key]
 
-        fixed = head(summary) + tools_tokens
+        def estimate(s: StatusMessage | None, units: list[list[Message]]) -> int:
+            # Per-unit counts overestimate a little (priming tokens per call), which errs on the safe side.
+            return head(s) + self._tools_size(model_name, tools_json) + sum(self._size(model_name, u) for u in units)
+
+        if count is litellm_token_counter:
+            # Counting tokens costs far more than the call's other preparation. LiteLLM's counts
+            # (byte-level tokenizers, a few tokens per message) never exceed the prompt's size as
+            # JSON in bytes, so a prompt whose JSON fits the budget needs no count to fit.
+            messages = render(system_prompt, summary, active)
+            if len(orjson.dumps(messages)) + len(tools_json.encode()) + _COUNT_SLACK <= budget:
+                return BuiltPrompt(messages, window, summary, lambda: estimate(summary, _units(active)))
         units = _units(active)
-        sizes = [self._size(model_name, u) for u in units]
-        if fixed + sum(sizes) > budget and len(units) > 1:
+        if estimate(summary, units) > budget and len(units) > 1:
+            fixed = head(summary) + self._tools_size(model_name, tools_json)
+            sizes = [self._size(model_name, u) for u in units]
             keep, used = 0, 0
             target = max(0, int(budget * self._config.keep_ratio) - fixed)
             while keep < len(units) - 1 and used + sizes[-1 - keep] <= target:
@@ -103,15 +132,22 @@ class ContextManager:
             await persist(summary)
             units = units[len(units) - keep :]
             active = [m for u in units for m in u]
-            fixed = head(summary) + tools_tokens
         messages = render(system_prompt, summary, active)
-        # Per-unit counts overestimate a little (priming tokens per call), which errs on the safe side.
-        tokens = fixed + sum(self._size(model_name, u) for u in units)
+        tokens = estimate(summary, units)
         while tokens > budget and (shrunk := _shrink_largest(active)) is not None:
             active = shrunk
             messages = render(system_prompt, summary, active)
-            tokens = count(model_name, messages) + tools_tokens
-        return BuiltPrompt(messages, tokens, window, summary)
+            tokens = count(model_name, messages) + self._tools_size(model_name, tools_json)
+        return BuiltPrompt(messages, window, summary, lambda: tokens)
+
+    def _tools_size(self, model_name: str, tools_json: str) -> int:
+        if not tools_json:
+            return 0
+        key = (model_name, tools_json)
+        if key not in self._tools_tokens:  # the same tools on every step of the run
+            self._tools_tokens[key] = self._config.token_counter(
+                model_name, [{"role": "system", "content": tools_json}])
+        return self._tools_tokens[key]
 
     def _size(self, model_name: str, unit: list[Message]) -> int:
         key = tuple(m.message_id for m in unit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import time
@@ -31,16 +32,12 @@ class Tool:
     terminates: Terminates | None = None
 
     def json_schema(self) -> dict[str, Any]:
-        """OpenAI function-calling schema, the format LiteLLM translates for every provider."""
-        params = self.args_model.model_json_schema()
-        params.pop("title", None)
-        for prop in params.get("properties", {}).values():
-            prop.pop("title", None)
-        params.setdefault("properties", {})
-        return {
-            "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": params},
-        }
+        """OpenAI function-calling schema, the format LiteLLM translates for every provider.
+
+        A fresh dict per call (callers may change it), decoded from a per-definition cache:
+        pydantic's schema generation costs ~0.15 ms per tool, on every model call otherwise.
+        """
+        return orjson.loads(_schema_json(self.name, self.description, self.args_model))
 
     def xml_usage(self) -> str:
         """How to call this tool in the XML format, for models without native tool calling."""
@@ -91,6 +88,19 @@ class Tool:
         if isinstance(result, str):
             return result
         return orjson.dumps(result, default=str, option=orjson.OPT_INDENT_2).decode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_json(name: str, description: str, args_model: type[BaseModel]) -> bytes:
+    params = args_model.model_json_schema()
+    params.pop("title", None)
+    for prop in params.get("properties", {}).values():
+        prop.pop("title", None)
+    params.setdefault("properties", {})
+    return orjson.dumps({
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": params},
+    })
 
 
 def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:

@@ -79,6 +79,14 @@ class Run:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimedRun:
+    """A run a worker has just moved from queued to running, with what it needs to start it."""
+
+    run: Run
+    project_id: str  # of the run's thread: the sandbox is per project
+
+
+@dataclass(frozen=True, slots=True)
 class StoredEvent:
     seq: int
     data: bytes

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from .domain import Run, RunStatus, StoredEvent, StoredMessage, Thread
+from .domain import ClaimedRun, Run, RunStatus, StoredEvent, StoredMessage, Thread
 
 
 class RunnerRepository(Protocol):
@@ -30,6 +30,11 @@ class RunnerRepository(Protocol):
     async def transition(self, run_id: str, *, from_: Iterable[RunStatus], to: RunStatus,
                          error: str | None = None, finish_reason: str | None = None) -> bool:
         """Moves the run to `to` only if it is in one of `from_`; True when it moved."""
+        ...
+
+    async def claim_run(self, run_id: str) -> ClaimedRun | None:
+        """Moves a queued run to running (started now) and returns it with its thread's project;
+        None when the run does not exist or is not queued."""
         ...
 
     async def append_events(self, run_id: str, events: Sequence[StoredEvent]) -> None: ...

@@ -38,24 +38,22 @@ class RunWorker:
 
     async def handle(self, job: RunJob) -> None:
         run_id_var.set(job.run_id)
-        run = await self._repo.get_run(job.run_id)
-        if run is None:
-            logger.warning("job for unknown run dropped")
+        # One round trip from the job to a running run (this is on the time-to-first-token path).
+        claimed = await self._repo.claim_run(job.run_id)
+        if claimed is None:
+            await self._handle_not_queued(job.run_id)
             return
-        if not await self._repo.transition(run.run_id, from_=[RunStatus.QUEUED], to=RunStatus.RUNNING):
-            await self._handle_not_queued(run.run_id)
-            return
-        thread = await self._repo.get_thread(run.thread_id)
-        assert thread is not None  # runs reference threads by foreign key
-        sink = RunEventSink(run.run_id, self._repo, self._events,
-                            last_seq=await self._repo.max_event_seq(run.run_id),
+        run = claimed.run
+        # A run that just left queued has no events: the api writes events only for runs it
+        # moves out of queued itself (finish_without_worker), and then this claim fails.
+        sink = RunEventSink(run.run_id, self._repo, self._events, last_seq=0,
                             on_finish=lambda event: self._record_end(run.run_id, event))
         try:
             async with self._stops.watch(run.run_id) as cancel:
                 ctx = RunContext(
                     run_id=run.run_id, thread_id=run.thread_id,
                     messages=ThreadMessageStore(self._repo, thread_id=run.thread_id, account_id=run.account_id),
-                    sandbox=GrpcSandbox(self._sandbox_channel, account_id=run.account_id, project_id=thread.project_id),
+                    sandbox=GrpcSandbox(self._sandbox_channel, account_id=run.account_id, project_id=claimed.project_id),
                     usage=GrpcUsageSink(self._billing_channel, account_id=run.account_id, run_id=run.run_id),
                     events=sink, cancel=cancel,
                 )
@@ -77,7 +75,10 @@ class RunWorker:
 
     async def _handle_not_queued(self, run_id: str) -> None:
         run = await self._repo.get_run(run_id)
-        if run is None or run.status.terminal:
+        if run is None:
+            logger.warning("job for unknown run dropped")
+            return
+        if run.status.terminal:
             return  # cancelled while queued, or a duplicate delivery of a finished run
         # A redelivered job for a run another worker had started: that worker is gone. Resuming
         # from persisted messages is a later step; for now the run ends visibly, never silently.

@@ -10,7 +10,16 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..domain import ACTIVE_STATUSES, TERMINAL_STATUSES, Run, RunStatus, StoredEvent, StoredMessage, Thread
+from ..domain import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    ClaimedRun,
+    Run,
+    RunStatus,
+    StoredEvent,
+    StoredMessage,
+    Thread,
+)
 from ..errors import RunAlreadyActive
 
 metadata = sa.MetaData()
@@ -159,6 +168,21 @@ class SqlRunnerRepository:
         async with self._engine.begin() as conn:
             result = await conn.execute(query)
         return result.rowcount == 1
+
+    async def claim_run(self, run_id: str) -> ClaimedRun | None:
+        # One statement instead of get_run + transition + get_thread: the worker's start is on
+        # the time-to-first-token path. RETURNING needs PostgreSQL or SQLite >= 3.35.
+        project_id = (sa.select(threads.c.project_id).where(threads.c.thread_id == agent_runs.c.thread_id)
+                      .scalar_subquery().label("project_id"))
+        query = (
+            agent_runs.update()
+            .where(agent_runs.c.run_id == run_id, agent_runs.c.status == RunStatus.QUEUED.value)
+            .values(status=RunStatus.RUNNING.value, started_at=self._clock())
+            .returning(*agent_runs.c, project_id)
+        )
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(query)).first()
+        return ClaimedRun(_run(row), row.project_id) if row else None
 
     async def append_events(self, run_id: str, events: Sequence[StoredEvent]) -> None:
         if not events:
