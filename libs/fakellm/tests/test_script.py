@@ -25,6 +25,14 @@ def test_turn_index_counts_assistant_messages_after_the_last_user_message() -> N
     assert THREE_TURNS.turn_for([user, assistant, assistant, user]).text == "zero"
 
 
+def test_xml_tool_results_sent_as_user_messages_continue_the_turn() -> None:
+    user = {"role": "user", "content": "hi"}
+    assistant = {"role": "assistant", "content": "<function_calls>...</function_calls>"}
+    result = {"role": "user", "content": '<tool_result name="run_command">\nok\n</tool_result>'}
+    assert THREE_TURNS.turn_for([user, assistant, result]).text == "one"
+    assert THREE_TURNS.turn_for([user, assistant, result, assistant, result]).text == "two"
+
+
 def test_templates_fill_last_user_and_truncated_last_tool_output() -> None:
     messages = [
         {"role": "user", "content": "first"},

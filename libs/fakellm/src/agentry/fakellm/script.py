@@ -80,15 +80,23 @@ class Script:
         )
 
     def turn_for(self, messages: Sequence[Mapping[str, Any]]) -> Turn:
-        """Pick the turn statelessly: assistant messages since the last user message."""
+        """Pick the turn statelessly: assistant messages since the last user message.
+
+        Models without native tool calling get tool results back as user messages made of
+        `<tool_result>` blocks; those continue the turn rather than start a new conversation.
+        """
         index = 0
         for message in reversed(messages):
             role = message.get("role")
-            if role == "user":
+            if role == "user" and not is_xml_tool_result(message):
                 break
             if role == "assistant":
                 index += 1
         return self.turns[min(index, len(self.turns) - 1)]
+
+
+def is_xml_tool_result(message: Mapping[str, Any]) -> bool:
+    return message_text(message.get("content")).lstrip().startswith("<tool_result")
 
 
 def load_scripts(path: str | Path) -> dict[str, Script]:

@@ -36,6 +36,16 @@ class RunnerSettings(ServiceSettings):
     force_model: str | None = None
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_steps: int = 25
+    # "native" uses the provider's tool calling; "xml" describes the tools in the system prompt
+    # and parses <function_calls> blocks (for models without native tool calling).
+    tool_calling: Literal["native", "xml"] = "native"
+    # "on_stream" starts each tool as soon as its call is complete; "after_turn" waits for the reply.
+    tool_execution: Literal["on_stream", "after_turn"] = "on_stream"
+    parallel_tools: bool = False
+    # Tried in order when the run's model keeps failing (rate limits, 5xx, timeouts).
+    fallback_models: list[str] = []
+    # The (cheaper) model that summarises old turns when a thread outgrows the context window.
+    summary_model: str = ""
     worker_concurrency: int = 16
     event_ttl_seconds: int = 3600
     event_maxlen: int = 10_000

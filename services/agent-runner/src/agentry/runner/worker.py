@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 
 import grpc
-from agentpress import Agent, RunContext, RunFinished, default_tools
+from agentpress import Agent, RunContext, RunFinished, ToolExecution, default_tools
 
 from agentry.servicekit.context import run_id_var
 from agentry.servicekit.eventstream import EventStream
@@ -106,6 +106,9 @@ def agent_factory(settings: RunnerSettings) -> AgentFactory:
             kwargs["api_base"] = settings.llm_api_base
             kwargs["api_key"] = settings.llm_api_key or "agentry-fake-llm"
         return Agent(model=run.model, system_prompt=settings.system_prompt, tools=default_tools(),
-                     max_steps=settings.max_steps, **kwargs)
+                     max_steps=settings.max_steps, tool_calling=settings.tool_calling,
+                     tool_execution=ToolExecution(when=settings.tool_execution, parallel=settings.parallel_tools),
+                     fallback_models=settings.fallback_models,
+                     summary_model=settings.summary_model or None, **kwargs)
 
     return build
