@@ -26,3 +26,11 @@ def test_settings_choose_xml_after_turn_parallel_fallbacks_and_step_limit():
     assert agent.tool_execution.when == "after_turn" and agent.tool_execution.parallel
     assert [m.name for m in agent.fallback_models] == ["openai/backup"]
     assert agent.max_steps == 3
+
+
+def test_the_runs_reasoning_effort_reaches_the_model_settings():
+    from dataclasses import replace
+
+    assert agent_factory(RunnerSettings())(RUN).settings.reasoning_effort is None
+    agent = agent_factory(RunnerSettings())(replace(RUN, reasoning_effort="medium"))
+    assert agent.settings.as_kwargs()["reasoning_effort"] == "medium"

@@ -206,6 +206,16 @@ async def test_a_run_without_prompt_stores_no_message(env: Env) -> None:
     assert await env.service.list_messages(ALICE, thread.thread_id) == []
 
 
+async def test_reasoning_effort_is_kept_with_the_run_and_validated(env: Env) -> None:
+    thread = await env.service.create_thread(ALICE, "t")
+    with pytest.raises(InvalidInput, match="reasoning_effort"):
+        await env.service.start_run(ALICE, thread.thread_id, "", "hi", reasoning_effort="extreme")
+    assert await env.service.list_messages(ALICE, thread.thread_id) == []
+    run = await env.service.start_run(ALICE, thread.thread_id, "", "hi", reasoning_effort="high")
+    assert run.reasoning_effort == "high"
+    assert (await env.service.get_run(ALICE, run.run_id)).reasoning_effort == "high"
+
+
 async def test_force_model_overrides_the_request(env: Env) -> None:
     service = RunnerService(env.repo, env.queue, env.events, env.stops, default_model="d", force_model="forced")
     thread = await service.create_thread(ALICE, "t")

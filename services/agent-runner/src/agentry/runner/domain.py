@@ -40,6 +40,7 @@ FINISH_TO_STATUS: dict[str, tuple[RunStatus, str]] = {
 # Event types whose effect is durable: also written to the database with their sequence number.
 DURABLE_EVENT_TYPES = frozenset({"run_started", "message_completed", "tool_call_finished", "run_finished"})
 
+REASONING_EFFORTS = ("", "low", "medium", "high")
 MAX_MESSAGE_CHARS = 100_000
 MAX_THREAD_NAME_CHARS = 200
 MAX_MODEL_CHARS = 200
@@ -76,6 +77,7 @@ class Run:
     created_at: float
     started_at: float | None
     completed_at: float | None
+    reasoning_effort: str = ""
 
 
 @dataclass(frozen=True, slots=True)

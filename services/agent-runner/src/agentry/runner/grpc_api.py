@@ -22,7 +22,7 @@ def _message(m: StoredMessage) -> pb.Message:
 def _run(r: Run) -> pb.Run:
     return pb.Run(agent_run_id=r.run_id, thread_id=r.thread_id, account_id=r.account_id,
                   status=r.status.value, error=r.error, model=r.model, created_at=r.created_at,
-                  started_at=r.started_at, completed_at=r.completed_at)
+                  started_at=r.started_at, completed_at=r.completed_at, reasoning_effort=r.reasoning_effort)
 
 
 class RunnerServicer(runner_pb2_grpc.RunnerServiceServicer):
@@ -44,7 +44,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServiceServicer):
 
     async def StartRun(self, request, context):
         return _run(await self._service.start_run(request.account_id, request.thread_id,
-                                                  request.model_name, request.prompt))
+                                                  request.model_name, request.prompt, request.reasoning_effort))
 
     async def GetRun(self, request, context):
         return _run(await self._service.get_run(request.account_id, request.agent_run_id))

@@ -21,7 +21,7 @@ class RunnerRepository(Protocol):
     async def list_messages(self, thread_id: str) -> list[StoredMessage]: ...
 
     async def create_run(self, *, run_id: str, thread_id: str, account_id: str, model: str,
-                         first_message: StoredMessage | None) -> Run:
+                         first_message: StoredMessage | None, reasoning_effort: str = "") -> Run:
         """Inserts the queued run (and the prompt) atomically; RunAlreadyActive if the thread has one."""
         ...
 

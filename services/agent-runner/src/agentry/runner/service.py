@@ -15,6 +15,7 @@ from .domain import (
     MAX_MESSAGE_CHARS,
     MAX_MODEL_CHARS,
     MAX_THREAD_NAME_CHARS,
+    REASONING_EFFORTS,
     Run,
     RunStatus,
     StoredEvent,
@@ -67,15 +68,19 @@ class RunnerService:
         thread = await self.get_thread(account_id, thread_id)
         return await self._repo.list_messages(thread.thread_id)
 
-    async def start_run(self, account_id: str, thread_id: str, model: str, prompt: str) -> Run:
+    async def start_run(self, account_id: str, thread_id: str, model: str, prompt: str,
+                        reasoning_effort: str = "") -> Run:
         thread = await self.get_thread(account_id, thread_id)
+        if reasoning_effort not in REASONING_EFFORTS:
+            raise InvalidInput("reasoning_effort: must be one of low, medium, high (or empty)")
         model = self._force_model or model.strip() or self._default_model
         if len(model) > MAX_MODEL_CHARS:
             raise InvalidInput(f"model_name: at most {MAX_MODEL_CHARS} characters")
         _refuse_nul("model_name", model)
         first = self._user_message(thread, prompt) if prompt.strip() else None
         run = await self._repo.create_run(run_id=str(uuid.uuid4()), thread_id=thread.thread_id,
-                                          account_id=account_id, model=model, first_message=first)
+                                          account_id=account_id, model=model, first_message=first,
+                                          reasoning_effort=reasoning_effort)
         try:
             await self._queue.publish(RunJob(run_id=run.run_id, thread_id=thread.thread_id, account_id=account_id))
         except QueueUnavailable as exc:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 
 import grpc
-from agentpress import Agent, RunContext, RunFinished, ToolExecution, default_tools
+from agentpress import Agent, ModelSettings, RunContext, RunFinished, ToolExecution, default_tools
 
 from agentry.servicekit.context import run_id_var
 from agentry.servicekit.eventstream import EventStream
@@ -109,6 +109,7 @@ def agent_factory(settings: RunnerSettings) -> AgentFactory:
                      max_steps=settings.max_steps, tool_calling=settings.tool_calling,
                      tool_execution=ToolExecution(when=settings.tool_execution, parallel=settings.parallel_tools),
                      fallback_models=settings.fallback_models,
-                     summary_model=settings.summary_model or None, **kwargs)
+                     summary_model=settings.summary_model or None,
+                     settings=ModelSettings(reasoning_effort=run.reasoning_effort or None), **kwargs)
 
     return build

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,8 +57,12 @@ class MessageList(BaseModel):
 
 
 class StartRun(_Body):
-    model_name: str | None = Field(default=None, max_length=200)
-    prompt: str | None = Field(default=None, max_length=100_000)
+    model_name: str | None = Field(default=None, max_length=200,
+                                   description="A LiteLLM model string; the deployment's default when absent.")
+    prompt: str | None = Field(default=None, max_length=100_000,
+                               description="Added to the thread as a user message before the run starts.")
+    reasoning_effort: Literal["low", "medium", "high"] | None = Field(
+        default=None, description="How hard a reasoning model thinks (passed to the provider through LiteLLM).")
 
 
 class RunStarted(BaseModel):

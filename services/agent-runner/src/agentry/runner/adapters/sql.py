@@ -64,6 +64,7 @@ agent_runs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("completed_at", sa.Float),
+    sa.Column("reasoning_effort", sa.String(10), nullable=False, server_default=""),
     # One active run per thread, enforced by the database so concurrent starts cannot race.
     sa.Index("ux_agent_runs_one_active_per_thread", "thread_id", unique=True,
              postgresql_where=sa.text(_ACTIVE_SQL), sqlite_where=sa.text(_ACTIVE_SQL)),
@@ -88,7 +89,7 @@ def _run(row) -> Run:
         run_id=row.run_id, thread_id=row.thread_id, account_id=row.account_id,
         status=RunStatus(row.status), model=row.model, error=row.error or "",
         finish_reason=row.finish_reason or "", created_at=row.created_at,
-        started_at=row.started_at, completed_at=row.completed_at,
+        started_at=row.started_at, completed_at=row.completed_at, reasoning_effort=row.reasoning_effort or "",
     )
 
 class SqlRunnerRepository:
@@ -127,13 +128,14 @@ class SqlRunnerRepository:
             return [_message(row) for row in await conn.execute(query)]
 
     async def create_run(self, *, run_id: str, thread_id: str, account_id: str, model: str,
-                         first_message: StoredMessage | None) -> Run:
+                         first_message: StoredMessage | None, reasoning_effort: str = "") -> Run:
         now = self._clock()
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(agent_runs.insert().values(
                     run_id=run_id, thread_id=thread_id, account_id=account_id,
-                    status=RunStatus.QUEUED.value, model=model, error="", finish_reason="", created_at=now))
+                    status=RunStatus.QUEUED.value, model=model, error="", finish_reason="", created_at=now,
+                    reasoning_effort=reasoning_effort))
                 if first_message is not None:
                     await conn.execute(messages.insert().values(
                         message_id=first_message.message_id, thread_id=thread_id, account_id=account_id,
@@ -141,7 +143,8 @@ class SqlRunnerRepository:
                         created_at=first_message.created_at))
         except IntegrityError as exc:
             raise RunAlreadyActive("this thread already has an active run; stop it or wait for it to end") from exc
-        return Run(run_id, thread_id, account_id, RunStatus.QUEUED, model, "", "", now, None, None)
+        return Run(run_id, thread_id, account_id, RunStatus.QUEUED, model, "", "", now, None, None,
+                   reasoning_effort)
 
     async def get_run(self, run_id: str) -> Run | None:
         async with self._engine.connect() as conn:

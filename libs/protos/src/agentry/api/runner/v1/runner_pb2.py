@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agentry/api/runner/v1/runner.proto\x12\x15\x61gentry.api.runner.v1\"e\n\x06Thread\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\"7\n\x13\x43reateThreadRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"9\n\x10GetThreadRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\"h\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_json\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\"K\n\x11\x41\x64\x64MessageRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\"<\n\x13ListMessagesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\"H\n\x14ListMessagesResponse\x12\x30\n\x08messages\x18\x01 \x03(\x0b\x32\x1e.agentry.api.runner.v1.Message\"\xd8\x01\n\x03Run\x12\x14\n\x0c\x61gent_run_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x17\n\nstarted_at\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0c\x63ompleted_at\x18\t \x01(\x01H\x01\x88\x01\x01\x42\r\n\x0b_started_atB\x0f\n\r_completed_at\"\\\n\x0fStartRunRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x0e\n\x06prompt\x18\x04 \x01(\t\"9\n\rGetRunRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61gent_run_id\x18\x02 \x01(\t\":\n\x0eStopRunRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61gent_run_id\x18\x02 \x01(\t\"S\n\x14ListRunEventsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61gent_run_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x03\"7\n\x08RunEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08terminal\x18\x03 \x01(\x08\"H\n\x15ListRunEventsResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.agentry.api.runner.v1.RunEvent2\xd6\x05\n\rRunnerService\x12Y\n\x0c\x43reateThread\x12*.agentry.api.runner.v1.CreateThreadRequest\x1a\x1d.agentry.api.runner.v1.Thread\x12S\n\tGetThread\x12\'.agentry.api.runner.v1.GetThreadRequest\x1a\x1d.agentry.api.runner.v1.Thread\x12V\n\nAddMessage\x12(.agentry.api.runner.v1.AddMessageRequest\x1a\x1e.agentry.api.runner.v1.Message\x12g\n\x0cListMessages\x12*.agentry.api.runner.v1.ListMessagesRequest\x1a+.agentry.api.runner.v1.ListMessagesResponse\x12N\n\x08StartRun\x12&.agentry.api.runner.v1.StartRunRequest\x1a\x1a.agentry.api.runner.v1.Run\x12J\n\x06GetRun\x12$.agentry.api.runner.v1.GetRunRequest\x1a\x1a.agentry.api.runner.v1.Run\x12L\n\x07StopRun\x12%.agentry.api.runner.v1.StopRunRequest\x1a\x1a.agentry.api.runner.v1.Run\x12j\n\rListRunEvents\x12+.agentry.api.runner.v1.ListRunEventsRequest\x1a,.agentry.api.runner.v1.ListRunEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agentry/api/runner/v1/runner.proto\x12\x15\x61gentry.api.runner.v1\"e\n\x06Thread\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\"7\n\x13\x43reateThreadRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"9\n\x10GetThreadRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\"h\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_json\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\"K\n\x11\x41\x64\x64MessageRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\"<\n\x13ListMessagesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\"H\n\x14ListMessagesResponse\x12\x30\n\x08messages\x18\x01 \x03(\x0b\x32\x1e.agentry.api.runner.v1.Message\"\xf2\x01\n\x03Run\x12\x14\n\x0c\x61gent_run_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x17\n\nstarted_at\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0c\x63ompleted_at\x18\t \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x10reasoning_effort\x18\n \x01(\tB\r\n\x0b_started_atB\x0f\n\r_completed_at\"v\n\x0fStartRunRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x18\n\x10reasoning_effort\x18\x05 \x01(\t\"9\n\rGetRunRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61gent_run_id\x18\x02 \x01(\t\":\n\x0eStopRunRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61gent_run_id\x18\x02 \x01(\t\"S\n\x14ListRunEventsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61gent_run_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x03\"7\n\x08RunEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08terminal\x18\x03 \x01(\x08\"H\n\x15ListRunEventsResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.agentry.api.runner.v1.RunEvent2\xd6\x05\n\rRunnerService\x12Y\n\x0c\x43reateThread\x12*.agentry.api.runner.v1.CreateThreadRequest\x1a\x1d.agentry.api.runner.v1.Thread\x12S\n\tGetThread\x12\'.agentry.api.runner.v1.GetThreadRequest\x1a\x1d.agentry.api.runner.v1.Thread\x12V\n\nAddMessage\x12(.agentry.api.runner.v1.AddMessageRequest\x1a\x1e.agentry.api.runner.v1.Message\x12g\n\x0cListMessages\x12*.agentry.api.runner.v1.ListMessagesRequest\x1a+.agentry.api.runner.v1.ListMessagesResponse\x12N\n\x08StartRun\x12&.agentry.api.runner.v1.StartRunRequest\x1a\x1a.agentry.api.runner.v1.Run\x12J\n\x06GetRun\x12$.agentry.api.runner.v1.GetRunRequest\x1a\x1a.agentry.api.runner.v1.Run\x12L\n\x07StopRun\x12%.agentry.api.runner.v1.StopRunRequest\x1a\x1a.agentry.api.runner.v1.Run\x12j\n\rListRunEvents\x12+.agentry.api.runner.v1.ListRunEventsRequest\x1a,.agentry.api.runner.v1.ListRunEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,19 +46,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMESSAGESRESPONSE']._serialized_start=525
   _globals['_LISTMESSAGESRESPONSE']._serialized_end=597
   _globals['_RUN']._serialized_start=600
-  _globals['_RUN']._serialized_end=816
-  _globals['_STARTRUNREQUEST']._serialized_start=818
-  _globals['_STARTRUNREQUEST']._serialized_end=910
-  _globals['_GETRUNREQUEST']._serialized_start=912
-  _globals['_GETRUNREQUEST']._serialized_end=969
-  _globals['_STOPRUNREQUEST']._serialized_start=971
-  _globals['_STOPRUNREQUEST']._serialized_end=1029
-  _globals['_LISTRUNEVENTSREQUEST']._serialized_start=1031
-  _globals['_LISTRUNEVENTSREQUEST']._serialized_end=1114
-  _globals['_RUNEVENT']._serialized_start=1116
-  _globals['_RUNEVENT']._serialized_end=1171
-  _globals['_LISTRUNEVENTSRESPONSE']._serialized_start=1173
-  _globals['_LISTRUNEVENTSRESPONSE']._serialized_end=1245
-  _globals['_RUNNERSERVICE']._serialized_start=1248
-  _globals['_RUNNERSERVICE']._serialized_end=1974
+  _globals['_RUN']._serialized_end=842
+  _globals['_STARTRUNREQUEST']._serialized_start=844
+  _globals['_STARTRUNREQUEST']._serialized_end=962
+  _globals['_GETRUNREQUEST']._serialized_start=964
+  _globals['_GETRUNREQUEST']._serialized_end=1021
+  _globals['_STOPRUNREQUEST']._serialized_start=1023
+  _globals['_STOPRUNREQUEST']._serialized_end=1081
+  _globals['_LISTRUNEVENTSREQUEST']._serialized_start=1083
+  _globals['_LISTRUNEVENTSREQUEST']._serialized_end=1166
+  _globals['_RUNEVENT']._serialized_start=1168
+  _globals['_RUNEVENT']._serialized_end=1223
+  _globals['_LISTRUNEVENTSRESPONSE']._serialized_start=1225
+  _globals['_LISTRUNEVENTSRESPONSE']._serialized_end=1297
+  _globals['_RUNNERSERVICE']._serialized_start=1300
+  _globals['_RUNNERSERVICE']._serialized_end=2026
 # @@protoc_insertion_point(module_scope)

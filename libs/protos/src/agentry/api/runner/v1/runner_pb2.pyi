@@ -75,7 +75,7 @@ class ListMessagesResponse(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("agent_run_id", "thread_id", "account_id", "status", "error", "model", "created_at", "started_at", "completed_at")
+    __slots__ = ("agent_run_id", "thread_id", "account_id", "status", "error", "model", "created_at", "started_at", "completed_at", "reasoning_effort")
     AGENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,7 @@ class Run(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    REASONING_EFFORT_FIELD_NUMBER: _ClassVar[int]
     agent_run_id: str
     thread_id: str
     account_id: str
@@ -94,19 +95,22 @@ class Run(_message.Message):
     created_at: float
     started_at: float
     completed_at: float
-    def __init__(self, agent_run_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., account_id: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ...) -> None: ...
+    reasoning_effort: str
+    def __init__(self, agent_run_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., account_id: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., reasoning_effort: _Optional[str] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
-    __slots__ = ("account_id", "thread_id", "model_name", "prompt")
+    __slots__ = ("account_id", "thread_id", "model_name", "prompt", "reasoning_effort")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
+    REASONING_EFFORT_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     thread_id: str
     model_name: str
     prompt: str
-    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., model_name: _Optional[str] = ..., prompt: _Optional[str] = ...) -> None: ...
+    reasoning_effort: str
+    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., model_name: _Optional[str] = ..., prompt: _Optional[str] = ..., reasoning_effort: _Optional[str] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
     __slots__ = ("account_id", "agent_run_id")
