@@ -103,7 +103,7 @@ class SplitProcesses:
             log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", modules[name]], env={**os.environ, **env},
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -139,6 +139,15 @@ class SplitProcesses:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: if the launcher dies (even by SIGKILL), Linux sends SIGTERM."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def ensure_database(url: str) -> None:
