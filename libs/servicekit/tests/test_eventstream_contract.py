@@ -16,19 +16,9 @@ from agentry.servicekit.eventstream import (
     SequenceError,
     StreamEntry,
 )
+from agentry.servicekit.testing import FakeClock
 
 TTL_SECONDS = 600
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

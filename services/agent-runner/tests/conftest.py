@@ -11,22 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import agentry.runner
 from agentry.servicekit.db import open_database
+from agentry.servicekit.testing import FakeClock
 
 MIGRATIONS = Path(agentry.runner.__file__).parent / "migrations"
-
-
-class FakeClock:
-    """Unix time that moves only when a test says so."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
 
 
 async def _migrated(url: str, stack: contextlib.AsyncExitStack) -> AsyncEngine:

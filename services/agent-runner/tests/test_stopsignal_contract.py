@@ -11,19 +11,9 @@ import pytest
 from agentry.runner.adapters.stop_memory import MemoryStopSignal
 from agentry.runner.adapters.stop_redis import RedisStopSignal
 from agentry.runner.stopsignal import StopSignal, StopSignalUnavailable
+from agentry.servicekit.testing import FakeClock
 
 TTL_SECONDS = 3600
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

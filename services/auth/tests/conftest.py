@@ -15,21 +15,9 @@ import agentry.auth
 from agentry.auth.passwords import Argon2Hasher
 from agentry.auth.tokens import TokenService
 from agentry.servicekit.db import open_database
+from agentry.servicekit.testing import FakeClock
 
 MIGRATIONS = Path(agentry.auth.__file__).parent / "migrations"
-
-
-class FakeClock:
-    """A clock that moves only when a test says so."""
-
-    def __init__(self, now: float = 1_750_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def cheap_argon2(**overrides) -> argon2.PasswordHasher:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from agentry.api.auth.v1 import auth_pb2
 from agentry.gateway.errors import ApiError
 from agentry.gateway.tokens import JWKS_REFRESH_SECONDS, JwksVerifier
+from agentry.servicekit.testing import FakeClock
 
 ISSUER, AUDIENCE = "agentry-local", "authenticated"
 
@@ -31,14 +32,6 @@ class FakeAuth:
     async def GetJwks(self, request):
         self.fetches += 1
         return auth_pb2.GetJwksResponse(jwks_json=json.dumps({"keys": self.keys}))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def token(key, kid: str, **overrides) -> str:
@@ -63,7 +56,7 @@ def auth(key):
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return FakeClock()
 
 
 @pytest.fixture
