@@ -32,6 +32,10 @@ IT_SCRIPT = Script(turns=(
 SLOW_SCRIPT = Script(turns=(
     Turn(text=" ".join(f"word{i}" for i in range(40))),
 ), tokens_per_second=80)
+# Long enough (about 10 s) that a stop request always lands while the model is still talking.
+LONG_SCRIPT = Script(turns=(
+    Turn(text=" ".join(f"token{i}" for i in range(300))),
+), tokens_per_second=30)
 
 
 @dataclass
@@ -45,7 +49,7 @@ class System:
 
 @pytest.fixture(scope="session")
 def fake_llm():
-    with ThreadedFakeLLMServer({"it-script": IT_SCRIPT, "it-slow": SLOW_SCRIPT}) as server:
+    with ThreadedFakeLLMServer({"it-script": IT_SCRIPT, "it-slow": SLOW_SCRIPT, "it-long": LONG_SCRIPT}) as server:
         yield server
 
 
