@@ -8,8 +8,16 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
 
-from agentry.gateway.errors import GRPC_TO_HTTP, ApiError, _from_grpc, error_body, install_error_handlers
+from agentry.gateway.errors import (
+    GRPC_TO_HTTP,
+    ApiError,
+    UpstreamUnavailable,
+    _from_grpc,
+    error_body,
+    install_error_handlers,
+)
 from agentry.servicekit.errors import ERROR_CODE_KEY
+from agentry.servicekit.eventstream import EventStreamUnavailable
 
 SECRET = "db password hunter2 at /srv/internal/stack.py line 42"
 
@@ -173,3 +181,89 @@ def test_an_upstream_refusing_the_gateways_credential_is_a_server_fault_not_the_
         error_code=INTERNAL_CREDENTIAL_REFUSED))
     assert (status, code) == (502, "upstream_error")
     assert "credential" not in message
+
+
+# --- Retry-After on answers the client should simply retry ----------------------------------------
+
+def rpc_error_with(code: grpc.StatusCode, *metadata: tuple[str, str], details: str = "busy"):
+    return grpc.aio.AioRpcError(code, initial_metadata=grpc.aio.Metadata(),
+                                trailing_metadata=grpc.aio.Metadata(*metadata), details=details)
+
+
+async def test_unavailable_upstream_is_503_with_retry_after():
+    response = await _request(_app(rpc_error(grpc.StatusCode.UNAVAILABLE, f"connect failed: {SECRET}")),
+                              "GET", "/raise")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {"error": {"code": "unavailable",
+                                         "message": "an internal service is unavailable; try again"}}
+    assert "hunter2" not in response.text
+
+
+async def test_resource_exhausted_without_a_hint_is_429_with_retry_after_1():
+    response = await _request(_app(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many runs",
+                                             error_code="too_many_runs")), "GET", "/raise")
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {"error": {"code": "too_many_runs", "message": "too many runs"}}
+
+
+@pytest.mark.parametrize("sent,expected", [("7", "7"), (" 30 ", "30"), ("0", "0"), ("2.5", "3"),
+                                           ("86400", "3600"),
+                                           ("soon", "1"), ("-5", "1"), ("nan", "1"), ("inf", "1"), ("", "1")])
+async def test_resource_exhausted_uses_the_upstreams_retry_after(sent, expected):
+    exc = rpc_error_with(grpc.StatusCode.RESOURCE_EXHAUSTED, ("retry-after", sent), (ERROR_CODE_KEY, "rate_limited"))
+    response = await _request(_app(exc), "GET", "/raise")
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == expected
+    assert response.json()["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.parametrize("code", [c for c in EXPECTED_STATUS
+                                  if c not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)],
+                         ids=lambda c: c.name)
+async def test_other_failures_carry_no_retry_after(code):
+    exc = rpc_error_with(code, ("retry-after", "9"))
+    response = await _request(_app(exc), "GET", "/raise")
+    assert response.status_code == EXPECTED_STATUS[code]
+    assert "retry-after" not in response.headers
+
+
+@pytest.mark.parametrize("exc", [
+    EventStreamUnavailable("cannot read run r1: Error 111 connecting to 10.0.0.9:6379"),
+    UpstreamUnavailable("idempotency store: connection refused"),
+    ConnectionRefusedError(111, "Connection refused"),
+], ids=["event-stream", "upstream-unavailable", "connection-refused"])
+async def test_unreachable_dependencies_are_503_never_500(exc):
+    response = await _request(_app(exc), "GET", "/raise")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {"error": {"code": "unavailable",
+                                         "message": "an internal service is unavailable; try again"}}
+    assert "10.0.0.9" not in response.text
+
+
+async def test_api_error_headers_are_sent():
+    response = await _request(_app(ApiError(409, "busy", "try again", headers={"Retry-After": "2"})), "GET", "/raise")
+    assert (response.status_code, response.headers["retry-after"]) == (409, "2")
+
+
+async def test_a_closed_port_upstream_is_503_with_retry_after():
+    # A real channel to a port nobody listens on: what an upstream that is down looks like.
+    import socket
+
+    from agentry.api.runner.v1 import runner_pb2, runner_pb2_grpc
+    from agentry.servicekit import open_channel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    channel = open_channel(f"127.0.0.1:{port}", "token", default_timeout=5)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await runner_pb2_grpc.RunnerServiceStub(channel).GetRun(runner_pb2.GetRunRequest(agent_run_id="r"))
+    finally:
+        await channel.close()
+    response = await _request(_app(failed.value), "GET", "/raise")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import grpc
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentry.servicekit.errors import ERROR_CODE_KEY, INTERNAL_CREDENTIAL_REFUSED
+from agentry.servicekit.eventstream import EventStreamUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +31,26 @@ GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 
+# Seconds a client should wait before retrying an unavailable upstream (503).
+RETRY_AFTER_SECONDS = 1
+# Trailing-metadata key an upstream may send with RESOURCE_EXHAUSTED: whole seconds to wait.
+RETRY_AFTER_KEY = "retry-after"
+# An upstream's retry-after is honoured up to this; anything longer is clamped.
+MAX_RETRY_AFTER_SECONDS = 3600
+UNAVAILABLE_MESSAGE = "an internal service is unavailable; try again"
+
 
 class ApiError(Exception):
     """An error the gateway itself answers with (for example 401 before any upstream call)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers
+
+
+class UpstreamUnavailable(Exception):
+    """Something the gateway depends on (other than a gRPC service) could not be reached: 503."""
 
 
 def error_body(code: str, message: str, **extra) -> dict:
@@ -54,8 +69,33 @@ def _from_grpc(exc: grpc.aio.AioRpcError) -> tuple[int, str, str]:
         return 502, "upstream_error", "an internal service failed"
     message = exc.details() or exc.code().name
     if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        message = "an internal service is unavailable; try again"
+        message = UNAVAILABLE_MESSAGE
     return status, code, message
+
+
+def _parse_retry_after(value) -> int | None:
+    """Whole seconds from an upstream's `retry-after` (an integer or decimal string), else None."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if not isinstance(value, str) or len(value) > 20:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(math.ceil(seconds), MAX_RETRY_AFTER_SECONDS)
+
+
+def _retry_after(exc: grpc.aio.AioRpcError) -> int | None:
+    """Retry-After seconds for a gRPC failure the caller should simply retry, else None."""
+    if exc.code() is grpc.StatusCode.UNAVAILABLE:
+        return RETRY_AFTER_SECONDS
+    if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        sent = _parse_retry_after(dict(exc.trailing_metadata() or ()).get(RETRY_AFTER_KEY))
+        return sent if sent is not None else RETRY_AFTER_SECONDS
+    return None
 
 
 def _challenge(status: int) -> dict[str, str] | None:
@@ -63,15 +103,39 @@ def _challenge(status: int) -> dict[str, str] | None:
     return {"WWW-Authenticate": "Bearer"} if status == 401 else None
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(grpc.aio.AioRpcError)
-    async def _grpc(request: Request, exc: grpc.aio.AioRpcError):
-        status, code, message = _from_grpc(exc)
-        return JSONResponse(error_body(code, message), status_code=status, headers=_challenge(status))
+def error_headers(status: int, retry_after: int | None = None, extra: dict[str, str] | None = None) -> dict[str, str] | None:
+    headers = {**(_challenge(status) or {}), **(extra or {})}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return headers or None
 
-    @app.exception_handler(ApiError)
-    async def _api(request: Request, exc: ApiError):
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=_challenge(exc.status))
+
+def error_response(exc: BaseException) -> JSONResponse | None:
+    """The answer the gateway gives for `exc`, or None for an exception it does not map (a bug: 500)."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        status, code, message = _from_grpc(exc)
+        retry_after = _retry_after(exc) if status in (429, 503) else None
+        return JSONResponse(error_body(code, message), status_code=status, headers=error_headers(status, retry_after))
+    if isinstance(exc, ApiError):
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status,
+                            headers=error_headers(exc.status, extra=exc.headers))
+    if isinstance(exc, (EventStreamUnavailable, UpstreamUnavailable, ConnectionError)):
+        # Never a 500 for a dependency that cannot be reached: the client can retry.
+        logger.error("upstream unreachable: %s", exc)
+        return JSONResponse(error_body("unavailable", UNAVAILABLE_MESSAGE), status_code=503,
+                            headers=error_headers(503, RETRY_AFTER_SECONDS))
+    return None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def _mapped(request: Request, exc: Exception):
+        response = error_response(exc)
+        if response is None:  # unreachable: only mapped types are registered below
+            raise exc
+        return response
+
+    for exc_type in (grpc.aio.AioRpcError, ApiError, EventStreamUnavailable, UpstreamUnavailable, ConnectionError):
+        app.add_exception_handler(exc_type, _mapped)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
