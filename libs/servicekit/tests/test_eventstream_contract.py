@@ -302,7 +302,8 @@ async def test_unknown_run_reads_empty_and_has_no_first_seq(harness: Harness) ->
 
 
 async def test_unreachable_redis_is_event_stream_unavailable() -> None:
-    stream = RedisEventStream("redis://127.0.0.1:1/0")
+    # Redis would be waited for up to 10 s by default (a restart); this one never answers.
+    stream = RedisEventStream("redis://127.0.0.1:1/0", reconnect_seconds=0.3)
     try:
         with pytest.raises(EventStreamUnavailable):
             await stream.append("r1", 1, b"x")

@@ -3,22 +3,60 @@
 Each service owns its tables and its own Alembic history (`<service>/migrations`, recorded in
 its own version table), so services can share one PostgreSQL database without touching each
 other's tables.
+
+PostgreSQL may restart or fail over under a running service. The engine checks every pooled
+connection before use (`pool_pre_ping`), so connections that died with the old server are
+replaced silently; an operation that was already on the wire when the server went away fails,
+and `retrying` runs it again with backoff while `is_transient_db_error` says the failure was the
+connection's, not the statement's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
+import functools
+import logging
+import random
+import time
 import zlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+logger = logging.getLogger(__name__)
 
-def create_engine(url: str, **kwargs) -> AsyncEngine:
-    """An AsyncEngine for `url`; SQLite gets WAL, foreign keys and a busy timeout."""
+T = TypeVar("T")
+P = ParamSpec("P")
+
+# A burst of requests waits this long for a pooled connection instead of failing at once.
+DEFAULT_POOL_TIMEOUT = 60.0
+# Connections are replaced after this many seconds, so none outlives a proxy's or firewall's idle cut.
+DEFAULT_POOL_RECYCLE = 1800
+# How long one connection attempt may take (asyncpg's own default is 60 s).
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+def create_engine(
+    url: str,
+    *,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+    pool_recycle: int = DEFAULT_POOL_RECYCLE,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    **kwargs,
+) -> AsyncEngine:
+    """An AsyncEngine for `url`; SQLite gets WAL, foreign keys and a busy timeout.
+
+    PostgreSQL gets a pre-pinged pool of 10 (+20 overflow) whose callers queue up to
+    `pool_timeout` seconds for a free connection, connections recycled after `pool_recycle`.
+    """
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
@@ -38,7 +76,93 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return create_async_engine(url, **kwargs)
+    if url.startswith("postgresql+asyncpg"):
+        kwargs["connect_args"] = {"timeout": connect_timeout, **kwargs.get("connect_args", {})}
+    return create_async_engine(url, pool_timeout=pool_timeout, pool_recycle=pool_recycle, **kwargs)
+
+
+# SQLSTATEs of a server that is going away, starting up or full: the same statement may succeed
+# on a new connection. Class 08 is "connection exception".
+_TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+_TRANSIENT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
+                               errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH})
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """True when `exc` says the connection or the server failed, not the statement.
+
+    Such an operation may be run again once a connection can be had (see `retrying`). Constraint
+    violations, syntax errors and the like are never transient.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sa_exc.TimeoutError):  # the pool had no connection in time
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, ConnectionError):  # refused, reset, aborted, broken pipe
+            return True
+        if isinstance(current, OSError) and current.errno in _TRANSIENT_ERRNOS:
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in _TRANSIENT_SQLSTATES):
+            return True
+        if type(current).__name__ == "ConnectionDoesNotExistError":  # asyncpg, lost mid-operation
+            return True
+        wrapped = getattr(current, "orig", None)
+        current = wrapped if isinstance(wrapped, BaseException) else (current.__cause__ or current.__context__)
+    return False
+
+
+async def retrying(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    deadline: float = 30.0,
+    base_delay: float = 0.05,
+    max_delay: float = 2.0,
+    is_transient: Callable[[BaseException], bool] = is_transient_db_error,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """Awaits `operation()`, calling it again after transient failures until `deadline` seconds
+    have passed since the first call; then the last failure is raised.
+
+    Waits double from `base_delay` up to `max_delay`, each between half and all of its nominal
+    length (jitter, so a crowd of clients does not reconnect in lock step). `operation` must be
+    safe to run again: a transaction that failed this way was rolled back, but a statement
+    outside one may have been applied before the connection dropped.
+    """
+    started = clock()
+    attempt = 0
+    while True:
+        try:
+            return await operation()
+        except Exception as exc:
+            remaining = started + deadline - clock()
+            if not is_transient(exc) or remaining <= 0:
+                raise
+            delay = min(max_delay, base_delay * 2**attempt)
+            delay = min(remaining, delay / 2 + random.uniform(0, delay / 2))
+            attempt += 1
+            logger.warning("database unavailable (%s: %s); attempt %d again in %.2fs",
+                           type(exc).__name__, exc, attempt + 1, delay)
+            await asyncio.sleep(delay)
+
+
+def retry_transient(
+    *, deadline: float = 30.0, max_delay: float = 2.0
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+    """Decorates an async function so that transient database failures run it again (`retrying`)."""
+
+    def decorate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await retrying(lambda: fn(*args, **kwargs), deadline=deadline, max_delay=max_delay)
+
+        return wrapper
+
+    return decorate
 
 
 def _upgrade(connection: Connection, migrations_dir: Path, version_table: str) -> None:

@@ -1,0 +1,131 @@
+"""RedisEventStream across Redis restarts and outages, on a private redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agentry.servicekit.eventstream import EventStreamUnavailable, RedisEventStream, SequenceError
+from agentry.servicekit.faults import PrivateRedis
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[PrivateRedis]:
+    # The append-only file makes a graceful restart keep the data, as a real deployment would.
+    async with PrivateRedis(extra_args=("--appendonly", "yes")) as server:
+        yield server
+
+
+@pytest.fixture
+async def stream(private_redis: PrivateRedis) -> AsyncIterator[RedisEventStream]:
+    events = RedisEventStream(private_redis.url, reconnect_seconds=10)
+    yield events
+    await events.close()
+
+
+async def test_a_blocked_read_survives_a_restart_and_wakes_on_the_next_append(
+    private_redis: PrivateRedis, stream: RedisEventStream
+) -> None:
+    await stream.append("r1", 1, b"before")
+    reader = asyncio.create_task(stream.read("r1", 1, block_ms=20_000))
+    await asyncio.sleep(0.2)  # the XREAD is blocked in Redis now
+
+    await private_redis.arestart(downtime_seconds=0.5)
+    assert not reader.done(), "the lost connection was not surfaced to the reader"
+    back = time.monotonic()
+    await stream.append("r1", 2, b"after")
+    entries = await asyncio.wait_for(reader, 10)
+
+    assert [(e.seq, e.data) for e in entries] == [(2, b"after")]
+    assert time.monotonic() - back < 5
+    assert [e.seq for e in await stream.read("r1", 0)] == [1, 2]
+
+
+async def test_appends_during_a_restart_are_neither_lost_nor_duplicated(
+    private_redis: PrivateRedis, stream: RedisEventStream
+) -> None:
+    total = 150
+
+    async def write() -> float:
+        slowest = 0.0
+        for seq in range(1, total + 1):
+            started = time.monotonic()
+            await stream.append("r1", seq, f"event-{seq}".encode(), terminal=seq == total)
+            slowest = max(slowest, time.monotonic() - started)
+            await asyncio.sleep(0.01)
+        return slowest
+
+    writer = asyncio.create_task(write())
+    await asyncio.sleep(0.3)
+    await private_redis.arestart(downtime_seconds=1.0)
+    slowest = await asyncio.wait_for(writer, 30)
+
+    entries = await stream.read("r1", 0, count=1000)
+    assert [e.seq for e in entries] == list(range(1, total + 1))
+    assert [e.data for e in entries] == [f"event-{n}".encode() for n in range(1, total + 1)]
+    assert entries[-1].terminal
+    assert 0.9 < slowest < 8, "one append waited out the downtime"
+
+
+async def test_sending_the_same_append_again_is_a_no_op(stream: RedisEventStream) -> None:
+    await stream.append("r1", 1, b"a")
+    await stream.append("r1", 2, b"b", terminal=True)
+
+    # What a retry of an XADD that landed before its connection broke looks like.
+    await stream.append("r1", 2, b"b", terminal=True)
+    await stream.append("r1", 1, b"a")
+
+    with pytest.raises(SequenceError):
+        await stream.append("r1", 2, b"different")
+    with pytest.raises(SequenceError):
+        await stream.append("r1", 2, b"b", terminal=False)
+    assert [(e.seq, e.data) for e in await stream.read("r1", 0)] == [(1, b"a"), (2, b"b")]
+
+
+async def test_redis_down_past_the_window_is_unavailable(private_redis: PrivateRedis) -> None:
+    events = RedisEventStream(private_redis.url, reconnect_seconds=0.5)
+    try:
+        await events.append("r1", 1, b"a")
+        await private_redis.astop()
+
+        started = time.monotonic()
+        with pytest.raises(EventStreamUnavailable):
+            await events.append("r1", 2, b"b")
+        assert 0.4 < time.monotonic() - started < 5
+        with pytest.raises(EventStreamUnavailable):
+            await events.first_seq("r1")
+
+        await private_redis.astart()
+        await events.append("r1", 2, b"b")  # usable again once Redis is back
+        assert [e.seq for e in await events.read("r1", 0)] == [1, 2]
+    finally:
+        await events.close()
+
+
+async def test_a_blocked_read_whose_redis_stays_down_is_unavailable(private_redis: PrivateRedis) -> None:
+    events = RedisEventStream(private_redis.url, reconnect_seconds=0.5)
+    try:
+        await events.append("r1", 1, b"a")
+        reader = asyncio.create_task(events.read("r1", 1, block_ms=20_000))
+        await asyncio.sleep(0.2)
+        await private_redis.astop(kill=True)
+        with pytest.raises(EventStreamUnavailable):
+            await asyncio.wait_for(reader, 10)
+    finally:
+        await events.close()
+
+
+async def test_a_read_whose_wait_ran_out_during_the_outage_returns_what_is_there(
+    private_redis: PrivateRedis, stream: RedisEventStream
+) -> None:
+    await stream.append("r1", 1, b"a")
+    started = time.monotonic()
+    reader = asyncio.create_task(stream.read("r1", 1, block_ms=500))
+    await asyncio.sleep(0.1)
+    await private_redis.arestart(downtime_seconds=1.0)
+
+    assert await asyncio.wait_for(reader, 10) == []
+    assert time.monotonic() - started < 5
