@@ -22,6 +22,13 @@ class GatewaySettings(BaseSettings):
     events: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "agentry:run:"
+    # Idempotency-Key: the first answer to a key is replayed to retries for this long (24 h, as
+    # Stripe does). Kept in memory, or in Redis (at redis_url) when events="redis".
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=1)
+    # A key whose first request is still running is held at most this long, so a gateway that dies
+    # mid-request does not block the key for a day; keep it above the slowest request.
+    idempotency_lock_seconds: int = Field(default=60, ge=1)
+    idempotency_prefix: str = "agentry:idem:"
     # A comment line is sent on an idle stream this often, so proxies keep it open.
     keepalive_seconds: float = 15.0
     upstream_timeout_seconds: float = 10.0

@@ -18,9 +18,17 @@ from agentry.api.runner.v1 import runner_pb2 as pb
 from . import schemas
 from .deps import CallerDep, StreamCallerDep, UpstreamsDep
 from .errors import ApiError
+from .idempotency import IDEMPOTENCY_RESPONSES, KEY_DESCRIPTION, KEY_HEADER, MAX_KEY_LENGTH, idempotent
 from .sse import run_events
 
 router = APIRouter(prefix="/api")
+
+
+# Documented with its limits in the OpenAPI schema, but checked by the route (400
+# invalid_idempotency_key) rather than by FastAPI (which would answer 422 validation_error).
+IdempotencyKey = Annotated[str | None, Header(
+    alias=KEY_HEADER, description=KEY_DESCRIPTION,
+    json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": "^[\\x20-\\x7E]+$"})]
 
 
 def _time(value: float | None) -> datetime | None:
@@ -48,11 +56,17 @@ async def create_thread(caller: CallerDep, up: UpstreamsDep, body: schemas.NewTh
 
 
 @router.post("/threads/{thread_id}/messages", status_code=201, response_model=schemas.MessageCreated,
-             tags=["threads"])
-async def add_message(thread_id: str, body: schemas.NewMessage, caller: CallerDep, up: UpstreamsDep):
-    message = await up.runner.AddMessage(pb.AddMessageRequest(
-        account_id=caller.account_id, thread_id=thread_id, content=body.content))
-    return schemas.MessageCreated(message_id=message.message_id)
+             tags=["threads"], responses=IDEMPOTENCY_RESPONSES)
+async def add_message(thread_id: str, body: schemas.NewMessage, caller: CallerDep, up: UpstreamsDep,
+                      idempotency_key: IdempotencyKey = None):
+    async def add() -> schemas.MessageCreated:
+        message = await up.runner.AddMessage(pb.AddMessageRequest(
+            account_id=caller.account_id, thread_id=thread_id, content=body.content))
+        return schemas.MessageCreated(message_id=message.message_id)
+
+    return await idempotent(up.idempotency, key=idempotency_key, account_id=caller.account_id,
+                            route="POST /api/threads/{thread_id}/messages", params={"thread_id": thread_id},
+                            body=body, status=201, call=add)
 
 
 @router.get("/threads/{thread_id}/messages", response_model=schemas.MessageList, tags=["threads"])
@@ -66,18 +80,25 @@ async def list_messages(thread_id: str, caller: CallerDep, up: UpstreamsDep):
 
 
 @router.post("/threads/{thread_id}/agent/start", status_code=202, response_model=schemas.RunStarted,
-             tags=["runs"])
-async def start_run(thread_id: str, caller: CallerDep, up: UpstreamsDep, body: schemas.StartRun | None = None):
-    body = body or schemas.StartRun()
-    model = body.model_name or ""
-    check = await up.billing.CheckRun(billing_pb2.CheckRunRequest(account_id=caller.account_id, model=model))
-    if not check.allowed:
-        status = 402 if check.reason == "insufficient_credits" else 403
-        raise ApiError(status, check.reason or "not_allowed", check.message or "this run is not allowed")
-    run = await up.runner.StartRun(pb.StartRunRequest(
-        account_id=caller.account_id, thread_id=thread_id, model_name=model, prompt=body.prompt or "",
-        reasoning_effort=body.reasoning_effort or ""))
-    return schemas.RunStarted(agent_run_id=run.agent_run_id, status=run.status)
+             tags=["runs"], responses=IDEMPOTENCY_RESPONSES)
+async def start_run(thread_id: str, caller: CallerDep, up: UpstreamsDep, body: schemas.StartRun | None = None,
+                    idempotency_key: IdempotencyKey = None):
+    body = body or schemas.StartRun()  # no body and {} are the same request (and fingerprint)
+
+    async def start() -> schemas.RunStarted:
+        model = body.model_name or ""
+        check = await up.billing.CheckRun(billing_pb2.CheckRunRequest(account_id=caller.account_id, model=model))
+        if not check.allowed:
+            status = 402 if check.reason == "insufficient_credits" else 403
+            raise ApiError(status, check.reason or "not_allowed", check.message or "this run is not allowed")
+        run = await up.runner.StartRun(pb.StartRunRequest(
+            account_id=caller.account_id, thread_id=thread_id, model_name=model, prompt=body.prompt or "",
+            reasoning_effort=body.reasoning_effort or ""))
+        return schemas.RunStarted(agent_run_id=run.agent_run_id, status=run.status)
+
+    return await idempotent(up.idempotency, key=idempotency_key, account_id=caller.account_id,
+                            route="POST /api/threads/{thread_id}/agent/start", params={"thread_id": thread_id},
+                            body=body, status=202, call=start)
 
 
 def _run_out(run: pb.Run) -> schemas.RunOut:

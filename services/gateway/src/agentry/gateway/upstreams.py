@@ -1,4 +1,4 @@
-"""The gateway's clients: gRPC stubs of every service and the run event stream."""
+"""The gateway's clients: gRPC stubs of every service, the run event stream and the idempotency store."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from agentry.servicekit import open_channel
 from agentry.servicekit.eventstream import EventStream, MemoryEventStream, RedisEventStream
 
 from .config import GatewaySettings
+from .idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from .tokens import AuthServiceVerifier, JwksVerifier, TokenVerifier
 
 
@@ -26,6 +27,7 @@ class Upstreams:
     # name -> channel, for health checks
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     verifier: TokenVerifier | None = None
+    idempotency: IdempotencyStore = field(default_factory=MemoryIdempotencyStore)
 
     def token_verifier(self) -> TokenVerifier:
         if self.verifier is None:
@@ -49,6 +51,17 @@ async def open_upstreams(settings: GatewaySettings, stack: contextlib.AsyncExitS
         else:
             events = MemoryEventStream()
         stack.push_async_callback(events.close)
+    # Answers to Idempotency-Key requests live where the event stream does: in this process, or in
+    # Redis when the gateway runs in split mode (so every replica sees every key).
+    idempotency: IdempotencyStore
+    if settings.events == "redis":
+        idempotency = RedisIdempotencyStore(settings.redis_url, key_prefix=settings.idempotency_prefix,
+                                            ttl_seconds=settings.idempotency_ttl_seconds,
+                                            lock_seconds=settings.idempotency_lock_seconds)
+    else:
+        idempotency = MemoryIdempotencyStore(ttl_seconds=settings.idempotency_ttl_seconds,
+                                             lock_seconds=settings.idempotency_lock_seconds)
+    stack.push_async_callback(idempotency.close)
     auth = auth_pb2_grpc.AuthServiceStub(channels["auth"])
     verifier: TokenVerifier = (
         JwksVerifier(auth, issuer=settings.token_issuer, audience=settings.token_audience)
@@ -61,4 +74,5 @@ async def open_upstreams(settings: GatewaySettings, stack: contextlib.AsyncExitS
         events=events,
         channels=channels,
         verifier=verifier,
+        idempotency=idempotency,
     )
