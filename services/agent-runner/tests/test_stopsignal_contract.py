@@ -155,7 +155,8 @@ async def test_watching_many_runs_shares_one_subscription(redis_url: str, unique
 
 
 async def test_unreachable_redis_is_stop_signal_unavailable() -> None:
-    signal = RedisStopSignal("redis://127.0.0.1:1/0")
+    # Redis would be waited for up to 10 s by default (a restart); this one never answers.
+    signal = RedisStopSignal("redis://127.0.0.1:1/0", reconnect_seconds=0.3)
     try:
         with pytest.raises(StopSignalUnavailable):
             await signal.request_stop("r1")

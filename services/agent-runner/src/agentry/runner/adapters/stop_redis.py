@@ -4,12 +4,18 @@ Each adapter instance holds ONE subscription to `{prefix}stop` and dispatches to
 watchers by run id, so a replica running hundreds of runs still uses a single pub/sub
 connection. Messages published while that connection is down are lost, so after every
 (re)subscription the flags of all watched runs are read again.
+
+Redis restarts: commands follow the event stream's policy (agentry.servicekit.eventstream.redis):
+a dead pooled connection is replaced at once and a Redis that is away is waited for up to
+`reconnect_seconds` before StopSignalUnavailable; the subscription reconnects on its own, for as
+long as it takes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,15 +26,23 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentry.runner.stopsignal import StopSignalUnavailable
+from agentry.servicekit.eventstream.redis import DEFAULT_RECONNECT_SECONDS, connection_pool, reconnecting
 
 logger = logging.getLogger(__name__)
 
 
 class RedisStopSignal:
     def __init__(
-        self, redis_url: str, *, key_prefix: str = "agentry:run:", ttl_seconds: int = 86_400
+        self,
+        redis_url: str,
+        *,
+        key_prefix: str = "agentry:run:",
+        ttl_seconds: int = 86_400,
+        reconnect_seconds: float = DEFAULT_RECONNECT_SECONDS,
     ) -> None:
-        self._redis = aioredis.Redis.from_url(redis_url)
+        # No socket timeout: the subscription's connection is silent until a stop is requested.
+        self._redis = aioredis.Redis.from_pool(connection_pool(redis_url, max_connections=64, socket_timeout=None))
+        self._reconnect_seconds = reconnect_seconds
         self._prefix = key_prefix
         self._channel = f"{key_prefix}stop"
         self._ttl = ttl_seconds
@@ -42,17 +56,24 @@ class RedisStopSignal:
         return f"{self._prefix}{run_id}:stop"
 
     async def request_stop(self, run_id: str) -> None:
-        try:
+        async def set_and_publish() -> None:
+            # Sent again after a lost answer this only sets the same flag and wakes watchers twice.
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(self.key(run_id), b"1", ex=self._ttl)
                 pipe.publish(self._channel, run_id)
                 await pipe.execute()
+
+        try:
+            await reconnecting(set_and_publish, reconnect_seconds=self._reconnect_seconds,
+                               what=f"stop run {run_id}")
         except RedisError as exc:
             raise StopSignalUnavailable(f"cannot request a stop of run {run_id}: {exc}") from exc
 
     async def is_stop_requested(self, run_id: str) -> bool:
         try:
-            return bool(await self._redis.exists(self.key(run_id)))
+            return bool(await reconnecting(lambda: self._redis.exists(self.key(run_id)),
+                                           reconnect_seconds=self._reconnect_seconds,
+                                           what=f"read the stop flag of run {run_id}"))
         except RedisError as exc:
             raise StopSignalUnavailable(f"cannot read the stop flag of run {run_id}: {exc}") from exc
 
@@ -90,7 +111,8 @@ class RedisStopSignal:
                     await self._pubsub.aclose()
                 pubsub = self._redis.pubsub()
                 try:
-                    await pubsub.subscribe(self._channel)
+                    await reconnecting(lambda: pubsub.subscribe(self._channel),
+                                       reconnect_seconds=self._reconnect_seconds, what=f"subscribe to {self._channel}")
                 except RedisError as exc:
                     await pubsub.aclose()
                     raise StopSignalUnavailable(
@@ -110,11 +132,11 @@ class RedisStopSignal:
             raise StopSignalUnavailable("the stop-signal subscription ended") from cause
 
     async def _listen(self, pubsub: PubSub) -> None:
-        backoff = 0.1
+        backoff = 0.05
         while True:
             try:
                 async for message in pubsub.listen():
-                    backoff = 0.1
+                    backoff = 0.05
                     if message["type"] == "subscribe":
                         # First subscription or a resubscription after a reconnect.
                         self._subscribed.set()
@@ -123,11 +145,10 @@ class RedisStopSignal:
                         self._wake(message["data"].decode())
                 return  # listen() only ends once unsubscribed, which only close() does
             except (RedisConnectionError, RedisTimeoutError) as exc:
-                logger.warning(
-                    "stop-signal subscription lost, reconnecting in %.1fs: %s", backoff, exc
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = backoff / 2 + random.uniform(0, backoff / 2)
+                logger.warning("stop-signal subscription lost, reconnecting in %.2fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                backoff = min(backoff * 2, 1.0)
 
     async def _recheck_watched(self) -> None:
         for run_id in list(self._watchers):
