@@ -12,9 +12,10 @@ import pytest
 
 from agentry.runner.adapters.queue_memory import MemoryRunQueue
 from agentry.runner.adapters.queue_rabbitmq import RabbitRunQueue
-from agentry.runner.queue import Consumer, QueueUnavailable, RunJob, RunQueue
+from agentry.runner.queue import Consumer, QueueUnavailable, RequeueJob, RunJob, RunQueue
 
 WAIT = 10.0  # upper bound for things that should happen promptly; tests never wait it out
+REQUEUE_DELAY = 0.05
 
 
 def job(n: int | str, attempt: int = 1) -> RunJob:
@@ -38,7 +39,7 @@ class Harness:
 @pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     if request.param == "memory":
-        root = MemoryRunQueue()
+        root = MemoryRunQueue(requeue_delay=REQUEUE_DELAY)
         h = Harness(open_handle=root.share, publish_raw=root.publish_raw)
         yield h
         for handle in h.handles:
@@ -54,18 +55,18 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     admin_channel = await admin.channel()
 
     async def publish_raw(body: bytes) -> None:
-        await admin_channel.declare_queue(
-            name, durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        await admin_channel.declare_queue(name, passive=True)  # declared by the handle under test
         await admin_channel.default_exchange.publish(aio_pika.Message(body), routing_key=name)
 
-    h = Harness(open_handle=lambda: RabbitRunQueue(url, queue_name=name), publish_raw=publish_raw)
+    h = Harness(open_handle=lambda: RabbitRunQueue(url, queue_name=name, requeue_delay=REQUEUE_DELAY),
+                publish_raw=publish_raw)
     try:
         yield h
     finally:
         for handle in h.handles:
             await handle.close()
         await admin_channel.queue_delete(name)
+        await admin_channel.queue_delete(f"{name}.dead")
         await admin.close()
 
 
@@ -174,7 +175,7 @@ async def test_concurrency_limits_running_handlers(harness: Harness) -> None:
     await consumer.stop()
 
 
-async def test_failing_handler_is_logged_and_its_job_not_redelivered(
+async def test_failing_handler_is_logged_and_its_job_redelivered_not_dropped(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     queue = harness.connect()
@@ -182,19 +183,35 @@ async def test_failing_handler_is_logged_and_its_job_not_redelivered(
 
     async def handler(j: RunJob) -> None:
         await recorder(j)
-        if j.run_id == "run-bad":
-            raise RuntimeError("tool exploded")
+        if j.run_id == "run-bad" and [s.run_id for s in recorder.seen].count("run-bad") == 1:
+            raise RuntimeError("database pool timed out")  # an infrastructure failure, once
 
     consumer = await queue.consume(handler, concurrency=1)
     with caplog.at_level(logging.ERROR):
         for n in ("bad", 1, 2, "sentinel"):
             await queue.publish(job(n))
-        await recorder.wait_for_run("run-sentinel")
+        await recorder.wait_for(lambda seen: len(seen) == 5)
         await consumer.stop()
 
-    # With one slot in FIFO order, a requeued job would come back before the sentinel.
-    assert [j.run_id for j in recorder.seen] == ["run-bad", "run-1", "run-2", "run-sentinel"]
+    # Back to the head of the queue after the pause: the failed job is handled again first.
+    assert [j.run_id for j in recorder.seen] == ["run-bad", "run-bad", "run-1", "run-2", "run-sentinel"]
     assert any("run-bad" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_a_requeued_job_is_delivered_again_at_once(harness: Harness) -> None:
+    queue = harness.connect()
+    recorder = Recorder()
+
+    async def handler(j: RunJob) -> None:
+        await recorder(j)
+        if len(recorder.seen) == 1:
+            raise RequeueJob("shutting down")
+
+    consumer = await queue.consume(handler, concurrency=1)
+    await queue.publish(job(1))
+    await recorder.wait_for(lambda seen: len(seen) == 2)
+    await consumer.stop()
+    assert [j.run_id for j in recorder.seen] == ["run-1", "run-1"]
 
 
 async def test_failing_handler_does_not_block_other_jobs(harness: Harness) -> None:
@@ -203,17 +220,17 @@ async def test_failing_handler_does_not_block_other_jobs(harness: Harness) -> No
 
     async def handler(j: RunJob) -> None:
         await recorder(j)
-        if j.run_id.startswith("run-bad"):
+        if j.run_id.startswith("run-bad") and [s.run_id for s in recorder.seen].count(j.run_id) == 1:
             raise RuntimeError("boom")
 
     consumer = await queue.consume(handler, concurrency=2)
     for n in ("bad-a", 1, "bad-b", 2, 3):
         await queue.publish(job(n))
 
-    await recorder.wait_for(lambda seen: len(seen) == 5)
+    await recorder.wait_for(lambda seen: len(seen) == 7)
     await consumer.stop()
     assert Counter(j.run_id for j in recorder.seen) == Counter(
-        ["run-bad-a", "run-1", "run-bad-b", "run-2", "run-3"]
+        ["run-bad-a", "run-bad-a", "run-1", "run-bad-b", "run-bad-b", "run-2", "run-3"]
     )
 
 

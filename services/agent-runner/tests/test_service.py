@@ -16,7 +16,7 @@ from agentry.runner.adapters.queue_memory import MemoryRunQueue
 from agentry.runner.adapters.sql import SqlRunnerRepository
 from agentry.runner.adapters.stop_memory import MemoryStopSignal
 from agentry.runner.domain import MAX_MESSAGE_CHARS, MAX_THREAD_NAME_CHARS, RunStatus, StoredEvent
-from agentry.runner.errors import InvalidInput, RunAlreadyActive, RunNotFound, RunQueueUnavailable, ThreadNotFound
+from agentry.runner.errors import InvalidInput, RunAlreadyActive, RunNotFound, ThreadNotFound
 from agentry.runner.queue import QueueUnavailable, RunJob
 from agentry.runner.service import RunnerService
 from agentry.servicekit.eventstream import MemoryEventStream
@@ -302,30 +302,28 @@ async def test_stopping_an_ended_run_changes_nothing(env: Env, status: RunStatus
     assert await env.repo.list_events(run.run_id, 0) == []
 
 
-async def test_a_run_the_queue_refused_ends_failed_with_its_terminal_event(sqlite_engine: AsyncEngine) -> None:
+async def test_a_run_the_queue_refused_is_accepted_and_the_sweeper_dispatches_it(sqlite_engine: AsyncEngine) -> None:
+    from agentry.runner.sweeper import Sweeper
+
     repo, queue, events, stops = SqlRunnerRepository(sqlite_engine), FlakyQueue(), MemoryEventStream(), MemoryStopSignal()
-    service = RunnerService(repo, queue, events, stops, default_model="m")
-    env = Env(service, repo, MemoryRunQueue(), events, stops)
+    woken: list[bool] = []
+    service = RunnerService(repo, queue, events, stops, default_model="m", on_undispatched=lambda: woken.append(True))
+    sweeper = Sweeper(repo, queue, sqlite_engine, interval=60, redispatch_after=60)
     thread = await service.create_thread(ALICE, "t")
     queue.available = False
 
-    # The caller learns the runner is unavailable (retryable), with the broker's error as the cause.
-    with pytest.raises(RunQueueUnavailable) as caught:
-        await service.start_run(ALICE, thread.thread_id, "", "go")
-    assert isinstance(caught.value.__cause__, QueueUnavailable)
+    # Accepted: the run and its prompt are stored; the caller gets its run like any other start.
+    run = await service.start_run(ALICE, thread.thread_id, "", "go")
+    assert run.status is RunStatus.QUEUED and woken == [True]
+    assert (await service.get_run(ALICE, run.run_id)).status is RunStatus.QUEUED
 
-    [job] = queue.offered
-    run = await service.get_run(ALICE, job.run_id)
-    assert (run.status, run.finish_reason, run.error) == (RunStatus.FAILED, "error", "the run queue is unavailable")
-    assert run.completed_at is not None
-    durable, decoded = await terminal_events(env, run.run_id)
-    assert [(e.seq, e.terminal) for e in durable] == [(1, True)]
-    assert decoded == [{"seq": 1, "type": "run_finished", "reason": "error", "error": "the run queue is unavailable"}]
-
-    # The failed run does not hold the thread: once the broker is back, the next start goes through.
+    # While the broker is down the sweeper cannot publish either, and keeps the run due.
+    assert await sweeper.sweep_once() == 0
+    # Once the broker is back the next pass publishes the job, exactly once.
     queue.available = True
-    retried = await service.start_run(ALICE, thread.thread_id, "", "go again")
-    assert queue.accepted == [RunJob(run_id=retried.run_id, thread_id=thread.thread_id, account_id=ALICE)]
+    assert await sweeper.sweep_once() == 1
+    assert queue.accepted == [RunJob(run_id=run.run_id, thread_id=thread.thread_id, account_id=ALICE)]
+    assert await sweeper.sweep_once() == 0
 
 
 async def test_list_run_events_treats_a_negative_position_as_the_start(env: Env) -> None:

@@ -36,10 +36,11 @@ from agentry.runner.adapters.queue_memory import MemoryRunQueue
 from agentry.runner.adapters.sql import SqlRunnerRepository
 from agentry.runner.adapters.stop_memory import MemoryStopSignal
 from agentry.runner.domain import DURABLE_EVENT_TYPES, Run, RunStatus, StoredEvent
-from agentry.runner.queue import RunJob
+from agentry.runner.queue import RequeueJob, RunJob
 from agentry.runner.service import RunnerService
 from agentry.runner.sinks import EventStoreFailed, RunEventSink, encode_event
-from agentry.runner.worker import RunWorker
+from agentry.runner.adapters.sandbox_grpc import GrpcSandbox
+from agentry.runner.worker import RunWorker, WorkerPolicy
 from agentry.sandbox.config import SandboxSettings
 from agentry.sandbox.main import start as start_sandbox
 from agentry.servicekit import DEV_INTERNAL_TOKEN, open_channel
@@ -120,8 +121,14 @@ async def world(tmp_path: Path, sqlite_engine: AsyncEngine, billing_credit: int)
         stack.push_async_callback(queue.close)
         service = RunnerService(repo, queue, events, stops, default_model="unused")
         holder: list[World] = []
-        worker = RunWorker(repo=repo, events=events, stops=stops, sandbox_channel=sandbox_channel,
-                           billing_channel=billing_channel, agent_factory=lambda run: holder[0].build_agent(run))
+        worker = RunWorker(
+            repo=repo, events=events, stops=stops,
+            sandboxes=lambda account_id, project_id, on_start=None, on_ready=None: GrpcSandbox(
+                sandbox_channel, account_id=account_id, project_id=project_id, on_start=on_start, on_ready=on_ready),
+            usage=lambda account_id, run_id, attempt=1: GrpcUsageSink(
+                billing_channel, account_id=account_id, run_id=run_id, attempt=attempt),
+            agent_factory=lambda run: holder[0].build_agent(run),
+            policy=WorkerPolicy(lease_seconds=2.0, write_retry_seconds=0.2))
         world = World(service, repo, events, stops, worker, billing_pb2_grpc.BillingServiceStub(billing_channel),
                       billing_channel)
         holder.append(world)
@@ -161,9 +168,15 @@ async def test_a_run_with_a_tool_call_completes_with_numbered_events_and_stored_
     assert await world.repo.list_events(run.run_id, 0) == durable
     # Tools run while the model streams, so where tool_call_finished falls among the first
     # messages depends on how fast the sandbox answers.
-    durable_types = [e["type"] for e in decoded(durable)]
+    durable_types = [e["type"] for e in decoded(durable) if e["type"] != "phase"]
     assert (durable_types[0], durable_types[-1]) == ("run_started", "run_finished")
     assert sorted(durable_types[1:-1]) == ["message_completed"] * 3 + ["tool_call_finished"]
+    # Phases: the model, the sandbox starting for the tool, the tool, the model again.
+    phases = [(e["phase"], e["tool"]) for e in events if e["type"] == "phase"]
+    assert phases == [("calling_model", None), ("running_tool", "run_command"), ("starting_sandbox", None),
+                      ("running_tool", "run_command"), ("calling_model", None)]
+    [announced] = [e for e in events if e["type"] == "phase" and e["call"]]
+    assert announced["call"]["name"] == "run_command" and announced["seq"] < finished_call["seq"]
 
     ended = await world.run_row(run.run_id)
     assert (ended.status, ended.finish_reason, ended.error) == (RunStatus.COMPLETED, "completed", "")
@@ -197,11 +210,17 @@ async def test_a_job_for_a_run_cancelled_while_queued_is_skipped(world: World) -
     assert model.requests == []
 
 
-async def test_a_redelivered_job_of_a_running_run_ends_it_failed_after_the_last_event(world: World) -> None:
-    world.use(ScriptedModel(["never said"]))
+async def lost_worker(world: World, run: Run) -> None:
+    """A worker claimed the run with a lease that has lapsed by now: it died."""
+    assert await world.repo.claim_run(run.run_id, worker_id="dead-worker", lease_seconds=0.01)
+    await asyncio.sleep(0.05)
+
+
+async def test_a_redelivered_job_of_a_run_whose_worker_died_resumes_it_after_the_last_event(world: World) -> None:
+    world.use(ScriptedModel(["Resumed and done."]))
     run, job = await world.start()
     # A worker took the run, streamed three events (one durable), and died.
-    assert await world.repo.transition(run.run_id, from_=[RunStatus.QUEUED], to=RunStatus.RUNNING)
+    await lost_worker(world, run)
     started = StoredEvent(1, b'{"seq":1,"type":"run_started"}', False)
     await world.repo.append_events(run.run_id, [started])
     await world.events.append(run.run_id, 1, started.data)
@@ -211,33 +230,79 @@ async def test_a_redelivered_job_of_a_running_run_ends_it_failed_after_the_last_
     await world.worker.handle(job)
 
     stream = await world.stream(run.run_id)
-    assert [e.seq for e in stream] == [1, 2, 3, 4]
-    terminal = stream[-1]
-    assert terminal.terminal
-    assert orjson.loads(terminal.data) == {"seq": 4, "type": "run_finished", "reason": "error",
-                                           "error": "the worker running this run was lost"}
-    assert await world.repo.list_events(run.run_id, 0) == [started, StoredEvent(4, terminal.data, True)]
+    assert [e.seq for e in stream] == list(range(1, len(stream) + 1))
+    events = decoded(stream)
+    # The same run's stream goes on: run_resumed next, no second run_started, one terminal event.
+    assert events[3] == {"seq": 4, "type": "run_resumed", "attempt": 2, "reason": "worker_lost"}
+    assert events[4]["type"] == "phase" and events[4]["phase"] == "resumed"
+    assert [e["type"] for e in events].count("run_started") == 1
+    assert events[-1] == {"seq": len(stream), "type": "run_finished", "reason": "completed", "error": None}
+    assert [e.terminal for e in stream].count(True) == 1
     ended = await world.run_row(run.run_id)
-    assert (ended.status, ended.finish_reason, ended.error) == (
-        RunStatus.FAILED, "error", "the worker running this run was lost")
-    assert world.agents_built == []
+    assert (ended.status, ended.attempt, ended.worker_id) == (RunStatus.COMPLETED, 2, None)
+    [agent_run] = world.agents_built
+    assert agent_run.attempt == 2
+    kinds = [message_from_json(m.content_json).kind for m in await world.repo.list_messages(run.thread_id)]
+    assert kinds == ["user", "assistant"]
 
-    # A further redelivery of the now failed run changes nothing.
+    # A further redelivery of the now finished run changes nothing.
     await world.worker.handle(job)
     assert await world.stream(run.run_id) == stream
 
 
 async def test_a_redelivered_job_continues_after_durable_events_the_stream_no_longer_holds(world: World) -> None:
-    world.use(ScriptedModel(["never said"]))
+    world.use(ScriptedModel(["done"]))
     run, job = await world.start()
-    assert await world.repo.transition(run.run_id, from_=[RunStatus.QUEUED], to=RunStatus.RUNNING)
+    await lost_worker(world, run)
     await world.repo.append_events(run.run_id, [StoredEvent(1, b"{}", False), StoredEvent(5, b"{}", False)])
 
     await world.worker.handle(job)
 
-    assert [(e.seq, e.terminal) for e in await world.repo.list_events(run.run_id, 0)] == [
-        (1, False), (5, False), (6, True)]
-    assert [e.seq for e in await world.stream(run.run_id)] == [6]
+    stored = [(e.seq, e.terminal) for e in await world.repo.list_events(run.run_id, 0)]
+    assert stored[:3] == [(1, False), (5, False), (6, False)] and stored[-1][1]
+    assert [e.seq for e in await world.stream(run.run_id)][0] == 6
+
+
+async def test_a_run_interrupted_too_often_ends_failed(world: World) -> None:
+    world.use(ScriptedModel(["never said"]))
+    run, job = await world.start()
+    for _ in range(3):  # attempts 1..3 all lost their worker
+        await lost_worker(world, run)
+
+    await world.worker.handle(job)
+
+    ended = await world.run_row(run.run_id)
+    assert (ended.status, ended.finish_reason) == (RunStatus.FAILED, "error")
+    assert ended.error == "the run was interrupted 3 times (its worker was lost); giving up"
+    assert world.agents_built == [] or len(world.agents_built) == 1
+    events = decoded(await world.stream(run.run_id))
+    assert [e["type"] for e in events] == ["run_finished"]
+
+
+async def test_a_tool_call_interrupted_by_a_lost_worker_is_closed_not_run_again(world: World) -> None:
+    """The dead worker announced a shell call (durably) and died before its result was stored:
+    the resumed run tells the model it was interrupted and never runs it again."""
+    from agentpress import PhaseChanged, ToolCall
+
+    model = ScriptedModel(["I will check the file before trying again."])
+    world.use(model)
+    run, job = await world.start()
+    await lost_worker(world, run)
+    call = ToolCall(call_id="call-1", name="run_command", arguments='{"command": "echo once >> f"}')
+    marker = encode_event(2, PhaseChanged(phase="running_tool", tool="run_command", call=call))
+    await world.repo.append_events(run.run_id, [StoredEvent(1, b'{"seq":1,"type":"run_started"}', False),
+                                                StoredEvent(2, marker, False)])
+
+    await world.worker.handle(job)
+
+    messages = [message_from_json(m.content_json) for m in await world.repo.list_messages(run.thread_id)]
+    assert [m.kind for m in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[1].tool_calls == (call,)  # type: ignore[union-attr]
+    assert messages[2].error == "interrupted" and messages[2].call_id == "call-1"  # type: ignore[union-attr]
+    # The model saw the interrupted call and its result, and was not asked to run anything twice.
+    [request] = model.requests
+    assert any(m.get("tool_call_id") == "call-1" for m in request.messages)
+    assert (await world.run_row(run.run_id)).status is RunStatus.COMPLETED
 
 
 async def slow_model_and_signal() -> tuple[FunctionModel, asyncio.Event]:
@@ -348,21 +413,43 @@ async def test_an_agent_that_cannot_be_built_ends_the_run_failed(world: World) -
     assert await world.repo.list_events(run.run_id, 0) == [StoredEvent(1, stream[0].data, True)]
 
 
-async def test_a_worker_shutdown_mid_run_ends_it_cancelled(world: World) -> None:
+async def test_a_worker_shutdown_mid_run_hands_the_run_back_and_another_worker_resumes_it(world: World) -> None:
     model, called = await slow_model_and_signal()
     world.use(model)
     run, job = await world.start()
     handling = asyncio.create_task(world.worker.handle(job))
     await asyncio.wait_for(called.wait(), WAIT)
 
-    handling.cancel()
-    with pytest.raises(asyncio.CancelledError):
+    await asyncio.wait_for(world.worker.hand_back_all(), STOP_DEADLINE)
+    with pytest.raises(RequeueJob):
         await asyncio.wait_for(handling, STOP_DEADLINE)
 
-    ended = await world.run_row(run.run_id)
-    assert (ended.status, ended.finish_reason) == (RunStatus.CANCELLED, "cancelled")
-    stream = await world.stream(run.run_id)
-    assert [e.terminal for e in stream].count(True) == 1 and stream[-1].terminal
+    # Not cancelled: still running, its lease released so the next worker takes it at once.
+    released = await world.run_row(run.run_id)
+    assert (released.status, released.worker_id) == (RunStatus.RUNNING, None)
+    assert [e.terminal for e in await world.stream(run.run_id)].count(True) == 0
+    # Nothing the stopped agent did afterwards was written (no "cancelled" tool results or end).
+    assert [message_from_json(m.content_json).kind for m in await world.repo.list_messages(run.thread_id)] == ["user"]
+
+    world.use(ScriptedModel(["finished on the next worker"]))
+    successor = RunWorker(repo=world.repo, events=world.events, stops=world.stops,
+                          sandboxes=world.worker._sandboxes, usage=world.worker._usage,
+                          agent_factory=lambda r: world.build_agent(r), policy=WorkerPolicy(lease_seconds=2.0))
+    await asyncio.wait_for(successor.handle(job), WAIT)
+    events = decoded(await world.stream(run.run_id))
+    assert {"type": "run_resumed", "attempt": 2, "reason": "handed_back"}.items() <= [
+        e for e in events if e["type"] == "run_resumed"][0].items()
+    assert events[-1]["reason"] == "completed"
+    assert (await world.run_row(run.run_id)).status is RunStatus.COMPLETED
+
+
+async def test_a_job_that_arrives_during_shutdown_goes_back_to_the_queue(world: World) -> None:
+    world.use(ScriptedModel(["never said"]))
+    run, job = await world.start()
+    world.worker.stop_accepting()
+    with pytest.raises(RequeueJob):
+        await world.worker.handle(job)
+    assert (await world.run_row(run.run_id)).status is RunStatus.QUEUED
 
 
 async def test_a_job_for_an_unknown_run_is_dropped(world: World) -> None:
@@ -378,22 +465,23 @@ class GatedRepo:
         self.gate = asyncio.Event()
         self.fail = False
         self.stored: list[StoredEvent] = []
+        self.finished: list[tuple] = []
 
-    async def append_events(self, run_id: str, events: list[StoredEvent]) -> None:
+    async def append_events(self, run_id: str, events: list[StoredEvent], *, epoch=None, phase=None) -> None:
         await self.gate.wait()
-        if self.fail and not any(e.terminal for e in events):
+        if self.fail:
             raise RuntimeError("database down")
         self.stored.extend(events)
+
+    async def finish_run(self, run_id: str, *, from_, to, error, finish_reason, events, epoch=None) -> bool:
+        self.finished.append((to, finish_reason, error, [e.seq for e in self.stored]))
+        self.stored.extend(events)
+        return True
 
 
 async def test_the_live_stream_does_not_wait_for_the_database_but_the_end_does() -> None:
     repo, events = GatedRepo(), MemoryEventStream()
-    stored_at_finish: list[list[int]] = []
-
-    async def on_finish(event: RunFinished) -> None:
-        stored_at_finish.append([e.seq for e in repo.stored])
-
-    sink = RunEventSink("r", repo, events, last_seq=0, on_finish=on_finish)  # type: ignore[arg-type]
+    sink = RunEventSink("r", repo, events, last_seq=0)  # type: ignore[arg-type]
     await asyncio.wait_for(sink.emit(RunStarted(run_id="r", thread_id="t", model="m")), WAIT)
     await asyncio.wait_for(sink.emit(TextDelta(text="hi")), WAIT)
     assert [e.seq for e in await events.read("r", 0)] == [1, 2]
@@ -401,11 +489,12 @@ async def test_the_live_stream_does_not_wait_for_the_database_but_the_end_does()
 
     finishing = asyncio.create_task(sink.emit(RunFinished(reason="completed")))
     await asyncio.sleep(0.05)
-    assert not finishing.done() and stored_at_finish == []  # the end waits for the durable events
+    assert not finishing.done() and repo.finished == []  # the end waits for the durable events
     repo.gate.set()
     await asyncio.wait_for(finishing, WAIT)
 
-    assert stored_at_finish == [[1]]  # stored before the run's status was recorded
+    # Stored before the run's status was recorded (with the terminal event, in one transaction).
+    assert repo.finished == [(RunStatus.COMPLETED, "completed", "", [1])]
     stream = await events.read("r", 0)
     assert [(e.seq, e.terminal) for e in stream] == [(1, False), (2, False), (3, True)]
     assert repo.stored == [StoredEvent(1, stream[0].data, False), StoredEvent(3, stream[2].data, True)]
@@ -415,24 +504,20 @@ async def test_a_failed_durable_write_fails_the_run_visibly() -> None:
     repo, events = GatedRepo(), MemoryEventStream()
     repo.fail = True
     repo.gate.set()
-    ended: list[RunFinished] = []
-
-    async def on_finish(event: RunFinished) -> None:
-        ended.append(event)
-
-    sink = RunEventSink("r", repo, events, last_seq=0, on_finish=on_finish)  # type: ignore[arg-type]
+    sink = RunEventSink("r", repo, events, last_seq=0, write_retry_seconds=0.0)  # type: ignore[arg-type]
     await sink.emit(RunStarted(run_id="r", thread_id="t", model="m"))
     await asyncio.sleep(0.01)  # the background write fails
     with pytest.raises(EventStoreFailed):
         await sink.emit(TextDelta(text="hi"))
     await sink.emit(RunFinished(reason="completed"))
 
-    assert ended == [RunFinished(reason="error", error="the run's events could not be stored")]
+    assert repo.finished == [(RunStatus.FAILED, "error", "the run's events could not be stored", [])]
     stream = await events.read("r", 0)
     assert [(e.seq, e.terminal) for e in stream] == [(1, False), (2, True)]
     assert decoded(stream)[-1] == {"seq": 2, "type": "run_finished", "reason": "error",
                                    "error": "the run's events could not be stored"}
-    assert repo.stored == [StoredEvent(2, stream[1].data, True)]
+    # The failed event gets one more try together with the terminal event.
+    assert repo.stored == [StoredEvent(1, stream[0].data, False), StoredEvent(2, stream[1].data, True)]
 
 
 async def test_a_run_whose_events_cannot_be_stored_ends_failed(world: World, monkeypatch) -> None:
@@ -440,10 +525,8 @@ async def test_a_run_whose_events_cannot_be_stored_ends_failed(world: World, mon
     run, job = await world.start()
     store = world.repo.append_events
 
-    async def failing(run_id: str, events) -> None:
-        if not any(e.terminal for e in events):
-            raise RuntimeError("database down")
-        await store(run_id, events)
+    async def failing(run_id: str, events, **kwargs) -> None:
+        raise RuntimeError("database down")
 
     monkeypatch.setattr(world.repo, "append_events", failing)
 
@@ -454,4 +537,6 @@ async def test_a_run_whose_events_cannot_be_stored_ends_failed(world: World, mon
         RunStatus.FAILED, "error", "the run's events could not be stored")
     stream = await world.stream(run.run_id)
     assert [e.terminal for e in stream].count(True) == 1 and stream[-1].terminal
-    assert await world.repo.list_events(run.run_id, 0) == [StoredEvent(stream[-1].seq, stream[-1].data, True)]
+    stored = await world.repo.list_events(run.run_id, 0)
+    assert stored[-1] == StoredEvent(stream[-1].seq, stream[-1].data, True)
+    del store

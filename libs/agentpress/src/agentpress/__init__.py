@@ -7,8 +7,10 @@ from agentpress.events import (
     Event,
     FinishReason,
     MessageCompleted,
+    PhaseChanged,
     ReasoningDelta,
     RunFinished,
+    RunResumed,
     RunStarted,
     TextDelta,
     ToolCallDelta,
@@ -42,13 +44,14 @@ from agentpress.ports import (
     Usage,
     UsageSink,
 )
+from agentpress.recovery import close_interrupted_calls
 from agentpress.testing import FunctionModel, ScriptedCall, ScriptedModel, ScriptedReply, xml_call
 from agentpress.tools import Tool, ToolRegistry, tool
 
 __all__ = [
     "Agent", "AgentpressError", "AssistantMessage", "ContextConfig", "Event", "EventSink", "ExecResult",
     "FileEntry", "FinishReason", "FunctionModel", "LiteLLMModel", "MemoryMessageStore", "MemorySandbox", "Message",
-    "MessageCompleted",
+    "MessageCompleted", "PhaseChanged", "RunResumed", "close_interrupted_calls",
     "MessageStore", "Model", "ModelCallError", "ModelDelta", "ModelRequest", "ModelRetry", "ModelSettings",
     "ModelTransientError", "ProcessState", "ReasoningDelta", "RecordingEventSink", "RecordingUsageSink", "RetryPolicy", "RunContext", "RunFinished",
     "RunResult", "RunStarted", "SandboxPort", "ScriptedCall", "ScriptedModel", "ScriptedReply",

@@ -46,7 +46,7 @@ async def create_file(ctx: RunContext, path: str, content: str) -> str:
     return f"wrote {len(data)} bytes to {path}"
 
 
-@tool
+@tool(idempotent=True)
 async def read_file(ctx: RunContext, path: str, start_line: int | None = None, end_line: int | None = None) -> str:
     """Read a text file, optionally only lines start_line..end_line (1-based, inclusive).
 
@@ -95,7 +95,7 @@ async def delete_file(ctx: RunContext, path: str) -> str:
     return f"deleted {path}"
 
 
-@tool
+@tool(idempotent=True)
 async def list_files(ctx: RunContext, path: str = ".") -> str:
     """List the entries of a directory.
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
 import orjson
 
-from agentpress.messages import Message, message_from_dict
+from agentpress.messages import Message, ToolCall, message_from_dict
 
 
 class FinishReason(StrEnum):
@@ -18,6 +19,10 @@ class FinishReason(StrEnum):
     CANCELLED = "cancelled"
     BUDGET_EXCEEDED = "budget_exceeded"
     ERROR = "error"
+    # Set by hosts, not by the loop: the run exceeded its duration or idle limit, or it waited
+    # for the user longer than allowed.
+    TIMEOUT = "timeout"
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +95,30 @@ class UsageReported(_EventBase):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PhaseChanged(_EventBase):
+    """What the run is doing now. `phase`: calling_model, running_tool (with `tool` and the
+    `call` being run), or a phase the host adds (waiting_for_worker, starting, starting_sandbox,
+    resumed, waiting_for_user). `at`: epoch seconds."""
+
+    phase: str
+    tool: str | None = None
+    call: ToolCall | None = None
+    at: float = field(default_factory=time.time)
+    type: Literal["phase"] = "phase"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResumed(_EventBase):
+    """The run continues on another worker (`attempt` 2, 3, ...) from its persisted messages.
+    `reason`: worker_lost (its lease lapsed) or handed_back (its worker shut down). Deltas of a
+    message that was still streaming when the worker went away are superseded by what follows."""
+
+    attempt: int
+    reason: str
+    type: Literal["run_resumed"] = "run_resumed"
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunFinished(_EventBase):
     reason: FinishReason
     error: str | None = None
@@ -105,6 +134,8 @@ Event = (
     | ToolCallFinished
     | MessageCompleted
     | UsageReported
+    | PhaseChanged
+    | RunResumed
     | RunFinished
 )
 
@@ -119,6 +150,8 @@ _TYPES: dict[str, type[_EventBase]] = {
         ToolCallFinished,
         MessageCompleted,
         UsageReported,
+        PhaseChanged,
+        RunResumed,
         RunFinished,
     )
 }
@@ -132,6 +165,8 @@ def event_from_dict(data: dict[str, Any]) -> Event:
         raise ValueError(f"unknown event type: {fields.get('type')!r}")
     if cls is MessageCompleted:
         fields["message"] = message_from_dict(fields["message"])
+    if cls is PhaseChanged and fields.get("call") is not None:
+        fields["call"] = ToolCall(**fields["call"])
     if cls is RunFinished:
         fields["reason"] = FinishReason(fields["reason"])
     return cls(**fields)  # type: ignore[return-value]

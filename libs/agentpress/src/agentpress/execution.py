@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
-from agentpress.events import ToolCallFinished
+from agentpress.events import PhaseChanged, ToolCallFinished
 from agentpress.ports import RunContext
 from agentpress.processor import Emit, PendingCall
 from agentpress.tools import ToolOutcome, ToolRegistry
@@ -50,6 +50,9 @@ class ToolExecutor:
         if pending.parse_error is not None:
             outcome = ToolOutcome(pending.parse_error, "invalid_call", {}, 0.0)
         else:
+            # Announced before it runs: a host that must never run a call twice stores this
+            # first, so a run resumed elsewhere knows the call may have had its effect.
+            await self._emit(PhaseChanged(phase="running_tool", tool=call.name, call=call))
             outcome = await self._registry.execute(self._ctx, call.name, call.arguments, call.format)
         self.results[call.call_id] = outcome
         await self._emit(ToolCallFinished(

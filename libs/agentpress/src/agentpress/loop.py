@@ -10,7 +10,15 @@ from typing import Literal
 
 from agentpress.context import ContextConfig, ContextManager
 from agentpress.errors import ModelCallError, UserError
-from agentpress.events import Event, FinishReason, MessageCompleted, RunFinished, RunStarted, UsageReported
+from agentpress.events import (
+    Event,
+    FinishReason,
+    MessageCompleted,
+    PhaseChanged,
+    RunFinished,
+    RunStarted,
+    UsageReported,
+)
 from agentpress.execution import ToolExecution, ToolExecutor
 from agentpress.messages import Message, ToolResultMessage
 from agentpress.models import LiteLLMModel, Model, ModelRequest, ModelSettings, RetryPolicy, open_stream
@@ -94,12 +102,16 @@ class Agent:
             return f"{self.system_prompt}\n\n{self.tools.xml_instructions()}".strip()
         return self.system_prompt
 
-    async def run(self, ctx: RunContext) -> RunResult:
+    async def run(self, ctx: RunContext, *, resumed: bool = False) -> RunResult:
         """Run until done. Emits run_started first and exactly one run_finished last; never raises
         for model or tool failures. Cancellation: set ctx.cancel, or cancel the calling task
-        (then run_finished is emitted and CancelledError re-raised)."""
+        (then run_finished is emitted and CancelledError re-raised).
+
+        `resumed`: the run continues from the thread's persisted messages after its host lost
+        the previous attempt; run_started was already announced, so it is not emitted again."""
         run = _Run(self, ctx)
-        await run.emit(RunStarted(run_id=ctx.run_id, thread_id=ctx.thread_id, model=self.model.name))
+        if not resumed:
+            await run.emit(RunStarted(run_id=ctx.run_id, thread_id=ctx.thread_id, model=self.model.name))
         try:
             result = await run.execute()
         except asyncio.CancelledError:
@@ -170,6 +182,7 @@ class _Run:
                                           agent.model.context_window, self.persist)
         messages = with_cache_markers(prompt.messages) if is_anthropic(agent.model.name) else prompt.messages
         request = ModelRequest(messages, tools, agent.settings)
+        await self.emit(PhaseChanged(phase="calling_model"))
         opened = await open_stream([agent.model, *agent.fallback_models], request, agent.retry)
         step.executor = ToolExecutor(agent.tools, ctx, self.emit, agent.tool_execution)
         step.processor = StreamProcessor(self.emit, step.executor.submit, agent.tool_calling, opened.model.name)

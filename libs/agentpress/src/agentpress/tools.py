@@ -7,7 +7,7 @@ import inspect
 import re
 import time
 import typing
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,6 +30,9 @@ class Tool:
     args_model: type[BaseModel]
     takes_context: bool
     terminates: Terminates | None = None
+    # Safe to run again with the same arguments (read-only tools): a call interrupted by a lost
+    # worker is simply made again after the run resumes. Any other call is closed as interrupted.
+    idempotent: bool = False
 
     def json_schema(self) -> dict[str, Any]:
         """OpenAI function-calling schema, the format LiteLLM translates for every provider.
@@ -139,7 +142,8 @@ def _is_context(annotation: Any) -> bool:
 
 
 def _build(
-    func: Callable[..., Any], name: str | None, description: str | None, terminates: Terminates | None
+    func: Callable[..., Any], name: str | None, description: str | None, terminates: Terminates | None,
+    idempotent: bool = False,
 ) -> Tool:
     tool_name = name or func.__name__
     if not _NAME_RE.match(tool_name):
@@ -169,7 +173,7 @@ def _build(
     model = create_model(  # type: ignore[call-overload]
         f"{tool_name}_args", __config__=ConfigDict(extra="forbid"), **fields
     )
-    return Tool(tool_name, tool_description, func, model, takes_context, terminates)
+    return Tool(tool_name, tool_description, func, model, takes_context, terminates, idempotent)
 
 
 def tool(
@@ -178,15 +182,18 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     terminates: Terminates | None = None,
+    idempotent: bool = False,
 ) -> Any:
     """Turn a function into a Tool. Use bare (`@tool`) or with options (`@tool(name=...)`).
 
     A first parameter annotated `RunContext` receives the run context and is hidden from the model.
-    `terminates` ends the run after the step in which the tool was called.
+    `terminates` ends the run after the step in which the tool was called. `idempotent` declares
+    that running the call twice is harmless (read-only tools); a runner that loses a worker
+    mid-call re-runs such calls and closes every other one as interrupted.
     """
     if func is not None:
-        return _build(func, name, description, terminates)
-    return lambda f: _build(f, name, description, terminates)
+        return _build(func, name, description, terminates, idempotent)
+    return lambda f: _build(f, name, description, terminates, idempotent)
 
 
 @dataclass(frozen=True)
@@ -221,6 +228,9 @@ class ToolRegistry:
 
     def __len__(self) -> int:
         return len(self._tools)
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
 
     def schemas(self) -> list[dict[str, Any]]:
         return [t.json_schema() for t in self._tools.values()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from agentry.servicekit.settings import ServiceSettings
@@ -22,7 +23,8 @@ class RunnerSettings(ServiceSettings):
     role: Literal["api", "worker", "all"] = "all"
     queue: Literal["memory", "rabbitmq"] = "memory"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    queue_name: str = "agentry.runs"
+    # A quorum queue with a delivery limit, dead-lettering into "<queue_name>.dead".
+    queue_name: str = "agentry.run-jobs"
     events: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "agentry:run:"
@@ -47,5 +49,20 @@ class RunnerSettings(ServiceSettings):
     # The (cheaper) model that summarises old turns when a thread outgrows the context window.
     summary_model: str = ""
     worker_concurrency: int = 16
+    # Durable runs. A worker holds a lease on each run it drives, renewed every third of it; a run
+    # whose lease lapses (its worker died) is taken over and resumed by another worker, at most
+    # `max_attempts` times in all.
+    lease_seconds: float = Field(10.0, ge=1.0, le=300.0)
+    max_attempts: int = Field(3, ge=1, le=100)
+    # A run that runs longer than this in all, or sends no event for max_idle_seconds, ends
+    # `failed` with reason `timeout`.
+    max_run_seconds: float = Field(3600.0, gt=0)
+    max_idle_seconds: float = Field(600.0, gt=0)
+    # The sweeper (one elected runner process) re-publishes jobs that never reached the broker
+    # and hands over runs whose lease lapsed, every sweep_interval_seconds; a queued run whose
+    # job is older than redispatch_after_seconds gets a fresh one (a lost job is replaced; a
+    # duplicate is harmless: a run is claimed once).
+    sweep_interval_seconds: float = Field(2.0, gt=0)
+    redispatch_after_seconds: float = Field(120.0, gt=0)
     event_ttl_seconds: int = 3600
     event_maxlen: int = 10_000

@@ -35,10 +35,40 @@ FINISH_TO_STATUS: dict[str, tuple[RunStatus, str]] = {
     "cancelled": (RunStatus.CANCELLED, ""),
     "budget_exceeded": (RunStatus.FAILED, "credit balance used up"),
     "error": (RunStatus.FAILED, "agent error"),
+    "timeout": (RunStatus.FAILED, "the run exceeded its time limit"),
+    "expired": (RunStatus.CANCELLED, "the run waited for the user longer than allowed"),
 }
 
+
+def final_status(reason: str, error: str | None) -> tuple[RunStatus, str]:
+    """The run's status and the error shown to the user for a terminal event's reason."""
+    status, default_error = FINISH_TO_STATUS.get(reason, (RunStatus.FAILED, "agent error"))
+    if status is RunStatus.FAILED:
+        return status, error or default_error
+    return status, error or ""
+
 # Event types whose effect is durable: also written to the database with their sequence number.
-DURABLE_EVENT_TYPES = frozenset({"run_started", "message_completed", "tool_call_finished", "run_finished"})
+# `phase` events are durable too: the run's row shows the latest one (GET /api/agent-run/{id}),
+# and a running_tool phase carries the call a resumed run must not repeat.
+DURABLE_EVENT_TYPES = frozenset({"run_started", "message_completed", "tool_call_finished", "phase",
+                                 "run_resumed", "run_finished"})
+
+# Run phases (the `phase` event and the run's `phase` field). agentpress emits calling_model and
+# running_tool; the runner adds the rest.
+class Phase(str, enum.Enum):
+    WAITING_FOR_WORKER = "waiting_for_worker"
+    STARTING = "starting"
+    STARTING_SANDBOX = "starting_sandbox"
+    CALLING_MODEL = "calling_model"
+    RUNNING_TOOL = "running_tool"
+    RESUMED = "resumed"
+    WAITING_FOR_USER = "waiting_for_user"
+    FINISHED = "finished"
+
+
+# Why a run continues on another worker (the run_resumed event's `reason`).
+RESUME_WORKER_LOST = "worker_lost"
+RESUME_HANDED_BACK = "handed_back"
 
 REASONING_EFFORTS = ("", "low", "medium", "high")
 MAX_MESSAGE_CHARS = 100_000
@@ -78,14 +108,32 @@ class Run:
     started_at: float | None
     completed_at: float | None
     reasoning_effort: str = ""
+    attempt: int = 0  # how many times a worker has taken the run; > 1 means it was resumed
+    phase: str = "waiting_for_worker"
+    phase_detail: str = ""  # the tool's name while running_tool
+    phase_since: float | None = None
+    lease_epoch: int = 0
+    worker_id: str | None = None
+    lease_expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimedRun:
-    """A run a worker has just moved from queued to running, with what it needs to start it."""
+    """A run a worker has just taken (from queued, or over from a worker whose lease lapsed),
+    with what it needs to drive it."""
 
     run: Run
     project_id: str  # of the run's thread: the sandbox is per project
+    resume_reason: str = ""  # RESUME_WORKER_LOST or RESUME_HANDED_BACK when run.attempt > 1
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchJob:
+    """A run the sweeper hands to the broker again (its job is missing or its lease lapsed)."""
+
+    run_id: str
+    thread_id: str
+    account_id: str
 
 
 @dataclass(frozen=True, slots=True)

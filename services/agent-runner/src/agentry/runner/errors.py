@@ -21,3 +21,8 @@ class InvalidInput(InvalidArgument):
 
 class RunQueueUnavailable(Unavailable):
     code = "queue_unavailable"
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the run's lease (another worker took it over, or the run
+    ended): it must stop driving the run and write nothing more for it. Not a client error."""

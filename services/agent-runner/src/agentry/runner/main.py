@@ -22,7 +22,8 @@ from .grpc_api import RunnerServicer
 from .queue import RunQueue
 from .service import RunnerService
 from .stopsignal import StopSignal
-from .worker import AgentFactory, RunWorker, agent_factory
+from .sweeper import Sweeper
+from .worker import AgentFactory, RunWorker, agent_factory, policy_from
 
 logger = logging.getLogger(__name__)
 SERVICE_NAME = runner_pb2.DESCRIPTOR.services_by_name["RunnerService"].full_name
@@ -84,6 +85,9 @@ async def start(
     token = settings.internal_token.get_secret_value()
 
     if settings.role in ("worker", "all"):
+        from .adapters.billing_grpc import GrpcUsageSink
+        from .adapters.sandbox_grpc import GrpcSandbox
+
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         # LiteLLM's typed dicts make pydantic warn at import; nothing a user can act on.
         warnings.filterwarnings("ignore", message=".*ReadOnly.*", category=UserWarning)
@@ -91,27 +95,48 @@ async def start(
         billing_channel = open_channel(settings.billing_target, token)
         stack.push_async_callback(sandbox_channel.close)
         stack.push_async_callback(billing_channel.close)
-        worker = RunWorker(repo=repo, events=events, stops=stops, sandbox_channel=sandbox_channel,
-                           billing_channel=billing_channel, agent_factory=agents or agent_factory(settings))
+
+        def sandboxes(account_id, project_id, on_start=None, on_ready=None):
+            return GrpcSandbox(sandbox_channel, account_id=account_id, project_id=project_id,
+                               on_start=on_start, on_ready=on_ready)
+
+        def usage(account_id, run_id, attempt=1):
+            return GrpcUsageSink(billing_channel, account_id=account_id, run_id=run_id, attempt=attempt)
+
+        worker = RunWorker(repo=repo, events=events, stops=stops, sandboxes=sandboxes, usage=usage,
+                           agent_factory=agents or agent_factory(settings), policy=policy_from(settings))
+        worker.start()
+        stack.push_async_callback(worker.close)
         # LiteLLM takes seconds of CPU to import: do it now, off the loop, not in the first run.
         # A daemon thread, so a shutdown never waits for the import to finish.
         threading.Thread(target=_warm_up_litellm, name="litellm-warm-up", daemon=True).start()
         consumer = await queue.consume(worker.handle, concurrency=settings.worker_concurrency)
 
         async def _stop_consumer() -> None:
-            # In-flight runs get the grace period; past it they are cancelled and end visibly.
-            try:
-                await asyncio.wait_for(consumer.stop(), settings.grace_seconds)
-            except TimeoutError:
-                logger.warning("in-flight runs did not finish within %.0fs", settings.grace_seconds)
+            # SIGTERM (a rolling deploy): health is already NOT_SERVING. No new jobs; runs that end
+            # within the grace period end; the rest are handed back (lease released, job
+            # requeued) and resumed by another worker - never cancelled.
+            worker.stop_accepting()
+            stopping = asyncio.create_task(consumer.stop())
+            done, _ = await asyncio.wait([stopping], timeout=settings.grace_seconds)
+            if not done:
+                logger.info("handing back %d runs that did not finish within %.0fs",
+                            len(worker.held_runs), settings.grace_seconds)
+                await worker.hand_back_all()
+            await stopping
 
         stack.push_async_callback(_stop_consumer)
+
+    sweeper = Sweeper(repo, queue, engine, interval=settings.sweep_interval_seconds,
+                      redispatch_after=settings.redispatch_after_seconds)
+    sweeper.start()
+    stack.push_async_callback(sweeper.close)
 
     service_names: list[str] = []
     register = lambda server: None  # noqa: E731 - a worker-only process serves health alone
     if settings.role in ("api", "all"):
         service = RunnerService(repo, queue, events, stops, default_model=settings.default_model,
-                                force_model=settings.force_model)
+                                force_model=settings.force_model, on_undispatched=sweeper.wake)
         service_names = [SERVICE_NAME]
         register = lambda server: runner_pb2_grpc.add_RunnerServiceServicer_to_server(  # noqa: E731
             RunnerServicer(service), server)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from .domain import ClaimedRun, Run, RunStatus, StoredEvent, StoredMessage, Thread
+from .domain import ClaimedRun, DispatchJob, Run, RunStatus, StoredEvent, StoredMessage, Thread
 
 
 class RunnerRepository(Protocol):
@@ -16,7 +16,10 @@ class RunnerRepository(Protocol):
     async def get_thread(self, thread_id: str) -> Thread | None: ...
 
     async def add_message(self, *, thread_id: str, account_id: str, type: str, content_json: str,
-                          message_id: str, created_at: float) -> StoredMessage: ...
+                          message_id: str, created_at: float,
+                          fence: tuple[str, int] | None = None) -> StoredMessage:
+        """With `fence` (run id, lease epoch): only while that lease is held, else LeaseLost."""
+        ...
 
     async def list_messages(self, thread_id: str) -> list[StoredMessage]: ...
 
@@ -32,12 +35,29 @@ class RunnerRepository(Protocol):
         """Moves the run to `to` only if it is in one of `from_`; True when it moved."""
         ...
 
-    async def claim_run(self, run_id: str) -> ClaimedRun | None:
-        """Moves a queued run to running (started now) and returns it with its thread's project;
-        None when the run does not exist or is not queued."""
+    async def claim_run(self, run_id: str, *, worker_id: str = "", lease_seconds: float = 10.0) -> ClaimedRun | None:
+        """Takes a queued run (moving it to running), or a running/cancelling one whose lease
+        lapsed, for `worker_id` with a fresh lease and the next epoch and attempt; returns it with
+        its thread's project. None when the run does not exist, has ended or is leased."""
         ...
 
-    async def append_events(self, run_id: str, events: Sequence[StoredEvent]) -> None: ...
+    async def renew_leases(self, worker_id: str, lease_seconds: float) -> dict[str, int]:
+        """Extends the worker's leases; run id -> epoch of every run it still holds."""
+        ...
+
+    async def release_lease(self, run_id: str, epoch: int) -> bool: ...
+
+    async def mark_undispatched(self, run_id: str) -> None: ...
+
+    async def dispatch_candidates(self, *, redispatch_after: float, limit: int = 500) -> list[DispatchJob]: ...
+
+    async def finish_run(self, run_id: str, *, from_: Iterable[RunStatus], to: RunStatus, error: str,
+                         finish_reason: str, events: Sequence[StoredEvent], epoch: int | None = None) -> bool:
+        """Ends the run and stores its final durable events atomically (fenced on `epoch`)."""
+        ...
+
+    async def append_events(self, run_id: str, events: Sequence[StoredEvent], *, epoch: int | None = None,
+                            phase: tuple[str, str, float] | None = None) -> None: ...
 
     async def list_events(self, run_id: str, after_seq: int, limit: int = 1000) -> list[StoredEvent]: ...
 

@@ -13,6 +13,20 @@ class QueueUnavailable(Exception):
     """The broker did not accept a job (unreachable, closed, or it refused the publish)."""
 
 
+class RequeueJob(Exception):
+    """Raised by a handler to give its job back to the queue at once (the worker is shutting
+    down and handed the run back)."""
+
+
+# A job whose handler keeps failing is delivered at most this many times, then dead-lettered
+# (RabbitMQ: the quorum queue's x-delivery-limit into `<queue>.dead`); the runner's sweeper
+# publishes a fresh job for any run that is still unfinished.
+DELIVERY_LIMIT = 20
+# How long a consumer waits before handing a failed job back, so a broken dependency (a database
+# restarting) is not hammered by the same job in a tight loop.
+REQUEUE_DELAY_SECONDS = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class RunJob:
     run_id: str
@@ -68,9 +82,11 @@ class RunQueue(Protocol):
     async def consume(self, handler: JobHandler, *, concurrency: int) -> Consumer:
         """Deliver jobs to `handler`, at most `concurrency` at once.
 
-        A job is acked when the handler returns. When the handler raises, the job is rejected
-        without requeue and logged: the handler owns failure bookkeeping. A message that is not
-        a RunJob is rejected without requeue and logged.
+        A job is acked when the handler returns. When the handler raises RequeueJob the job goes
+        back to the queue at once; when it raises anything else (an infrastructure failure: a
+        pool timeout, a lost connection) the job goes back after REQUEUE_DELAY_SECONDS, so a job
+        is never dropped while its run may be unfinished. After DELIVERY_LIMIT deliveries it is
+        dead-lettered. A message that is not a RunJob is rejected without requeue and logged.
         """
         ...
 

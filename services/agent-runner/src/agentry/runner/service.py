@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from agentpress import RunFinished, UserMessage
 
@@ -22,9 +23,9 @@ from .domain import (
     StoredMessage,
     Thread,
 )
-from .errors import InvalidInput, RunNotFound, RunQueueUnavailable, ThreadNotFound
+from .errors import InvalidInput, RunNotFound, ThreadNotFound
 from .ports import RunnerRepository
-from .sinks import encode_event
+from .sinks import end_run
 from .queue import QueueUnavailable, RunJob, RunQueue
 from .stopsignal import StopSignal
 
@@ -33,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 class RunnerService:
     def __init__(self, repo: RunnerRepository, queue: RunQueue, events: EventStream, stops: StopSignal,
-                 *, default_model: str, force_model: str | None = None, clock=time.time) -> None:
+                 *, default_model: str, force_model: str | None = None, clock=time.time,
+                 on_undispatched: Callable[[], None] | None = None) -> None:
         self._repo = repo
         self._queue = queue
         self._events = events
@@ -41,6 +43,7 @@ class RunnerService:
         self._default_model = default_model
         self._force_model = force_model
         self._clock = clock
+        self._on_undispatched = on_undispatched
 
     async def create_thread(self, account_id: str, name: str) -> Thread:
         _require_account(account_id)
@@ -84,10 +87,12 @@ class RunnerService:
         try:
             await self._queue.publish(RunJob(run_id=run.run_id, thread_id=thread.thread_id, account_id=account_id))
         except QueueUnavailable as exc:
-            # The job never reached the broker: end the run visibly instead of leaving it queued,
-            # and tell the caller it may retry (UNAVAILABLE), not that the runner broke (INTERNAL).
-            await self.finish_without_worker(run.run_id, RunStatus.FAILED, "error", "the run queue is unavailable")
-            raise RunQueueUnavailable("the run queue is unavailable; try again") from exc
+            # The run is accepted (it is in the database): the sweeper publishes its job as soon
+            # as the broker is back. The caller gets its 202 like any other start.
+            logger.warning("run %s accepted but not yet dispatched: %s", run.run_id, exc)
+            await self._repo.mark_undispatched(run.run_id)
+            if self._on_undispatched is not None:
+                self._on_undispatched()
         return run
 
     async def get_run(self, account_id: str, run_id: str) -> Run:
@@ -120,14 +125,10 @@ class RunnerService:
 
     async def finish_without_worker(self, run_id: str, status: RunStatus, reason: str, error: str) -> bool:
         """Ends a queued run no worker has taken, with its one terminal event."""
-        moved = await self._repo.transition(run_id, from_=[RunStatus.QUEUED], to=status,
-                                            error=error, finish_reason=reason)
-        if moved:
-            seq = await self._repo.max_event_seq(run_id) + 1
-            data = encode_event(seq, RunFinished(reason=reason, error=error or None))
-            await self._repo.append_events(run_id, [StoredEvent(seq, data, True)])
-            await self._events.append(run_id, seq, data, terminal=True)
-        return moved
+        del status  # the reason decides it (domain.final_status)
+        seq = await self._repo.max_event_seq(run_id) + 1
+        return await end_run(self._repo, self._events, run_id, seq=seq,
+                             event=RunFinished(reason=reason, error=error or None), from_=[RunStatus.QUEUED])
 
     def _user_message(self, thread: Thread, content: str) -> StoredMessage:
         if not content.strip():

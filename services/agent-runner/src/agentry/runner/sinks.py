@@ -6,11 +6,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from agentpress import Event, Message, RunFinished, message_from_dict
+from agentpress import Event, Message, PhaseChanged, RunFinished, message_from_dict
 
 from agentry.servicekit.eventstream import EventStream
 
-from .domain import DURABLE_EVENT_TYPES, StoredEvent
+from .domain import DURABLE_EVENT_TYPES, RunStatus, StoredEvent, final_status
+from .errors import LeaseLost
 from .ports import RunnerRepository
 
 logger = logging.getLogger(__name__)
@@ -25,13 +26,42 @@ def encode_event(seq: int, event: Event) -> bytes:
     return b'{"seq":%d,%s' % (seq, body[1:])
 
 
-class ThreadMessageStore:
-    """A thread's messages, persisted in the runner's database as they complete."""
+class Lease:
+    """A worker's hold on one run: its epoch fences every write; once lost, nothing more is written.
 
-    def __init__(self, repo: RunnerRepository, *, thread_id: str, account_id: str) -> None:
+    `lost` is set when a fenced write is refused, when the heartbeat no longer finds the run, or
+    when the worker hands the run back; `on_lost` callbacks then stop the run's agent.
+    """
+
+    def __init__(self, run_id: str, epoch: int) -> None:
+        self.run_id = run_id
+        self.epoch = epoch
+        self.lost = False
+        self._callbacks: list[Callable[[], None]] = []
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    def mark_lost(self) -> None:
+        if not self.lost:
+            self.lost = True
+            for callback in self._callbacks:
+                callback()
+
+
+class ThreadMessageStore:
+    """A thread's messages, persisted in the runner's database as they complete.
+
+    With a lease, each append is fenced on its epoch; after the lease is lost appends are
+    dropped (the run's new holder owns the thread now), never raised into agentpress.
+    """
+
+    def __init__(self, repo: RunnerRepository, *, thread_id: str, account_id: str,
+                 lease: Lease | None = None) -> None:
         self._repo = repo
         self._thread_id = thread_id
         self._account_id = account_id
+        self._lease = lease
 
     async def load(self) -> list[Message]:
         import orjson
@@ -39,47 +69,88 @@ class ThreadMessageStore:
         return [message_from_dict(orjson.loads(m.content_json)) for m in await self._repo.list_messages(self._thread_id)]
 
     async def append(self, message: Message) -> None:
-        await self._repo.add_message(
-            thread_id=self._thread_id, account_id=self._account_id, type=message.kind,
-            content_json=message.to_json().decode(), message_id=message.message_id,
-            created_at=message.created_at)
+        lease = self._lease
+        if lease is not None and lease.lost:
+            logger.info("message of a run this worker no longer holds dropped")
+            return
+        try:
+            await self._repo.add_message(
+                thread_id=self._thread_id, account_id=self._account_id, type=message.kind,
+                content_json=message.to_json().decode(), message_id=message.message_id,
+                created_at=message.created_at, fence=(lease.run_id, lease.epoch) if lease else None)
+        except LeaseLost:
+            assert lease is not None
+            lease.mark_lost()
 
 
 # How far (in events) the database may trail the live stream. The gateway replays from the
 # database only events the live stream no longer holds (10,000 per run by default), so a durable
 # event must be stored long before it could be trimmed from the stream.
 MAX_WRITE_LAG = 1_000
+# A durable write that fails for an infrastructure reason (a pool timeout, a dropped connection,
+# a database restarting) is retried with backoff for this long before the run gives up on it.
+WRITE_RETRY_SECONDS = 60.0
 
 
 class EventStoreFailed(Exception):
     """Durable events of the run could not be written to the database."""
 
 
+async def end_run(repo: RunnerRepository, stream: EventStream, run_id: str, *, seq: int, event: RunFinished,
+                  from_: list[RunStatus], epoch: int | None = None,
+                  pending: list[StoredEvent] | None = None) -> bool:
+    """The one place a run ends: its status, its remaining durable events and the terminal event
+    (numbered `seq`) are stored in one transaction, then the terminal event goes to the live
+    stream. Only from `from_` (and only at lease `epoch` when given); False when the run was not
+    there to end (someone else ended or took it), and then nothing is written.
+    """
+    status, error = final_status(str(event.reason), event.error)
+    if event.error != (error or None):
+        event = RunFinished(reason=event.reason, error=error or None)
+    data = encode_event(seq, event)
+    ended = await repo.finish_run(run_id, from_=from_, to=status, error=error, finish_reason=str(event.reason),
+                                  events=[*(pending or ()), StoredEvent(seq, data, True)], epoch=epoch)
+    if ended:
+        await stream.append(run_id, seq, data, terminal=True)
+    return ended
+
+
 class RunEventSink:
     """Numbers each event, encodes it once, and writes it to the live stream; events that change
-    durable state also go to the database, with the same number.
+    durable state also go to the database, with the same number, fenced on the run's lease.
 
     The database write is off the live path: durable events are queued for one background writer
     per run, which stores them in sequence order (in batches when it falls behind), so the
-    database always holds a prefix of the run's durable events. Before the terminal event goes
-    out, every queued event is stored, `on_finish` records the run's final status and the terminal
-    event is stored: a client that sees the end of the stream and then asks for the run sees it
-    ended, and a replay from the database finds every durable event. When the writer fails, the
-    next emit raises EventStoreFailed (agentpress then ends the run) and the terminal event says
-    the run failed.
+    database always holds a prefix of the run's durable events. Two exceptions wait for the
+    database: a `running_tool` phase of a tool that is not idempotent is stored before the tool
+    runs (a resumed run must know the call may have had its effect), and the terminal event is
+    stored together with every pending event and the run's final status (`end_run`), so a client
+    that sees the end of the stream and then asks for the run sees it ended.
+
+    When the lease is lost, every later event is dropped: the run's new holder writes it now.
+    When the writer keeps failing, the next emit raises EventStoreFailed (agentpress then ends
+    the run) and the terminal event says the run failed.
     """
 
     def __init__(self, run_id: str, repo: RunnerRepository, stream: EventStream, *, last_seq: int,
-                 on_finish: Callable[[RunFinished], Awaitable[None]]) -> None:
+                 lease: Lease | None = None, idempotent_tools: frozenset[str] = frozenset(),
+                 on_event: Callable[[], None] | None = None,
+                 write_retry_seconds: float = WRITE_RETRY_SECONDS) -> None:
         self._run_id = run_id
         self._repo = repo
         self._stream = stream
         self._seq = last_seq
-        self._on_finish = on_finish
+        self._lease = lease
+        self.idempotent_tools = idempotent_tools
+        self._on_event = on_event
+        self._write_retry_seconds = write_retry_seconds
         # agentpress emits from concurrent tasks (tools run while the model streams); numbering
         # and writing happen under one lock so the stream receives events in sequence order.
         self._lock = asyncio.Lock()
         self._unwritten: list[StoredEvent] = []  # durable events not yet stored, in sequence order
+        self._phase: tuple[str, str, float] | None = None  # the newest phase not yet stored
+        self.current_phase: tuple[str, str, float] | None = None  # (phase, tool, since)
+        self._stored_seq = last_seq
         self._writer: asyncio.Task[None] | None = None
         self._write_error: Exception | None = None
         self.finished = False
@@ -88,28 +159,39 @@ class RunEventSink:
     def last_seq(self) -> int:
         return self._seq
 
+    def _lost(self) -> bool:
+        return self._lease is not None and self._lease.lost
+
     async def emit(self, event: Event) -> None:
         async with self._lock:
-            await self._emit(event)
+            seq = await self._emit(event)
+        if seq and isinstance(event, PhaseChanged) and event.call is not None \
+                and event.tool not in self.idempotent_tools:
+            await self._stored(seq)  # the call is on record before it can have an effect
 
-    async def _emit(self, event: Event) -> None:
-        if self.finished:
-            logger.warning("event %s after the terminal event dropped", event.type)
-            return
+    async def _emit(self, event: Event) -> int:
+        if self.finished or self._lost():
+            if not self._lost():
+                logger.warning("event %s after the terminal event dropped", event.type)
+            return 0
+        if self._on_event is not None:
+            self._on_event()
         if isinstance(event, RunFinished):
             await self._finish(event)
-            return
+            return 0
         if self._write_error is not None:
             raise EventStoreFailed("the run's events could not be stored") from self._write_error
         self._seq += 1
         data = encode_event(self._seq, event)
         if event.type in DURABLE_EVENT_TYPES:
             self._unwritten.append(StoredEvent(self._seq, data, False))
-            if self._writer is None or self._writer.done():
-                self._writer = asyncio.create_task(self._write_unwritten())
+            if isinstance(event, PhaseChanged):
+                self._phase = self.current_phase = (event.phase, event.tool or "", event.at)
+            self._start_writer()
         if self._unwritten and self._seq - self._unwritten[0].seq > MAX_WRITE_LAG:
             await self._wait_for_writer()  # the database is slow: let the stream wait for it
         await self._stream.append(self._run_id, self._seq, data, terminal=False)
+        return self._seq
 
     async def _finish(self, event: RunFinished) -> None:
         self.finished = True
@@ -117,32 +199,59 @@ class RunEventSink:
         if self._write_error is not None:
             event = RunFinished(reason="error", error="the run's events could not be stored")
         self._seq += 1
-        data = encode_event(self._seq, event)
-        await self._on_finish(event)
-        if self._unwritten:  # what the failed writer left: one more try, the terminal event matters more
-            try:
-                await self._repo.append_events(self._run_id, self._unwritten)
-            except Exception:
-                logger.exception("%d durable events of the run are lost", len(self._unwritten))
-            self._unwritten = []
+        pending, self._unwritten = self._unwritten, []  # what a failed writer left: one more try
+        lease = self._lease
         try:
-            await self._repo.append_events(self._run_id, [StoredEvent(self._seq, data, True)])
-        finally:
-            # Even when the database refused it, live clients learn that the run ended (its
-            # status was recorded above); the failure still propagates.
-            await self._stream.append(self._run_id, self._seq, data, terminal=True)
+            ended = await end_run(self._repo, self._stream, self._run_id, seq=self._seq, event=event,
+                                  from_=[RunStatus.RUNNING, RunStatus.CANCELLING],
+                                  epoch=lease.epoch if lease else None, pending=pending)
+        except Exception:
+            # Live clients still learn that the run ended; the failure propagates to the worker,
+            # which leaves the run to the sweeper (its lease lapses and another worker ends it).
+            logger.exception("the end of the run could not be stored")
+            raise
+        if not ended and lease is not None:
+            lease.mark_lost()
+
+    async def _stored(self, seq: int) -> None:
+        while self._stored_seq < seq:
+            if self._lost():
+                raise LeaseLost(f"run {self._run_id}: lease lost")
+            if self._write_error is not None:
+                raise EventStoreFailed("the run's events could not be stored") from self._write_error
+            self._start_writer()
+            await self._wait_for_writer()
+
+    def _start_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_unwritten())
 
     async def _wait_for_writer(self) -> None:
         if self._writer is not None:
             await asyncio.wait([self._writer])  # never raises: the writer records its own failure
 
     async def _write_unwritten(self) -> None:
-        while self._unwritten and self._write_error is None:
+        lease = self._lease
+        while self._unwritten and self._write_error is None and not self._lost():
             batch = self._unwritten[:]  # emit only appends; only this task removes from the front
-            try:
-                await self._repo.append_events(self._run_id, batch)
-            except Exception as exc:
-                logger.exception("storing durable events of the run failed")
-                self._write_error = exc
-                return
+            phase, self._phase = self._phase, None
+            delay, deadline = 0.05, asyncio.get_running_loop().time() + self._write_retry_seconds
+            while True:
+                try:
+                    await self._repo.append_events(self._run_id, batch, epoch=lease.epoch if lease else None,
+                                                   phase=phase)
+                    break
+                except LeaseLost:
+                    assert lease is not None
+                    lease.mark_lost()
+                    return
+                except Exception as exc:
+                    if asyncio.get_running_loop().time() + delay > deadline or self._lost():
+                        logger.exception("storing durable events of the run failed")
+                        self._write_error = exc
+                        return
+                    logger.warning("storing durable events failed, retrying in %.2fs: %r", delay, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
             del self._unwritten[: len(batch)]
+            self._stored_seq = batch[-1].seq

@@ -1,100 +1,360 @@
-"""The worker role: takes run jobs off the queue and drives agentpress until each run ends."""
+"""The worker role: takes run jobs off the queue, holds a lease on each run it drives, and drives
+agentpress until the run ends, resuming runs whose previous worker went away.
+
+A run's lease lives in its database row (`worker_id`, `lease_expires_at`, `lease_epoch`). One
+heartbeat per worker process renews every lease it holds in one statement, every third of the
+lease. Every write of a run's messages and durable events is fenced on the epoch the worker
+claimed, so a worker that lost its lease (it stalled, or was partitioned away) can never write
+again; one that cannot renew for most of a lease stops its runs by itself, before anyone else
+may take them over. A job for a run whose lease lapsed (its worker was killed) takes the run
+over: the next epoch and attempt, the event stream continued after the last sequence number with
+`run_resumed`, interrupted tool calls closed (never re-run unless idempotent), and the model call
+made again from the persisted history.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import socket
+import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-import grpc
-from agentpress import Agent, ModelSettings, RunContext, RunFinished, ToolExecution, default_tools
+import orjson
+from agentpress import (
+    Agent,
+    MessageCompleted,
+    ModelSettings,
+    PhaseChanged,
+    RunContext,
+    RunFinished,
+    RunResumed,
+    SandboxPort,
+    ToolCall,
+    ToolExecution,
+    UsageSink,
+    close_interrupted_calls,
+    default_tools,
+)
 
 from agentry.servicekit.context import run_id_var
 from agentry.servicekit.eventstream import EventStream
 
-from .adapters.billing_grpc import GrpcUsageSink
-from .adapters.sandbox_grpc import GrpcSandbox
 from .config import RunnerSettings
-from .domain import FINISH_TO_STATUS, Run, RunStatus, StoredEvent
+from .domain import ClaimedRun, Phase, Run, RunStatus
 from .ports import RunnerRepository
-from .queue import RunJob
-from .sinks import RunEventSink, ThreadMessageStore, encode_event
+from .queue import RequeueJob, RunJob
+from .sinks import Lease, RunEventSink, ThreadMessageStore, end_run
 from .stopsignal import StopSignal
 
 logger = logging.getLogger(__name__)
 
 AgentFactory = Callable[[Run], Agent]
+# (account_id, project_id, on_start, on_ready) -> the run's sandbox; (account_id, run_id, attempt) -> usage
+SandboxFactory = Callable[..., SandboxPort]
+UsageFactory = Callable[..., UsageSink]
+
+_LEASED = [RunStatus.RUNNING, RunStatus.CANCELLING]
+
+
+@dataclass(frozen=True)
+class WorkerPolicy:
+    """How long leases last and when runs give up (RunnerSettings fills it)."""
+
+    lease_seconds: float = 10.0
+    max_attempts: int = 3
+    max_run_seconds: float = 3600.0
+    max_idle_seconds: float = 600.0
+    write_retry_seconds: float = 60.0  # how long a failing durable write is retried
+
+
+@dataclass
+class _Held:
+    lease: Lease
+    claimed_at: float  # monotonic
+    task: asyncio.Task[object] | None = None  # the agent's run, cancelled when the lease is lost
+    handed_back: bool = False
+    end_override: RunFinished | None = None  # a deadline ended the run: this replaces "cancelled"
+    last_event: float = field(default_factory=time.monotonic)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 class RunWorker:
     def __init__(self, *, repo: RunnerRepository, events: EventStream, stops: StopSignal,
-                 sandbox_channel: grpc.aio.Channel, billing_channel: grpc.aio.Channel,
-                 agent_factory: AgentFactory) -> None:
+                 sandboxes: SandboxFactory, usage: UsageFactory, agent_factory: AgentFactory,
+                 policy: WorkerPolicy = WorkerPolicy(), worker_id: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._repo = repo
         self._events = events
         self._stops = stops
-        self._sandbox_channel = sandbox_channel
-        self._billing_channel = billing_channel
+        self._sandboxes = sandboxes
+        self._usage = usage
         self._agent_factory = agent_factory
+        self._policy = policy
+        self.worker_id = worker_id or new_worker_id()
+        self._clock = clock
+        self._held: dict[str, _Held] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._accepting = True
+        self._shutdown = asyncio.Event()
+
+    @property
+    def held_runs(self) -> list[str]:
+        return list(self._held)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts the heartbeat that renews every held lease."""
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._beat(), name="lease-heartbeat")
+
+    def stop_accepting(self) -> None:
+        """Graceful shutdown begins: jobs that arrive now go back to the queue."""
+        self._accepting = False
+        self._shutdown.set()
+
+    async def hand_back_all(self) -> None:
+        """Gives every run still held back for another worker to resume (not cancelled): the
+        lease is released (so the next claim takes it at once), nothing more is written, the
+        agent is stopped, and each job goes back to the queue."""
+        self.stop_accepting()
+        held = list(self._held.values())
+        await asyncio.gather(*(self._hand_back(h) for h in held))
+        logger.info("handed back %d runs", len(held))
+
+    async def _hand_back(self, held: _Held) -> None:
+        if held.handed_back:
+            return
+        held.handed_back = True
+        try:
+            await self._repo.release_lease(held.lease.run_id, held.lease.epoch)
+        except Exception:  # the lease then lapses by itself
+            logger.warning("could not release the lease of run %s", held.lease.run_id, exc_info=True)
+        held.lease.mark_lost()  # nothing more is written; the agent task is cancelled
+        if held.task is not None:
+            await asyncio.wait([held.task])
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.wait([self._heartbeat])
+            self._heartbeat = None
+
+    # -- jobs --------------------------------------------------------------------------------
 
     async def handle(self, job: RunJob) -> None:
+        """Drives the job's run to its end or hands it back. Raises RequeueJob when the job must
+        go back to the queue (this worker is shutting down); returns when the job is done with
+        (the run ended, or another worker holds it)."""
         run_id_var.set(job.run_id)
-        # One round trip from the job to a running run (this is on the time-to-first-token path).
-        claimed = await self._repo.claim_run(job.run_id)
+        if not self._accepting:
+            raise RequeueJob("the worker is shutting down")
+        claimed = await self._claim(job.run_id)
         if claimed is None:
-            await self._handle_not_queued(job.run_id)
             return
         run = claimed.run
-        # A run that just left queued has no events: the api writes events only for runs it
-        # moves out of queued itself (finish_without_worker), and then this claim fails.
-        sink = RunEventSink(run.run_id, self._repo, self._events, last_seq=0,
-                            on_finish=lambda event: self._record_end(run.run_id, event))
+        held = _Held(Lease(run.run_id, run.lease_epoch), time.monotonic())
+        self._held[run.run_id] = held
+        try:
+            await self._drive(claimed, held)
+        finally:
+            self._held.pop(run.run_id, None)
+        if held.handed_back:
+            raise RequeueJob("run handed back at shutdown")
+
+    async def _claim(self, run_id: str) -> ClaimedRun | None:
+        for _ in range(3):
+            claimed = await self._repo.claim_run(run_id, worker_id=self.worker_id,
+                                                 lease_seconds=self._policy.lease_seconds)
+            if claimed is not None:
+                return claimed
+            run = await self._repo.get_run(run_id)
+            if run is None:
+                logger.warning("job for unknown run dropped")
+                return None
+            if run.status not in _LEASED:
+                return None  # ended, paused, or claimed and already over: a duplicate job
+            if run.worker_id == self.worker_id:
+                return None  # a duplicate delivery of a run this worker drives
+            # Leased by another worker. A job redelivered because that worker died arrives while
+            # its lease still runs: wait for the lease to lapse, then take the run over. A live
+            # holder renews it, and this job was a duplicate.
+            wait = (run.lease_expires_at or 0.0) - self._clock() + 0.05
+            if wait > self._policy.lease_seconds + 1:
+                return None
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._shutdown.wait(), wait)
+            if not self._accepting:
+                raise RequeueJob("the worker is shutting down")
+        return None
+
+    async def _drive(self, claimed: ClaimedRun, held: _Held) -> None:
+        run, lease = claimed.run, held.lease
+        resumed = run.attempt > 1
+        last_seq = 0
+        if resumed:
+            last_seq = max(await self._repo.max_event_seq(run.run_id), await self._last_stream_seq(run.run_id))
+
+        def seen_event() -> None:
+            held.last_event = time.monotonic()
+
+        sink = RunEventSink(run.run_id, self._repo, self._events, last_seq=last_seq, lease=lease,
+                            on_event=seen_event, write_retry_seconds=self._policy.write_retry_seconds)
+        try:
+            agent = self._agent_factory(run)
+        except Exception:
+            logger.exception("the run's agent could not be built")
+            await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
+            return
+        sink.idempotent_tools = frozenset(t.name for t in agent.tools if t.idempotent)
+        if run.attempt > self._policy.max_attempts:
+            await sink.emit(RunFinished(reason="error", error=(
+                f"the run was interrupted {run.attempt - 1} times (its worker was lost); giving up")))
+            return
+        messages = ThreadMessageStore(self._repo, thread_id=run.thread_id, account_id=run.account_id, lease=lease)
+        if resumed:
+            logger.info("resuming run (attempt %d, %s)", run.attempt, claimed.resume_reason)
+            await sink.emit(RunResumed(attempt=run.attempt, reason=claimed.resume_reason))
+            await sink.emit(PhaseChanged(phase=Phase.RESUMED.value))
+            for message in close_interrupted_calls(await messages.load(), await self._started_calls(run.run_id),
+                                                   agent.tools):
+                await messages.append(message)
+                await sink.emit(MessageCompleted(message=message))
+        if run.status is RunStatus.CANCELLING:  # stopped while no worker held it
+            await sink.emit(RunFinished(reason="cancelled"))
+            return
+
+        before_sandbox: list[tuple[str, str, float] | None] = []
+
+        async def sandbox_starting() -> None:
+            before_sandbox.append(sink.current_phase)
+            await sink.emit(PhaseChanged(phase=Phase.STARTING_SANDBOX.value))
+
+        async def sandbox_ready() -> None:  # back to what waited for the sandbox (the tool)
+            previous = before_sandbox.pop() if before_sandbox else None
+            if previous is not None:
+                await sink.emit(PhaseChanged(phase=previous[0], tool=previous[1] or None))
+
         try:
             async with self._stops.watch(run.run_id) as cancel:
                 ctx = RunContext(
-                    run_id=run.run_id, thread_id=run.thread_id,
-                    messages=ThreadMessageStore(self._repo, thread_id=run.thread_id, account_id=run.account_id),
-                    sandbox=GrpcSandbox(self._sandbox_channel, account_id=run.account_id, project_id=claimed.project_id),
-                    usage=GrpcUsageSink(self._billing_channel, account_id=run.account_id, run_id=run.run_id),
-                    events=sink, cancel=cancel,
+                    run_id=run.run_id, thread_id=run.thread_id, messages=messages,
+                    sandbox=self._sandboxes(run.account_id, claimed.project_id, sandbox_starting, sandbox_ready),
+                    usage=self._usage(run.account_id, run.run_id, run.attempt),
+                    events=_OverridingSink(sink, held), cancel=cancel,
                 )
-                result = await self._agent_factory(run).run(ctx)
+                held.task = asyncio.create_task(agent.run(ctx, resumed=resumed), name=f"run:{run.run_id}")
+                lease.on_lost(held.task.cancel)
+                deadline = asyncio.create_task(self._watch_deadlines(run, held, cancel))
+                try:
+                    await asyncio.wait([held.task])
+                except asyncio.CancelledError:
+                    # The job itself was cancelled (the queue connection closed under us): the
+                    # broker redelivers it, so give the run back for whoever takes it next.
+                    await asyncio.shield(self._hand_back(held))
+                    raise
+                finally:
+                    deadline.cancel()
+                if held.task.cancelled():
+                    logger.info("run stopped here: %s", "handed back" if held.handed_back else "lease lost")
+                    return
+                result = held.task.result()
                 logger.info("run finished: %s", result.reason)
         except Exception:
+            if lease.lost:
+                logger.info("run stopped here: lease lost", exc_info=True)
+                return
             logger.exception("run crashed")
             if not sink.finished:
                 await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
-        finally:
-            if not sink.finished:  # cancelled from outside (worker shutdown) before agentpress ended
-                await sink.emit(RunFinished(reason="cancelled", error="the worker shut down"))
 
-    async def _record_end(self, run_id: str, event: RunFinished) -> None:
-        status, default_error = FINISH_TO_STATUS.get(str(event.reason), (RunStatus.FAILED, "agent error"))
-        error = event.error or default_error if status is RunStatus.FAILED else (event.error or "")
-        await self._repo.transition(run_id, from_=[RunStatus.RUNNING, RunStatus.CANCELLING], to=status,
-                                    error=error, finish_reason=str(event.reason))
+    async def _watch_deadlines(self, run: Run, held: _Held, cancel: asyncio.Event) -> None:
+        """Ends the run `timeout` once it ran longer than max_run_seconds (counted from its first
+        start, across attempts) or sent no event for max_idle_seconds. One timer, re-armed."""
+        policy = self._policy
+        run_ends = time.monotonic() + policy.max_run_seconds - (self._clock() - (run.started_at or self._clock()))
+        while True:
+            now = time.monotonic()
+            idle_ends = held.last_event + policy.max_idle_seconds
+            if now >= run_ends or now >= idle_ends:
+                what = "maximum duration" if now >= run_ends else "maximum idle time"
+                limit = policy.max_run_seconds if now >= run_ends else policy.max_idle_seconds
+                held.end_override = RunFinished(reason="timeout", error=f"the run exceeded its {what} ({limit:g} s)")
+                cancel.set()
+                return
+            await asyncio.sleep(min(run_ends, idle_ends) - now)
 
-    async def _handle_not_queued(self, run_id: str) -> None:
-        run = await self._repo.get_run(run_id)
-        if run is None:
-            logger.warning("job for unknown run dropped")
-            return
-        if run.status.terminal:
-            return  # cancelled while queued, or a duplicate delivery of a finished run
-        # A redelivered job for a run another worker had started: that worker is gone. Resuming
-        # from persisted messages is a later step; for now the run ends visibly, never silently.
-        last = max(await self._repo.max_event_seq(run_id), await self._last_stream_seq(run_id))
-        error = "the worker running this run was lost"
-        if await self._repo.transition(run_id, from_=[RunStatus.RUNNING, RunStatus.CANCELLING],
-                                       to=RunStatus.FAILED, error=error, finish_reason="error"):
-            data = encode_event(last + 1, RunFinished(reason="error", error=error))
-            await self._repo.append_events(run_id, [StoredEvent(last + 1, data, True)])
-            await self._events.append(run_id, last + 1, data, terminal=True)
+    async def _started_calls(self, run_id: str) -> list[ToolCall]:
+        """Tool calls the run's earlier attempts announced as running (durable `phase` events)."""
+        calls: list[ToolCall] = []
+        after = 0
+        while batch := await self._repo.list_events(run_id, after, limit=1000):
+            after = batch[-1].seq
+            for event in batch:
+                if b'"type":"phase"' not in event.data:
+                    continue
+                data = orjson.loads(event.data)
+                if data.get("call"):
+                    calls.append(ToolCall(**data["call"]))
+        return calls
 
     async def _last_stream_seq(self, run_id: str) -> int:
         last = 0
         while batch := await self._events.read(run_id, last, count=1000):
             last = batch[-1].seq
         return last
+
+    async def _beat(self) -> None:
+        """Renews every held lease each third of a lease. When renewals keep failing for most of
+        a lease, this worker can no longer prove it holds its runs: it stops them all itself,
+        before another worker may take them over."""
+        lease_seconds = self._policy.lease_seconds
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(lease_seconds / 3)
+            started = time.monotonic()
+            if not self._held:
+                last_ok = started
+                continue
+            try:
+                held_now = await self._repo.renew_leases(self.worker_id, lease_seconds)
+            except Exception as exc:
+                if time.monotonic() - last_ok > lease_seconds * 0.7:
+                    logger.error("leases could not be renewed for %.1fs; stopping %d runs: %r",
+                                 time.monotonic() - last_ok, len(self._held), exc)
+                    for h in list(self._held.values()):
+                        h.lease.mark_lost()
+                else:
+                    logger.warning("lease renewal failed: %r", exc)
+                continue
+            last_ok = started
+            for run_id, h in list(self._held.items()):
+                if h.claimed_at < started and held_now.get(run_id) != h.lease.epoch:
+                    logger.warning("lease of run %s lost", run_id)
+                    h.lease.mark_lost()
+
+
+class _OverridingSink:
+    """The run's event sink, except that a deadline that stopped the run turns the "cancelled"
+    ending into the deadline's "timeout"."""
+
+    def __init__(self, sink: RunEventSink, held: _Held) -> None:
+        self._sink = sink
+        self._held = held
+
+    async def emit(self, event) -> None:
+        if isinstance(event, RunFinished) and self._held.end_override is not None:
+            event = self._held.end_override
+        await self._sink.emit(event)
 
 
 def agent_factory(settings: RunnerSettings) -> AgentFactory:
@@ -113,3 +373,8 @@ def agent_factory(settings: RunnerSettings) -> AgentFactory:
                      settings=ModelSettings(reasoning_effort=run.reasoning_effort or None), **kwargs)
 
     return build
+
+
+def policy_from(settings: RunnerSettings) -> WorkerPolicy:
+    return WorkerPolicy(lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
+                        max_run_seconds=settings.max_run_seconds, max_idle_seconds=settings.max_idle_seconds)

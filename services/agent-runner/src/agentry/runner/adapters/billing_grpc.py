@@ -9,15 +9,28 @@ from agentry.api.billing.v1 import billing_pb2 as pb
 from agentry.api.billing.v1 import billing_pb2_grpc
 
 
+class UsageUnavailable(Exception):
+    """Billing could not record a model call (unreachable or refusing); the run ends with it."""
+
+
+# RecordUsage is idempotent per (run, step). A resumed run counts its steps from 1 again, so each
+# attempt gets its own range of step keys: a retried call is charged once, a resumed one again.
+STEPS_PER_ATTEMPT = 100_000
+
+
 class GrpcUsageSink:
-    def __init__(self, channel: grpc.aio.Channel, *, account_id: str, run_id: str) -> None:
+    def __init__(self, channel: grpc.aio.Channel, *, account_id: str, run_id: str, attempt: int = 1) -> None:
         self._stub = billing_pb2_grpc.BillingServiceStub(channel)
         self._account_id = account_id
         self._run_id = run_id
+        self._step_offset = (max(attempt, 1) - 1) * STEPS_PER_ATTEMPT
 
     async def record(self, usage: Usage) -> bool:
-        reply = await self._stub.RecordUsage(pb.RecordUsageRequest(
-            account_id=self._account_id, run_id=self._run_id, step=usage.step, model=usage.model,
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            cost_micros=max(0, round(usage.cost_usd * 1_000_000))))
+        try:
+            reply = await self._stub.RecordUsage(pb.RecordUsageRequest(
+                account_id=self._account_id, run_id=self._run_id, step=self._step_offset + usage.step,
+                model=usage.model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                cost_micros=max(0, round(usage.cost_usd * 1_000_000))))
+        except grpc.aio.AioRpcError as exc:
+            raise UsageUnavailable(f"billing did not record the model call: {exc.code().name}: {exc.details()}") from exc
         return reply.may_continue

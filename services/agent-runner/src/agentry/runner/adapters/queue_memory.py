@@ -6,7 +6,15 @@ import asyncio
 import logging
 from collections import deque
 
-from agentry.runner.queue import Consumer, JobHandler, QueueUnavailable, RunJob
+from agentry.runner.queue import (
+    DELIVERY_LIMIT,
+    REQUEUE_DELAY_SECONDS,
+    Consumer,
+    JobHandler,
+    QueueUnavailable,
+    RequeueJob,
+    RunJob,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +25,8 @@ class _Broker:
     def __init__(self) -> None:
         self._ready: deque[bytes] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self.deliveries: dict[bytes, int] = {}  # body -> times delivered (RabbitMQ's delivery count)
+        self.dead_letters: list[bytes] = []
 
     def put(self, body: bytes, *, front: bool = False) -> None:
         if front:
@@ -47,8 +57,10 @@ class _Broker:
 
 
 class _MemoryConsumer:
-    def __init__(self, broker: _Broker, handler: JobHandler, concurrency: int) -> None:
+    def __init__(self, broker: _Broker, handler: JobHandler, concurrency: int,
+                 requeue_delay: float = REQUEUE_DELAY_SECONDS) -> None:
         self._broker = broker
+        self._requeue_delay = requeue_delay
         self._handler = handler
         self._slots = asyncio.Semaphore(concurrency)
         # Delivered but not yet acked or rejected; what a dying consumer hands back.
@@ -102,26 +114,43 @@ class _MemoryConsumer:
                 logger.error("rejecting an undecodable run job (%d bytes): %s", len(body), exc)
                 self._unsettled.pop(task, None)
                 return
+            deliveries = self._broker.deliveries.get(body, 0) + 1
+            self._broker.deliveries[body] = deliveries
             try:
                 await self._handler(job)
+            except RequeueJob:
+                self._unsettled.pop(task, None)
+                self._broker.put(body, front=True)
+                return
             except Exception:
-                # The consumer boundary: the handler has recorded the failure; one bad job must
-                # not stop the worker, and requeueing it would only fail again.
-                logger.exception("run job handler failed; rejecting run %s", job.run_id)
+                # Never dropped while its run may be unfinished: back to the head of the queue
+                # after a pause (as RabbitMQ returns a rejected message), until the delivery
+                # limit dead-letters it. Cancelled meanwhile, it stays unsettled and is requeued.
+                logger.exception("run job handler failed for run %s (delivery %d); requeueing it",
+                                 job.run_id, deliveries)
+                await asyncio.sleep(self._requeue_delay)
+                self._unsettled.pop(task, None)
+                if deliveries >= DELIVERY_LIMIT:
+                    self._broker.dead_letters.append(body)
+                    return
+                self._broker.put(body, front=True)
+                return
+            self._broker.deliveries.pop(body, None)
             self._unsettled.pop(task, None)
         finally:
             self._slots.release()
 
 
 class MemoryRunQueue:
-    def __init__(self) -> None:
+    def __init__(self, *, requeue_delay: float = REQUEUE_DELAY_SECONDS) -> None:
         self._broker = _Broker()
         self._consumers: list[_MemoryConsumer] = []
         self._closed = False
+        self._requeue_delay = requeue_delay
 
     def share(self) -> MemoryRunQueue:
         """Another handle on the same queue, as a second replica's connection would be."""
-        other = MemoryRunQueue()
+        other = MemoryRunQueue(requeue_delay=self._requeue_delay)
         other._broker = self._broker
         return other
 
@@ -139,7 +168,7 @@ class MemoryRunQueue:
             raise QueueUnavailable("the run queue is closed")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        consumer = _MemoryConsumer(self._broker, handler, concurrency)
+        consumer = _MemoryConsumer(self._broker, handler, concurrency, self._requeue_delay)
         self._consumers.append(consumer)
         return consumer
 

@@ -17,9 +17,17 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelPreconditionFailed
 
-from agentry.runner.queue import Consumer, JobHandler, QueueUnavailable, RunJob
+from agentry.runner.queue import (
+    DELIVERY_LIMIT,
+    REQUEUE_DELAY_SECONDS,
+    Consumer,
+    JobHandler,
+    QueueUnavailable,
+    RequeueJob,
+    RunJob,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +36,33 @@ _BROKER_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError,
 
 
 async def _declare(channel: AbstractChannel, name: str) -> AbstractQueue:
-    # Publisher and consumers both declare: whichever starts first creates the queue, and a
-    # publish to a queue that does not exist yet would be returned as unroutable.
-    return await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+    """Declares the jobs queue (and its dead-letter queue `<name>.dead`): quorum, durable, with a
+    delivery limit so a job whose handling keeps failing ends up dead-lettered, not in a loop.
+
+    Publisher and consumers both declare: whichever starts first creates the queue, and a
+    publish to a queue that does not exist yet would be returned as unroutable. A queue that
+    already exists with other arguments (declared by an older version) is used as it is, with a
+    warning: RabbitMQ refuses to change a queue's arguments.
+    """
+    dead = f"{name}.dead"
+    await channel.declare_queue(dead, durable=True, arguments={"x-queue-type": "quorum"})
+    arguments = {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT,
+                 "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}
+    try:
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
+    except ChannelPreconditionFailed:
+        logger.warning("queue %s exists with other arguments (no delivery limit or dead-letter queue); "
+                       "using it as it is", name)
+        await channel.reopen()
+        return await channel.declare_queue(name, passive=True)
 
 
 class _RabbitConsumer:
     def __init__(
-        self, channel: AbstractChannel, queue: AbstractQueue, handler: JobHandler, concurrency: int
+        self, channel: AbstractChannel, queue: AbstractQueue, handler: JobHandler, concurrency: int,
+        requeue_delay: float = REQUEUE_DELAY_SECONDS,
     ) -> None:
+        self._requeue_delay = requeue_delay
         self._channel = channel
         self._queue = queue
         self._handler = handler
@@ -98,10 +124,14 @@ class _RabbitConsumer:
             return
         try:
             await self._handler(job)
+        except RequeueJob:
+            await self._settle(message, job, ack=False)
+            return
         except Exception:
-            # The consumer boundary: the handler has recorded the failure; one bad job must not
-            # stop the worker, and requeueing it would only fail again.
-            logger.exception("run job handler failed; rejecting run %s", job.run_id)
+            # Never dropped while its run may be unfinished: back to the queue after a pause (the
+            # quorum queue's delivery limit dead-letters a job that fails for good).
+            logger.exception("run job handler failed for run %s; requeueing it", job.run_id)
+            await asyncio.sleep(self._requeue_delay)
             await self._settle(message, job, ack=False)
             return
         await self._settle(message, job, ack=True)
@@ -111,7 +141,7 @@ class _RabbitConsumer:
             if ack:
                 await message.ack()
             else:
-                await message.reject(requeue=False)
+                await message.reject(requeue=True)
         except _BROKER_ERRORS as exc:
             logger.warning(
                 "could not settle run %s (connection lost?); it will be redelivered: %s",
@@ -127,7 +157,9 @@ class RabbitRunQueue:
         queue_name: str = "agentry.runs",
         prefetch: int | None = None,
         publish_timeout: float = 10.0,
+        requeue_delay: float = REQUEUE_DELAY_SECONDS,
     ) -> None:
+        self._requeue_delay = requeue_delay
         self._url = amqp_url
         self._queue_name = queue_name
         self._prefetch = prefetch
@@ -165,7 +197,7 @@ class RabbitRunQueue:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self._prefetch or concurrency)
             queue = await _declare(channel, self._queue_name)
-            consumer = _RabbitConsumer(channel, queue, handler, concurrency)
+            consumer = _RabbitConsumer(channel, queue, handler, concurrency, self._requeue_delay)
             await consumer.start()
         except _BROKER_ERRORS as exc:
             raise QueueUnavailable(f"cannot consume from {self._queue_name}: {exc!r}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import grpc
 from agentpress import ExecResult, FileEntry, ProcessState
@@ -24,22 +25,32 @@ def _translate(exc: grpc.aio.AioRpcError) -> SandboxToolError:
 class GrpcSandbox:
     """The project's sandbox, created on first use, seen with the run's account."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, account_id: str, project_id: str) -> None:
+    def __init__(self, channel: grpc.aio.Channel, *, account_id: str, project_id: str,
+                 on_start: Callable[[], Awaitable[None]] | None = None,
+                 on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`on_start` / `on_ready` are awaited around the first use's CreateSandbox (the run's
+        starting_sandbox phase)."""
         self._stub = sandbox_pb2_grpc.SandboxServiceStub(channel)
         self._account_id = account_id
         self._project_id = project_id
         self._sandbox_id: str | None = None
         self._lock = asyncio.Lock()
+        self._on_start = on_start
+        self._on_ready = on_ready
 
     async def _id(self) -> str:
         async with self._lock:
             if self._sandbox_id is None:
+                if self._on_start is not None:
+                    await self._on_start()
                 try:
                     box = await self._stub.CreateSandbox(
                         pb.CreateSandboxRequest(account_id=self._account_id, project_id=self._project_id))
                 except grpc.aio.AioRpcError as exc:
                     raise _translate(exc) from exc
                 self._sandbox_id = box.sandbox_id
+                if self._on_ready is not None:
+                    await self._on_ready()
             return self._sandbox_id
 
     async def exec(self, command: str, *, timeout: float, cwd: str | None = None) -> ExecResult:
