@@ -305,3 +305,24 @@ async def test_openapi_documents_the_header() -> None:
         assert "replayed" in header["description"] and header["schema"]["maxLength"] == 255
         assert {"400", "409", "422"} <= operation["responses"].keys()
     assert all(p["in"] != "header" for p in spec["paths"]["/api/threads"]["post"].get("parameters", []))
+
+
+@pytest.mark.parametrize("events,store", [("memory", MemoryIdempotencyStore), ("redis", RedisIdempotencyStore)])
+async def test_the_event_stream_setting_chooses_the_store(events, store) -> None:
+    import contextlib
+
+    from agentry.gateway.upstreams import open_upstreams
+
+    settings = GatewaySettings(events=events, idempotency_ttl_seconds=120, idempotency_prefix="t:idem:")
+    async with contextlib.AsyncExitStack() as stack:
+        upstreams = await open_upstreams(settings, stack)  # connects lazily: no server needed
+        assert type(upstreams.idempotency) is store
+        assert upstreams.idempotency._ttl == 120  # type: ignore[attr-defined]
+        if events == "redis":
+            assert upstreams.idempotency.key("abc") == "t:idem:abc"  # type: ignore[attr-defined]
+
+
+def test_the_ttl_setting_comes_from_the_environment(monkeypatch) -> None:
+    assert GatewaySettings().idempotency_ttl_seconds == 86_400
+    monkeypatch.setenv("AGENTRY_GATEWAY_IDEMPOTENCY_TTL_SECONDS", "600")
+    assert GatewaySettings().idempotency_ttl_seconds == 600
