@@ -22,7 +22,9 @@ def _message(m: StoredMessage) -> pb.Message:
 def _run(r: Run) -> pb.Run:
     return pb.Run(agent_run_id=r.run_id, thread_id=r.thread_id, account_id=r.account_id,
                   status=r.status.value, error=r.error, model=r.model, created_at=r.created_at,
-                  started_at=r.started_at, completed_at=r.completed_at, reasoning_effort=r.reasoning_effort)
+                  started_at=r.started_at, completed_at=r.completed_at, reasoning_effort=r.reasoning_effort,
+                  phase=r.phase, phase_detail=r.phase_detail, phase_since=r.phase_since, attempt=r.attempt,
+                  finish_reason=r.finish_reason)
 
 
 class RunnerServicer(runner_pb2_grpc.RunnerServiceServicer):

@@ -75,7 +75,7 @@ class ListMessagesResponse(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("agent_run_id", "thread_id", "account_id", "status", "error", "model", "created_at", "started_at", "completed_at", "reasoning_effort")
+    __slots__ = ("agent_run_id", "thread_id", "account_id", "status", "error", "model", "created_at", "started_at", "completed_at", "reasoning_effort", "phase", "phase_detail", "phase_since", "attempt", "finish_reason")
     AGENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,11 @@ class Run(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
     REASONING_EFFORT_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    PHASE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     agent_run_id: str
     thread_id: str
     account_id: str
@@ -96,7 +101,12 @@ class Run(_message.Message):
     started_at: float
     completed_at: float
     reasoning_effort: str
-    def __init__(self, agent_run_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., account_id: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., reasoning_effort: _Optional[str] = ...) -> None: ...
+    phase: str
+    phase_detail: str
+    phase_since: float
+    attempt: int
+    finish_reason: str
+    def __init__(self, agent_run_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., account_id: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., reasoning_effort: _Optional[str] = ..., phase: _Optional[str] = ..., phase_detail: _Optional[str] = ..., phase_since: _Optional[float] = ..., attempt: _Optional[int] = ..., finish_reason: _Optional[str] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
     __slots__ = ("account_id", "thread_id", "model_name", "prompt", "reasoning_effort")
