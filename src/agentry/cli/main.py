@@ -86,12 +86,16 @@ def up(
     amqp_url: Annotated[str, typer.Option(envvar="AGENTRY_AMQP_URL")] = "amqp://guest:guest@127.0.0.1:5672/",
     port: Annotated[int, typer.Option(help="The gateway's HTTP port.")] = 8000,
     data_dir: Annotated[Path, typer.Option()] = Path("var/split"),
+    workers: Annotated[int, typer.Option(envvar="AGENTRY_UP_WORKERS", min=1,
+                                         help="How many worker processes consume runs.")] = 1,
 ) -> None:
-    """Split mode: every service in its own process, on PostgreSQL, Redis and RabbitMQ."""
+    """Split mode: every service in its own process, on PostgreSQL, Redis and RabbitMQ.
+
+    A service that dies is restarted (0.5 s, doubling to 30 s while it keeps dying)."""
     from .split import SplitConfig, run_split_forever
 
     run_split_forever(SplitConfig(database_url=database_url, redis_url=redis_url, amqp_url=amqp_url,
-                                  gateway_port=port, data_dir=data_dir), console)
+                                  gateway_port=port, data_dir=data_dir, workers=workers), console)
 
 
 @app.command()

@@ -1,20 +1,21 @@
 """Split mode: every service in its own OS process, on PostgreSQL, Redis and RabbitMQ.
 
-`agentry up` (and `make up`) runs this until Ctrl-C; the split-mode integration test starts the
-same processes with fresh databases and free ports.
+`agentry up` (and `make up`) runs this until Ctrl-C; the split-mode integration tests start the
+same processes with fresh databases and free ports. A process that dies is restarted with
+backoff while the others keep running (supervisor.py); `--workers N` runs N worker processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
-import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,10 @@ import httpx
 from rich.console import Console
 
 from .devstack import DEMO_MODEL, provider_default_model
+from .supervisor import ProcessSpec, RestartPolicy, Supervisor
+
+MODULES = {"auth": "agentry.auth", "billing": "agentry.billing", "sandbox": "agentry.sandbox",
+           "runner": "agentry.runner", "worker": "agentry.runner", "gateway": "agentry.gateway"}
 
 
 def free_port() -> int:
@@ -45,20 +50,51 @@ class SplitConfig:
     queue_name: str = "agentry.runs"
     redis_prefix: str = "agentry:run:"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Worker processes: "worker" on grpc_ports["worker"], then "worker-2", ... (a free port each
+    # unless grpc_ports names one).
+    workers: int = 1
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
 
 
 class SplitProcesses:
-    """The running processes; `stop()` sends SIGTERM to each and waits."""
+    """The running processes, supervised: one that dies is restarted while the others run on.
 
-    def __init__(self, config: SplitConfig) -> None:
+    `stop()` stops supervising, sends SIGTERM to each and waits. Tests use `kill(name)` to crash
+    one and `wait_healthy(names)` to wait for it to serve again.
+    """
+
+    def __init__(self, config: SplitConfig, *, on_event: Callable[[str], None] | None = None) -> None:
+        if config.workers < 1:
+            raise ValueError("at least one worker is needed")
         self.config = config
-        self.procs: dict[str, subprocess.Popen] = {}
         self.gateway_url = f"http://127.0.0.1:{config.gateway_port}"
         self.log_dir = config.data_dir / "logs"
         self.internal_token = secrets.token_urlsafe(32)
+        self.worker_names = ["worker"] + [f"worker-{i}" for i in range(2, config.workers + 1)]
+        self.ports = {**config.grpc_ports}
+        for name in self.worker_names[1:]:
+            self.ports.setdefault(name, free_port())
+        self.supervisor = Supervisor(self._specs(), log_path=self.log_dir / "supervisor.log",
+                                     policy=config.restart_policy, on_event=on_event)
+
+    @property
+    def procs(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The current process of each service, by name."""
+        return self.supervisor.procs
+
+    def _specs(self) -> list[ProcessSpec]:
+        specs = []
+        for name, env in self._env().items():
+            module = MODULES["worker" if name.startswith("worker") else name]
+            port = self.config.gateway_port if name == "gateway" else self.ports[name]
+            healthy = (lambda: _http_ok(f"{self.gateway_url}/api/health")) if name == "gateway" else (
+                lambda port=port: grpc_serving(port))
+            specs.append(ProcessSpec(name=name, argv=[sys.executable, "-m", module], env={**os.environ, **env},
+                                     log_path=self.log_dir / f"{name}.log", healthy=healthy))
+        return specs
 
     def _env(self) -> dict[str, dict[str, str]]:
-        c, p = self.config, self.config.grpc_ports
+        c, p = self.config, self.ports
         target = {name: f"127.0.0.1:{port}" for name, port in p.items()}
         common = {
             "AGENTRY_INTERNAL_TOKEN": self.internal_token, "AGENTRY_DEV_MODE": "true",
@@ -84,8 +120,8 @@ class SplitProcesses:
                         "AGENTRY_SANDBOX_DATABASE_URL": c.database_url,
                         "AGENTRY_SANDBOX_ROOT_DIR": str(c.data_dir / "sandboxes")},
             "runner": {**common, **runner_common, "AGENTRY_RUNNER_ROLE": "api", "AGENTRY_RUNNER_PORT": str(p["runner"])},
-            "worker": {**common, **runner_common, "AGENTRY_RUNNER_ROLE": "worker",
-                       "AGENTRY_RUNNER_PORT": str(p["worker"])},
+            **{name: {**common, **runner_common, "AGENTRY_RUNNER_ROLE": "worker", "AGENTRY_RUNNER_PORT": str(p[name])}
+               for name in self.worker_names},
             "gateway": {**common, "AGENTRY_GATEWAY_PORT": str(c.gateway_port),
                         "AGENTRY_GATEWAY_AUTH_TARGET": target["auth"], "AGENTRY_GATEWAY_BILLING_TARGET": target["billing"],
                         "AGENTRY_GATEWAY_SANDBOX_TARGET": target["sandbox"],
@@ -94,60 +130,60 @@ class SplitProcesses:
         }
 
     def start(self, timeout: float = 90.0) -> None:
+        """Starts every process and returns once all serve; then supervises them."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         ensure_database(self.config.database_url)
-        modules = {"auth": "agentry.auth", "billing": "agentry.billing", "sandbox": "agentry.sandbox",
-                   "runner": "agentry.runner", "worker": "agentry.runner", "gateway": "agentry.gateway"}
-        # Services that own tables start first, one at a time, so their migrations never race.
-        for name, env in self._env().items():
-            log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", modules[name]], env={**os.environ, **env},
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
-        self._wait_ready(timeout)
+        self.supervisor.start()
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.supervisor.supervise()
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
-            try:
-                response = httpx.get(f"{self.gateway_url}/api/health", timeout=2.0)
-                if response.status_code == 200 and self._worker_ready():
-                    return
-                last = response.text
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.25)  # start-up only: nothing to wake on until the processes listen
-        self.stop()
-        raise TimeoutError(f"split mode did not become healthy in {timeout:.0f}s: {last}")
+        # A process that dies while starting is a configuration problem to show, not to retry.
+        try:
+            self.supervisor.wait_healthy(timeout=timeout, on_exit=self._exited_while_starting)
+        except TimeoutError as exc:
+            raise TimeoutError(f"split mode did not become healthy in {timeout:.0f}s ({exc}); "
+                               f"see {self.log_dir}/") from None
 
-    def _worker_ready(self) -> bool:
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.config.grpc_ports["worker"])) == 0
+    def _exited_while_starting(self, name: str, returncode: int) -> None:
+        raise RuntimeError(f"{name} exited with {returncode}; see {self.log_dir / (name + '.log')}")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Crashes one service (SIGKILL by default) and returns the pid it had; it is restarted."""
+        return self.supervisor.kill(name, sig)
+
+    def wait_healthy(self, names: Iterable[str] | str | None = None, *, timeout: float = 90.0) -> float:
+        """Seconds until the named services (all by default) run and answer their health checks."""
+        if isinstance(names, str):
+            names = [names]
+        return self.supervisor.wait_healthy(names, timeout=timeout)
 
     def stop(self, timeout: float = 15.0) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        self.supervisor.stop(timeout)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: if the launcher dies (even by SIGKILL), Linux sends SIGTERM."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def grpc_serving(port: int, timeout: float = 1.0) -> bool:
+    """True when the gRPC server on 127.0.0.1:`port` answers its standard health check SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def ensure_database(url: str) -> None:
@@ -183,11 +219,12 @@ def run_split_forever(config: SplitConfig, console: Console) -> None:
         demo_llm.start()
         config.llm_api_base = demo_llm.base_url
         config.extra_env["AGENTRY_RUNNER_FORCE_MODEL"] = DEMO_MODEL
-    procs = SplitProcesses(config)
+    procs = SplitProcesses(config, on_event=lambda message: console.print(f"[yellow]{message}[/]"))
     with console.status("starting services (PostgreSQL, Redis, RabbitMQ)..."):
         procs.start()
-    console.print(f"[bold green]Agentry split mode is running[/] — gateway {procs.gateway_url}; "
-                  f"logs in {procs.log_dir}/ (Ctrl-C stops)")
+    workers = f"{config.workers} worker processes" if config.workers > 1 else "1 worker process"
+    console.print(f"[bold green]Agentry split mode is running[/] — gateway {procs.gateway_url}, {workers}; "
+                  f"logs in {procs.log_dir}/ (Ctrl-C stops; a service that dies is restarted)")
     if demo_llm:
         console.print("[yellow]No LLM provider key is set: runs use the scripted demo model.[/]")
     import threading
@@ -197,10 +234,7 @@ def run_split_forever(config: SplitConfig, console: Console) -> None:
         signal.signal(sig, lambda *_: stop.set())
     try:
         while not stop.wait(1.0):
-            for name, proc in procs.procs.items():
-                if proc.poll() is not None:
-                    console.print(f"[red]{name} exited with {proc.returncode}; see {procs.log_dir / (name + '.log')}[/]")
-                    stop.set()
+            pass
     finally:
         console.print("stopping...")
         procs.stop()
