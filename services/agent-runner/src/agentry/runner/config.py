@@ -64,5 +64,10 @@ class RunnerSettings(ServiceSettings):
     # duplicate is harmless: a run is claimed once).
     sweep_interval_seconds: float = Field(2.0, gt=0)
     redispatch_after_seconds: float = Field(120.0, gt=0)
+    # Runs of one account that may be active at once (waiting for their thread, queued, running,
+    # cancelling); a start beyond it answers 429 too_many_active_runs with Retry-After of
+    # active_runs_retry_after_seconds. 0 = unlimited.
+    max_active_runs_per_account: int = Field(100, ge=0)
+    active_runs_retry_after_seconds: int = Field(5, ge=1, le=3600)
     event_ttl_seconds: int = 3600
     event_maxlen: int = 10_000

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 
 class RunStatus(str, enum.Enum):
+    PENDING = "pending"  # waiting for its thread: another run holds it (multitask enqueue/interrupt/rollback)
     QUEUED = "queued"
     RUNNING = "running"
     REQUIRES_ACTION = "requires_action"
@@ -25,7 +26,28 @@ class RunStatus(str, enum.Enum):
 
 
 TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
-ACTIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLING})
+# The statuses of the one run that holds its thread (a partial unique index allows one per thread).
+THREAD_HOLDING_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLING,
+                                     RunStatus.REQUIRES_ACTION})
+# Every run that has not ended, waiting ones included: what the per-account cap counts.
+ACTIVE_STATUSES = THREAD_HOLDING_STATUSES | {RunStatus.PENDING}
+
+
+class MultitaskStrategy(str, enum.Enum):
+    """What a start does when its thread already has an active run (LangGraph's names)."""
+
+    REJECT = "reject"        # refuse: run_active
+    ENQUEUE = "enqueue"      # wait (pending) until the runs ahead of it on the thread have ended, FIFO
+    INTERRUPT = "interrupt"  # stop the active run, keep what it wrote, then start (first in line)
+    ROLLBACK = "rollback"    # as interrupt, and delete what the stopped run added after its prompt
+
+    @classmethod
+    def parse(cls, value: str) -> MultitaskStrategy | None:
+        """The strategy named `value` ("" is reject), or None when there is no such strategy."""
+        try:
+            return cls(value or cls.REJECT.value)
+        except ValueError:
+            return None
 
 # agentpress finish reason -> (run status, error shown to the user)
 FINISH_TO_STATUS: dict[str, tuple[RunStatus, str]] = {
@@ -56,6 +78,7 @@ DURABLE_EVENT_TYPES = frozenset({"run_started", "message_completed", "tool_call_
 # Run phases (the `phase` event and the run's `phase` field). agentpress emits calling_model and
 # running_tool; the runner adds the rest.
 class Phase(str, enum.Enum):
+    WAITING_FOR_THREAD = "waiting_for_thread"  # pending: another run holds the thread
     WAITING_FOR_WORKER = "waiting_for_worker"
     STARTING = "starting"
     STARTING_SANDBOX = "starting_sandbox"
@@ -115,6 +138,10 @@ class Run:
     lease_epoch: int = 0
     worker_id: str | None = None
     lease_expires_at: float | None = None
+    multitask_strategy: str = "reject"
+    # interrupt/rollback: the run that held the thread when this one was started (it is stopped;
+    # with rollback, what it added after its prompt is deleted when this run takes the thread).
+    interrupts_run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Runner domain errors; the servicekit interceptor maps them to gRPC status codes."""
 
-from agentry.servicekit.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from agentry.servicekit.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 
 class ThreadNotFound(NotFound):
@@ -13,6 +13,17 @@ class RunNotFound(NotFound):
 
 class RunAlreadyActive(FailedPrecondition):
     code = "run_active"
+
+
+class TooManyActiveRuns(ResourceExhausted):
+    """The account has as many active runs as it may (AGENTRY_RUNNER_MAX_ACTIVE_RUNS_PER_ACCOUNT).
+    The gRPC API sends `retry_after_seconds` as the `retry-after` trailer (HTTP Retry-After)."""
+
+    code = "too_many_active_runs"
+
+    def __init__(self, message: str, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class InvalidInput(InvalidArgument):

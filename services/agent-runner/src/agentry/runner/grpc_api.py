@@ -5,8 +5,14 @@ from __future__ import annotations
 from agentry.api.runner.v1 import runner_pb2 as pb
 from agentry.api.runner.v1 import runner_pb2_grpc
 
+from agentry.servicekit.errors import ERROR_CODE_KEY
+
 from .domain import Run, StoredMessage, Thread
+from .errors import TooManyActiveRuns
 from .service import RunnerService
+
+# Trailing metadata: whole seconds a caller should wait before retrying a RESOURCE_EXHAUSTED.
+RETRY_AFTER_KEY = "retry-after"
 
 
 def _thread(t: Thread) -> pb.Thread:
@@ -45,8 +51,14 @@ class RunnerServicer(runner_pb2_grpc.RunnerServiceServicer):
         return pb.ListMessagesResponse(messages=[_message(m) for m in messages])
 
     async def StartRun(self, request, context):
-        return _run(await self._service.start_run(request.account_id, request.thread_id,
-                                                  request.model_name, request.prompt, request.reasoning_effort))
+        try:
+            run = await self._service.start_run(request.account_id, request.thread_id, request.model_name,
+                                                request.prompt, request.reasoning_effort, request.multitask_strategy)
+        except TooManyActiveRuns as exc:
+            # The interceptor's mapping plus the seconds to wait (the gateway's Retry-After).
+            await context.abort(exc.status, exc.message, trailing_metadata=(
+                (ERROR_CODE_KEY, exc.code), (RETRY_AFTER_KEY, str(exc.retry_after_seconds))))
+        return _run(run)
 
     async def GetRun(self, request, context):
         return _run(await self._service.get_run(request.account_id, request.agent_run_id))

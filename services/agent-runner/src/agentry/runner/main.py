@@ -136,7 +136,9 @@ async def start(
     register = lambda server: None  # noqa: E731 - a worker-only process serves health alone
     if settings.role in ("api", "all"):
         service = RunnerService(repo, queue, events, stops, default_model=settings.default_model,
-                                force_model=settings.force_model, on_undispatched=sweeper.wake)
+                                force_model=settings.force_model, on_undispatched=sweeper.wake,
+                                max_active_runs_per_account=settings.max_active_runs_per_account,
+                                active_runs_retry_after_seconds=settings.active_runs_retry_after_seconds)
         service_names = [SERVICE_NAME]
         register = lambda server: runner_pb2_grpc.add_RunnerServiceServicer_to_server(  # noqa: E731
             RunnerServicer(service), server)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from .domain import ClaimedRun, DispatchJob, Run, RunStatus, StoredEvent, StoredMessage, Thread
+from .domain import (
+    ClaimedRun,
+    DispatchJob,
+    MultitaskStrategy,
+    Run,
+    RunStatus,
+    StoredEvent,
+    StoredMessage,
+    Thread,
+)
 
 
 class RunnerRepository(Protocol):
@@ -24,8 +33,17 @@ class RunnerRepository(Protocol):
     async def list_messages(self, thread_id: str) -> list[StoredMessage]: ...
 
     async def create_run(self, *, run_id: str, thread_id: str, account_id: str, model: str,
-                         first_message: StoredMessage | None, reasoning_effort: str = "") -> Run:
-        """Inserts the queued run (and the prompt) atomically; RunAlreadyActive if the thread has one."""
+                         first_message: StoredMessage | None, reasoning_effort: str = "",
+                         multitask: MultitaskStrategy | str = MultitaskStrategy.REJECT,
+                         max_active_runs: int = 0) -> Run:
+        """Inserts the run atomically: `queued` with its prompt when it gets the thread now,
+        else (enqueue, interrupt, rollback) `pending` with the prompt kept back until a run
+        ending gives it the thread. RunAlreadyActive for reject while a run holds the thread;
+        TooManyActiveRuns when the account has `max_active_runs` active runs (0: no cap)."""
+        ...
+
+    def add_promotion_listener(self, listener: Callable[[], None]) -> None:
+        """Called after a commit that gave a waiting run its thread (its job is not published yet)."""
         ...
 
     async def get_run(self, run_id: str) -> Run | None: ...
@@ -53,7 +71,8 @@ class RunnerRepository(Protocol):
 
     async def finish_run(self, run_id: str, *, from_: Iterable[RunStatus], to: RunStatus, error: str,
                          finish_reason: str, events: Sequence[StoredEvent], epoch: int | None = None) -> bool:
-        """Ends the run and stores its final durable events atomically (fenced on `epoch`)."""
+        """Ends the run and stores its final durable events atomically (fenced on `epoch`); in the
+        same transaction the thread's first pending run, if any, gets the thread."""
         ...
 
     async def append_events(self, run_id: str, events: Sequence[StoredEvent], *, epoch: int | None = None,

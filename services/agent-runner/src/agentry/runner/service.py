@@ -17,13 +17,14 @@ from .domain import (
     MAX_MODEL_CHARS,
     MAX_THREAD_NAME_CHARS,
     REASONING_EFFORTS,
+    MultitaskStrategy,
     Run,
     RunStatus,
     StoredEvent,
     StoredMessage,
     Thread,
 )
-from .errors import InvalidInput, RunNotFound, ThreadNotFound
+from .errors import InvalidInput, RunNotFound, ThreadNotFound, TooManyActiveRuns
 from .ports import RunnerRepository
 from .sinks import end_run
 from .queue import QueueUnavailable, RunJob, RunQueue
@@ -35,7 +36,8 @@ logger = logging.getLogger(__name__)
 class RunnerService:
     def __init__(self, repo: RunnerRepository, queue: RunQueue, events: EventStream, stops: StopSignal,
                  *, default_model: str, force_model: str | None = None, clock=time.time,
-                 on_undispatched: Callable[[], None] | None = None) -> None:
+                 on_undispatched: Callable[[], None] | None = None,
+                 max_active_runs_per_account: int = 0, active_runs_retry_after_seconds: int = 1) -> None:
         self._repo = repo
         self._queue = queue
         self._events = events
@@ -44,6 +46,13 @@ class RunnerService:
         self._force_model = force_model
         self._clock = clock
         self._on_undispatched = on_undispatched
+        self._max_active_runs = max_active_runs_per_account
+        self._retry_after = active_runs_retry_after_seconds
+        if on_undispatched is not None:
+            # A run that ends in this process (a worker sharing the repository, or a stop here)
+            # and gives its thread to a waiting run wakes the sweeper, which publishes that
+            # run's job now rather than at its next pass.
+            repo.add_promotion_listener(on_undispatched)
 
     async def create_thread(self, account_id: str, name: str) -> Thread:
         _require_account(account_id)
@@ -72,20 +81,43 @@ class RunnerService:
         return await self._repo.list_messages(thread.thread_id)
 
     async def start_run(self, account_id: str, thread_id: str, model: str, prompt: str,
-                        reasoning_effort: str = "") -> Run:
+                        reasoning_effort: str = "", multitask_strategy: str = "") -> Run:
+        """Starts a run on the thread. When another run is active there, `multitask_strategy`
+        decides: reject (the default: RunAlreadyActive), enqueue (the run waits, `pending`, until
+        the runs ahead of it have ended), interrupt (the active run is stopped and this one runs
+        next) or rollback (as interrupt, and what the stopped run added after its prompt is
+        deleted before this one starts). TooManyActiveRuns beyond the per-account cap."""
         thread = await self.get_thread(account_id, thread_id)
         if reasoning_effort not in REASONING_EFFORTS:
             raise InvalidInput("reasoning_effort: must be one of low, medium, high (or empty)")
+        strategy = MultitaskStrategy.parse(multitask_strategy)
+        if strategy is None:
+            raise InvalidInput("multitask_strategy: must be one of reject, enqueue, interrupt, rollback (or empty)")
         model = self._force_model or model.strip() or self._default_model
         if len(model) > MAX_MODEL_CHARS:
             raise InvalidInput(f"model_name: at most {MAX_MODEL_CHARS} characters")
         _refuse_nul("model_name", model)
         first = self._user_message(thread, prompt) if prompt.strip() else None
-        run = await self._repo.create_run(run_id=str(uuid.uuid4()), thread_id=thread.thread_id,
-                                          account_id=account_id, model=model, first_message=first,
-                                          reasoning_effort=reasoning_effort)
         try:
-            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=thread.thread_id, account_id=account_id))
+            run = await self._repo.create_run(run_id=str(uuid.uuid4()), thread_id=thread.thread_id,
+                                              account_id=account_id, model=model, first_message=first,
+                                              reasoning_effort=reasoning_effort, multitask=strategy,
+                                              max_active_runs=self._max_active_runs)
+        except TooManyActiveRuns as exc:
+            exc.retry_after_seconds = self._retry_after
+            raise
+        if run.status is RunStatus.QUEUED:
+            await self._publish(run)
+            return run
+        if run.interrupts_run_id is not None:
+            # interrupt / rollback: the run holding the thread is stopped like a StopRun; when it
+            # has ended (at once if no worker had it yet) this run gets the thread.
+            await self._stop(run.interrupts_run_id)
+        return await self._repo.get_run(run.run_id) or run
+
+    async def _publish(self, run: Run) -> None:
+        try:
+            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=run.thread_id, account_id=run.account_id))
         except QueueUnavailable as exc:
             # The run is accepted (it is in the database): the sweeper publishes its job as soon
             # as the broker is back. The caller gets its 202 like any other start.
@@ -93,7 +125,6 @@ class RunnerService:
             await self._repo.mark_undispatched(run.run_id)
             if self._on_undispatched is not None:
                 self._on_undispatched()
-        return run
 
     async def get_run(self, account_id: str, run_id: str) -> Run:
         _require_account(account_id)
@@ -104,31 +135,35 @@ class RunnerService:
 
     async def stop_run(self, account_id: str, run_id: str) -> Run:
         run = await self.get_run(account_id, run_id)
-        # A queued run is cancelled here; a running one is handed to its worker. The conditional
-        # updates make the race with a worker picking the job up harmless.
+        await self._stop(run.run_id)
+        return await self.get_run(account_id, run_id)
+
+    async def _stop(self, run_id: str) -> None:
+        # A queued or pending run is cancelled here; a running one is handed to its worker. The
+        # conditional updates make the race with a worker picking the job up harmless.
         for _ in range(3):
-            if run.status.terminal or run.status is RunStatus.CANCELLING:
-                return run
-            if run.status is RunStatus.QUEUED:
+            run = await self._repo.get_run(run_id)
+            if run is None or run.status.terminal or run.status is RunStatus.CANCELLING:
+                return
+            if run.status in (RunStatus.QUEUED, RunStatus.PENDING):
                 if await self.finish_without_worker(run.run_id, RunStatus.CANCELLED, "cancelled", ""):
                     await self._stops.request_stop(run.run_id)
-                    break
+                    return
             elif await self._repo.transition(run.run_id, from_=[RunStatus.RUNNING], to=RunStatus.CANCELLING):
                 await self._stops.request_stop(run.run_id)
-                break
-            run = await self.get_run(account_id, run_id)
-        return await self.get_run(account_id, run_id)
+                return
 
     async def list_run_events(self, account_id: str, run_id: str, after_seq: int) -> list[StoredEvent]:
         run = await self.get_run(account_id, run_id)
         return await self._repo.list_events(run.run_id, max(after_seq, 0))
 
     async def finish_without_worker(self, run_id: str, status: RunStatus, reason: str, error: str) -> bool:
-        """Ends a queued run no worker has taken, with its one terminal event."""
+        """Ends a queued (or pending) run no worker has taken, with its one terminal event."""
         del status  # the reason decides it (domain.final_status)
         seq = await self._repo.max_event_seq(run_id) + 1
         return await end_run(self._repo, self._events, run_id, seq=seq,
-                             event=RunFinished(reason=reason, error=error or None), from_=[RunStatus.QUEUED])
+                             event=RunFinished(reason=reason, error=error or None),
+                             from_=[RunStatus.QUEUED, RunStatus.PENDING])
 
     def _user_message(self, thread: Thread, content: str) -> StoredMessage:
         if not content.strip():

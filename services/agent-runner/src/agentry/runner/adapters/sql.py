@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..domain import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
+    THREAD_HOLDING_STATUSES,
     RESUME_HANDED_BACK,
     RESUME_WORKER_LOST,
     ClaimedRun,
     DispatchJob,
+    MultitaskStrategy,
     Phase,
     Run,
     RunStatus,
@@ -24,11 +28,17 @@ from ..domain import (
     StoredMessage,
     Thread,
 )
-from ..errors import LeaseLost, RunAlreadyActive
+from ..errors import LeaseLost, RunAlreadyActive, TooManyActiveRuns
 
 metadata = sa.MetaData()
 _BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-_ACTIVE_SQL = "status IN ('queued', 'running', 'cancelling')"
+# The status predicates are spelled as literal SQL, exactly as the partial indexes spell them, so
+# PostgreSQL's planner can use those indexes whatever the bind parameters.
+_HOLDING_SQL = "status IN ('queued', 'running', 'cancelling', 'requires_action')"
+_ACTIVE_SQL = "status IN ('pending', 'queued', 'running', 'cancelling', 'requires_action')"
+_PENDING_SQL = "status = 'pending'"
+# pg_advisory_xact_lock(namespace, key): the namespace keeps these locks apart from other users'.
+_ACCOUNT_LOCK_NAMESPACE = zlib.crc32(b"agentry.runner.active-runs-per-account") - 2**31
 
 projects = sa.Table(
     "projects", metadata,
@@ -78,8 +88,21 @@ agent_runs = sa.Table(
     sa.Column("phase_detail", sa.String(200), nullable=False, server_default=""),
     sa.Column("phase_since", sa.Float),
     sa.Column("last_event_at", sa.Float),
-    # One active run per thread, enforced by the database so concurrent starts cannot race.
+    # Per-thread run policies (migration 0004). A pending run waits for its thread in
+    # `queue_order` (lowest first); its prompt waits in `prompt_json` and joins the thread when
+    # the run gets it. `start_position`: the thread's last message position once the run held the
+    # thread (its prompt included): a rollback deletes the messages after it.
+    sa.Column("multitask_strategy", sa.String(20), nullable=False, server_default="reject"),
+    sa.Column("interrupts_run_id", sa.String(36)),
+    sa.Column("queue_order", sa.BigInteger),
+    sa.Column("prompt_json", sa.Text),
+    sa.Column("start_position", sa.BigInteger),
+    # One run holds a thread at a time, enforced by the database so concurrent starts cannot race.
     sa.Index("ux_agent_runs_one_active_per_thread", "thread_id", unique=True,
+             postgresql_where=sa.text(_HOLDING_SQL), sqlite_where=sa.text(_HOLDING_SQL)),
+    sa.Index("ix_agent_runs_pending_per_thread", "thread_id", "queue_order",
+             postgresql_where=sa.text(_PENDING_SQL), sqlite_where=sa.text(_PENDING_SQL)),
+    sa.Index("ix_agent_runs_active_per_account", "account_id",
              postgresql_where=sa.text(_ACTIVE_SQL), sqlite_where=sa.text(_ACTIVE_SQL)),
 )
 run_events = sa.Table(
@@ -110,6 +133,7 @@ def _run(row) -> Run:
         started_at=row.started_at, completed_at=row.completed_at, reasoning_effort=row.reasoning_effort or "",
         attempt=row.attempt, phase=row.phase, phase_detail=row.phase_detail or "", phase_since=row.phase_since,
         lease_epoch=row.lease_epoch, worker_id=row.worker_id, lease_expires_at=row.lease_expires_at,
+        multitask_strategy=row.multitask_strategy, interrupts_run_id=row.interrupts_run_id,
     )
 
 _LEASED = (RunStatus.RUNNING.value, RunStatus.CANCELLING.value)
@@ -124,12 +148,60 @@ def _fence(run_id: str, epoch: int, now: float, **values: object) -> sa.Update:
                    agent_runs.c.status.in_(_LEASED))
             .values(last_event_at=now, **values))
 
+def _last_position(thread_id: str) -> sa.ScalarSelect:
+    """The position of the thread's newest message (0 when it has none)."""
+    return (sa.select(sa.func.coalesce(sa.func.max(messages.c.position), 0))
+            .where(messages.c.thread_id == thread_id).scalar_subquery())
+
+
+async def _lock_thread(conn: AsyncConnection, thread_id: str) -> None:
+    """Serialises the run bookkeeping of one thread (starts, ends, promotions) until commit.
+
+    PostgreSQL: a row lock on the thread. SQLite: a no-op write, which takes the database's write
+    lock (SQLite begins the transaction at its first write, so the reads that follow see a state
+    no other writer can change before commit). Every path takes the thread first, then run rows.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.select(threads.c.thread_id).where(threads.c.thread_id == thread_id).with_for_update())
+    else:
+        await conn.execute(threads.update().where(threads.c.thread_id == thread_id).values(name=threads.c.name))
+
+
+async def _lock_thread_of_run(conn: AsyncConnection, run_id: str) -> None:
+    """`_lock_thread` for the thread of `run_id`, taken before the run's row is updated. On SQLite
+    nothing: the run's UPDATE that follows takes the write lock as the first statement."""
+    if conn.dialect.name == "postgresql":
+        owner = sa.select(agent_runs.c.thread_id).where(agent_runs.c.run_id == run_id).scalar_subquery()
+        await conn.execute(sa.select(threads.c.thread_id).where(threads.c.thread_id == owner).with_for_update())
+
+
+async def _lock_account(conn: AsyncConnection, account_id: str) -> None:
+    """Serialises the starts of one account until commit, so counting its active runs and
+    inserting one cannot interleave with another start (PostgreSQL: a transaction-scoped
+    advisory lock; SQLite: the write lock `_lock_thread` took already serialises every start)."""
+    if conn.dialect.name == "postgresql":
+        key = zlib.crc32(account_id.encode()) - 2**31  # int4; a collision only makes two accounts take turns
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, :key)"),
+                           {"ns": _ACCOUNT_LOCK_NAMESPACE, "key": key})
+
+
 class SqlRunnerRepository:
     """RunnerRepository on an AsyncEngine (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine, *, clock=time.time) -> None:
         self._engine = engine
         self._clock = clock
+        self._promotion_listeners: list[Callable[[], None]] = []
+
+    def add_promotion_listener(self, listener: Callable[[], None]) -> None:
+        """`listener` is called (after commit) whenever this repository gave a waiting run its
+        thread: the run is queued with no job yet, and the sweeper publishes it."""
+        self._promotion_listeners.append(listener)
+
+    def _promoted(self, run_ids: Iterable[str | None]) -> None:
+        if any(run_ids):
+            for listener in self._promotion_listeners:
+                listener()
 
     async def create_thread(self, *, account_id: str, name: str) -> Thread:
         now = self._clock()
@@ -163,23 +235,113 @@ class SqlRunnerRepository:
             return [_message(row) for row in await conn.execute(query)]
 
     async def create_run(self, *, run_id: str, thread_id: str, account_id: str, model: str,
-                         first_message: StoredMessage | None, reasoning_effort: str = "") -> Run:
+                         first_message: StoredMessage | None, reasoning_effort: str = "",
+                         multitask: MultitaskStrategy | str = MultitaskStrategy.REJECT,
+                         max_active_runs: int = 0) -> Run:
+        """Inserts the run under the thread's lock (and the account's, with a cap).
+
+        A run that gets the thread at once is `queued`, its prompt added now; otherwise (enqueue,
+        interrupt, rollback while another run holds the thread) it is `pending`, its prompt kept
+        on the row until it gets the thread (`_promote_next`): last in line for enqueue, first for
+        interrupt and rollback, which also record the holder in `interrupts_run_id` (the caller
+        stops it). RunAlreadyActive for reject while a run holds the thread; TooManyActiveRuns
+        when the account already has `max_active_runs` active runs (0: no cap).
+        """
+        strategy = MultitaskStrategy(multitask)
         now = self._clock()
+        c = agent_runs.c
+        promoted: str | None = None
         try:
             async with self._engine.begin() as conn:
+                await _lock_thread(conn, thread_id)
+                if max_active_runs > 0:
+                    await _lock_account(conn, account_id)
+                    active = (sa.select(sa.func.count()).select_from(agent_runs)
+                              .where(c.account_id == account_id, sa.text(_ACTIVE_SQL)).scalar_subquery())
+                else:
+                    active = sa.literal(0)
+                on_thread = c.thread_id == thread_id
+                state = (await conn.execute(sa.select(
+                    sa.select(c.run_id).where(on_thread, sa.text(_HOLDING_SQL)).limit(1).scalar_subquery()
+                    .label("holder"),
+                    active.label("active"),
+                    sa.select(sa.func.min(c.queue_order)).where(on_thread, sa.text(_PENDING_SQL)).scalar_subquery()
+                    .label("first"),
+                    sa.select(sa.func.max(c.queue_order)).where(on_thread, sa.text(_PENDING_SQL)).scalar_subquery()
+                    .label("last"),
+                ))).one()
+                if state.holder is not None and strategy is MultitaskStrategy.REJECT:
+                    raise RunAlreadyActive("this thread already has an active run; stop it or wait for it to end")
+                if max_active_runs > 0 and state.active >= max_active_runs:
+                    raise TooManyActiveRuns(f"this account has {state.active} active runs, the most it may have "
+                                            "at once; wait for one to end")
+                values = dict(run_id=run_id, thread_id=thread_id, account_id=account_id, model=model, error="",
+                              finish_reason="", created_at=now, reasoning_effort=reasoning_effort, phase_since=now,
+                              multitask_strategy=strategy.value)
+                waits = strategy is not MultitaskStrategy.REJECT and (
+                    state.holder is not None or state.first is not None)
+                if not waits:
+                    if first_message is not None:
+                        await conn.execute(messages.insert().values(
+                            message_id=first_message.message_id, thread_id=thread_id, account_id=account_id,
+                            type=first_message.type, content_json=first_message.content_json,
+                            created_at=first_message.created_at))
+                    await conn.execute(agent_runs.insert().values(
+                        **values, status=RunStatus.QUEUED.value, dispatched_at=now,
+                        start_position=_last_position(thread_id)))
+                    return Run(run_id, thread_id, account_id, RunStatus.QUEUED, model, "", "", now, None, None,
+                               reasoning_effort, phase_since=now, multitask_strategy=strategy.value)
+                if strategy is MultitaskStrategy.ENQUEUE:
+                    order = 1 if state.last is None else state.last + 1
+                else:
+                    order = 0 if state.first is None else state.first - 1
                 await conn.execute(agent_runs.insert().values(
-                    run_id=run_id, thread_id=thread_id, account_id=account_id,
-                    status=RunStatus.QUEUED.value, model=model, error="", finish_reason="", created_at=now,
-                    reasoning_effort=reasoning_effort, dispatched_at=now, phase_since=now))
-                if first_message is not None:
-                    await conn.execute(messages.insert().values(
-                        message_id=first_message.message_id, thread_id=thread_id, account_id=account_id,
-                        type=first_message.type, content_json=first_message.content_json,
-                        created_at=first_message.created_at))
+                    **values, status=RunStatus.PENDING.value, phase=Phase.WAITING_FOR_THREAD.value,
+                    queue_order=order, interrupts_run_id=None if strategy is MultitaskStrategy.ENQUEUE else state.holder,
+                    prompt_json=None if first_message is None else first_message.content_json))
+                if state.holder is None:  # only runs left waiting by an earlier failure: line up behind them
+                    promoted = await self._promote_next(conn, thread_id, ended_run_id=None, now=now)
+                row = (await conn.execute(agent_runs.select().where(c.run_id == run_id))).one()
         except IntegrityError as exc:
             raise RunAlreadyActive("this thread already has an active run; stop it or wait for it to end") from exc
-        return Run(run_id, thread_id, account_id, RunStatus.QUEUED, model, "", "", now, None, None,
-                   reasoning_effort, phase_since=now)
+        self._promoted([promoted])
+        return _run(row)
+
+    async def _promote_next(self, conn: AsyncConnection, thread_id: str, *, ended_run_id: str | None,
+                            now: float) -> str | None:
+        """Gives the thread to its first pending run when no run holds it (inside the caller's
+        transaction, under the thread's lock): for a rollback of the run that just ended
+        (`ended_run_id`), the messages that run added after its prompt are deleted first; the
+        waiting prompt joins the thread now; the run becomes `queued` with no job
+        (`dispatched_at` NULL), which the sweeper publishes. Returns the promoted run's id."""
+        c = agent_runs.c
+        waiting = (await conn.execute(
+            sa.select(c.run_id, c.account_id, c.prompt_json, c.multitask_strategy, c.interrupts_run_id)
+            .where(c.thread_id == thread_id, sa.text(_PENDING_SQL))
+            .order_by(c.queue_order, c.created_at, c.run_id).limit(1))).first()
+        if waiting is None:
+            return None
+        holder = sa.select(c.run_id).where(c.thread_id == thread_id, sa.text(_HOLDING_SQL)).limit(1)
+        if (await conn.execute(holder)).first() is not None:
+            return None
+        if (waiting.multitask_strategy == MultitaskStrategy.ROLLBACK.value and ended_run_id is not None
+                and waiting.interrupts_run_id == ended_run_id):
+            start = (await conn.execute(sa.select(c.start_position).where(c.run_id == ended_run_id))).scalar()
+            if start is not None:  # runs started before migration 0004 have no start position
+                await conn.execute(messages.delete().where(messages.c.thread_id == thread_id,
+                                                           messages.c.position > start))
+        if waiting.prompt_json:
+            content = orjson.loads(waiting.prompt_json)
+            if "created_at" in content:
+                content["created_at"] = now  # the prompt joins the thread now, not when it was sent
+            await conn.execute(messages.insert().values(
+                message_id=content.get("message_id") or str(uuid.uuid4()), thread_id=thread_id,
+                account_id=waiting.account_id, type="user", content_json=orjson.dumps(content).decode(),
+                created_at=now))
+        await conn.execute(agent_runs.update().where(c.run_id == waiting.run_id, sa.text(_PENDING_SQL)).values(
+            status=RunStatus.QUEUED.value, phase=Phase.WAITING_FOR_WORKER.value, phase_since=now,
+            dispatched_at=None, queue_order=None, prompt_json=None, start_position=_last_position(thread_id)))
+        return waiting.run_id
 
     async def get_run(self, run_id: str) -> Run | None:
         async with self._engine.connect() as conn:
@@ -202,10 +364,18 @@ class SqlRunnerRepository:
             agent_runs.update()
             .where(agent_runs.c.run_id == run_id, agent_runs.c.status.in_([s.value for s in from_]))
             .values(**values)
+            .returning(agent_runs.c.thread_id)
         )
+        promoted = None
         async with self._engine.begin() as conn:
-            result = await conn.execute(query)
-        return result.rowcount == 1
+            ends = to in TERMINAL_STATUSES
+            if ends:
+                await _lock_thread_of_run(conn, run_id)
+            row = (await conn.execute(query)).first()
+            if row is not None and ends:
+                promoted = await self._promote_next(conn, row.thread_id, ended_run_id=run_id, now=now)
+        self._promoted([promoted])
+        return row is not None
 
     async def claim_run(self, run_id: str, *, worker_id: str = "", lease_seconds: float = 10.0) -> ClaimedRun | None:
         # One statement takes a queued run, or a running one whose lease lapsed (its worker died
@@ -269,6 +439,7 @@ class SqlRunnerRepository:
         """Runs whose job must be (re)published, marked dispatched now: queued runs whose job
         never reached the broker (or long ago: it may have been lost), and leased runs whose
         lease lapsed and that were not handed to the broker since."""
+        await self._promote_orphans()
         now = self._clock()
         c = agent_runs.c
         stale = sa.or_(c.dispatched_at.is_(None), c.dispatched_at < now - redispatch_after)
@@ -282,6 +453,22 @@ class SqlRunnerRepository:
         async with self._engine.begin() as conn:
             return [DispatchJob(r.run_id, r.thread_id, r.account_id) for r in await conn.execute(query)]
 
+    async def _promote_orphans(self, limit: int = 100) -> None:
+        """A safety net for the sweeper: threads with waiting runs but no run holding them (a run
+        ended by a path that does not promote) give the thread to their first waiting run."""
+        p, h = agent_runs.alias("p"), agent_runs.alias("h")
+        held = sa.select(h.c.run_id).where(h.c.thread_id == p.c.thread_id,
+                                           h.c.status.in_([s.value for s in THREAD_HOLDING_STATUSES])).exists()
+        query = (sa.select(p.c.thread_id).where(p.c.status == RunStatus.PENDING.value, ~held)
+                 .distinct().limit(limit))
+        async with self._engine.connect() as conn:
+            orphaned = [r.thread_id for r in await conn.execute(query)]
+        for thread_id in orphaned:
+            async with self._engine.begin() as conn:
+                await _lock_thread(conn, thread_id)
+                promoted = await self._promote_next(conn, thread_id, ended_run_id=None, now=self._clock())
+            self._promoted([promoted])
+
     async def finish_run(self, run_id: str, *, from_: Iterable[RunStatus], to: RunStatus, error: str,
                          finish_reason: str, events: Sequence[StoredEvent], epoch: int | None = None) -> bool:
         """Ends the run and stores its last durable events (the terminal one included) in one
@@ -293,12 +480,20 @@ class SqlRunnerRepository:
             conditions.append(c.lease_epoch == epoch)
         query = agent_runs.update().where(*conditions).values(
             status=to.value, completed_at=now, error=error, finish_reason=finish_reason, worker_id=None,
-            lease_expires_at=None, phase=Phase.FINISHED.value, phase_detail="", phase_since=now, last_event_at=now)
+            lease_expires_at=None, phase=Phase.FINISHED.value, phase_detail="", phase_since=now, last_event_at=now,
+        ).returning(c.thread_id)
         async with self._engine.begin() as conn:
-            if (await conn.execute(query)).rowcount != 1:
+            # The thread's lock first (the order every start takes): the end and the promotion of
+            # the thread's next waiting run commit together, and a start that lines a run up
+            # behind this one either commits before (and is promoted here) or sees it ended.
+            await _lock_thread_of_run(conn, run_id)
+            row = (await conn.execute(query)).first()
+            if row is None:
                 return False
             if events:
                 await conn.execute(run_events.insert(), _event_rows(run_id, events, now))
+            promoted = await self._promote_next(conn, row.thread_id, ended_run_id=run_id, now=now)
+        self._promoted([promoted])
         return True
 
     async def append_events(self, run_id: str, events: Sequence[StoredEvent], *, epoch: int | None = None,
@@ -330,4 +525,6 @@ class SqlRunnerRepository:
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
-assert ACTIVE_STATUSES  # the partial index above spells the same set in SQL
+# The literal SQL predicates above spell these sets.
+assert {s.value for s in THREAD_HOLDING_STATUSES} == {"queued", "running", "cancelling", "requires_action"}
+assert {s.value for s in ACTIVE_STATUSES} == {"pending", "queued", "running", "cancelling", "requires_action"}
