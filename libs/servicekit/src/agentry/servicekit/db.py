@@ -121,7 +121,7 @@ async def retrying(
     *,
     deadline: float = 30.0,
     base_delay: float = 0.05,
-    max_delay: float = 2.0,
+    max_delay: float = 1.0,
     is_transient: Callable[[BaseException], bool] = is_transient_db_error,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
@@ -151,7 +151,7 @@ async def retrying(
 
 
 def retry_transient(
-    *, deadline: float = 30.0, max_delay: float = 2.0
+    *, deadline: float = 30.0, max_delay: float = 1.0
 ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
     """Decorates an async function so that transient database failures run it again (`retrying`)."""
 
