@@ -93,7 +93,7 @@ async def start_run(thread_id: str, caller: CallerDep, up: UpstreamsDep, body: s
             raise ApiError(status, check.reason or "not_allowed", check.message or "this run is not allowed")
         run = await up.runner.StartRun(pb.StartRunRequest(
             account_id=caller.account_id, thread_id=thread_id, model_name=model, prompt=body.prompt or "",
-            reasoning_effort=body.reasoning_effort or ""))
+            reasoning_effort=body.reasoning_effort or "", multitask_strategy=body.multitask_strategy or ""))
         return schemas.RunStarted(agent_run_id=run.agent_run_id, status=run.status)
 
     return await idempotent(up.idempotency, key=idempotency_key, account_id=caller.account_id,

@@ -63,6 +63,13 @@ class StartRun(_Body):
                                description="Added to the thread as a user message before the run starts.")
     reasoning_effort: Literal["low", "medium", "high"] | None = Field(
         default=None, description="How hard a reasoning model thinks (passed to the provider through LiteLLM).")
+    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] | None = Field(
+        default=None, description=(
+            "What to do when the thread already has an active run: `reject` (the default) answers 409 "
+            "`run_active`; `enqueue` stores the run `pending` until the runs ahead of it have ended, its "
+            "prompt joining the thread when it starts; `interrupt` stops the active run (keeping what it "
+            "wrote) and starts this one once it has ended; `rollback` does the same and deletes the "
+            "messages the stopped run added after its prompt."))
 
 
 class RunStarted(BaseModel):
