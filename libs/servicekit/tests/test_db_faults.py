@@ -12,6 +12,9 @@ from sqlalchemy import exc as sa_exc
 
 from agentry.servicekit.db import create_engine, is_transient_db_error, retry_transient, retrying
 from agentry.servicekit.faults import PrivatePostgres
+from agentry.servicekit.testing import needs
+
+POSTGRES = needs(PrivatePostgres.available(), "PostgreSQL (initdb, pg_ctl)")
 
 
 @pytest.fixture
@@ -81,6 +84,7 @@ async def test_retrying_raises_a_permanent_error_at_once() -> None:
     assert calls == 1
 
 
+@POSTGRES
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 async def test_queries_keep_succeeding_across_a_server_restart(private_pg: PrivatePostgres, mode: str) -> None:
     engine = create_engine(private_pg.url, pool_size=4, max_overflow=0)
@@ -131,6 +135,7 @@ async def test_queries_keep_succeeding_across_a_server_restart(private_pg: Priva
     assert slowest < 15, slowest
 
 
+@POSTGRES
 async def test_a_burst_larger_than_the_pool_waits_for_connections(private_pg: PrivatePostgres) -> None:
     engine = create_engine(private_pg.url, pool_size=2, max_overflow=0, pool_timeout=30)
 
@@ -145,6 +150,7 @@ async def test_a_burst_larger_than_the_pool_waits_for_connections(private_pg: Pr
     assert results == [1] * 20
 
 
+@POSTGRES
 async def test_an_idle_pool_reconnects_after_a_restart_without_help(private_pg: PrivatePostgres) -> None:
     engine = create_engine(private_pg.url)
     try:

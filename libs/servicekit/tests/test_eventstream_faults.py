@@ -10,6 +10,9 @@ import pytest
 
 from agentry.servicekit.eventstream import EventStreamUnavailable, RedisEventStream, SequenceError
 from agentry.servicekit.faults import PrivateRedis
+from agentry.servicekit.testing import needs
+
+pytestmark = needs(PrivateRedis.available(), "redis-server")
 
 
 @pytest.fixture

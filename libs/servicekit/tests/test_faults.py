@@ -8,8 +8,13 @@ import time
 import pytest
 
 from agentry.servicekit.faults import PrivatePostgres, PrivateRedis, TcpProxy
+from agentry.servicekit.testing import needs
+
+REDIS = needs(PrivateRedis.available(), "redis-server")
+POSTGRES = needs(PrivatePostgres.available(), "PostgreSQL (initdb, pg_ctl)")
 
 
+@REDIS
 async def test_private_redis_restarts_on_the_same_port_and_cleans_up() -> None:
     from redis import asyncio as aioredis
 
@@ -33,6 +38,7 @@ async def test_private_redis_restarts_on_the_same_port_and_cleans_up() -> None:
     assert not directory.exists()
 
 
+@REDIS
 def test_private_redis_stop_then_start_sync_and_kill() -> None:
     with PrivateRedis() as server:
         server.stop(kill=True)
@@ -41,6 +47,7 @@ def test_private_redis_stop_then_start_sync_and_kill() -> None:
         assert server.running
 
 
+@POSTGRES
 async def test_private_postgres_restarts_and_accepts_new_connections() -> None:
     import asyncpg
 
@@ -75,6 +82,7 @@ async def _fails(awaitable) -> bool:
     return False
 
 
+@POSTGRES
 def test_private_postgres_rejects_an_unknown_stop_mode() -> None:
     server = PrivatePostgres()
     try:
@@ -84,6 +92,7 @@ def test_private_postgres_rejects_an_unknown_stop_mode() -> None:
         server.close()
 
 
+@REDIS
 async def test_tcp_proxy_forwards_cuts_and_restores() -> None:
     from redis import asyncio as aioredis
     from redis.exceptions import ConnectionError as RedisConnectionError

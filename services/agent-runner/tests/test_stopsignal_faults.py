@@ -11,6 +11,9 @@ import pytest
 from agentry.runner.adapters.stop_redis import RedisStopSignal
 from agentry.runner.stopsignal import StopSignalUnavailable
 from agentry.servicekit.faults import PrivateRedis
+from agentry.servicekit.testing import needs
+
+pytestmark = needs(PrivateRedis.available(), "redis-server")
 
 
 @pytest.fixture

@@ -131,6 +131,10 @@ class PrivateRedis(_Server):
         self._proc: subprocess.Popen[bytes] | None = None
         super().__init__()
 
+    @staticmethod
+    def available(executable: str = "redis-server") -> bool:
+        return shutil.which(executable) is not None
+
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
@@ -180,6 +184,7 @@ def _postgres_bindir() -> Path:
     explicit = os.environ.get("AGENTRY_PG_BINDIR")
     if explicit:
         return Path(explicit)
+    # Debian's layout; the newest major version wins.
     versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
                       key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
     if versions:
@@ -188,6 +193,16 @@ def _postgres_bindir() -> Path:
     if initdb is None:
         raise FileNotFoundError("no PostgreSQL binaries: set AGENTRY_PG_BINDIR or install postgresql")
     return Path(initdb).resolve().parent
+
+
+def _os_user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 class PrivatePostgres(_Server):
@@ -202,9 +217,19 @@ class PrivatePostgres(_Server):
         self.user = user
         self.database = database
         self._as_postgres = os.geteuid() == 0
+        if self._as_postgres and not _os_user_exists("postgres"):
+            raise RuntimeError("running as root, initdb needs the 'postgres' OS user (none exists)")
         super().__init__()
         self._data = self.dir / "data"
         self._initialised = False
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            _postgres_bindir()
+        except FileNotFoundError:
+            return False
+        return os.geteuid() != 0 or (_os_user_exists("postgres") and shutil.which("runuser") is not None)
 
     @property
     def url(self) -> str:
@@ -280,6 +305,7 @@ class TcpProxy:
                                         daemon=True)
         self._server: asyncio.AbstractServer | None = None
         self._transports: set[asyncio.WriteTransport] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
         self.connections_total = 0
 
     @classmethod
@@ -353,14 +379,25 @@ class TcpProxy:
         self._transports.clear()
         if server is not None:
             await server.wait_closed()
+        if self._handlers:  # they end as soon as their sockets are gone
+            await asyncio.wait(list(self._handlers), timeout=2)
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._forward(client_reader, client_writer)
+        finally:
+            self._handlers.discard(task)
+
+    async def _forward(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         if self._server is None:
             client_writer.transport.abort()
             return
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        except OSError:
+            upstream_reader, upstream_writer = await asyncio.wait_for(asyncio.open_connection(*self.target), 10)
+        except (OSError, TimeoutError):
             client_writer.transport.abort()
             return
         if self._server is None:  # cut while connecting

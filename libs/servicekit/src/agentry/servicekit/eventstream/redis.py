@@ -11,8 +11,9 @@ Restarts: Redis may restart (a pod rescheduled, a failover) under running stream
 whose connection breaks is sent again on a new connection, with backoff, for up to
 `reconnect_seconds`; only when Redis stays away longer does the caller get
 EventStreamUnavailable. A blocked read that loses its connection resumes its wait for the time
-it has left. Appends are idempotent per seq, so an XADD that landed just before its connection
-broke is not an error when it is sent again (see `append`).
+it has left (redis-py's one immediate reconnect re-sends the read as it was, so a connection
+dropped and regained at once may wait up to one `block_ms` longer). Appends are idempotent per
+seq, so an XADD that landed just before its connection broke is not an error when sent again.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def is_transient_redis_error(exc: BaseException) -> bool:
     """A lost or refused connection (not a full pool, which waiting longer would not cure)."""
     if isinstance(exc, RedisConnectionError) and "No connection available" in str(exc):
         return False
-    return isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError))
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError))
 
 
 async def reconnecting(
