@@ -49,6 +49,9 @@ class RunnerSettings(ServiceSettings):
     # The (cheaper) model that summarises old turns when a thread outgrows the context window.
     summary_model: str = ""
     worker_concurrency: int = 16
+    # Worker role: this many worker processes forked from one parent that imports once; a
+    # process that dies is replaced in milliseconds instead of seconds (see prefork.py).
+    processes: int = Field(1, ge=1, le=64)
     # Durable runs. A worker holds a lease on each run it drives, renewed every third of it; a run
     # whose lease lapses (its worker died) is taken over and resumed by another worker, at most
     # `max_attempts` times in all.

@@ -36,6 +36,25 @@ def _warm_up_litellm() -> None:
         logger.warning("LiteLLM warm-up import failed", exc_info=True)
 
 
+def _warm_up_for_fork() -> None:
+    """Everything a worker's first run would import lazily, done once in the prefork parent:
+    LiteLLM itself and what its first streaming call pulls in (a mock call, no network). Leaves
+    no thread or event loop behind, so forking afterwards is safe."""
+    _warm_up_litellm()
+    try:
+        import litellm
+
+        async def call() -> None:
+            stream = await litellm.acompletion(model="openai/warm-up", messages=[{"role": "user", "content": "hi"}],
+                                               mock_response="ok", stream=True, api_key="warm-up")
+            async for _ in stream:
+                pass
+
+        asyncio.run(call())
+    except Exception:  # noqa: BLE001 - a failed warm-up only means the first run pays for it
+        logger.warning("LiteLLM warm-up call failed", exc_info=True)
+
+
 def build_event_stream(settings: RunnerSettings) -> EventStream:
     if settings.events == "redis":
         return RedisEventStream(settings.redis_url, key_prefix=settings.redis_prefix,
@@ -148,4 +167,17 @@ async def start(
 
 
 def main() -> None:
+    settings = RunnerSettings()
+    if settings.role == "worker" and settings.processes > 1 and "AGENTRY_RUNNER_PROCESS_SLOT" not in os.environ:
+        import sys
+
+        from agentry.servicekit.context import configure_logging
+
+        from .prefork import serve_prefork
+
+        configure_logging(settings.log_level, json=not settings.dev_mode)
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        warnings.filterwarnings("ignore", message=".*ReadOnly.*", category=UserWarning)
+        sys.exit(serve_prefork(settings.processes, lambda: run_service(start, RunnerSettings),
+                               warm_up=_warm_up_for_fork))
     run_service(start, RunnerSettings)
