@@ -192,9 +192,17 @@ async def open_database(
     migrations_dir: Path,
     version_table: str,
     stack: contextlib.AsyncExitStack,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
 ) -> AsyncEngine:
-    """Opens the engine, migrates to head, and disposes of the engine when the stack closes."""
-    engine = create_engine(url)
+    """Opens the engine, migrates to head, and disposes of the engine when the stack closes.
+
+    `pool_size` + `max_overflow` bound this process's PostgreSQL connections (ignored on SQLite):
+    size them so that every process of every service together stays under the server's
+    max_connections (100 by default), or put PgBouncer in front.
+    """
+    pool = {k: v for k, v in (("pool_size", pool_size), ("max_overflow", max_overflow)) if v is not None}
+    engine = create_engine(url, **({} if url.startswith("sqlite") else pool))
     stack.push_async_callback(engine.dispose)
     await migrate(engine, migrations_dir=migrations_dir, version_table=version_table)
     return engine

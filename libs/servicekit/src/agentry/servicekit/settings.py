@@ -32,6 +32,10 @@ class ServiceSettings(BaseSettings):
         default="INFO", validation_alias=AliasChoices("AGENTRY_LOG_LEVEL", "log_level")
     )
     grace_seconds: float = 10.0
+    # PostgreSQL connections this process may hold (pool + overflow). A request that finds none
+    # free waits for one (it never fails for lack of a connection within the pool timeout).
+    database_pool_size: int = Field(default=5, ge=1, le=500)
+    database_max_overflow: int = Field(default=10, ge=0, le=500)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> ServiceSettings:

@@ -92,7 +92,8 @@ async def start(
     """Starts the roles `settings.role` asks for. `events` lets `agentry dev` share one
     in-process stream with the gateway; `agents` lets tests choose the agent."""
     engine = await open_database(settings.database_url, migrations_dir=Path(__file__).parent / "migrations",
-                                 version_table="alembic_version_runner", stack=stack)
+                                 version_table="alembic_version_runner", stack=stack, pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow)
     repo = SqlRunnerRepository(engine)
     if events is None:
         events = build_event_stream(settings)

@@ -63,7 +63,8 @@ async def _build_provider(
         settings.database_url,
         migrations_dir=Path(__file__).parent / "migrations",
         version_table="alembic_version_auth",
-        stack=stack,
+        stack=stack, pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
     )
     return LocalIdentityProvider(SqlUserRepository(engine), hasher, tokens, clock=clock)
 

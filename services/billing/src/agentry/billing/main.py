@@ -30,7 +30,8 @@ async def start(settings: BillingSettings, stack: contextlib.AsyncExitStack) -> 
         settings.database_url,
         migrations_dir=Path(__file__).parent / "migrations",
         version_table="alembic_version_billing",
-        stack=stack,
+        stack=stack, pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
     )
     service = BillingService(SqlCreditLedger(engine), _payments(settings))
     return await start_grpc_server(

@@ -18,7 +18,8 @@ from .service import SandboxService
 
 async def start(settings: SandboxSettings, stack: contextlib.AsyncExitStack) -> RunningServer:
     engine = await open_database(
-        settings.database_url, migrations_dir=MIGRATIONS_DIR, version_table=VERSION_TABLE, stack=stack
+        settings.database_url, migrations_dir=MIGRATIONS_DIR, version_table=VERSION_TABLE, stack=stack, pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow
     )
     isolation, bwrap = choose_isolation(settings.isolation)
     provider = LocalSandboxProvider(
