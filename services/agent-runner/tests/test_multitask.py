@@ -507,3 +507,61 @@ async def test_a_waiting_run_reads_back_as_pending_over_grpc(sqlite_url: str) ->
         assert (waiting.status, waiting.phase) == ("pending", "waiting_for_thread")
         assert await stub.GetRun(pb.GetRunRequest(account_id=ALICE, agent_run_id=waiting.agent_run_id)) == waiting
         assert uuid.UUID(waiting.agent_run_id)
+
+
+# -- migration 0004 --------------------------------------------------------------------------
+
+
+def _alembic(connection, action: str, target: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from .conftest import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    config.attributes["version_table"] = "alembic_version_runner"
+    getattr(command, action)(config, target)
+
+
+async def test_migration_0004_upgrades_a_0003_database_with_active_runs_and_downgrades(database_url: str) -> None:
+    from agentry.servicekit.db import create_engine
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_alembic, "upgrade", "0003")
+            await conn.execute(sa.text("INSERT INTO projects VALUES ('p', :a, 'p', 0)"), {"a": ALICE})
+            await conn.execute(sa.text("INSERT INTO threads VALUES ('00000000-0000-0000-0000-000000000001', 'p', :a, "
+                                       "'t', 0)"), {"a": ALICE})
+            await conn.execute(sa.text(
+                "INSERT INTO agent_runs (run_id, thread_id, account_id, status, model, error, finish_reason, "
+                "created_at) VALUES ('00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-000000000001', "
+                ":a, 'running', 'm', '', '', 0)"), {"a": ALICE})
+        async with engine.begin() as conn:
+            await conn.run_sync(_alembic, "upgrade", "head")
+
+        # The run that was running before the upgrade still holds its thread.
+        env = make_env(engine)
+        thread = "00000000-0000-0000-0000-000000000001"
+        with pytest.raises(RunAlreadyActive):
+            await env.start(thread, "second")
+        waiting = await env.start(thread, "second", "enqueue")
+        assert waiting.status is RunStatus.PENDING
+
+        async with engine.begin() as conn:
+            await conn.run_sync(_alembic, "downgrade", "0003")
+            status = (await conn.execute(sa.text("SELECT status FROM agent_runs WHERE run_id = :r"),
+                                         {"r": waiting.run_id})).scalar_one()
+            assert status == "cancelled"  # no pending runs without 0004
+            with pytest.raises(sa.exc.IntegrityError):  # the old index is back: one active run per thread
+                async with conn.begin_nested():
+                    await conn.execute(sa.text(
+                        "INSERT INTO agent_runs (run_id, thread_id, account_id, status, model, error, finish_reason, "
+                        "created_at) VALUES ('00000000-0000-0000-0000-00000000000b', :t, :a, 'queued', 'm', '', '', 0)"),
+                        {"t": thread, "a": ALICE})
+        async with engine.begin() as conn:
+            await conn.run_sync(_alembic, "upgrade", "head")
+    finally:
+        await engine.dispose()

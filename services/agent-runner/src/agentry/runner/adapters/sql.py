@@ -437,8 +437,10 @@ class SqlRunnerRepository:
 
     async def dispatch_candidates(self, *, redispatch_after: float, limit: int = 500) -> list[DispatchJob]:
         """Runs whose job must be (re)published, marked dispatched now: queued runs whose job
-        never reached the broker (or long ago: it may have been lost), and leased runs whose
-        lease lapsed and that were not handed to the broker since."""
+        never reached the broker (or long ago: it may have been lost) - among them runs that just
+        got their thread from a run that ended (`_promote_next`) -, and leased runs whose lease
+        lapsed and that were not handed to the broker since. Waiting runs of a thread nobody
+        holds are promoted first."""
         await self._promote_orphans()
         now = self._clock()
         c = agent_runs.c
