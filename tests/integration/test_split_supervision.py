@@ -54,8 +54,9 @@ async def _run_to_the_end(client: httpx.AsyncClient, headers: dict) -> list[dict
         async for line in response.aiter_lines():
             if line.startswith("data:"):
                 events.append(orjson.loads(line[5:]))
-    run = (await client.get(f"/api/agent-run/{run_id}", headers=headers)).json()
-    assert run["status"] == "completed", (run, events[-1])
+    run = await client.get(f"/api/agent-run/{run_id}", headers=headers)
+    assert run.status_code == 200, run.text
+    assert run.json()["status"] == "completed", (run.json(), events[-1])
     return events
 
 
@@ -70,12 +71,12 @@ async def test_killed_services_come_back_and_a_later_run_completes(split: SplitP
         killed = {name: split.kill(name) for name in ("sandbox", "billing")}
         back_in = await asyncio.to_thread(split.wait_healthy, ["sandbox", "billing"], timeout=60)
 
+        log = (split.log_dir / "supervisor.log").read_text()
         for name, old_pid in killed.items():
             assert split.supervisor.pid(name) not in (None, old_pid)
-            assert split.supervisor.restarts(name) == 1
-        assert {name: split.supervisor.pid(name) for name in untouched} == untouched, "the rest kept running"
+            assert split.supervisor.restarts(name) == 1, log
+        assert {name: split.supervisor.pid(name) for name in untouched} == untouched, f"the rest kept running: {log}"
         assert back_in < 30
-        log = (split.log_dir / "supervisor.log").read_text()
         assert f"sandbox (pid {killed['sandbox']}) was killed by SIGKILL" in log
         assert "billing restarted" in log
 
