@@ -9,6 +9,7 @@ from agentpress.events import (
     MessageCompleted,
     PhaseChanged,
     ReasoningDelta,
+    RequiresAction,
     RunFinished,
     RunResumed,
     RunStarted,
@@ -51,7 +52,7 @@ from agentpress.tools import Tool, ToolRegistry, tool
 __all__ = [
     "Agent", "AgentpressError", "AssistantMessage", "ContextConfig", "Event", "EventSink", "ExecResult",
     "FileEntry", "FinishReason", "FunctionModel", "LiteLLMModel", "MemoryMessageStore", "MemorySandbox", "Message",
-    "MessageCompleted", "PhaseChanged", "RunResumed", "close_interrupted_calls",
+    "MessageCompleted", "PhaseChanged", "RequiresAction", "RunResumed", "close_interrupted_calls",
     "MessageStore", "Model", "ModelCallError", "ModelDelta", "ModelRequest", "ModelRetry", "ModelSettings",
     "ModelTransientError", "ProcessState", "ReasoningDelta", "RecordingEventSink", "RecordingUsageSink", "RetryPolicy", "RunContext", "RunFinished",
     "RunResult", "RunStarted", "SandboxPort", "ScriptedCall", "ScriptedModel", "ScriptedReply",

@@ -23,6 +23,9 @@ class FinishReason(StrEnum):
     # for the user longer than allowed.
     TIMEOUT = "timeout"
     EXPIRED = "expired"
+    # Not an end: the run waits for the user (a question, or a call to approve). Agent.run
+    # returns it after emitting requires_action, without run_finished.
+    REQUIRES_ACTION = "requires_action"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +122,16 @@ class RunResumed(_EventBase):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RequiresAction(_EventBase):
+    """The run waits for the user. `pending`: {"kind": "question", "question", "call_id"} (the
+    ask tool) or {"kind": "approval", "tool", "arguments", "call_id"} (a tool that requires
+    approval). The run continues after the host resolves it (Agent.resolve_pending)."""
+
+    pending: dict[str, Any]
+    type: Literal["requires_action"] = "requires_action"
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunFinished(_EventBase):
     reason: FinishReason
     error: str | None = None
@@ -136,6 +149,7 @@ Event = (
     | UsageReported
     | PhaseChanged
     | RunResumed
+    | RequiresAction
     | RunFinished
 )
 
@@ -152,6 +166,7 @@ _TYPES: dict[str, type[_EventBase]] = {
         UsageReported,
         PhaseChanged,
         RunResumed,
+        RequiresAction,
         RunFinished,
     )
 }

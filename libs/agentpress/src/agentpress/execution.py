@@ -6,10 +6,17 @@ import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
+from collections.abc import Callable
+from typing import Any
+
 from agentpress.events import PhaseChanged, ToolCallFinished
+from agentpress.messages import ToolCall
 from agentpress.ports import RunContext
 from agentpress.processor import Emit, PendingCall
 from agentpress.tools import ToolOutcome, ToolRegistry
+
+# Decides whether a call waits for the user: the pending description, or None to run it now.
+NeedsInput = Callable[[ToolCall], "dict[str, Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -23,8 +30,13 @@ class ToolExecution:
 
 
 class ToolExecutor:
-    def __init__(self, registry: ToolRegistry, ctx: RunContext, emit: Emit, config: ToolExecution) -> None:
+    def __init__(self, registry: ToolRegistry, ctx: RunContext, emit: Emit, config: ToolExecution,
+                 needs_input: NeedsInput | None = None) -> None:
         self._registry = registry
+        self._needs_input = needs_input
+        # The first call of the turn that waits for the user; it and every later call of the
+        # turn are left unrun (the run pauses after the turn; see Agent.resolve_pending).
+        self.paused: dict[str, Any] | None = None
         self._ctx = ctx
         self._emit = emit
         self._config = config
@@ -47,6 +59,10 @@ class ToolExecutor:
         if after is not None:
             await asyncio.wait({after})  # sequential: wait for the previous call, whatever its fate
         call = pending.call
+        if self.paused is None and pending.parse_error is None and self._needs_input is not None:
+            self.paused = self._needs_input(call)
+        if self.paused is not None:
+            return None  # type: ignore[return-value] - not run: the user decides first
         if pending.parse_error is not None:
             outcome = ToolOutcome(pending.parse_error, "invalid_call", {}, 0.0)
         else:
@@ -62,13 +78,14 @@ class ToolExecutor:
         return outcome
 
     async def finish(self) -> list[tuple[PendingCall, ToolOutcome]]:
-        """Run what has not started, wait for everything, return outcomes in call order."""
+        """Run what has not started, wait for everything, return outcomes in call order (calls
+        left unrun because the turn paused for the user have none and are left out)."""
         for pending in self._calls:
             if pending.call.call_id not in self._tasks:
                 self._start(pending)
         if self._tasks:
             await asyncio.gather(*self._tasks.values())
-        return [(p, self.results[p.call.call_id]) for p in self._calls]
+        return [(p, self.results[p.call.call_id]) for p in self._calls if p.call.call_id in self.results]
 
     async def cancel(self) -> None:
         """Stop running tools promptly; what finished stays in `results`."""

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from agentpress.context import ContextConfig, ContextManager
 from agentpress.errors import ModelCallError, UserError
@@ -15,12 +15,14 @@ from agentpress.events import (
     FinishReason,
     MessageCompleted,
     PhaseChanged,
+    RequiresAction,
     RunFinished,
     RunStarted,
     UsageReported,
 )
 from agentpress.execution import ToolExecution, ToolExecutor
-from agentpress.messages import Message, ToolResultMessage
+from agentpress.processor import PendingCall
+from agentpress.messages import AssistantMessage, Message, ToolCall, ToolResultMessage
 from agentpress.models import LiteLLMModel, Model, ModelRequest, ModelSettings, RetryPolicy, open_stream
 from agentpress.ports import RunContext, Usage
 from agentpress.processor import StreamProcessor
@@ -41,6 +43,7 @@ class RunResult:
     reason: FinishReason
     error: str | None = None
     steps: int = 0
+    pending: dict[str, Any] | None = None  # with REQUIRES_ACTION: what the run waits for
 
 
 @dataclass
@@ -71,7 +74,14 @@ class Agent:
         max_auto_continues: int = 3,
         api_base: str | None = None,
         api_key: str | None = None,
+        approval_tools: Sequence[str] = (),
+        pause_on_ask: bool = False,
     ) -> None:
+        """`approval_tools`: names of tools whose every call waits for the user's approval (on
+        top of tools declared `requires_approval`). `pause_on_ask`: the ask tool pauses the run
+        until the user answers (human in the loop) instead of ending it `asked_user`. A paused
+        run returns REQUIRES_ACTION after a requires_action event; `resolve_pending` applies the
+        user's answer or decision, then `run(ctx, resumed=True)` continues it."""
         if max_steps < 1:
             raise UserError("max_steps must be at least 1")
         if tool_calling not in ("native", "xml"):
@@ -88,6 +98,70 @@ class Agent:
         self.retry = retry
         self.max_auto_continues = max_auto_continues
         self._context_config = context
+        self.approval_tools = frozenset(approval_tools)
+        self.pause_on_ask = pause_on_ask
+
+    def needs_input(self, call: ToolCall) -> dict[str, Any] | None:
+        """What the user must provide before `call` runs, or None when it runs now."""
+        t = self.tools.get(call.name)
+        if t is None:
+            return None
+        asks = self.pause_on_ask and t.terminates == "asked_user"
+        if not (asks or t.requires_approval or t.name in self.approval_tools):
+            return None
+        try:
+            from agentpress.tools import _decode_arguments
+
+            arguments = _decode_arguments(t, call.arguments, call.format)
+        except Exception:  # noqa: BLE001 - a malformed call fails when run, as any other
+            return None
+        if asks:
+            return {"kind": "question", "question": str(arguments.get("question", "")), "call_id": call.call_id}
+        return {"kind": "approval", "tool": t.name, "arguments": arguments, "call_id": call.call_id}
+
+    async def resolve_pending(self, ctx: RunContext, pending: dict[str, Any],
+                              resolution: dict[str, Any]) -> dict[str, Any] | None:
+        """Applies the user's input to a paused run's last turn and stores the results: the
+        answer becomes the ask call's result; an approved call runs; a rejected one gets a result
+        saying so (error "rejected"); calls of the turn after it run now (or pause again: the new
+        pending is returned). `resolution`: {"content": answer} for a question, {"decision":
+        "approve"|"reject", "content"?} for an approval. Calls already answered are skipped, so
+        resolving twice (a worker lost midway) stores nothing twice."""
+        history = list(await ctx.messages.load())
+        answered = {m.call_id for m in history if isinstance(m, ToolResultMessage)}
+        last = next((m for m in reversed(history) if isinstance(m, AssistantMessage)), None)
+        dangling = [c for c in (last.tool_calls if last else ()) if c.call_id not in answered]
+
+        async def store(result: ToolResultMessage) -> None:
+            await ctx.messages.append(result)
+            await ctx.events.emit(MessageCompleted(message=result))
+
+        async def run_call(call: ToolCall, *, ask_first: bool) -> dict[str, Any] | None:
+            executor = ToolExecutor(self.tools, ctx, ctx.events.emit, ToolExecution(when="after_turn"),
+                                    self.needs_input if ask_first else None)
+            executor.submit(PendingCall(call=call))
+            for _, outcome in await executor.finish():
+                await store(ToolResultMessage(call_id=call.call_id, name=call.name, output=outcome.output,
+                                              error=outcome.error))
+            return executor.paused
+
+        for call in dangling:
+            if call.call_id == pending.get("call_id"):
+                content = str(resolution.get("content") or "")
+                if pending.get("kind") == "question":
+                    await store(ToolResultMessage(call_id=call.call_id, name=call.name, output=content))
+                elif resolution.get("decision") == "approve":
+                    await run_call(call, ask_first=False)
+                else:
+                    note = f": {content}" if content else ""
+                    await store(ToolResultMessage(call_id=call.call_id, name=call.name,
+                                                  output=f"the user rejected this call{note}", error="rejected"))
+                continue
+            again = await run_call(call, ask_first=True)
+            if again is not None:
+                await ctx.events.emit(RequiresAction(pending=again))
+                return again
+        return None
 
     @staticmethod
     def _resolve(model: str | Model, api_base: str | None, api_key: str | None) -> Model:
@@ -114,6 +188,9 @@ class Agent:
             await run.emit(RunStarted(run_id=ctx.run_id, thread_id=ctx.thread_id, model=self.model.name))
         try:
             result = await run.execute()
+            if result.reason is FinishReason.REQUIRES_ACTION:
+                await run.emit(RequiresAction(pending=result.pending or {}))
+                return result
         except asyncio.CancelledError:
             await asyncio.shield(run.finish_cancelled())
             await run.emit(RunFinished(reason=FinishReason.CANCELLED))
@@ -184,7 +261,7 @@ class _Run:
         request = ModelRequest(messages, tools, agent.settings)
         await self.emit(PhaseChanged(phase="calling_model"))
         opened = await open_stream([agent.model, *agent.fallback_models], request, agent.retry)
-        step.executor = ToolExecutor(agent.tools, ctx, self.emit, agent.tool_execution)
+        step.executor = ToolExecutor(agent.tools, ctx, self.emit, agent.tool_execution, agent.needs_input)
         step.processor = StreamProcessor(self.emit, step.executor.submit, agent.tool_calling, opened.model.name)
         try:
             await step.processor.consume(opened.first, opened.rest)
@@ -204,6 +281,8 @@ class _Run:
             t = agent.tools.get(call.name)
             if t is not None and t.terminates and outcome.error is None and terminal is None:
                 terminal = FinishReason(t.terminates)
+        if step.executor.paused is not None:
+            return RunResult(FinishReason.REQUIRES_ACTION, None, self.steps, pending=step.executor.paused)
         if terminal is not None:
             return RunResult(terminal, None, self.steps)
         if not within_budget:

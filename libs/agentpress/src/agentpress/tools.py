@@ -33,6 +33,9 @@ class Tool:
     # Safe to run again with the same arguments (read-only tools): a call interrupted by a lost
     # worker is simply made again after the run resumes. Any other call is closed as interrupted.
     idempotent: bool = False
+    # The host asks the user before running a call (human in the loop): the run pauses with the
+    # call pending, and continues with the call run (approved) or refused (rejected).
+    requires_approval: bool = False
 
     def json_schema(self) -> dict[str, Any]:
         """OpenAI function-calling schema, the format LiteLLM translates for every provider.
@@ -143,7 +146,7 @@ def _is_context(annotation: Any) -> bool:
 
 def _build(
     func: Callable[..., Any], name: str | None, description: str | None, terminates: Terminates | None,
-    idempotent: bool = False,
+    idempotent: bool = False, requires_approval: bool = False,
 ) -> Tool:
     tool_name = name or func.__name__
     if not _NAME_RE.match(tool_name):
@@ -173,7 +176,7 @@ def _build(
     model = create_model(  # type: ignore[call-overload]
         f"{tool_name}_args", __config__=ConfigDict(extra="forbid"), **fields
     )
-    return Tool(tool_name, tool_description, func, model, takes_context, terminates, idempotent)
+    return Tool(tool_name, tool_description, func, model, takes_context, terminates, idempotent, requires_approval)
 
 
 def tool(
@@ -183,17 +186,19 @@ def tool(
     description: str | None = None,
     terminates: Terminates | None = None,
     idempotent: bool = False,
+    requires_approval: bool = False,
 ) -> Any:
     """Turn a function into a Tool. Use bare (`@tool`) or with options (`@tool(name=...)`).
 
     A first parameter annotated `RunContext` receives the run context and is hidden from the model.
     `terminates` ends the run after the step in which the tool was called. `idempotent` declares
     that running the call twice is harmless (read-only tools); a runner that loses a worker
-    mid-call re-runs such calls and closes every other one as interrupted.
+    mid-call re-runs such calls and closes every other one as interrupted. `requires_approval`
+    pauses the run before each call until the user approves or rejects it (see Agent).
     """
     if func is not None:
-        return _build(func, name, description, terminates, idempotent)
-    return lambda f: _build(f, name, description, terminates, idempotent)
+        return _build(func, name, description, terminates, idempotent, requires_approval)
+    return lambda f: _build(f, name, description, terminates, idempotent, requires_approval)
 
 
 @dataclass(frozen=True)

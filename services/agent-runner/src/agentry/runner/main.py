@@ -127,9 +127,15 @@ async def start(
                            agent_factory=agents or agent_factory(settings), policy=policy_from(settings))
         worker.start()
         stack.push_async_callback(worker.close)
-        # LiteLLM takes seconds of CPU to import: do it now, off the loop, not in the first run.
-        # A daemon thread, so a shutdown never waits for the import to finish.
-        threading.Thread(target=_warm_up_litellm, name="litellm-warm-up", daemon=True).start()
+        if settings.role == "worker":
+            # A worker takes jobs only once LiteLLM is imported (seconds of CPU): a run whose first
+            # model call imported it would block the event loop - and the lease heartbeat - that
+            # long. (In a prefork child it is imported already.)
+            await asyncio.to_thread(_warm_up_litellm)
+        else:
+            # Embedded: import it off the loop, not in the first run. A daemon thread, so a
+            # shutdown never waits for the import to finish.
+            threading.Thread(target=_warm_up_litellm, name="litellm-warm-up", daemon=True).start()
         consumer = await queue.consume(worker.handle, concurrency=settings.worker_concurrency)
 
         async def _stop_consumer() -> None:
