@@ -75,7 +75,7 @@ class ListMessagesResponse(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("agent_run_id", "thread_id", "account_id", "status", "error", "model", "created_at", "started_at", "completed_at", "reasoning_effort", "phase", "phase_detail", "phase_since", "attempt", "finish_reason")
+    __slots__ = ("agent_run_id", "thread_id", "account_id", "status", "error", "model", "created_at", "started_at", "completed_at", "reasoning_effort", "phase", "phase_detail", "phase_since", "attempt", "finish_reason", "pending_json")
     AGENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class Run(_message.Message):
     PHASE_SINCE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    PENDING_JSON_FIELD_NUMBER: _ClassVar[int]
     agent_run_id: str
     thread_id: str
     account_id: str
@@ -106,7 +107,8 @@ class Run(_message.Message):
     phase_since: float
     attempt: int
     finish_reason: str
-    def __init__(self, agent_run_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., account_id: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., reasoning_effort: _Optional[str] = ..., phase: _Optional[str] = ..., phase_detail: _Optional[str] = ..., phase_since: _Optional[float] = ..., attempt: _Optional[int] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    pending_json: str
+    def __init__(self, agent_run_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., account_id: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., reasoning_effort: _Optional[str] = ..., phase: _Optional[str] = ..., phase_detail: _Optional[str] = ..., phase_since: _Optional[float] = ..., attempt: _Optional[int] = ..., finish_reason: _Optional[str] = ..., pending_json: _Optional[str] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
     __slots__ = ("account_id", "thread_id", "model_name", "prompt", "reasoning_effort", "multitask_strategy")
@@ -165,3 +167,41 @@ class ListRunEventsResponse(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[RunEvent]
     def __init__(self, events: _Optional[_Iterable[_Union[RunEvent, _Mapping]]] = ...) -> None: ...
+
+class ListThreadRunsRequest(_message.Message):
+    __slots__ = ("account_id", "thread_id", "after_thread_seq", "limit")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_THREAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    thread_id: str
+    after_thread_seq: int
+    limit: int
+    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., after_thread_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ThreadRun(_message.Message):
+    __slots__ = ("thread_seq", "run")
+    THREAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    thread_seq: int
+    run: Run
+    def __init__(self, thread_seq: _Optional[int] = ..., run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
+
+class ListThreadRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[ThreadRun]
+    def __init__(self, runs: _Optional[_Iterable[_Union[ThreadRun, _Mapping]]] = ...) -> None: ...
+
+class ResumeRunRequest(_message.Message):
+    __slots__ = ("account_id", "agent_run_id", "content", "decision")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    agent_run_id: str
+    content: str
+    decision: str
+    def __init__(self, account_id: _Optional[str] = ..., agent_run_id: _Optional[str] = ..., content: _Optional[str] = ..., decision: _Optional[str] = ...) -> None: ...

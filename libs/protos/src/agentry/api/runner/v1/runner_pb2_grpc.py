@@ -76,6 +76,16 @@ class RunnerServiceStub:
                 request_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListRunEventsRequest.SerializeToString,
                 response_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListRunEventsResponse.FromString,
                 _registered_method=True)
+        self.ResumeRun = channel.unary_unary(
+                '/agentry.api.runner.v1.RunnerService/ResumeRun',
+                request_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ResumeRunRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.Run.FromString,
+                _registered_method=True)
+        self.ListThreadRuns = channel.unary_unary(
+                '/agentry.api.runner.v1.RunnerService/ListThreadRuns',
+                request_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadRunsRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadRunsResponse.FromString,
+                _registered_method=True)
 
 
 class RunnerServiceServicer:
@@ -133,6 +143,21 @@ class RunnerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResumeRun(self, request, context):
+        """Continues a run waiting for the user (requires_action) with their answer or decision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListThreadRuns(self, request, context):
+        """The thread's runs in the order they held it (ThreadRun.thread_seq) after a position: what a
+        thread's event stream follows, one run after the other.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunnerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -175,6 +200,16 @@ def add_RunnerServiceServicer_to_server(servicer, server):
                     servicer.ListRunEvents,
                     request_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListRunEventsRequest.FromString,
                     response_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListRunEventsResponse.SerializeToString,
+            ),
+            'ResumeRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRun,
+                    request_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ResumeRunRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.Run.SerializeToString,
+            ),
+            'ListThreadRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListThreadRuns,
+                    request_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadRunsRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +430,60 @@ class RunnerService:
             '/agentry.api.runner.v1.RunnerService/ListRunEvents',
             agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListRunEventsRequest.SerializeToString,
             agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListRunEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.runner.v1.RunnerService/ResumeRun',
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ResumeRunRequest.SerializeToString,
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListThreadRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.runner.v1.RunnerService/ListThreadRuns',
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadRunsRequest.SerializeToString,
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
