@@ -40,3 +40,4 @@ proto-check: proto
 bench: setup
 	$(UV) run --frozen python bench/ttft.py --mode both
 	$(UV) run --frozen python bench/agentpress_processor.py
+	$(UV) run --frozen python bench/durable.py --stops 50 --kills 20 --leases 10,3
