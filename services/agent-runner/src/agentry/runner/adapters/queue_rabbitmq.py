@@ -1,8 +1,15 @@
 """RabbitMQ run queue: a durable quorum queue so accepted runs survive broker restarts and worker crashes.
 
 Delivery is at least once. A worker that dies, or whose connection drops, before acking has
-its jobs redelivered to another worker; closing a channel cancels the handlers running on it,
-so a job is never worked on by two live handlers because of a lost connection alone.
+its jobs redelivered to another worker.
+
+A dropped connection does not stop the handlers running here: each runs in a task of the
+consumer's own (aiormq would cancel the delivery's task with its channel), so a broker that blinks
+costs a run nothing. The connection comes back by itself (aio-pika's robust connection, tried
+every `reconnect_interval` seconds), consuming resumes on the restored channel, and the broker
+redelivers the jobs that were unacked when it dropped: a handler must take a duplicate job in its
+stride (the runner's worker does: a run is claimed under a lease, once). Settling a job on the
+channel that died fails and is logged; its redelivered copy is settled instead.
 """
 
 from __future__ import annotations
@@ -68,7 +75,7 @@ class _RabbitConsumer:
         self._handler = handler
         # Prefetch already bounds deliveries; the semaphore keeps the limit if prefetch is larger.
         self._slots = asyncio.Semaphore(concurrency)
-        self._inflight: set[asyncio.Task[object]] = set()
+        self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._tag: str | None = None
 
@@ -98,19 +105,18 @@ class _RabbitConsumer:
             await asyncio.wait(tasks)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        # aiormq runs each delivery in a task owned by the channel, so closing the channel
-        # cancels this handler too.
-        task = asyncio.current_task()
-        assert task is not None
+        # aiormq runs this callback in a task its channel owns and cancels when the connection
+        # drops; the job runs in a task of ours instead, which only stop/abandon end.
+        task = asyncio.create_task(self._handle(message), name=f"run-job:{message.message_id}")
         self._inflight.add(task)
-        try:
-            async with self._slots:
-                if self._stopping:
-                    await message.reject(requeue=True)
-                    return
-                await self._process(message)
-        finally:
-            self._inflight.discard(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        async with self._slots:
+            if self._stopping:
+                await self._settle_raw(message, requeue=True)
+                return
+            await self._process(message)
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -120,7 +126,7 @@ class _RabbitConsumer:
                 "rejecting an undecodable run job message %s (%d bytes): %s",
                 message.message_id, len(message.body), exc,
             )
-            await message.reject(requeue=False)
+            await self._settle_raw(message, requeue=False)
             return
         try:
             await self._handler(job)
@@ -135,6 +141,12 @@ class _RabbitConsumer:
             await self._settle(message, job, ack=False)
             return
         await self._settle(message, job, ack=True)
+
+    async def _settle_raw(self, message: AbstractIncomingMessage, *, requeue: bool) -> None:
+        try:
+            await message.reject(requeue=requeue)
+        except _BROKER_ERRORS as exc:
+            logger.warning("could not reject message %s (connection lost?): %s", message.message_id, exc)
 
     async def _settle(self, message: AbstractIncomingMessage, job: RunJob, *, ack: bool) -> None:
         try:
@@ -158,8 +170,12 @@ class RabbitRunQueue:
         prefetch: int | None = None,
         publish_timeout: float = 10.0,
         requeue_delay: float = REQUEUE_DELAY_SECONDS,
+        reconnect_interval: float = 1.0,
     ) -> None:
         self._requeue_delay = requeue_delay
+        # aio-pika's default (5 s) would keep publishing and consuming off for up to 5 s after
+        # the broker is back.
+        self._reconnect_interval = reconnect_interval
         self._url = amqp_url
         self._queue_name = queue_name
         self._prefetch = prefetch
@@ -221,7 +237,8 @@ class RabbitRunQueue:
                 raise QueueUnavailable("the run queue is closed")
             if self._connection is None:
                 try:
-                    self._connection = await aio_pika.connect_robust(self._url)
+                    self._connection = await aio_pika.connect_robust(
+                        self._url, reconnect_interval=self._reconnect_interval)
                 except _BROKER_ERRORS as exc:
                     raise QueueUnavailable(f"cannot reach the broker: {exc!r}") from exc
             return self._connection
