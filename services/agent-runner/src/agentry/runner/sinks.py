@@ -165,8 +165,9 @@ class RunEventSink:
     async def emit(self, event: Event) -> None:
         async with self._lock:
             seq = await self._emit(event)
-        if seq and isinstance(event, PhaseChanged) and event.call is not None \
-                and event.tool not in self.idempotent_tools:
+        if isinstance(event, PhaseChanged) and event.call is not None and event.tool not in self.idempotent_tools:
+            if not seq:  # dropped (the lease is lost): the call must not run unrecorded
+                raise LeaseLost(f"run {self._run_id}: lease lost")
             await self._stored(seq)  # the call is on record before it can have an effect
 
     async def _emit(self, event: Event) -> int:
