@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from .context import REQUEST_ID_KEY, RUN_ID_KEY, request_id_var, run_id_var
+from .errors import ERROR_CODE_KEY
 from .interceptors import AUTHORIZATION_KEY
 
 
@@ -62,3 +63,21 @@ def open_channel(
         interceptors=interceptors,
         options=[("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The call failed with UNAVAILABLE: the server could not be reached, or it (or a store
+    behind it) is away for now. An idempotent call may be sent again (`db.retrying`'s
+    `is_transient`), since it may or may not have taken effect."""
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def is_store_unavailable(exc: BaseException) -> bool:
+    """UNAVAILABLE from a servicekit server whose database or Redis failed under the handler (the
+    interceptor's `unavailable` error code), as opposed to a call lost on the way. A handler that
+    reaches its stores before it acts (the sandbox's do) took no effect, so the call may be sent
+    again even when it is not idempotent."""
+    if not is_unavailable(exc):
+        return False
+    assert isinstance(exc, grpc.aio.AioRpcError)
+    return dict(exc.trailing_metadata() or ()).get(ERROR_CODE_KEY) == "unavailable"

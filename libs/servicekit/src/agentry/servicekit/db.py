@@ -145,7 +145,7 @@ async def retrying(
             delay = min(max_delay, base_delay * 2**attempt)
             delay = min(remaining, delay / 2 + random.uniform(0, delay / 2))
             attempt += 1
-            logger.warning("database unavailable (%s: %s); attempt %d again in %.2fs",
+            logger.warning("unavailable (%s: %s); attempt %d again in %.2fs",
                            type(exc).__name__, exc, attempt + 1, delay)
             await asyncio.sleep(delay)
 

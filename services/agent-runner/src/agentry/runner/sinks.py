@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from agentpress import Event, Message, PhaseChanged, RunFinished, message_from_dict
 
+from agentry.servicekit.db import retrying
 from agentry.servicekit.eventstream import EventStream
 
 from .domain import DURABLE_EVENT_TYPES, RunStatus, StoredEvent, final_status
@@ -66,18 +67,20 @@ class ThreadMessageStore:
     async def load(self) -> list[Message]:
         import orjson
 
-        return [message_from_dict(orjson.loads(m.content_json)) for m in await self._repo.list_messages(self._thread_id)]
+        stored = await retrying(lambda: self._repo.list_messages(self._thread_id), deadline=WRITE_RETRY_SECONDS)
+        return [message_from_dict(orjson.loads(m.content_json)) for m in stored]
 
     async def append(self, message: Message) -> None:
         lease = self._lease
         if lease is not None and lease.lost:
             logger.info("message of a run this worker no longer holds dropped")
             return
-        try:
-            await self._repo.add_message(
+        try:  # a database that restarts is waited for, as the durable-event writer does
+            await retrying(lambda: self._repo.add_message(
                 thread_id=self._thread_id, account_id=self._account_id, type=message.kind,
                 content_json=message.to_json().decode(), message_id=message.message_id,
-                created_at=message.created_at, fence=(lease.run_id, lease.epoch) if lease else None)
+                created_at=message.created_at, fence=(lease.run_id, lease.epoch) if lease else None),
+                deadline=WRITE_RETRY_SECONDS)
         except LeaseLost:
             assert lease is not None
             lease.mark_lost()
@@ -98,18 +101,20 @@ class EventStoreFailed(Exception):
 
 async def end_run(repo: RunnerRepository, stream: EventStream, run_id: str, *, seq: int, event: RunFinished,
                   from_: list[RunStatus], epoch: int | None = None,
-                  pending: list[StoredEvent] | None = None) -> bool:
+                  pending: list[StoredEvent] | None = None, retry_seconds: float = 0.0) -> bool:
     """The one place a run ends: its status, its remaining durable events and the terminal event
     (numbered `seq`) are stored in one transaction, then the terminal event goes to the live
     stream. Only from `from_` (and only at lease `epoch` when given); False when the run was not
-    there to end (someone else ended or took it), and then nothing is written.
+    there to end (someone else ended or took it), and then nothing is written. With
+    `retry_seconds`, a database that is away (restarting) is waited for that long.
     """
     status, error = final_status(str(event.reason), event.error)
     if event.error != (error or None):
         event = RunFinished(reason=event.reason, error=error or None)
     data = encode_event(seq, event)
-    ended = await repo.finish_run(run_id, from_=from_, to=status, error=error, finish_reason=str(event.reason),
-                                  events=[*(pending or ()), StoredEvent(seq, data, True)], epoch=epoch)
+    ended = await retrying(lambda: repo.finish_run(
+        run_id, from_=from_, to=status, error=error, finish_reason=str(event.reason),
+        events=[*(pending or ()), StoredEvent(seq, data, True)], epoch=epoch), deadline=retry_seconds)
     if ended:
         await stream.append(run_id, seq, data, terminal=True)
     return ended
@@ -205,7 +210,8 @@ class RunEventSink:
         try:
             ended = await end_run(self._repo, self._stream, self._run_id, seq=self._seq, event=event,
                                   from_=[RunStatus.RUNNING, RunStatus.CANCELLING],
-                                  epoch=lease.epoch if lease else None, pending=pending)
+                                  epoch=lease.epoch if lease else None, pending=pending,
+                                  retry_seconds=self._write_retry_seconds)
         except Exception:
             # Live clients still learn that the run ended; the failure propagates to the worker,
             # which leaves the run to the sweeper (its lease lapses and another worker ends it).

@@ -10,8 +10,14 @@ from agentpress import ExecResult, FileEntry, ProcessState
 
 from agentry.api.sandbox.v1 import sandbox_pb2 as pb
 from agentry.api.sandbox.v1 import sandbox_pb2_grpc
+from agentry.servicekit.client import is_store_unavailable, is_unavailable
+from agentry.servicekit.db import retrying
 
 MAX_TOOL_OUTPUT_BYTES = 64 * 1024
+# A sandbox service whose database is away (restarting) is waited for this long before the tool
+# fails. Calls are sent again only when they cannot have had an effect: CreateSandbox is
+# get-or-create, and the others are refused before they act (their sandbox is looked up first).
+RETRY_SECONDS = 30.0
 
 
 class SandboxToolError(Exception):
@@ -43,9 +49,10 @@ class GrpcSandbox:
             if self._sandbox_id is None:
                 if self._on_start is not None:
                     await self._on_start()
+                request = pb.CreateSandboxRequest(account_id=self._account_id, project_id=self._project_id)
                 try:
-                    box = await self._stub.CreateSandbox(
-                        pb.CreateSandboxRequest(account_id=self._account_id, project_id=self._project_id))
+                    box = await retrying(lambda: self._stub.CreateSandbox(request), deadline=RETRY_SECONDS,
+                                         is_transient=is_unavailable)
                 except grpc.aio.AioRpcError as exc:
                     raise _translate(exc) from exc
                 self._sandbox_id = box.sandbox_id
@@ -58,21 +65,32 @@ class GrpcSandbox:
                                  command=command, cwd=cwd or "", timeout_seconds=timeout)
         output = bytearray()
         exit_code, timed_out = -1, False
-        # The call is bounded by the command's own timeout plus slack; cancelling this
-        # coroutine cancels the RPC, and the sandbox kills the process.
-        call = self._stub.Exec(request, timeout=timeout + 30)
-        try:
-            async for chunk in call:
-                if chunk.HasField("output"):
-                    if len(output) < MAX_TOOL_OUTPUT_BYTES:
-                        output += chunk.output[: MAX_TOOL_OUTPUT_BYTES - len(output)]
-                else:
-                    exit_code, timed_out = chunk.exit.exit_code, chunk.exit.timed_out
-        except grpc.aio.AioRpcError as exc:
-            raise _translate(exc) from exc
-        except asyncio.CancelledError:
-            call.cancel()
-            raise
+        loop = asyncio.get_running_loop()
+        give_up_at, delay = loop.time() + RETRY_SECONDS, 0.05
+        while True:
+            # The call is bounded by the command's own timeout plus slack; cancelling this
+            # coroutine cancels the RPC, and the sandbox kills the process.
+            call = self._stub.Exec(request, timeout=timeout + 30)
+            answered = False
+            try:
+                async for chunk in call:
+                    answered = True
+                    if chunk.HasField("output"):
+                        if len(output) < MAX_TOOL_OUTPUT_BYTES:
+                            output += chunk.output[: MAX_TOOL_OUTPUT_BYTES - len(output)]
+                    else:
+                        exit_code, timed_out = chunk.exit.exit_code, chunk.exit.timed_out
+            except grpc.aio.AioRpcError as exc:
+                # Refused before the command started (the sandbox's store is away): send it again.
+                if answered or not is_store_unavailable(exc) or loop.time() + delay > give_up_at:
+                    raise _translate(exc) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            break
         return ExecResult(exit_code=exit_code, output=output.decode("utf-8", "replace"), timed_out=timed_out)
 
     async def read_file(self, path: str) -> bytes:
@@ -105,6 +123,7 @@ class GrpcSandbox:
         request.account_id = self._account_id
         request.sandbox_id = await self._id()
         try:
-            return await getattr(self._stub, method)(request)
+            return await retrying(lambda: getattr(self._stub, method)(request), deadline=RETRY_SECONDS,
+                                  is_transient=is_store_unavailable)
         except grpc.aio.AioRpcError as exc:
             raise _translate(exc) from exc
