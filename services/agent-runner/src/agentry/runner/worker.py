@@ -319,8 +319,11 @@ class RunWorker:
         before another worker may take them over."""
         lease_seconds = self._policy.lease_seconds
         last_ok = time.monotonic()
+        failing = False
         while True:
-            await asyncio.sleep(lease_seconds / 3)
+            # After a failure, soon again: a database back from a restart renews at once, well
+            # before 70% of the lease has passed, so its runs carry on.
+            await asyncio.sleep(min(lease_seconds / 3, 0.25) if failing else lease_seconds / 3)
             started = time.monotonic()
             if not self._held:
                 last_ok = started
@@ -328,6 +331,7 @@ class RunWorker:
             try:
                 held_now = await self._repo.renew_leases(self.worker_id, lease_seconds)
             except Exception as exc:
+                failing = True
                 if time.monotonic() - last_ok > lease_seconds * 0.7:
                     logger.error("leases could not be renewed for %.1fs; stopping %d runs: %r",
                                  time.monotonic() - last_ok, len(self._held), exc)
@@ -336,6 +340,7 @@ class RunWorker:
                 else:
                     logger.warning("lease renewal failed: %r", exc)
                 continue
+            failing = False
             last_ok = started
             for run_id, h in list(self._held.items()):
                 if h.claimed_at < started and held_now.get(run_id) != h.lease.epoch:
