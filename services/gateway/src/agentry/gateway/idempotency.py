@@ -214,9 +214,12 @@ class RedisIdempotencyStore:
                  lock_seconds: int = 60, socket_timeout: float = 5.0) -> None:
         from redis import asyncio as aioredis
 
+        from agentry.servicekit.eventstream.redis import connection_pool
+
         self._prefix, self._ttl, self._lock = key_prefix, ttl_seconds, lock_seconds
-        self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=socket_timeout,
-                                              socket_connect_timeout=socket_timeout)
+        # servicekit's pool: after a Redis restart a pooled connection is dead, and its next
+        # command reconnects and is sent again at once instead of failing (from_url's does not).
+        self._redis = aioredis.Redis.from_pool(connection_pool(redis_url, socket_timeout=socket_timeout))
         self._complete = self._redis.register_script(_COMPLETE)
         self._release = self._redis.register_script(_RELEASE)
 
