@@ -320,3 +320,55 @@ async def test_rolling_restart_of_every_worker_fails_or_cancels_no_run(stack: St
     for s in seen:
         assert_continuous(s)
     assert max(counts) <= 1, counts
+
+
+@pytest.mark.stack(workers=1, processes=1, concurrency=400)
+async def test_overload_1000_runs_at_once_with_concurrency_above_the_pool_all_end(stack: Stack) -> None:
+    """1,000 runs started at once; the worker may run 400 at a time on 8 database connections.
+    Every run completes (or is refused up front with 429/503 and Retry-After); none fails for
+    lack of a connection, none stays queued or running, every stream ends."""
+    n = 1000
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=httpx.Timeout(120, read=300),
+                                 limits=httpx.Limits(max_connections=300)) as client:
+        user = await sign_up(client, "overload@example.com")
+        headers = user["headers"]
+        limit = asyncio.Semaphore(100)
+        refused: list[httpx.Response] = []
+        started_at = time.monotonic()
+
+        async def start(i: int) -> str | None:
+            async with limit:
+                created = await client.post("/api/threads", headers=headers, json={})
+                assert created.status_code == 201, created.text
+                response = await client.post(f"/api/threads/{created.json()['thread_id']}/agent/start",
+                                             headers=headers, json={"model_name": "openai/durable-chat",
+                                                                    "prompt": f"hello {i}"})
+            if response.status_code in (429, 503):
+                assert "retry-after" in response.headers, response.text
+                refused.append(response)
+                return None
+            assert response.status_code == 202, response.text
+            return response.json()["agent_run_id"]
+
+        run_ids = [r for r in await asyncio.gather(*(start(i) for i in range(n))) if r is not None]
+        accepted_in = time.monotonic() - started_at
+        readers = asyncio.Semaphore(200)
+        deadline = time.monotonic() + 600
+
+        async def read(run_id: str) -> Followed:
+            async with readers:
+                return await follow(client, run_id, headers, deadline=deadline)
+
+        seen = await asyncio.gather(*(read(r) for r in run_ids))
+        finished_in = time.monotonic() - started_at
+        finals = [(await client.get(f"/api/agent-run/{r}", headers=headers)).json() for r in run_ids]
+
+    statuses = [f["status"] for f in finals]
+    print(f"\noverload: {n} starts in {accepted_in:.1f}s ({len(refused)} refused up front), all streams ended "
+          f"after {finished_in:.1f}s; {statuses.count('completed')} completed, "
+          f"{sum(s.reconnects for s in seen)} SSE reconnects")
+    assert len(run_ids) + len(refused) == n
+    assert statuses == ["completed"] * len(run_ids), [f for f in finals if f["status"] != "completed"][:5]
+    for s in seen:
+        assert s.terminal is not None and s.terminal["reason"] == "completed"
+        assert_continuous(s)

@@ -41,6 +41,8 @@ ROUTES = {
     "/api/agent-run/{run_id}": {"get"},
     "/api/agent-run/{run_id}/stream": {"get"},
     "/api/agent-run/{run_id}/stop": {"post"},
+    "/api/agent-run/{run_id}/resume": {"post"},
+    "/api/threads/{thread_id}/stream": {"get"},
     "/api/health": {"get"},
 }
 
@@ -237,7 +239,9 @@ async def test_run_lifecycle(client, headers):
     run = await client.get(f"/api/agent-run/{run_id}", headers=headers)
     assert run.status_code == 200
     body = run.json()
-    assert set(body) == {"agent_run_id", "thread_id", "status", "error", "created_at", "started_at", "completed_at"}
+    assert set(body) == {"agent_run_id", "thread_id", "status", "error", "created_at", "started_at", "completed_at",
+                         "finish_reason", "phase", "phase_detail", "phase_since", "attempt", "pending"}
+    assert (body["finish_reason"], body["phase"], body["attempt"], body["pending"]) == ("completed", "finished", 1, None)
     assert (body["agent_run_id"], body["thread_id"], body["status"], body["error"]) == (
         run_id, thread_id, "completed", None)
     assert iso(body["created_at"]) <= iso(body["started_at"]) <= iso(body["completed_at"])

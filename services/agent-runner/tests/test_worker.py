@@ -36,6 +36,7 @@ from agentry.runner.adapters.queue_memory import MemoryRunQueue
 from agentry.runner.adapters.sql import SqlRunnerRepository
 from agentry.runner.adapters.stop_memory import MemoryStopSignal
 from agentry.runner.domain import DURABLE_EVENT_TYPES, Run, RunStatus, StoredEvent
+from agentry.runner.errors import InvalidInput
 from agentry.runner.queue import RequeueJob, RunJob
 from agentry.runner.service import RunnerService
 from agentry.runner.sinks import EventStoreFailed, RunEventSink, encode_event
@@ -540,3 +541,108 @@ async def test_a_run_whose_events_cannot_be_stored_ends_failed(world: World, mon
     stored = await world.repo.list_events(run.run_id, 0)
     assert stored[-1] == StoredEvent(stream[-1].seq, stream[-1].data, True)
     del store
+
+
+# -- human in the loop -------------------------------------------------------------------------
+
+async def test_ask_pauses_the_run_without_a_worker_and_an_answer_continues_the_same_run(world: World) -> None:
+    from agentry.runner.errors import RunNotWaiting
+
+    model = ScriptedModel([ScriptedReply(tool_calls=[ScriptedCall("ask", {"question": "Which file?"})]),
+                           "Editing b.py."])
+    world.use(model, pause_on_ask=True)
+    run, job = await world.start()
+
+    await world.worker.handle(job)  # returns: the paused run holds no worker slot
+
+    paused = await world.run_row(run.run_id)
+    assert (paused.status, paused.phase, paused.worker_id) == (RunStatus.REQUIRES_ACTION, "waiting_for_user", None)
+    assert paused.pending == {"kind": "question", "question": "Which file?", "call_id": paused.pending["call_id"]}
+    before = decoded(await world.stream(run.run_id))
+    assert before[-2]["type"] == "requires_action" and before[-2]["pending"] == paused.pending
+    assert before[-1]["type"] == "phase" and before[-1]["phase"] == "waiting_for_user"
+    assert "run_finished" not in [e["type"] for e in before]
+    # Durable: a client that reconnects sees what the run waits for.
+    assert [orjson.loads(e.data)["type"] for e in await world.repo.list_events(run.run_id, 0)][-2] == "requires_action"
+
+    with pytest.raises(InvalidInput):
+        await world.service.resume_run(ACCOUNT, run.run_id, content=None, decision="approve")
+    resumed = await world.service.resume_run(ACCOUNT, run.run_id, content="b.py", decision=None)
+    assert resumed.status is RunStatus.QUEUED
+    with pytest.raises(RunNotWaiting):  # resume of a run that is not waiting: 409
+        await world.service.resume_run(ACCOUNT, run.run_id, content="b.py", decision=None)
+    await world.worker.handle(job)
+
+    stream = await world.stream(run.run_id)
+    assert [e.seq for e in stream] == list(range(1, len(stream) + 1))  # one continuous sequence
+    events = decoded(stream)
+    assert [e["type"] for e in events].count("run_started") == 1
+    assert {"type": "run_resumed", "attempt": 1, "reason": "user_input"}.items() <= events[len(before)].items()
+    assert events[-1]["type"] == "run_finished" and events[-1]["reason"] == "completed"
+    ended = await world.run_row(run.run_id)
+    assert (ended.status, ended.pending, ended.attempt) == (RunStatus.COMPLETED, None, 1)
+    messages = [message_from_json(m.content_json) for m in await world.repo.list_messages(run.thread_id)]
+    assert [m.kind for m in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[2].output == "b.py"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+async def test_a_call_waiting_for_approval_runs_or_is_refused(world: World, decision: str) -> None:
+    world.use(ScriptedModel([
+        ScriptedReply(tool_calls=[ScriptedCall("run_command", {"command": "echo approved-ran"})]), "Done."]),
+        approval_tools=["run_command"])
+    run, job = await world.start()
+    await world.worker.handle(job)
+    paused = await world.run_row(run.run_id)
+    assert paused.pending["kind"] == "approval" and paused.pending["tool"] == "run_command"
+    assert paused.pending["arguments"] == {"command": "echo approved-ran"}
+
+    await world.service.resume_run(ACCOUNT, run.run_id, content="not now" if decision == "reject" else None,
+                                   decision=decision)
+    await world.worker.handle(job)
+
+    assert (await world.run_row(run.run_id)).status is RunStatus.COMPLETED
+    messages = [message_from_json(m.content_json) for m in await world.repo.list_messages(run.thread_id)]
+    result = messages[2]
+    if decision == "approve":
+        assert "approved-ran" in result.output and result.error is None  # type: ignore[union-attr]
+    else:
+        assert (result.error, result.output) == ("rejected", "the user rejected this call: not now")  # type: ignore[union-attr]
+
+
+async def test_a_paused_run_can_be_stopped_and_expires(world: World) -> None:
+    world.use(ScriptedModel([ScriptedReply(tool_calls=[ScriptedCall("ask", {"question": "?"})])] * 2),
+              pause_on_ask=True)
+    stopped, job = await world.start()
+    await world.worker.handle(job)
+    assert (await world.service.stop_run(ACCOUNT, stopped.run_id)).status is RunStatus.CANCELLED
+    assert (await world.service.stop_run(ACCOUNT, stopped.run_id)).status is RunStatus.CANCELLED  # idempotent
+    assert decoded(await world.stream(stopped.run_id))[-1]["reason"] == "cancelled"
+
+    expiring, job = await world.start()
+    await world.worker.handle(job)
+    assert await world.service.expire_paused(3600) == 0
+    assert await world.service.expire_paused(0) == 1
+    ended = await world.run_row(expiring.run_id)
+    assert (ended.status, ended.finish_reason) == (RunStatus.CANCELLED, "expired")
+    events = decoded(await world.stream(expiring.run_id))
+    assert events[-1]["type"] == "run_finished" and events[-1]["reason"] == "expired"
+
+
+# -- deadlines --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("limit", ["max_run_seconds", "max_idle_seconds"])
+async def test_a_run_past_its_deadline_ends_failed_with_reason_timeout(world: World, limit: str) -> None:
+    model, called = await slow_model_and_signal()  # never answers: no event after the call starts
+    world.use(model)
+    world.worker._policy = WorkerPolicy(lease_seconds=2.0, **{limit: 0.5})
+    run, job = await world.start()
+
+    await asyncio.wait_for(world.worker.handle(job), WAIT)
+
+    ended = await world.run_row(run.run_id)
+    assert (ended.status, ended.finish_reason) == (RunStatus.FAILED, "timeout")
+    what = "maximum duration" if limit == "max_run_seconds" else "maximum idle time"
+    assert ended.error == f"the run exceeded its {what} (0.5 s)"
+    events = decoded(await world.stream(run.run_id))
+    assert events[-1] == {"seq": len(events), "type": "run_finished", "reason": "timeout", "error": ended.error}

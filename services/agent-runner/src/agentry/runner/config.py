@@ -49,6 +49,13 @@ class RunnerSettings(ServiceSettings):
     # The (cheaper) model that summarises old turns when a thread outgrows the context window.
     summary_model: str = ""
     worker_concurrency: int = 16
+    # Human in the loop: the ask tool pauses the run (status requires_action) until
+    # POST /api/agent-run/{id}/resume answers it; tools named here (e.g. ["run_command"]) wait for
+    # the user's approval before every call. A run waiting longer than pause_ttl_seconds ends
+    # `cancelled` with reason `expired`.
+    pause_on_ask: bool = True
+    approval_tools: list[str] = []
+    pause_ttl_seconds: float = Field(86_400.0, gt=0)
     # Worker role: this many worker processes forked from one parent that imports once; a
     # process that dies is replaced in milliseconds instead of seconds (see prefork.py).
     processes: int = Field(1, ge=1, le=64)

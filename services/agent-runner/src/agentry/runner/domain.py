@@ -73,7 +73,7 @@ def final_status(reason: str, error: str | None) -> tuple[RunStatus, str]:
 # `phase` events are durable too: the run's row shows the latest one (GET /api/agent-run/{id}),
 # and a running_tool phase carries the call a resumed run must not repeat.
 DURABLE_EVENT_TYPES = frozenset({"run_started", "message_completed", "tool_call_finished", "phase",
-                                 "run_resumed", "run_finished"})
+                                 "run_resumed", "requires_action", "run_finished"})
 
 # Run phases (the `phase` event and the run's `phase` field). agentpress emits calling_model and
 # running_tool; the runner adds the rest.
@@ -92,6 +92,7 @@ class Phase(str, enum.Enum):
 # Why a run continues on another worker (the run_resumed event's `reason`).
 RESUME_WORKER_LOST = "worker_lost"
 RESUME_HANDED_BACK = "handed_back"
+RESUME_USER_INPUT = "user_input"  # a paused run continues with the user's answer or decision
 
 REASONING_EFFORTS = ("", "low", "medium", "high")
 MAX_MESSAGE_CHARS = 100_000
@@ -138,10 +139,15 @@ class Run:
     lease_epoch: int = 0
     worker_id: str | None = None
     lease_expires_at: float | None = None
+    pending: dict | None = None  # requires_action: {"kind": "question"|"approval", ...}
+    resolution: dict | None = None  # the user's answer/decision, until a worker has applied it
     multitask_strategy: str = "reject"
     # interrupt/rollback: the run that held the thread when this one was started (it is stopped;
     # with rollback, what it added after its prompt is deleted when this run takes the thread).
     interrupts_run_id: str | None = None
+    # The run's place on its thread (1, 2, ...: the order runs got the thread, or ended without
+    # getting it); None while it waits. A thread's event stream follows runs in this order.
+    thread_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

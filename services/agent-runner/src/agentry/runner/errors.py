@@ -26,6 +26,10 @@ class TooManyActiveRuns(ResourceExhausted):
         self.retry_after_seconds = retry_after_seconds
 
 
+class RunNotWaiting(FailedPrecondition):
+    code = "run_not_waiting"
+
+
 class InvalidInput(InvalidArgument):
     code = "invalid_argument"
 

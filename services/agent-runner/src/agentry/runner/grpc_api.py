@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from agentry.api.runner.v1 import runner_pb2 as pb
 from agentry.api.runner.v1 import runner_pb2_grpc
 
@@ -30,7 +32,8 @@ def _run(r: Run) -> pb.Run:
                   status=r.status.value, error=r.error, model=r.model, created_at=r.created_at,
                   started_at=r.started_at, completed_at=r.completed_at, reasoning_effort=r.reasoning_effort,
                   phase=r.phase, phase_detail=r.phase_detail, phase_since=r.phase_since, attempt=r.attempt,
-                  finish_reason=r.finish_reason)
+                  finish_reason=r.finish_reason,
+                  pending_json=orjson.dumps(r.pending).decode() if r.pending else "")
 
 
 class RunnerServicer(runner_pb2_grpc.RunnerServiceServicer):
@@ -70,3 +73,13 @@ class RunnerServicer(runner_pb2_grpc.RunnerServiceServicer):
         events = await self._service.list_run_events(request.account_id, request.agent_run_id, request.after_seq)
         return pb.ListRunEventsResponse(
             events=[pb.RunEvent(seq=e.seq, data=e.data, terminal=e.terminal) for e in events])
+
+    async def ListThreadRuns(self, request, context):
+        runs = await self._service.list_thread_runs(request.account_id, request.thread_id,
+                                                    request.after_thread_seq, request.limit)
+        return pb.ListThreadRunsResponse(runs=[pb.ThreadRun(thread_seq=r.thread_seq or 0, run=_run(r)) for r in runs])
+
+    async def ResumeRun(self, request, context):
+        return _run(await self._service.resume_run(
+            request.account_id, request.agent_run_id,
+            content=request.content if request.HasField("content") else None, decision=request.decision or None))

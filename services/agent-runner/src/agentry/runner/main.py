@@ -155,16 +155,18 @@ async def start(
 
     sweeper = Sweeper(repo, queue, engine, interval=settings.sweep_interval_seconds,
                       redispatch_after=settings.redispatch_after_seconds)
+    service = RunnerService(repo, queue, events, stops, default_model=settings.default_model,
+                            force_model=settings.force_model, on_undispatched=sweeper.wake,
+                            max_active_runs_per_account=settings.max_active_runs_per_account,
+                            active_runs_retry_after_seconds=settings.active_runs_retry_after_seconds)
+    # Runs that waited for the user too long end `cancelled` (reason expired), once per pass.
+    sweeper.housekeeping.append(lambda: service.expire_paused(settings.pause_ttl_seconds))
     sweeper.start()
     stack.push_async_callback(sweeper.close)
 
     service_names: list[str] = []
     register = lambda server: None  # noqa: E731 - a worker-only process serves health alone
     if settings.role in ("api", "all"):
-        service = RunnerService(repo, queue, events, stops, default_model=settings.default_model,
-                                force_model=settings.force_model, on_undispatched=sweeper.wake,
-                                max_active_runs_per_account=settings.max_active_runs_per_account,
-                                active_runs_retry_after_seconds=settings.active_runs_retry_after_seconds)
         service_names = [SERVICE_NAME]
         register = lambda server: runner_pb2_grpc.add_RunnerServiceServicer_to_server(  # noqa: E731
             RunnerServicer(service), server)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -9,7 +10,7 @@ from collections.abc import Callable
 
 from agentpress import RunFinished, UserMessage
 
-from agentry.servicekit.eventstream import EventStream
+from agentry.servicekit.eventstream import EventStream, SequenceError, thread_log_id
 
 from .domain import (
     MAX_ACCOUNT_ID_CHARS,
@@ -24,7 +25,7 @@ from .domain import (
     StoredMessage,
     Thread,
 )
-from .errors import InvalidInput, RunNotFound, ThreadNotFound, TooManyActiveRuns
+from .errors import InvalidInput, RunNotFound, RunNotWaiting, ThreadNotFound, TooManyActiveRuns
 from .ports import RunnerRepository
 from .sinks import end_run
 from .queue import QueueUnavailable, RunJob, RunQueue
@@ -48,6 +49,7 @@ class RunnerService:
         self._on_undispatched = on_undispatched
         self._max_active_runs = max_active_runs_per_account
         self._retry_after = active_runs_retry_after_seconds
+        self._announcing: set[asyncio.Task[None]] = set()  # doorbells being rung (see _announce)
         if on_undispatched is not None:
             # A run that ends in this process (a worker sharing the repository, or a stop here)
             # and gives its thread to a waiting run wakes the sweeper, which publishes that
@@ -106,6 +108,8 @@ class RunnerService:
         except TooManyActiveRuns as exc:
             exc.retry_after_seconds = self._retry_after
             raise
+        if run.thread_seq is not None:
+            self._announce(run)
         if run.status is RunStatus.QUEUED:
             await self._publish(run)
             return run
@@ -149,9 +153,58 @@ class RunnerService:
                 if await self.finish_without_worker(run.run_id, RunStatus.CANCELLED, "cancelled", ""):
                     await self._stops.request_stop(run.run_id)
                     return
+            elif run.status is RunStatus.REQUIRES_ACTION:  # waiting for the user: no worker holds it
+                if await self.end_paused(run.run_id, "cancelled"):
+                    return
             elif await self._repo.transition(run.run_id, from_=[RunStatus.RUNNING], to=RunStatus.CANCELLING):
                 await self._stops.request_stop(run.run_id)
                 return
+
+    async def resume_run(self, account_id: str, run_id: str, *, content: str | None,
+                         decision: str | None) -> Run:
+        """Continues a run waiting for the user (requires_action) with their answer (`content`,
+        for a question) or decision (`decision` approve/reject, optional `content`, for an
+        approval): the same run, its stream going on. RunNotWaiting (409) when it is not waiting;
+        InvalidInput (400) when the input does not fit what it waits for."""
+        run = await self.get_run(account_id, run_id)
+        if run.status is not RunStatus.REQUIRES_ACTION or not run.pending:
+            raise RunNotWaiting(f"agent run {run_id} is {run.status.value}, not waiting for the user")
+        content = content if content is None else content.strip()
+        if content is not None and len(content) > MAX_MESSAGE_CHARS:
+            raise InvalidInput(f"content: at most {MAX_MESSAGE_CHARS} characters")
+        if run.pending.get("kind") == "question":
+            if decision:
+                raise InvalidInput("decision: this run waits for an answer to a question; send content")
+            if not content:
+                raise InvalidInput("content: the answer to the run's question is required")
+            resolution: dict = {"content": content}
+        else:
+            if decision not in ("approve", "reject"):
+                raise InvalidInput("decision: must be approve or reject for a call waiting for approval")
+            resolution = {"decision": decision, "content": content or ""}
+        if not await self._repo.resume_paused(run.run_id, resolution):
+            raise RunNotWaiting(f"agent run {run_id} is no longer waiting for the user")
+        try:
+            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=run.thread_id, account_id=account_id))
+        except QueueUnavailable as exc:
+            logger.warning("run %s resumed but not yet dispatched: %s", run.run_id, exc)
+            await self._repo.mark_undispatched(run.run_id)
+            if self._on_undispatched is not None:
+                self._on_undispatched()
+        return await self.get_run(account_id, run_id)
+
+    async def end_paused(self, run_id: str, reason: str) -> bool:
+        """Ends a run waiting for the user (stopped: cancelled; waited too long: expired)."""
+        seq = await self._repo.max_event_seq(run_id) + 1
+        return await end_run(self._repo, self._events, run_id, seq=seq, event=RunFinished(reason=reason),
+                             from_=[RunStatus.REQUIRES_ACTION])
+
+    async def expire_paused(self, ttl_seconds: float) -> int:
+        """Ends every run that has waited for the user longer than `ttl_seconds` (sweeper)."""
+        ended = 0
+        for run_id in await self._repo.paused_before(self._clock() - ttl_seconds):
+            ended += await self.end_paused(run_id, "expired")
+        return ended
 
     async def list_run_events(self, account_id: str, run_id: str, after_seq: int) -> list[StoredEvent]:
         run = await self.get_run(account_id, run_id)
@@ -173,6 +226,36 @@ class RunnerService:
         message = UserMessage(text=content)
         return StoredMessage(message.message_id, thread.thread_id, "user",
                              message.to_json().decode(), message.created_at)
+
+    async def list_thread_runs(self, account_id: str, thread_id: str, after_thread_seq: int,
+                               limit: int = 0) -> list[Run]:
+        """The thread's runs in the order they held it, after `after_thread_seq` (at most `limit`,
+        100 when 0 or more)."""
+        thread = await self.get_thread(account_id, thread_id)
+        limit = 100 if limit <= 0 else min(limit, 100)
+        return await self._repo.list_thread_runs(thread.thread_id, max(after_thread_seq, 0), limit)
+
+    def _announce(self, run: Run) -> None:
+        """Rings the thread's doorbell (thread_log_id) for a run that got its place on the thread
+        as it was created, so gateways tailing the thread list its runs now. In the background: a
+        start never waits for the event stream, and a doorbell that fails (or lands after a later
+        one) only delays a watcher until its next refresh. A run that gets the thread when another
+        ends needs none: watchers list the thread's runs when the run before it ends."""
+        assert run.thread_seq is not None
+        data = b'{"thread_seq":%d,"run_id":"%s"}' % (run.thread_seq, run.run_id.encode())
+
+        async def ring() -> None:
+            try:
+                # Terminal, so the doorbell expires like a finished run's log (each ring restarts it).
+                await self._events.append(thread_log_id(run.thread_id), run.thread_seq, data, terminal=True)
+            except SequenceError:
+                pass  # a later run's ring landed first: it woke the watchers already
+            except Exception:
+                logger.warning("could not announce run %s on its thread", run.run_id, exc_info=True)
+
+        task = asyncio.create_task(ring())
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
 
 
 def _require_account(account_id: str) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from agentpress import Event, Message, PhaseChanged, RunFinished, message_from_dict
+from agentpress import Event, Message, PhaseChanged, RequiresAction, RunFinished, message_from_dict
 
 from agentry.servicekit.db import retrying
 from agentry.servicekit.eventstream import EventStream
@@ -159,6 +159,7 @@ class RunEventSink:
         self._writer: asyncio.Task[None] | None = None
         self._write_error: Exception | None = None
         self.finished = False
+        self.paused = False  # the run waits for the user (requires_action stored with the status)
 
     @property
     def last_seq(self) -> int:
@@ -184,6 +185,9 @@ class RunEventSink:
             self._on_event()
         if isinstance(event, RunFinished):
             await self._finish(event)
+            return 0
+        if isinstance(event, RequiresAction):
+            await self._pause(event)
             return 0
         if self._write_error is not None:
             raise EventStoreFailed("the run's events could not be stored") from self._write_error
@@ -220,8 +224,39 @@ class RunEventSink:
         if not ended and lease is not None:
             lease.mark_lost()
 
+    async def _pause(self, event: RequiresAction) -> None:
+        """The run waits for the user: every pending durable event, the requires_action event, a
+        waiting_for_user phase and the status are stored in one transaction before the events go
+        out, so a client that sees requires_action can resume at once."""
+        await self._wait_for_writer()
+        if self._write_error is not None:
+            raise EventStoreFailed("the run's events could not be stored") from self._write_error
+        pending, self._unwritten = self._unwritten, []
+        phase = PhaseChanged(phase="waiting_for_user")
+        out = []
+        for item in (event, phase):
+            self._seq += 1
+            out.append(StoredEvent(self._seq, encode_event(self._seq, item), False))
+        lease = self._lease
+        if lease is None or not await self._repo.pause_run(self._run_id, lease.epoch, event.pending,
+                                                           events=[*pending, *out]):
+            self._unwritten = pending  # not paused (stopped meanwhile, or the lease is gone)
+            self._seq -= len(out)
+            return
+        self.paused = True
+        self._stored_seq = out[-1].seq
+        for stored in out:
+            await self._stream.append(self._run_id, stored.seq, stored.data, terminal=False)
+
+    async def flush(self) -> None:
+        """Returns once every durable event emitted so far is stored (LeaseLost or
+        EventStoreFailed when that cannot be)."""
+        async with self._lock:
+            seq = self._seq
+        await self._stored(seq)
+
     async def _stored(self, seq: int) -> None:
-        while self._stored_seq < seq:
+        while self._stored_seq < seq and self._unwritten:
             if self._lost():
                 raise LeaseLost(f"run {self._run_id}: lease lost")
             if self._write_error is not None:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
+from collections.abc import Awaitable, Callable
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -41,6 +42,8 @@ class Sweeper:
         self._lock_conn: AsyncConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # Further work each elected pass does after dispatching (expiring paused runs).
+        self.housekeeping: list[Callable[[], Awaitable[object]]] = []
 
     def start(self) -> None:
         if self._task is None:
@@ -71,6 +74,8 @@ class Sweeper:
             published += 1
         if published:
             logger.info("sweeper published %d run jobs", published)
+        for task in self.housekeeping:
+            await task()
         return published
 
     async def _loop(self) -> None:

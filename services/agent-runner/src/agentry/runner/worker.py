@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 import orjson
 from agentpress import (
     Agent,
+    FinishReason,
     MessageCompleted,
     ModelSettings,
     PhaseChanged,
     RunContext,
     RunFinished,
+    RunResult,
     RunResumed,
     SandboxPort,
     ToolCall,
@@ -45,7 +47,7 @@ from agentry.servicekit.context import run_id_var
 from agentry.servicekit.eventstream import EventStream
 
 from .config import RunnerSettings
-from .domain import ClaimedRun, Phase, Run, RunStatus
+from .domain import RESUME_USER_INPUT, ClaimedRun, Phase, Run, RunStatus
 from .ports import RunnerRepository
 from .queue import RequeueJob, RunJob
 from .sinks import Lease, RunEventSink, ThreadMessageStore, end_run
@@ -171,6 +173,8 @@ class RunWorker:
             raise RequeueJob("run handed back at shutdown")
 
     async def _claim(self, run_id: str) -> ClaimedRun | None:
+        if run_id in self._held:
+            return None  # a duplicate job (or a lapsed lease re-published) of a run driven here
         for _ in range(3):
             claimed = await self._repo.claim_run(run_id, worker_id=self.worker_id,
                                                  lease_seconds=self._policy.lease_seconds)
@@ -199,9 +203,10 @@ class RunWorker:
 
     async def _drive(self, claimed: ClaimedRun, held: _Held) -> None:
         run, lease = claimed.run, held.lease
-        resumed = run.attempt > 1
+        resumed = run.attempt > 1  # another worker had it
+        answered = claimed.resume_reason == RESUME_USER_INPUT  # it waited for the user
         last_seq = 0
-        if resumed:
+        if resumed or answered:
             last_seq = max(await self._repo.max_event_seq(run.run_id), await self._last_stream_seq(run.run_id))
 
         def seen_event() -> None:
@@ -221,17 +226,25 @@ class RunWorker:
                 f"the run was interrupted {run.attempt - 1} times (its worker was lost); giving up")))
             return
         messages = ThreadMessageStore(self._repo, thread_id=run.thread_id, account_id=run.account_id, lease=lease)
-        if resumed:
+        if resumed or answered:
             logger.info("resuming run (attempt %d, %s)", run.attempt, claimed.resume_reason)
             await sink.emit(RunResumed(attempt=run.attempt, reason=claimed.resume_reason))
             await sink.emit(PhaseChanged(phase=Phase.RESUMED.value))
-            for message in close_interrupted_calls(await messages.load(), await self._started_calls(run.run_id),
-                                                   agent.tools):
-                await messages.append(message)
-                await sink.emit(MessageCompleted(message=message))
         if run.status is RunStatus.CANCELLING:  # stopped while no worker held it
             await sink.emit(RunFinished(reason="cancelled"))
             return
+
+        async def continue_run(ctx: RunContext) -> RunResult:
+            if run.pending and run.resolution:  # the user answered: apply it first
+                again = await agent.resolve_pending(ctx, run.pending, run.resolution)
+                if again is not None:
+                    return RunResult(FinishReason.REQUIRES_ACTION, pending=again)
+            if resumed:  # close what the lost worker left dangling (never re-run a side effect)
+                for message in close_interrupted_calls(await messages.load(), await self._started_calls(run.run_id),
+                                                       agent.tools):
+                    await messages.append(message)
+                    await sink.emit(MessageCompleted(message=message))
+            return await agent.run(ctx, resumed=resumed or answered)
 
         before_sandbox: list[tuple[str, str, float] | None] = []
 
@@ -252,9 +265,9 @@ class RunWorker:
                     usage=self._usage(run.account_id, run.run_id, run.attempt),
                     events=_OverridingSink(sink, held), cancel=cancel,
                 )
-                held.task = asyncio.create_task(agent.run(ctx, resumed=resumed), name=f"run:{run.run_id}")
+                held.task = asyncio.create_task(continue_run(ctx), name=f"run:{run.run_id}")
                 lease.on_lost(held.task.cancel)
-                deadline = asyncio.create_task(self._watch_deadlines(run, held, cancel))
+                deadline = asyncio.create_task(self._watch_deadlines(run, held, cancel, from_now=answered))
                 try:
                     await asyncio.wait([held.task])
                 except asyncio.CancelledError:
@@ -268,6 +281,9 @@ class RunWorker:
                     logger.info("run stopped here: %s", "handed back" if held.handed_back else "lease lost")
                     return
                 result = held.task.result()
+                if result.reason is FinishReason.REQUIRES_ACTION:
+                    await self._pause(run, sink, lease, result.pending or {})
+                    return
                 logger.info("run finished: %s", result.reason)
         except Exception:
             if lease.lost:
@@ -277,11 +293,25 @@ class RunWorker:
             if not sink.finished:
                 await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
 
-    async def _watch_deadlines(self, run: Run, held: _Held, cancel: asyncio.Event) -> None:
+    async def _pause(self, run: Run, sink: RunEventSink, lease: Lease, pending: dict) -> None:
+        """The run waits for the user: the sink stored requires_action with the status (it holds
+        no lease, and this worker's slot is free); POST /resume queues it again."""
+        if sink.paused:
+            logger.info("run waits for the user (%s)", pending.get("kind"))
+            return
+        now = await self._repo.get_run(run.run_id)
+        if now is not None and now.status is RunStatus.CANCELLING and now.lease_epoch == lease.epoch:
+            await sink.emit(RunFinished(reason="cancelled"))  # stopped while it was pausing
+        else:
+            lease.mark_lost()
+
+    async def _watch_deadlines(self, run: Run, held: _Held, cancel: asyncio.Event, *, from_now: bool = False) -> None:
         """Ends the run `timeout` once it ran longer than max_run_seconds (counted from its first
-        start, across attempts) or sent no event for max_idle_seconds. One timer, re-armed."""
+        start, across attempts; from now when it continues after waiting for the user) or sent
+        no event for max_idle_seconds. One timer, re-armed."""
         policy = self._policy
-        run_ends = time.monotonic() + policy.max_run_seconds - (self._clock() - (run.started_at or self._clock()))
+        started = self._clock() if from_now else (run.started_at or self._clock())
+        run_ends = time.monotonic() + policy.max_run_seconds - (self._clock() - started)
         while True:
             now = time.monotonic()
             idle_ends = held.last_event + policy.max_idle_seconds
@@ -375,7 +405,8 @@ def agent_factory(settings: RunnerSettings) -> AgentFactory:
                      tool_execution=ToolExecution(when=settings.tool_execution, parallel=settings.parallel_tools),
                      fallback_models=settings.fallback_models,
                      summary_model=settings.summary_model or None,
-                     settings=ModelSettings(reasoning_effort=run.reasoning_effort or None), **kwargs)
+                     settings=ModelSettings(reasoning_effort=run.reasoning_effort or None),
+                     approval_tools=settings.approval_tools, pause_on_ask=settings.pause_on_ask, **kwargs)
 
     return build
 

@@ -26,7 +26,7 @@ def _bearer(request: Request, *, allow_query: bool = False) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    # EventSource cannot set headers; the stream route (and only it) also accepts ?access_token=.
+    # EventSource cannot set headers; the stream routes (and only they) also accept ?access_token=.
     if allow_query and request.query_params.get("access_token"):
         return request.query_params["access_token"]
     raise ApiError(401, "unauthenticated", "missing bearer token: send 'Authorization: Bearer <token>'")

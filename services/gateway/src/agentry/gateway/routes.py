@@ -20,6 +20,7 @@ from .deps import CallerDep, StreamCallerDep, UpstreamsDep
 from .errors import ApiError
 from .idempotency import IDEMPOTENCY_RESPONSES, KEY_DESCRIPTION, KEY_HEADER, MAX_KEY_LENGTH, idempotent
 from .sse import run_events
+from .thread_stream import list_thread_runs, parse_cursor, thread_events
 
 router = APIRouter(prefix="/api")
 
@@ -107,6 +108,9 @@ def _run_out(run: pb.Run) -> schemas.RunOut:
         created_at=_time(run.created_at),
         started_at=_time(run.started_at) if run.HasField("started_at") else None,
         completed_at=_time(run.completed_at) if run.HasField("completed_at") else None,
+        finish_reason=run.finish_reason or None, phase=run.phase, phase_detail=run.phase_detail or None,
+        phase_since=_time(run.phase_since) if run.HasField("phase_since") else None, attempt=run.attempt,
+        pending=orjson.loads(run.pending_json) if run.pending_json else None,
     )
 
 
@@ -119,6 +123,18 @@ async def get_run(run_id: str, caller: CallerDep, up: UpstreamsDep):
 async def stop_run(run_id: str, caller: CallerDep, up: UpstreamsDep):
     run = await up.runner.StopRun(pb.StopRunRequest(account_id=caller.account_id, agent_run_id=run_id))
     return schemas.RunStarted(agent_run_id=run.agent_run_id, status=run.status)
+
+
+@router.post("/agent-run/{run_id}/resume", response_model=schemas.RunOut, tags=["runs"])
+async def resume_run(run_id: str, body: schemas.ResumeRun, caller: CallerDep, up: UpstreamsDep):
+    """Continues a run waiting for the user (status requires_action): `content` answers its
+    question; `decision` approves or rejects the call it waits on. The same run goes on (its stream
+    continues with the next sequence numbers). 409 `run_not_waiting` when it is not waiting; 400
+    when the input does not fit what it waits for."""
+    request = pb.ResumeRunRequest(account_id=caller.account_id, agent_run_id=run_id, decision=body.decision or "")
+    if body.content is not None:
+        request.content = body.content
+    return _run_out(await up.runner.ResumeRun(request))
 
 
 _MAX_SEQ = 2**63 - 1  # event sequence numbers are int64 upstream
@@ -148,6 +164,31 @@ async def stream_run(
     run = await up.runner.GetRun(pb.GetRunRequest(account_id=caller.account_id, agent_run_id=run_id))
     body = run_events(run=run, account_id=caller.account_id, after_seq=after, events=up.events,
                       runner=up.runner, keepalive_seconds=request.app.state.settings.keepalive_seconds)
+    return StreamingResponse(body, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get(
+    "/threads/{thread_id}/stream", tags=["threads"], response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}},
+                     "description": "SSE of every run of the thread, one after the other, never ending by itself: "
+                                    "`id:` is `<thread_seq>.<seq>` (the run's place on the thread, the event's "
+                                    "number in the run), `data:` the run's event with its `run_id`."}},
+)
+async def stream_thread(
+    thread_id: str, request: Request, caller: StreamCallerDep, up: UpstreamsDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+):
+    """Live events of every run of the thread (runs started later included), from its first run
+    or from just after `Last-Event-ID`."""
+    resume = parse_cursor(last_event_id) if last_event_id else None
+    after = resume[0] - 1 if resume else 0
+    runs = await list_thread_runs(up.runner, caller.account_id, thread_id, after)  # 404 for another account's
+    if resume and (not runs or runs[0].thread_seq != resume[0]):
+        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID names no run of this thread")
+    body = thread_events(thread_id=thread_id, account_id=caller.account_id, runs=runs, listed_after=after,
+                         resume=resume, events=up.events, runner=up.runner,
+                         keepalive_seconds=request.app.state.settings.keepalive_seconds)
     return StreamingResponse(body, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

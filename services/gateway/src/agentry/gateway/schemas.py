@@ -77,6 +77,16 @@ class RunStarted(BaseModel):
     status: str
 
 
+class ResumeRun(_Body):
+    """The user's input to a run waiting for it (status requires_action)."""
+
+    content: str | None = Field(default=None, max_length=100_000, description=(
+        "The answer to the run's question (pending.kind `question`), or a note with a decision."))
+    decision: Literal["approve", "reject"] | None = Field(default=None, description=(
+        "For a call waiting for approval (pending.kind `approval`): run it, or refuse it (the model is "
+        "told it was rejected, with `content` as the reason)."))
+
+
 class RunOut(BaseModel):
     agent_run_id: str
     thread_id: str
@@ -85,3 +95,15 @@ class RunOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    finish_reason: str | None = Field(default=None, description="Why the run ended (completed, cancelled, "
+                                      "error, budget_exceeded, timeout, expired, ...).")
+    phase: str = Field(default="", description=(
+        "What the run is doing now: waiting_for_worker, waiting_for_thread, starting, starting_sandbox, "
+        "calling_model, running_tool (phase_detail: the tool), resumed, waiting_for_user, finished."))
+    phase_detail: str | None = None
+    phase_since: datetime | None = None
+    attempt: int = Field(default=0, description="How many times a worker took the run; 2 and more: resumed "
+                         "after its worker was lost.")
+    pending: dict[str, Any] | None = Field(default=None, description=(
+        "While requires_action: {\"kind\": \"question\", \"question\", \"call_id\"} or "
+        "{\"kind\": \"approval\", \"tool\", \"arguments\", \"call_id\"}; answer with POST /resume."))

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from agentry.api.runner.v1 import runner_pb2 as pb
-from agentry.servicekit.eventstream import EventStream
+from agentry.servicekit.eventstream import EventStream, StreamEntry
 
 logger = logging.getLogger(__name__)
 
@@ -33,22 +33,38 @@ async def run_events(
     keepalive_seconds: float,
 ) -> AsyncIterator[bytes]:
     """Yields SSE frames for every event after `after_seq`, then ends after the terminal one."""
+    yield b"retry: 1000\n\n"
+    async for entry in run_entries(run=run, account_id=account_id, after_seq=after_seq, events=events,
+                                   runner=runner, keepalive_seconds=keepalive_seconds):
+        yield KEEPALIVE if entry is None else frame(entry.seq, entry.data)
+
+
+async def run_entries(
+    *,
+    run: pb.Run,
+    account_id: str,
+    after_seq: int,
+    events: EventStream,
+    runner,
+    keepalive_seconds: float,
+) -> AsyncIterator[StreamEntry | None]:
+    """Every event of the run after `after_seq`, in order, ending after the terminal one; None
+    each time `keepalive_seconds` passed without one (the caller sends a keep-alive)."""
     last = after_seq
     status = run.status
-    yield b"retry: 1000\n\n"
     while True:
         ended = status in TERMINAL_STATUSES
         first = await events.first_seq(run.agent_run_id)
         if first is not None and first > last + 1:
             # The live buffer was trimmed past what this client has: replay the durable events.
-            async for chunk in _replay(runner, run, account_id, last, before=first):
-                last = chunk[0]
-                yield chunk[1]
-                if chunk[2]:
+            async for entry in _replay(runner, run, account_id, last, before=first):
+                last = entry.seq
+                yield entry
+                if entry.terminal:
                     return
         entries = await events.read(run.agent_run_id, last, block_ms=0 if ended else int(keepalive_seconds * 1000))
         for entry in entries:
-            yield frame(entry.seq, entry.data)
+            yield entry
             last = entry.seq
             if entry.terminal:
                 return
@@ -57,12 +73,12 @@ async def run_events(
         if ended:
             # Nothing live after `last` and the run is over (its buffer may have expired): the
             # database holds the rest of what matters, or nothing if the client saw the end.
-            async for chunk in _replay(runner, run, account_id, last, before=None):
-                yield chunk[1]
-                if chunk[2]:
+            async for entry in _replay(runner, run, account_id, last, before=None):
+                yield entry
+                if entry.terminal:
                     return
             return
-        yield KEEPALIVE
+        yield None
         try:
             status = (await runner.GetRun(pb.GetRunRequest(
                 account_id=account_id, agent_run_id=run.agent_run_id))).status
@@ -71,7 +87,7 @@ async def run_events(
 
 
 async def _replay(runner, run: pb.Run, account_id: str, after: int, *, before: int | None):
-    """Yields (seq, frame, terminal) of persisted events after `after` (and before `before`)."""
+    """Yields the persisted events after `after` (and before `before`)."""
     while True:
         reply = await runner.ListRunEvents(pb.ListRunEventsRequest(
             account_id=account_id, agent_run_id=run.agent_run_id, after_seq=after))
@@ -80,7 +96,7 @@ async def _replay(runner, run: pb.Run, account_id: str, after: int, *, before: i
         for event in reply.events:
             if before is not None and event.seq >= before:
                 return
-            yield event.seq, frame(event.seq, event.data), event.terminal
+            yield StreamEntry(seq=event.seq, data=event.data, terminal=event.terminal)
             after = event.seq
             if event.terminal:
                 return

@@ -10,6 +10,7 @@ from agentry.servicekit.eventstream.port import (
     EventStreamUnavailable,
     SequenceError,
     StreamEntry,
+    thread_log_id,
 )
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ __all__ = [
     "RedisEventStream",
     "SequenceError",
     "StreamEntry",
+    "thread_log_id",
 ]
 
 

@@ -47,3 +47,10 @@ class EventStream(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def thread_log_id(thread_id: str) -> str:
+    """The stream id under which the runner announces a thread's runs (`{"thread_seq":N,"run_id":...}`
+    at seq N, the run's place on the thread). Not a run's id (run ids are UUIDs): the stream is a
+    doorbell that wakes a gateway tailing the thread; the runner's database says which runs exist."""
+    return f"thread-{thread_id}"

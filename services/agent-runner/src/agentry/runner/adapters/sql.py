@@ -17,6 +17,7 @@ from ..domain import (
     TERMINAL_STATUSES,
     THREAD_HOLDING_STATUSES,
     RESUME_HANDED_BACK,
+    RESUME_USER_INPUT,
     RESUME_WORKER_LOST,
     ClaimedRun,
     DispatchJob,
@@ -88,6 +89,9 @@ agent_runs = sa.Table(
     sa.Column("phase_detail", sa.String(200), nullable=False, server_default=""),
     sa.Column("phase_since", sa.Float),
     sa.Column("last_event_at", sa.Float),
+    sa.Column("pending_json", sa.Text, nullable=False, server_default=""),
+    sa.Column("resolution_json", sa.Text, nullable=False, server_default=""),
+    sa.Column("paused_at", sa.Float),
     # Per-thread run policies (migration 0004). A pending run waits for its thread in
     # `queue_order` (lowest first); its prompt waits in `prompt_json` and joins the thread when
     # the run gets it. `start_position`: the thread's last message position once the run held the
@@ -97,6 +101,9 @@ agent_runs = sa.Table(
     sa.Column("queue_order", sa.BigInteger),
     sa.Column("prompt_json", sa.Text),
     sa.Column("start_position", sa.BigInteger),
+    # The run's place on its thread (migration 0006): 1, 2, ... in the order runs got the thread
+    # (or ended without getting it), NULL while it waits; assigned under the thread's lock.
+    sa.Column("thread_seq", sa.BigInteger),
     # One run holds a thread at a time, enforced by the database so concurrent starts cannot race.
     sa.Index("ux_agent_runs_one_active_per_thread", "thread_id", unique=True,
              postgresql_where=sa.text(_HOLDING_SQL), sqlite_where=sa.text(_HOLDING_SQL)),
@@ -104,6 +111,7 @@ agent_runs = sa.Table(
              postgresql_where=sa.text(_PENDING_SQL), sqlite_where=sa.text(_PENDING_SQL)),
     sa.Index("ix_agent_runs_active_per_account", "account_id",
              postgresql_where=sa.text(_ACTIVE_SQL), sqlite_where=sa.text(_ACTIVE_SQL)),
+    sa.Index("ux_agent_runs_thread_seq", "thread_id", "thread_seq", unique=True),
 )
 run_events = sa.Table(
     "run_events", metadata,
@@ -134,6 +142,9 @@ def _run(row) -> Run:
         attempt=row.attempt, phase=row.phase, phase_detail=row.phase_detail or "", phase_since=row.phase_since,
         lease_epoch=row.lease_epoch, worker_id=row.worker_id, lease_expires_at=row.lease_expires_at,
         multitask_strategy=row.multitask_strategy, interrupts_run_id=row.interrupts_run_id,
+        thread_seq=row.thread_seq,
+        pending=orjson.loads(row.pending_json) if row.pending_json else None,
+        resolution=orjson.loads(row.resolution_json) if row.resolution_json else None,
     )
 
 _LEASED = (RunStatus.RUNNING.value, RunStatus.CANCELLING.value)
@@ -152,6 +163,14 @@ def _last_position(thread_id: str) -> sa.ScalarSelect:
     """The position of the thread's newest message (0 when it has none)."""
     return (sa.select(sa.func.coalesce(sa.func.max(messages.c.position), 0))
             .where(messages.c.thread_id == thread_id).scalar_subquery())
+
+
+def _next_thread_seq(thread_id: str | sa.ColumnElement) -> sa.ScalarSelect:
+    """The next place on the thread (`thread_id`: a value, or the updated row's column). Taken
+    under the thread's lock, so no two runs of a thread get the same place."""
+    other = agent_runs.alias("thread_run")
+    return (sa.select(sa.func.coalesce(sa.func.max(other.c.thread_seq), 0) + 1)
+            .where(other.c.thread_id == thread_id).scalar_subquery())
 
 
 async def _lock_thread(conn: AsyncConnection, thread_id: str) -> None:
@@ -269,6 +288,7 @@ class SqlRunnerRepository:
                     .label("first"),
                     sa.select(sa.func.max(c.queue_order)).where(on_thread, sa.text(_PENDING_SQL)).scalar_subquery()
                     .label("last"),
+                    sa.select(sa.func.max(c.thread_seq)).where(on_thread).scalar_subquery().label("top"),
                 ))).one()
                 if state.holder is not None and strategy is MultitaskStrategy.REJECT:
                     raise RunAlreadyActive("this thread already has an active run; stop it or wait for it to end")
@@ -288,9 +308,10 @@ class SqlRunnerRepository:
                             created_at=first_message.created_at))
                     await conn.execute(agent_runs.insert().values(
                         **values, status=RunStatus.QUEUED.value, dispatched_at=now,
-                        start_position=_last_position(thread_id)))
+                        start_position=_last_position(thread_id), thread_seq=(state.top or 0) + 1))
                     return Run(run_id, thread_id, account_id, RunStatus.QUEUED, model, "", "", now, None, None,
-                               reasoning_effort, phase_since=now, multitask_strategy=strategy.value)
+                               reasoning_effort, phase_since=now, multitask_strategy=strategy.value,
+                               thread_seq=(state.top or 0) + 1)
                 if strategy is MultitaskStrategy.ENQUEUE:
                     order = 1 if state.last is None else state.last + 1
                 else:
@@ -340,7 +361,8 @@ class SqlRunnerRepository:
                 created_at=now))
         await conn.execute(agent_runs.update().where(c.run_id == waiting.run_id, sa.text(_PENDING_SQL)).values(
             status=RunStatus.QUEUED.value, phase=Phase.WAITING_FOR_WORKER.value, phase_since=now,
-            dispatched_at=None, queue_order=None, prompt_json=None, start_position=_last_position(thread_id)))
+            dispatched_at=None, queue_order=None, prompt_json=None, start_position=_last_position(thread_id),
+            thread_seq=_next_thread_seq(thread_id)))
         return waiting.run_id
 
     async def get_run(self, run_id: str) -> Run | None:
@@ -386,6 +408,9 @@ class SqlRunnerRepository:
         project_id = (sa.select(threads.c.project_id).where(threads.c.thread_id == c.thread_id)
                       .scalar_subquery().label("project_id"))
         fresh = c.status == RunStatus.QUEUED.value
+        # A queued run with a resolution continues after the user answered (human in the loop):
+        # the same attempt goes on. Any other claim is the next attempt.
+        answered = sa.and_(fresh, c.resolution_json != "")
         query = (
             agent_runs.update()
             .where(c.run_id == run_id, sa.or_(
@@ -394,10 +419,11 @@ class SqlRunnerRepository:
                 status=sa.case((fresh, RunStatus.RUNNING.value), else_=c.status),
                 started_at=sa.func.coalesce(c.started_at, now),
                 worker_id=worker_id or None, lease_epoch=c.lease_epoch + 1,
-                lease_expires_at=now + lease_seconds, attempt=c.attempt + 1,
-                phase=sa.case((fresh, Phase.STARTING.value), else_=Phase.RESUMED.value),
-                phase_detail=sa.case((fresh, ""), (c.worker_id.is_(None), RESUME_HANDED_BACK),
-                                     else_=RESUME_WORKER_LOST),
+                lease_expires_at=now + lease_seconds,
+                attempt=sa.case((answered, c.attempt), else_=c.attempt + 1),
+                phase=sa.case((sa.and_(fresh, ~answered), Phase.STARTING.value), else_=Phase.RESUMED.value),
+                phase_detail=sa.case((answered, RESUME_USER_INPUT), (fresh, ""),
+                                     (c.worker_id.is_(None), RESUME_HANDED_BACK), else_=RESUME_WORKER_LOST),
                 phase_since=now, last_event_at=now,
             )
             .returning(*agent_runs.c, project_id)
@@ -408,6 +434,44 @@ class SqlRunnerRepository:
             return None
         run = _run(row)
         return ClaimedRun(run, row.project_id, resume_reason=run.phase_detail if run.phase == Phase.RESUMED.value else "")
+
+    async def pause_run(self, run_id: str, epoch: int, pending: dict,
+                        events: Sequence[StoredEvent] = ()) -> bool:
+        """The run waits for the user (requires_action) and gives its lease up: no worker holds
+        it while it waits; `events` are stored in the same transaction. Only at `epoch` and from
+        running; False otherwise (nothing written)."""
+        now = self._clock()
+        query = (agent_runs.update()
+                 .where(agent_runs.c.run_id == run_id, agent_runs.c.lease_epoch == epoch,
+                        agent_runs.c.status == RunStatus.RUNNING.value)
+                 .values(status=RunStatus.REQUIRES_ACTION.value, pending_json=orjson.dumps(pending).decode(),
+                         resolution_json="", paused_at=now, worker_id=None, lease_expires_at=None,
+                         phase=Phase.WAITING_FOR_USER.value, phase_detail="", phase_since=now, last_event_at=now))
+        async with self._engine.begin() as conn:
+            if (await conn.execute(query)).rowcount != 1:
+                return False
+            if events:
+                await conn.execute(run_events.insert(), _event_rows(run_id, events, now))
+        return True
+
+    async def resume_paused(self, run_id: str, resolution: dict) -> bool:
+        """Hands a paused run the user's input and queues it for a worker (dispatched now: the
+        caller publishes its job); False when the run is not waiting for the user."""
+        now = self._clock()
+        query = (agent_runs.update()
+                 .where(agent_runs.c.run_id == run_id, agent_runs.c.status == RunStatus.REQUIRES_ACTION.value)
+                 .values(status=RunStatus.QUEUED.value, resolution_json=orjson.dumps(resolution).decode(),
+                         dispatched_at=now, phase=Phase.WAITING_FOR_WORKER.value, phase_detail="", phase_since=now))
+        async with self._engine.begin() as conn:
+            return (await conn.execute(query)).rowcount == 1
+
+    async def paused_before(self, before: float, limit: int = 500) -> list[str]:
+        """Runs that have waited for the user since before `before` (epoch seconds)."""
+        query = (sa.select(agent_runs.c.run_id)
+                 .where(agent_runs.c.status == RunStatus.REQUIRES_ACTION.value, agent_runs.c.paused_at < before)
+                 .limit(limit))
+        async with self._engine.connect() as conn:
+            return [row.run_id for row in await conn.execute(query)]
 
     async def renew_leases(self, worker_id: str, lease_seconds: float) -> dict[str, int]:
         """Extends every lease `worker_id` still holds, in one statement; returns run id -> epoch
@@ -449,7 +513,10 @@ class SqlRunnerRepository:
         due = (sa.select(c.run_id).where(sa.or_(
             sa.and_(c.status == RunStatus.QUEUED.value, stale),
             sa.and_(c.status.in_(_LEASED), lapsed < now, sa.or_(stale, c.dispatched_at < lapsed)),
-        )).order_by(c.created_at).limit(limit))
+        )).order_by(c.created_at).limit(limit)
+               # Rows another transaction holds (a run ending, a lease renewal) are left for the
+               # next pass: the sweeper never waits on a row lock, so it cannot deadlock.
+               .with_for_update(skip_locked=True))
         query = (agent_runs.update().where(c.run_id.in_(due.scalar_subquery())).values(dispatched_at=now)
                  .returning(c.run_id, c.thread_id, c.account_id))
         async with self._engine.begin() as conn:
@@ -483,6 +550,9 @@ class SqlRunnerRepository:
         query = agent_runs.update().where(*conditions).values(
             status=to.value, completed_at=now, error=error, finish_reason=finish_reason, worker_id=None,
             lease_expires_at=None, phase=Phase.FINISHED.value, phase_detail="", phase_since=now, last_event_at=now,
+            pending_json="", resolution_json="",
+            # A run that waited and ends without having held the thread takes its place now.
+            thread_seq=sa.func.coalesce(c.thread_seq, _next_thread_seq(c.thread_id)),
         ).returning(c.thread_id)
         async with self._engine.begin() as conn:
             # The thread's lock first (the order every start takes): the end and the promotion of
@@ -526,6 +596,15 @@ class SqlRunnerRepository:
         query = sa.select(sa.func.coalesce(sa.func.max(run_events.c.seq), 0)).where(run_events.c.run_id == run_id)
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
+    async def list_thread_runs(self, thread_id: str, after_thread_seq: int, limit: int = 100) -> list[Run]:
+        """The thread's runs placed after `after_thread_seq`, in the order they held the thread
+        (waiting runs have no place yet and are left out)."""
+        query = (agent_runs.select()
+                 .where(agent_runs.c.thread_id == thread_id, agent_runs.c.thread_seq > after_thread_seq)
+                 .order_by(agent_runs.c.thread_seq).limit(limit))
+        async with self._engine.connect() as conn:
+            return [_run(row) for row in await conn.execute(query)]
+
 
 # The literal SQL predicates above spell these sets.
 assert {s.value for s in THREAD_HOLDING_STATUSES} == {"queued", "running", "cancelling", "requires_action"}

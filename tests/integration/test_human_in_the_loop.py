@@ -1,0 +1,162 @@
+"""Human in the loop over HTTP: a run pauses (requires_action) on a question or a call to approve,
+its stream stays open, and POST /resume continues the same run on the same stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+
+from agentry.cli.devstack import start_dev_stack
+from agentry.fakellm import Script, ScriptedToolCall, ThreadedFakeLLMServer, Turn
+
+from .test_run_end_to_end import sign_up_and_in
+
+pytestmark = pytest.mark.integration
+
+SCRIPTS = {
+    "hitl-ask": Script(turns=(
+        Turn(tool_calls=(ScriptedToolCall(name="ask", arguments={"question": "Which colour?"}),)),
+        Turn(text="Blue it is."),
+    )),
+    "hitl-shell": Script(turns=(
+        Turn(text="I need to run a command.",
+             tool_calls=(ScriptedToolCall(name="run_command", arguments={"command": "echo approved-and-ran"}),)),
+        Turn(text="Finished."),
+    )),
+}
+
+
+@pytest.fixture(scope="module")
+def llm():
+    with ThreadedFakeLLMServer(SCRIPTS) as server:
+        yield server
+
+
+@pytest.fixture
+async def client(llm, tmp_path) -> AsyncIterator[httpx.AsyncClient]:
+    async with contextlib.AsyncExitStack() as stack:
+        dev = await start_dev_stack(
+            stack, data_dir=tmp_path, llm_api_base=llm.base_url,
+            ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
+            runner_overrides={"approval_tools": ["run_command"]})
+        async with httpx.AsyncClient(base_url=dev.gateway_url, timeout=30) as client:
+            yield client
+
+
+async def start(client: httpx.AsyncClient, headers: dict, model: str) -> str:
+    thread = (await client.post("/api/threads", json={}, headers=headers)).json()["thread_id"]
+    started = await client.post(f"/api/threads/{thread}/agent/start", headers=headers,
+                                json={"model_name": f"openai/{model}", "prompt": "go"})
+    assert started.status_code == 202, started.text
+    return started.json()["agent_run_id"]
+
+
+class Stream:
+    """One SSE connection kept open across the pause."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.lines = response.aiter_lines()
+        self.events: list[tuple[int, dict]] = []
+
+    async def until(self, event_type: str) -> dict:
+        event_id = data = None
+        async with asyncio.timeout(20):
+            async for line in self.lines:
+                if line.startswith("id:"):
+                    event_id = int(line[3:])
+                elif line.startswith("data:"):
+                    data = orjson.loads(line[5:])
+                elif line == "" and data is not None:
+                    self.events.append((event_id, data))
+                    if data["type"] == event_type:
+                        return data
+                    event_id = data = None
+        raise AssertionError(f"stream ended before {event_type}")
+
+
+async def test_ask_pauses_then_an_answer_continues_the_same_run_on_the_same_stream(client) -> None:
+    user = await sign_up_and_in(client, "hitl-ask@example.com")
+    headers = user["headers"]
+    run_id = await start(client, headers, "hitl-ask")
+    async with client.stream("GET", f"/api/agent-run/{run_id}/stream", headers=headers) as response:
+        stream = Stream(response)
+        waiting = await stream.until("requires_action")
+        assert waiting["pending"]["kind"] == "question" and waiting["pending"]["question"] == "Which colour?"
+
+        run = (await client.get(f"/api/agent-run/{run_id}", headers=headers)).json()
+        assert run["status"] == "requires_action" and run["pending"] == waiting["pending"]
+        for _ in range(50):  # the phase lands with the pause
+            if run["phase"] == "waiting_for_user":
+                break
+            await asyncio.sleep(0.05)
+            run = (await client.get(f"/api/agent-run/{run_id}", headers=headers)).json()
+        assert run["phase"] == "waiting_for_user" and run["phase_since"]
+
+        # The input must fit what the run waits for.
+        wrong = await client.post(f"/api/agent-run/{run_id}/resume", json={"decision": "approve"}, headers=headers)
+        assert wrong.status_code == 400, wrong.text
+        resumed = await client.post(f"/api/agent-run/{run_id}/resume", json={"content": "blue"}, headers=headers)
+        assert resumed.status_code == 200, resumed.text
+        assert resumed.json()["status"] in ("queued", "running", "completed")
+
+        finished = await stream.until("run_finished")
+    assert finished["reason"] == "completed"
+    ids = [i for i, _ in stream.events]
+    assert ids == list(range(1, len(ids) + 1))  # one run, one continuous sequence
+    assert [e["type"] for _, e in stream.events].count("run_started") == 1
+
+    messages = (await client.get(f"/api/threads/{run['thread_id']}/messages", headers=headers)).json()["messages"]
+    assert [m["type"] for m in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[2]["content"]["output"] == "blue"
+    assert messages[3]["content"]["text"] == "Blue it is."
+    # A run that is not waiting: 409.
+    again = await client.post(f"/api/agent-run/{run_id}/resume", json={"content": "red"}, headers=headers)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "run_not_waiting"
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+async def test_a_shell_command_waits_for_approval(client, decision: str) -> None:
+    user = await sign_up_and_in(client, f"hitl-{decision}@example.com")
+    headers = user["headers"]
+    run_id = await start(client, headers, "hitl-shell")
+    async with client.stream("GET", f"/api/agent-run/{run_id}/stream", headers=headers) as response:
+        stream = Stream(response)
+        waiting = await stream.until("requires_action")
+        assert waiting["pending"] == {"kind": "approval", "tool": "run_command",
+                                      "arguments": {"command": "echo approved-and-ran"},
+                                      "call_id": waiting["pending"]["call_id"]}
+        assert not [e for _, e in stream.events if e["type"] == "tool_call_finished"]  # nothing ran yet
+        body = {"decision": decision} if decision == "approve" else {"decision": "reject", "content": "no"}
+        assert (await client.post(f"/api/agent-run/{run_id}/resume", json=body, headers=headers)).status_code == 200
+        await stream.until("run_finished")
+    run = (await client.get(f"/api/agent-run/{run_id}", headers=headers)).json()
+    assert run["status"] == "completed" and run["pending"] is None
+    messages = (await client.get(f"/api/threads/{run['thread_id']}/messages", headers=headers)).json()["messages"]
+    result = messages[2]["content"]
+    if decision == "approve":
+        assert "approved-and-ran" in result["output"]
+    else:
+        assert result["error"] == "rejected" and result["output"] == "the user rejected this call: no"
+
+
+async def test_a_paused_run_can_be_stopped_and_bad_input_is_refused(client) -> None:
+    user = await sign_up_and_in(client, "hitl-stop@example.com")
+    headers = user["headers"]
+    run_id = await start(client, headers, "hitl-ask")
+    async with client.stream("GET", f"/api/agent-run/{run_id}/stream", headers=headers) as response:
+        stream = Stream(response)
+        await stream.until("requires_action")
+        bad = await client.post(f"/api/agent-run/{run_id}/resume", json={"decision": "maybe"}, headers=headers)
+        assert bad.status_code == 422 and "decision" in bad.text
+        stopped = await client.post(f"/api/agent-run/{run_id}/stop", headers=headers)
+        assert stopped.status_code == 200 and stopped.json()["status"] == "cancelled"
+        finished = await stream.until("run_finished")
+    assert finished["reason"] == "cancelled"
+    other = await sign_up_and_in(client, "hitl-other@example.com")
+    assert (await client.post(f"/api/agent-run/{run_id}/resume", json={"content": "x"},
+                              headers=other["headers"])).status_code == 404
