@@ -160,3 +160,27 @@ async def test_a_paused_run_can_be_stopped_and_bad_input_is_refused(client) -> N
     other = await sign_up_and_in(client, "hitl-other@example.com")
     assert (await client.post(f"/api/agent-run/{run_id}/resume", json={"content": "x"},
                               headers=other["headers"])).status_code == 404
+
+
+async def test_agentry_chat_asks_the_question_on_the_terminal_and_continues(client) -> None:
+    import io
+
+    from rich.console import Console
+
+    from agentry.cli.chat import run_chat
+
+    class Terminal(Console):
+        asked: list[str] = []
+
+        def input(self, prompt="", **kwargs) -> str:  # type: ignore[override]
+            self.asked.append(str(prompt))
+            return "blue"
+
+    out = io.StringIO()
+    terminal = Terminal(file=out, width=120)
+    code = await asyncio.to_thread(run_chat, url=str(client.base_url).rstrip("/"), email="hitl-chat@example.com",
+                                   password="a long password", prompt="pick", thread_id=None,
+                                   model="openai/hitl-ask", console=terminal)
+    assert code == 0, out.getvalue()
+    assert "Which colour?" in out.getvalue() and "run finished: completed" in out.getvalue()
+    assert len(terminal.asked) == 1

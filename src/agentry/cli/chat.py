@@ -62,17 +62,48 @@ def run_chat(*, url: str, email: str, password: str, prompt: str, thread_id: str
                 if not response.is_success:
                     response.read()
                     _check(response, "stream")
-                return _render(iter_sse(response), console)
+                run_id = run["agent_run_id"]
+                return _render(iter_sse(response), console,
+                               on_pending=lambda pending: _answer(client, run_id, pending, console))
     except (ChatError, httpx.HTTPError) as exc:
         console.print(f"[red]{exc}[/]")
         return 1
 
 
-def _render(events, console: Console) -> int:
+def _answer(client: httpx.Client, run_id: str, pending: dict, console: Console) -> None:
+    """The run waits for the user: ask on the terminal, send the answer or decision, and let
+    the (still open) stream go on. Without a terminal to ask on, the run stays paused."""
+    if pending.get("kind") == "question":
+        console.print(f"[bold yellow]The agent asks:[/] {pending.get('question', '')}")
+        body = {"content": console.input("[bold]your answer> [/]")}
+    else:
+        arguments = orjson.dumps(pending.get("arguments", {})).decode()
+        console.print(f"[bold yellow]The agent wants to run[/] {pending.get('tool')}({arguments[:300]})")
+        approve = console.input("[bold]approve? [y/N]> [/]").strip().lower() in ("y", "yes")
+        body = {"decision": "approve" if approve else "reject"}
+        if not approve:
+            body["content"] = console.input("[bold]why not (optional)> [/]")
+    _check(client.post(f"/api/agent-run/{run_id}/resume", json=body), "resume")
+
+
+def _render(events, console: Console, on_pending=None) -> int:
     at_line_start = True
     for _, data in events:
         event = orjson.loads(data)
         kind = event.get("type")
+        if kind == "requires_action":
+            if not at_line_start:
+                console.print()
+                at_line_start = True
+            if on_pending is None:
+                console.print("[yellow]the run waits for your input: POST /api/agent-run/{id}/resume[/]")
+                return 0
+            try:
+                on_pending(event.get("pending") or {})
+            except EOFError:
+                console.print("[yellow]no answer given: the run stays paused (answer it with POST .../resume)[/]")
+                return 0
+            continue
         if kind == "text_delta":
             console.print(event["text"], end="", highlight=False, markup=False)
             at_line_start = event["text"].endswith("\n")

@@ -133,9 +133,20 @@ async def start(
             # long. (In a prefork child it is imported already.)
             await asyncio.to_thread(_warm_up_litellm)
         else:
-            # Embedded: import it off the loop, not in the first run. A daemon thread, so a
-            # shutdown never waits for the import to finish.
-            threading.Thread(target=_warm_up_litellm, name="litellm-warm-up", daemon=True).start()
+            # Embedded: the stack starts at once and imports LiteLLM off the loop; a job that
+            # arrives meanwhile waits for the import before it claims its run (no lease is held
+            # while the import would block the loop). A daemon thread, so a shutdown never waits.
+            loop = asyncio.get_running_loop()
+            ready = asyncio.Event()
+            worker.wait_before_claiming(ready)
+
+            def warm_up() -> None:
+                try:
+                    _warm_up_litellm()
+                finally:
+                    loop.call_soon_threadsafe(ready.set)
+
+            threading.Thread(target=warm_up, name="litellm-warm-up", daemon=True).start()
         consumer = await queue.consume(worker.handle, concurrency=settings.worker_concurrency)
 
         async def _stop_consumer() -> None:

@@ -103,9 +103,14 @@ class RunWorker:
         self.worker_id = worker_id or new_worker_id()
         self._clock = clock
         self._held: dict[str, _Held] = {}
+        self._ready: asyncio.Event | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._accepting = True
         self._shutdown = asyncio.Event()
+
+    def wait_before_claiming(self, ready: asyncio.Event) -> None:
+        """Jobs wait for `ready` (the model library imported) before claiming their run."""
+        self._ready = ready
 
     @property
     def held_runs(self) -> list[str]:
@@ -159,6 +164,8 @@ class RunWorker:
         run_id_var.set(job.run_id)
         if not self._accepting:
             raise RequeueJob("the worker is shutting down")
+        if self._ready is not None and not self._ready.is_set():
+            await self._ready.wait()
         claimed = await self._claim(job.run_id)
         if claimed is None:
             return
