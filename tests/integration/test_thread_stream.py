@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 from collections.abc import AsyncIterator
 
 import httpx
@@ -27,6 +28,13 @@ DURABLE = {"run_started", "message_completed", "tool_call_finished", "phase", "r
 def short_keepalive(monkeypatch):
     # Read by the gateway's settings, in this process (embedded) and in the split processes.
     monkeypatch.setenv("AGENTRY_GATEWAY_KEEPALIVE_SECONDS", str(KEEPALIVE_SECONDS))
+
+
+async def litellm_imported() -> None:
+    """Embedded: the runner imports LiteLLM in a thread as it starts, and a run that needs it before
+    that import ends blocks the stack's one event loop until it has (many seconds on a busy
+    machine), so requests made meanwhile time out. Wait for the import here, off the loop."""
+    await asyncio.to_thread(importlib.import_module, "litellm")
 
 
 async def read_thread_sse(response: httpx.Response, *, runs: int, keepalives: list[str] | None = None,
@@ -88,6 +96,8 @@ def check_spliced(events: list[tuple[str, bytes]], run_id: str, thread_seq: int,
 
 
 async def test_one_stream_sees_every_run_of_the_thread_in_order_and_resumes_across_runs(system):
+    if system.mode == "embedded":
+        await litellm_imported()
     async with httpx.AsyncClient(base_url=system.gateway_url, timeout=60) as client:
         headers = (await sign_up_and_in(client, f"watcher-{system.mode}@example.com"))["headers"]
         thread = await new_thread(client, headers)
@@ -139,6 +149,7 @@ async def test_one_stream_sees_every_run_of_the_thread_in_order_and_resumes_acro
 
 @pytest.mark.parametrize("system", ["embedded"], indirect=True)
 async def test_thread_stream_tenancy_tokens_and_cursors(system):
+    await litellm_imported()
     async with httpx.AsyncClient(base_url=system.gateway_url, timeout=60) as client:
         owner = (await sign_up_and_in(client, "thread-owner@example.com"))["headers"]
         other = (await sign_up_and_in(client, "thread-other@example.com"))["headers"]
@@ -170,8 +181,10 @@ async def test_thread_stream_tenancy_tokens_and_cursors(system):
 @pytest.fixture
 async def dev(fake_llm, tmp_path):
     async with contextlib.AsyncExitStack() as stack:
-        yield await start_dev_stack(stack, data_dir=tmp_path, llm_api_base=fake_llm.base_url,
+        dev = await start_dev_stack(stack, data_dir=tmp_path, llm_api_base=fake_llm.base_url,
                                     ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0})
+        await litellm_imported()
+        yield dev
 
 
 async def test_runs_whose_live_buffer_expired_are_replayed_from_the_database(dev):
