@@ -17,8 +17,9 @@ in milliseconds), lease AGENTRY_RUNNER_LEASE_SECONDS=L, everything else default.
 streams, and after a random 0-L s more (so the kill lands anywhere in the lease heartbeat's
 cycle, which renews every L/3), the worker process holding the first run (from agent_runs.worker_id,
 `<host>-<pid>-<hex>`) is SIGKILLed, and for every run it held the benchmark measures from the
-kill to the first event after it on the stream (it must be `run_resumed`) and to the first
-`text_delta` after that (the model call made again). It also reads the run's lease_expires_at
+kill to `run_resumed` on the stream (the first event the new holder writes; tokens the dead
+process had sent just before the kill may still arrive first, and are counted, not timed) and
+to the first `text_delta` after that (the model call made again). It also reads the run's lease_expires_at
 just before the kill: the takeover cannot happen before the lease lapses, so
 `kill -> run_resumed` minus the lease time left is the platform's own takeover overhead
 (redelivery, claim, reading the stream's tail, writing run_resumed). The runs are then stopped.
@@ -315,8 +316,10 @@ class Takeover:
     lease_left: float        # lease time left on the run at the kill
     resumed: float | None    # kill -> run_resumed on the stream
     token: float | None      # kill -> first text_delta after run_resumed
-    event: str | None        # the first event's type after the kill
-    reason: str | None       # run_resumed's reason
+    event: str | None        # "run_resumed", or what came instead
+    reason: str | None       # run_resumed's reason (worker_lost)
+    late: int = 0            # events sent before the kill that arrived after it
+    attempt: int | None = None
 
 
 def worker_pid(worker_id: str | None) -> int | None:
@@ -363,17 +366,25 @@ async def bench_failover(args, llm: FakeLLM, data_dir: Path, lease: float) -> di
                         for r in victims:
                             f = followers[run_ids.index(r)]
                             with contextlib.suppress(TimeoutError):
-                                await f.until(lambda s, k=killed: s.first_after(k, "text_delta") is not None
-                                              or s.terminal is not None, lease + 60)
-                            first = f.first_after(killed)
-                            token = f.first_after(first[1], "text_delta") if first else None
+                                await f.until(lambda s, k=killed: (
+                                    (resumed := s.first_after(k, "run_resumed")) is not None
+                                    and s.first_after(resumed[1], "text_delta") is not None)
+                                    or s.terminal is not None, lease + 60)
+                            resumed = f.first_after(killed, "run_resumed")
+                            token = f.first_after(resumed[1], "text_delta") if resumed else None
+                            # Tokens the process sent just before it died may arrive just after.
+                            late = [e["type"] for e, at in zip(f.events, f.arrived)
+                                    if at > killed and (resumed is None or at < resumed[1])]
                             takeovers.append(Takeover(
-                                lease, left[r], first[1] - killed if first else None,
+                                lease, left[r], resumed[1] - killed if resumed else None,
                                 token[1] - killed if token else None,
-                                first[0]["type"] if first else None, first[0].get("reason") if first else None))
+                                "run_resumed" if resumed else (late[0] if late else None),
+                                resumed[0].get("reason") if resumed else None, len(late),
+                                resumed[0].get("attempt") if resumed else None))
                         t = takeovers[-len(victims):]
                         print(f"  kill {trial + 1}/{args.kills}: pid {pid} held {len(victims)} of {len(run_ids)} runs; "
-                              f"run_resumed after {', '.join(f'{x.resumed:.2f}s' if x.resumed else 'never' for x in t)} "
+                              f"run_resumed after "
+                              f"{', '.join(f'{x.resumed:.2f}s' if x.resumed is not None else 'never' for x in t)} "
                               f"(lease left {', '.join(f'{x.lease_left:.2f}s' for x in t)})", file=sys.stderr, flush=True)
                     finally:
                         await stop_and_wait(client, headers, run_ids)
@@ -382,6 +393,9 @@ async def bench_failover(args, llm: FakeLLM, data_dir: Path, lease: float) -> di
                     await asyncio.sleep(0.5)  # the prefork parent has replaced the process by now
         finally:
             await db.close()
+    print(f"  run_resumed reasons: {sorted({t.reason for t in takeovers if t.reason})}; events in flight at "
+          f"the kill, arriving after it: {sum(t.late for t in takeovers)} in {sum(t.late > 0 for t in takeovers)} "
+          f"runs", file=sys.stderr, flush=True)
     resumed = [t.resumed for t in takeovers if t.resumed is not None and t.event == "run_resumed"]
     overhead = [t.resumed - t.lease_left for t in takeovers if t.resumed is not None and t.event == "run_resumed"]
     tokens = [t.token for t in takeovers if t.token is not None and t.event == "run_resumed"]
