@@ -175,3 +175,8 @@ async def test_resume_skips_exactly_what_the_client_has(events) -> None:
         assert await reader.until(3) == ["2.1", "2.2", "2.3"]
     finally:
         await reader.close()
+
+
+def test_an_event_that_names_its_run_already_gets_no_second_run_id() -> None:
+    started = b'{"seq":1,"run_id":"r-1","thread_id":"t","model":"m","type":"run_started"}'
+    assert thread_frame(2, 1, "r-1", started) == b"id: 2.1\ndata: " + started + b"\n\n"

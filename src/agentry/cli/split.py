@@ -47,8 +47,8 @@ class SplitConfig:
     # When set, runs go to this OpenAI-compatible server (tests, or a local model server).
     llm_api_base: str | None = None
     default_model: str | None = None
-    queue_name: str = "agentry.runs"
-    redis_prefix: str = "agentry:run:"
+    queue_name: str = field(default_factory=lambda: os.environ.get("AGENTRY_RUNNER_QUEUE_NAME", "agentry.run-jobs"))
+    redis_prefix: str = field(default_factory=lambda: os.environ.get("AGENTRY_RUNNER_REDIS_PREFIX", "agentry:run:"))
     extra_env: dict[str, str] = field(default_factory=dict)
     # Worker processes: "worker" on grpc_ports["worker"], then "worker-2", ... (a free port each
     # unless grpc_ports names one).

@@ -49,7 +49,10 @@ def _number(value: str) -> bool:
 
 
 def thread_frame(thread_seq: int, seq: int, run_id: str, data: bytes) -> bytes:
-    """The run's event with its run id spliced in (the event is a JSON object; not re-encoded)."""
+    """The run's event with its run id spliced in (the event is a JSON object; not re-encoded).
+    An event that carries its run id already (run_started) is left as it is: no duplicate key."""
+    if b'"run_id":' in data[:200] and data.startswith(b'{"seq":') and b'"type":"run_started"' in data[:200]:
+        return b"id: %d.%d\ndata: %s\n\n" % (thread_seq, seq, data)
     return b'id: %d.%d\ndata: {"run_id":"%s",%s\n\n' % (thread_seq, seq, run_id.encode(), data[1:])
 
 
