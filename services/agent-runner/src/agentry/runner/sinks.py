@@ -116,7 +116,9 @@ async def end_run(repo: RunnerRepository, stream: EventStream, run_id: str, *, s
         run_id, from_=from_, to=status, error=error, finish_reason=str(event.reason),
         events=[*(pending or ()), StoredEvent(seq, data, True)], epoch=epoch), deadline=retry_seconds)
     if ended:
-        await stream.append(run_id, seq, data, terminal=True)
+        # The end is stored: live clients must get it even if the run's task is cancelled while
+        # the stream is away (the worker's heartbeat no longer finds the ended run's lease).
+        await asyncio.shield(stream.append(run_id, seq, data, terminal=True))
     return ended
 
 
