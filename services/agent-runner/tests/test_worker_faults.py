@@ -4,6 +4,7 @@ moment is waited for, and a tool call never runs without being on record."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
 import pytest
@@ -13,6 +14,7 @@ from agentry.api.billing.v1 import billing_pb2
 from agentry.api.sandbox.v1 import sandbox_pb2
 from agentry.runner.adapters.billing_grpc import GrpcUsageSink, UsageUnavailable
 from agentry.runner.adapters.sandbox_grpc import GrpcSandbox, SandboxToolError
+from agentry.runner.adapters.sql import SqlRunnerRepository
 from agentry.runner.domain import RunStatus
 from agentry.runner.errors import LeaseLost
 from agentry.runner.sinks import Lease, RunEventSink, ThreadMessageStore, end_run
@@ -179,3 +181,49 @@ async def test_retries_stop_when_the_run_is_cancelled() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_stored_end_reaches_the_stream_even_if_the_run_is_cancelled_meanwhile() -> None:
+    # Redis is away when the run ends: finish_run is committed, the terminal append waits. The
+    # heartbeat then no longer finds the ended run's lease and cancels the run's task; the
+    # terminal event must still reach the stream once Redis is back, not 15 s later from the
+    # database at a client's next status check.
+    class _SlowStream(MemoryEventStream):
+        def __init__(self) -> None:
+            super().__init__()
+            self.back = asyncio.Event()
+
+        async def append(self, run_id: str, seq: int, data: bytes, *, terminal: bool = False) -> None:
+            await self.back.wait()
+            await super().append(run_id, seq, data, terminal=terminal)
+
+    stream = _SlowStream()
+    ending = asyncio.create_task(end_run(_FlakyRepo(0), stream, "r1", seq=1,  # type: ignore[arg-type]
+                                         event=RunFinished(reason="completed"), from_=[RunStatus.RUNNING]))
+    await asyncio.sleep(0.05)
+    ending.cancel()
+    stream.back.set()
+    with pytest.raises(asyncio.CancelledError):
+        await ending
+    await asyncio.sleep(0.05)
+    assert [(e.seq, e.terminal) for e in await stream.read("r1", 0)] == [(1, True)]
+
+
+async def test_a_heartbeat_renews_only_the_runs_its_worker_still_drives(sqlite_engine, clock) -> None:
+    # A worker that stopped a run (its renewals failed while PostgreSQL restarted) must let that
+    # run's lease lapse for another worker to resume it, though it renews the runs it still has.
+    repo = SqlRunnerRepository(sqlite_engine, clock=clock)
+    runs = []
+    for _ in range(2):
+        thread = await repo.create_thread(account_id="a1", name="t")
+        run = await repo.create_run(run_id=str(uuid.uuid4()), thread_id=thread.thread_id, account_id="a1",
+                                    model="m", first_message=None)
+        assert await repo.claim_run(run.run_id, worker_id="w1", lease_seconds=5) is not None
+        runs.append(run.run_id)
+    driven, stopped = runs
+    clock.advance(3)
+    assert set(await repo.renew_leases("w1", 5, run_ids=[driven])) == {driven}
+    clock.advance(3)  # the stopped run's lease has lapsed; the other was renewed
+    assert (await repo.claim_run(stopped, worker_id="w2", lease_seconds=5)) is not None
+    assert (await repo.claim_run(driven, worker_id="w2", lease_seconds=5)) is None
+    assert set(await repo.renew_leases("w1", 5)) == {driven}  # without run_ids: every lease it holds

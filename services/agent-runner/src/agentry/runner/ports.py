@@ -59,8 +59,10 @@ class RunnerRepository(Protocol):
         its thread's project. None when the run does not exist, has ended or is leased."""
         ...
 
-    async def renew_leases(self, worker_id: str, lease_seconds: float) -> dict[str, int]:
-        """Extends the worker's leases; run id -> epoch of every run it still holds."""
+    async def renew_leases(self, worker_id: str, lease_seconds: float,
+                           run_ids: Iterable[str] | None = None) -> dict[str, int]:
+        """Extends the worker's leases (of `run_ids` only, when given); run id -> epoch of every
+        run it still holds."""
         ...
 
     async def release_lease(self, run_id: str, epoch: int) -> bool: ...

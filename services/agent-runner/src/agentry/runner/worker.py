@@ -366,7 +366,9 @@ class RunWorker:
                 last_ok = started
                 continue
             try:
-                held_now = await self._repo.renew_leases(self.worker_id, lease_seconds)
+                # Only the runs it drives: one it stopped (renewals failed) must lapse, for another
+                # worker to take over, even while this worker holds other runs.
+                held_now = await self._repo.renew_leases(self.worker_id, lease_seconds, run_ids=list(self._held))
             except Exception as exc:
                 failing = True
                 if time.monotonic() - last_ok > lease_seconds * 0.7:

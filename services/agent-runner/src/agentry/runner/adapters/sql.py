@@ -473,12 +473,17 @@ class SqlRunnerRepository:
         async with self._engine.connect() as conn:
             return [row.run_id for row in await conn.execute(query)]
 
-    async def renew_leases(self, worker_id: str, lease_seconds: float) -> dict[str, int]:
-        """Extends every lease `worker_id` still holds, in one statement; returns run id -> epoch
-        of the runs it holds (a run missing from the answer was taken over or ended)."""
+    async def renew_leases(self, worker_id: str, lease_seconds: float,
+                           run_ids: Iterable[str] | None = None) -> dict[str, int]:
+        """Extends every lease `worker_id` still holds (of `run_ids` only, when given: a run its
+        worker stopped must lapse, not be renewed with the others), in one statement; returns run
+        id -> epoch of the runs it holds (a run missing from the answer was taken over or ended)."""
         now = self._clock()
+        held = [agent_runs.c.worker_id == worker_id, agent_runs.c.status.in_(_LEASED)]
+        if run_ids is not None:
+            held.append(agent_runs.c.run_id.in_(list(run_ids)))
         query = (agent_runs.update()
-                 .where(agent_runs.c.worker_id == worker_id, agent_runs.c.status.in_(_LEASED))
+                 .where(*held)
                  .values(lease_expires_at=now + lease_seconds)
                  .returning(agent_runs.c.run_id, agent_runs.c.lease_epoch))
         async with self._engine.begin() as conn:
