@@ -100,7 +100,7 @@ class _FlakyBilling:
     def __init__(self, failures: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
         self.failures, self.code, self.calls = failures, code, 0
 
-    async def RecordUsage(self, request: billing_pb2.RecordUsageRequest) -> billing_pb2.RecordUsageResponse:  # noqa: N802
+    async def RecordUsage(self, request: billing_pb2.RecordUsageRequest):  # noqa: N802
         self.calls += 1
         if self.failures:
             self.failures -= 1
