@@ -646,3 +646,14 @@ async def test_a_run_past_its_deadline_ends_failed_with_reason_timeout(world: Wo
     assert ended.error == f"the run exceeded its {what} (0.5 s)"
     events = decoded(await world.stream(run.run_id))
     assert events[-1] == {"seq": len(events), "type": "run_finished", "reason": "timeout", "error": ended.error}
+
+
+async def test_a_job_for_a_run_this_worker_leased_but_no_longer_drives_takes_it_again(world: World) -> None:
+    world.use(ScriptedModel(["done"]))
+    run, job = await world.start()
+    # This worker claimed the run, and the attempt failed before it started driving it.
+    assert await world.repo.claim_run(run.run_id, worker_id=world.worker.worker_id, lease_seconds=60)
+
+    await asyncio.wait_for(world.worker.handle(job), WAIT)
+
+    assert (await world.run_row(run.run_id)).status is RunStatus.COMPLETED

@@ -194,7 +194,10 @@ class RunWorker:
             if run.status not in _LEASED:
                 return None  # ended, paused, or claimed and already over: a duplicate job
             if run.worker_id == self.worker_id:
-                return None  # a duplicate delivery of a run this worker drives
+                # Our own lease, but we drive the run no more (its attempt failed before it
+                # started, and the job came back): give the lease up and take the run again.
+                await self._repo.release_lease(run_id, run.lease_epoch)
+                continue
             # Leased by another worker. A job redelivered because that worker died arrives while
             # its lease still runs: wait for the lease to lapse, then take the run over. A live
             # holder renews it, and this job was a duplicate.
