@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -16,6 +14,8 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 import pytest
+
+from agentry.fakellm import FakeLLMProcess
 
 from agentry.api.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
 from agentry.servicekit import open_channel
@@ -42,30 +42,10 @@ LEASE_SECONDS = 5.0
 
 @pytest.fixture(scope="module")
 def durable_llm(tmp_path_factory) -> Iterator[str]:
-    """The fake model in its own process: the test process is busy with hundreds of SSE clients,
-    and a model server sharing its GIL would make every run wait on the test itself."""
-    from agentry.cli.split import free_port
-
-    scripts = tmp_path_factory.mktemp("llm") / "scripts.json"
-    scripts.write_bytes(orjson.dumps(SCRIPTS))
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "agentry.fakellm", "--port", str(port), "--scripts", str(scripts),
-                             "--ttft", "0.05", "--tps", "400", "--log-level", "warning"])
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code < 500:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the fake LLM did not start"
-            time.sleep(0.1)
-        yield base_url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    """The fake model in its own process, so it never waits on the test's event loop."""
+    with FakeLLMProcess(SCRIPTS, ttft_seconds=0.05, tokens_per_second=400,
+                        data_dir=tmp_path_factory.mktemp("llm")) as llm:
+        yield llm.base_url
 
 
 @dataclass

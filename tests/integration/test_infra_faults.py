@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -36,6 +34,8 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
+
+from agentry.fakellm import FakeLLMProcess
 
 from agentry.api.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
 from agentry.servicekit import open_channel
@@ -102,27 +102,9 @@ class Stack:
 @pytest.fixture(scope="module")
 def fault_llm(tmp_path_factory) -> Iterator[str]:
     """The fake model in its own process, so it never waits on the test's event loop."""
-    from agentry.cli.split import free_port
-
-    scripts = tmp_path_factory.mktemp("llm") / "scripts.json"
-    scripts.write_bytes(orjson.dumps(SCRIPTS))
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "agentry.fakellm", "--port", str(port), "--scripts", str(scripts),
-                             "--ttft", "0.05", "--tps", "400", "--log-level", "warning"])
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code < 500:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "the fake LLM did not start"
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with FakeLLMProcess(SCRIPTS, ttft_seconds=0.05, tokens_per_second=400,
+                        data_dir=tmp_path_factory.mktemp("llm")) as llm:
+        yield llm.base_url
 
 
 @pytest.fixture(scope="module")

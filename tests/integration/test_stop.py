@@ -15,8 +15,6 @@ import contextlib
 import importlib
 import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +24,8 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+
+from agentry.fakellm import FakeLLMProcess
 
 pytestmark = pytest.mark.integration
 
@@ -68,29 +68,10 @@ def _require(name: str, host: str, port: int) -> None:
 
 @pytest.fixture(scope="module")
 def stop_llm(tmp_path_factory) -> Iterator[str]:
-    """The fake model in its own process, so its pacing never waits on the test's event loop."""
-    from agentry.cli.split import free_port
-
-    scripts = tmp_path_factory.mktemp("stop-llm") / "scripts.json"
-    scripts.write_bytes(orjson.dumps(SCRIPTS))
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "agentry.fakellm", "--port", str(port), "--scripts", str(scripts),
-                             "--ttft", "0.05", "--log-level", "warning"])
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code < 500:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "the fake LLM exited"
-            assert time.monotonic() < deadline, "the fake LLM did not start"
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    """The fake model in its own process, so it never waits on the test's event loop."""
+    with FakeLLMProcess(SCRIPTS, ttft_seconds=0.05, tokens_per_second=None,
+                        data_dir=tmp_path_factory.mktemp("llm")) as llm:
+        yield llm.base_url
 
 
 @dataclass

@@ -3,12 +3,14 @@
 from .app import create_app
 from .builtin import BUILTIN_SCRIPTS, DEMO_MODEL, DEMO_SCRIPT
 from .script import Script, ScriptedToolCall, ScriptError, Turn, load_scripts
+from .process import FakeLLMProcess
 from .server import FakeLLMServer, ThreadedFakeLLMServer
 
 __all__ = [
     "BUILTIN_SCRIPTS",
     "DEMO_MODEL",
     "DEMO_SCRIPT",
+    "FakeLLMProcess",
     "FakeLLMServer",
     "Script",
     "ScriptError",
