@@ -475,13 +475,9 @@ async def test_stop_of_a_finished_run_answers_its_final_state(system):
         assert (await client.post(f"/api/agent-run/{run_id}/stop", headers=other)).status_code == 404
 
 
-# Known bug, not yet fixed: agentpress's step loop (libs/agentpress/src/agentpress/loop.py,
-# _Run.execute) cancels the step task once and trusts step_task.cancelled(). On Python 3.11 a
-# cancel that lands just as an awaited call completes is swallowed by asyncio.wait_for (redis-py
-# reads go through it: every event's XADD), so the step streams on to its end and the run ends
-# `completed` although its stop was accepted (`cancelling`). Seen in about 1 stop in 12 landing
-# while the model streams; any test here that stops a streaming run can hit it until it is fixed.
-@pytest.mark.xfail(reason="agentpress loop.py loses a cancel swallowed by Python 3.11's wait_for", strict=False)
+
+# A cancel that lands as an awaited call completes can be swallowed (Python 3.11's wait_for, which
+# redis-py's reads go through): agentpress keeps cancelling the step until it has ended.
 async def test_stop_racing_the_pickup(system):
     """Stops sent 0-300 ms after the start: before, during and just after the worker claims the
     run. Whichever side wins, the run ends `cancelled`, once, within the second."""

@@ -217,3 +217,32 @@ async def test_stream_dying_midway_keeps_partial_text_and_stops_tools(harness):
     assert result.reason is FinishReason.ERROR and "connection reset" in (result.error or "")
     assert harness.store.messages[-1].text == "partial "
     finished_once(harness)
+
+
+async def test_a_stop_whose_first_cancel_is_swallowed_still_stops_the_run(harness):
+    """Python 3.11's wait_for returns a result that arrived as a cancel landed, swallowing the
+    cancel (redis-py's reads go through it): the loop must cancel again, not stream on."""
+    import asyncio
+
+    class SwallowingEvents:
+        def __init__(self, inner) -> None:
+            self.inner, self.swallowed = inner, 0
+
+        async def emit(self, event) -> None:
+            try:
+                await self.inner.emit(event)
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if self.swallowed == 0:  # swallow the first cancel, as wait_for does
+                    self.swallowed += 1
+                    return
+                raise
+
+    events = SwallowingEvents(harness.ctx.events)
+    harness.ctx.events = events
+    model = ScriptedModel([" ".join(["word"] * 400)], chunk_size=1)
+    running = asyncio.create_task(agent(model).run(harness.ctx))
+    await asyncio.sleep(0.2)
+    harness.ctx.cancel.set()
+    result = await asyncio.wait_for(running, 2)
+    assert result.reason is FinishReason.CANCELLED and events.swallowed == 1

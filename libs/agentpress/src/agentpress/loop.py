@@ -235,10 +235,12 @@ class _Run:
                 await asyncio.wait({step_task, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 cancel_wait.cancel()
-                if not step_task.done():
+                # A cancel can be swallowed (Python 3.11's wait_for returns the result when the
+                # inner call finished as the cancel landed, as redis-py's reads do): ask again.
+                while not step_task.done():
                     step_task.cancel()
-                    await asyncio.wait({step_task})
-            if step_task.cancelled():
+                    await asyncio.wait({step_task}, timeout=0.05)
+            if step_task.cancelled() or self.ctx.cancel.is_set():
                 await self.finish_cancelled()
                 return RunResult(FinishReason.CANCELLED, None, self.steps)
             outcome = step_task.result()  # a step failure surfaces in Agent.run as reason error

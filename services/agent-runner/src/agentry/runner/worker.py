@@ -276,7 +276,7 @@ class RunWorker:
                     events=_OverridingSink(sink, held), cancel=cancel,
                 )
                 held.task = asyncio.create_task(continue_run(ctx), name=f"run:{run.run_id}")
-                lease.on_lost(held.task.cancel)
+                lease.on_lost(lambda: _cancel_until_done(held.task))
                 deadline = asyncio.create_task(self._watch_deadlines(run, held, cancel, from_now=answered))
                 try:
                     await asyncio.wait([held.task])
@@ -388,6 +388,26 @@ class RunWorker:
                 if h.claimed_at < started and held_now.get(run_id) != h.lease.epoch:
                     logger.warning("lease of run %s lost", run_id)
                     h.lease.mark_lost()
+
+
+_insisting: set[asyncio.Task[None]] = set()
+
+
+def _cancel_until_done(task: asyncio.Task[object] | None) -> None:
+    """Cancels `task` and keeps cancelling until it has ended: a single cancel can be swallowed
+    (Python 3.11's wait_for returns a result that arrived as the cancel landed, as redis-py's
+    reads do), and an agent that lost its lease must not go on running tools."""
+    if task is None or task.done():
+        return
+
+    async def insist() -> None:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.05)
+
+    waiter = asyncio.get_running_loop().create_task(insist())
+    _insisting.add(waiter)
+    waiter.add_done_callback(_insisting.discard)
 
 
 class _OverridingSink:
