@@ -37,7 +37,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +52,8 @@ import orjson  # noqa: E402
 
 from ttft import AMQP_URL, PG_ADMIN, REDIS_URL, _cleanup_split, make_user, pct  # noqa: E402
 
+from agentry.fakellm import FakeLLMProcess  # noqa: E402
+
 now = time.monotonic
 TERMINAL = ("completed", "failed", "cancelled")
 SCRIPTS = {
@@ -66,41 +67,6 @@ SCRIPTS = {
 # --------------------------------------------------------------------------- processes
 
 
-class FakeLLM:
-    def __init__(self, data_dir: Path) -> None:
-        from agentry.cli.split import free_port
-
-        scripts = data_dir / "scripts.json"
-        scripts.write_bytes(orjson.dumps(SCRIPTS))
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        log = open(data_dir / "fakellm.log", "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentry.fakellm", "--port", str(self.port), "--scripts", str(scripts),
-             "--ttft", "0.05", "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = now() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the fake LLM exited; see {data_dir / 'fakellm.log'}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if now() > deadline:
-                self.stop()
-                raise TimeoutError("the fake LLM did not start")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
 
 @dataclass
 class Stack:
@@ -110,7 +76,7 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def split_stack(llm: FakeLLM, data_dir: Path, env: dict[str, str]):
+async def split_stack(llm: FakeLLMProcess, data_dir: Path, env: dict[str, str]):
     from agentry.cli.split import SplitConfig, SplitProcesses, free_port
 
     unique = f"bench{uuid.uuid4().hex[:10]}"
@@ -240,7 +206,7 @@ class StopSample:
     tokens_before: int
 
 
-async def bench_stops(args, llm: FakeLLM, data_dir: Path) -> dict:
+async def bench_stops(args, llm: FakeLLMProcess, data_dir: Path) -> dict:
     print(f"[stop] starting a split stack (1 worker process); {args.stops} stops...", file=sys.stderr, flush=True)
     samples: list[StopSample] = []
     async with split_stack(llm, data_dir / "stop", {}) as stack:
@@ -331,7 +297,7 @@ def worker_pid(worker_id: str | None) -> int | None:
         return None
 
 
-async def bench_failover(args, llm: FakeLLM, data_dir: Path, lease: float) -> dict:
+async def bench_failover(args, llm: FakeLLMProcess, data_dir: Path, lease: float) -> dict:
     import asyncpg
 
     print(f"[failover] lease {lease:g} s: a split stack with 2 prefork worker processes; {args.kills} kills...",
@@ -430,7 +396,7 @@ async def main_async(args) -> int:
     out: dict = {"load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="agentry-durable-") as tmp:
         data_dir = Path(tmp)
-        llm = FakeLLM(data_dir)
+        llm = FakeLLMProcess(SCRIPTS, ttft_seconds=0.05, data_dir=data_dir)
         try:
             if args.stops:
                 out["stop"] = await bench_stops(args, llm, data_dir)
