@@ -25,7 +25,7 @@ from agentry.gateway.config import GatewaySettings
 from agentry.gateway.main import start as start_gateway
 from agentry.runner.config import RunnerSettings
 from agentry.runner.main import start as start_runner
-from agentry.servicekit.eventstream import MemoryEventStream
+from agentry.servicekit.eventstream import EventStreamUnavailable, MemoryEventStream
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -52,6 +52,17 @@ class System:
     url: str        # the dev stack's own gateway
     idle_url: str   # a gateway whose runner never takes a run, keep-alive every KEEPALIVE_SECONDS
     broken_url: str  # a gateway whose billing upstream is a closed port
+    no_events_url: str  # a gateway whose event stream cannot be reached
+
+
+class UnreachableEvents(MemoryEventStream):
+    """An event stream whose store is down (Redis past its reconnect window)."""
+
+    async def first_seq(self, run_id: str):
+        raise EventStreamUnavailable(f"cannot read run {run_id}: connection refused")
+
+    async def read(self, run_id: str, after_seq: int, **kwargs):
+        raise EventStreamUnavailable(f"cannot read run {run_id}: connection refused")
 
 
 def closed_port() -> int:
@@ -86,7 +97,10 @@ async def system(llm, tmp_path_factory) -> AsyncIterator[System]:
         broken = await start_gateway(GatewaySettings(
             port=0, auth_target=targets["auth"], billing_target=f"127.0.0.1:{closed_port()}",
             sandbox_target=targets["sandbox"], runner_target=targets["runner"]), stack, events=dev.events)
-        yield System(dev.gateway_url, idle.base_url, broken.base_url)
+        no_events = await start_gateway(GatewaySettings(
+            port=0, auth_target=targets["auth"], billing_target=targets["billing"],
+            sandbox_target=targets["sandbox"], runner_target=targets["runner"]), stack, events=UnreachableEvents())
+        yield System(dev.gateway_url, idle.base_url, broken.base_url, no_events.base_url)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -389,3 +403,13 @@ async def test_openapi_and_docs(client):
     assert "text/event-stream" in paths["/api/agent-run/{run_id}/stream"]["get"]["responses"]["200"]["content"]
     assert paths["/api/threads/{thread_id}/agent/start"]["post"]["responses"].keys() >= {"202"}
     assert paths["/api/auth/signup"]["post"]["responses"].keys() >= {"201"}
+
+
+async def test_a_stream_whose_event_store_is_down_is_503_before_it_starts(system, client, headers):
+    thread_id = await new_thread(client, headers)
+    run_id = await start(client, headers, thread_id, model_name="openai/ct-quick")
+    async with httpx.AsyncClient(base_url=system.no_events_url, timeout=20) as other:
+        response = await other.get(f"/api/agent-run/{run_id}/stream", headers=headers)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert not response.headers["content-type"].startswith("text/event-stream")

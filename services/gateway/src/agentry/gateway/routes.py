@@ -162,6 +162,9 @@ async def stream_run(
     if last_event_id:
         after = _sequence_number(last_event_id)
     run = await up.runner.GetRun(pb.GetRunRequest(account_id=caller.account_id, agent_run_id=run_id))
+    # The event stream must answer before the stream starts: when it cannot (Redis down past its
+    # reconnect window) the client gets 503 with Retry-After, never a 200 cut mid-body.
+    await up.events.first_seq(run.agent_run_id)
     body = run_events(run=run, account_id=caller.account_id, after_seq=after, events=up.events,
                       runner=up.runner, keepalive_seconds=request.app.state.settings.keepalive_seconds)
     return StreamingResponse(body, media_type="text/event-stream",
