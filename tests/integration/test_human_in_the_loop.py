@@ -184,3 +184,28 @@ async def test_agentry_chat_asks_the_question_on_the_terminal_and_continues(clie
     assert code == 0, out.getvalue()
     assert "Which colour?" in out.getvalue() and "run finished: completed" in out.getvalue()
     assert len(terminal.asked) == 1
+
+
+async def test_bad_resume_input_is_a_4xx_naming_the_field(client) -> None:
+    user = await sign_up_and_in(client, "hitl-bad@example.com")
+    headers = {**user["headers"], "content-type": "application/json"}
+    run_id = await start(client, user["headers"], "hitl-ask")
+    async with client.stream("GET", f"/api/agent-run/{run_id}/stream", headers=user["headers"]) as response:
+        await Stream(response).until("requires_action")
+        url = f"/api/agent-run/{run_id}/resume"
+        cases = {
+            b'{"content": "\\ud800"}': "content",          # a lone surrogate
+            b'{"content": "' + b"x" * 100_001 + b'"}': "content",  # too long
+            b'{"content": 5}': "content",                  # wrong type
+            b'{"decision": ["approve"]}': "decision",
+        }
+        for body, field in cases.items():
+            answer = await client.post(url, content=body, headers=headers)
+            assert 400 <= answer.status_code < 500, (body[:40], answer.status_code, answer.text)
+            assert field in answer.text, answer.text
+        nul = await client.post(url, json={"content": "a\x00b"}, headers=user["headers"])
+        assert nul.status_code == 200, nul.text  # NUL is fine: the answer is stored JSON-encoded
+    assert (await client.post(f"/api/agent-run/{'0' * 8}-0000-0000-0000-{'0' * 12}/resume", json={"content": "x"},
+                              headers=user["headers"])).status_code == 404
+    assert (await client.post("/api/agent-run/not-a-uuid/resume", json={"content": "x"},
+                              headers=user["headers"])).status_code == 404

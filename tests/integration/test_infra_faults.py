@@ -37,8 +37,8 @@ import pytest
 
 from agentry.fakellm import FakeLLMProcess
 
-from agentry.api.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
-from agentry.servicekit import open_channel
+from .test_durable_runs import percentile, side_effects
+
 from agentry.servicekit.faults import PrivatePostgres, PrivateRedis, TcpProxy
 from agentry.servicekit.testing import needs
 
@@ -304,28 +304,6 @@ async def new_threads(client: httpx.AsyncClient, user: dict, n: int) -> list[dic
         return created.json()
 
     return list(await asyncio.gather(*(one() for _ in range(n))))
-
-
-async def side_effects(stack: Stack, account_id: str, project_ids: list[str]) -> list[int]:
-    """How many times each run's shell command ran, read from its sandbox."""
-    async with open_channel(stack.sandbox_target, stack.internal_token) as channel:
-        sandbox = sandbox_pb2_grpc.SandboxServiceStub(channel)
-        counts = []
-        for project_id in project_ids:
-            box = await sandbox.CreateSandbox(sandbox_pb2.CreateSandboxRequest(
-                account_id=account_id, project_id=project_id))
-            try:
-                reply = await sandbox.ReadFile(sandbox_pb2.ReadFileRequest(
-                    account_id=account_id, sandbox_id=box.sandbox_id, path=SIDE_EFFECT_FILE))
-                counts.append(reply.content.decode().count("once"))
-            except Exception:  # noqa: BLE001 - no file: the command never ran
-                counts.append(0)
-        return counts
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def assert_continuous(seen: Followed) -> None:

@@ -275,7 +275,7 @@ async def test_a_run_interrupted_too_often_ends_failed(world: World) -> None:
     ended = await world.run_row(run.run_id)
     assert (ended.status, ended.finish_reason) == (RunStatus.FAILED, "error")
     assert ended.error == "the run was interrupted 3 times (its worker was lost); giving up"
-    assert world.agents_built == [] or len(world.agents_built) == 1
+    assert world.agents_built == []  # given up before any work
     events = decoded(await world.stream(run.run_id))
     assert [e["type"] for e in events] == ["run_finished"]
 

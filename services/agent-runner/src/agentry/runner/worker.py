@@ -224,6 +224,10 @@ class RunWorker:
 
         sink = RunEventSink(run.run_id, self._repo, self._events, last_seq=last_seq, lease=lease,
                             on_event=seen_event, write_retry_seconds=self._policy.write_retry_seconds)
+        if run.attempt > self._policy.max_attempts:
+            await sink.emit(RunFinished(reason="error", error=(
+                f"the run was interrupted {run.attempt - 1} times (its worker was lost); giving up")))
+            return
         try:
             agent = self._agent_factory(run)
         except Exception:
@@ -231,10 +235,6 @@ class RunWorker:
             await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
             return
         sink.idempotent_tools = frozenset(t.name for t in agent.tools if t.idempotent)
-        if run.attempt > self._policy.max_attempts:
-            await sink.emit(RunFinished(reason="error", error=(
-                f"the run was interrupted {run.attempt - 1} times (its worker was lost); giving up")))
-            return
         messages = ThreadMessageStore(self._repo, thread_id=run.thread_id, account_id=run.account_id, lease=lease)
         if resumed or answered:
             logger.info("resuming run (attempt %d, %s)", run.attempt, claimed.resume_reason)
