@@ -142,7 +142,7 @@ class SplitProcesses:
         self.supervisor.supervise()
 
     def _wait_ready(self, timeout: float) -> None:
-        # A process that dies while starting is a configuration problem to show, not to retry.
+        # A process that exits while starting is a configuration problem to show, not to retry.
         try:
             self.supervisor.wait_healthy(timeout=timeout, on_exit=self._exited_while_starting)
         except TimeoutError as exc:
@@ -150,6 +150,11 @@ class SplitProcesses:
                                f"see {self.log_dir}/") from None
 
     def _exited_while_starting(self, name: str, returncode: int) -> None:
+        # A process that exits by itself is misconfigured: show it. One killed by a signal (a rare
+        # native crash at start-up, e.g. gRPC's poller aborting) is restarted by the supervisor,
+        # like any crash, unless it keeps crashing.
+        if returncode < 0 and self.supervisor.restarts(name) < 2:
+            return
         raise RuntimeError(f"{name} exited with {returncode}; see {self.log_dir / (name + '.log')}")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
