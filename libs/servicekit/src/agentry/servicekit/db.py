@@ -9,6 +9,12 @@ connection before use (`pool_pre_ping`), so connections that died with the old s
 replaced silently; an operation that was already on the wire when the server went away fails,
 and `retrying` runs it again with backoff while `is_transient_db_error` says the failure was the
 connection's, not the statement's.
+
+Behind a pooler in transaction mode (PgBouncer, Supabase's Supavisor on port 6543) a client's
+statements run on whichever server connection is free, so asyncpg's named, cached prepared
+statements collide or vanish. `pool_mode="transaction"` (or a URL that says so: port 6543 or
+`?pgbouncer=true`) turns the statement caches off and gives each prepared statement a unique
+name; migrations should still run over the direct connection.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import functools
 import logging
 import random
 import time
+import uuid
 import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Literal, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -42,6 +49,40 @@ DEFAULT_POOL_TIMEOUT = 60.0
 DEFAULT_POOL_RECYCLE = 1800
 # How long one connection attempt may take (asyncpg's own default is 60 s).
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# The port Supabase (Supavisor) serves transaction pooling on.
+TRANSACTION_POOLER_PORT = 6543
+
+PoolMode = Literal["session", "transaction"]
+
+
+def resolve_pool_mode(url: str, configured: PoolMode | None = None) -> tuple[str, PoolMode]:
+    """The URL to connect with and the pooling mode of the server behind it.
+
+    `configured` (AGENTRY_DATABASE_POOL_MODE) wins; otherwise `?pgbouncer=true` or port 6543 mean
+    transaction pooling. The `pgbouncer` marker is removed from the URL (asyncpg would reject it).
+    """
+    if not url.startswith("postgresql"):
+        return url, configured or "session"
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    marker = parsed.query.get("pgbouncer")
+    if marker is not None:
+        parsed = parsed.difference_update_query(["pgbouncer"])
+        url = parsed.render_as_string(hide_password=False)
+    if configured is not None:
+        return url, configured
+    if str(marker).lower() in {"true", "1", "yes"} or parsed.port == TRANSACTION_POOLER_PORT:
+        return url, "transaction"
+    return url, "session"
+
+
+def _transaction_pooling_args() -> dict:
+    # No statement survives a transaction on its server connection: asyncpg's cache off, and a
+    # unique name for each statement SQLAlchemy prepares (the default numbering collides when two
+    # clients share a server connection). A Close of a name the server no longer has is no error.
+    return {"statement_cache_size": 0, "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": lambda: f"__asyncpg_{uuid.uuid4().hex}__"}
 
 
 def create_engine(
@@ -50,12 +91,15 @@ def create_engine(
     pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     pool_recycle: int = DEFAULT_POOL_RECYCLE,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    pool_mode: PoolMode | None = None,
     **kwargs,
 ) -> AsyncEngine:
     """An AsyncEngine for `url`; SQLite gets WAL, foreign keys and a busy timeout.
 
     PostgreSQL gets a pre-pinged pool of 10 (+20 overflow) whose callers queue up to
     `pool_timeout` seconds for a free connection, connections recycled after `pool_recycle`.
+    Behind a transaction-mode pooler (`pool_mode`, or detected from the URL: see
+    `resolve_pool_mode`) no prepared statement is cached or reused.
     """
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
@@ -76,8 +120,10 @@ def create_engine(
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
+    url, mode = resolve_pool_mode(url, pool_mode)
     if url.startswith("postgresql+asyncpg"):
-        kwargs["connect_args"] = {"timeout": connect_timeout, **kwargs.get("connect_args", {})}
+        pooling = _transaction_pooling_args() if mode == "transaction" else {}
+        kwargs["connect_args"] = {"timeout": connect_timeout, **pooling, **kwargs.get("connect_args", {})}
     return create_async_engine(url, pool_timeout=pool_timeout, pool_recycle=pool_recycle, **kwargs)
 
 
@@ -194,14 +240,18 @@ async def open_database(
     stack: contextlib.AsyncExitStack,
     pool_size: int | None = None,
     max_overflow: int | None = None,
+    pool_mode: PoolMode | None = None,
 ) -> AsyncEngine:
     """Opens the engine, migrates to head, and disposes of the engine when the stack closes.
 
     `pool_size` + `max_overflow` bound this process's PostgreSQL connections (ignored on SQLite):
     size them so that every process of every service together stays under the server's
-    max_connections (100 by default), or put PgBouncer in front.
+    max_connections (100 by default), or put PgBouncer in front (then `pool_mode`, see
+    `create_engine`).
     """
     pool = {k: v for k, v in (("pool_size", pool_size), ("max_overflow", max_overflow)) if v is not None}
+    if pool_mode is not None and not url.startswith("sqlite"):
+        pool["pool_mode"] = pool_mode
     engine = create_engine(url, **({} if url.startswith("sqlite") else pool))
     stack.push_async_callback(engine.dispose)
     await migrate(engine, migrations_dir=migrations_dir, version_table=version_table)

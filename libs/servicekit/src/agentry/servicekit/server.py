@@ -16,6 +16,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from .context import configure_logging
+from .entrypoint import Migrations, service_command
 from .interceptors import ContextInterceptor, InternalAuthInterceptor
 from .settings import ServiceSettings
 
@@ -94,8 +95,13 @@ async def serve_until_signalled(start: StartFn[S], settings: S) -> None:
         logger.info("shutting down")
 
 
-def run_service(start: StartFn[S], settings_cls: type[S]) -> None:
-    """Entry point of `python -m agentry.<service>`."""
+def run_service(start: StartFn[S], settings_cls: type[S], *, migrations: Migrations | None = None) -> None:
+    """Entry point of `python -m agentry.<service>` (`migrate` and `--help` too: entrypoint.py)."""
+    import sys
+
+    code = service_command(sys.argv[1:], settings_cls, migrations=migrations)
+    if code is not None:
+        raise SystemExit(code)
     settings = settings_cls()
     configure_logging(settings.log_level, json=not settings.dev_mode)
     asyncio.run(serve_until_signalled(start, settings))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,6 +38,11 @@ class ServiceSettings(BaseSettings):
     # free waits for one (it never fails for lack of a connection within the pool timeout).
     database_pool_size: int = Field(default=5, ge=1, le=500)
     database_max_overflow: int = Field(default=10, ge=0, le=500)
+    # "transaction" when database_url goes through a transaction-mode pooler (PgBouncer,
+    # Supabase's port 6543): no prepared statement is cached. Unset: detected from the URL.
+    database_pool_mode: Literal["session", "transaction"] | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTRY_DATABASE_POOL_MODE", "database_pool_mode")
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> ServiceSettings:

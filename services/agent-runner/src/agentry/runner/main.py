@@ -93,7 +93,7 @@ async def start(
     in-process stream with the gateway; `agents` lets tests choose the agent."""
     engine = await open_database(settings.database_url, migrations_dir=Path(__file__).parent / "migrations",
                                  version_table="alembic_version_runner", stack=stack, pool_size=settings.database_pool_size,
-        max_overflow=settings.database_max_overflow)
+        max_overflow=settings.database_max_overflow, pool_mode=settings.database_pool_mode)
     repo = SqlRunnerRepository(engine)
     if events is None:
         events = build_event_stream(settings)
@@ -186,7 +186,17 @@ async def start(
                                    grace=settings.grace_seconds)
 
 
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
 def main() -> None:
+    import sys
+
+    from agentry.servicekit.entrypoint import Migrations, service_command
+
+    code = service_command(sys.argv[1:], RunnerSettings, migrations=Migrations(MIGRATIONS_DIR, "alembic_version_runner"))
+    if code is not None:
+        raise SystemExit(code)
     settings = RunnerSettings()
     if settings.role == "worker" and settings.processes > 1 and "AGENTRY_RUNNER_PROCESS_SLOT" not in os.environ:
         import sys

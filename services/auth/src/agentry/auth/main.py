@@ -64,10 +64,12 @@ async def _build_provider(
         migrations_dir=Path(__file__).parent / "migrations",
         version_table="alembic_version_auth",
         stack=stack, pool_size=settings.database_pool_size,
-        max_overflow=settings.database_max_overflow,
+        max_overflow=settings.database_max_overflow, pool_mode=settings.database_pool_mode,
     )
     return LocalIdentityProvider(SqlUserRepository(engine), hasher, tokens, clock=clock)
 
 
 def main() -> None:
-    run_service(start, AuthSettings)
+    from agentry.servicekit.entrypoint import Migrations
+
+    run_service(start, AuthSettings, migrations=Migrations(Path(__file__).parent / "migrations", "alembic_version_auth"))

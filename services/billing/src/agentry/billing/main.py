@@ -31,7 +31,7 @@ async def start(settings: BillingSettings, stack: contextlib.AsyncExitStack) -> 
         migrations_dir=Path(__file__).parent / "migrations",
         version_table="alembic_version_billing",
         stack=stack, pool_size=settings.database_pool_size,
-        max_overflow=settings.database_max_overflow,
+        max_overflow=settings.database_max_overflow, pool_mode=settings.database_pool_mode,
     )
     service = BillingService(SqlCreditLedger(engine), _payments(settings))
     return await start_grpc_server(
@@ -49,4 +49,7 @@ async def start(settings: BillingSettings, stack: contextlib.AsyncExitStack) -> 
 
 
 def main() -> None:
-    run_service(start, BillingSettings)
+    from agentry.servicekit.entrypoint import Migrations
+
+    run_service(start, BillingSettings,
+                migrations=Migrations(Path(__file__).parent / "migrations", "alembic_version_billing"))

@@ -65,6 +65,13 @@ async def _serve(settings: GatewaySettings) -> None:
 
 
 def main() -> None:
+    import sys
+
+    from agentry.servicekit.entrypoint import service_command
+
+    code = service_command(sys.argv[1:], GatewaySettings)
+    if code is not None:
+        raise SystemExit(code)
     settings = GatewaySettings()
     configure_logging(settings.log_level)
     asyncio.run(_serve(settings))

@@ -19,7 +19,7 @@ from .service import SandboxService
 async def start(settings: SandboxSettings, stack: contextlib.AsyncExitStack) -> RunningServer:
     engine = await open_database(
         settings.database_url, migrations_dir=MIGRATIONS_DIR, version_table=VERSION_TABLE, stack=stack, pool_size=settings.database_pool_size,
-        max_overflow=settings.database_max_overflow
+        max_overflow=settings.database_max_overflow, pool_mode=settings.database_pool_mode,
     )
     isolation, bwrap = choose_isolation(settings.isolation)
     provider = LocalSandboxProvider(
@@ -49,4 +49,6 @@ async def start(settings: SandboxSettings, stack: contextlib.AsyncExitStack) -> 
 
 
 def main() -> None:
-    run_service(start, SandboxSettings)
+    from agentry.servicekit.entrypoint import Migrations
+
+    run_service(start, SandboxSettings, migrations=Migrations(MIGRATIONS_DIR, VERSION_TABLE))
