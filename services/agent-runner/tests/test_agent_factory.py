@@ -34,3 +34,13 @@ def test_the_runs_reasoning_effort_reaches_the_model_settings():
     assert agent_factory(RunnerSettings())(RUN).settings.reasoning_effort is None
     agent = agent_factory(RunnerSettings())(replace(RUN, reasoning_effort="medium"))
     assert agent.settings.as_kwargs()["reasoning_effort"] == "medium"
+
+
+def test_retry_settings_reach_the_agent():
+    default = agent_factory(RunnerSettings())(RUN)
+    assert (default.retry.attempts, default.retry.run_budget, default.retry.max_retry_after) == (3, 10, 60.0)
+    settings = RunnerSettings(model_max_attempts=5, model_retry_budget=2, model_max_retry_after_seconds=7.5,
+                              context_fallback_models=["openai/big"])
+    agent = agent_factory(settings)(RUN)
+    assert (agent.retry.attempts, agent.retry.run_budget, agent.retry.max_retry_after) == (5, 2, 7.5)
+    assert [m.name for m in agent.context_fallback_models] == ["openai/big"]

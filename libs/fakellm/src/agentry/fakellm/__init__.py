@@ -1,8 +1,8 @@
 """An OpenAI-compatible scripted LLM server for tests, benchmarks and offline demos."""
 
-from .app import create_app
+from .app import LoggedRequest, create_app
 from .builtin import BUILTIN_SCRIPTS, DEMO_MODEL, DEMO_SCRIPT
-from .script import Script, ScriptedToolCall, ScriptError, Turn, load_scripts
+from .script import Script, ScriptedError, ScriptedToolCall, ScriptError, Turn, load_scripts
 from .process import FakeLLMProcess
 from .server import FakeLLMServer, ThreadedFakeLLMServer
 
@@ -12,8 +12,10 @@ __all__ = [
     "DEMO_SCRIPT",
     "FakeLLMProcess",
     "FakeLLMServer",
+    "LoggedRequest",
     "Script",
     "ScriptError",
+    "ScriptedError",
     "ScriptedToolCall",
     "ThreadedFakeLLMServer",
     "Turn",

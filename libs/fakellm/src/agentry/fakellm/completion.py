@@ -87,9 +87,10 @@ class Completion:
             text=context.render(turn.text) if turn.text is not None else None,
             tool_calls=tuple(
                 RenderedToolCall(
-                    id=f"call_{uuid.uuid4().hex[:24]}",
+                    id=call.id or f"call_{uuid.uuid4().hex[:24]}",
                     name=call.name,
-                    arguments=orjson.dumps(context.render(call.arguments)).decode(),
+                    arguments=call.raw_arguments if call.raw_arguments is not None
+                    else orjson.dumps(context.render(call.arguments)).decode(),
                 )
                 for call in turn.tool_calls
             ),

@@ -32,7 +32,7 @@ class FakeLLMProcess:
 
     def __init__(self, scripts: Mapping[str, Any], *, ttft_seconds: float = 0.05,
                  tokens_per_second: float | None = None, data_dir: Path | None = None,
-                 start_timeout: float = 30.0) -> None:
+                 start_timeout: float = 30.0, strict: bool = False) -> None:
         self._dir = data_dir or Path(tempfile.mkdtemp(prefix="fakellm-"))
         self._dir.mkdir(parents=True, exist_ok=True)
         script_file = self._dir / "scripts.json"
@@ -43,6 +43,8 @@ class FakeLLMProcess:
                 "--ttft", str(ttft_seconds), "--log-level", "warning"]
         if tokens_per_second is not None:
             argv += ["--tps", str(tokens_per_second)]
+        if strict:
+            argv.append("--strict")
         self._log = open(self._dir / "fakellm.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         try:

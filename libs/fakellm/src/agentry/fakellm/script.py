@@ -19,8 +19,14 @@ class ScriptError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ScriptedToolCall:
+    """`id`: the call id to send (a fresh one when None; repeat one to script a duplicate).
+    `raw_arguments`: the arguments text sent as is instead of `arguments` (to script a model
+    that writes cut-off JSON, `[]` or `null`)."""
+
     name: str
     arguments: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    raw_arguments: str | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> ScriptedToolCall:
@@ -29,13 +35,42 @@ class ScriptedToolCall:
         arguments = data.get("arguments", {})
         if not isinstance(arguments, Mapping):
             raise ScriptError(f"tool call {data['name']!r}: 'arguments' must be an object")
-        return cls(name=data["name"], arguments=dict(arguments))
+        call_id, raw = data.get("id"), data.get("raw_arguments")
+        if call_id is not None and not isinstance(call_id, str):
+            raise ScriptError(f"tool call {data['name']!r}: 'id' must be a string")
+        if raw is not None and not isinstance(raw, str):
+            raise ScriptError(f"tool call {data['name']!r}: 'raw_arguments' must be a string")
+        return cls(name=data["name"], arguments=dict(arguments), id=call_id, raw_arguments=raw)
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptedError:
+    """An error answer instead of a completion: HTTP `status` with `headers` (e.g. Retry-After)
+    and `body` (an OpenAI error body when None)."""
+
+    status: int = 429
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> ScriptedError:
+        if not isinstance(data, Mapping) or not isinstance(data.get("status", 429), int):
+            raise ScriptError(f"an error needs an integer 'status': {data!r}")
+        headers = data.get("headers") or {}
+        body = data.get("body")
+        if not isinstance(headers, Mapping) or (body is not None and not isinstance(body, Mapping)):
+            raise ScriptError("an error's 'headers' and 'body' must be objects")
+        return cls(status=data.get("status", 429), headers={str(k): str(v) for k, v in headers.items()},
+                   body=body)
 
 
 @dataclass(frozen=True, slots=True)
 class Turn:
+    """What the model answers; `error` set: the request fails with it instead."""
+
     text: str | None = None
     tool_calls: tuple[ScriptedToolCall, ...] = ()
+    error: ScriptedError | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> Turn:
@@ -47,7 +82,8 @@ class Turn:
         calls = data.get("tool_calls") or []
         if not isinstance(calls, Sequence) or isinstance(calls, str):
             raise ScriptError("a turn's 'tool_calls' must be a list")
-        return cls(text=text, tool_calls=tuple(ScriptedToolCall.from_json(c) for c in calls))
+        error = ScriptedError.from_json(data["error"]) if data.get("error") is not None else None
+        return cls(text=text, tool_calls=tuple(ScriptedToolCall.from_json(c) for c in calls), error=error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from types import TracebackType
 
 import uvicorn
 
-from .app import create_app
+from .app import LoggedRequest, create_app
 from .script import Script
 
 
@@ -41,13 +41,20 @@ class FakeLLMServer:
         tokens_per_second: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        strict: bool = False,
     ) -> None:
-        self._app = create_app(scripts, ttft_seconds=ttft_seconds, tokens_per_second=tokens_per_second)
+        self._app = create_app(scripts, ttft_seconds=ttft_seconds, tokens_per_second=tokens_per_second,
+                               strict=strict)
         self._host = host
         self._requested_port = port
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = 0
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        """Every chat-completion request so far, in arrival order."""
+        return self._app.state.requests  # type: ignore[no-any-return]
 
     @property
     def base_url(self) -> str:
@@ -104,9 +111,11 @@ class ThreadedFakeLLMServer:
         tokens_per_second: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        strict: bool = False,
     ) -> None:
         self._server = FakeLLMServer(
-            scripts, ttft_seconds=ttft_seconds, tokens_per_second=tokens_per_second, host=host, port=port
+            scripts, ttft_seconds=ttft_seconds, tokens_per_second=tokens_per_second, host=host, port=port,
+            strict=strict,
         )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -121,6 +130,10 @@ class ThreadedFakeLLMServer:
     @property
     def port(self) -> int:
         return self._server.port
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        return self._server.requests
 
     def start(self, timeout: float = 10.0) -> None:
         self._ready.clear()

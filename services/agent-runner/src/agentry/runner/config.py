@@ -46,6 +46,16 @@ class RunnerSettings(ServiceSettings):
     parallel_tools: bool = False
     # Tried in order when the run's model keeps failing (rate limits, 5xx, timeouts).
     fallback_models: list[str] = []
+    # Larger-context models tried when a prompt does not fit the run's model even after compressing it.
+    context_fallback_models: list[str] = []
+    # Model-call retries (agentpress.retries): transient errors only (rate limit, overload, 5xx,
+    # timeout, connection), at most model_max_attempts attempts per call (the first included),
+    # waiting what the provider's Retry-After / retry-after-ms asks, unless it asks for more than
+    # model_max_retry_after_seconds (then the call fails at once); model_retry_budget retries per run.
+    model_max_attempts: int = Field(3, ge=1, le=20)
+    model_retry_budget: int = Field(10, ge=0, le=1000)
+    model_max_retry_after_seconds: float = Field(60.0, ge=0)
+    model_retry_initial_wait_seconds: float = Field(1.0, ge=0)
     # The (cheaper) model that summarises old turns when a thread outgrows the context window.
     summary_model: str = ""
     worker_concurrency: int = 16

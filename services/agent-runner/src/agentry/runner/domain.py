@@ -57,6 +57,7 @@ FINISH_TO_STATUS: dict[str, tuple[RunStatus, str]] = {
     "cancelled": (RunStatus.CANCELLED, ""),
     "budget_exceeded": (RunStatus.FAILED, "credit balance used up"),
     "error": (RunStatus.FAILED, "agent error"),
+    "empty_response": (RunStatus.FAILED, "the model returned an empty reply"),
     "timeout": (RunStatus.FAILED, "the run exceeded its time limit"),
     "expired": (RunStatus.CANCELLED, "the run waited for the user longer than allowed"),
 }

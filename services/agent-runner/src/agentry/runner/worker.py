@@ -31,6 +31,7 @@ from agentpress import (
     MessageCompleted,
     ModelSettings,
     PhaseChanged,
+    RetryPolicy,
     RunContext,
     RunFinished,
     RunResult,
@@ -436,6 +437,10 @@ def agent_factory(settings: RunnerSettings) -> AgentFactory:
                      max_steps=settings.max_steps, tool_calling=settings.tool_calling,
                      tool_execution=ToolExecution(when=settings.tool_execution, parallel=settings.parallel_tools),
                      fallback_models=settings.fallback_models,
+                     context_fallback_models=settings.context_fallback_models,
+                     retry=RetryPolicy(attempts=settings.model_max_attempts, run_budget=settings.model_retry_budget,
+                                       max_retry_after=settings.model_max_retry_after_seconds,
+                                       initial_wait=settings.model_retry_initial_wait_seconds),
                      summary_model=settings.summary_model or None,
                      settings=ModelSettings(reasoning_effort=run.reasoning_effort or None),
                      approval_tools=settings.approval_tools, pause_on_ask=settings.pause_on_ask, **kwargs)
