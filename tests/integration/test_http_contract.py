@@ -35,6 +35,14 @@ SCRIPTS = {"ct-quick": Script(turns=(Turn(text="Hello from the contract test."),
 ROUTES = {
     "/api/auth/signup": {"post"},
     "/api/auth/token": {"post"},
+    "/api/auth/refresh": {"post"},
+    "/api/auth/logout": {"post"},
+    "/api/auth/password": {"post"},
+    "/api/auth/.well-known/jwks.json": {"get"},
+    "/api/api-keys": {"get", "post"},
+    "/api/api-keys/{api_key_id}": {"delete"},
+    "/api/agent-run/{run_id}/stream-token": {"post"},
+    "/api/threads/{thread_id}/stream-token": {"post"},
     "/api/threads": {"post"},
     "/api/threads/{thread_id}/messages": {"get", "post"},
     "/api/threads/{thread_id}/agent/start": {"post"},
@@ -44,6 +52,7 @@ ROUTES = {
     "/api/agent-run/{run_id}/resume": {"post"},
     "/api/threads/{thread_id}/stream": {"get"},
     "/api/health": {"get"},
+    "/api/health/live": {"get"},
 }
 
 
@@ -191,8 +200,8 @@ async def test_signup_and_token(client):
     token = await client.post("/api/auth/token", json={"email": "shape@example.com", "password": PASSWORD})
     assert token.status_code == 200
     body = token.json()
-    assert set(body) == {"access_token", "token_type", "expires_in"}
-    assert body["token_type"] == "bearer"
+    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token"}
+    assert body["token_type"] == "bearer" and body["refresh_token"].startswith("agentry_rt_")
     assert isinstance(body["expires_in"], int) and body["expires_in"] > 0
     assert body["access_token"].count(".") == 2
 
@@ -347,19 +356,28 @@ async def test_last_event_id_resumes_after_that_event(client, headers):
         assert rest.events == whole.events[cut:]
 
 
-async def test_access_token_query_parameter_works_for_the_stream_only(client, headers):
+async def test_stream_token_in_the_query_works_for_that_stream_only(client, headers):
     token = headers["Authorization"].removeprefix("Bearer ")
     thread_id = await new_thread(client, headers)
     run_id = await start(client, headers, thread_id)
-    sse = await stream(client, run_id, {}, params={"access_token": token})
+    issued = await client.post(f"/api/agent-run/{run_id}/stream-token", headers=headers)
+    assert issued.status_code == 200, issued.text
+    stream_token = issued.json()["token"]
+    assert 0 < issued.json()["expires_in"] <= 300
+    sse = await stream(client, run_id, {}, params={"access_token": stream_token})
     assert sse.events[-1][1]["type"] == "run_finished"
-    bad = await client.get(f"/api/agent-run/{run_id}/stream", params={"access_token": "nope"})
-    assert bad.status_code == 401
+    # The long-lived access token no longer opens the stream from a URL, and garbage never did.
+    for bad in (token, "nope"):
+        refused = await client.get(f"/api/agent-run/{run_id}/stream", params={"access_token": bad})
+        assert refused.status_code == 401
+    # A stream token is not a credential anywhere else, not even as a header.
     for method, path in (("GET", f"/api/agent-run/{run_id}"), ("POST", f"/api/agent-run/{run_id}/stop"),
                          ("GET", f"/api/threads/{thread_id}/messages")):
-        response = await client.request(method, path, params={"access_token": token})
+        response = await client.request(method, path, params={"access_token": stream_token})
         assert response.status_code == 401, (method, path)
         assert response.json()["error"]["code"] == "unauthenticated"
+        response = await client.request(method, path, headers={"Authorization": f"Bearer {stream_token}"})
+        assert response.status_code == 401, (method, path)
 
 
 async def test_unknown_ids_are_404_with_the_error_body(client, headers):

@@ -170,8 +170,11 @@ async def test_thread_stream_tenancy_tokens_and_cursors(system):
             assert response.json()["error"]["code"] == "thread_not_found"
         assert (await client.get(f"/api/threads/{thread}/stream")).status_code == 401
 
-        # EventSource cannot set headers: ?access_token= works here as on the run stream.
-        token = owner["Authorization"].removeprefix("Bearer ")
+        # EventSource cannot set headers: a stream token in ?access_token= works here as on the run stream.
+        issued = await client.post(f"/api/threads/{thread}/stream-token", headers=owner)
+        assert issued.status_code == 200, issued.text
+        token = issued.json()["token"]
+        assert (await client.post(f"/api/threads/{thread}/stream-token", headers=other)).status_code == 404
         async with client.stream("GET", f"/api/threads/{thread}/stream", params={"access_token": token},
                                  headers={"Last-Event-ID": events[0][0]}) as response:
             assert response.status_code == 200

@@ -9,6 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from agentry.servicekit.eventstream import EventStream
 
+from . import api_keys, auth_routes
 from .config import GatewaySettings
 from .errors import install_error_handlers
 from .routes import router
@@ -30,5 +31,7 @@ def create_app(settings: GatewaySettings, *, upstreams: Upstreams | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=True,
                            allow_methods=["*"], allow_headers=["*"])
     install_error_handlers(app)
+    app.include_router(auth_routes.router)
+    app.include_router(api_keys.router)
     app.include_router(router)
     return app

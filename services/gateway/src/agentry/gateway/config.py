@@ -39,6 +39,20 @@ class GatewaySettings(BaseSettings):
     # Must match the auth service's AGENTRY_AUTH_ISSUER / AGENTRY_AUTH_AUDIENCE.
     token_issuer: str = "agentry-local"
     token_audience: str = "authenticated"
+    # Rate limits (attempts per window in seconds), kept in memory, or in Redis when events="redis".
+    # Failed sign-ins count per email: the 11th attempt within 5 minutes is refused even with the
+    # right password, which slows a guesser at the price of letting them lock the email briefly.
+    signin_failures_per_email: int = Field(default=10, ge=1)
+    signin_failures_window_seconds: int = Field(default=300, ge=1)
+    signin_attempts_per_ip: int = Field(default=60, ge=1)
+    signin_attempts_window_seconds: int = Field(default=60, ge=1)
+    signup_per_ip: int = Field(default=30, ge=1)
+    signup_window_seconds: int = Field(default=60, ge=1)
+    refresh_per_ip: int = Field(default=120, ge=1)
+    refresh_window_seconds: int = Field(default=60, ge=1)
+    run_starts_per_account: int = Field(default=120, ge=1)
+    run_starts_window_seconds: int = Field(default=60, ge=1)
+    rate_limit_prefix: str = "agentry:rl:"
     internal_token: SecretStr = Field(
         default=SecretStr(DEV_INTERNAL_TOKEN),
         validation_alias=AliasChoices("AGENTRY_INTERNAL_TOKEN", "internal_token"),

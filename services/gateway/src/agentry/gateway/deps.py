@@ -20,28 +20,43 @@ def get_upstreams(request: Request) -> Upstreams:
 
 UpstreamsDep = Annotated[Upstreams, Depends(get_upstreams)]
 
+_MISSING = "missing credentials: send 'Authorization: Bearer <token or API key>' or 'X-API-Key: <key>'"
 
-def _bearer(request: Request, *, allow_query: bool = False) -> str:
+
+def bearer(request: Request) -> str:
+    """The credential of the request: `Authorization: Bearer <token or key>` or `X-API-Key: <key>`."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    # EventSource cannot set headers; the stream routes (and only they) also accept ?access_token=.
-    if allow_query and request.query_params.get("access_token"):
-        return request.query_params["access_token"]
-    raise ApiError(401, "unauthenticated", "missing bearer token: send 'Authorization: Bearer <token>'")
-
-
-async def _verify(upstreams: Upstreams, token: str) -> Caller:
-    return await upstreams.token_verifier().verify(token)
+    api_key = request.headers.get("x-api-key", "").strip()
+    if api_key:
+        return api_key
+    raise ApiError(401, "unauthenticated", _MISSING)
 
 
 async def get_caller(request: Request, upstreams: UpstreamsDep) -> Caller:
-    return await _verify(upstreams, _bearer(request))
+    return await upstreams.token_verifier().verify(bearer(request))
+
+
+def _stream_resource(request: Request) -> str:
+    params = request.path_params
+    if "run_id" in params:
+        return f"run:{params['run_id']}"
+    if "thread_id" in params:
+        return f"thread:{params['thread_id']}"
+    raise ApiError(401, "unauthenticated", _MISSING)
 
 
 async def get_stream_caller(request: Request, upstreams: UpstreamsDep) -> Caller:
-    return await _verify(upstreams, _bearer(request, allow_query=True))
+    """A header credential, or (EventSource cannot set headers) a stream token for this very
+    stream in `?access_token=`: a URL never carries a credential that opens anything else."""
+    if request.headers.get("authorization") or request.headers.get("x-api-key"):
+        return await get_caller(request, upstreams)
+    token = request.query_params.get("access_token")
+    if not token:
+        raise ApiError(401, "unauthenticated", _MISSING)
+    return await upstreams.stream_token_verifier().verify_stream(token, _stream_resource(request))
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -7,15 +7,15 @@ from typing import Annotated
 
 import grpc
 import orjson
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agentry.api.auth.v1 import auth_pb2
 from agentry.api.billing.v1 import billing_pb2
 from agentry.api.runner.v1 import runner_pb2 as pb
 
 from . import schemas
+from .auth_routes import run_start_limit
 from .deps import CallerDep, StreamCallerDep, UpstreamsDep
 from .errors import ApiError
 from .idempotency import IDEMPOTENCY_RESPONSES, KEY_DESCRIPTION, KEY_HEADER, MAX_KEY_LENGTH, idempotent
@@ -34,19 +34,6 @@ IdempotencyKey = Annotated[str | None, Header(
 
 def _time(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value, UTC) if value else None
-
-
-@router.post("/auth/signup", status_code=201, response_model=schemas.SignUpAnswer, tags=["auth"])
-async def signup(body: schemas.Credentials, up: UpstreamsDep):
-    reply = await up.auth.SignUp(auth_pb2.SignUpRequest(email=body.email, password=body.password))
-    return schemas.SignUpAnswer(user_id=reply.user_id, account_id=reply.account_id)
-
-
-@router.post("/auth/token", response_model=schemas.TokenAnswer, tags=["auth"])
-async def token(body: schemas.Credentials, up: UpstreamsDep):
-    reply = await up.auth.SignIn(auth_pb2.SignInRequest(email=body.email, password=body.password))
-    return schemas.TokenAnswer(access_token=reply.access_token, token_type="bearer",
-                               expires_in=reply.expires_in)
 
 
 @router.post("/threads", status_code=201, response_model=schemas.ThreadAnswer, tags=["threads"])
@@ -81,7 +68,7 @@ async def list_messages(thread_id: str, caller: CallerDep, up: UpstreamsDep):
 
 
 @router.post("/threads/{thread_id}/agent/start", status_code=202, response_model=schemas.RunStarted,
-             tags=["runs"], responses=IDEMPOTENCY_RESPONSES)
+             tags=["runs"], responses=IDEMPOTENCY_RESPONSES, dependencies=[Depends(run_start_limit)])
 async def start_run(thread_id: str, caller: CallerDep, up: UpstreamsDep, body: schemas.StartRun | None = None,
                     idempotency_key: IdempotencyKey = None):
     body = body or schemas.StartRun()  # no body and {} are the same request (and fingerprint)

@@ -5,11 +5,35 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def unstorable(value: Any) -> str | None:
+    """Why a value (or a string inside it) cannot be stored or sent on, else None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "must not contain NUL characters"
+        # Encoding a lone surrogate to UTF-8 fails deep in protobuf or the database driver (a 500).
+        if any("\ud800" <= ch <= "\udfff" for ch in value):
+            return "must be valid Unicode (no lone surrogates)"
+    elif isinstance(value, dict):
+        return next((p for item in value.items() for p in map(unstorable, item) if p), None)
+    elif isinstance(value, (list, tuple)):
+        return next((p for p in map(unstorable, value) if p), None)
+    return None
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    # Every field of every request body: a NUL or a lone surrogate is a 422 naming the field.
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        problem = unstorable(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class Credentials(_Body):
@@ -26,6 +50,7 @@ class TokenAnswer(BaseModel):
     access_token: str
     token_type: str = "bearer"
     expires_in: int
+    refresh_token: str = Field(description="Single use: POST it to /api/auth/refresh for the next pair.")
 
 
 class NewThread(_Body):

@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 
 ALGORITHMS = ["ES256"]  # never the token header's choice: no "none", no HS256 with a public key
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
+# Must match agentry.auth: the prefix of API keys, and the audience of stream tokens.
+API_KEY_PREFIX = "agentry_sk_"
+STREAM_AUDIENCE = "agentry-stream"
+_MAX_CREDENTIAL_LENGTH = 8192
 # An unknown kid makes the gateway refetch the keys (a rotation), but at most this often, so
 # tokens with made-up kids cannot turn into a flood of calls to auth.
 JWKS_REFRESH_SECONDS = 10.0
@@ -31,6 +35,10 @@ class Caller:
     user_id: str
     account_id: str
     email: str
+    # The session behind an access token ("" for API keys and stream tokens).
+    session_id: str = ""
+    # The API key the caller used ("" for tokens).
+    api_key_id: str = ""
 
 
 class TokenVerifier(Protocol):
@@ -41,6 +49,23 @@ def _invalid(message: str, code: str = "invalid_token") -> ApiError:
     return ApiError(401, code, message)
 
 
+async def _ask_auth(call, request) -> Caller:
+    try:
+        reply = await call(request)
+    except grpc.aio.AioRpcError as exc:
+        trailing = dict(exc.trailing_metadata() or ())
+        refused_us = trailing.get(ERROR_CODE_KEY) == INTERNAL_CREDENTIAL_REFUSED
+        if not refused_us and exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT,
+                                             grpc.StatusCode.NOT_FOUND):
+            code = trailing.get(ERROR_CODE_KEY)
+            raise _invalid(exc.details() or "invalid token",
+                           code if code in ("token_expired", "api_key_expired") else "invalid_token") from exc
+        raise
+    p = reply.principal
+    return Caller(user_id=p.user_id, account_id=p.account_id, email=p.email, session_id=p.session_id,
+                  api_key_id=p.api_key_id)
+
+
 class AuthServiceVerifier:
     """Asks auth's VerifyToken: one gRPC call per request, and revocation takes effect at once."""
 
@@ -48,16 +73,22 @@ class AuthServiceVerifier:
         self._auth = auth
 
     async def verify(self, token: str) -> Caller:
-        try:
-            reply = await self._auth.VerifyToken(auth_pb2.VerifyTokenRequest(token=token))
-        except grpc.aio.AioRpcError as exc:
-            refused_us = dict(exc.trailing_metadata() or ()).get(ERROR_CODE_KEY) == INTERNAL_CREDENTIAL_REFUSED
-            if not refused_us and exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT,
-                                                 grpc.StatusCode.NOT_FOUND):
-                raise _invalid(exc.details() or "invalid token") from exc
-            raise
-        p = reply.principal
-        return Caller(user_id=p.user_id, account_id=p.account_id, email=p.email)
+        return await _ask_auth(self._auth.VerifyToken, auth_pb2.VerifyTokenRequest(token=token))
+
+
+class CredentialVerifier:
+    """Any credential a route accepts: API keys (recognised by their prefix) are looked up in auth
+    on every request, so a revoked key stops at once; tokens go to the token verifier."""
+
+    def __init__(self, auth, tokens: TokenVerifier) -> None:
+        self._auth, self._tokens = auth, tokens
+
+    async def verify(self, token: str) -> Caller:
+        if len(token) > _MAX_CREDENTIAL_LENGTH:
+            raise _invalid("invalid token: malformed")
+        if token.startswith(API_KEY_PREFIX):
+            return await _ask_auth(self._auth.VerifyApiKey, auth_pb2.VerifyApiKeyRequest(key=token))
+        return await self._tokens.verify(token)
 
 
 class JwksVerifier:
@@ -79,6 +110,22 @@ class JwksVerifier:
         self._lock = asyncio.Lock()
 
     async def verify(self, token: str) -> Caller:
+        claims = await self._claims(token, self._audience)
+        sid = claims.get("sid", "")
+        if not isinstance(sid, str):
+            raise _invalid("invalid token: sid must be a string")
+        return Caller(claims["sub"], claims["account_id"], claims["email"], session_id=sid)
+
+    async def verify_stream(self, token: str, resource: str) -> Caller:
+        """The caller of a stream token, if it was issued for exactly `resource`."""
+        claims = await self._claims(token, STREAM_AUDIENCE)
+        if claims.get("resource") != resource:
+            raise _invalid("invalid token: this stream token is for another stream")
+        return Caller(claims["sub"], claims["account_id"], claims["email"])
+
+    async def _claims(self, token: str, audience: str) -> dict:
+        if len(token) > _MAX_CREDENTIAL_LENGTH:
+            raise _invalid("invalid token: malformed")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -90,7 +137,7 @@ class JwksVerifier:
         if key is None:
             raise _invalid("token was not signed by a known key")
         try:
-            claims = jwt.decode(token, key.key, algorithms=ALGORITHMS, audience=self._audience,
+            claims = jwt.decode(token, key.key, algorithms=ALGORITHMS, audience=audience,
                                 issuer=self._issuer, options={"require": REQUIRED_CLAIMS}, leeway=60)
         except jwt.ExpiredSignatureError as exc:
             raise _invalid("token has expired", "token_expired") from exc
@@ -100,7 +147,7 @@ class JwksVerifier:
         values = (claims.get("sub"), claims.get("account_id"), claims.get("email"))
         if not all(isinstance(v, str) and v for v in values):
             raise _invalid("invalid token: sub, account_id and email must be non-empty strings")
-        return Caller(*values)
+        return claims
 
     async def _refetch_for(self, kid: str) -> jwt.PyJWK | None:
         async with self._lock:

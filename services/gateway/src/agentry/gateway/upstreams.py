@@ -15,7 +15,8 @@ from agentry.servicekit.eventstream import EventStream, MemoryEventStream, Redis
 
 from .config import GatewaySettings
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
-from .tokens import AuthServiceVerifier, JwksVerifier, TokenVerifier
+from .ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from .tokens import AuthServiceVerifier, CredentialVerifier, JwksVerifier, TokenVerifier
 
 
 @dataclass
@@ -28,11 +29,19 @@ class Upstreams:
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     verifier: TokenVerifier | None = None
     idempotency: IdempotencyStore = field(default_factory=MemoryIdempotencyStore)
+    # Stream tokens are always verified here, with auth's published keys.
+    stream_verifier: JwksVerifier | None = None
+    limiter: RateLimiter = field(default_factory=MemoryRateLimiter)
 
     def token_verifier(self) -> TokenVerifier:
         if self.verifier is None:
-            self.verifier = AuthServiceVerifier(self.auth)
+            self.verifier = CredentialVerifier(self.auth, AuthServiceVerifier(self.auth))
         return self.verifier
+
+    def stream_token_verifier(self) -> JwksVerifier:
+        if self.stream_verifier is None:
+            self.stream_verifier = JwksVerifier(self.auth, issuer="agentry-local", audience="authenticated")
+        return self.stream_verifier
 
 
 async def open_upstreams(settings: GatewaySettings, stack: contextlib.AsyncExitStack,
@@ -62,11 +71,15 @@ async def open_upstreams(settings: GatewaySettings, stack: contextlib.AsyncExitS
         idempotency = MemoryIdempotencyStore(ttl_seconds=settings.idempotency_ttl_seconds,
                                              lock_seconds=settings.idempotency_lock_seconds)
     stack.push_async_callback(idempotency.close)
+    limiter: RateLimiter
+    if settings.events == "redis":
+        limiter = RedisRateLimiter(settings.redis_url, key_prefix=settings.rate_limit_prefix)
+    else:
+        limiter = MemoryRateLimiter()
+    stack.push_async_callback(limiter.close)
     auth = auth_pb2_grpc.AuthServiceStub(channels["auth"])
-    verifier: TokenVerifier = (
-        JwksVerifier(auth, issuer=settings.token_issuer, audience=settings.token_audience)
-        if settings.token_verification == "local" else AuthServiceVerifier(auth)
-    )
+    jwks = JwksVerifier(auth, issuer=settings.token_issuer, audience=settings.token_audience)
+    verifier = CredentialVerifier(auth, jwks if settings.token_verification == "local" else AuthServiceVerifier(auth))
     return Upstreams(
         auth=auth,
         billing=billing_pb2_grpc.BillingServiceStub(channels["billing"]),
@@ -75,4 +88,6 @@ async def open_upstreams(settings: GatewaySettings, stack: contextlib.AsyncExitS
         channels=channels,
         verifier=verifier,
         idempotency=idempotency,
+        stream_verifier=jwks,
+        limiter=limiter,
     )

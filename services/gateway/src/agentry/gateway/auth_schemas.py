@@ -1,0 +1,51 @@
+"""Request and response bodies of the identity routes: sessions, API keys, stream tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .schemas import _Body
+
+
+class RefreshBody(_Body):
+    refresh_token: str = Field(min_length=1, max_length=128)
+
+
+class SignOutBody(_Body):
+    scope: Literal["local", "global"] = Field(
+        default="local", description="`local`: this session; `global`: every session of the user.")
+
+
+class PasswordChange(_Body):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class NewApiKey(_Body):
+    name: str = Field(min_length=1, max_length=200)
+    expires_at: datetime | None = Field(default=None, description="When the key stops working; never if absent.")
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str = Field(description="The key's first characters, to recognise it.")
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None = Field(description="Updated at most once a minute.")
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The secret, shown this once: only its hash is kept.")
+
+
+class ApiKeyList(BaseModel):
+    api_keys: list[ApiKeyOut]
+
+
+class StreamToken(BaseModel):
+    token: str = Field(description="Pass as `?access_token=` to this resource's stream (EventSource).")
+    expires_in: int
