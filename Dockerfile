@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # One image per service, all from this file: `make images` builds each target as agentry-<target>.
-#   targets: gateway auth billing sandbox runner-api runner-worker
+#   targets: gateway auth billing sandbox runner-api runner-worker (and fake-llm, the scripted
+#   offline model the dev overlay runs when no provider key is set)
 # The base is pinned by digest. Replace the placeholder below (or pass PYTHON_IMAGE) with the digest
 # you vetted: docker buildx imagetools inspect docker.io/library/python:3.11-slim-bookworm
 ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:0000000000000000000000000000000000000000000000000000000000000000
@@ -23,6 +24,8 @@ FROM build AS build-sandbox
 RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-sandbox
 FROM build AS build-runner
 RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-runner
+FROM build AS build-fake-llm
+RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-fakellm
 
 # ---- runtime: no compiler, no uv, no pip; a non-root user; read-only root filesystem ---------
 # Writable paths are volumes: /tmp (HOME too) and /var/lib/agentry (the working directory).
@@ -68,3 +71,7 @@ FROM runtime AS runner-worker
 COPY --from=build-runner /opt/agentry/venv /opt/agentry/venv
 ENV AGENTRY_RUNNER_ROLE=worker
 ENTRYPOINT ["python", "-m", "agentry.runner"]
+
+FROM runtime AS fake-llm
+COPY --from=build-fake-llm /opt/agentry/venv /opt/agentry/venv
+ENTRYPOINT ["python", "-m", "agentry.fakellm"]

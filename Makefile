@@ -48,7 +48,7 @@ bench: setup
 CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 IMAGE_PREFIX ?=
 IMAGE_TAG ?= dev
-IMAGE_TARGETS := gateway auth billing sandbox runner-api runner-worker
+IMAGE_TARGETS := gateway auth billing sandbox runner-api runner-worker fake-llm
 # Set to the vetted base, pinned by digest; the Dockerfile's default is a placeholder.
 PYTHON_IMAGE ?=
 
