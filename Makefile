@@ -5,7 +5,7 @@ UV ?= uv
 PYTEST_ARGS ?=
 PROTO_FILES := $(sort $(shell find proto -name "*.proto"))
 
-.PHONY: help setup run test up proto proto-check bench
+.PHONY: help setup run test up proto proto-check bench images
 
 help:
 	@echo "make run          set up and run every service in one process on embedded defaults (gateway on :8000)"
@@ -13,6 +13,7 @@ help:
 	@echo "make up           split mode: every service in its own process on PostgreSQL, Redis and RabbitMQ"
 	@echo "make proto        regenerate libs/protos from proto/"
 	@echo "make bench        run the benchmarks (results go in BENCHMARKS.md by hand)"
+	@echo "make images       build every service's container image (needs docker or podman; see docs/deploy.md)"
 
 setup:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv>=0.13,<0.14"
@@ -41,3 +42,25 @@ bench: setup
 	$(UV) run --frozen python bench/ttft.py --mode both
 	$(UV) run --frozen python bench/agentpress_processor.py
 	$(UV) run --frozen python bench/durable.py --stops 50 --kills 20 --leases 10,3
+
+# Container images: one Dockerfile target per service, tagged $(IMAGE_PREFIX)agentry-<target>:$(IMAGE_TAG).
+# Each is then started with --help as its non-root user on a read-only root filesystem.
+CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+IMAGE_PREFIX ?=
+IMAGE_TAG ?= dev
+IMAGE_TARGETS := gateway auth billing sandbox runner-api runner-worker
+# Set to the vetted base, pinned by digest; the Dockerfile's default is a placeholder.
+PYTHON_IMAGE ?=
+
+images:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make images needs a container engine (docker or podman)"; exit 1; }
+	@test -n "$(PYTHON_IMAGE)" || { echo "set PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:<digest> (docs/deploy.md)"; exit 1; }
+	@for target in $(IMAGE_TARGETS); do \
+	  echo "== $(IMAGE_PREFIX)agentry-$$target:$(IMAGE_TAG)"; \
+	  $(CONTAINER_ENGINE) build --target $$target --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+	    -t $(IMAGE_PREFIX)agentry-$$target:$(IMAGE_TAG) . || exit 1; \
+	  test "$$($(CONTAINER_ENGINE) image inspect -f '{{.Config.User}}' $(IMAGE_PREFIX)agentry-$$target:$(IMAGE_TAG))" = "10001:10001" \
+	    || { echo "agentry-$$target does not run as 10001"; exit 1; }; \
+	  $(CONTAINER_ENGINE) run --rm --read-only --cap-drop ALL --security-opt no-new-privileges \
+	    $(IMAGE_PREFIX)agentry-$$target:$(IMAGE_TAG) --help >/dev/null || exit 1; \
+	done

@@ -42,12 +42,15 @@ async def test_sign_up_sign_in_verify(stub, clock):
     signed_up = await stub.SignUp(auth_pb2.SignUpRequest(email="Ada@Example.com", password=PASSWORD))
     assert signed_up.user_id and signed_up.account_id and signed_up.user_id != signed_up.account_id
     signed_in = await _sign_in(stub)
-    assert signed_in.token_type == "Bearer" and signed_in.expires_in == 3600
+    assert signed_in.token_type == "Bearer" and signed_in.expires_in == 900
+    assert signed_in.refresh_token.startswith("agentry_rt_")
     verified = await stub.VerifyToken(auth_pb2.VerifyTokenRequest(token=signed_in.access_token))
+    assert verified.principal.session_id
     assert verified.principal == auth_pb2.Principal(
-        user_id=signed_up.user_id, account_id=signed_up.account_id, email="ada@example.com"
+        user_id=signed_up.user_id, account_id=signed_up.account_id, email="ada@example.com",
+        session_id=verified.principal.session_id,
     )
-    assert verified.expires_at == int(clock()) + 3600
+    assert verified.expires_at == int(clock()) + 900
 
 
 async def test_duplicate_sign_up_is_already_exists(stub):
@@ -120,3 +123,44 @@ async def test_jwks_verifies_tokens_independently(stub):
                         options={"verify_exp": False, "verify_iat": False})
     assert claims["sub"] == signed_up.user_id and claims["account_id"] == signed_up.account_id
     assert all("d" not in jwk for jwk in jwks["keys"])
+
+
+async def test_refresh_sign_out_api_keys_and_stream_tokens_over_grpc(stub):
+    signed_up = await stub.SignUp(auth_pb2.SignUpRequest(email="ada@example.com", password=PASSWORD))
+    signed_in = await _sign_in(stub)
+    refreshed = await stub.Refresh(auth_pb2.RefreshRequest(refresh_token=signed_in.refresh_token))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Refresh(auth_pb2.RefreshRequest(refresh_token=signed_in.refresh_token))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _error_code(caught.value) == "refresh_token_reused"
+
+    again = await _sign_in(stub)
+    principal = (await stub.VerifyToken(auth_pb2.VerifyTokenRequest(token=again.access_token))).principal
+    created = await stub.CreateApiKey(auth_pb2.CreateApiKeyRequest(principal=principal, name="ci"))
+    assert created.key.startswith("agentry_sk_") and created.api_key.name == "ci"
+    via_key = await stub.VerifyApiKey(auth_pb2.VerifyApiKeyRequest(key=created.key))
+    assert via_key.principal.api_key_id == created.api_key.api_key_id
+    assert via_key.principal.account_id == signed_up.account_id
+    listed = await stub.ListApiKeys(auth_pb2.ListApiKeysRequest(account_id=signed_up.account_id))
+    assert [k.api_key_id for k in listed.api_keys] == [created.api_key.api_key_id]
+    assert created.key not in str(listed)
+    await stub.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(account_id=signed_up.account_id,
+                                                         api_key_id=created.api_key.api_key_id))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.VerifyApiKey(auth_pb2.VerifyApiKeyRequest(key=created.key))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    stream = await stub.IssueStreamToken(auth_pb2.IssueStreamTokenRequest(principal=principal, resource="run:r1"))
+    assert jwt.decode(stream.token, options={"verify_signature": False})["resource"] == "run:r1"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.IssueStreamToken(auth_pb2.IssueStreamTokenRequest(principal=principal, resource="anything"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    await stub.ChangePassword(auth_pb2.ChangePasswordRequest(token=again.access_token, current_password=PASSWORD,
+                                                             new_password="a brand new password"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Refresh(auth_pb2.RefreshRequest(refresh_token=refreshed.refresh_token))
+    await stub.SignOut(auth_pb2.SignOutRequest(token=again.access_token, scope="local"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.VerifyToken(auth_pb2.VerifyTokenRequest(token=again.access_token))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import sqlalchemy as sa
 
-from agentry.auth.adapters.sql import SqlUserRepository, users
+from agentry.auth.adapters.sql import SqlSessionRepository, SqlUserRepository, users
 from agentry.auth.errors import EmailTaken, InvalidCredentials, InvalidEmail, InvalidPassword, InvalidToken
 from agentry.auth.service import LocalIdentityProvider
 
@@ -35,9 +35,14 @@ def repo(sqlite_engine):
 
 
 @pytest.fixture
-def provider(repo, hasher, tokens, clock):
+def sessions(sqlite_engine):
+    return SqlSessionRepository(sqlite_engine)
+
+
+@pytest.fixture
+def provider(repo, hasher, tokens, sessions, clock):
     ids = (f"id-{n}" for n in itertools.count(1))
-    return LocalIdentityProvider(repo, hasher, tokens, clock=clock, new_id=lambda: next(ids))
+    return LocalIdentityProvider(repo, hasher, tokens, sessions, clock=clock, new_id=lambda: next(ids))
 
 
 async def test_sign_up_sign_in_verify(provider, clock):
@@ -83,9 +88,9 @@ async def test_every_bad_sign_in_gets_the_same_answer(provider, email, password)
     assert (caught.value.code, caught.value.message) == ("invalid_credentials", "invalid email or password")
 
 
-async def test_unknown_email_still_runs_a_password_verification(repo, hasher, tokens, clock):
+async def test_unknown_email_still_runs_a_password_verification(repo, hasher, tokens, sessions, clock):
     counting = CountingHasher(hasher)
-    provider = LocalIdentityProvider(repo, counting, tokens, clock=clock)
+    provider = LocalIdentityProvider(repo, counting, tokens, sessions, clock=clock)
     with pytest.raises(InvalidCredentials):
         await provider.sign_in("nobody@example.com", "correct horse")
     with pytest.raises(InvalidCredentials):
@@ -94,11 +99,11 @@ async def test_unknown_email_still_runs_a_password_verification(repo, hasher, to
     assert counting.verified[0] == counting.verified[1]  # one dummy hash, made once
 
 
-async def test_sign_in_upgrades_an_outdated_hash(repo, make_hasher, tokens, clock):
-    await LocalIdentityProvider(repo, make_hasher(), tokens, clock=clock).sign_up("ada@example.com", "correct horse")
+async def test_sign_in_upgrades_an_outdated_hash(repo, make_hasher, tokens, sessions, clock):
+    await LocalIdentityProvider(repo, make_hasher(), tokens, sessions, clock=clock).sign_up("ada@example.com", "correct horse")
     old = (await repo.find_user_by_email("ada@example.com")).password_hash
     stronger = make_hasher(time_cost=2)
-    await LocalIdentityProvider(repo, stronger, tokens, clock=clock).sign_in("ada@example.com", "correct horse")
+    await LocalIdentityProvider(repo, stronger, tokens, sessions, clock=clock).sign_in("ada@example.com", "correct horse")
     new = (await repo.find_user_by_email("ada@example.com")).password_hash
     assert new != old and "t=2" in new and not stronger.needs_rehash(new)
     assert await stronger.verify(new, "correct horse")

@@ -46,11 +46,13 @@ from agentpress.ports import (
     UsageSink,
 )
 from agentpress.recovery import close_interrupted_calls
-from agentpress.testing import FunctionModel, ScriptedCall, ScriptedModel, ScriptedReply, xml_call
+from agentpress.provider_rules import ProviderRejection
+from agentpress.retries import ErrorKind, RetryBudget
+from agentpress.testing import FunctionModel, ProviderRejected, ScriptedCall, ScriptedModel, ScriptedReply, xml_call
 from agentpress.tools import Tool, ToolRegistry, tool
 
 __all__ = [
-    "Agent", "AgentpressError", "AssistantMessage", "ContextConfig", "Event", "EventSink", "ExecResult",
+    "Agent", "AgentpressError", "ErrorKind", "ProviderRejected", "ProviderRejection", "RetryBudget", "AssistantMessage", "ContextConfig", "Event", "EventSink", "ExecResult",
     "FileEntry", "FinishReason", "FunctionModel", "LiteLLMModel", "MemoryMessageStore", "MemorySandbox", "Message",
     "MessageCompleted", "PhaseChanged", "RequiresAction", "RunResumed", "close_interrupted_calls",
     "MessageStore", "Model", "ModelCallError", "ModelDelta", "ModelRequest", "ModelRetry", "ModelSettings",

@@ -90,10 +90,11 @@ class ContextManager:
 
     async def build(self, history: list[Message], system_prompt: str, tools: list[dict[str, Any]],
                     model_name: str, model_window: int | None,
-                    persist: Callable[[Message], Awaitable[None]]) -> BuiltPrompt:
-        """Prompt for the next call; may summarise old turns and persist (and append) the summary."""
+                    persist: Callable[[Message], Awaitable[None]], *, budget_scale: float = 1.0) -> BuiltPrompt:
+        """Prompt for the next call; may summarise old turns and persist (and append) the summary.
+        `budget_scale` < 1 compresses harder: the provider said the prompt did not fit after all."""
         window = self.window(model_name, model_window)
-        budget = window - self._config.reserve_tokens
+        budget = int((window - self._config.reserve_tokens) * budget_scale)
         count = self._config.token_counter
         summary, active = _split_at_summary(history)
         tools_json = orjson.dumps(tools).decode() if tools else ""

@@ -30,8 +30,24 @@ class ToolCallError(AgentpressError):
 
 
 class ModelCallError(AgentpressError):
-    """A model call failed for good (after retries and fallbacks, or a non-retryable error)."""
+    """A model call failed for good (after retries and fallbacks, or a non-retryable error).
+
+    `kind`: the error class (see agentpress.retries.ErrorKind: rate_limit, overloaded, timeout,
+    server_error, connection, context_window, auth, bad_request, content_filter, unknown);
+    `retry_after`: seconds the provider asked us to wait (Retry-After / retry-after-ms), if any.
+    """
+
+    default_kind = "unknown"
+
+    def __init__(self, message: str = "", *, kind: str | None = None, retry_after: float | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind or self.default_kind
+        self.retry_after = retry_after
+        self.status = status
 
 
 class ModelTransientError(ModelCallError):
     """A model call failed in a way worth retrying: rate limit, timeout, 5xx, dropped connection."""
+
+    default_kind = "server_error"

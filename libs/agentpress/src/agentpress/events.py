@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import orjson
 
+from agentpress import safe_text
+
 from agentpress.messages import Message, ToolCall, message_from_dict
 
 
@@ -19,6 +21,8 @@ class FinishReason(StrEnum):
     CANCELLED = "cancelled"
     BUDGET_EXCEEDED = "budget_exceeded"
     ERROR = "error"
+    # The model replied with nothing (no text, no tool call) twice in a row: the run failed.
+    EMPTY_RESPONSE = "empty_response"
     # Set by hosts, not by the loop: the run exceeded its duration or idle limit, or it waited
     # for the user longer than allowed.
     TIMEOUT = "timeout"
@@ -34,7 +38,8 @@ class _EventBase:
         return orjson.loads(self.to_json())  # type: ignore[no-any-return]
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))  # type: ignore[call-overload]
+        # Unsafe text (an unpaired surrogate, NUL) is replaced, marked U+FFFD, never a failed run.
+        return safe_text.dumps(asdict(self))
 
 
 @dataclass(frozen=True, kw_only=True)

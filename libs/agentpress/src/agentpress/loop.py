@@ -21,9 +21,11 @@ from agentpress.events import (
     UsageReported,
 )
 from agentpress.execution import ToolExecution, ToolExecutor
+from agentpress.history import call_ids, family_for, finalize, repair
 from agentpress.processor import PendingCall
-from agentpress.messages import AssistantMessage, Message, ToolCall, ToolResultMessage
+from agentpress.messages import AssistantMessage, Message, StatusMessage, ToolCall, ToolResultMessage
 from agentpress.models import LiteLLMModel, Model, ModelRequest, ModelSettings, RetryPolicy, open_stream
+from agentpress.retries import ErrorKind, OpenedStream, RetryBudget
 from agentpress.ports import RunContext, Usage
 from agentpress.processor import StreamProcessor
 from agentpress.prompt import is_anthropic, with_cache_markers
@@ -68,6 +70,7 @@ class Agent:
         tool_execution: ToolExecution = ToolExecution(),
         settings: ModelSettings = ModelSettings(),
         fallback_models: Sequence[str | Model] = (),
+        context_fallback_models: Sequence[str | Model] = (),
         retry: RetryPolicy = RetryPolicy(),
         context: ContextConfig = ContextConfig(),
         summary_model: str | Model | None = None,
@@ -81,13 +84,17 @@ class Agent:
         top of tools declared `requires_approval`). `pause_on_ask`: the ask tool pauses the run
         until the user answers (human in the loop) instead of ending it `asked_user`. A paused
         run returns REQUIRES_ACTION after a requires_action event; `resolve_pending` applies the
-        user's answer or decision, then `run(ctx, resumed=True)` continues it."""
+        user's answer or decision, then `run(ctx, resumed=True)` continues it.
+        `fallback_models` take over when the model keeps failing transiently (rate limit,
+        overload, 5xx, timeout, connection); `context_fallback_models` (larger windows) when the
+        prompt does not fit even after compressing it harder. `retry`: see agentpress.retries."""
         if max_steps < 1:
             raise UserError("max_steps must be at least 1")
         if tool_calling not in ("native", "xml"):
             raise UserError(f"tool_calling must be 'native' or 'xml', not {tool_calling!r}")
         self.model = self._resolve(model, api_base, api_key)
         self.fallback_models = [self._resolve(m, api_base, api_key) for m in fallback_models]
+        self.context_fallback_models = [self._resolve(m, api_base, api_key) for m in context_fallback_models]
         self.summary_model = self._resolve(summary_model, api_base, api_key) if summary_model else self.model
         self.system_prompt = system_prompt
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
@@ -212,6 +219,8 @@ class _Run:
         self.history: list[Message] = []
         self.step = _Step()
         self.context = ContextManager(agent._context_config, self._summarize)
+        self.retry_budget = RetryBudget(agent.retry.run_budget)
+        self._prompt_tokens: Any = lambda: 0
 
     async def emit(self, event: Event) -> None:
         await self.ctx.events.emit(event)
@@ -226,6 +235,7 @@ class _Run:
             return RunResult(FinishReason.CANCELLED)
         self.history = list(await self.ctx.messages.load())
         continues = 0
+        empty = 0
         while self.steps < self.agent.max_steps:
             self.steps += 1
             self.step = _Step()
@@ -246,6 +256,16 @@ class _Run:
             outcome = step_task.result()  # a step failure surfaces in Agent.run as reason error
             if isinstance(outcome, RunResult):
                 return outcome
+            if outcome == "empty":
+                # Often transient: asked once more; a second one ends the run, never stored as an answer.
+                empty += 1
+                if empty < 2:
+                    continue
+                error = "the model returned an empty reply (no text, no tool call) twice in a row"
+                await self.persist(StatusMessage(status=FinishReason.EMPTY_RESPONSE.value, text=error,
+                                                 data={"model": self.agent.model.name}))
+                return RunResult(FinishReason.EMPTY_RESPONSE, error, self.steps)
+            empty = 0
             if outcome == "length" and continues < self.agent.max_auto_continues:
                 continues += 1
                 continue
@@ -257,21 +277,23 @@ class _Run:
     async def _run_step(self) -> RunResult | str:
         agent, ctx, step = self.agent, self.ctx, self.step
         tools = agent.tools.schemas() if agent.tool_calling == "native" and len(agent.tools) else []
-        prompt = await self.context.build(self.history, agent._system_prompt(), tools, agent.model.name,
-                                          agent.model.context_window, self.persist)
-        messages = with_cache_markers(prompt.messages) if is_anthropic(agent.model.name) else prompt.messages
-        request = ModelRequest(messages, tools, agent.settings)
         await self.emit(PhaseChanged(phase="calling_model"))
-        opened = await open_stream([agent.model, *agent.fallback_models], request, agent.retry)
+        try:
+            opened = await self._open(tools)
+        except ModelCallError as exc:
+            return RunResult(FinishReason.ERROR, str(exc), self.steps)
         step.executor = ToolExecutor(agent.tools, ctx, self.emit, agent.tool_execution, agent.needs_input)
-        step.processor = StreamProcessor(self.emit, step.executor.submit, agent.tool_calling, opened.model.name)
+        step.processor = StreamProcessor(self.emit, step.executor.submit, agent.tool_calling, opened.model.name,
+                                         taken_ids=call_ids(self.history))
         try:
             await step.processor.consume(opened.first, opened.rest)
         except Exception as exc:  # a stream that dies midway: keep what arrived, stop the tools
             await self.finish_cancelled()
             message = str(exc) if isinstance(exc, ModelCallError) else f"{type(exc).__name__}: {exc}"
             return RunResult(FinishReason.ERROR, message, self.steps)
-        within_budget = await self._record_usage(opened.model, step.processor, prompt.tokens)
+        within_budget = await self._record_usage(opened.model, step.processor, self._prompt_tokens())
+        if not step.processor.calls and not step.processor.text.strip():
+            return "empty" if within_budget else RunResult(FinishReason.BUDGET_EXCEEDED, None, self.steps)
         await self.persist(step.processor.message())
         step.assistant_persisted = True
         terminal: FinishReason | None = None
@@ -292,6 +314,37 @@ class _Run:
         if step.processor.calls:
             return "tools"
         return "length" if step.processor.finish_reason == "length" else "stop"
+
+    async def _open(self, tools: list[dict[str, Any]]) -> OpenedStream:
+        """The prompt, repaired to what strict providers accept (the stored history stays as it
+        was), sent with retries and fallbacks. A prompt the provider finds too long is compressed
+        harder and sent again, then sent to the larger-context fallbacks, if any."""
+        agent = self.agent
+        models = [agent.model, *agent.fallback_models]
+        family = family_for(m.name for m in [*models, *agent.context_fallback_models])
+        sent = repair(self.history)
+
+        async def request(scale: float) -> ModelRequest:
+            prompt = await self.context.build(sent, agent._system_prompt(), tools, agent.model.name,
+                                              agent.model.context_window, self.persist, budget_scale=scale)
+            self._prompt_tokens = lambda: prompt.tokens
+            messages = finalize(prompt.messages, family)
+            messages = with_cache_markers(messages) if is_anthropic(agent.model.name) else messages
+            return ModelRequest(messages, tools, agent.settings)
+
+        try:
+            return await open_stream(models, await request(1.0), agent.retry, self.retry_budget)
+        except ModelCallError as exc:
+            if exc.kind != ErrorKind.CONTEXT_WINDOW:
+                raise
+            logger.info("the prompt did not fit the context window: compressing it harder")
+        smaller = await request(0.5)
+        try:
+            return await open_stream(models, smaller, agent.retry, self.retry_budget)
+        except ModelCallError as exc:
+            if exc.kind != ErrorKind.CONTEXT_WINDOW or not agent.context_fallback_models:
+                raise
+        return await open_stream(agent.context_fallback_models, smaller, agent.retry, self.retry_budget)
 
     async def _record_usage(self, model: Model, processor: StreamProcessor, estimated_prompt: int) -> bool:
         prompt_tokens = processor.prompt_tokens if processor.prompt_tokens is not None else estimated_prompt
@@ -335,7 +388,7 @@ class _Run:
         model = self.agent.summary_model
         request = ModelRequest([{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": transcript}],
                                [], ModelSettings(max_tokens=self.agent._context_config.reserve_tokens))
-        opened = await open_stream([model], request, self.agent.retry)
+        opened = await open_stream([model], request, self.agent.retry, self.retry_budget)
         processor = StreamProcessor(_discard, lambda _: None, "native", model.name)
         await processor.consume(opened.first, opened.rest)
         await self._record_usage(model, processor, max(1, len(transcript) // 4))

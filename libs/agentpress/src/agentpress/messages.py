@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import orjson
 
+from agentpress import safe_text
+
 
 def _new_id() -> str:
     return str(uuid.uuid4())
@@ -16,12 +18,16 @@ def _new_id() -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class ToolCall:
-    """One call the model asked for. `arguments` is the JSON text exactly as the model produced it."""
+    """One call the model asked for. `arguments` is the JSON text exactly as the model produced it.
+
+    `call_id` is unique within the thread; when the provider's own id was not (a repeat, or
+    unusable), agentpress gave the call a new one and keeps the provider's in `provider_id`."""
 
     call_id: str
     name: str
     arguments: str
     format: Literal["native", "xml"] = "native"
+    provider_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +40,8 @@ class _MessageBase:
         return orjson.loads(self.to_json())  # type: ignore[no-any-return]
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))  # type: ignore[call-overload]
+        # Unsafe text (an unpaired surrogate, NUL) is replaced, marked U+FFFD, never a failed run.
+        return safe_text.dumps(asdict(self))
 
 
 @dataclass(frozen=True, kw_only=True)

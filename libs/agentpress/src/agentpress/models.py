@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from agentpress.errors import ModelCallError
+from agentpress.retries import OpenedStream, RetryPolicy, classify, open_stream
 
-from agentpress.errors import ModelCallError, ModelTransientError
+__all__ = ["LiteLLMModel", "Model", "ModelDelta", "ModelRequest", "ModelSettings", "OpenedStream", "RetryPolicy",
+           "ToolCallChunk", "import_litellm", "open_stream"]
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,9 @@ class LiteLLMModel:
             response = await litellm.acompletion(
                 model=self.name, messages=request.messages, stream=True,
                 stream_options={"include_usage": True}, timeout=self.timeout,
-                max_retries=0,  # one retry layer only: ours (open_stream), not the SDK's as well
+                # One retry layer only, ours (agentpress.retries): neither the OpenAI SDK's
+                # max_retries nor LiteLLM's num_retries may multiply the attempts.
+                max_retries=0, num_retries=0,
                 **kwargs,
             )
             async for chunk in response:
@@ -153,52 +157,4 @@ def _translate(chunk: Any) -> ModelDelta:
 
 
 def _translate_error(litellm: ModuleType, exc: Exception) -> ModelCallError:
-    if isinstance(exc, ModelCallError):
-        return exc
-    transient = tuple(getattr(litellm, n) for n in ("RateLimitError", "Timeout", "APIConnectionError",
-                      "InternalServerError", "ServiceUnavailableError", "BadGatewayError") if hasattr(litellm, n))
-    status = getattr(exc, "status_code", None)
-    if isinstance(exc, transient) or (isinstance(status, int) and (status == 429 or status >= 500)):
-        return ModelTransientError(f"{type(exc).__name__}: {exc}")
-    return ModelCallError(f"{type(exc).__name__}: {exc}")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4
-    initial_wait: float = 1.0
-    max_wait: float = 30.0
-
-
-@dataclass
-class OpenedStream:
-    model: Model
-    first: ModelDelta | None
-    rest: AsyncIterator[ModelDelta]
-
-
-async def open_stream(models: list[Model], request: ModelRequest, policy: RetryPolicy) -> OpenedStream:
-    """Start a stream on the first model that answers, retrying transient errors with backoff.
-
-    Retries cover the call up to its first delta only: once output has been emitted, replaying
-    the call would duplicate it, so a mid-stream failure ends the step instead.
-    """
-    errors: list[str] = []
-    for model in models:
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(policy.attempts),
-                wait=wait_random_exponential(multiplier=policy.initial_wait, max=policy.max_wait),
-                retry=retry_if_exception_type(ModelTransientError),
-                reraise=True,
-            ):
-                with attempt:
-                    stream = aiter(model.stream(request))
-                    try:
-                        first = await anext(stream)
-                    except StopAsyncIteration:
-                        first = None
-                    return OpenedStream(model, first, stream)
-        except ModelCallError as exc:
-            errors.append(f"{model.name}: {exc}")
-    raise ModelCallError("; ".join(errors) or "no model configured")
+    return classify(exc, litellm)

@@ -9,6 +9,7 @@ from typing import Literal
 
 import orjson
 
+from agentpress.history import unique_call_id
 from agentpress.events import Event, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallStarted
 from agentpress.messages import AssistantMessage, ToolCall
 from agentpress.models import ModelDelta
@@ -32,6 +33,7 @@ class _NativeCall:
     name: str | None = None
     arguments: list[str] = field(default_factory=list)
     started: bool = False
+    provider_id: str | None = None
 
 
 class StreamProcessor:
@@ -42,8 +44,12 @@ class StreamProcessor:
     """
 
     def __init__(self, emit: Emit, on_call: Callable[[PendingCall], None],
-                 tool_calling: Literal["native", "xml"] = "native", model: str = "") -> None:
+                 tool_calling: Literal["native", "xml"] = "native", model: str = "",
+                 taken_ids: set[str] | None = None) -> None:
+        """`taken_ids`: call ids the thread already holds; a call whose provider id repeats one
+        (or another call of this reply) gets an id of its own (history.unique_call_id)."""
         self._emit = emit
+        self._taken = set(taken_ids or ())
         self._on_call = on_call
         self._xml = XmlCallParser() if tool_calling == "xml" else None
         self._native: dict[int, _NativeCall] = {}
@@ -110,7 +116,7 @@ class StreamProcessor:
         if arguments:
             state.arguments.append(arguments)
         if not state.started and state.name:
-            state.call_id = state.call_id or f"call_{uuid.uuid4().hex[:24]}"
+            state.call_id = self._claim(state)
             state.started = True
             await self._emit(ToolCallStarted(call_id=state.call_id, name=state.name))
             if state.arguments:
@@ -120,11 +126,19 @@ class StreamProcessor:
 
     async def _complete_native(self, index: int) -> None:
         state = self._native.pop(index)
-        call_id = state.call_id or f"call_{uuid.uuid4().hex[:24]}"
+        call_id = state.call_id if state.started else self._claim(state)
         if not state.started:
             await self._emit(ToolCallStarted(call_id=call_id, name=state.name or ""))
         error = None if state.name else "the tool call has no tool name"
-        self._add(PendingCall(ToolCall(call_id=call_id, name=state.name or "", arguments="".join(state.arguments)), error))
+        self._add(PendingCall(ToolCall(call_id=call_id, name=state.name or "", arguments="".join(state.arguments),
+                                       provider_id=state.provider_id), error))
+
+    def _claim(self, state: _NativeCall) -> str:
+        """Once per call: the provider's id if the thread does not hold it yet, else a new one."""
+        call_id = unique_call_id(state.call_id, self._taken, f"{self.message_id}:{state.index}")
+        if state.call_id and call_id != state.call_id:
+            state.provider_id = state.call_id
+        return call_id
 
     async def _handle_xml(self, items: list[XmlText | XmlCall | XmlError]) -> None:
         for item in items:

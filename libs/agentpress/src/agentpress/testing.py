@@ -12,6 +12,17 @@ import orjson
 
 from agentpress.errors import ModelCallError
 from agentpress.models import ModelDelta, ModelRequest, ToolCallChunk
+from agentpress.provider_rules import Family, ProviderRejection, check, family_of
+
+
+class ProviderRejected(ModelCallError):
+    """A strict fake model refused the request as the provider would: HTTP 400 with its body."""
+
+    def __init__(self, rejection: ProviderRejection) -> None:
+        super().__init__(f"the provider rejected the request: {rejection.message}", kind="bad_request",
+                         status=rejection.status)
+        self.rejection = rejection
+        self.body = rejection.body
 
 
 @dataclass(frozen=True)
@@ -53,12 +64,18 @@ def _estimate_tokens(text: str) -> int:
 
 
 class _StreamingModel:
-    """Streams a reply the way a provider does: small deltas, call arguments split by index."""
+    """Streams a reply the way a provider does: small deltas, call arguments split by index.
+
+    Strict by default: a request whose history OpenAI (or, for a model named like Claude,
+    Anthropic) would refuse raises ProviderRejected with that provider's 400 body, and is kept in
+    `rejections`. `strict`: True (the family from the name), "openai", "anthropic", or False."""
 
     def __init__(self, name: str, chunk_size: int, delay: float, tool_calling: Literal["native", "xml"],
-                 context_window: int | None, cost_per_token: float) -> None:
+                 context_window: int | None, cost_per_token: float, strict: bool | Family = True) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
+        self.strict: Family | None = (family_of(name) if strict is True else strict) or None
+        self.rejections: list[ProviderRejection] = []
         self.name = name
         self.context_window = context_window
         self.requests: list[ModelRequest] = []
@@ -75,6 +92,9 @@ class _StreamingModel:
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelDelta]:
         self.requests.append(request)
+        if self.strict is not None and (rejection := check(request.messages, self.strict)) is not None:
+            self.rejections.append(rejection)
+            raise ProviderRejected(rejection)
         reply = await self._reply(request)
         if isinstance(reply, BaseException):
             raise reply
@@ -111,8 +131,9 @@ class ScriptedModel(_StreamingModel):
 
     def __init__(self, replies: Sequence[Reply], *, name: str = "scripted", chunk_size: int = 8,
                  delay: float = 0.0, tool_calling: Literal["native", "xml"] = "native",
-                 context_window: int | None = None, cost_per_token: float = 0.0) -> None:
-        super().__init__(name, chunk_size, delay, tool_calling, context_window, cost_per_token)
+                 context_window: int | None = None, cost_per_token: float = 0.0,
+                 strict: bool | Family = True) -> None:
+        super().__init__(name, chunk_size, delay, tool_calling, context_window, cost_per_token, strict)
         self._replies = list(replies)
         self._next = 0
 
@@ -133,8 +154,9 @@ class FunctionModel(_StreamingModel):
 
     def __init__(self, function: Callable[[ModelRequest], Reply | Awaitable[Reply]], *, name: str = "function",
                  chunk_size: int = 8, delay: float = 0.0, tool_calling: Literal["native", "xml"] = "native",
-                 context_window: int | None = None, cost_per_token: float = 0.0) -> None:
-        super().__init__(name, chunk_size, delay, tool_calling, context_window, cost_per_token)
+                 context_window: int | None = None, cost_per_token: float = 0.0,
+                 strict: bool | Family = True) -> None:
+        super().__init__(name, chunk_size, delay, tool_calling, context_window, cost_per_token, strict)
         self._function = function
 
     async def _reply(self, request: ModelRequest) -> Reply:

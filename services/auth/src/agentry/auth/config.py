@@ -21,9 +21,17 @@ class AuthSettings(ServiceSettings):
     provider: Literal["local"] = "local"
     issuer: str = "agentry-local"
     audience: str = "authenticated"
-    access_token_ttl_seconds: int = Field(default=3600, gt=0)
+    # Short-lived: with local (JWKS) verification a signed-out session's access token works until
+    # it expires; the refresh token is what keeps a session going.
+    access_token_ttl_seconds: int = Field(default=900, gt=0)
+    refresh_token_ttl_seconds: int = Field(default=30 * 86_400, gt=0)
+    stream_token_ttl_seconds: int = Field(default=300, gt=0, le=3600)
     # An EC P-256 private key in PEM. Without it, dev mode generates one and keeps it at key_path.
     signing_key: SecretStr | None = None
+    # Key rotation: the previous signing key(s), PEM blocks (private or public) one after another.
+    # Their tokens keep verifying and they stay in the JWKS; drop them one access-token lifetime
+    # after the rotation.
+    retired_signing_keys: SecretStr | None = None
     key_path: Path = Path("./var/auth-signing-key.pem")
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from .errors import InvalidEmail, InvalidPassword
@@ -48,6 +49,43 @@ class Principal:
     user_id: str
     account_id: str
     email: str
+    # The session (refresh-token family) behind an access token; "" for API keys.
+    session_id: str = ""
+    # The API key the caller authenticated with; "" for session tokens.
+    api_key_id: str = ""
+
+
+@dataclass(frozen=True)
+class Session:
+    """One sign-in: its refresh tokens form a family that is revoked together."""
+
+    session_id: str
+    user_id: str
+    account_id: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class RefreshRecord:
+    """What the store knows about a presented refresh token (only its hash is stored)."""
+
+    session: Session
+    expires_at: float
+    used_at: float | None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    api_key_id: str
+    account_id: str
+    user_id: str
+    name: str
+    display_prefix: str
+    created_at: float
+    expires_at: float | None = None
+    last_used_at: float | None = None
+    revoked_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +100,7 @@ class IssuedToken:
     expires_in: int
     expires_at: int
     token_type: str = "Bearer"
+    refresh_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,9 +109,24 @@ class VerifiedToken:
     expires_at: int
 
 
+def text_problem(value: str, *, max_length: int) -> str | None:
+    """Why `value` may not be stored (a NUL, a lone surrogate, too long), or None when it may."""
+    if len(value) > max_length:
+        return f"must be at most {max_length} characters"
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    # PostgreSQL refuses NUL in text and UTF-8 cannot encode a lone surrogate: both were 500s.
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        return "must be valid Unicode (no lone surrogates)"
+    return None
+
+
 def normalize_email(raw: str) -> str:
-    """The canonical (trimmed, lower-cased) form of `raw`, or InvalidEmail naming the field."""
-    email = raw.strip().lower()
+    """The canonical (NFC, trimmed, lower-cased) form of `raw`, or InvalidEmail naming the field."""
+    problem = text_problem(raw, max_length=EMAIL_MAX_LENGTH + 64)
+    if problem:
+        raise InvalidEmail(f"email: {problem}")
+    email = unicodedata.normalize("NFC", raw).strip().lower()
     if not email:
         raise InvalidEmail("email: is required")
     if len(email) > EMAIL_MAX_LENGTH or not _EMAIL.match(email) or ".." in email:
@@ -80,12 +134,13 @@ def normalize_email(raw: str) -> str:
     return email
 
 
-def check_password_policy(password: str) -> None:
+def check_password_policy(password: str, field: str = "password") -> None:
     """Raises InvalidPassword, naming the field, when `password` may not be set."""
+    problem = text_problem(password, max_length=PASSWORD_MAX_LENGTH)
+    if problem:
+        raise InvalidPassword(f"{field}: {problem}")
     if len(password) < PASSWORD_MIN_LENGTH:
-        raise InvalidPassword(f"password: must be at least {PASSWORD_MIN_LENGTH} characters")
-    if len(password) > PASSWORD_MAX_LENGTH:
-        raise InvalidPassword(f"password: must be at most {PASSWORD_MAX_LENGTH} characters")
+        raise InvalidPassword(f"{field}: must be at least {PASSWORD_MIN_LENGTH} characters")
 
 
 def personal_account_name(email: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentry.servicekit.errors import AlreadyExists, InvalidArgument, Unauthenticated
+from agentry.servicekit.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 
 
 class InvalidEmail(InvalidArgument):
@@ -32,6 +32,20 @@ class InvalidToken(Unauthenticated):
 
 class TokenExpired(InvalidToken):
     code = "token_expired"
+
+
+class RefreshTokenReused(InvalidToken):
+    """A refresh token came back after it was exchanged: its whole session has been revoked."""
+
+    code = "refresh_token_reused"
+
+
+class ApiKeyNotFound(NotFound):
+    code = "api_key_not_found"
+
+
+class InvalidName(InvalidArgument):
+    code = "invalid_name"
 
 
 class SigningKeyError(RuntimeError):

@@ -8,34 +8,101 @@ import grpc
 
 from agentry.api.auth.v1 import auth_pb2, auth_pb2_grpc
 
+from .apikeys import ApiKeyService
+from .domain import ApiKey, IssuedToken, Principal, VerifiedToken
+from agentry.servicekit.errors import InvalidArgument
+
 from .ports import IdentityProvider
+
+_STREAM_RESOURCE_KINDS = ("run:", "thread:")
+
+
+def _principal_out(principal: Principal) -> auth_pb2.Principal:
+    return auth_pb2.Principal(user_id=principal.user_id, account_id=principal.account_id, email=principal.email,
+                              session_id=principal.session_id, api_key_id=principal.api_key_id)
+
+
+def _principal_in(message: auth_pb2.Principal) -> Principal:
+    return Principal(user_id=message.user_id, account_id=message.account_id, email=message.email,
+                     session_id=message.session_id, api_key_id=message.api_key_id)
+
+
+def _verified(verified: VerifiedToken) -> auth_pb2.VerifyTokenResponse:
+    return auth_pb2.VerifyTokenResponse(principal=_principal_out(verified.principal), expires_at=verified.expires_at)
+
+
+def _issued(issued: IssuedToken) -> auth_pb2.SignInResponse:
+    return auth_pb2.SignInResponse(access_token=issued.access_token, token_type=issued.token_type,
+                                   expires_in=issued.expires_in, refresh_token=issued.refresh_token)
+
+
+def _api_key(key: ApiKey) -> auth_pb2.ApiKey:
+    return auth_pb2.ApiKey(api_key_id=key.api_key_id, name=key.name, display_prefix=key.display_prefix,
+                           created_at=key.created_at, expires_at=key.expires_at or 0.0,
+                           last_used_at=key.last_used_at or 0.0)
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, provider: IdentityProvider) -> None:
+    def __init__(self, provider: IdentityProvider, api_keys: ApiKeyService) -> None:
         self._provider = provider
+        self._api_keys = api_keys
 
     async def SignUp(self, request: auth_pb2.SignUpRequest, context: grpc.aio.ServicerContext) -> auth_pb2.SignUpResponse:
         signed_up = await self._provider.sign_up(request.email, request.password)
         return auth_pb2.SignUpResponse(user_id=signed_up.user_id, account_id=signed_up.account_id)
 
     async def SignIn(self, request: auth_pb2.SignInRequest, context: grpc.aio.ServicerContext) -> auth_pb2.SignInResponse:
-        issued = await self._provider.sign_in(request.email, request.password)
-        return auth_pb2.SignInResponse(
-            access_token=issued.access_token, token_type=issued.token_type, expires_in=issued.expires_in
-        )
+        return _issued(await self._provider.sign_in(request.email, request.password))
+
+    async def Refresh(self, request: auth_pb2.RefreshRequest, context: grpc.aio.ServicerContext) -> auth_pb2.SignInResponse:
+        return _issued(await self._provider.refresh(request.refresh_token))
+
+    async def SignOut(self, request: auth_pb2.SignOutRequest, context: grpc.aio.ServicerContext) -> auth_pb2.SignOutResponse:
+        await self._provider.sign_out(request.token, everywhere=request.scope == "global")
+        return auth_pb2.SignOutResponse()
+
+    async def ChangePassword(
+        self, request: auth_pb2.ChangePasswordRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ChangePasswordResponse:
+        await self._provider.change_password(request.token, request.current_password, request.new_password)
+        return auth_pb2.ChangePasswordResponse()
 
     async def VerifyToken(
         self, request: auth_pb2.VerifyTokenRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.VerifyTokenResponse:
-        verified = await self._provider.verify(request.token)
-        principal = verified.principal
-        return auth_pb2.VerifyTokenResponse(
-            principal=auth_pb2.Principal(
-                user_id=principal.user_id, account_id=principal.account_id, email=principal.email
-            ),
-            expires_at=verified.expires_at,
-        )
+        return _verified(await self._provider.verify(request.token))
 
     async def GetJwks(self, request: auth_pb2.GetJwksRequest, context: grpc.aio.ServicerContext) -> auth_pb2.GetJwksResponse:
         return auth_pb2.GetJwksResponse(jwks_json=json.dumps(await self._provider.jwks(), sort_keys=True))
+
+    async def CreateApiKey(
+        self, request: auth_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.CreateApiKeyResponse:
+        key, secret = await self._api_keys.create(_principal_in(request.principal), request.name,
+                                                  request.expires_at or None)
+        return auth_pb2.CreateApiKeyResponse(api_key=_api_key(key), key=secret)
+
+    async def ListApiKeys(
+        self, request: auth_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListApiKeysResponse:
+        return auth_pb2.ListApiKeysResponse(api_keys=[_api_key(k) for k in await self._api_keys.list(request.account_id)])
+
+    async def RevokeApiKey(
+        self, request: auth_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.RevokeApiKeyResponse:
+        await self._api_keys.revoke(request.account_id, request.api_key_id)
+        return auth_pb2.RevokeApiKeyResponse()
+
+    async def VerifyApiKey(
+        self, request: auth_pb2.VerifyApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.VerifyTokenResponse:
+        return _verified(await self._api_keys.verify(request.key))
+
+    async def IssueStreamToken(
+        self, request: auth_pb2.IssueStreamTokenRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.IssueStreamTokenResponse:
+        # The caller (the gateway) has already checked that the principal may read the resource.
+        if not request.resource.startswith(_STREAM_RESOURCE_KINDS) or len(request.resource) > 200:
+            raise InvalidArgument("resource: must be run:<id> or thread:<id>", code="invalid_resource")
+        issued = self._provider.issue_stream_token(_principal_in(request.principal), request.resource)
+        return auth_pb2.IssueStreamTokenResponse(token=issued.access_token, expires_in=issued.expires_in)

@@ -10,13 +10,14 @@ from agentry.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentry.servicekit import RunningServer, run_service, start_grpc_server
 from agentry.servicekit.db import open_database
 
-from .adapters.sql import SqlUserRepository
+from .adapters.sql import SqlApiKeyRepository, SqlSessionRepository, SqlUserRepository
+from .apikeys import ApiKeyService
 from .config import AuthSettings
 from .grpc_api import AuthServicer
 from .passwords import Argon2Hasher
 from .ports import Clock, IdentityProvider, PasswordHasher
 from .service import LocalIdentityProvider
-from .tokens import TokenService, load_signing_key
+from .tokens import TokenService, load_retired_keys, load_signing_key
 
 
 async def start(
@@ -27,10 +28,11 @@ async def start(
     hasher: PasswordHasher | None = None,
 ) -> RunningServer:
     """Starts the auth gRPC server; `clock` and `hasher` exist so tests can control time and cost."""
-    provider = await _build_provider(settings, stack, clock=clock, hasher=hasher or Argon2Hasher())
+    provider, api_keys = await _build_provider(settings, stack, clock=clock, hasher=hasher or Argon2Hasher())
     return await start_grpc_server(
         name="auth",
-        register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(provider), server),
+        register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(
+            AuthServicer(provider, api_keys), server),
         service_names=[auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name],
         host=settings.host,
         port=settings.port,
@@ -42,7 +44,7 @@ async def start(
 
 async def _build_provider(
     settings: AuthSettings, stack: contextlib.AsyncExitStack, *, clock: Clock, hasher: PasswordHasher
-) -> IdentityProvider:
+) -> tuple[IdentityProvider, ApiKeyService]:
     # The only provider so far; "supabase" will add a branch here and an adapter, nothing else.
     if settings.provider != "local":
         raise ValueError(f"unknown identity provider {settings.provider!r}")
@@ -52,12 +54,16 @@ async def _build_provider(
         settings.key_path,
         allow_generate=settings.dev_mode,
     )
+    retired = load_retired_keys(
+        settings.retired_signing_keys.get_secret_value() if settings.retired_signing_keys else None)
     tokens = TokenService(
         key,
         issuer=settings.issuer,
         audience=settings.audience,
         ttl_seconds=settings.access_token_ttl_seconds,
         clock=clock,
+        retired_keys=retired,
+        stream_ttl_seconds=settings.stream_token_ttl_seconds,
     )
     engine = await open_database(
         settings.database_url,
@@ -66,7 +72,10 @@ async def _build_provider(
         stack=stack, pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow, pool_mode=settings.database_pool_mode,
     )
-    return LocalIdentityProvider(SqlUserRepository(engine), hasher, tokens, clock=clock)
+    users = SqlUserRepository(engine)
+    provider = LocalIdentityProvider(users, hasher, tokens, SqlSessionRepository(engine),
+                                     refresh_ttl_seconds=settings.refresh_token_ttl_seconds, clock=clock)
+    return provider, ApiKeyService(SqlApiKeyRepository(engine), users, clock=clock)
 
 
 def main() -> None:

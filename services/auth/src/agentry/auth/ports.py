@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .domain import Account, IssuedToken, Membership, Principal, SignedUp, User, VerifiedToken
+from .domain import (
+    Account,
+    ApiKey,
+    IssuedToken,
+    Membership,
+    Principal,
+    RefreshRecord,
+    Session,
+    SignedUp,
+    User,
+    VerifiedToken,
+)
 
 Clock = Callable[[], float]
 IdFactory = Callable[[], str]
@@ -19,12 +30,45 @@ class UserRepository(Protocol):
 
     async def find_user_by_email(self, email: str) -> User | None: ...
 
+    async def find_user_by_id(self, user_id: str) -> User | None: ...
+
     async def personal_account_id(self, user_id: str) -> str | None: ...
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None: ...
 
     async def find_principal(self, user_id: str, account_id: str) -> Principal | None:
         """The principal if the user exists and is still a member of the account."""
+
+
+class SessionRepository(Protocol):
+    """Sessions and their refresh tokens, stored by hash only."""
+
+    async def add_session(self, session: Session, token_hash: str, expires_at: float) -> None: ...
+
+    async def find_refresh_token(self, token_hash: str) -> RefreshRecord | None: ...
+
+    async def rotate(self, old_hash: str, new_hash: str, *, now: float, expires_at: float) -> bool:
+        """Marks `old_hash` used and stores its successor atomically; False if it was already used."""
+
+    async def find_session(self, session_id: str) -> Session | None: ...
+
+    async def revoke_session(self, session_id: str, *, now: float) -> None: ...
+
+    async def revoke_user_sessions(self, user_id: str, *, now: float, keep: str | None = None) -> int: ...
+
+
+class ApiKeyRepository(Protocol):
+    async def add(self, key: ApiKey, key_hash: str) -> None: ...
+
+    async def list_for_account(self, account_id: str) -> list[ApiKey]:
+        """The account's keys that are not revoked."""
+
+    async def revoke(self, account_id: str, api_key_id: str, *, now: float) -> bool:
+        """False when the account has no such (unrevoked) key."""
+
+    async def find_by_hash(self, key_hash: str) -> ApiKey | None: ...
+
+    async def touch(self, api_key_id: str, *, now: float, every: float) -> None: ...
 
 
 class PasswordHasher(Protocol):
@@ -39,6 +83,8 @@ class TokenSigner(Protocol):
     """Issues and checks access tokens; verify raises InvalidToken or TokenExpired."""
 
     def issue(self, principal: Principal) -> IssuedToken: ...
+
+    def issue_stream(self, principal: Principal, resource: str) -> IssuedToken: ...
 
     def verify(self, token: str) -> VerifiedToken: ...
 
@@ -56,6 +102,17 @@ class IdentityProvider(Protocol):
     async def sign_in(self, email: str, password: str) -> IssuedToken: ...
 
     async def verify(self, token: str) -> VerifiedToken: ...
+
+    async def refresh(self, refresh_token: str) -> IssuedToken:
+        """A new access token and the next refresh token; a reused one revokes its session."""
+
+    async def sign_out(self, token: str, *, everywhere: bool) -> None: ...
+
+    async def change_password(self, token: str, current_password: str, new_password: str) -> None:
+        """Ends every other session of the user."""
+
+    def issue_stream_token(self, principal: Principal, resource: str) -> IssuedToken:
+        """A short-lived token that opens one resource's event stream."""
 
     async def jwks(self) -> dict[str, Any]:
         """The public keys that verify this provider's tokens, as a JWKS document."""

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +24,9 @@ from .ports import Clock, IdFactory
 logger = logging.getLogger(__name__)
 
 ALGORITHM = "ES256"
+# Stream tokens carry their own audience, so one can never pass for an access token (or back).
+STREAM_AUDIENCE = "agentry-stream"
+STREAM_TOKEN_TTL_SECONDS = 300
 _REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
 _SKEW_SECONDS = 60
 
@@ -39,6 +43,34 @@ def load_signing_key(pem: str | None, key_path: Path, *, allow_generate: bool) -
     if key_path.exists():
         return _parse_pem(key_path.read_bytes(), source=str(key_path))
     return _create_key_file(key_path)
+
+
+def load_retired_keys(pems: str | None) -> list[ec.EllipticCurvePublicKey]:
+    """The public halves of retired signing keys (private or public PEM blocks, concatenated).
+
+    They verify tokens signed before a rotation and stay in the JWKS until the operator drops
+    them, one access-token lifetime after the rotation.
+    """
+    if not pems or not pems.strip():
+        return []
+    if "\n" not in pems:
+        pems = pems.replace("\\n", "\n")
+    keys: list[ec.EllipticCurvePublicKey] = []
+    for match in re.finditer(r"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", pems, flags=re.S):
+        data = match.group(0).encode()
+        if "PRIVATE" in match.group(1):
+            keys.append(_parse_pem(data, source="AGENTRY_AUTH_RETIRED_SIGNING_KEYS").public_key())
+            continue
+        try:
+            public = serialization.load_pem_public_key(data)
+        except (ValueError, TypeError) as exc:
+            raise SigningKeyError("AGENTRY_AUTH_RETIRED_SIGNING_KEYS holds an unreadable PEM block") from exc
+        if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(public.curve, ec.SECP256R1):
+            raise SigningKeyError("AGENTRY_AUTH_RETIRED_SIGNING_KEYS must hold EC P-256 keys")
+        keys.append(public)
+    if not keys:
+        raise SigningKeyError("AGENTRY_AUTH_RETIRED_SIGNING_KEYS holds no PEM key")
+    return keys
 
 
 def _parse_pem(data: bytes, *, source: str) -> ec.EllipticCurvePrivateKey:
@@ -100,21 +132,43 @@ class TokenService:
         ttl_seconds: int,
         clock: Clock = time.time,
         new_jti: IdFactory = lambda: uuid.uuid4().hex,
+        retired_keys: list[ec.EllipticCurvePublicKey] = (),
+        stream_ttl_seconds: int = STREAM_TOKEN_TTL_SECONDS,
     ) -> None:
         self._key = signing_key
         self._jwk = public_jwk(signing_key.public_key())
         self.kid = self._jwk["kid"]
-        # Keyed by kid so a rotated-out key can be kept here for verification alone later.
+        # Keyed by kid: retired keys still verify (and are published) so a rotation signs nobody out.
+        self._published = [self._jwk] + [public_jwk(k) for k in retired_keys]
         self._verification_keys = {self.kid: signing_key.public_key()}
+        for key in retired_keys:
+            self._verification_keys.setdefault(public_jwk(key)["kid"], key)
+        self._stream_ttl = stream_ttl_seconds
         self._issuer, self._audience, self._ttl = issuer, audience, ttl_seconds
         self._clock, self._new_jti = clock, new_jti
 
     def issue(self, principal: Principal) -> IssuedToken:
         now = int(self._clock())
         expires_at = now + self._ttl
-        claims = {
+        claims = self._claims(principal, audience=self._audience, now=now, expires_at=expires_at)
+        if principal.session_id:
+            claims["sid"] = principal.session_id
+        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
+        return IssuedToken(access_token=token, expires_in=self._ttl, expires_at=expires_at)
+
+    def issue_stream(self, principal: Principal, resource: str) -> IssuedToken:
+        """A token that opens only `resource`'s event stream, for a few minutes."""
+        now = int(self._clock())
+        expires_at = now + self._stream_ttl
+        claims = {**self._claims(principal, audience=STREAM_AUDIENCE, now=now, expires_at=expires_at),
+                  "resource": resource}
+        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
+        return IssuedToken(access_token=token, expires_in=self._stream_ttl, expires_at=expires_at)
+
+    def _claims(self, principal: Principal, *, audience: str, now: int, expires_at: int) -> dict[str, Any]:
+        return {
             "iss": self._issuer,
-            "aud": self._audience,
+            "aud": audience,
             "sub": principal.user_id,
             "account_id": principal.account_id,
             "email": principal.email,
@@ -122,14 +176,15 @@ class TokenService:
             "exp": expires_at,
             "jti": self._new_jti(),
         }
-        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
-        return IssuedToken(access_token=token, expires_in=self._ttl, expires_at=expires_at)
 
     def verify(self, token: str) -> VerifiedToken:
         """The token's principal; InvalidToken (or TokenExpired) for anything not ours and current."""
+        if not isinstance(token, str) or len(token) > 8192:
+            raise InvalidToken("invalid token: malformed")
         try:
             header = jwt.get_unverified_header(token)
-            public_key = self._verification_keys.get(header.get("kid"))
+            kid = header.get("kid")
+            public_key = self._verification_keys.get(kid) if isinstance(kid, str) else None
             if public_key is None:
                 raise InvalidToken("token was not signed by a known key")
             claims = jwt.decode(
@@ -158,7 +213,7 @@ class TokenService:
         return int(exp)
 
     def jwks(self) -> dict[str, Any]:
-        return {"keys": [dict(self._jwk)]}
+        return {"keys": [dict(jwk) for jwk in self._published]}
 
 
 def _is_number(value: object) -> bool:
@@ -169,8 +224,11 @@ def _principal(claims: dict[str, Any]) -> Principal:
     values = (claims.get("sub"), claims.get("account_id"), claims.get("email"))
     if not all(isinstance(v, str) and v for v in values):
         raise InvalidToken("invalid token: sub, account_id and email must be non-empty strings")
+    session_id = claims.get("sid", "")
+    if not isinstance(session_id, str):
+        raise InvalidToken("invalid token: sid must be a string")
     user_id, account_id, email = values
-    return Principal(user_id=user_id, account_id=account_id, email=email)
+    return Principal(user_id=user_id, account_id=account_id, email=email, session_id=session_id)
 
 
 def _reason(exc: jwt.PyJWTError) -> str:

@@ -196,6 +196,13 @@ async def stream_thread(
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+@router.get("/health/live", tags=["health"])
+async def live() -> dict[str, str]:
+    """200 while this process serves HTTP: Kubernetes probes it. Unlike /health it asks no
+    upstream, so an upstream that is down fails its own requests (503), not every gateway pod."""
+    return {"status": "ok"}
+
+
 @router.get("/health", tags=["health"])
 async def health(up: UpstreamsDep):
     """200 when the gateway and every upstream service answer their gRPC health check."""

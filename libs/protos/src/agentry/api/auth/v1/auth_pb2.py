@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentry/api/auth/v1/auth.proto\x12\x13\x61gentry.api.auth.v1\"?\n\tPrincipal\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\"0\n\rSignUpRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"5\n\x0eSignUpResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\"0\n\rSignInRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"N\n\x0eSignInResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\"#\n\x12VerifyTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\\\n\x13VerifyTokenResponse\x12\x31\n\tprincipal\x18\x01 \x01(\x0b\x32\x1e.agentry.api.auth.v1.Principal\x12\x12\n\nexpires_at\x18\x02 \x01(\x03\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t2\xeb\x02\n\x0b\x41uthService\x12Q\n\x06SignUp\x12\".agentry.api.auth.v1.SignUpRequest\x1a#.agentry.api.auth.v1.SignUpResponse\x12Q\n\x06SignIn\x12\".agentry.api.auth.v1.SignInRequest\x1a#.agentry.api.auth.v1.SignInResponse\x12`\n\x0bVerifyToken\x12\'.agentry.api.auth.v1.VerifyTokenRequest\x1a(.agentry.api.auth.v1.VerifyTokenResponse\x12T\n\x07GetJwks\x12#.agentry.api.auth.v1.GetJwksRequest\x1a$.agentry.api.auth.v1.GetJwksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentry/api/auth/v1/auth.proto\x12\x13\x61gentry.api.auth.v1\"g\n\tPrincipal\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x12\n\napi_key_id\x18\x05 \x01(\t\"0\n\rSignUpRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"5\n\x0eSignUpResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\"0\n\rSignInRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"e\n\x0eSignInResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12\x15\n\rrefresh_token\x18\x04 \x01(\t\"#\n\x12VerifyTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\\\n\x13VerifyTokenResponse\x12\x31\n\tprincipal\x18\x01 \x01(\x0b\x32\x1e.agentry.api.auth.v1.Principal\x12\x12\n\nexpires_at\x18\x02 \x01(\x03\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\".\n\x0eSignOutRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\"\x11\n\x0fSignOutResponse\"V\n\x15\x43hangePasswordRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x18\n\x10\x63urrent_password\x18\x02 \x01(\t\x12\x14\n\x0cnew_password\x18\x03 \x01(\t\"\x18\n\x16\x43hangePasswordResponse\"\x80\x01\n\x06\x41piKey\x12\x12\n\napi_key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x64isplay_prefix\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\x12\x12\n\nexpires_at\x18\x05 \x01(\x01\x12\x14\n\x0clast_used_at\x18\x06 \x01(\x01\"j\n\x13\x43reateApiKeyRequest\x12\x31\n\tprincipal\x18\x01 \x01(\x0b\x32\x1e.agentry.api.auth.v1.Principal\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x01\"Q\n\x14\x43reateApiKeyResponse\x12,\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1b.agentry.api.auth.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"(\n\x12ListApiKeysRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"D\n\x13ListApiKeysResponse\x12-\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1b.agentry.api.auth.v1.ApiKey\"=\n\x13RevokeApiKeyRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\"\x16\n\x14RevokeApiKeyResponse\"\"\n\x13VerifyApiKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"^\n\x17IssueStreamTokenRequest\x12\x31\n\tprincipal\x18\x01 \x01(\x0b\x32\x1e.agentry.api.auth.v1.Principal\x12\x10\n\x08resource\x18\x02 \x01(\t\"=\n\x18IssueStreamTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_in\x18\x02 \x01(\x03\x32\x82\t\n\x0b\x41uthService\x12Q\n\x06SignUp\x12\".agentry.api.auth.v1.SignUpRequest\x1a#.agentry.api.auth.v1.SignUpResponse\x12Q\n\x06SignIn\x12\".agentry.api.auth.v1.SignInRequest\x1a#.agentry.api.auth.v1.SignInResponse\x12`\n\x0bVerifyToken\x12\'.agentry.api.auth.v1.VerifyTokenRequest\x1a(.agentry.api.auth.v1.VerifyTokenResponse\x12T\n\x07GetJwks\x12#.agentry.api.auth.v1.GetJwksRequest\x1a$.agentry.api.auth.v1.GetJwksResponse\x12S\n\x07Refresh\x12#.agentry.api.auth.v1.RefreshRequest\x1a#.agentry.api.auth.v1.SignInResponse\x12T\n\x07SignOut\x12#.agentry.api.auth.v1.SignOutRequest\x1a$.agentry.api.auth.v1.SignOutResponse\x12i\n\x0e\x43hangePassword\x12*.agentry.api.auth.v1.ChangePasswordRequest\x1a+.agentry.api.auth.v1.ChangePasswordResponse\x12\x63\n\x0c\x43reateApiKey\x12(.agentry.api.auth.v1.CreateApiKeyRequest\x1a).agentry.api.auth.v1.CreateApiKeyResponse\x12`\n\x0bListApiKeys\x12\'.agentry.api.auth.v1.ListApiKeysRequest\x1a(.agentry.api.auth.v1.ListApiKeysResponse\x12\x63\n\x0cRevokeApiKey\x12(.agentry.api.auth.v1.RevokeApiKeyRequest\x1a).agentry.api.auth.v1.RevokeApiKeyResponse\x12\x62\n\x0cVerifyApiKey\x12(.agentry.api.auth.v1.VerifyApiKeyRequest\x1a(.agentry.api.auth.v1.VerifyTokenResponse\x12o\n\x10IssueStreamToken\x12,.agentry.api.auth.v1.IssueStreamTokenRequest\x1a-.agentry.api.auth.v1.IssueStreamTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,23 +32,53 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentry.api.auth.v1.auth_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRINCIPAL']._serialized_start=55
-  _globals['_PRINCIPAL']._serialized_end=118
-  _globals['_SIGNUPREQUEST']._serialized_start=120
-  _globals['_SIGNUPREQUEST']._serialized_end=168
-  _globals['_SIGNUPRESPONSE']._serialized_start=170
-  _globals['_SIGNUPRESPONSE']._serialized_end=223
-  _globals['_SIGNINREQUEST']._serialized_start=225
-  _globals['_SIGNINREQUEST']._serialized_end=273
-  _globals['_SIGNINRESPONSE']._serialized_start=275
-  _globals['_SIGNINRESPONSE']._serialized_end=353
-  _globals['_VERIFYTOKENREQUEST']._serialized_start=355
-  _globals['_VERIFYTOKENREQUEST']._serialized_end=390
-  _globals['_VERIFYTOKENRESPONSE']._serialized_start=392
-  _globals['_VERIFYTOKENRESPONSE']._serialized_end=484
-  _globals['_GETJWKSREQUEST']._serialized_start=486
-  _globals['_GETJWKSREQUEST']._serialized_end=502
-  _globals['_GETJWKSRESPONSE']._serialized_start=504
-  _globals['_GETJWKSRESPONSE']._serialized_end=540
-  _globals['_AUTHSERVICE']._serialized_start=543
-  _globals['_AUTHSERVICE']._serialized_end=906
+  _globals['_PRINCIPAL']._serialized_end=158
+  _globals['_SIGNUPREQUEST']._serialized_start=160
+  _globals['_SIGNUPREQUEST']._serialized_end=208
+  _globals['_SIGNUPRESPONSE']._serialized_start=210
+  _globals['_SIGNUPRESPONSE']._serialized_end=263
+  _globals['_SIGNINREQUEST']._serialized_start=265
+  _globals['_SIGNINREQUEST']._serialized_end=313
+  _globals['_SIGNINRESPONSE']._serialized_start=315
+  _globals['_SIGNINRESPONSE']._serialized_end=416
+  _globals['_VERIFYTOKENREQUEST']._serialized_start=418
+  _globals['_VERIFYTOKENREQUEST']._serialized_end=453
+  _globals['_VERIFYTOKENRESPONSE']._serialized_start=455
+  _globals['_VERIFYTOKENRESPONSE']._serialized_end=547
+  _globals['_GETJWKSREQUEST']._serialized_start=549
+  _globals['_GETJWKSREQUEST']._serialized_end=565
+  _globals['_GETJWKSRESPONSE']._serialized_start=567
+  _globals['_GETJWKSRESPONSE']._serialized_end=603
+  _globals['_REFRESHREQUEST']._serialized_start=605
+  _globals['_REFRESHREQUEST']._serialized_end=644
+  _globals['_SIGNOUTREQUEST']._serialized_start=646
+  _globals['_SIGNOUTREQUEST']._serialized_end=692
+  _globals['_SIGNOUTRESPONSE']._serialized_start=694
+  _globals['_SIGNOUTRESPONSE']._serialized_end=711
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=713
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=799
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=801
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=825
+  _globals['_APIKEY']._serialized_start=828
+  _globals['_APIKEY']._serialized_end=956
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=958
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1064
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1066
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1147
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1149
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1189
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1191
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1259
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1261
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1322
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1324
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1346
+  _globals['_VERIFYAPIKEYREQUEST']._serialized_start=1348
+  _globals['_VERIFYAPIKEYREQUEST']._serialized_end=1382
+  _globals['_ISSUESTREAMTOKENREQUEST']._serialized_start=1384
+  _globals['_ISSUESTREAMTOKENREQUEST']._serialized_end=1478
+  _globals['_ISSUESTREAMTOKENRESPONSE']._serialized_start=1480
+  _globals['_ISSUESTREAMTOKENRESPONSE']._serialized_end=1541
+  _globals['_AUTHSERVICE']._serialized_start=1544
+  _globals['_AUTHSERVICE']._serialized_end=2698
 # @@protoc_insertion_point(module_scope)

@@ -56,6 +56,46 @@ class AuthServiceStub:
                 request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
+        self.Refresh = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/Refresh',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RefreshRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.SignInResponse.FromString,
+                _registered_method=True)
+        self.SignOut = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/SignOut',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.SignOutRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.SignOutResponse.FromString,
+                _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/ChangePassword',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ChangePasswordResponse.FromString,
+                _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/CreateApiKey',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/ListApiKeys',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/RevokeApiKey',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
+        self.VerifyApiKey = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/VerifyApiKey',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyApiKeyRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyTokenResponse.FromString,
+                _registered_method=True)
+        self.IssueStreamToken = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/IssueStreamToken',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.IssueStreamTokenRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.IssueStreamTokenResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -91,6 +131,62 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Refresh(self, request, context):
+        """Exchanges a refresh token for a new access token and a new refresh token (rotation). A
+        refresh token used twice revokes its whole session (family).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignOut(self, request, context):
+        """Ends the session the token belongs to, or every session of its user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangePassword(self, request, context):
+        """Sets a new password (the current one is checked) and ends every other session of the user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateApiKey(self, request, context):
+        """API keys: a secret shown once, stored as a hash, acting for one account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyApiKey(self, request, context):
+        """The principal an API key acts as; UNAUTHENTICATED for an unknown, revoked or expired key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueStreamToken(self, request, context):
+        """A short-lived token that only opens the event stream of one resource ("run:<id>",
+        "thread:<id>"), for clients that must put a credential in a URL (EventSource).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +209,46 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetJwks,
                     request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetJwksRequest.FromString,
                     response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetJwksResponse.SerializeToString,
+            ),
+            'Refresh': grpc.unary_unary_rpc_method_handler(
+                    servicer.Refresh,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RefreshRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.SignInResponse.SerializeToString,
+            ),
+            'SignOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignOut,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.SignOutRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.SignOutResponse.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'VerifyApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyApiKey,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyApiKeyRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyTokenResponse.SerializeToString,
+            ),
+            'IssueStreamToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueStreamToken,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.IssueStreamTokenRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.IssueStreamTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +361,222 @@ class AuthService:
             '/agentry.api.auth.v1.AuthService/GetJwks',
             agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetJwksRequest.SerializeToString,
             agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Refresh(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/Refresh',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RefreshRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.SignInResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/SignOut',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.SignOutRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.SignOutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/ChangePassword',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ChangePasswordRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/CreateApiKey',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/ListApiKeys',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListApiKeysRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/RevokeApiKey',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/VerifyApiKey',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyApiKeyRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueStreamToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/IssueStreamToken',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.IssueStreamTokenRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.IssueStreamTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,
