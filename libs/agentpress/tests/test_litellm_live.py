@@ -1,4 +1,6 @@
-"""The real LiteLLM path against a tiny OpenAI-compatible streaming server on 127.0.0.1:0."""
+"""Both model lanes -- LiteLLM's own path and the direct OpenAI-protocol lane (agentpress.openai_stream)
+-- against a tiny OpenAI-compatible streaming server on 127.0.0.1:0: every test runs on each, and
+both must behave alike (same deltas, same error classes, same Retry-After)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -14,6 +17,8 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from agentpress import Agent, ContextConfig, FinishReason, RetryPolicy, ToolResultMessage, default_tools
+from agentpress.errors import ModelCallError
+from agentpress.models import LiteLLMModel, ModelRequest
 
 
 def _chunk(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> str:
@@ -46,14 +51,24 @@ def _text_turn() -> list[str]:
             _chunk(None, usage={"prompt_tokens": 90, "completion_tokens": 3, "total_tokens": 93}), "data: [DONE]\n\n"]
 
 
+@pytest.fixture(params=["litellm", "direct"], autouse=True)
+def lane(request, monkeypatch):
+    monkeypatch.setenv("AGENTPRESS_DIRECT_OPENAI", "1" if request.param == "direct" else "0")
+    return request.param
+
+
 class FakeProvider:
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, error: tuple[int, dict, dict] | None = None) -> None:
         self.requests: list[dict] = []
         self.fail_first = fail_first
+        self.error = error  # (status, body, headers) answered to every request
 
     async def completions(self, request: Request):
         body = await request.json()
         self.requests.append(body)
+        if self.error is not None:
+            status, error_body, headers = self.error
+            return JSONResponse(error_body, status_code=status, headers=headers)
         if len(self.requests) <= self.fail_first:
             return JSONResponse({"error": {"message": "upstream hiccup", "type": "server_error"}}, status_code=503)
         turn = _tool_turn() if len(self.requests) - self.fail_first == 1 else _text_turn()
@@ -121,3 +136,44 @@ async def test_unreachable_provider_ends_with_error(harness):
     result = await agent.run(harness.ctx)
     assert result.reason is FinishReason.ERROR and result.error
     assert harness.types()[-1] == "run_finished"
+
+
+@pytest.mark.parametrize(("status", "body", "headers", "kind", "retry_after"), [
+    (429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}},
+     {"retry-after": "2"}, "rate_limit", 2.0),
+    (429, {"error": {"message": "slow down"}}, {"retry-after-ms": "1500"}, "rate_limit", 1.5),
+    (400, {"error": {"message": "This model's maximum context length is 8192 tokens.",
+                     "code": "context_length_exceeded"}}, {}, "context_window", None),
+    (401, {"error": {"message": "Incorrect API key provided"}}, {}, "auth", None),
+    (503, {"error": {"message": "overloaded"}}, {}, "overloaded", None),
+    (400, {"error": {"message": "messages: bad role"}}, {}, "bad_request", None),
+])
+async def test_errors_are_classified_alike_on_both_lanes(status, body, headers, kind, retry_after):
+    provider = FakeProvider(error=(status, body, headers))
+    async with serve(provider) as base:
+        model = LiteLLMModel("openai/agentry-test", api_base=base, api_key="sk-test")
+        with pytest.raises(ModelCallError) as caught:
+            async for _ in model.stream(ModelRequest(messages=[{"role": "user", "content": "hi"}], tools=[])):
+                pass
+    assert caught.value.kind == kind, caught.value
+    assert caught.value.retry_after == retry_after
+    assert caught.value.status == status
+    assert len(provider.requests) == 1, "one attempt: retries are agentpress's, not the client's"
+
+
+async def test_the_direct_lane_sends_the_request_litellm_would(lane):
+    provider = FakeProvider()
+    async with serve(provider) as base:
+        model = LiteLLMModel("openai/agentry-test", api_base=base, api_key="sk-test")
+        request = ModelRequest(messages=[{"role": "user", "content": "hi"}], tools=[])
+        deltas = [d async for d in model.stream(request)]
+    (sent,) = provider.requests
+    assert sent["model"] == "agentry-test" and sent["messages"] == [{"role": "user", "content": "hi"}]
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    calls = [c for d in deltas for c in d.tool_calls]
+    assert [(c.index, c.call_id, c.name) for c in calls if c.name] == [(0, "call_1", "create_file"),
+                                                                         (1, "call_2", "run_command")]
+    assert "".join(c.arguments for c in calls if c.index == 0) == json.dumps(
+        {"path": "hello.py", "content": "print('hi')"})
+    assert [(d.prompt_tokens, d.completion_tokens) for d in deltas if d.prompt_tokens] == [(50, 20)]
+    assert [d.finish_reason for d in deltas if d.finish_reason] == ["tool_calls"]

@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 from agentpress.errors import ModelCallError
+from agentpress.openai_stream import direct_lane
 from agentpress.retries import OpenedStream, RetryPolicy, classify, open_stream
 
 __all__ = ["LiteLLMModel", "Model", "ModelDelta", "ModelRequest", "ModelSettings", "OpenedStream", "RetryPolicy",
@@ -104,6 +105,16 @@ class LiteLLMModel:
         kwargs: dict[str, Any] = dict(request.settings.as_kwargs())
         if request.tools:
             kwargs["tools"] = request.tools
+        lane = direct_lane(litellm, self.name, api_base=self.api_base, api_key=self.api_key, timeout=self.timeout)
+        if lane is not None and lane.accepts(kwargs):
+            # OpenAI's own protocol: sent and read here, without LiteLLM's per-call and per-chunk
+            # costs (agentpress.openai_stream); errors are LiteLLM's types all the same.
+            try:
+                async for data in lane.stream(request.messages, kwargs):
+                    yield _translate_dict(data)
+            except Exception as exc:
+                raise _translate_error(litellm, exc) from exc
+            return
         if self.api_base:
             kwargs["api_base"] = self.api_base
         if self.api_key:
@@ -125,14 +136,34 @@ class LiteLLMModel:
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         litellm = import_litellm()
         try:
-            from litellm.types.utils import ModelResponse, Usage
-
-            usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                          total_tokens=prompt_tokens + completion_tokens)
-            return float(litellm.completion_cost(completion_response=ModelResponse(model=self.name, usage=usage),
-                                                 model=self.name))
+            # cost_per_token reads the price table; completion_cost would first build a response.
+            prompt_cost, completion_cost = litellm.cost_per_token(
+                model=self.name, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            return float(prompt_cost + completion_cost)
         except Exception:  # unknown model: no price known, billing counts tokens only
             return 0.0
+
+
+def _translate_dict(data: dict[str, Any]) -> ModelDelta:
+    """One decoded OpenAI stream chunk -> ModelDelta (the shape `_translate` reads from LiteLLM's
+    objects; `reasoning` is the name some OpenAI-compatible servers give `reasoning_content`)."""
+    usage = data.get("usage")
+    choices = data.get("choices")
+    choice = choices[0] if choices else None
+    delta = (choice.get("delta") or {}) if choice else {}
+    calls = tuple(
+        ToolCallChunk(index=tc.get("index") or 0, call_id=tc.get("id") or None,
+                      name=(tc.get("function") or {}).get("name") or None,
+                      arguments=(tc.get("function") or {}).get("arguments") or "")
+        for tc in delta.get("tool_calls") or ())
+    return ModelDelta(
+        text=delta.get("content") or "",
+        reasoning=delta.get("reasoning_content") or delta.get("reasoning") or "",
+        tool_calls=calls,
+        finish_reason=choice.get("finish_reason") if choice else None,
+        prompt_tokens=usage.get("prompt_tokens") if usage else None,
+        completion_tokens=usage.get("completion_tokens") if usage else None,
+    )
 
 
 def _translate(chunk: Any) -> ModelDelta:

@@ -1,0 +1,177 @@
+"""The direct lane to OpenAI-compatible servers: streamed chat completions without LiteLLM's
+per-call and per-chunk machinery.
+
+Measured on this machine (bench/BENCHMARKS.md, "Performance at scale"): a streamed call through
+`litellm.acompletion` costs about 12 ms of CPU before the first chunk and after the last (request
+building, logging objects, a success-logging thread that rebuilds the whole response, cost
+lookups) and about 0.55 ms per chunk (a pydantic object per chunk, wrapped twice). That is most
+of what a run costs. For the provider LiteLLM itself calls "openai" -- api.openai.com, or any
+server given as `api_base` with an `openai/...` model (vLLM, Ollama, LM Studio, llama.cpp, a
+gateway) -- LiteLLM sends the request as it is, so agentpress sends it itself: one pooled HTTP
+client per event loop (keep-alive connections reused across calls), the body encoded once with
+orjson, each SSE line decoded with orjson straight into a ModelDelta. LiteLLM still decides which
+provider a model belongs to, prices the tokens and names the errors: a failed call raises the
+same LiteLLM exception type LiteLLM would (RateLimitError with the response and its Retry-After,
+ContextWindowExceededError, ...), so retries and fallbacks treat both lanes alike.
+
+Everything else goes through LiteLLM: other providers, settings LiteLLM translates for OpenAI
+(`thinking`, provider-specific extras, `max_tokens`/`temperature` on reasoning models), and any
+model when `AGENTPRESS_DIRECT_OPENAI=0`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from types import ModuleType
+from typing import Any
+
+import httpx
+import orjson
+
+__all__ = ["DirectLane", "direct_lane"]
+
+# Models that LiteLLM sends with translated parameters (max_completion_tokens, no temperature).
+_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+_CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window", "too many tokens")
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+_lanes: dict[tuple[str, str | None, str | None], DirectLane | None] = {}
+
+
+def _enabled() -> bool:
+    return os.environ.get("AGENTPRESS_DIRECT_OPENAI", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _client() -> httpx.AsyncClient:
+    """One client per event loop: its connections stay open between calls (no TLS handshake or
+    TCP connect per call), and a client never outlives or crosses its loop."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=1000, keepalive_expiry=60),
+            timeout=httpx.Timeout(600.0, connect=10.0), follow_redirects=False)
+        _clients[loop] = client
+    return client
+
+
+class DirectLane:
+    """Streams one OpenAI-compatible model. Build it with `direct_lane`, which says whether the
+    model may take this lane at all."""
+
+    def __init__(self, litellm: ModuleType, *, model: str, provider_model: str, base_url: str,
+                 api_key: str | None, timeout: float) -> None:
+        self._litellm = litellm
+        self.model = model  # as the caller named it, e.g. "openai/gpt-4o-mini"
+        self.provider_model = provider_model  # as the server knows it, e.g. "gpt-4o-mini"
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        organization = os.environ.get("OPENAI_ORGANIZATION")
+        if organization:
+            self._headers["openai-organization"] = organization
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+
+    def accepts(self, settings: Mapping[str, Any]) -> bool:
+        """Settings sent as they are (LiteLLM would not translate them for this model)."""
+        if any(key not in ("temperature", "max_tokens", "reasoning_effort", "tools") for key in settings):
+            return False
+        reasoning = self.provider_model.split("/")[-1].lower().startswith(_REASONING_PREFIXES)
+        return not (reasoning and ("max_tokens" in settings or "temperature" in settings))
+
+    async def stream(self, messages: list[dict[str, Any]], settings: Mapping[str, Any]) -> AsyncIterator[dict]:
+        """The decoded `data:` objects of the server's stream, in order (usage in the last one).
+        Raises the LiteLLM exception LiteLLM would raise for the same answer."""
+        body = orjson.dumps({"model": self.provider_model, "messages": messages, "stream": True,
+                             "stream_options": {"include_usage": True}, **settings})
+        client = _client()
+        try:
+            request = client.build_request("POST", self.url, content=body, headers=self._headers,
+                                           timeout=self._timeout)
+            response = await client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise self._litellm.Timeout(message=f"request timed out: {exc!r}", model=self.model,
+                                        llm_provider="openai") from exc
+        except httpx.HTTPError as exc:
+            raise self._litellm.APIConnectionError(message=f"could not reach {self.url}: {exc!r}",
+                                                   llm_provider="openai", model=self.model) from exc
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                raise self._error(response)
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments (": keep-alive"), event: lines
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    return
+                try:
+                    data = orjson.loads(payload)
+                except orjson.JSONDecodeError as exc:
+                    raise self._litellm.APIError(status_code=500, message=f"unreadable stream chunk: {payload[:200]!r}",
+                                                 llm_provider="openai", model=self.model) from exc
+                if isinstance(data, dict) and data.get("error"):
+                    raise self._litellm.APIError(status_code=500, message=f"error in stream: {data['error']!r}"[:1000],
+                                                 llm_provider="openai", model=self.model)
+                yield data
+        except httpx.TimeoutException as exc:
+            raise self._litellm.Timeout(message=f"stream timed out: {exc!r}", model=self.model,
+                                        llm_provider="openai") from exc
+        except httpx.HTTPError as exc:
+            raise self._litellm.APIConnectionError(message=f"stream from {self.url} broke: {exc!r}",
+                                                   llm_provider="openai", model=self.model) from exc
+        finally:
+            await response.aclose()
+
+    def _error(self, response: httpx.Response) -> Exception:
+        """The LiteLLM exception for an error answer (what LiteLLM's exception mapping would raise)."""
+        status, text = response.status_code, response.text[:2000]
+        message = f"{status}: {text}"
+        lit, common = self._litellm, {"message": message, "llm_provider": "openai", "model": self.model}
+        lowered = text.lower()
+        if status in (400, 413) and any(marker in lowered for marker in _CONTEXT_MARKERS):
+            return lit.ContextWindowExceededError(response=response, **common)
+        if status == 400 and ("content_filter" in lowered or "content_policy" in lowered):
+            return lit.ContentPolicyViolationError(response=response, **common)
+        by_status = {400: lit.BadRequestError, 401: lit.AuthenticationError, 403: lit.PermissionDeniedError,
+                     404: lit.NotFoundError, 408: lit.Timeout, 422: lit.UnprocessableEntityError,
+                     429: lit.RateLimitError, 500: lit.InternalServerError, 502: lit.BadGatewayError,
+                     503: lit.ServiceUnavailableError}
+        cls = by_status.get(status)
+        if cls is lit.Timeout:
+            return lit.Timeout(**common)
+        if cls is not None:
+            return cls(response=response, **common)
+        return lit.APIError(status_code=status, request=response.request, **common)
+
+
+def direct_lane(litellm: ModuleType, model: str, *, api_base: str | None, api_key: str | None,
+                timeout: float) -> DirectLane | None:
+    """The direct lane for `model`, or None when it must go through LiteLLM (not an OpenAI
+    protocol provider by LiteLLM's own reckoning, or the lane is turned off). Cached per model."""
+    if not _enabled():
+        return None
+    key = (model, api_base, api_key)
+    if key in _lanes:
+        lane = _lanes[key]
+        if lane is not None:
+            lane._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        return lane
+    lane = None
+    try:
+        provider_model, provider, dynamic_key, resolved_base = litellm.get_llm_provider(model, api_base=api_base)
+    except Exception:  # noqa: BLE001 - LiteLLM does not know it either: let LiteLLM say so on the call
+        provider = None
+    if provider == "openai":
+        base = (resolved_base or api_base or os.environ.get("OPENAI_API_BASE") or os.environ.get("OPENAI_BASE_URL")
+                or "https://api.openai.com/v1")
+        key_ = api_key or dynamic_key or os.environ.get("OPENAI_API_KEY")
+        lane = DirectLane(litellm, model=model, provider_model=provider_model, base_url=base, api_key=key_,
+                          timeout=timeout)
+    if len(_lanes) > 1024:
+        _lanes.clear()
+    _lanes[key] = lane
+    return lane
