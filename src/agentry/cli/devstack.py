@@ -69,6 +69,8 @@ async def start_dev_stack(
     runner_overrides: dict | None = None,
     billing_overrides: dict | None = None,
     agents=None,
+    auth_overrides: dict | None = None,
+    gateway_overrides: dict | None = None,
 ) -> DevStack:
     """Starts auth, billing, sandbox, runner (api + worker) and the gateway.
 
@@ -102,7 +104,8 @@ async def start_dev_stack(
         runner_extra = {"llm_api_base": llm_api_base, "force_model": DEMO_MODEL}
 
     auth = await start_auth(AuthSettings(port=ports["auth"], database_url=db("auth"),
-                                         key_path=data_dir / "auth-signing-key.pem"), stack)
+                                         key_path=data_dir / "auth-signing-key.pem", **(auth_overrides or {})),
+                            stack)
     billing = await start_billing(BillingSettings(port=ports["billing"], database_url=db("billing"),
                                                   **(billing_overrides or {})), stack)
     sandbox = await start_sandbox(SandboxSettings(port=ports["sandbox"], database_url=db("sandbox"),
@@ -116,7 +119,7 @@ async def start_dev_stack(
         stack, events=events, agents=agents)
     gateway = await start_gateway(
         GatewaySettings(port=ports["gateway"], auth_target=auth.target, billing_target=billing.target,
-                        sandbox_target=sandbox.target, runner_target=runner.target),
+                        sandbox_target=sandbox.target, runner_target=runner.target, **(gateway_overrides or {})),
         stack, events=events)
     return DevStack(
         gateway_url=gateway.base_url,

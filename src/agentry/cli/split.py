@@ -126,7 +126,8 @@ class SplitProcesses:
                         "AGENTRY_GATEWAY_AUTH_TARGET": target["auth"], "AGENTRY_GATEWAY_BILLING_TARGET": target["billing"],
                         "AGENTRY_GATEWAY_SANDBOX_TARGET": target["sandbox"],
                         "AGENTRY_GATEWAY_RUNNER_TARGET": target["runner"], "AGENTRY_GATEWAY_EVENTS": "redis",
-                        "AGENTRY_GATEWAY_REDIS_URL": c.redis_url, "AGENTRY_GATEWAY_REDIS_PREFIX": c.redis_prefix},
+                        "AGENTRY_GATEWAY_REDIS_URL": c.redis_url, "AGENTRY_GATEWAY_REDIS_PREFIX": c.redis_prefix,
+                        "AGENTRY_GATEWAY_RATE_LIMIT_PREFIX": f"{c.redis_prefix}rl:"},
         }
 
     def start(self, timeout: float = 90.0) -> None:
