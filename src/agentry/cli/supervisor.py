@@ -46,6 +46,8 @@ class ProcessSpec:
     log_path: Path
     # True once the process serves (its health check answers); polled only while waiting for it.
     healthy: Callable[[], bool] = lambda: True
+    # The working directory (a container's workingDir in the manifest-driven launch test).
+    cwd: Path | None = None
 
 
 @dataclass
@@ -175,7 +177,7 @@ class Supervisor:
         spec = child.spec
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(spec.log_path, "ab") as log:
-            proc = subprocess.Popen(spec.argv, env=spec.env, stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(spec.argv, env=spec.env, stdout=log, stderr=subprocess.STDOUT, cwd=spec.cwd,
                                     start_new_session=True, preexec_fn=_die_with_parent)
         exited = threading.Event()
         child.proc, child.exited, child.started_at = proc, exited, time.monotonic()
