@@ -9,6 +9,12 @@ from dataclasses import dataclass
 from .errors import InvalidEmail, InvalidPassword
 
 OWNER = "owner"
+ADMIN = "admin"
+MEMBER = "member"
+ROLES = (OWNER, ADMIN, MEMBER)
+# Who may do what: a role can act on roles at or below its own rank.
+ROLE_RANK = {OWNER: 3, ADMIN: 2, MEMBER: 1}
+TEAM_NAME_MAX_LENGTH = 200
 PASSWORD_MIN_LENGTH = 8
 # An upper bound keeps a single request from making the hasher chew on megabytes.
 PASSWORD_MAX_LENGTH = 1024
@@ -40,6 +46,32 @@ class Membership:
     user_id: str
     role: str
     created_at: float
+
+
+@dataclass(frozen=True)
+class AccountMembership:
+    account: Account
+    role: str
+
+
+@dataclass(frozen=True)
+class Member:
+    user_id: str
+    email: str
+    role: str
+    joined_at: float
+
+
+@dataclass(frozen=True)
+class Invitation:
+    invitation_id: str
+    account_id: str
+    email: str
+    role: str
+    invited_by: str
+    created_at: float
+    expires_at: float
+    accepted_at: float | None = None
 
 
 @dataclass(frozen=True)

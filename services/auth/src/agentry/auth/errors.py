@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from agentry.servicekit.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+from agentry.servicekit.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 
 
 class InvalidEmail(InvalidArgument):
@@ -46,6 +53,32 @@ class ApiKeyNotFound(NotFound):
 
 class InvalidName(InvalidArgument):
     code = "invalid_name"
+
+
+class AccountNotFound(NotFound):
+    """No such account, or one the caller is not a member of: the two answer the same."""
+
+    code = "account_not_found"
+
+
+class MemberNotFound(NotFound):
+    code = "member_not_found"
+
+
+class RoleRequired(PermissionDenied):
+    """A member of the account whose role does not allow the action (they know it exists)."""
+
+    code = "role_required"
+
+
+class InvalidInvitation(NotFound):
+    """Unknown, used, expired or for another email: one answer for all."""
+
+    code = "invitation_not_found"
+
+
+class LastOwner(FailedPrecondition):
+    code = "last_owner"
 
 
 class SigningKeyError(RuntimeError):

@@ -8,8 +8,9 @@ import grpc
 
 from agentry.api.auth.v1 import auth_pb2, auth_pb2_grpc
 
+from .accounts import AccountService
 from .apikeys import ApiKeyService
-from .domain import ApiKey, IssuedToken, Principal, VerifiedToken
+from .domain import AccountMembership, ApiKey, IssuedToken, Member, Principal, VerifiedToken
 from agentry.servicekit.errors import InvalidArgument
 
 from .ports import IdentityProvider
@@ -42,10 +43,20 @@ def _api_key(key: ApiKey) -> auth_pb2.ApiKey:
                            last_used_at=key.last_used_at or 0.0)
 
 
+def _membership(m: AccountMembership) -> auth_pb2.AccountMembership:
+    return auth_pb2.AccountMembership(account_id=m.account.account_id, name=m.account.name,
+                                      personal=m.account.personal, role=m.role, created_at=m.account.created_at)
+
+
+def _member(m: Member) -> auth_pb2.Member:
+    return auth_pb2.Member(user_id=m.user_id, email=m.email, role=m.role, joined_at=m.joined_at)
+
+
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, provider: IdentityProvider, api_keys: ApiKeyService) -> None:
+    def __init__(self, provider: IdentityProvider, api_keys: ApiKeyService, accounts: AccountService) -> None:
         self._provider = provider
         self._api_keys = api_keys
+        self._accounts = accounts
 
     async def SignUp(self, request: auth_pb2.SignUpRequest, context: grpc.aio.ServicerContext) -> auth_pb2.SignUpResponse:
         signed_up = await self._provider.sign_up(request.email, request.password)
@@ -106,3 +117,34 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             raise InvalidArgument("resource: must be run:<id> or thread:<id>", code="invalid_resource")
         issued = self._provider.issue_stream_token(_principal_in(request.principal), request.resource)
         return auth_pb2.IssueStreamTokenResponse(token=issued.access_token, expires_in=issued.expires_in)
+
+    async def ResolveAccount(self, request: auth_pb2.ResolveAccountRequest, context) -> auth_pb2.AccountMembership:
+        return _membership(await self._accounts.resolve(request.user_id, request.account_id))
+
+    async def ListAccounts(self, request: auth_pb2.ListAccountsRequest, context) -> auth_pb2.ListAccountsResponse:
+        return auth_pb2.ListAccountsResponse(accounts=[_membership(m) for m in await self._accounts.list(request.user_id)])
+
+    async def CreateTeam(self, request: auth_pb2.CreateTeamRequest, context) -> auth_pb2.AccountMembership:
+        return _membership(await self._accounts.create_team(_principal_in(request.principal), request.name))
+
+    async def ListMembers(self, request: auth_pb2.ListMembersRequest, context) -> auth_pb2.ListMembersResponse:
+        members = await self._accounts.members(_principal_in(request.principal), request.account_id)
+        return auth_pb2.ListMembersResponse(members=[_member(m) for m in members])
+
+    async def CreateInvitation(self, request: auth_pb2.CreateInvitationRequest,
+                               context) -> auth_pb2.CreateInvitationResponse:
+        invitation, token = await self._accounts.invite(_principal_in(request.principal), request.account_id,
+                                                        request.email, request.role)
+        return auth_pb2.CreateInvitationResponse(invitation_id=invitation.invitation_id, token=token,
+                                                 expires_at=invitation.expires_at)
+
+    async def AcceptInvitation(self, request: auth_pb2.AcceptInvitationRequest, context) -> auth_pb2.AccountMembership:
+        return _membership(await self._accounts.accept(_principal_in(request.principal), request.token))
+
+    async def ChangeRole(self, request: auth_pb2.ChangeRoleRequest, context) -> auth_pb2.Member:
+        return _member(await self._accounts.change_role(_principal_in(request.principal), request.account_id,
+                                                        request.user_id, request.role))
+
+    async def RemoveMember(self, request: auth_pb2.RemoveMemberRequest, context) -> auth_pb2.RemoveMemberResponse:
+        await self._accounts.remove(_principal_in(request.principal), request.account_id, request.user_id)
+        return auth_pb2.RemoveMemberResponse()

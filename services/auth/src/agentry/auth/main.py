@@ -10,7 +10,8 @@ from agentry.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentry.servicekit import RunningServer, run_service, start_grpc_server
 from agentry.servicekit.db import open_database
 
-from .adapters.sql import SqlApiKeyRepository, SqlSessionRepository, SqlUserRepository
+from .accounts import AccountService
+from .adapters.sql import SqlAccountRepository, SqlApiKeyRepository, SqlSessionRepository, SqlUserRepository
 from .apikeys import ApiKeyService
 from .config import AuthSettings
 from .grpc_api import AuthServicer
@@ -28,11 +29,12 @@ async def start(
     hasher: PasswordHasher | None = None,
 ) -> RunningServer:
     """Starts the auth gRPC server; `clock` and `hasher` exist so tests can control time and cost."""
-    provider, api_keys = await _build_provider(settings, stack, clock=clock, hasher=hasher or Argon2Hasher())
+    provider, api_keys, accounts = await _build_provider(settings, stack, clock=clock,
+                                                         hasher=hasher or Argon2Hasher())
     return await start_grpc_server(
         name="auth",
         register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(
-            AuthServicer(provider, api_keys), server),
+            AuthServicer(provider, api_keys, accounts), server),
         service_names=[auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name],
         host=settings.host,
         port=settings.port,
@@ -44,7 +46,7 @@ async def start(
 
 async def _build_provider(
     settings: AuthSettings, stack: contextlib.AsyncExitStack, *, clock: Clock, hasher: PasswordHasher
-) -> tuple[IdentityProvider, ApiKeyService]:
+) -> tuple[IdentityProvider, ApiKeyService, AccountService]:
     # The only provider so far; "supabase" will add a branch here and an adapter, nothing else.
     if settings.provider != "local":
         raise ValueError(f"unknown identity provider {settings.provider!r}")
@@ -75,7 +77,8 @@ async def _build_provider(
     users = SqlUserRepository(engine)
     provider = LocalIdentityProvider(users, hasher, tokens, SqlSessionRepository(engine),
                                      refresh_ttl_seconds=settings.refresh_token_ttl_seconds, clock=clock)
-    return provider, ApiKeyService(SqlApiKeyRepository(engine), users, clock=clock)
+    return (provider, ApiKeyService(SqlApiKeyRepository(engine), users, clock=clock),
+            AccountService(SqlAccountRepository(engine), clock=clock))
 
 
 def main() -> None:

@@ -7,7 +7,10 @@ from typing import Any, Protocol
 
 from .domain import (
     Account,
+    AccountMembership,
     ApiKey,
+    Invitation,
+    Member,
     IssuedToken,
     Membership,
     Principal,
@@ -69,6 +72,26 @@ class ApiKeyRepository(Protocol):
     async def find_by_hash(self, key_hash: str) -> ApiKey | None: ...
 
     async def touch(self, api_key_id: str, *, now: float, every: float) -> None: ...
+
+
+class AccountRepository(Protocol):
+    async def membership(self, user_id: str, account_id: str) -> AccountMembership | None: ...
+
+    async def list_for_user(self, user_id: str) -> list[AccountMembership]: ...
+
+    async def add_account(self, account: Account, owner: Membership) -> None: ...
+
+    async def members(self, account_id: str) -> list[Member]: ...
+
+    async def add_invitation(self, invitation: Invitation, token_hash: str) -> None: ...
+
+    async def accept_invitation(self, token_hash: str, user_id: str, email: str, *, now: float) -> Invitation | None:
+        """Single use: marks it accepted and adds the membership; None if unknown, used, expired
+        or addressed to another email."""
+
+    async def set_role(self, account_id: str, user_id: str, role: str, *, keep_an_owner: bool) -> bool: ...
+
+    async def remove_member(self, account_id: str, user_id: str, *, keep_an_owner: bool) -> bool: ...
 
 
 class PasswordHasher(Protocol):

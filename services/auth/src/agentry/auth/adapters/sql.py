@@ -6,7 +6,18 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..domain import Account, ApiKey, Membership, Principal, RefreshRecord, Session, User
+from ..domain import (
+    Account,
+    AccountMembership,
+    ApiKey,
+    Invitation,
+    Member,
+    Membership,
+    Principal,
+    RefreshRecord,
+    Session,
+    User,
+)
 from ..errors import EmailTaken
 
 metadata = sa.MetaData()
@@ -302,3 +313,134 @@ class SqlApiKeyRepository:
                 .where(api_keys.c.api_key_id == api_key_id,
                        sa.or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < now - every))
                 .values(last_used_at=now))
+
+
+invitations = sa.Table(
+    "invitations",
+    metadata,
+    sa.Column("invitation_id", sa.String(64), primary_key=True),
+    sa.Column(
+        "account_id",
+        sa.String(64),
+        sa.ForeignKey("accounts.account_id", ondelete="CASCADE", name="fk_invitations_account_id"),
+        nullable=False,
+    ),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("invited_by", sa.String(64), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Column("accepted_at", sa.Double, nullable=True),
+    sa.UniqueConstraint("token_hash", name="uq_invitations_token_hash"),
+)
+
+
+def _account(row) -> Account:
+    return Account(account_id=row.account_id, name=row.name, personal=row.personal, created_at=row.created_at)
+
+
+class SqlAccountRepository:
+    """Accounts, memberships and invitations (the tables the user repository also writes)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def membership(self, user_id: str, account_id: str) -> AccountMembership | None:
+        query = (sa.select(accounts, memberships.c.role)
+                 .join(memberships, memberships.c.account_id == accounts.c.account_id)
+                 .where(memberships.c.user_id == user_id, accounts.c.account_id == account_id))
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return AccountMembership(_account(row), row.role) if row is not None else None
+
+    async def list_for_user(self, user_id: str) -> list[AccountMembership]:
+        query = (sa.select(accounts, memberships.c.role)
+                 .join(memberships, memberships.c.account_id == accounts.c.account_id)
+                 .where(memberships.c.user_id == user_id)
+                 .order_by(accounts.c.personal.desc(), accounts.c.created_at, accounts.c.account_id))
+        async with self._engine.connect() as conn:
+            return [AccountMembership(_account(row), row.role) for row in await conn.execute(query)]
+
+    async def add_account(self, account: Account, owner: Membership) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(accounts.insert().values(
+                account_id=account.account_id, name=account.name, personal=account.personal,
+                created_at=account.created_at))
+            await conn.execute(memberships.insert().values(
+                account_id=owner.account_id, user_id=owner.user_id, role=owner.role, created_at=owner.created_at))
+
+    async def members(self, account_id: str) -> list[Member]:
+        query = (sa.select(users.c.user_id, users.c.email, memberships.c.role, memberships.c.created_at)
+                 .join(memberships, memberships.c.user_id == users.c.user_id)
+                 .where(memberships.c.account_id == account_id)
+                 .order_by(memberships.c.created_at, users.c.user_id))
+        async with self._engine.connect() as conn:
+            return [Member(row.user_id, row.email, row.role, row.created_at) for row in await conn.execute(query)]
+
+    async def add_invitation(self, invitation: Invitation, token_hash: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(invitations.insert().values(
+                invitation_id=invitation.invitation_id, account_id=invitation.account_id, email=invitation.email,
+                role=invitation.role, invited_by=invitation.invited_by, token_hash=token_hash,
+                created_at=invitation.created_at, expires_at=invitation.expires_at, accepted_at=None))
+
+    async def accept_invitation(self, token_hash: str, user_id: str, email: str, *, now: float) -> Invitation | None:
+        """Marks the invitation accepted and adds the membership in one transaction; None when the
+        token is unknown, used, expired or for another email."""
+        async with self._engine.begin() as conn:
+            used = await conn.execute(
+                invitations.update()
+                .where(invitations.c.token_hash == token_hash, invitations.c.accepted_at.is_(None),
+                       invitations.c.expires_at > now, invitations.c.email == email)
+                .values(accepted_at=now)
+                .returning(*invitations.c))
+            row = used.first()
+            if row is None:
+                return None
+            exists = (await conn.execute(sa.select(memberships.c.role).where(
+                memberships.c.account_id == row.account_id, memberships.c.user_id == user_id))).first()
+            if exists is None:
+                await conn.execute(memberships.insert().values(
+                    account_id=row.account_id, user_id=user_id, role=row.role, created_at=now))
+        return Invitation(row.invitation_id, row.account_id, row.email, row.role, row.invited_by, row.created_at,
+                          row.expires_at, now)
+
+    async def count_owners(self, account_id: str) -> int:
+        query = sa.select(sa.func.count()).select_from(memberships).where(
+            memberships.c.account_id == account_id, memberships.c.role == "owner")
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(query)).scalar() or 0)
+
+    async def set_role(self, account_id: str, user_id: str, role: str, *, keep_an_owner: bool) -> bool:
+        """False when the change would leave the account without an owner (checked in the same
+        transaction, with the account's memberships locked, so two demotions cannot both pass)."""
+        change = memberships.update().where(
+            memberships.c.account_id == account_id, memberships.c.user_id == user_id).values(role=role)
+        return await self._guarded(account_id, change, keep_an_owner=keep_an_owner)
+
+    async def remove_member(self, account_id: str, user_id: str, *, keep_an_owner: bool) -> bool:
+        change = memberships.delete().where(memberships.c.account_id == account_id, memberships.c.user_id == user_id)
+        return await self._guarded(account_id, change, keep_an_owner=keep_an_owner)
+
+    async def _guarded(self, account_id: str, change, *, keep_an_owner: bool) -> bool:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(sa.select(memberships.c.user_id)
+                                   .where(memberships.c.account_id == account_id).with_for_update())
+                await conn.execute(change)
+                if keep_an_owner and not await self._has_owner(conn, account_id):
+                    raise _NoOwnerLeft
+        except _NoOwnerLeft:
+            return False
+        return True
+
+    @staticmethod
+    async def _has_owner(conn, account_id: str) -> bool:
+        query = sa.select(sa.func.count()).select_from(memberships).where(
+            memberships.c.account_id == account_id, memberships.c.role == "owner")
+        return int((await conn.execute(query)).scalar() or 0) > 0
+
+
+class _NoOwnerLeft(Exception):
+    """Rolls back a membership change that would leave an account without an owner."""

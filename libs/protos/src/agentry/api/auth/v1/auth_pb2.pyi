@@ -191,3 +191,127 @@ class IssueStreamTokenResponse(_message.Message):
     token: str
     expires_in: int
     def __init__(self, token: _Optional[str] = ..., expires_in: _Optional[int] = ...) -> None: ...
+
+class AccountMembership(_message.Message):
+    __slots__ = ("account_id", "name", "personal", "role", "created_at")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PERSONAL_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    name: str
+    personal: bool
+    role: str
+    created_at: float
+    def __init__(self, account_id: _Optional[str] = ..., name: _Optional[str] = ..., personal: _Optional[bool] = ..., role: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class ResolveAccountRequest(_message.Message):
+    __slots__ = ("user_id", "account_id")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    account_id: str
+    def __init__(self, user_id: _Optional[str] = ..., account_id: _Optional[str] = ...) -> None: ...
+
+class ListAccountsRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class ListAccountsResponse(_message.Message):
+    __slots__ = ("accounts",)
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[AccountMembership]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[AccountMembership, _Mapping]]] = ...) -> None: ...
+
+class CreateTeamRequest(_message.Message):
+    __slots__ = ("principal", "name")
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    principal: Principal
+    name: str
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
+
+class Member(_message.Message):
+    __slots__ = ("user_id", "email", "role", "joined_at")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    JOINED_AT_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    email: str
+    role: str
+    joined_at: float
+    def __init__(self, user_id: _Optional[str] = ..., email: _Optional[str] = ..., role: _Optional[str] = ..., joined_at: _Optional[float] = ...) -> None: ...
+
+class ListMembersRequest(_message.Message):
+    __slots__ = ("principal", "account_id")
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    principal: Principal
+    account_id: str
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., account_id: _Optional[str] = ...) -> None: ...
+
+class ListMembersResponse(_message.Message):
+    __slots__ = ("members",)
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
+
+class CreateInvitationRequest(_message.Message):
+    __slots__ = ("principal", "account_id", "email", "role")
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    principal: Principal
+    account_id: str
+    email: str
+    role: str
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., account_id: _Optional[str] = ..., email: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+
+class CreateInvitationResponse(_message.Message):
+    __slots__ = ("invitation_id", "token", "expires_at")
+    INVITATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    invitation_id: str
+    token: str
+    expires_at: float
+    def __init__(self, invitation_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
+
+class AcceptInvitationRequest(_message.Message):
+    __slots__ = ("principal", "token")
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    principal: Principal
+    token: str
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
+
+class ChangeRoleRequest(_message.Message):
+    __slots__ = ("principal", "account_id", "user_id", "role")
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    principal: Principal
+    account_id: str
+    user_id: str
+    role: str
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., account_id: _Optional[str] = ..., user_id: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+
+class RemoveMemberRequest(_message.Message):
+    __slots__ = ("principal", "account_id", "user_id")
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    principal: Principal
+    account_id: str
+    user_id: str
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., account_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class RemoveMemberResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -96,6 +96,46 @@ class AuthServiceStub:
                 request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.IssueStreamTokenRequest.SerializeToString,
                 response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.IssueStreamTokenResponse.FromString,
                 _registered_method=True)
+        self.ResolveAccount = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/ResolveAccount',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ResolveAccountRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.AccountMembership.FromString,
+                _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/ListAccounts',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
+        self.CreateTeam = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/CreateTeam',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateTeamRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.AccountMembership.FromString,
+                _registered_method=True)
+        self.ListMembers = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/ListMembers',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListMembersRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListMembersResponse.FromString,
+                _registered_method=True)
+        self.CreateInvitation = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/CreateInvitation',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateInvitationRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateInvitationResponse.FromString,
+                _registered_method=True)
+        self.AcceptInvitation = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/AcceptInvitation',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.AcceptInvitationRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.AccountMembership.FromString,
+                _registered_method=True)
+        self.ChangeRole = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/ChangeRole',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ChangeRoleRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.Member.FromString,
+                _registered_method=True)
+        self.RemoveMember = channel.unary_unary(
+                '/agentry.api.auth.v1.AuthService/RemoveMember',
+                request_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RemoveMemberRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RemoveMemberResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -187,6 +227,59 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveAccount(self, request, context):
+        """Accounts and teams. Every call names the acting user; an account the user is not a member
+        of is NOT_FOUND, a member without the needed role PERMISSION_DENIED.
+        The caller's role in an account (the active account of a request, X-Account-Id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccounts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTeam(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMembers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateInvitation(self, request, context):
+        """Owners and admins invite by email; the answer carries the single-use token once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcceptInvitation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeRole(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveMember(self, request, context):
+        """Removes a member (owners and admins), or the caller themselves (leaving); the last owner stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +342,46 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.IssueStreamToken,
                     request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.IssueStreamTokenRequest.FromString,
                     response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.IssueStreamTokenResponse.SerializeToString,
+            ),
+            'ResolveAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveAccount,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ResolveAccountRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.AccountMembership.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListAccountsRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'CreateTeam': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTeam,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateTeamRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.AccountMembership.SerializeToString,
+            ),
+            'ListMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMembers,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListMembersRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListMembersResponse.SerializeToString,
+            ),
+            'CreateInvitation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateInvitation,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateInvitationRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateInvitationResponse.SerializeToString,
+            ),
+            'AcceptInvitation': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcceptInvitation,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.AcceptInvitationRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.AccountMembership.SerializeToString,
+            ),
+            'ChangeRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeRole,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ChangeRoleRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.Member.SerializeToString,
+            ),
+            'RemoveMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveMember,
+                    request_deserializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RemoveMemberRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RemoveMemberResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -577,6 +710,222 @@ class AuthService:
             '/agentry.api.auth.v1.AuthService/IssueStreamToken',
             agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.IssueStreamTokenRequest.SerializeToString,
             agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.IssueStreamTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/ResolveAccount',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ResolveAccountRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.AccountMembership.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/ListAccounts',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListAccountsRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTeam(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/CreateTeam',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateTeamRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.AccountMembership.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/ListMembers',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListMembersRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateInvitation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/CreateInvitation',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateInvitationRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateInvitationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcceptInvitation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/AcceptInvitation',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.AcceptInvitationRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.AccountMembership.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/ChangeRole',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.ChangeRoleRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.Member.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.auth.v1.AuthService/RemoveMember',
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RemoveMemberRequest.SerializeToString,
+            agentry_dot_api_dot_auth_dot_v1_dot_auth__pb2.RemoveMemberResponse.FromString,
             options,
             channel_credentials,
             insecure,
