@@ -128,6 +128,7 @@ class Target:
     entrypoint: list[str]
     env: dict[str, str]
     user: str | None
+    workdir: str = "/"
 
 
 def dockerfile_targets() -> dict[str, Target]:
@@ -135,17 +136,21 @@ def dockerfile_targets() -> dict[str, Target]:
     environment it inherits from the stages it is built on."""
     stages: dict[str, Target] = {}
     current: Target | None = None
-    for raw in (ROOT / "Dockerfile").read_text().splitlines():
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())  # join continued lines
+    for raw in text.splitlines():
         line = raw.strip()
         if match := re.match(r"FROM\s+(\S+)(?:\s+AS\s+(\S+))?", line, re.IGNORECASE):
             parent = stages.get(match.group(1))
             current = Target(match.group(2) or "", list(parent.entrypoint) if parent else [],
-                             dict(parent.env) if parent else {}, parent.user if parent else None)
+                             dict(parent.env) if parent else {}, parent.user if parent else None,
+                             parent.workdir if parent else "/")
             stages[current.name] = current
         elif current is None:
             continue
         elif line.startswith("ENTRYPOINT"):
             current.entrypoint = yaml.safe_load(line.removeprefix("ENTRYPOINT"))
+        elif line.startswith("WORKDIR"):
+            current.workdir = line.split()[1]
         elif line.startswith("USER"):
             current.user = line.split()[1]
         elif line.startswith("ENV") and "=" in line:
