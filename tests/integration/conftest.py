@@ -49,7 +49,9 @@ class System:
 
 @pytest.fixture(scope="session")
 def fake_llm():
-    with ThreadedFakeLLMServer({"it-script": IT_SCRIPT, "it-slow": SLOW_SCRIPT, "it-long": LONG_SCRIPT}) as server:
+    # Strict: a history OpenAI would refuse fails the test, as it would fail a real run.
+    with ThreadedFakeLLMServer({"it-script": IT_SCRIPT, "it-slow": SLOW_SCRIPT, "it-long": LONG_SCRIPT},
+                               strict=True) as server:
         yield server
 
 

@@ -22,6 +22,7 @@ model when `AGENTPRESS_DIRECT_OPENAI=0`.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import weakref
 from collections.abc import AsyncIterator, Mapping
@@ -111,8 +112,11 @@ class DirectLane:
                 try:
                     data = orjson.loads(payload)
                 except orjson.JSONDecodeError as exc:
-                    raise self._litellm.APIError(status_code=500, message=f"unreadable stream chunk: {payload[:200]!r}",
-                                                 llm_provider="openai", model=self.model) from exc
+                    data = _lenient_loads(payload)  # only on this rare path: nothing per chunk
+                    if data is None:
+                        raise self._litellm.APIError(status_code=500,
+                                                     message=f"unreadable stream chunk: {payload[:200]!r}",
+                                                     llm_provider="openai", model=self.model) from exc
                 if isinstance(data, dict) and data.get("error"):
                     raise self._litellm.APIError(status_code=500, message=f"error in stream: {data['error']!r}"[:1000],
                                                  llm_provider="openai", model=self.model)
@@ -175,3 +179,12 @@ def direct_lane(litellm: ModuleType, model: str, *, api_base: str | None, api_ke
         _lanes.clear()
     _lanes[key] = lane
     return lane
+
+
+def _lenient_loads(payload: str) -> Any:
+    """A chunk orjson refuses may still be JSON: an unpaired surrogate escape (\\ud800), which
+    models do send. The stdlib reads it; agentpress.safe_text replaces it downstream."""
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
