@@ -9,7 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from agentry.servicekit.eventstream import EventStream
 
-from . import api_keys, auth_routes
+from . import accounts_routes, api_keys, auth_routes
 from .config import GatewaySettings
 from .errors import install_error_handlers
 from .routes import router
@@ -33,5 +33,6 @@ def create_app(settings: GatewaySettings, *, upstreams: Upstreams | None = None,
     install_error_handlers(app)
     app.include_router(auth_routes.router)
     app.include_router(api_keys.router)
+    app.include_router(accounts_routes.router)
     app.include_router(router)
     return app

@@ -72,7 +72,8 @@ async def refresh(body: auth_schemas.RefreshBody, request: Request, up: Upstream
 
 
 @router.post("/auth/logout", status_code=204, tags=["auth"])
-async def logout(request: Request, up: UpstreamsDep, body: auth_schemas.SignOutBody | None = None):
+async def logout(request: Request, caller: CallerDep, up: UpstreamsDep,
+                 body: auth_schemas.SignOutBody | None = None):
     """Ends this session (`local`) or every session of the user (`global`): their refresh
     tokens stop working at once, their access tokens when they expire."""
     await up.auth.SignOut(auth_pb2.SignOutRequest(token=bearer(request), scope=body.scope if body else "local"))
@@ -80,7 +81,8 @@ async def logout(request: Request, up: UpstreamsDep, body: auth_schemas.SignOutB
 
 
 @router.post("/auth/password", status_code=204, tags=["auth"])
-async def change_password(body: auth_schemas.PasswordChange, request: Request, up: UpstreamsDep):
+async def change_password(body: auth_schemas.PasswordChange, request: Request, caller: CallerDep,
+                          up: UpstreamsDep):
     """Sets a new password; every other session of the user ends."""
     await up.auth.ChangePassword(auth_pb2.ChangePasswordRequest(
         token=bearer(request), current_password=body.current_password, new_password=body.new_password))

@@ -49,3 +49,49 @@ class ApiKeyList(BaseModel):
 class StreamToken(BaseModel):
     token: str = Field(description="Pass as `?access_token=` to this resource's stream (EventSource).")
     expires_in: int
+
+
+class AccountOut(BaseModel):
+    id: str
+    name: str
+    personal: bool
+    role: Literal["owner", "admin", "member"]
+    created_at: datetime
+
+
+class AccountList(BaseModel):
+    accounts: list[AccountOut]
+
+
+class NewTeam(_Body):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class MemberOut(BaseModel):
+    user_id: str
+    email: str
+    role: Literal["owner", "admin", "member"]
+    joined_at: datetime
+
+
+class MemberList(BaseModel):
+    members: list[MemberOut]
+
+
+class NewInvitation(_Body):
+    email: str = Field(min_length=3, max_length=320)
+    role: Literal["owner", "admin", "member"] = "member"
+
+
+class InvitationCreated(BaseModel):
+    id: str
+    token: str = Field(description="Single use, shown once: the invitee accepts with it.")
+    expires_at: datetime
+
+
+class InvitationAcceptance(_Body):
+    token: str = Field(min_length=1, max_length=128)
+
+
+class RoleChange(_Body):
+    role: Literal["owner", "admin", "member"]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
+import grpc
 from fastapi import Depends, Request
+
+from agentry.api.auth.v1 import auth_pb2
 
 from agentry.servicekit.context import new_request_id, request_id_var
 
@@ -35,8 +39,32 @@ def bearer(request: Request) -> str:
     raise ApiError(401, "unauthenticated", _MISSING)
 
 
+ACCOUNT_HEADER = "x-account-id"
+
+
+async def _active_account(request: Request, upstreams: Upstreams, caller: Caller) -> Caller:
+    """The caller acting for the account named by X-Account-Id (default: the credential's own)."""
+    wanted = request.headers.get(ACCOUNT_HEADER, "").strip()
+    if not wanted or wanted == caller.account_id:
+        return caller
+    # An API key acts for its one account; anything else, or an account the user is not a member
+    # of, is the same 404 as an account that does not exist.
+    not_found = ApiError(404, "account_not_found", "account not found")
+    if caller.api_key_id or len(wanted) > 64 or not wanted.isascii() or not wanted.isprintable():
+        raise not_found
+    try:
+        membership = await upstreams.auth.ResolveAccount(
+            auth_pb2.ResolveAccountRequest(user_id=caller.user_id, account_id=wanted))
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() is grpc.StatusCode.NOT_FOUND:
+            raise not_found from exc
+        raise
+    return dataclasses.replace(caller, account_id=membership.account_id, role=membership.role)
+
+
 async def get_caller(request: Request, upstreams: UpstreamsDep) -> Caller:
-    return await upstreams.token_verifier().verify(bearer(request))
+    caller = await upstreams.token_verifier().verify(bearer(request))
+    return await _active_account(request, upstreams, caller)
 
 
 def _stream_resource(request: Request) -> str:

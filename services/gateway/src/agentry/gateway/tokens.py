@@ -39,6 +39,8 @@ class Caller:
     session_id: str = ""
     # The API key the caller used ("" for tokens).
     api_key_id: str = ""
+    # The caller's role in account_id when it was chosen with X-Account-Id ("" for their own).
+    role: str = ""
 
 
 class TokenVerifier(Protocol):
