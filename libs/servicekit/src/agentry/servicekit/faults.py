@@ -1,4 +1,5 @@
-"""Private Redis and PostgreSQL servers and a TCP proxy that tests may stop, restart and cut.
+"""Private Redis and PostgreSQL servers, a PgBouncer, and a TCP proxy that tests may stop,
+restart and cut.
 
 Fault tests must never touch the machine's shared servers, so each fixture starts its own on a
 spare loopback port in a temporary directory and removes it on exit. RabbitMQ is too heavy to
@@ -15,6 +16,7 @@ temporary directory is handed to that user; otherwise they run as the current us
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import atexit
 import os
 import shutil
@@ -287,6 +289,79 @@ class PrivatePostgres(_Server):
             except (RuntimeError, subprocess.TimeoutExpired):
                 pid = int((self._data / "postmaster.pid").read_text().split()[0])
                 os.kill(pid, signal.SIGKILL)
+
+
+class PrivatePgBouncer(_Server):
+    """A throw-away PgBouncer (Debian's `pgbouncer`) on a spare loopback port in front of a
+    PostgreSQL server, in `pool_mode` (transaction, as Supabase's pooler on port 6543), with
+    `pool_size` server connections per database and user (1 makes every client share one).
+
+    PgBouncer refuses to run as root: as root it runs as the `postgres` OS user via `runuser`.
+    """
+
+    def __init__(self, target_host: str = "127.0.0.1", target_port: int = 5432, *, pool_mode: str = "transaction",
+                 pool_size: int = 1, user: str = "postgres") -> None:
+        super().__init__()
+        self.user = user
+        self._as_postgres = os.geteuid() == 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        (self.dir / "users.txt").write_text(f'"{user}" ""\n')
+        (self.dir / "pgbouncer.ini").write_text(
+            f"[databases]\n* = host={target_host} port={target_port}\n\n[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.dir / 'users.txt'}\npool_mode = {pool_mode}\n"
+            f"default_pool_size = {pool_size}\nmin_pool_size = 0\nreserve_pool_size = 0\n"
+            f"max_client_conn = 200\nserver_lifetime = 3600\n"
+            f"ignore_startup_parameters = extra_float_digits,options\n"
+            f"logfile = {self.dir / 'pgbouncer.log'}\n")
+        if self._as_postgres:
+            shutil.chown(self.dir, "postgres", "postgres")
+            for name in ("users.txt", "pgbouncer.ini"):
+                shutil.chown(self.dir / name, "postgres", "postgres")
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("pgbouncer") is not None and (
+            os.geteuid() != 0 or (_os_user_exists("postgres") and shutil.which("runuser") is not None))
+
+    def url(self, database: str) -> str:
+        """The SQLAlchemy asyncpg URL of `database` through this pooler."""
+        return f"postgresql+asyncpg://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        command = [shutil.which("pgbouncer") or "pgbouncer", str(self.dir / "pgbouncer.ini")]
+        if self._as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+        def listening() -> bool:
+            if self._proc is not None and self._proc.poll() is not None:
+                log = self.dir / "pgbouncer.log"
+                raise RuntimeError(f"pgbouncer exited ({self._proc.returncode}): "
+                                   f"{log.read_text(errors='replace')[-2000:] if log.exists() else ''}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+            return False
+
+        _wait_until(listening, timeout, "pgbouncer")
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        os.killpg(self._proc.pid, signal.SIGINT)  # PgBouncer's immediate shutdown
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+
+    def _teardown(self) -> None:
+        self.stop()
 
 
 class TcpProxy:
