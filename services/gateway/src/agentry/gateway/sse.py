@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 KEEPALIVE = b": keep-alive\n\n"
+READ_COUNT = 500  # the event stream's default batch
 
 
 def frame(seq: int, data: bytes) -> bytes:
@@ -49,26 +50,34 @@ async def run_entries(
     keepalive_seconds: float,
 ) -> AsyncIterator[StreamEntry | None]:
     """Every event of the run after `after_seq`, in order, ending after the terminal one; None
-    each time `keepalive_seconds` passed without one (the caller sends a keep-alive)."""
+    each time `keepalive_seconds` passed without one (the caller sends a keep-alive).
+
+    One read per batch: the first read answers at once with what the run has; later ones wait
+    for the next append (through the event stream's multiplexer, holding no connection). A
+    batch that starts past `last + 1` means the live buffer was trimmed (or lost) under this
+    reader: the durable events from the database fill the gap first."""
     last = after_seq
     status = run.status
+    wait = False
     while True:
         ended = status in TERMINAL_STATUSES
-        first = await events.first_seq(run.agent_run_id)
-        if first is not None and first > last + 1:
-            # The live buffer was trimmed past what this client has: replay the durable events.
-            async for entry in _replay(runner, run, account_id, last, before=first):
-                last = entry.seq
+        entries = await events.read(run.agent_run_id, last,
+                                    block_ms=int(keepalive_seconds * 1000) if wait and not ended else 0)
+        if entries:
+            if entries[0].seq > last + 1:
+                async for entry in _replay(runner, run, account_id, last, before=entries[0].seq):
+                    last = entry.seq
+                    yield entry
+                    if entry.terminal:
+                        return
+            for entry in entries:
+                if entry.seq <= last:
+                    continue
                 yield entry
+                last = entry.seq
                 if entry.terminal:
                     return
-        entries = await events.read(run.agent_run_id, last, block_ms=0 if ended else int(keepalive_seconds * 1000))
-        for entry in entries:
-            yield entry
-            last = entry.seq
-            if entry.terminal:
-                return
-        if entries:
+            wait = len(entries) < READ_COUNT  # a full batch: more may be there already
             continue
         if ended:
             # Nothing live after `last` and the run is over (its buffer may have expired): the
@@ -78,6 +87,9 @@ async def run_entries(
                 if entry.terminal:
                     return
             return
+        if not wait:
+            wait = True  # nothing yet: wait for the next append
+            continue
         yield None
         try:
             status = (await runner.GetRun(pb.GetRunRequest(

@@ -1,11 +1,17 @@
 """Redis Streams event stream, so any gateway replica can tail a run that any runner worker writes.
 
-Connections: a blocked XREAD holds its connection for up to `block_ms`, so every SSE stream
-tailing a run occupies one pooled connection while it waits. The pool is a
-BlockingConnectionPool: past `max_connections` further readers queue for a free connection
-(up to `pool_timeout`) instead of opening sockets without bound and hitting Redis' maxclients.
-Size `max_connections` to the concurrent SSE streams one gateway replica should serve plus a
-few for writers; beyond that, keep `block_ms` short so queued readers get a turn.
+Connections: readers that wait (`read(..., block_ms>0)`) do not each hold a connection. One
+multiplexer per RedisEventStream -- one task on one dedicated connection -- sends a single
+`XREAD BLOCK` over every stream some reader currently waits on (from the lowest seq any of them
+has), and hands each reader the entries after its own seq. A reader that arrives while that read
+is blocked wakes it with an XADD to the multiplexer's own wake stream (one per process, MAXLEN 1,
+expiring), so the next read includes it at once; no polling, no per-reader round trip. So one
+gateway process holds thousands of streams on two connections, and a reader never waits for a
+pooled connection. A reader holds no buffer of its own beyond the one batch (`count`) it was
+handed: a slow client simply reads again later from its own seq (catching up by cursor; nothing
+is dropped, and memory stays bounded by `count` entries per reader). Non-waiting reads and writes
+use the pool (a BlockingConnectionPool: past `max_connections` callers queue for a connection,
+up to `pool_timeout`, instead of opening sockets without bound).
 
 Restarts: Redis may restart (a pod rescheduled, a failover) under running streams. A command
 whose connection breaks is sent again on a new connection, with backoff, for up to
@@ -19,14 +25,17 @@ seq, so an XADD that landed just before its connection broke is not an error whe
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import logging
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -126,6 +135,166 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> StreamEntry:
     return StreamEntry(seq=_seq_of(entry_id), data=fields[b"d"], terminal=fields.get(b"t") == b"1")
 
 
+def _streams_of(response) -> list[tuple[bytes, list]]:
+    """XREAD's answer as (key, entries) pairs: RESP2 answers [[key, entries]], RESP3 {key: [entries]}."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        return [(key, value[0] if value else []) for key, value in response.items()]
+    return [(key, entries) for key, entries in response]
+
+
+class _Multiplexer:
+    """One XREAD BLOCK over every stream a reader waits on; see the module docstring.
+
+    Readers register (key, after) and await a future that resolves to the entries after `after`
+    (at most `count`). The loop reads from the lowest `after` per key, resolves every reader its
+    answer covers and drops them; the rest stay registered for the next read. When Redis cannot
+    be reached, the loop retries with backoff and, past `reconnect_seconds` of failing, fails the
+    waiting readers with EventStreamUnavailable (as a direct read would).
+    """
+
+    def __init__(self, redis_url: str, *, wake_key: str, count: int, reconnect_seconds: float,
+                 block_ms: int = 5_000) -> None:
+        # A connection of its own, no pool: the blocked read holds it. No hidden retries either:
+        # a lost connection surfaces here, where the loop decides.
+        self._redis = aioredis.Redis.from_url(
+            redis_url, socket_timeout=block_ms / 1000 + 5, socket_connect_timeout=5.0, socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0), single_connection_client=True, health_check_interval=0)
+        self._wake_key = wake_key
+        self._wake_id = b"0-0"
+        self._count = count
+        self._block_ms = block_ms
+        self._reconnect_seconds = reconnect_seconds
+        self._watchers: dict[str, list[tuple[int, asyncio.Future[list[StreamEntry]]]]] = {}
+        self._inflight: dict[str, int] | None = None  # key -> after, of the read now blocked
+        self._woken = False
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._waker: aioredis.Redis | None = None
+        self._closed = False
+
+    def bind_waker(self, redis: aioredis.Redis) -> None:
+        self._waker = redis  # the pooled client the wake XADD goes out on
+
+    async def wait(self, key: str, after: int, timeout: float) -> list[StreamEntry]:
+        if self._closed:
+            return []
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name="redis-event-multiplexer")
+        future: asyncio.Future[list[StreamEntry]] = asyncio.get_running_loop().create_future()
+        watch = (after, future)
+        self._watchers.setdefault(key, []).append(watch)
+        self._changed.set()
+        inflight = self._inflight
+        if inflight is not None and not self._woken and inflight.get(key, after + 1) > after:
+            # The blocked read does not cover this reader: wake it so the next one does.
+            self._woken = True
+            asyncio.create_task(self._wake())
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return []
+        finally:
+            watchers = self._watchers.get(key)
+            if watchers is not None:
+                try:
+                    watchers.remove(watch)
+                except ValueError:
+                    pass
+                if not watchers:
+                    del self._watchers[key]
+
+    async def _wake(self) -> None:
+        try:
+            assert self._waker is not None
+            async with self._waker.pipeline(transaction=False) as pipe:
+                pipe.xadd(self._wake_key, {b"w": b"1"}, maxlen=1, approximate=False)
+                pipe.expire(self._wake_key, 3600)
+                await pipe.execute()
+        except RedisError as exc:  # the read wakes by itself within block_ms anyway
+            logger.debug("could not wake the event multiplexer: %r", exc)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        failing_since: float | None = None
+        delay = 0.05
+        while not self._closed:
+            if not self._watchers:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            streams = {key: min(after for after, _ in watchers) for key, watchers in self._watchers.items()}
+            self._inflight, self._woken = streams, False
+            try:
+                response = await self._redis.xread(
+                    {self._wake_key: self._wake_id, **{key: f"{after}-0" for key, after in streams.items()}},
+                    count=self._count, block=self._block_ms)
+            except RedisError as exc:
+                self._inflight = None
+                now = loop.time()
+                failing_since = failing_since or now
+                if not is_transient_redis_error(exc) or now - failing_since >= self._reconnect_seconds:
+                    self._fail_all(EventStreamUnavailable(f"cannot read run events: {exc}"))
+                    failing_since = None if not is_transient_redis_error(exc) else failing_since
+                logger.warning("event multiplexer: redis read failed (%r); retrying", exc)
+                await asyncio.sleep(delay / 2 + random.uniform(0, delay / 2))
+                delay = min(delay * 2, 1.0)
+                continue
+            self._inflight = None
+            failing_since, delay = None, 0.05
+            for raw_key, raw_entries in _streams_of(response):
+                key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+                if key == self._wake_key:
+                    if raw_entries:
+                        last = raw_entries[-1][0]
+                        self._wake_id = last if isinstance(last, bytes) else last.encode()
+                    continue
+                self._deliver(key, [_entry(entry_id, fields) for entry_id, fields in raw_entries])
+            # Let the readers just answered take their entries and come back, so the next read
+            # covers them without a wake.
+            await asyncio.sleep(0)
+
+    def _deliver(self, key: str, entries: list[StreamEntry]) -> None:
+        watchers = self._watchers.get(key)
+        if not watchers or not entries:
+            return
+        seqs = [entry.seq for entry in entries]
+        keep = []
+        for after, future in watchers:
+            start = bisect.bisect_right(seqs, after)
+            if start < len(entries):
+                if not future.done():
+                    future.set_result(entries[start:start + self._count])
+            elif not future.done():
+                keep.append((after, future))
+        if keep:
+            self._watchers[key] = keep
+        else:
+            del self._watchers[key]
+
+    def _fail_all(self, exc: Exception) -> None:
+        watchers, self._watchers = self._watchers, {}
+        for entries in watchers.values():
+            for _, future in entries:
+                if not future.done():
+                    future.set_exception(exc)
+
+    async def close(self) -> None:
+        self._closed = True
+        self._changed.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for watchers in self._watchers.values():
+            for _, future in watchers:
+                if not future.done():
+                    future.set_result([])
+        self._watchers.clear()
+        await self._redis.aclose()
+
+
 class RedisEventStream:
     def __init__(
         self,
@@ -148,6 +317,9 @@ class RedisEventStream:
                                      socket_timeout=MAX_BLOCK_MS / 1000 + 5)
         self._redis = aioredis.Redis.from_pool(self._pool)
         self._append = self._redis.register_script(_APPEND)
+        self._mux = _Multiplexer(redis_url, wake_key=f"{key_prefix}mux-wake:{uuid.uuid4().hex}",
+                                 count=500, reconnect_seconds=reconnect_seconds)
+        self._mux.bind_waker(self._redis)
 
     def key(self, run_id: str) -> str:
         return f"{self._prefix}{run_id}:events"
@@ -185,29 +357,22 @@ class RedisEventStream:
     async def read(
         self, run_id: str, after_seq: int, *, count: int = 500, block_ms: int = 0
     ) -> list[StreamEntry]:
+        """A waiting read (block_ms > 0) is answered by the multiplexer (no connection held per
+        reader); an immediate one is one XREAD on a pooled connection."""
         key = self.key(run_id)
-        loop = asyncio.get_running_loop()
-        wake_at = loop.time() + min(block_ms, MAX_BLOCK_MS) / 1000
+        if block_ms > 0:
+            entries = await self._mux.wait(key, max(after_seq, 0), min(block_ms, MAX_BLOCK_MS) / 1000)
+            return entries[:count]
 
         async def xread():
-            # BLOCK 0 means "forever" to Redis; our block_ms=0 means "do not wait". A read sent
-            # again after a reconnect blocks only for what is left of the caller's wait.
-            left_ms = int((wake_at - loop.time()) * 1000) if block_ms > 0 else 0
-            return await self._redis.xread({key: f"{max(after_seq, 0)}-0"}, count=count,
-                                           block=left_ms if left_ms > 0 else None)
+            return await self._redis.xread({key: f"{max(after_seq, 0)}-0"}, count=count)
 
         try:
             response = await self._reconnecting(xread, f"read run {run_id}")
         except RedisError as exc:
             raise EventStreamUnavailable(f"cannot read run {run_id}: {exc}") from exc
-        if not response:
-            return []
-        # RESP2 answers [[key, entries]]; RESP3 answers {key: [entries]}. One key was asked for.
-        if isinstance(response, dict):
-            (stream_entries,) = next(iter(response.values()))
-        else:
-            ((_, stream_entries),) = response
-        return [_entry(entry_id, fields) for entry_id, fields in stream_entries]
+        return [_entry(entry_id, fields) for _, stream_entries in _streams_of(response)
+                for entry_id, fields in stream_entries]
 
     async def first_seq(self, run_id: str) -> int | None:
         try:
@@ -223,4 +388,5 @@ class RedisEventStream:
         return reconnecting(operation, reconnect_seconds=self._reconnect_seconds, what=what)
 
     async def close(self) -> None:
+        await self._mux.close()
         await self._redis.aclose()

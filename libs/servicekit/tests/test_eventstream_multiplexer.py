@@ -1,0 +1,109 @@
+"""RedisEventStream's multiplexed reader, on a private redis-server (so its client count is ours):
+thousands of waiting readers on two connections, readers joining a blocked read, and the
+slow-reader policy (a reader that stops reading catches up by cursor, losing nothing, while the
+stream holds nothing for it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis import asyncio as aioredis
+
+from agentry.servicekit.eventstream import RedisEventStream
+from agentry.servicekit.faults import PrivateRedis
+from agentry.servicekit.testing import needs
+
+pytestmark = needs(PrivateRedis.available(), "redis-server")
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[PrivateRedis]:
+    async with PrivateRedis() as server:
+        yield server
+
+
+@pytest.fixture
+async def stream(private_redis: PrivateRedis) -> AsyncIterator[RedisEventStream]:
+    events = RedisEventStream(private_redis.url, max_connections=8)
+    yield events
+    await events.close()
+
+
+async def clients(url: str) -> int:
+    admin = aioredis.from_url(url)
+    try:
+        return len(await admin.client_list()) - 1  # not this one
+    finally:
+        await admin.aclose()
+
+
+async def test_two_thousand_waiting_readers_share_two_connections(private_redis, stream) -> None:
+    readers = [asyncio.create_task(stream.read(f"run-{i}", 0, block_ms=30_000)) for i in range(2000)]
+    await asyncio.sleep(0.3)
+    assert not any(r.done() for r in readers)
+    # One blocked multiplexed read and the pooled connection the wake went out on.
+    assert await clients(private_redis.url) <= 2
+
+    for i in range(2000):
+        await stream.append(f"run-{i}", 1, f"event of {i}".encode())
+    answers = await asyncio.wait_for(asyncio.gather(*readers), 10)
+    assert [[(e.seq, e.data) for e in a] for a in answers] == [[(1, f"event of {i}".encode())] for i in range(2000)]
+    assert await clients(private_redis.url) <= 2
+
+
+async def test_a_reader_joining_a_blocked_read_is_answered_without_waiting_for_it(stream) -> None:
+    first = asyncio.create_task(stream.read("quiet", 0, block_ms=30_000))
+    await asyncio.sleep(0.2)  # the multiplexer blocks on "quiet" alone now (for up to 5 s)
+    await stream.append("busy", 1, b"already there")
+    started = time.monotonic()
+    entries = await stream.read("busy", 0, block_ms=30_000)
+    assert [e.data for e in entries] == [b"already there"]
+    assert time.monotonic() - started < 2.0, "the blocked read was not woken for the new reader"
+    await stream.append("quiet", 1, b"at last")
+    assert [e.data for e in await asyncio.wait_for(first, 5)] == [b"at last"]
+
+
+async def test_readers_at_different_cursors_of_one_run_each_get_what_they_have_not_seen(stream) -> None:
+    for seq in range(1, 4):
+        await stream.append("run", seq, b"%d" % seq)
+    behind = asyncio.create_task(stream.read("run", 1, block_ms=10_000))
+    tail = asyncio.create_task(stream.read("run", 3, block_ms=10_000))
+    assert [e.seq for e in await asyncio.wait_for(behind, 5)] == [2, 3]
+    await asyncio.sleep(0.1)
+    assert not tail.done(), "a reader at the tail waits for the next append"
+    await stream.append("run", 4, b"4")
+    assert [e.seq for e in await asyncio.wait_for(tail, 5)] == [4]
+
+
+async def test_a_reader_that_stops_reading_catches_up_in_order_and_is_held_nowhere(stream) -> None:
+    """The slow-client policy: nothing is queued per reader; a reader that comes back reads from
+    its own cursor (in batches of at most `count`) and receives every event, in order."""
+    await stream.append("run", 1, b"e1")
+    got = await stream.read("run", 0, block_ms=10_000)
+    assert [e.seq for e in got] == [1]
+
+    # The reader stops reading while 5,000 more events are written.
+    for seq in range(2, 5002):
+        await stream.append("run", seq, b"e%d" % seq)
+    mux = stream._mux  # noqa: SLF001 - the policy under test is that it holds nothing
+    assert not mux._watchers, "a reader that is not reading has nothing held for it"  # noqa: SLF001
+
+    seen = [1]
+    while seen[-1] < 5001:
+        batch = await stream.read("run", seen[-1], block_ms=10_000)
+        assert 0 < len(batch) <= 500, "answers come in bounded batches"
+        seen.extend(e.seq for e in batch)
+    assert seen == list(range(1, 5002))
+
+
+async def test_a_waiting_reader_that_gives_up_leaves_nothing_behind(stream) -> None:
+    assert await stream.read("nobody-writes", 0, block_ms=200) == []
+    reader = asyncio.create_task(stream.read("nobody-writes-2", 0, block_ms=30_000))
+    await asyncio.sleep(0.1)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert not stream._mux._watchers  # noqa: SLF001
