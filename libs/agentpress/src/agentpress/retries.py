@@ -102,10 +102,12 @@ def retry_after_seconds(headers: Mapping[str, str] | None, now: float | None = N
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - (now if now is not None else time.time()))
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, parsed.timestamp() - (now if now is not None else time.time()))
 
 
 def classify(exc: BaseException, litellm: ModuleType | None = None) -> ModelCallError:
@@ -210,8 +212,8 @@ async def open_stream(models: list[Model], request: ModelRequest, policy: RetryP
             except ModelCallError as exc:
                 last = exc
                 if not is_transient(exc):
-                    raise type(exc)(f"{exc} (model {model.name}, not retried)", kind=exc.kind,
-                                    retry_after=exc.retry_after, status=exc.status) from exc
+                    raise ModelCallError(f"{exc} (model {model.name}, not retried)", kind=exc.kind,
+                                         retry_after=exc.retry_after, status=exc.status) from exc
                 why = _stop_reason(exc, attempt, policy, budget)
                 if why is not None:
                     errors.append(f"{exc} (model {model.name}: {why})")
