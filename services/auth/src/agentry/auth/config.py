@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from agentry.servicekit.settings import ServiceSettings
@@ -17,8 +17,19 @@ class AuthSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTRY_AUTH_", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///./var/auth.db"
-    # Only the local provider exists so far; the Supabase GoTrue one plugs in behind IdentityProvider.
-    provider: Literal["local"] = "local"
+    # "local": our own users table; "supabase": Supabase Auth (GoTrue) at SUPABASE_URL.
+    provider: Literal["local", "supabase"] = "local"
+    # The Supabase project (read without the AGENTRY_AUTH_ prefix, as Supabase names them).
+    supabase_url: str | None = Field(default=None, validation_alias=AliasChoices(
+        "SUPABASE_URL", "AGENTRY_AUTH_SUPABASE_URL", "supabase_url"))
+    supabase_anon_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices(
+        "SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY", "AGENTRY_AUTH_SUPABASE_ANON_KEY", "supabase_anon_key"))
+    supabase_service_role_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices(
+        "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY", "AGENTRY_AUTH_SUPABASE_SERVICE_ROLE_KEY",
+        "supabase_service_role_key"))
+    # Only for projects still signing with the legacy HS256 secret; asymmetric keys come from the JWKS.
+    supabase_jwt_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices(
+        "SUPABASE_JWT_SECRET", "AGENTRY_AUTH_SUPABASE_JWT_SECRET", "supabase_jwt_secret"))
     issuer: str = "agentry-local"
     audience: str = "authenticated"
     # Short-lived: with local (JWKS) verification a signed-out session's access token works until
@@ -33,6 +44,17 @@ class AuthSettings(ServiceSettings):
     # after the rotation.
     retired_signing_keys: SecretStr | None = None
     key_path: Path = Path("./var/auth-signing-key.pem")
+
+    @model_validator(mode="after")
+    def _require_supabase_settings(self) -> AuthSettings:
+        if self.provider == "supabase":
+            missing = [name for name, value in (("SUPABASE_URL", self.supabase_url),
+                                                ("SUPABASE_ANON_KEY", self.supabase_anon_key),
+                                                ("SUPABASE_SERVICE_ROLE_KEY", self.supabase_service_role_key))
+                       if not value]
+            if missing:
+                raise ValueError(f"AGENTRY_AUTH_PROVIDER=supabase needs {', '.join(missing)}")
+        return self
 
     @model_validator(mode="after")
     def _require_signing_key_outside_dev(self) -> AuthSettings:

@@ -47,8 +47,7 @@ async def start(
 async def _build_provider(
     settings: AuthSettings, stack: contextlib.AsyncExitStack, *, clock: Clock, hasher: PasswordHasher
 ) -> tuple[IdentityProvider, ApiKeyService, AccountService]:
-    # The only provider so far; "supabase" will add a branch here and an adapter, nothing else.
-    if settings.provider != "local":
+    if settings.provider not in ("local", "supabase"):
         raise ValueError(f"unknown identity provider {settings.provider!r}")
     # Loaded before the database opens, so a bad key fails fast without touching anything.
     key = load_signing_key(
@@ -75,8 +74,22 @@ async def _build_provider(
         max_overflow=settings.database_max_overflow, pool_mode=settings.database_pool_mode,
     )
     users = SqlUserRepository(engine)
-    provider = LocalIdentityProvider(users, hasher, tokens, SqlSessionRepository(engine),
-                                     refresh_ttl_seconds=settings.refresh_token_ttl_seconds, clock=clock)
+    provider: IdentityProvider
+    if settings.provider == "supabase":
+        from .adapters.supabase import SupabaseIdentityProvider  # the SDK only loads when chosen
+
+        def secret(value) -> str | None:
+            return value.get_secret_value() if value else None
+
+        supabase = SupabaseIdentityProvider(
+            url=settings.supabase_url or "", anon_key=secret(settings.supabase_anon_key) or "",
+            service_role_key=secret(settings.supabase_service_role_key) or "",
+            jwt_secret=secret(settings.supabase_jwt_secret), users=users, stream_tokens=tokens, clock=clock)
+        stack.push_async_callback(supabase.close)
+        provider = supabase
+    else:
+        provider = LocalIdentityProvider(users, hasher, tokens, SqlSessionRepository(engine),
+                                         refresh_ttl_seconds=settings.refresh_token_ttl_seconds, clock=clock)
     return (provider, ApiKeyService(SqlApiKeyRepository(engine), users, clock=clock),
             AccountService(SqlAccountRepository(engine), clock=clock))
 

@@ -33,6 +33,9 @@ class UserRepository(Protocol):
 
     async def find_user_by_email(self, email: str) -> User | None: ...
 
+    async def ensure_user(self, user: User, account: Account, membership: Membership) -> str:
+        """The user's personal account id, creating user, account and membership on first sight."""
+
     async def find_user_by_id(self, user_id: str) -> User | None: ...
 
     async def personal_account_id(self, user_id: str) -> str | None: ...

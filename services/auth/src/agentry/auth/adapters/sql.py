@@ -101,6 +101,21 @@ class SqlUserRepository:
                 raise EmailTaken("email: an account with this email already exists") from exc
             raise
 
+    async def ensure_user(self, user: User, account: Account, membership: Membership) -> str:
+        """The personal account of `user`, creating the three rows the first time the user is seen
+        (an external provider's user); concurrent first sightings settle on one account."""
+        existing = await self.personal_account_id(user.user_id)
+        if existing is not None:
+            return existing
+        try:
+            await self.add_user(user, account, membership)
+            return account.account_id
+        except (IntegrityError, EmailTaken):
+            existing = await self.personal_account_id(user.user_id)
+            if existing is None:
+                raise
+            return existing
+
     async def find_user_by_email(self, email: str) -> User | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(sa.select(users).where(users.c.email == email))).first()
