@@ -72,9 +72,10 @@ def process_spec(c: Container, cluster: Cluster, *, name: str) -> ProcessSpec:
         # The port a container binds is the one it declares: the Service's, here a loopback one.
         value = bound.get(value, value) if key.endswith("_PORT") else value
         env[key] = cluster.rewrite(value, mounts)
-    argv = [sys.executable, *command[1:]]
-    argv = [bound.get(a, a) if i and argv[i - 1] == "--port" else cluster.rewrite(a, mounts)
-            for i, a in enumerate(argv)]
+    args = command[1:]
+    args = [bound.get(a, a) if i and args[i - 1] == "--port" else cluster.rewrite(a, mounts)
+            for i, a in enumerate(args)]
+    argv = [sys.executable, *args]
     return ProcessSpec(name=name, argv=argv, env=env, log_path=cluster.root / "logs" / f"{name}.log",
                        healthy=readiness(c, cluster, name), cwd=mounts.get(target.workdir, workdir))
 
