@@ -109,7 +109,7 @@ async def world(tmp_path: Path, sqlite_engine: AsyncEngine, billing_credit: int)
     async with contextlib.AsyncExitStack() as stack:
         sandbox = await start_sandbox(SandboxSettings(
             port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}",
-            root_dir=tmp_path / "sandboxes", isolation="none", grace_seconds=1), stack)
+            root_dir=tmp_path / "sandboxes", isolation="none", allow_unisolated=True, grace_seconds=1), stack)
         billing = await start_billing(BillingSettings(
             port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}",
             initial_credit_micros=billing_credit, grace_seconds=1), stack)

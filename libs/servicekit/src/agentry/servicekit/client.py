@@ -42,6 +42,14 @@ class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(_details(client_call_details, self._token, self._timeout), request)
 
 
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, token: str, timeout: float | None) -> None:
+        self._token, self._timeout = token, timeout
+
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return await continuation(_details(client_call_details, self._token, self._timeout), request_iterator)
+
+
 def open_channel(
     target: str,
     internal_token: str | None,
@@ -51,13 +59,14 @@ def open_channel(
 ) -> grpc.aio.Channel:
     """An insecure channel (cluster-internal) whose calls carry the service credential.
 
-    Unary calls get `default_timeout` unless the caller sets one; streaming calls get
+    Unary calls get `default_timeout` unless the caller sets one; streaming calls (either way) get
     `stream_timeout` (none by default: a command may run long, the caller bounds it).
     With `internal_token=None` nothing is added (used to test that servers refuse such calls).
     """
     interceptors: list[grpc.aio.ClientInterceptor] = []
     if internal_token is not None:
-        interceptors = [_Unary(internal_token, default_timeout), _UnaryStream(internal_token, stream_timeout)]
+        interceptors = [_Unary(internal_token, default_timeout), _UnaryStream(internal_token, stream_timeout),
+                        _StreamUnary(internal_token, stream_timeout)]
     return grpc.aio.insecure_channel(
         target,
         interceptors=interceptors,
