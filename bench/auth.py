@@ -169,7 +169,8 @@ async def _credentials(upstreams) -> dict:
     await auth.SignUp(auth_pb2.SignUpRequest(email=email, password="correct horse battery"))
     signed = await auth.SignIn(auth_pb2.SignInRequest(email=email, password="correct horse battery"))
     principal = (await auth.VerifyToken(auth_pb2.VerifyTokenRequest(token=signed.access_token))).principal
-    key = await auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(principal=principal, name="bench"))
+    key = await auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(principal=principal, name="bench",
+                                                               token=signed.access_token))
     team = await auth.CreateTeam(auth_pb2.CreateTeamRequest(principal=principal, name="bench team"))
     return {"token": signed.access_token, "key": key.key, "team": team.account_id}
 

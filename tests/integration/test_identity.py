@@ -323,9 +323,16 @@ async def test_an_expired_api_key_is_refused(client):
     assert "expires_at" in assert_error(past, 400)["message"]
 
 
-async def test_api_keys_cannot_sign_out_or_change_the_password(client):
+async def test_api_keys_need_a_live_session_and_cannot_sign_out_or_change_the_password(client):
     ada = await sign_up(client, "key-session")
     key = (await client.post("/api/api-keys", json={"name": "k"}, headers=ada["headers"])).json()["key"]
+    assert_error(await client.post("/api/api-keys", json={"name": "k2"}, headers={"X-API-Key": key}), 403,
+                 "session_required")
+    other = await sign_in(client, ada["email"])
+    assert (await client.post("/api/auth/logout", headers=other["headers"])).status_code == 204
+    # The gateway still accepts the signed-out session's access token (local verification, until it
+    # expires), but auth confirms the session before making a long-lived key: refused.
+    assert_error(await client.post("/api/api-keys", json={"name": "k3"}, headers=other["headers"]), 401)
     assert_error(await client.post("/api/auth/logout", headers={"X-API-Key": key}), 401)
     change = {"current_password": PASSWORD, "new_password": "another long one"}
     assert_error(await client.post("/api/auth/password", json=change, headers={"X-API-Key": key}), 401)
