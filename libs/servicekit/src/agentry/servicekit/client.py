@@ -7,6 +7,7 @@ import grpc
 from .context import REQUEST_ID_KEY, RUN_ID_KEY, request_id_var, run_id_var
 from .errors import ERROR_CODE_KEY
 from .interceptors import AUTHORIZATION_KEY
+from .tls import TlsFiles
 
 
 def _details(details: grpc.aio.ClientCallDetails, token: str, default_timeout: float | None):
@@ -56,6 +57,7 @@ def open_channel(
     *,
     default_timeout: float | None = 30.0,
     stream_timeout: float | None = None,
+    tls: TlsFiles | None = None,
 ) -> grpc.aio.Channel:
     """An insecure channel (cluster-internal) whose calls carry the service credential.
 
@@ -67,11 +69,10 @@ def open_channel(
     if internal_token is not None:
         interceptors = [_Unary(internal_token, default_timeout), _UnaryStream(internal_token, stream_timeout),
                         _StreamUnary(internal_token, stream_timeout)]
-    return grpc.aio.insecure_channel(
-        target,
-        interceptors=interceptors,
-        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
-    )
+    options = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    if tls is not None:  # mutual TLS: our certificate out, the server's checked against the CA
+        return grpc.aio.secure_channel(target, tls.channel_credentials(), interceptors=interceptors, options=options)
+    return grpc.aio.insecure_channel(target, interceptors=interceptors, options=options)
 
 
 def is_unavailable(exc: BaseException) -> bool:

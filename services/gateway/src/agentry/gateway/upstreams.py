@@ -48,7 +48,7 @@ async def open_upstreams(settings: GatewaySettings, stack: contextlib.AsyncExitS
                          *, events: EventStream | None = None) -> Upstreams:
     token = settings.internal_token.get_secret_value()
     channels = {
-        name: open_channel(target, token, default_timeout=settings.upstream_timeout_seconds)
+        name: open_channel(target, token, default_timeout=settings.upstream_timeout_seconds, tls=settings.tls())
         for name, target in (("auth", settings.auth_target), ("billing", settings.billing_target),
                              ("sandbox", settings.sandbox_target), ("runner", settings.runner_target))
     }
