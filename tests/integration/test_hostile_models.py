@@ -43,6 +43,14 @@ SCRIPTS = {
     "hm-empty-null": Script(turns=(Turn(text=None),)),
     "hm-limited": Script(turns=(Turn(error=ScriptedError(429, {"Retry-After": "1"})),)),
     "hm-text": Script(turns=(Turn(text=HOSTILE_TEXT),)),
+    # Calls whose name and arguments hold what no database or RPC can: NUL, an unpaired surrogate
+    # (an escape in the JSON text, a lone code point once decoded), control characters.
+    "hm-text-calls": Script(turns=(
+        Turn(text="odd calls", tool_calls=(
+            ScriptedToolCall("run_command", raw_arguments='{"command": "echo \\ud800 \\u0000 \\u0007 mark-7"}'),
+            ScriptedToolCall("no\x00such\ud800tool", {"x": 1}))),
+        Turn(text="done with odd calls"),
+    )),
 }
 
 
@@ -197,6 +205,17 @@ async def test_any_text_is_stored_streamed_and_sent_back_with_replacements_marke
         assert events[-1]["reason"] == "completed", events[-1]
         sent = _accepted(fake_llm, "hm-ok", since)[-1].messages
         assert SAFE_TEXT in [m.get("content") for m in sent]
+
+        # Tool calls whose names and arguments hold the same: the run completes, every result is stored.
+        since = time.monotonic()
+        _, events = await _run(client, headers, thread_id, "hm-text-calls", "odd calls please")
+        assert events[-1]["reason"] == "completed", events[-1]
+        finished = [e for e in events if e["type"] == "tool_call_finished"]
+        assert len(finished) == 2 and finished[1]["name"] == "no\ufffdsuch\ufffdtool"
+        assert finished[1]["error"] == "invalid_call"
+        assert all(r.status == 200 for r in _accepted(fake_llm, "hm-text-calls", since))
+        stored = await _messages(client, headers, thread_id)
+        assert [m["type"] for m in stored[-4:]] == ["assistant", "tool", "tool", "assistant"]
 
 
 @pytest.mark.parametrize("system", ["split"], indirect=True)
