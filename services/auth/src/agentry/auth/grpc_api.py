@@ -17,7 +17,7 @@ from .errors import InvalidToken
 
 from .ports import IdentityProvider
 
-_STREAM_RESOURCE_KINDS = ("run:", "thread:")
+_STREAM_RESOURCE_KINDS = ("run:", "thread:", "sandbox:")
 
 
 def _principal_out(principal: Principal) -> auth_pb2.Principal:
@@ -122,7 +122,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.IssueStreamTokenResponse:
         # The caller (the gateway) has already checked that the principal may read the resource.
         if not request.resource.startswith(_STREAM_RESOURCE_KINDS) or len(request.resource) > 200:
-            raise InvalidArgument("resource: must be run:<id> or thread:<id>", code="invalid_resource")
+            raise InvalidArgument("resource: must be run:<id>, thread:<id> or sandbox:<id>", code="invalid_resource")
         issued = self._provider.issue_stream_token(_principal_in(request.principal), request.resource)
         return auth_pb2.IssueStreamTokenResponse(token=issued.access_token, expires_in=issued.expires_in)
 

@@ -73,6 +73,8 @@ def _stream_resource(request: Request) -> str:
         return f"run:{params['run_id']}"
     if "thread_id" in params:
         return f"thread:{params['thread_id']}"
+    if "sandbox_id" in params:  # a sandbox's preview, opened in an iframe or a new tab
+        return f"sandbox:{params['sandbox_id']}"
     raise ApiError(401, "unauthenticated", _MISSING)
 
 
