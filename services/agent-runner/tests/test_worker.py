@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -657,3 +658,39 @@ async def test_a_job_for_a_run_this_worker_leased_but_no_longer_drives_takes_it_
     await asyncio.wait_for(world.worker.handle(job), WAIT)
 
     assert (await world.run_row(run.run_id)).status is RunStatus.COMPLETED
+
+
+def _host_processes(marker: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\x00", b" ")
+                state = Path(f"/proc/{entry}/stat").read_text().split(") ", 1)[1][0]
+            except OSError:
+                continue
+            if marker.encode() in cmdline and state != "Z":
+                pids.append(int(entry))
+    return pids
+
+
+async def test_a_background_process_left_running_when_the_run_is_stopped_is_killed(world: World) -> None:
+    marker = "sleep 3599.25"
+    world.use(ScriptedModel([
+        ScriptedReply(tool_calls=[ScriptedCall("start_process", {"command": marker})]),
+        ScriptedReply(tool_calls=[ScriptedCall("run_command", {"command": "sleep 30"})]),
+        "unreachable",
+    ]))
+    run, job = await world.start()
+    handling = asyncio.create_task(world.worker.handle(job))
+    await world.wait_for_event(run.run_id, "tool_call_finished")
+    assert _host_processes(marker), "the background process should be running"
+
+    await world.service.stop_run(ACCOUNT, run.run_id)
+    await asyncio.wait_for(handling, STOP_DEADLINE)
+    assert (await world.run_row(run.run_id)).status is RunStatus.CANCELLED
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while _host_processes(marker):
+        assert loop.time() < deadline, "the run's background process outlived the stop"
+        await asyncio.sleep(0.05)

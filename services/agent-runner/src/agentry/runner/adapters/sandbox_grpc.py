@@ -119,6 +119,13 @@ class GrpcSandbox:
     async def stop_process(self, process_id: str) -> None:
         await self._call("StopProcess", pb.StopProcessRequest(process_id=process_id))
 
+    async def kill_run_processes(self, run_id: str) -> int:
+        """Kills the background processes `run_id` started here; none when the sandbox was never used."""
+        if self._sandbox_id is None:
+            return 0
+        reply = await self._call("KillRunProcesses", pb.KillRunProcessesRequest(run_id=run_id))
+        return reply.killed
+
     async def _call(self, method: str, request):
         request.account_id = self._account_id
         request.sandbox_id = await self._id()
