@@ -127,3 +127,20 @@ async def test_forged_supabase_tokens_are_refused(client, minter, forgery):
     response = await client.post("/threads", json={}, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401, response.text
     assert all(part not in response.text for part in token.split(".") if len(part) > 8)
+
+
+async def test_api_keys_on_supabase_confirm_the_session_with_gotrue(client, gotrue):
+    await client.post("/auth/signup", json={"email": "keys@example.com", "password": PASSWORD})
+    session = (await client.post("/auth/token", json={"email": "keys@example.com", "password": PASSWORD})).json()
+    auth = {"Authorization": f"Bearer {session['access_token']}"}
+    before = gotrue.requests.count(("GET", "/user"))
+    created = await client.post("/api-keys", json={"name": "ci"}, headers=auth)
+    assert created.status_code == 201, created.text
+    assert gotrue.requests.count(("GET", "/user")) == before + 1  # the sensitive action asked GoTrue
+    key = created.json()
+    assert (await client.post("/threads", json={}, headers={"X-API-Key": key["key"]})).status_code == 201
+    assert (await client.delete(f"/api-keys/{key['id']}", headers=auth)).status_code == 204
+    assert (await client.post("/threads", json={}, headers={"X-API-Key": key["key"]})).status_code == 401
+    # Signed out at GoTrue: the token still verifies locally, but GoTrue's /user refuses it.
+    assert (await client.post("/auth/logout", headers=auth)).status_code == 204
+    assert (await client.post("/api-keys", json={"name": "late"}, headers=auth)).status_code == 401
