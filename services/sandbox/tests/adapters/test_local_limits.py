@@ -107,3 +107,19 @@ async def test_without_bubblewrap_commands_are_refused_unless_allowed(tmp_path) 
     assert await refusing.read_file("sbx_1", "files.txt") == b"still work"
     allowing = LocalSandboxProvider(tmp_path / "a", isolation="none", allow_unisolated=True)
     assert (await run(allowing, "sbx_1", "cat files.txt"))[0] == b"still work"
+
+
+async def test_100_mb_of_exec_output_streams_in_bounded_chunks(tmp_path) -> None:
+    provider = LocalSandboxProvider(traversable(tmp_path) / "sandboxes", isolation="none", allow_unisolated=True,
+                                    max_output_bytes=200 * 1024 * 1024)
+    await provider.create("sbx_out", SandboxSpec())
+    total, largest, chunks = 0, 0, 0
+    async for item in provider.exec("sbx_out", "head -c 104857600 /dev/zero", timeout=120):
+        if isinstance(item, ExecOutcome):
+            assert item.exit_code == 0 and not item.truncated
+        else:
+            total, largest, chunks = total + len(item), max(largest, len(item)), chunks + 1
+    assert total == 100 * 1024 * 1024
+    # Never more than the pipe's high-water mark (plus one read) at a time: nothing is held whole.
+    assert largest <= 512 * 1024 and chunks >= 200
+    await provider.close()
