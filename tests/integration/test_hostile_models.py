@@ -19,8 +19,11 @@ from .test_run_end_to_end import sign_up_and_in, stream
 pytestmark = pytest.mark.integration
 
 HOSTILE_TEXT = "bad \ud800 surrogate, nul \x00 here, bell \x07, escape \x1b[31mred\x1b[0m, tab\tend"
-# What every reader gets back: the unpaired surrogate and NUL replaced (and marked) by U+FFFD.
-SAFE_TEXT = "bad \ufffd surrogate, nul \ufffd here, bell \x07, escape \x1b[31mred\x1b[0m, tab\tend"
+# What every reader gets back: the unpaired surrogate (which UTF-8 cannot hold) replaced, and
+# marked, by U+FFFD; NUL and the other control characters as they were (JSON escapes them).
+SAFE_TEXT = "bad \ufffd surrogate, nul \x00 here, bell \x07, escape \x1b[31mred\x1b[0m, tab\tend"
+# What is sent back to a model: NUL replaced too.
+SENT_TEXT = SAFE_TEXT.replace("\x00", "\ufffd")
 
 SCRIPTS = {
     "it-script": IT_SCRIPT,
@@ -204,14 +207,14 @@ async def test_any_text_is_stored_streamed_and_sent_back_with_replacements_marke
         _, events = await _run(client, headers, thread_id, "hm-ok", "and now?")
         assert events[-1]["reason"] == "completed", events[-1]
         sent = _accepted(fake_llm, "hm-ok", since)[-1].messages
-        assert SAFE_TEXT in [m.get("content") for m in sent]
+        assert SENT_TEXT in [m.get("content") for m in sent]
 
         # Tool calls whose names and arguments hold the same: the run completes, every result is stored.
         since = time.monotonic()
         _, events = await _run(client, headers, thread_id, "hm-text-calls", "odd calls please")
         assert events[-1]["reason"] == "completed", events[-1]
         finished = [e for e in events if e["type"] == "tool_call_finished"]
-        assert len(finished) == 2 and finished[1]["name"] == "no\ufffdsuch\ufffdtool"
+        assert len(finished) == 2 and finished[1]["name"] == "no\x00such\ufffdtool"
         assert finished[1]["error"] == "invalid_call"
         assert all(r.status == 200 for r in _accepted(fake_llm, "hm-text-calls", since))
         stored = await _messages(client, headers, thread_id)

@@ -21,6 +21,7 @@ rules (checked independently by `agentpress.provider_rules`, the strict fakes' j
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import deque
@@ -60,6 +61,7 @@ def unique_call_id(provider_id: str | None, taken: set[str], seed: str) -> str:
     return call_id
 
 
+@functools.lru_cache(maxsize=4096)  # every step sends the same calls again: parse each once
 def arguments_object(arguments: str) -> str:
     """`arguments` when they are a JSON object; "{}" when empty; else the marked placeholder."""
     if not arguments.strip():
@@ -86,15 +88,18 @@ def repair(history: Sequence[Message]) -> list[Message]:
     for m in history:
         if isinstance(m, AssistantMessage):
             calls = []
+            changed = False
             for index, call in enumerate(m.tool_calls):
                 call_id = unique_call_id(call.call_id, taken, f"{m.message_id}:{index}:{call.call_id}")
                 waiting.setdefault(call.call_id, deque()).append(call_id)
-                fixed = replace(call, call_id=call_id, name=safe_text.clean(call.name) or UNNAMED_TOOL,
-                                arguments=arguments_object(call.arguments) if call.format == "native"
-                                else call.arguments)
-                calls.append(call if fixed == call else fixed)
+                name = safe_text.clean(call.name) or UNNAMED_TOOL
+                arguments = arguments_object(call.arguments) if call.format == "native" else call.arguments
+                if call_id != call.call_id or name != call.name or arguments is not call.arguments:
+                    call = replace(call, call_id=call_id, name=name, arguments=arguments)
+                    changed = True
+                calls.append(call)
             text = safe_text.clean(m.text)
-            if text != m.text or any(a is not b for a, b in zip(calls, m.tool_calls, strict=True)):
+            if changed or text is not m.text:
                 m = replace(m, text=text, tool_calls=tuple(calls))
             out.append(m)
         elif isinstance(m, ToolResultMessage):
@@ -103,10 +108,10 @@ def repair(history: Sequence[Message]) -> list[Message]:
                 continue  # no call of its own: an orphan, or a second result for one call
             call_id = queue.popleft()
             output = safe_text.clean(m.output)
-            out.append(m if call_id == m.call_id and output == m.output else replace(m, call_id=call_id, output=output))
+            out.append(m if call_id == m.call_id and output is m.output else replace(m, call_id=call_id, output=output))
         elif isinstance(m, UserMessage):
             text = safe_text.clean(m.text)
-            out.append(m if text == m.text else replace(m, text=text))
+            out.append(m if text is m.text else replace(m, text=text))
         else:
             out.append(m)
     return out
