@@ -55,6 +55,10 @@ SCRIPTS = {
         Turn(text="done with odd calls"),
     )),
 }
+# The same behaviours from a model the strict server judges by Anthropic's rules ("claude" in the
+# name): roles must alternate, the first turn is the user's, no empty or whitespace-only text.
+for _name in ("hm-ok", "hm-dup", "hm-badargs", "hm-empty-space"):
+    SCRIPTS[_name.replace("hm-", "hm-claude-")] = SCRIPTS[_name]
 
 
 # Each case on embedded defaults (SQLite); all of them in turn on one split stack (PostgreSQL,
@@ -219,6 +223,22 @@ async def test_any_text_is_stored_streamed_and_sent_back_with_replacements_marke
         assert all(r.status == 200 for r in _accepted(fake_llm, "hm-text-calls", since))
         stored = await _messages(client, headers, thread_id)
         assert [m["type"] for m in stored[-4:]] == ["assistant", "tool", "tool", "assistant"]
+
+
+@EMBEDDED
+async def test_anthropic_rules_hold_after_every_hostile_turn(system, fake_llm):
+    """Empty replies leave two user messages in a row, then duplicate ids and bad arguments: every
+    request on the thread is still one Anthropic accepts."""
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=60) as client:
+        headers, thread_id = await _thread(client, f"claude-{system.mode}@example.com")
+        since = time.monotonic()
+        _, events = await _run(client, headers, thread_id, "hm-claude-empty-space", "hello")
+        assert events[-1]["reason"] == "empty_response", events[-1]
+        for model in ("hm-claude-dup", "hm-claude-badargs", "hm-claude-ok"):
+            _, events = await _run(client, headers, thread_id, model, f"now {model}")
+            assert events[-1]["reason"] == "completed", (model, events[-1])
+        statuses = [(r.model, r.status) for r in fake_llm.requests if r.at >= since]
+        assert len(statuses) >= 7 and all(status == 200 for _, status in statuses), statuses
 
 
 @pytest.mark.parametrize("system", ["split"], indirect=True)
