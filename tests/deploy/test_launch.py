@@ -7,7 +7,9 @@ through the gateway. A wrong env var name, port, command or probe in a manifest 
 from __future__ import annotations
 
 import asyncio
+import random
 import re
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from agentry.cli.split import free_port, grpc_serving
+from agentry.cli.split import grpc_serving
 from agentry.cli.supervisor import ProcessSpec, RestartPolicy, Supervisor
 
 from .manifests import Container, by_kind, containers, dockerfile_targets, render
@@ -27,6 +29,24 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.redis, 
 
 # The in-cluster servers of the dev overlay, by Service name; the machine's stand in for them.
 INFRASTRUCTURE = {"postgres": "postgresql", "redis": "redis", "rabbitmq": "amqp"}
+
+
+def spare_ports(count: int) -> list[int]:
+    """Loopback ports below the kernel's ephemeral range (32768+), free now. A port from that
+    range (the usual "bind port 0") can be handed to an outgoing connection - a database client's,
+    say - between choosing it and the service binding it; these cannot."""
+    ports: list[int] = []
+    candidates = random.Random().sample(range(20000, 32000), 2000)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError("no spare loopback ports")
 
 
 @dataclass
@@ -105,9 +125,10 @@ def test_dev_overlay_runs_the_readme_tour(tmp_path, postgres_url, redis_url, amq
     found = containers(docs)
     ours = {c.workload["metadata"]["name"]: c for c in found if c.target is not None}
     services = by_kind(docs, "Service")
+    exposed = [(name, p["port"]) for name, svc in services.items() if name not in INFRASTRUCTURE
+               for p in svc["spec"]["ports"]]
     cluster = Cluster(
-        ports={(name, p["port"]): free_port() for name, svc in services.items() if name not in INFRASTRUCTURE
-               for p in svc["spec"]["ports"]},
+        ports=dict(zip(exposed, spare_ports(len(exposed)), strict=True)),
         infra_urls={"postgresql": postgres_url, "redis": redis_url, "amqp": amqp_url}, root=tmp_path)
     assert {n for n, c in ours.items() if c.workload["kind"] == "Deployment"} == {
         "gateway", "auth", "billing", "sandbox", "runner-api", "runner-worker", "fake-llm"}
