@@ -374,6 +374,7 @@ class LocalSandboxProvider:
             raise FileNotFound(f"working directory {cwd!r} does not exist")
         if not directory.is_dir():
             raise NotADirectory(f"working directory {cwd!r} is not a directory")
+        env = {**box.spec.env, **(env or {})}  # the sandbox's own variables, then the call's
         return launch(self.isolation, command, workspace=workspace.root, cwd=directory, env=env, bwrap=self._bwrap,
                       network=box.spec.network, limits=self._sandbox_limits(box), uid=box.uid,
                       prlimit=self._prlimit, setpriv=self._setpriv)
