@@ -97,7 +97,7 @@ async def _messages(client: httpx.AsyncClient, headers: dict, thread_id: str) ->
 
 
 def _accepted(fake_llm, model: str, since: float) -> list:
-    return [r for r in fake_llm.requests if r.model == model and r.at >= since]
+    return [r for r in list(fake_llm.requests) if r.model == model and r.at >= since]
 
 
 @EMBEDDED
@@ -237,7 +237,7 @@ async def test_anthropic_rules_hold_after_every_hostile_turn(system, fake_llm):
         for model in ("hm-claude-dup", "hm-claude-badargs", "hm-claude-ok"):
             _, events = await _run(client, headers, thread_id, model, f"now {model}")
             assert events[-1]["reason"] == "completed", (model, events[-1])
-        statuses = [(r.model, r.status) for r in fake_llm.requests if r.at >= since]
+        statuses = [(r.model, r.status) for r in list(fake_llm.requests) if r.at >= since]
         assert len(statuses) >= 7 and all(status == 200 for _, status in statuses), statuses
 
 

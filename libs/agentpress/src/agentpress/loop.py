@@ -322,10 +322,9 @@ class _Run:
         agent = self.agent
         models = [agent.model, *agent.fallback_models]
         family = family_for(m.name for m in [*models, *agent.context_fallback_models])
-        sent = repair(self.history)
 
         async def request(scale: float) -> ModelRequest:
-            prompt = await self.context.build(sent, agent._system_prompt(), tools, agent.model.name,
+            prompt = await self.context.build(repair(self.history), agent._system_prompt(), tools, agent.model.name,
                                               agent.model.context_window, self.persist, budget_scale=scale)
             self._prompt_tokens = lambda: prompt.tokens
             messages = finalize(prompt.messages, family)
