@@ -21,9 +21,9 @@ from agentry.sandbox.errors import (
     ProcessNotFound,
     SandboxNotFound,
 )
+from agentry.sandbox.fake_daytona import API_KEY, FakeDaytona
 
 from .conftest import traversable  # noqa: TID252 - the shared helper
-from .fake_daytona import API_KEY, FakeDaytona
 
 
 @pytest.fixture(params=["local", "daytona"])

@@ -1,6 +1,7 @@
 """A small Daytona-compatible server for tests: the control plane the SDK calls and a toolbox
 that really runs commands and keeps files (one host directory per sandbox, as its filesystem root).
 
+For tests and offline demos only (it needs fastapi and uvicorn, which the workspace has).
 Wire facts: ../shared/reference/vendors.md. JSON is camelCase; the toolbox is served under
 `{base}/toolbox/{sandbox_id}/...` and advertised as each sandbox's `toolboxProxyUrl`.
 """
