@@ -9,6 +9,7 @@ import pytest
 pytestmark = [pytest.mark.integration]
 
 PASSWORD = "correct horse battery staple"
+GUESS = "a guessed password Zq9"
 
 
 @pytest.mark.parametrize("system", ["split"], indirect=True)
@@ -40,8 +41,18 @@ async def test_sessions_keys_teams_and_limits_in_split_mode(system):
         assert (await client.post("/threads", json={}, headers={"X-API-Key": key["key"]})).status_code == 401
 
         # Failed sign-ins per email are counted in Redis: the 11th attempt waits.
-        statuses = [(await client.post("/auth/token", json={**credentials, "password": "wrong"})).status_code
+        statuses = [(await client.post("/auth/token", json={**credentials, "password": GUESS})).status_code
                     for _ in range(11)]
         assert statuses == [401] * 10 + [429]
         limited = await client.post("/auth/token", json=credentials)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+
+    # Every process's log (each service's stdout and stderr): no password, token or key in a line.
+    logs = {path.name: path.read_text(errors="replace") for path in (system.data_dir / "logs").glob("*.log")}
+    assert {"auth.log", "gateway.log"} <= set(logs) and logs["auth.log"].strip()
+    secrets = [PASSWORD, GUESS, first["access_token"], first["refresh_token"], second.json()["access_token"],
+               second.json()["refresh_token"], key["key"], auth["Authorization"].removeprefix("Bearer ")]
+    for name, text in logs.items():
+        for secret in secrets:
+            parts = [secret] + [p for p in secret.split(".") if len(p) > 16]
+            assert not any(p in text for p in parts), (name, secret[:12])

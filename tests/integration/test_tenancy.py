@@ -237,3 +237,15 @@ async def test_an_api_key_acts_for_its_one_account(client, world):
     response = await client.post("/api/threads", json={}, headers={"X-API-Key": key,
                                                                    "X-Account-Id": world["team"]["id"]})
     assert response.status_code == 404 and response.json()["error"]["code"] == "account_not_found"
+
+
+async def test_every_route_but_the_public_ones_needs_a_credential(client, world):
+    spec = (await client.get("/openapi.json")).json()
+    for method, path, op in _routes(spec):
+        route = f"{method} {path}"
+        if route in PUBLIC:
+            continue
+        response = await _call(client, method, path, world["params"], {}, _body(op, spec),
+                               _query(op, spec, world["params"]))
+        assert response.status_code == 401, f"{route}: {response.status_code}"
+        assert response.headers["www-authenticate"] == "Bearer", route
