@@ -22,6 +22,8 @@ HOSTILE_TEXT = "bad \ud800 surrogate, nul \x00 here, bell \x07, escape \x1b[31mr
 # What every reader gets back: the unpaired surrogate (which UTF-8 cannot hold) replaced, and
 # marked, by U+FFFD; NUL and the other control characters as they were (JSON escapes them).
 SAFE_TEXT = "bad \ufffd surrogate, nul \x00 here, bell \x07, escape \x1b[31mred\x1b[0m, tab\tend"
+# One line of 200,000 characters: one streamed chunk, one stored message, sent back whole.
+LONG_LINE = "start:" + "\u00e9\x1b[0m" * 40_000 + ":end"
 # What is sent back to a model: NUL replaced too.
 SENT_TEXT = SAFE_TEXT.replace("\x00", "\ufffd")
 
@@ -46,6 +48,7 @@ SCRIPTS = {
     "hm-empty-null": Script(turns=(Turn(text=None),)),
     "hm-limited": Script(turns=(Turn(error=ScriptedError(429, {"Retry-After": "1"})),)),
     "hm-text": Script(turns=(Turn(text=HOSTILE_TEXT),)),
+    "hm-long-line": Script(turns=(Turn(text=LONG_LINE),)),
     # Calls whose name and arguments hold what no database or RPC can: NUL, an unpaired surrogate
     # (an escape in the JSON text, a lone code point once decoded), control characters.
     "hm-text-calls": Script(turns=(
@@ -212,6 +215,12 @@ async def test_any_text_is_stored_streamed_and_sent_back_with_replacements_marke
         assert events[-1]["reason"] == "completed", events[-1]
         sent = _accepted(fake_llm, "hm-ok", since)[-1].messages
         assert SENT_TEXT in [m.get("content") for m in sent]
+
+        since = time.monotonic()
+        _, events = await _run(client, headers, thread_id, "hm-long-line", "one long line")
+        assert events[-1]["reason"] == "completed", events[-1]
+        assert "".join(e["text"] for e in events if e["type"] == "text_delta") == LONG_LINE
+        assert (await _messages(client, headers, thread_id))[-1]["content"]["text"] == LONG_LINE
 
         # Tool calls whose names and arguments hold the same: the run completes, every result is stored.
         since = time.monotonic()
