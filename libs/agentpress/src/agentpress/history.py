@@ -27,14 +27,13 @@ import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from agentpress import safe_text
 from agentpress.messages import AssistantMessage, Message, ToolResultMessage, UserMessage
-
-Family = Literal["openai", "anthropic"]
+from agentpress.provider_rules import Family, family_of
 
 VALID_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 INVALID_ARGUMENTS_KEY = "_invalid_arguments"
@@ -178,7 +177,5 @@ def _join(a: Any, b: Any) -> Any:
 
 def family_for(model_names: Iterable[str]) -> Family:
     """The strictest family among the models a call may go to (the primary and its fallbacks)."""
-    from agentpress.provider_rules import family_of
-
     return "anthropic" if any(family_of(n) == "anthropic" for n in model_names) else "openai"
 

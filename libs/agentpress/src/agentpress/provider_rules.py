@@ -108,7 +108,7 @@ def _check_openai(messages: Sequence[Mapping[str, Any]]) -> ProviderRejection | 
                           + ", ".join(open_calls), f"messages.[{open_at}].role")
         if role != "assistant":
             if role == "user" and text is None:
-                return reject(f"Invalid value for 'content': expected a string, got null.",
+                return reject("Invalid value for 'content': expected a string, got null.",
                               f"messages.[{i}].content")
             continue
         calls = m.get("tool_calls") or []
@@ -191,7 +191,7 @@ def _check_anthropic(messages: Sequence[Mapping[str, Any]]) -> ProviderRejection
         if role != "assistant":
             return reject(f"messages.{n}.role: Input should be 'user' or 'assistant'")
         if not turns:
-            return reject(f'messages.0: first message must use the "user" role')
+            return reject('messages.0: first message must use the "user" role')
         if turns[-1] == "assistant":
             return reject('messages: roles must alternate between "user" and "assistant", but found multiple '
                           '"assistant" roles in a row')
