@@ -420,6 +420,18 @@ async def test_unstorable_input_is_a_422_naming_the_field(client, path, raw, fie
     assert [f["field"] for f in error["fields"]] == [f"body.{field}"]
 
 
+@pytest.mark.parametrize("method,url,field", [
+    ("GET", "/api/threads/a%00b/messages", "path.thread_id"),
+    ("GET", "/api/agent-run/%00/stream", "path.run_id"),
+    ("DELETE", "/api/api-keys/k%00", "path.api_key_id"),
+    ("GET", "/api/accounts/a%00/members", "path.account_id"),
+])
+async def test_unstorable_path_parameters_are_a_422_naming_them(client, method, url, field):
+    ada = await sign_up(client, "path")
+    error = assert_error(await client.request(method, url, headers=ada["headers"]), 422, "validation_error")
+    assert [f["field"] for f in error["fields"]] == [field]
+
+
 # --- no secret in any log line ------------------------------------------------------------------
 
 async def test_no_secret_reaches_a_log_line(client, caplog):
