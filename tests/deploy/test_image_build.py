@@ -23,17 +23,44 @@ BUILD_STAGE_OF = {"gateway": "build-gateway", "auth": "build-auth", "billing": "
 
 
 def sync_command(stage: str) -> list[str]:
-    text = (ROOT / "Dockerfile").read_text()
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())  # continued lines joined
     match = re.search(rf"FROM build AS {re.escape(stage)}\nRUN (?:--mount=\S+ )*(uv sync [^\n]+)", text)
     assert match, f"no uv sync line in stage {stage}"
-    return match.group(1).split()
+    env = dict(re.findall(r'(\w+)="([^"]*)"', "\n".join(re.findall(r"^ENV (.+)$", text, re.MULTILINE))))
+    return re.sub(r"\$(\w+)", lambda m: env[m.group(1)], match.group(1)).split()
+
+
+def without_rebuild_flags(command: list[str]) -> list[str]:
+    out = []
+    for i, word in enumerate(command):
+        if word == "--reinstall-package" or (i and command[i - 1] == "--reinstall-package"):
+            continue
+        out.append(word)
+    return out
+
+
+@pytest.fixture(scope="module")
+def uv():
+    """uv, with its cache's builds of every workspace package fresh: what the Dockerfile's
+    --reinstall-package flags do in each stage, done once here for all the targets."""
+    path = shutil.which("uv")
+    if path is None:
+        pytest.skip("uv is not installed")
+    command = sync_command("build-gateway")
+    rebuild = [w for i, w in enumerate(command)
+               if w == "--reinstall-package" or (i and command[i - 1] == "--reinstall-package")]
+    assert rebuild, "the Dockerfile rebuilds the workspace packages"
+    with tempfile.TemporaryDirectory(prefix="agentry-image-") as scratch:
+        done = subprocess.run([path, "sync", "--frozen", "--no-dev", "--no-editable", "--all-packages", "--quiet",
+                               *rebuild], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "UV_PROJECT_ENVIRONMENT": f"{scratch}/venv",
+                                   "UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return path
 
 
 @pytest.mark.parametrize("target", ["gateway", "auth", "billing", "sandbox", "runner-worker", "fake-llm"])
-def test_target_installs_from_the_lockfile_and_starts_with_help_as_non_root(target):
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is not installed")
+def test_target_installs_from_the_lockfile_and_starts_with_help_as_non_root(target, uv):
     # As root, the non-root user must reach the interpreter: a system Python (the image's is
     # /usr/local/bin/python), in a directory under /tmp rather than pytest's private one.
     as_nobody = os.geteuid() == 0 and Path("/usr/bin/python3.11").exists()
@@ -46,7 +73,7 @@ def test_target_installs_from_the_lockfile_and_starts_with_help_as_non_root(targ
 
 def _build_and_start(uv: str, target: str, tmp_path: Path, python: str, as_nobody: bool) -> None:
     venv = tmp_path / "venv"
-    command = sync_command(BUILD_STAGE_OF[target])
+    command = without_rebuild_flags(sync_command(BUILD_STAGE_OF[target]))
     assert command[:4] == ["uv", "sync", "--frozen", "--no-dev"]
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON": python,
            "UV_PYTHON_DOWNLOADS": "never"}
