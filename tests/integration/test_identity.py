@@ -371,7 +371,7 @@ async def test_failed_sign_ins_are_limited_per_email(client):
 
 
 async def test_sign_in_attempts_are_limited_per_address(llm, tmp_path):
-    limits = {"signin_attempts_per_ip": 5, "signup_per_ip": 3}
+    limits = {"signin_attempts_per_ip": 5, "signup_per_ip": 3, "refresh_per_ip": 2, "run_starts_per_account": 2}
     async with dev_stack(llm, tmp_path, gateway_overrides=limits) as small:
         async with httpx.AsyncClient(base_url=small.url, timeout=30) as client:
             for i in range(3):
@@ -384,6 +384,22 @@ async def test_sign_in_attempts_are_limited_per_address(llm, tmp_path):
             limited = await client.post("/api/auth/token", json={"email": "s0@example.com", "password": PASSWORD})
             assert_error(limited, 429, "rate_limited")
             assert int(limited.headers["retry-after"]) >= 1
+            for _ in range(2):
+                assert_error(await client.post("/api/auth/refresh", json={"refresh_token": "agentry_rt_x"}), 401)
+            assert_error(await client.post("/api/auth/refresh", json={"refresh_token": "agentry_rt_x"}), 429,
+                         "rate_limited")
+    limits = {"run_starts_per_account": 2}
+    async with dev_stack(llm, tmp_path / "runs", gateway_overrides=limits) as small:
+        async with httpx.AsyncClient(base_url=small.url, timeout=30) as client:
+            ada, bob = await sign_up(client, "starts"), await sign_up(client, "starts-other")
+            for user, expected in ((ada, [202, 202, 429]), (bob, [202])):  # per account, not per address
+                statuses = []
+                for _ in expected:
+                    thread = (await new_thread(client, user["headers"])).json()["thread_id"]
+                    start = await client.post(f"/api/threads/{thread}/agent/start",
+                                              json={"model_name": "openai/id-quick"}, headers=user["headers"])
+                    statuses.append(start.status_code)
+                assert statuses == expected
 
 
 async def test_unknown_email_and_wrong_password_answer_the_same(client):
