@@ -278,3 +278,35 @@ async def test_preview_of_a_sandbox_without_network_is_refused(client, alice, th
     _error(await client.get(f"/api/sandboxes/{sid}/preview/8080", headers=alice.headers), 409,
            "sandbox_has_no_network")
     _error(await client.get(f"/api/sandboxes/{sid}/preview/0", headers=alice.headers), 400, "invalid_port")
+
+
+async def test_a_networked_sandboxs_port_opens_through_the_owner_only_proxy(client, system, alice, bob) -> None:
+    import asyncio
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with open_channel(system.sandbox_target, DEV_INTERNAL_TOKEN) as channel:
+        stub = sandbox_pb2_grpc.SandboxServiceStub(channel)
+        box = await stub.CreateSandbox(sandbox_pb2.CreateSandboxRequest(
+            account_id=alice.account_id, project_id="proj-preview", spec=sandbox_pb2.SandboxSpec(network=True)))
+        ids = {"account_id": alice.account_id, "sandbox_id": box.sandbox_id}
+        await stub.WriteFile(sandbox_pb2.WriteFileRequest(**ids, path="site/index.html", content=b"<h1>hi</h1>"))
+        server = await stub.StartProcess(sandbox_pb2.StartProcessRequest(
+            **ids, command=f"python3 -m http.server {port} --bind 127.0.0.1", cwd="site"))
+        try:
+            link = await client.get(f"/api/sandboxes/{box.sandbox_id}/preview/{port}", headers=alice.headers)
+            assert link.status_code == 200 and link.json()["token"] is None
+            url = link.json()["url"]
+            assert url.endswith(f"/api/sandboxes/{box.sandbox_id}/preview/{port}/proxy/")
+            for _ in range(100):
+                page = await client.get(url + "index.html", headers=alice.headers)
+                if page.status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert page.status_code == 200 and page.text == "<h1>hi</h1>"
+            _error(await client.get(url + "index.html"), 401)
+            _error(await client.get(url + "index.html", headers=bob.headers), 404)
+        finally:
+            await stub.StopProcess(sandbox_pb2.StopProcessRequest(**ids, process_id=server.process_id))
