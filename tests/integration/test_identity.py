@@ -54,9 +54,14 @@ async def dev_stack(llm, data_dir: Path, **overrides) -> AsyncIterator[Stack]:
         yield Stack(dev.gateway_url, data_dir)
 
 
+# This module's many users all come from 127.0.0.1: lift the per-address limits here (their own
+# tests run on stacks of their own); the per-email limit on failed sign-ins keeps its default.
+ADDRESS_LIMITS_LIFTED = {"signup_per_ip": 10_000, "signin_attempts_per_ip": 10_000, "refresh_per_ip": 10_000}
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def system(llm, tmp_path_factory) -> AsyncIterator[Stack]:
-    async with dev_stack(llm, tmp_path_factory.mktemp("identity")) as stack:
+    async with dev_stack(llm, tmp_path_factory.mktemp("identity"), gateway_overrides=ADDRESS_LIMITS_LIFTED) as stack:
         yield stack
 
 
