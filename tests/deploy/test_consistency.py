@@ -297,3 +297,14 @@ def test_keda_target_matches_a_worker_pods_capacity(tmp_path):
     per_pod = int(worker.env["AGENTRY_RUNNER_WORKER_CONCURRENCY"]) * int(worker.env.get("AGENTRY_RUNNER_PROCESSES", 1))
     trigger = by_kind(docs, "ScaledObject")["runner-worker"]["spec"]["triggers"][0]
     assert float(trigger["metadata"]["value"]) == per_pod, "queue length per worker pod = runs it drives at once"
+
+
+def test_autoscaled_deployments_leave_their_replica_count_to_the_autoscaler(mix):
+    """A Deployment an HPA or KEDA scales has no `replicas`: re-applying the manifests (every
+    rollout) would otherwise scale it back to that number, handing back the runs of every worker
+    it removed."""
+    _, docs, _ = mix
+    scaled = {h["spec"]["scaleTargetRef"]["name"] for kind in ("HorizontalPodAutoscaler", "ScaledObject")
+              for h in by_kind(docs, kind).values()}
+    fixed = [name for name in scaled if "replicas" in by_kind(docs, "Deployment")[name]["spec"]]
+    assert not fixed, f"autoscaled but with a fixed replicas field: {fixed}"
