@@ -694,3 +694,30 @@ async def test_a_background_process_left_running_when_the_run_is_stopped_is_kill
     while _host_processes(marker):
         assert loop.time() < deadline, "the run's background process outlived the stop"
         await asyncio.sleep(0.05)
+
+
+async def test_the_background_process_of_a_run_whose_worker_died_is_killed_when_it_is_taken_over(
+        world: World) -> None:
+    from agentry.servicekit.context import run_id_var
+
+    marker = "sleep 3599.75"
+    world.use(ScriptedModel(["Resumed and done."]))
+    run, job = await world.start()
+    thread = await world.service.get_thread(ACCOUNT, run.thread_id)
+    # The dead worker's attempt started a background process in the project's sandbox.
+    token = run_id_var.set(run.run_id)
+    try:
+        await world.worker._sandboxes(ACCOUNT, thread.project_id).start_process(marker)
+    finally:
+        run_id_var.reset(token)
+    await lost_worker(world, run)
+    assert _host_processes(marker)
+
+    await world.worker.handle(job)
+
+    assert (await world.run_row(run.run_id)).status is RunStatus.COMPLETED
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while _host_processes(marker):
+        assert loop.time() < deadline, "the dead worker's background process outlived the takeover"
+        await asyncio.sleep(0.05)
