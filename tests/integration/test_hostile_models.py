@@ -60,7 +60,7 @@ SCRIPTS = {
 }
 # The same behaviours from a model the strict server judges by Anthropic's rules ("claude" in the
 # name): roles must alternate, the first turn is the user's, no empty or whitespace-only text.
-for _name in ("hm-ok", "hm-dup", "hm-badargs", "hm-empty-space"):
+for _name in ("hm-ok", "hm-dup", "hm-badargs", "hm-empty-space", "hm-text-calls"):
     SCRIPTS[_name.replace("hm-", "hm-claude-")] = SCRIPTS[_name]
 
 
@@ -243,7 +243,7 @@ async def test_anthropic_rules_hold_after_every_hostile_turn(system, fake_llm):
         since = time.monotonic()
         _, events = await _run(client, headers, thread_id, "hm-claude-empty-space", "hello")
         assert events[-1]["reason"] == "empty_response", events[-1]
-        for model in ("hm-claude-dup", "hm-claude-badargs", "hm-claude-ok"):
+        for model in ("hm-claude-dup", "hm-claude-badargs", "hm-claude-text-calls", "hm-claude-ok"):
             _, events = await _run(client, headers, thread_id, model, f"now {model}")
             assert events[-1]["reason"] == "completed", (model, events[-1])
         statuses = [(r.model, r.status) for r in list(fake_llm.requests) if r.at >= since]

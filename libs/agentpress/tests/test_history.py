@@ -104,7 +104,8 @@ def test_empty_messages_get_marked_text_and_anthropic_turns_alternate():
 _IDS = st.one_of(st.none(), st.sampled_from(["call_dup", "call_1", "functions.echo:0", "a b", "", "x" * 80]))
 _ARGS = st.one_of(st.fixed_dictionaries({"text": st.text(max_size=4)}),
                   st.sampled_from(['{"text": "x', "[]", "null", "", "42", '{"text": 1}', "{}"]))
-_CALL = st.builds(ScriptedCall, name=st.sampled_from(["echo", "echo", "no_such_tool"]), arguments=_ARGS,
+_CALL = st.builds(ScriptedCall, name=st.sampled_from(["echo", "echo", "no_such_tool", "bad name!", "x" * 70]),
+                  arguments=_ARGS,
                   call_id=_IDS)
 _TEXT = st.one_of(st.sampled_from(["", " ", "\n\t", "ok", "bad \ud800", "nul \x00"]), st.text(max_size=8))
 _REPLY = st.one_of(

@@ -8,7 +8,8 @@ rules (checked independently by `agentpress.provider_rules`, the strict fakes' j
   id, in order; a result without a call (or a second one for the same call) is left out; a call
   without a result gets a placeholder result (see `prompt.render`);
 - tool-call ids are unique in the thread and match `^[a-zA-Z0-9_-]{1,64}$` (Anthropic's rule);
-  a repeated or unusable id is replaced by one derived from the message and position;
+  a repeated or unusable id is replaced by one derived from the message and position; a tool
+  name outside that pattern has its other characters replaced by "_";
 - arguments are a JSON object: invalid ones are replaced by {"_invalid_arguments": <raw text>},
   next to the error result the model saw when the call was refused;
 - no empty message: an empty assistant reply becomes "[empty reply]", an empty user message
@@ -35,7 +36,8 @@ from agentpress import safe_text
 from agentpress.messages import AssistantMessage, Message, ToolResultMessage, UserMessage
 from agentpress.provider_rules import Family, family_of
 
-VALID_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+VALID_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # Anthropic's rule for tool ids and names
+_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 INVALID_ARGUMENTS_KEY = "_invalid_arguments"
 INVALID_ARGUMENTS_LIMIT = 2_000
 EMPTY_REPLY = "[empty reply]"
@@ -58,6 +60,12 @@ def unique_call_id(provider_id: str | None, taken: set[str], seed: str) -> str:
         n += 1
     taken.add(call_id)
     return call_id
+
+
+def _tool_name(name: str) -> str:
+    """A name providers accept in a replayed call (Anthropic: ^[a-zA-Z0-9_-]{1,64}$): other
+    characters become "_"; an empty name becomes "unnamed_tool"."""
+    return _NAME_CHARS.sub("_", name)[:64] or UNNAMED_TOOL
 
 
 @functools.lru_cache(maxsize=4096)  # every step sends the same calls again: parse each once
@@ -91,7 +99,7 @@ def repair(history: Sequence[Message]) -> list[Message]:
             for index, call in enumerate(m.tool_calls):
                 call_id = unique_call_id(call.call_id, taken, f"{m.message_id}:{index}:{call.call_id}")
                 waiting.setdefault(call.call_id, deque()).append(call_id)
-                name = safe_text.clean(call.name) or UNNAMED_TOOL
+                name = call.name if VALID_ID.match(call.name) else _tool_name(call.name)
                 arguments = arguments_object(call.arguments) if call.format == "native" else call.arguments
                 if call_id != call.call_id or name != call.name or arguments is not call.arguments:
                     call = replace(call, call_id=call_id, name=name, arguments=arguments)
