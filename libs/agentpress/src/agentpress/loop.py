@@ -386,8 +386,9 @@ class _Run:
 
     async def _summarize(self, transcript: str) -> str:
         model = self.agent.summary_model
-        request = ModelRequest([{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": transcript}],
-                               [], ModelSettings(max_tokens=self.agent._context_config.reserve_tokens))
+        messages = [{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": transcript}]
+        request = ModelRequest(finalize(messages, family_for([model.name])), [],  # the transcript quotes any text
+                               ModelSettings(max_tokens=self.agent._context_config.reserve_tokens))
         opened = await open_stream([model], request, self.agent.retry, self.retry_budget)
         processor = StreamProcessor(_discard, lambda _: None, "native", model.name)
         await processor.consume(opened.first, opened.rest)
