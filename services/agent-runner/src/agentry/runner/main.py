@@ -164,8 +164,11 @@ async def start(
 
         stack.push_async_callback(_stop_consumer)
 
+    from agentry.servicekit.db import resolve_pool_mode
+
     sweeper = Sweeper(repo, queue, engine, interval=settings.sweep_interval_seconds,
-                      redispatch_after=settings.redispatch_after_seconds)
+                      redispatch_after=settings.redispatch_after_seconds,
+                      lock_per_pass=resolve_pool_mode(settings.database_url, settings.database_pool_mode)[1] == "transaction")
     service = RunnerService(repo, queue, events, stops, default_model=settings.default_model,
                             force_model=settings.force_model, on_undispatched=sweeper.wake,
                             max_active_runs_per_account=settings.max_active_runs_per_account,

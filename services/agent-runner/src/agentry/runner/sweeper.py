@@ -2,7 +2,9 @@
 
 Every runner process runs one; a PostgreSQL advisory lock (held on its own connection) elects the
 one that works, so there is one sweep per interval whatever the number of replicas (on SQLite,
-one process owns the database and is always elected). Each pass re-publishes a job for
+one process owns the database and is always elected). Behind a transaction pooler the session
+lock would stay with a server connection other clients then use, so there each pass takes a
+transaction-scoped lock instead, held for the pass. Each pass re-publishes a job for
 
 - queued runs whose job never reached the broker (the publish failed: `dispatched_at` is NULL)
   or was published long ago (`redispatch_after`: it may have been lost), and
@@ -33,8 +35,11 @@ _LOCK_KEY = zlib.crc32(b"agentry.runner.sweeper")
 
 class Sweeper:
     def __init__(self, repo: RunnerRepository, queue: RunQueue, engine: AsyncEngine, *,
-                 interval: float, redispatch_after: float) -> None:
+                 interval: float, redispatch_after: float, lock_per_pass: bool = False) -> None:
         self._repo = repo
+        # Behind a transaction pooler (PgBouncer, Supabase on 6543) a session lock belongs to
+        # whichever server connection took it, which then serves other clients: elect per pass.
+        self._lock_per_pass = lock_per_pass
         self._queue = queue
         self._engine = engine
         self._interval = interval
@@ -81,7 +86,9 @@ class Sweeper:
     async def _loop(self) -> None:
         while True:
             try:
-                if await self._elected():
+                if self._lock_per_pass:
+                    await self._sweep_if_elected_for_this_pass()
+                elif await self._elected():
                     await self.sweep_once()
             except Exception:  # the database or broker is away: the next pass tries again
                 logger.warning("sweep failed", exc_info=True)
@@ -89,6 +96,19 @@ class Sweeper:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
+
+    async def _sweep_if_elected_for_this_pass(self) -> bool:
+        """Sweeps if no other process is sweeping now; True if it did. The lock is transaction
+        scoped, in a transaction held open for the whole pass, so a transaction pooler keeps it on
+        one server connection until the pass ends (it conflicts with the session lock too)."""
+        if self._engine.dialect.name != "postgresql":
+            await self.sweep_once()
+            return True
+        async with self._engine.connect() as conn, conn.begin():
+            got = (await conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})).scalar_one()
+            if got:
+                await self.sweep_once()
+        return bool(got)
 
     async def _elected(self) -> bool:
         if self._engine.dialect.name != "postgresql":
