@@ -251,7 +251,7 @@ class RunWorker:
                 if again is not None:
                     return RunResult(FinishReason.REQUIRES_ACTION, pending=again)
             if resumed:  # close what the lost worker left dangling (never re-run a side effect)
-                await _kill_run_processes(ctx.sandbox, run.run_id)  # and end the processes it started
+                await _kill_run_processes(ctx.sandbox, run.run_id, find=True)  # and end the processes it started
                 for message in close_interrupted_calls(await messages.load(), await self._started_calls(run.run_id),
                                                        agent.tools):
                     await messages.append(message)
@@ -296,7 +296,7 @@ class RunWorker:
                 if result.reason is FinishReason.REQUIRES_ACTION:
                     await self._pause(run, sink, lease, result.pending or {})
                     return
-                await _kill_run_processes(ctx.sandbox, run.run_id)  # nothing it started outlives it
+                await _kill_run_processes(ctx.sandbox, run.run_id, find=resumed)  # nothing it started outlives it
                 logger.info("run finished: %s", result.reason)
         except Exception:
             if lease.lost:
@@ -455,13 +455,17 @@ def policy_from(settings: RunnerSettings) -> WorkerPolicy:
                         max_run_seconds=settings.max_run_seconds, max_idle_seconds=settings.max_idle_seconds)
 
 
-async def _kill_run_processes(sandbox, run_id: str) -> None:
-    """Kills the background processes the run started in its sandbox (when the sandbox offers it)."""
+KILL_PROCESSES_SECONDS = 10.0
+
+
+async def _kill_run_processes(sandbox, run_id: str, *, find: bool) -> None:
+    """Kills the background processes the run started in its sandbox (when the sandbox offers it);
+    bounded, so a sandbox service that is away never holds up the end of a run."""
     kill = getattr(sandbox, "kill_run_processes", None)
     if kill is None:
         return
     try:
-        killed = await kill(run_id)
+        killed = await asyncio.wait_for(kill(run_id, find=find), KILL_PROCESSES_SECONDS)
     except Exception:  # the sandbox service is away: its own idle stop ends them later
         logger.warning("could not kill the run's sandbox processes", exc_info=True)
         return

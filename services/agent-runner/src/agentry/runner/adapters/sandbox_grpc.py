@@ -119,10 +119,13 @@ class GrpcSandbox:
     async def stop_process(self, process_id: str) -> None:
         await self._call("StopProcess", pb.StopProcessRequest(process_id=process_id))
 
-    async def kill_run_processes(self, run_id: str) -> int:
-        """Kills the background processes `run_id` started in the project's sandbox (also those an
-        earlier attempt of the run started); never creates or starts the sandbox for it."""
+    async def kill_run_processes(self, run_id: str, *, find: bool = False) -> int:
+        """Kills the background processes `run_id` started in the project's sandbox. Only when this
+        attempt used the sandbox, or with `find` (an earlier attempt may have: a takeover) by
+        looking it up; never creates or starts the sandbox for it."""
         sandbox_id = self._sandbox_id
+        if sandbox_id is None and not find:
+            return 0
         try:
             if sandbox_id is None:
                 found = await self._stub.ListSandboxes(pb.ListSandboxesRequest(
