@@ -158,7 +158,9 @@ async def split_stack(llm: FakeLLMProcess, data_dir: Path, env: dict[str, str]):
         amqp_url=AMQP_URL, data_dir=data_dir, gateway_port=free_port(),
         grpc_ports={name: free_port() for name in ("auth", "billing", "sandbox", "runner", "worker")},
         llm_api_base=llm.base_url, queue_name=queue_name, redis_prefix=redis_prefix,
-        extra_env={"AGENTRY_RUNNER_MAX_ACTIVE_RUNS_PER_ACCOUNT": "0", "AGENTRY_LOG_LEVEL": "WARNING", **env}))
+        # One account drives the whole load: its per-account caps are lifted.
+        extra_env={"AGENTRY_RUNNER_MAX_ACTIVE_RUNS_PER_ACCOUNT": "0", "AGENTRY_GATEWAY_RUN_STARTS_PER_ACCOUNT": "100000000",
+                   "AGENTRY_LOG_LEVEL": "WARNING", **env}))
     try:
         await asyncio.to_thread(procs.start)
         pids = {name: p.pid for name, p in procs.procs.items()}
