@@ -169,6 +169,10 @@ class _Multiplexer:
         self._watchers: dict[str, list[tuple[int, asyncio.Future[list[StreamEntry]]]]] = {}
         self._inflight: dict[str, int] | None = None  # key -> after, of the read now blocked
         self._woken = False
+        # Readers answered by the last read that have not come back for more yet: the next read
+        # waits (briefly) for them, so it covers them without a wake.
+        self._returning = 0
+        self._back = asyncio.Event()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._waker: aioredis.Redis | None = None
@@ -186,6 +190,10 @@ class _Multiplexer:
         watch = (after, future)
         self._watchers.setdefault(key, []).append(watch)
         self._changed.set()
+        if self._returning > 0:
+            self._returning -= 1
+            if not self._returning:
+                self._back.set()
         inflight = self._inflight
         if inflight is not None and not self._woken and inflight.get(key, after + 1) > after:
             # The blocked read does not cover this reader: wake it so the next one does.
@@ -251,9 +259,13 @@ class _Multiplexer:
                         self._wake_id = last if isinstance(last, bytes) else last.encode()
                     continue
                 self._deliver(key, [_entry(entry_id, fields) for entry_id, fields in raw_entries])
-            # Let the readers just answered take their entries and come back, so the next read
-            # covers them without a wake.
-            await asyncio.sleep(0)
+            # Let the readers just answered take their entries and come back (up to 1 ms; one
+            # whose stream ended never does), so the next read covers them without a wake.
+            if self._returning:
+                self._back.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._back.wait(), 0.001)
+                self._returning = 0
 
     def _deliver(self, key: str, entries: list[StreamEntry]) -> None:
         watchers = self._watchers.get(key)
@@ -266,6 +278,7 @@ class _Multiplexer:
             if start < len(entries):
                 if not future.done():
                     future.set_result(entries[start:start + self._count])
+                    self._returning += 1
             elif not future.done():
                 keep.append((after, future))
         if keep:
