@@ -10,22 +10,28 @@ ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:000000000000
 FROM ${PYTHON_IMAGE} AS build
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never \
     UV_PYTHON=/usr/local/bin/python3 UV_PROJECT_ENVIRONMENT=/opt/agentry/venv
+# uv's cache (a cache mount, kept between builds) would reuse an earlier build of a workspace
+# package whose pyproject.toml did not change, code changes or not: always rebuild ours.
+ENV REBUILD_WORKSPACE="--reinstall-package agentry-protos --reinstall-package agentry-servicekit \
+    --reinstall-package agentpress --reinstall-package agentry-fakellm --reinstall-package agentry-auth \
+    --reinstall-package agentry-billing --reinstall-package agentry-sandbox --reinstall-package agentry-runner \
+    --reinstall-package agentry-gateway"
 RUN pip install --no-cache-dir "uv>=0.13,<0.14"
 WORKDIR /src
 COPY . .
 
 FROM build AS build-gateway
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-gateway
+RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-gateway $REBUILD_WORKSPACE
 FROM build AS build-auth
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-auth
+RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-auth $REBUILD_WORKSPACE
 FROM build AS build-billing
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-billing
+RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-billing $REBUILD_WORKSPACE
 FROM build AS build-sandbox
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-sandbox
+RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-sandbox $REBUILD_WORKSPACE
 FROM build AS build-runner
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-runner
+RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-runner $REBUILD_WORKSPACE
 FROM build AS build-fake-llm
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-fakellm
+RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable --package agentry-fakellm $REBUILD_WORKSPACE
 
 # ---- runtime: no compiler, no uv, no pip; a non-root user; read-only root filesystem ---------
 # Writable paths are volumes: /tmp (HOME too) and /var/lib/agentry (the working directory).

@@ -68,6 +68,12 @@ SCRIPTS = {
 
 
 
+# The gateway's rate limits (sign-ups and sign-ins per address, run starts per account) would
+# refuse a benchmark's burst from one client: it measures the platform, not the limits.
+NO_RATE_LIMITS = {"AGENTRY_GATEWAY_RUN_STARTS_PER_ACCOUNT": "1000000", "AGENTRY_GATEWAY_SIGNUP_PER_IP": "1000000",
+                  "AGENTRY_GATEWAY_SIGNIN_ATTEMPTS_PER_IP": "1000000"}
+
+
 @dataclass
 class Stack:
     gateway_url: str
@@ -89,7 +95,7 @@ async def split_stack(llm: FakeLLMProcess, data_dir: Path, env: dict[str, str]):
         amqp_url=AMQP_URL, data_dir=data_dir, gateway_port=free_port(),
         grpc_ports={name: free_port() for name in ("auth", "billing", "sandbox", "runner", "worker")},
         llm_api_base=llm.base_url, queue_name=queue_name, redis_prefix=redis_prefix,
-        extra_env={"AGENTRY_RUNNER_MAX_ACTIVE_RUNS_PER_ACCOUNT": "0", **env}))
+        extra_env={"AGENTRY_RUNNER_MAX_ACTIVE_RUNS_PER_ACCOUNT": "0", **NO_RATE_LIMITS, **env}))
     try:
         await asyncio.to_thread(procs.start)
         yield Stack(procs.gateway_url, f"postgresql://{user}@{host}:{port}/{database}", procs)

@@ -46,6 +46,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 
+# The gateway's rate limits (sign-ups and sign-ins per address, run starts per account) would
+# refuse a benchmark's burst from one client: it measures the platform, not the limits.
+NO_RATE_LIMITS = {"AGENTRY_GATEWAY_RUN_STARTS_PER_ACCOUNT": "1000000", "AGENTRY_GATEWAY_SIGNUP_PER_IP": "1000000",
+                  "AGENTRY_GATEWAY_SIGNIN_ATTEMPTS_PER_IP": "1000000"}
+
 PG_ADMIN = os.environ.get("AGENTRY_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("AGENTRY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("AGENTRY_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -201,7 +206,9 @@ async def embedded_system(llm: FakeLLMProcess, data_dir: Path):
 
     async with contextlib.AsyncExitStack() as stack:
         dev = await start_dev_stack(stack, data_dir=data_dir, llm_api_base=llm.base_url,
-                                    ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0})
+                                    ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
+                                    gateway_overrides={k.removeprefix("AGENTRY_GATEWAY_").lower(): int(v)
+                                                       for k, v in NO_RATE_LIMITS.items()})
         yield System("embedded", dev.gateway_url,
                      {"bench (client + all services)": os.getpid(), "fakellm": llm.proc.pid})
 
@@ -219,7 +226,7 @@ async def split_system(llm: FakeLLMProcess, data_dir: Path):
     procs = SplitProcesses(SplitConfig(
         database_url=database_url, redis_url=REDIS_URL, amqp_url=AMQP_URL, data_dir=data_dir,
         gateway_port=free_port(), grpc_ports=ports, llm_api_base=llm.base_url,
-        queue_name=queue_name, redis_prefix=redis_prefix))
+        queue_name=queue_name, redis_prefix=redis_prefix, extra_env=NO_RATE_LIMITS))
     try:
         # start() blocks while it polls health: keep it off the event loop.
         await asyncio.get_running_loop().run_in_executor(None, procs.start)

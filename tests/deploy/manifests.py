@@ -36,7 +36,21 @@ def kubectl() -> str:
 
 def render(overlay: str, components: tuple[str, ...] = (), *, work_dir: Path) -> list[dict[str, Any]]:
     """The resources `kubectl kustomize` makes of `overlay` plus `components` (a kustomization of
-    its own in `work_dir`, as an operator would write one)."""
+    its own in `work_dir`, as an operator would write one). Rendered once per test session; each
+    call gets its own copy to read or change."""
+    return [doc for doc in yaml.safe_load_all(_rendered(overlay, tuple(components), work_dir)) if doc]
+
+
+_RENDERED: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _rendered(overlay: str, components: tuple[str, ...], work_dir: Path) -> str:
+    if (overlay, components) not in _RENDERED:
+        _RENDERED[(overlay, components)] = _kustomize(overlay, components, work_dir)
+    return _RENDERED[(overlay, components)]
+
+
+def _kustomize(overlay: str, components: tuple[str, ...], work_dir: Path) -> str:
     target = K8S / "overlays" / overlay if overlay != "base" else K8S / "base"
     if components:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -48,7 +62,7 @@ def render(overlay: str, components: tuple[str, ...] = (), *, work_dir: Path) ->
         target = work_dir
     out = subprocess.run([kubectl(), "kustomize", str(target)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, f"kubectl kustomize {target} failed:\n{out.stderr}"
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    return out.stdout
 
 
 def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:

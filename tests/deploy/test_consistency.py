@@ -32,12 +32,12 @@ from .manifests import (
 )
 
 # Components whose settings land with another issue: their checks xfail (not strict) until then.
-PENDING = {"daytona": "issue 8 (the Daytona provider)", "supabase-auth": "issue 9 (Supabase Auth)",
-           "stripe": "issue 10 (Stripe)"}
+PENDING = {"daytona": "issue 8 (the Daytona provider)", "stripe": "issue 10 (Stripe)"}
 # Read by libraries, not by our settings classes.
 LIBRARY_ENV = {"OPENAI_API_KEY": "LiteLLM", "ANTHROPIC_API_KEY": "LiteLLM", "LANGFUSE_HOST": "Langfuse",
                "LANGFUSE_PUBLIC_KEY": "Langfuse", "LANGFUSE_SECRET_KEY": "Langfuse"}
 DEFAULTED = yaml.safe_load((K8S / "defaulted-settings.yaml").read_text())
+UNUSED_BY_ROLE = DEFAULTED.pop("unused-by-role")
 MIXES = [("dev", ()), ("production", ())] + [("production", (c,)) for c in COMPONENTS if c != "network-policies"]
 
 
@@ -109,10 +109,16 @@ def test_every_setting_is_set_or_knowingly_defaulted_and_nothing_else_is_set(mix
         if c.workload["kind"] != "Deployment":
             continue
         defaulted = set(DEFAULTED.get(c.workload["metadata"]["name"], []))
-        for env, (cls, field) in read.items():
-            if env in c.env:
+        names_of: dict[tuple[type[BaseSettings], str], list[str]] = {}
+        for env, key in read.items():  # a field read under several names is set by any of them
+            names_of.setdefault(key, []).append(env)
+        for (cls, field), names in names_of.items():
+            env = names[0]
+            if any(name in c.env for name in names):
                 continue
-            if env not in defaulted:
+            if set(UNUSED_BY_ROLE.get(c.workload["metadata"]["name"], [])).intersection(names):
+                continue
+            if not defaulted.intersection(names):
                 problems.append(f"{c.name}: {c.service} reads {env} ({cls.__name__}.{field}); set it in the "
                                 f"Deployment or list it in deploy/k8s/defaulted-settings.yaml")
                 continue
@@ -291,3 +297,14 @@ def test_keda_target_matches_a_worker_pods_capacity(tmp_path):
     per_pod = int(worker.env["AGENTRY_RUNNER_WORKER_CONCURRENCY"]) * int(worker.env.get("AGENTRY_RUNNER_PROCESSES", 1))
     trigger = by_kind(docs, "ScaledObject")["runner-worker"]["spec"]["triggers"][0]
     assert float(trigger["metadata"]["value"]) == per_pod, "queue length per worker pod = runs it drives at once"
+
+
+def test_autoscaled_deployments_leave_their_replica_count_to_the_autoscaler(mix):
+    """A Deployment an HPA or KEDA scales has no `replicas`: re-applying the manifests (every
+    rollout) would otherwise scale it back to that number, handing back the runs of every worker
+    it removed."""
+    _, docs, _ = mix
+    scaled = {h["spec"]["scaleTargetRef"]["name"] for kind in ("HorizontalPodAutoscaler", "ScaledObject")
+              for h in by_kind(docs, kind).values()}
+    fixed = [name for name in scaled if "replicas" in by_kind(docs, "Deployment")[name]["spec"]]
+    assert not fixed, f"autoscaled but with a fixed replicas field: {fixed}"

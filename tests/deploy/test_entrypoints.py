@@ -22,3 +22,17 @@ def test_help_and_migrate(service, owns_tables, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"usage: python -m agentry.{service}")
     assert ("  migrate " in out) == owns_tables
+
+
+def test_agentry_serve_hands_the_service_no_arguments_of_its_own(monkeypatch):
+    from typer.testing import CliRunner
+
+    import agentry.billing.main as billing_main
+    from agentry.cli.main import app
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # restored afterwards
+    seen = []
+    monkeypatch.setattr(billing_main, "main", lambda: seen.append(list(sys.argv)))
+    result = CliRunner().invoke(app, ["serve", "billing"])
+    assert result.exit_code == 0, result.output
+    assert seen == [["agentry serve billing"]]

@@ -72,6 +72,8 @@ async def stack(request, durable_llm, tmp_path, postgres_url, redis_url, amqp_ur
         "AGENTRY_RUNNER_GRACE_SECONDS": str(options.get("grace", 5)),
         "AGENTRY_BILLING_INITIAL_CREDIT_MICROS": str(10**9),
         "AGENTRY_RUNNER_MAX_ACTIVE_RUNS_PER_ACCOUNT": "0",
+        # The overload tests measure the platform under 1,000 starts, not the gateway's rate limits.
+        "AGENTRY_GATEWAY_RUN_STARTS_PER_ACCOUNT": "1000000",
         # Every process of the stack together stays well under PostgreSQL's 100 connections.
         "AGENTRY_RUNNER_DATABASE_POOL_SIZE": "4", "AGENTRY_RUNNER_DATABASE_MAX_OVERFLOW": "4",
         "AGENTRY_RUNNER_PROCESSES": str(options.get("processes", 1)),

@@ -19,8 +19,13 @@ from .test_run_end_to_end import sign_up_and_in, stream
 pytestmark = pytest.mark.integration
 
 HOSTILE_TEXT = "bad \ud800 surrogate, nul \x00 here, bell \x07, escape \x1b[31mred\x1b[0m, tab\tend"
-# What every reader gets back: the unpaired surrogate and NUL replaced (and marked) by U+FFFD.
-SAFE_TEXT = "bad \ufffd surrogate, nul \ufffd here, bell \x07, escape \x1b[31mred\x1b[0m, tab\tend"
+# What every reader gets back: the unpaired surrogate (which UTF-8 cannot hold) replaced, and
+# marked, by U+FFFD; NUL and the other control characters as they were (JSON escapes them).
+SAFE_TEXT = "bad \ufffd surrogate, nul \x00 here, bell \x07, escape \x1b[31mred\x1b[0m, tab\tend"
+# One line of 200,000 characters: one streamed chunk, one stored message, sent back whole.
+LONG_LINE = "start:" + "\u00e9\x1b[0m" * 40_000 + ":end"
+# What is sent back to a model: NUL replaced too.
+SENT_TEXT = SAFE_TEXT.replace("\x00", "\ufffd")
 
 SCRIPTS = {
     "it-script": IT_SCRIPT,
@@ -43,7 +48,20 @@ SCRIPTS = {
     "hm-empty-null": Script(turns=(Turn(text=None),)),
     "hm-limited": Script(turns=(Turn(error=ScriptedError(429, {"Retry-After": "1"})),)),
     "hm-text": Script(turns=(Turn(text=HOSTILE_TEXT),)),
+    "hm-long-line": Script(turns=(Turn(text=LONG_LINE),)),
+    # Calls whose name and arguments hold what no database or RPC can: NUL, an unpaired surrogate
+    # (an escape in the JSON text, a lone code point once decoded), control characters.
+    "hm-text-calls": Script(turns=(
+        Turn(text="odd calls", tool_calls=(
+            ScriptedToolCall("run_command", raw_arguments='{"command": "echo \\ud800 \\u0000 \\u0007 mark-7"}'),
+            ScriptedToolCall("no\x00such\ud800tool", {"x": 1}))),
+        Turn(text="done with odd calls"),
+    )),
 }
+# The same behaviours from a model the strict server judges by Anthropic's rules ("claude" in the
+# name): roles must alternate, the first turn is the user's, no empty or whitespace-only text.
+for _name in ("hm-ok", "hm-dup", "hm-badargs", "hm-empty-space", "hm-text-calls"):
+    SCRIPTS[_name.replace("hm-", "hm-claude-")] = SCRIPTS[_name]
 
 
 # Each case on embedded defaults (SQLite); all of them in turn on one split stack (PostgreSQL,
@@ -82,7 +100,7 @@ async def _messages(client: httpx.AsyncClient, headers: dict, thread_id: str) ->
 
 
 def _accepted(fake_llm, model: str, since: float) -> list:
-    return [r for r in fake_llm.requests if r.model == model and r.at >= since]
+    return [r for r in list(fake_llm.requests) if r.model == model and r.at >= since]
 
 
 @EMBEDDED
@@ -196,7 +214,40 @@ async def test_any_text_is_stored_streamed_and_sent_back_with_replacements_marke
         _, events = await _run(client, headers, thread_id, "hm-ok", "and now?")
         assert events[-1]["reason"] == "completed", events[-1]
         sent = _accepted(fake_llm, "hm-ok", since)[-1].messages
-        assert SAFE_TEXT in [m.get("content") for m in sent]
+        assert SENT_TEXT in [m.get("content") for m in sent]
+
+        since = time.monotonic()
+        _, events = await _run(client, headers, thread_id, "hm-long-line", "one long line")
+        assert events[-1]["reason"] == "completed", events[-1]
+        assert "".join(e["text"] for e in events if e["type"] == "text_delta") == LONG_LINE
+        assert (await _messages(client, headers, thread_id))[-1]["content"]["text"] == LONG_LINE
+
+        # Tool calls whose names and arguments hold the same: the run completes, every result is stored.
+        since = time.monotonic()
+        _, events = await _run(client, headers, thread_id, "hm-text-calls", "odd calls please")
+        assert events[-1]["reason"] == "completed", events[-1]
+        finished = [e for e in events if e["type"] == "tool_call_finished"]
+        assert len(finished) == 2 and finished[1]["name"] == "no\x00such\ufffdtool"
+        assert finished[1]["error"] == "invalid_call"
+        assert all(r.status == 200 for r in _accepted(fake_llm, "hm-text-calls", since))
+        stored = await _messages(client, headers, thread_id)
+        assert [m["type"] for m in stored[-4:]] == ["assistant", "tool", "tool", "assistant"]
+
+
+@EMBEDDED
+async def test_anthropic_rules_hold_after_every_hostile_turn(system, fake_llm):
+    """Empty replies leave two user messages in a row, then duplicate ids and bad arguments: every
+    request on the thread is still one Anthropic accepts."""
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=60) as client:
+        headers, thread_id = await _thread(client, f"claude-{system.mode}@example.com")
+        since = time.monotonic()
+        _, events = await _run(client, headers, thread_id, "hm-claude-empty-space", "hello")
+        assert events[-1]["reason"] == "empty_response", events[-1]
+        for model in ("hm-claude-dup", "hm-claude-badargs", "hm-claude-text-calls", "hm-claude-ok"):
+            _, events = await _run(client, headers, thread_id, model, f"now {model}")
+            assert events[-1]["reason"] == "completed", (model, events[-1])
+        statuses = [(r.model, r.status) for r in list(fake_llm.requests) if r.at >= since]
+        assert len(statuses) >= 7 and all(status == 200 for _, status in statuses), statuses
 
 
 @pytest.mark.parametrize("system", ["split"], indirect=True)

@@ -56,6 +56,14 @@ ROUTES = {
     "/api/agent-run/{run_id}/stop": {"post"},
     "/api/agent-run/{run_id}/resume": {"post"},
     "/api/threads/{thread_id}/stream": {"get"},
+    "/api/threads/{thread_id}": {"get"},
+    "/api/sandboxes": {"get"},
+    "/api/sandboxes/{sandbox_id}": {"get", "delete"},
+    "/api/sandboxes/{sandbox_id}/files": {"get", "post", "delete"},
+    "/api/sandboxes/{sandbox_id}/files/content": {"get"},
+    "/api/sandboxes/{sandbox_id}/preview/{port}": {"get"},
+    "/api/sandboxes/{sandbox_id}/preview/{port}/proxy/{path}": {"get"},
+    "/api/projects/{project_id}/sandbox/ensure-active": {"post"},
     "/api/health": {"get"},
     "/api/health/live": {"get"},
 }
@@ -217,8 +225,9 @@ async def test_create_thread_with_and_without_a_body(client, headers):
     for kwargs in ({"json": {"name": "named"}}, {"json": {}}, {}):
         response = await client.post("/api/threads", headers=headers, **kwargs)
         assert response.status_code == 201, response.text
-        assert set(response.json()) == {"thread_id", "project_id"}
+        assert set(response.json()) == {"thread_id", "project_id", "sandbox_id"}
         assert all(isinstance(v, str) and v for v in response.json().values())
+        assert response.json()["sandbox_id"].startswith("sbx_")
 
 
 async def test_messages(client, headers):

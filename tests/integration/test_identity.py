@@ -54,9 +54,14 @@ async def dev_stack(llm, data_dir: Path, **overrides) -> AsyncIterator[Stack]:
         yield Stack(dev.gateway_url, data_dir)
 
 
+# This module's many users all come from 127.0.0.1: lift the per-address limits here (their own
+# tests run on stacks of their own); the per-email limit on failed sign-ins keeps its default.
+ADDRESS_LIMITS_LIFTED = {"signup_per_ip": 10_000, "signin_attempts_per_ip": 10_000, "refresh_per_ip": 10_000}
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def system(llm, tmp_path_factory) -> AsyncIterator[Stack]:
-    async with dev_stack(llm, tmp_path_factory.mktemp("identity")) as stack:
+    async with dev_stack(llm, tmp_path_factory.mktemp("identity"), gateway_overrides=ADDRESS_LIMITS_LIFTED) as stack:
         yield stack
 
 
@@ -323,9 +328,16 @@ async def test_an_expired_api_key_is_refused(client):
     assert "expires_at" in assert_error(past, 400)["message"]
 
 
-async def test_api_keys_cannot_sign_out_or_change_the_password(client):
+async def test_api_keys_need_a_live_session_and_cannot_sign_out_or_change_the_password(client):
     ada = await sign_up(client, "key-session")
     key = (await client.post("/api/api-keys", json={"name": "k"}, headers=ada["headers"])).json()["key"]
+    assert_error(await client.post("/api/api-keys", json={"name": "k2"}, headers={"X-API-Key": key}), 403,
+                 "session_required")
+    other = await sign_in(client, ada["email"])
+    assert (await client.post("/api/auth/logout", headers=other["headers"])).status_code == 204
+    # The gateway still accepts the signed-out session's access token (local verification, until it
+    # expires), but auth confirms the session before making a long-lived key: refused.
+    assert_error(await client.post("/api/api-keys", json={"name": "k3"}, headers=other["headers"]), 401)
     assert_error(await client.post("/api/auth/logout", headers={"X-API-Key": key}), 401)
     change = {"current_password": PASSWORD, "new_password": "another long one"}
     assert_error(await client.post("/api/auth/password", json=change, headers={"X-API-Key": key}), 401)
@@ -364,7 +376,7 @@ async def test_failed_sign_ins_are_limited_per_email(client):
 
 
 async def test_sign_in_attempts_are_limited_per_address(llm, tmp_path):
-    limits = {"signin_attempts_per_ip": 5, "signup_per_ip": 3}
+    limits = {"signin_attempts_per_ip": 5, "signup_per_ip": 3, "refresh_per_ip": 2, "run_starts_per_account": 2}
     async with dev_stack(llm, tmp_path, gateway_overrides=limits) as small:
         async with httpx.AsyncClient(base_url=small.url, timeout=30) as client:
             for i in range(3):
@@ -377,6 +389,22 @@ async def test_sign_in_attempts_are_limited_per_address(llm, tmp_path):
             limited = await client.post("/api/auth/token", json={"email": "s0@example.com", "password": PASSWORD})
             assert_error(limited, 429, "rate_limited")
             assert int(limited.headers["retry-after"]) >= 1
+            for _ in range(2):
+                assert_error(await client.post("/api/auth/refresh", json={"refresh_token": "agentry_rt_x"}), 401)
+            assert_error(await client.post("/api/auth/refresh", json={"refresh_token": "agentry_rt_x"}), 429,
+                         "rate_limited")
+    limits = {"run_starts_per_account": 2}
+    async with dev_stack(llm, tmp_path / "runs", gateway_overrides=limits) as small:
+        async with httpx.AsyncClient(base_url=small.url, timeout=30) as client:
+            ada, bob = await sign_up(client, "starts"), await sign_up(client, "starts-other")
+            for user, expected in ((ada, [202, 202, 429]), (bob, [202])):  # per account, not per address
+                statuses = []
+                for _ in expected:
+                    thread = (await new_thread(client, user["headers"])).json()["thread_id"]
+                    start = await client.post(f"/api/threads/{thread}/agent/start",
+                                              json={"model_name": "openai/id-quick"}, headers=user["headers"])
+                    statuses.append(start.status_code)
+                assert statuses == expected
 
 
 async def test_unknown_email_and_wrong_password_answer_the_same(client):
@@ -411,6 +439,18 @@ async def test_unstorable_input_is_a_422_naming_the_field(client, path, raw, fie
                                                                       "Content-Type": "application/json"})
     error = assert_error(response, 422, "validation_error")
     assert [f["field"] for f in error["fields"]] == [f"body.{field}"]
+
+
+@pytest.mark.parametrize("method,url,field", [
+    ("GET", "/api/threads/a%00b/messages", "path.thread_id"),
+    ("GET", "/api/agent-run/%00/stream", "path.run_id"),
+    ("DELETE", "/api/api-keys/k%00", "path.api_key_id"),
+    ("GET", "/api/accounts/a%00/members", "path.account_id"),
+])
+async def test_unstorable_path_parameters_are_a_422_naming_them(client, method, url, field):
+    ada = await sign_up(client, "path")
+    error = assert_error(await client.request(method, url, headers=ada["headers"]), 422, "validation_error")
+    assert [f["field"] for f in error["fields"]] == [field]
 
 
 # --- no secret in any log line ------------------------------------------------------------------

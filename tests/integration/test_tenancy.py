@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -71,15 +72,24 @@ async def world(client) -> dict:
                                     json={"email": bob["email"], "role": "member"}, headers=h)).json()
     assert (await client.post("/api/accounts/invitations/accept", json={"token": invitation["token"]},
                               headers=bob["headers"])).status_code == 200
-    thread_id = (await client.post("/api/threads", json={"name": "ada's"}, headers=h)).json()["thread_id"]
+    thread = await client.post("/api/threads", json={"name": "ada's"}, headers=h)
+    thread_id = thread.json()["thread_id"]
     assert (await client.post(f"/api/threads/{thread_id}/messages", json={"content": SECRET},
                               headers=h)).status_code == 201
     run = await client.post(f"/api/threads/{thread_id}/agent/start", json={"model_name": "openai/ten-quick"},
                             headers=h)
     assert run.status_code == 202, run.text
     key = (await client.post("/api/api-keys", json={"name": "ada's key"}, headers=h)).json()
+    project_id = thread.json()["project_id"]
     params = {"thread_id": thread_id, "run_id": run.json()["agent_run_id"], "api_key_id": key["id"],
-              "account_id": team["id"], "user_id": bob["user_id"]}
+              "account_id": team["id"], "user_id": bob["user_id"], "project_id": project_id,
+              # Not resources: any valid value (the resource they are under is the owner's).
+              "port": "8080", "path": "index.html"}
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    if "/api/projects/{project_id}/sandbox/ensure-active" in paths:  # the sandbox routes (issue 8)
+        box = await client.post(f"/api/projects/{project_id}/sandbox/ensure-active", headers=h)
+        assert box.status_code == 200, box.text
+        params["sandbox_id"] = box.json()["sandbox_id"]
     return {"ada": ada, "bob": bob, "eve": eve, "team": team, "params": params,
             "owner_data": [SECRET, ada["email"], "ada's key", "Acme", key["key"]]}
 
@@ -118,17 +128,40 @@ def _routes(spec: dict) -> list[tuple[str, str, dict]]:
 
 
 def _body(op: dict, spec: dict) -> Any:
-    content = op.get("requestBody", {}).get("content", {}).get("application/json")
-    return _example(content["schema"], spec) if content else None
+    content = op.get("requestBody", {}).get("content", {})
+    if "application/json" in content:
+        return _example(content["application/json"]["schema"], spec)
+    if "multipart/form-data" in content:  # fields first, then files, as the form declares them
+        schema = content["multipart/form-data"]["schema"]
+        props = {name: prop for name, prop in schema.get("properties", {}).items()
+                 if name in schema.get("required", [])}
+        return _Multipart(data={n: _example(p, spec) for n, p in props.items() if p.get("format") != "binary"},
+                          files={n: (f"{n}.txt", b"x") for n, p in props.items() if p.get("format") == "binary"})
+    return None
 
 
-async def _call(client, method: str, path: str, params: dict, headers: dict, body: Any) -> httpx.Response:
-    url = re.sub(r"\{(\w+)\}", lambda m: params[m.group(1)], path)
+@dataclass
+class _Multipart:
+    data: dict
+    files: dict
+
+
+def _query(op: dict, spec: dict, params: dict) -> dict:
+    """The route's required query parameters, filled like its path (or with a valid example)."""
+    return {p["name"]: params.get(p["name"]) or _example(p.get("schema", {}), spec)
+            for p in op.get("parameters", []) if p.get("in") == "query" and p.get("required")}
+
+
+async def _call(client, method: str, path: str, params: dict, headers: dict, body: Any,
+                query: dict | None = None) -> httpx.Response:
+    url = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: params[m.group(1)], path)
     if f"{method} {path}" in STREAMS:
-        async with client.stream(method, url, headers=headers) as response:
+        async with client.stream(method, url, headers=headers, params=query) as response:
             await response.aread() if response.status_code != 200 else None
             return response
-    return await client.request(method, url, headers=headers, json=body)
+    if isinstance(body, _Multipart):
+        return await client.request(method, url, headers=headers, data=body.data, files=body.files, params=query)
+    return await client.request(method, url, headers=headers, json=body, params=query)
 
 
 def _refused_like_missing(response: httpx.Response, world: dict, route: str) -> None:
@@ -151,15 +184,15 @@ async def test_every_route_has_a_tenancy_case_and_the_outsider_gets_404(client, 
         route = f"{method} {path}"
         if route in PUBLIC:
             continue
-        body = _body(op, spec)
+        body, query = _body(op, spec), _query(op, spec, world["params"])
         placeholders = re.findall(r"\{(\w+)\}", path)
         if placeholders:
             # The owner's resource, asked for by the outsider: as if it did not exist.
-            _refused_like_missing(await _call(client, method, path, world["params"], eve["headers"], body),
+            _refused_like_missing(await _call(client, method, path, world["params"], eve["headers"], body, query),
                                   world, route)
         # Any route, acting for the owner's account: the outsider is not a member of it.
         acting = {**eve["headers"], "X-Account-Id": world["team"]["id"]}
-        _refused_like_missing(await _call(client, method, path, world["params"], acting, body), world, route)
+        _refused_like_missing(await _call(client, method, path, world["params"], acting, body, query), world, route)
         covered += 1
     assert covered >= 20
 
@@ -204,3 +237,15 @@ async def test_an_api_key_acts_for_its_one_account(client, world):
     response = await client.post("/api/threads", json={}, headers={"X-API-Key": key,
                                                                    "X-Account-Id": world["team"]["id"]})
     assert response.status_code == 404 and response.json()["error"]["code"] == "account_not_found"
+
+
+async def test_every_route_but_the_public_ones_needs_a_credential(client, world):
+    spec = (await client.get("/openapi.json")).json()
+    for method, path, op in _routes(spec):
+        route = f"{method} {path}"
+        if route in PUBLIC:
+            continue
+        response = await _call(client, method, path, world["params"], {}, _body(op, spec),
+                               _query(op, spec, world["params"]))
+        assert response.status_code == 401, f"{route}: {response.status_code}"
+        assert response.headers["www-authenticate"] == "Bearer", route

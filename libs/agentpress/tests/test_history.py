@@ -104,7 +104,8 @@ def test_empty_messages_get_marked_text_and_anthropic_turns_alternate():
 _IDS = st.one_of(st.none(), st.sampled_from(["call_dup", "call_1", "functions.echo:0", "a b", "", "x" * 80]))
 _ARGS = st.one_of(st.fixed_dictionaries({"text": st.text(max_size=4)}),
                   st.sampled_from(['{"text": "x', "[]", "null", "", "42", '{"text": 1}', "{}"]))
-_CALL = st.builds(ScriptedCall, name=st.sampled_from(["echo", "echo", "no_such_tool"]), arguments=_ARGS,
+_CALL = st.builds(ScriptedCall, name=st.sampled_from(["echo", "echo", "no_such_tool", "bad name!", "x" * 70]),
+                  arguments=_ARGS,
                   call_id=_IDS)
 _TEXT = st.one_of(st.sampled_from(["", " ", "\n\t", "ok", "bad \ud800", "nul \x00"]), st.text(max_size=8))
 _REPLY = st.one_of(
@@ -182,3 +183,19 @@ async def test_two_empty_replies_end_the_run_empty_response_never_stored_as_an_a
     stored = harness.store.messages
     assert [m.kind for m in stored] == ["user", "status"]
     assert isinstance(stored[-1], StatusMessage) and stored[-1].status == "empty_response"
+
+
+async def test_a_summary_request_is_valid_whatever_the_transcript_holds():
+    """The summary call quotes old turns: their unsafe text is replaced there too."""
+    store = MemoryMessageStore([UserMessage(text="old \ud800 turn \x00 " + "x" * 4000),
+                                AssistantMessage(text="old answer " * 300), UserMessage(text="new question")])
+    summariser = ScriptedModel(["the summary"], name="summariser")
+    model = ScriptedModel(["answer"], name="main")
+    ctx = RunContext(run_id="r", thread_id="t", messages=store, sandbox=MemorySandbox(),
+                     usage=RecordingUsageSink(None), events=RecordingEventSink(), cancel=asyncio.Event())
+    config = ContextConfig(context_window=1_500, reserve_tokens=200,
+                           token_counter=lambda model, messages: len(orjson.dumps(messages)) // 4)
+    result = await Agent(model=model, summary_model=summariser, retry=FAST, context=config).run(ctx)
+    assert result.reason is FinishReason.COMPLETED, result.error
+    assert len(summariser.requests) == 1 and summariser.rejections == [] and model.rejections == []
+    assert "\ufffd" in summariser.requests[0].messages[1]["content"]

@@ -177,3 +177,17 @@ async def test_the_direct_lane_sends_the_request_litellm_would(lane):
         {"path": "hello.py", "content": "print('hi')"})
     assert [(d.prompt_tokens, d.completion_tokens) for d in deltas if d.prompt_tokens] == [(50, 20)]
     assert [d.finish_reason for d in deltas if d.finish_reason] == ["tool_calls"]
+
+
+async def test_a_rate_limited_call_is_attempted_three_times_in_all_on_each_lane(harness):
+    """The default policy's 3 attempts are all the provider sees: neither the OpenAI SDK's
+    max_retries nor LiteLLM's num_retries adds any (issue 14, case 4)."""
+    provider = FakeProvider(error=(429, {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}},
+                                   {"retry-after-ms": "20"}))
+    async with serve(provider) as base:
+        agent = Agent(model="openai/agentry-test", api_base=base, api_key="sk-test",
+                      retry=RetryPolicy(initial_wait=0.001, max_wait=0.002),
+                      context=ContextConfig(context_window=16_000))
+        result = await agent.run(harness.ctx)
+    assert result.reason is FinishReason.ERROR and result.error.startswith("rate limit reached (HTTP 429)")
+    assert len(provider.requests) == 3

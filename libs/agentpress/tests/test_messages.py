@@ -20,7 +20,7 @@ from agentpress import (
     event_from_dict,
     message_from_dict,
 )
-from agentpress.safe_text import clean, is_safe
+from agentpress.safe_text import encodable
 
 MESSAGES = [
     UserMessage(text="hi"),
@@ -44,17 +44,17 @@ ANY_TEXT = st.text(st.characters(exclude_categories=()))
 
 @given(ANY_TEXT, ANY_TEXT, st.lists(st.tuples(ANY_TEXT, ANY_TEXT), max_size=3))
 def test_assistant_round_trip_any_text(text, reasoning, calls):
-    """Whatever the text, it serialises; what JSON, PostgreSQL or a provider cannot hold (an
-    unpaired surrogate, NUL) comes back as U+FFFD, everything else exactly."""
+    """Whatever the text, it serialises; an unpaired surrogate (which JSON and UTF-8 cannot hold)
+    comes back as U+FFFD, everything else (NUL and control characters too) exactly."""
     message = AssistantMessage(text=text, reasoning=reasoning,
                                tool_calls=tuple(ToolCall(call_id=f"c{i}", name=n, arguments=a)
                                                 for i, (n, a) in enumerate(calls)))
-    expected = replace(message, text=clean(text), reasoning=clean(reasoning),
-                       tool_calls=tuple(replace(c, name=clean(c.name), arguments=clean(c.arguments))
+    expected = replace(message, text=encodable(text), reasoning=encodable(reasoning),
+                       tool_calls=tuple(replace(c, name=encodable(c.name), arguments=encodable(c.arguments))
                                         for c in message.tool_calls))
     back = message_from_dict(orjson.loads(message.to_json()))
     assert back == expected
-    if is_safe(text + reasoning + "".join(n + a for n, a in calls)):
+    if encodable(all_text := text + reasoning + "".join(n + a for n, a in calls)) is all_text:
         assert back == message
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,7 @@ async def world(tmp_path: Path, sqlite_engine: AsyncEngine, billing_credit: int)
     async with contextlib.AsyncExitStack() as stack:
         sandbox = await start_sandbox(SandboxSettings(
             port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}",
-            root_dir=tmp_path / "sandboxes", isolation="none", grace_seconds=1), stack)
+            root_dir=tmp_path / "sandboxes", isolation="none", allow_unisolated=True, grace_seconds=1), stack)
         billing = await start_billing(BillingSettings(
             port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}",
             initial_credit_micros=billing_credit, grace_seconds=1), stack)
@@ -657,3 +658,66 @@ async def test_a_job_for_a_run_this_worker_leased_but_no_longer_drives_takes_it_
     await asyncio.wait_for(world.worker.handle(job), WAIT)
 
     assert (await world.run_row(run.run_id)).status is RunStatus.COMPLETED
+
+
+def _host_processes(marker: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\x00", b" ")
+                state = Path(f"/proc/{entry}/stat").read_text().split(") ", 1)[1][0]
+            except OSError:
+                continue
+            if marker.encode() in cmdline and state != "Z":
+                pids.append(int(entry))
+    return pids
+
+
+async def test_a_background_process_left_running_when_the_run_is_stopped_is_killed(world: World) -> None:
+    marker = "sleep 3599.25"
+    world.use(ScriptedModel([
+        ScriptedReply(tool_calls=[ScriptedCall("start_process", {"command": marker})]),
+        ScriptedReply(tool_calls=[ScriptedCall("run_command", {"command": "sleep 30"})]),
+        "unreachable",
+    ]))
+    run, job = await world.start()
+    handling = asyncio.create_task(world.worker.handle(job))
+    await world.wait_for_event(run.run_id, "tool_call_finished")
+    assert _host_processes(marker), "the background process should be running"
+
+    await world.service.stop_run(ACCOUNT, run.run_id)
+    await asyncio.wait_for(handling, STOP_DEADLINE)
+    assert (await world.run_row(run.run_id)).status is RunStatus.CANCELLED
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while _host_processes(marker):
+        assert loop.time() < deadline, "the run's background process outlived the stop"
+        await asyncio.sleep(0.05)
+
+
+async def test_the_background_process_of_a_run_whose_worker_died_is_killed_when_it_is_taken_over(
+        world: World) -> None:
+    from agentry.servicekit.context import run_id_var
+
+    marker = "sleep 3599.75"
+    world.use(ScriptedModel(["Resumed and done."]))
+    run, job = await world.start()
+    thread = await world.service.get_thread(ACCOUNT, run.thread_id)
+    # The dead worker's attempt started a background process in the project's sandbox.
+    token = run_id_var.set(run.run_id)
+    try:
+        await world.worker._sandboxes(ACCOUNT, thread.project_id).start_process(marker)
+    finally:
+        run_id_var.reset(token)
+    await lost_worker(world, run)
+    assert _host_processes(marker)
+
+    await world.worker.handle(job)
+
+    assert (await world.run_row(run.run_id)).status is RunStatus.COMPLETED
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while _host_processes(marker):
+        assert loop.time() < deadline, "the dead worker's background process outlived the takeover"
+        await asyncio.sleep(0.05)

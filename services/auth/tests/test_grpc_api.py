@@ -136,7 +136,11 @@ async def test_refresh_sign_out_api_keys_and_stream_tokens_over_grpc(stub):
 
     again = await _sign_in(stub)
     principal = (await stub.VerifyToken(auth_pb2.VerifyTokenRequest(token=again.access_token))).principal
-    created = await stub.CreateApiKey(auth_pb2.CreateApiKeyRequest(principal=principal, name="ci"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CreateApiKey(auth_pb2.CreateApiKeyRequest(principal=principal, name="ci"))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED  # no session token: no key
+    created = await stub.CreateApiKey(auth_pb2.CreateApiKeyRequest(principal=principal, name="ci",
+                                                                   token=again.access_token))
     assert created.key.startswith("agentry_sk_") and created.api_key.name == "ci"
     via_key = await stub.VerifyApiKey(auth_pb2.VerifyApiKeyRequest(key=created.key))
     assert via_key.principal.api_key_id == created.api_key.api_key_id

@@ -29,9 +29,19 @@ def isolation(request) -> str:
     return request.param
 
 
+def traversable(path: Path) -> Path:
+    """`path`, with every directory above it made o+x so a sandbox's own user can reach its workspace
+    (pytest's temporary directories are 0700)."""
+    for directory in [path, *path.parents]:
+        mode = directory.stat().st_mode
+        if not mode & 0o001:
+            directory.chmod(mode | 0o001)
+    return path
+
+
 @pytest.fixture
 async def provider(tmp_path: Path, isolation: str) -> AsyncIterator[LocalSandboxProvider]:
-    provider = LocalSandboxProvider(tmp_path / "sandboxes", isolation=isolation, max_output_bytes=10_000)
+    provider = LocalSandboxProvider(traversable(tmp_path) / "sandboxes", isolation=isolation, allow_unisolated=True, max_output_bytes=10_000)
     yield provider
     await provider.close()
 

@@ -35,3 +35,27 @@ def test_choose_isolation_without_bwrap(monkeypatch) -> None:
     assert choose_isolation("none") == ("none", "")
     with pytest.raises(RuntimeError, match="bwrap is not installed"):
         choose_isolation("bwrap")
+
+
+def test_daytona_is_chosen_with_its_own_variables(monkeypatch) -> None:
+    monkeypatch.setenv("AGENTRY_SANDBOX_PROVIDER", "daytona")
+    with pytest.raises(ValidationError, match="DAYTONA_API_KEY"):
+        SandboxSettings()
+    monkeypatch.setenv("DAYTONA_API_KEY", "dtn_secret")
+    monkeypatch.setenv("DAYTONA_API_URL", "http://127.0.0.1:9999/api")
+    monkeypatch.setenv("DAYTONA_TARGET", "eu")
+    settings = SandboxSettings()
+    assert (settings.provider, settings.daytona_api_url, settings.daytona_target) == (
+        "daytona", "http://127.0.0.1:9999/api", "eu")
+    assert "dtn_secret" not in repr(settings)
+
+
+def test_lifecycle_and_limit_settings(monkeypatch) -> None:
+    monkeypatch.setenv("AGENTRY_SANDBOX_AUTO_STOP_MINUTES", "5")
+    monkeypatch.setenv("AGENTRY_SANDBOX_AUTO_ARCHIVE_MINUTES", "0")
+    monkeypatch.setenv("AGENTRY_SANDBOX_MAX_PROCESSES", "64")
+    monkeypatch.setenv("AGENTRY_SANDBOX_ALLOW_UNISOLATED", "true")
+    settings = SandboxSettings()
+    assert (settings.auto_stop_minutes, settings.auto_archive_minutes, settings.max_processes) == (5, 0, 64)
+    assert settings.allow_unisolated is True
+    assert SandboxSettings(allow_unisolated=False).allow_unisolated is False

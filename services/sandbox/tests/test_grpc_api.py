@@ -17,14 +17,17 @@ from agentry.sandbox.main import start
 from agentry.servicekit import DEV_INTERNAL_TOKEN, open_channel
 from agentry.servicekit.errors import ERROR_CODE_KEY
 
+from .conftest import traversable  # noqa: TID252 - the shared helper
+
 
 @pytest.fixture
 async def target(tmp_path: Path, sqlite_url: str) -> AsyncIterator[str]:
     settings = SandboxSettings(
         port=0,
         database_url=sqlite_url,
-        root_dir=tmp_path / "sandboxes",
+        root_dir=traversable(tmp_path) / "sandboxes",
         isolation="auto",
+        allow_unisolated=True,
         grace_seconds=0.5,
         default_exec_timeout_seconds=10,
     )
@@ -49,7 +52,7 @@ def _error_code(error: grpc.aio.AioRpcError) -> str | None:
 
 async def test_create_is_idempotent_per_project_and_get_returns_it(stub) -> None:
     first = await _sandbox(stub)
-    assert first.sandbox_id and first.provider == "local" and first.state == "ready"
+    assert first.sandbox_id and first.provider == "local" and first.state == "started"
     assert (first.account_id, first.project_id) == ("acct_a", "proj_1")
     assert await _sandbox(stub) == first
     assert (await _sandbox(stub, project="proj_2")).sandbox_id != first.sandbox_id
@@ -162,6 +165,17 @@ async def test_another_account_gets_not_found_for_everything(stub) -> None:
             stub.ListFiles(sandbox_pb2.ListFilesRequest(**ids)),
             stub.DeleteFile(sandbox_pb2.DeleteFileRequest(**ids, path="a")),
             stub.StartProcess(sandbox_pb2.StartProcessRequest(**ids, command="true")),
+            stub.StartSandbox(sandbox_pb2.SandboxRequest(**ids)),
+            stub.StopSandbox(sandbox_pb2.SandboxRequest(**ids)),
+            stub.ArchiveSandbox(sandbox_pb2.SandboxRequest(**ids)),
+            stub.DeleteSandbox(sandbox_pb2.SandboxRequest(**ids)),
+            stub.GetPreviewLink(sandbox_pb2.GetPreviewLinkRequest(**ids, port=8080)),
+            stub.MakeDirectory(sandbox_pb2.MakeDirectoryRequest(**ids, path="d")),
+            stub.MoveFile(sandbox_pb2.MoveFileRequest(**ids, source="a", destination="b")),
+            stub.ListProcesses(sandbox_pb2.ListProcessesRequest(**ids)),
+            stub.SendProcessInput(sandbox_pb2.SendProcessInputRequest(**ids, process_id="p", data=b"x")),
+            stub.KillRunProcesses(sandbox_pb2.KillRunProcessesRequest(**ids, run_id="r")),
+            stub.UploadFile(_upload(ids, "a", [b"x"])),
         ]
         messages = set()
         for call in calls:
@@ -172,6 +186,10 @@ async def test_another_account_gets_not_found_for_everything(stub) -> None:
             messages.add(err.value.details().replace(ids["sandbox_id"], "<id>"))
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async for _ in stub.Exec(sandbox_pb2.ExecRequest(**ids, command="echo hi")):
+                pass
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.DownloadFile(sandbox_pb2.ReadFileRequest(**ids, path="a")):
                 pass
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         assert messages == {"sandbox '<id>' not found"}
@@ -208,3 +226,45 @@ async def test_empty_account_is_invalid_argument(stub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.CreateSandbox(sandbox_pb2.CreateSandboxRequest(account_id="", project_id="p"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def _upload(ids: dict, path: str, parts: list[bytes]):
+    yield sandbox_pb2.UploadFileChunk(header=sandbox_pb2.UploadFileHeader(**ids, path=path))
+    for part in parts:
+        yield sandbox_pb2.UploadFileChunk(data=part)
+
+
+async def test_upload_and_download_stream_in_chunks(stub) -> None:
+    box = await _sandbox(stub)
+    ids = {"account_id": "acct_a", "sandbox_id": box.sandbox_id}
+    parts = [bytes([i]) * 700_000 for i in range(5)]
+    written = await stub.UploadFile(_upload(ids, "big/blob.bin", parts))
+    assert written.size == 3_500_000
+    chunks = [c.data async for c in stub.DownloadFile(sandbox_pb2.ReadFileRequest(**ids, path="big/blob.bin"))]
+    assert len(chunks) > 1 and b"".join(chunks) == b"".join(parts)
+    moved = await stub.MoveFile(sandbox_pb2.MoveFileRequest(**ids, source="big/blob.bin", destination="b.bin"))
+    assert (moved.path, moved.size, moved.is_dir) == ("b.bin", 3_500_000, False)
+    made = await stub.MakeDirectory(sandbox_pb2.MakeDirectoryRequest(**ids, path="x/y"))
+    assert (made.path, made.is_dir) == ("x/y", True)
+    listed = await stub.ListFiles(sandbox_pb2.ListFilesRequest(**ids))
+    assert [(f.name, f.mode) for f in listed.files] == [("b.bin", 0o644), ("big", 0o755), ("x", 0o755)]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in stub.DownloadFile(sandbox_pb2.ReadFileRequest(**ids, path="../../etc/passwd")):
+            pass
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_lifecycle_over_grpc(stub) -> None:
+    lazy = await stub.CreateSandbox(sandbox_pb2.CreateSandboxRequest(
+        account_id="acct_a", project_id="proj_9", lazy=True,
+        spec=sandbox_pb2.SandboxSpec(memory_mb=256, env={"A": "1"}, labels={"k": "v"})))
+    assert lazy.state == "creating" and lazy.spec.memory_mb == 256
+    ids = {"account_id": "acct_a", "sandbox_id": lazy.sandbox_id}
+    assert (await stub.StartSandbox(sandbox_pb2.SandboxRequest(**ids))).state == "started"
+    assert (await stub.StopSandbox(sandbox_pb2.SandboxRequest(**ids))).state == "stopped"
+    assert (await stub.ArchiveSandbox(sandbox_pb2.SandboxRequest(**ids))).state == "archived"
+    listed = await stub.ListSandboxes(sandbox_pb2.ListSandboxesRequest(account_id="acct_a", project_id="proj_9"))
+    assert [(b.sandbox_id, b.state, dict(b.spec.labels)) for b in listed.sandboxes] == [
+        (lazy.sandbox_id, "archived", {"k": "v"})]
+    await stub.DeleteSandbox(sandbox_pb2.SandboxRequest(**ids))
+    assert list((await stub.ListSandboxes(sandbox_pb2.ListSandboxesRequest(account_id="acct_a"))).sandboxes) == []

@@ -108,8 +108,12 @@ async def start_dev_stack(
                             stack)
     billing = await start_billing(BillingSettings(port=ports["billing"], database_url=db("billing"),
                                                   **(billing_overrides or {})), stack)
+    # Dev mode runs sandbox commands unisolated when bubblewrap is missing (the sandbox service
+    # logs a loud warning); AGENTRY_SANDBOX_ALLOW_UNISOLATED=false refuses them instead.
     sandbox = await start_sandbox(SandboxSettings(port=ports["sandbox"], database_url=db("sandbox"),
-                                                  root_dir=data_dir / "sandboxes"), stack)
+                                                  root_dir=data_dir / "sandboxes",
+                                                  allow_unisolated=os.environ.get("AGENTRY_SANDBOX_ALLOW_UNISOLATED",
+                                                                                  "true")), stack)
     events = MemoryEventStream()
     stack.push_async_callback(events.close)
     runner = await start_runner(

@@ -74,6 +74,10 @@ def serve(service: Annotated[str, typer.Argument(help="auth | billing | sandbox 
     if service not in SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import sys
+
+    # The service reads its own command line (`migrate`, `--help`): here it has none.
+    sys.argv = [f"agentry serve {service}"]
     module = importlib.import_module(SERVICES[service])
     module.main()
 

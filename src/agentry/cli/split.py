@@ -118,7 +118,11 @@ class SplitProcesses:
                         "AGENTRY_BILLING_DATABASE_URL": c.database_url},
             "sandbox": {**common, "AGENTRY_SANDBOX_PORT": str(p["sandbox"]),
                         "AGENTRY_SANDBOX_DATABASE_URL": c.database_url,
-                        "AGENTRY_SANDBOX_ROOT_DIR": str(c.data_dir / "sandboxes")},
+                        "AGENTRY_SANDBOX_ROOT_DIR": str(c.data_dir / "sandboxes"),
+                        # Like `agentry dev`: without bubblewrap, commands run unisolated (the
+                        # sandbox logs a loud warning) unless this is set to false.
+                        "AGENTRY_SANDBOX_ALLOW_UNISOLATED": c.extra_env.get(
+                            "AGENTRY_SANDBOX_ALLOW_UNISOLATED", os.environ.get("AGENTRY_SANDBOX_ALLOW_UNISOLATED", "true"))},
             "runner": {**common, **runner_common, "AGENTRY_RUNNER_ROLE": "api", "AGENTRY_RUNNER_PORT": str(p["runner"])},
             **{name: {**common, **runner_common, "AGENTRY_RUNNER_ROLE": "worker", "AGENTRY_RUNNER_PORT": str(p[name])}
                for name in self.worker_names},

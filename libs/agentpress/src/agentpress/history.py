@@ -8,7 +8,8 @@ rules (checked independently by `agentpress.provider_rules`, the strict fakes' j
   id, in order; a result without a call (or a second one for the same call) is left out; a call
   without a result gets a placeholder result (see `prompt.render`);
 - tool-call ids are unique in the thread and match `^[a-zA-Z0-9_-]{1,64}$` (Anthropic's rule);
-  a repeated or unusable id is replaced by one derived from the message and position;
+  a repeated or unusable id is replaced by one derived from the message and position; a tool
+  name outside that pattern has its other characters replaced by "_";
 - arguments are a JSON object: invalid ones are replaced by {"_invalid_arguments": <raw text>},
   next to the error result the model saw when the call was refused;
 - no empty message: an empty assistant reply becomes "[empty reply]", an empty user message
@@ -21,21 +22,22 @@ rules (checked independently by `agentpress.provider_rules`, the strict fakes' j
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from agentpress import safe_text
 from agentpress.messages import AssistantMessage, Message, ToolResultMessage, UserMessage
+from agentpress.provider_rules import Family, family_of
 
-Family = Literal["openai", "anthropic"]
-
-VALID_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+VALID_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # Anthropic's rule for tool ids and names
+_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 INVALID_ARGUMENTS_KEY = "_invalid_arguments"
 INVALID_ARGUMENTS_LIMIT = 2_000
 EMPTY_REPLY = "[empty reply]"
@@ -60,6 +62,13 @@ def unique_call_id(provider_id: str | None, taken: set[str], seed: str) -> str:
     return call_id
 
 
+def _tool_name(name: str) -> str:
+    """A name providers accept in a replayed call (Anthropic: ^[a-zA-Z0-9_-]{1,64}$): other
+    characters become "_"; an empty name becomes "unnamed_tool"."""
+    return _NAME_CHARS.sub("_", name)[:64] or UNNAMED_TOOL
+
+
+@functools.lru_cache(maxsize=4096)  # every step sends the same calls again: parse each once
 def arguments_object(arguments: str) -> str:
     """`arguments` when they are a JSON object; "{}" when empty; else the marked placeholder."""
     if not arguments.strip():
@@ -86,15 +95,18 @@ def repair(history: Sequence[Message]) -> list[Message]:
     for m in history:
         if isinstance(m, AssistantMessage):
             calls = []
+            changed = False
             for index, call in enumerate(m.tool_calls):
                 call_id = unique_call_id(call.call_id, taken, f"{m.message_id}:{index}:{call.call_id}")
                 waiting.setdefault(call.call_id, deque()).append(call_id)
-                fixed = replace(call, call_id=call_id, name=safe_text.clean(call.name) or UNNAMED_TOOL,
-                                arguments=arguments_object(call.arguments) if call.format == "native"
-                                else call.arguments)
-                calls.append(call if fixed == call else fixed)
+                name = call.name if VALID_ID.match(call.name) else _tool_name(call.name)
+                arguments = arguments_object(call.arguments) if call.format == "native" else call.arguments
+                if call_id != call.call_id or name != call.name or arguments is not call.arguments:
+                    call = replace(call, call_id=call_id, name=name, arguments=arguments)
+                    changed = True
+                calls.append(call)
             text = safe_text.clean(m.text)
-            if text != m.text or any(a is not b for a, b in zip(calls, m.tool_calls, strict=True)):
+            if changed or text is not m.text:
                 m = replace(m, text=text, tool_calls=tuple(calls))
             out.append(m)
         elif isinstance(m, ToolResultMessage):
@@ -103,10 +115,10 @@ def repair(history: Sequence[Message]) -> list[Message]:
                 continue  # no call of its own: an orphan, or a second result for one call
             call_id = queue.popleft()
             output = safe_text.clean(m.output)
-            out.append(m if call_id == m.call_id and output == m.output else replace(m, call_id=call_id, output=output))
+            out.append(m if call_id == m.call_id and output is m.output else replace(m, call_id=call_id, output=output))
         elif isinstance(m, UserMessage):
             text = safe_text.clean(m.text)
-            out.append(m if text == m.text else replace(m, text=text))
+            out.append(m if text is m.text else replace(m, text=text))
         else:
             out.append(m)
     return out
@@ -173,7 +185,5 @@ def _join(a: Any, b: Any) -> Any:
 
 def family_for(model_names: Iterable[str]) -> Family:
     """The strictest family among the models a call may go to (the primary and its fallbacks)."""
-    from agentpress.provider_rules import family_of
-
     return "anthropic" if any(family_of(n) == "anthropic" for n in model_names) else "openai"
 

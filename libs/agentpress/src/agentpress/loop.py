@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentpress.context import ContextConfig, ContextManager
+from agentpress.context import BuiltPrompt, ContextConfig, ContextManager
 from agentpress.errors import ModelCallError, UserError
 from agentpress.events import (
     Event,
@@ -220,7 +220,7 @@ class _Run:
         self.step = _Step()
         self.context = ContextManager(agent._context_config, self._summarize)
         self.retry_budget = RetryBudget(agent.retry.run_budget)
-        self._prompt_tokens: Any = lambda: 0
+        self._prompt: BuiltPrompt | None = None  # the last prompt sent
 
     async def emit(self, event: Event) -> None:
         await self.ctx.events.emit(event)
@@ -291,7 +291,8 @@ class _Run:
             await self.finish_cancelled()
             message = str(exc) if isinstance(exc, ModelCallError) else f"{type(exc).__name__}: {exc}"
             return RunResult(FinishReason.ERROR, message, self.steps)
-        within_budget = await self._record_usage(opened.model, step.processor, self._prompt_tokens())
+        within_budget = await self._record_usage(opened.model, step.processor,
+                                                 self._prompt.tokens if self._prompt else 0)
         if not step.processor.calls and not step.processor.text.strip():
             return "empty" if within_budget else RunResult(FinishReason.BUDGET_EXCEEDED, None, self.steps)
         await self.persist(step.processor.message())
@@ -322,12 +323,11 @@ class _Run:
         agent = self.agent
         models = [agent.model, *agent.fallback_models]
         family = family_for(m.name for m in [*models, *agent.context_fallback_models])
-        sent = repair(self.history)
 
         async def request(scale: float) -> ModelRequest:
-            prompt = await self.context.build(sent, agent._system_prompt(), tools, agent.model.name,
+            prompt = await self.context.build(repair(self.history), agent._system_prompt(), tools, agent.model.name,
                                               agent.model.context_window, self.persist, budget_scale=scale)
-            self._prompt_tokens = lambda: prompt.tokens
+            self._prompt = prompt
             messages = finalize(prompt.messages, family)
             messages = with_cache_markers(messages) if is_anthropic(agent.model.name) else messages
             return ModelRequest(messages, tools, agent.settings)
@@ -386,8 +386,9 @@ class _Run:
 
     async def _summarize(self, transcript: str) -> str:
         model = self.agent.summary_model
-        request = ModelRequest([{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": transcript}],
-                               [], ModelSettings(max_tokens=self.agent._context_config.reserve_tokens))
+        messages = [{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": transcript}]
+        request = ModelRequest(finalize(messages, family_for([model.name])), [],  # the transcript quotes any text
+                               ModelSettings(max_tokens=self.agent._context_config.reserve_tokens))
         opened = await open_stream([model], request, self.agent.retry, self.retry_budget)
         processor = StreamProcessor(_discard, lambda _: None, "native", model.name)
         await processor.consume(opened.first, opened.rest)

@@ -18,6 +18,7 @@ Family = Literal["openai", "anthropic"]
 
 # Anthropic's pattern for tool_use ids (LiteLLM passes OpenAI ids through unchanged).
 ANTHROPIC_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+ANTHROPIC_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def _check_openai(messages: Sequence[Mapping[str, Any]]) -> ProviderRejection | 
                           + ", ".join(open_calls), f"messages.[{open_at}].role")
         if role != "assistant":
             if role == "user" and text is None:
-                return reject(f"Invalid value for 'content': expected a string, got null.",
+                return reject("Invalid value for 'content': expected a string, got null.",
                               f"messages.[{i}].content")
             continue
         calls = m.get("tool_calls") or []
@@ -191,7 +192,7 @@ def _check_anthropic(messages: Sequence[Mapping[str, Any]]) -> ProviderRejection
         if role != "assistant":
             return reject(f"messages.{n}.role: Input should be 'user' or 'assistant'")
         if not turns:
-            return reject(f'messages.0: first message must use the "user" role')
+            return reject('messages.0: first message must use the "user" role')
         if turns[-1] == "assistant":
             return reject('messages: roles must alternate between "user" and "assistant", but found multiple '
                           '"assistant" roles in a row')
@@ -213,9 +214,11 @@ def _check_anthropic(messages: Sequence[Mapping[str, Any]]) -> ProviderRejection
             seen_ids.add(call_id)
             if not _arguments_object(fn.get("arguments")):
                 return reject(f"messages.{n}.content.{k}.tool_use.input: Input should be a valid dictionary")
-            if not fn.get("name") or _bad_unicode(fn.get("arguments", "")) or _bad_unicode(fn.get("name", "")):
-                return reject(f"messages.{n}.content.{k}.tool_use.name: String should have at least 1 character "
-                              f"and valid unicode")
+            if not isinstance(fn.get("name"), str) or not ANTHROPIC_TOOL_NAME.match(fn["name"]):
+                return reject(f"messages.{n}.content.{k}.tool_use.name: String should match pattern "
+                              f"'^[a-zA-Z0-9_-]{{1,64}}$'")
+            if _bad_unicode(fn.get("arguments", "")):
+                return reject(f"messages.{n}.content.{k}.tool_use.input: invalid unicode")
         open_calls = [c.get("id") for c in calls]
         turns.append("assistant")
     if open_calls:

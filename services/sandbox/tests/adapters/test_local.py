@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentry.sandbox.adapters.local import LocalSandboxProvider
-from agentry.sandbox.domain import TIMEOUT_EXIT_CODE, ExecOutcome
+from agentry.sandbox.domain import TIMEOUT_EXIT_CODE, ExecOutcome, SandboxSpec
 from agentry.sandbox.errors import (
     DirectoryNotEmpty,
     FileNotFound,
@@ -45,15 +45,16 @@ async def run(provider: LocalSandboxProvider, command: str, **kwargs) -> tuple[b
 
 @pytest.fixture
 async def sandbox(provider: LocalSandboxProvider) -> Path:
-    return Path(await provider.create(SID)) / "workspace"
+    await provider.create(SID, SandboxSpec())
+    return provider.root_dir / SID / "workspace"
 
 
 async def test_create_is_idempotent_and_unknown_sandboxes_are_not_found(provider, sandbox) -> None:
-    assert await provider.create(SID) == str(sandbox.parent)
+    assert await provider.create(SID, SandboxSpec()) == SID
     with pytest.raises(SandboxNotFound):
         await provider.read_file("sbx_other", "a.txt")
     with pytest.raises(SandboxNotFound):
-        await provider.create("../escape")
+        await provider.create("../escape", SandboxSpec())
 
 
 async def test_exec_merges_stdout_and_stderr_and_reports_the_exit_code(provider, sandbox) -> None:
@@ -64,7 +65,7 @@ async def test_exec_merges_stdout_and_stderr_and_reports_the_exit_code(provider,
 
 
 async def test_exec_runs_in_the_workspace_and_writes_land_there(provider, sandbox) -> None:
-    (sandbox / "src").mkdir()
+    await provider.make_dir(SID, "src")  # as the sandbox's user, like its commands
     output, outcome = await run(provider, "echo hi > made.txt && ls", cwd="src")
     assert outcome.exit_code == 0
     assert (sandbox / "src" / "made.txt").read_text() == "hi\n"
@@ -199,7 +200,7 @@ async def test_file_errors(provider, sandbox) -> None:
         await provider.write_file(SID, "d", b"x")
     with pytest.raises(InvalidSandboxRequest):
         await provider.delete_file(SID, "")
-    small = LocalSandboxProvider(provider.root_dir, max_file_bytes=3)
+    small = LocalSandboxProvider(provider.root_dir, max_file_bytes=3, allow_unisolated=True)
     with pytest.raises(FileTooLarge):
         await small.write_file(SID, "big.txt", b"four")
     await provider.write_file(SID, "big.txt", b"four")
@@ -273,7 +274,7 @@ async def test_stopping_a_background_process_kills_its_group(provider, sandbox, 
 
 
 async def test_processes_are_private_to_their_sandbox(provider, sandbox) -> None:
-    await provider.create("sbx_other")
+    await provider.create("sbx_other", SandboxSpec())
     started = await provider.start_process(SID, "true")
     with pytest.raises(ProcessNotFound):
         await provider.read_process("sbx_other", started.process_id)

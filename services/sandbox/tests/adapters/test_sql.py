@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agentry.sandbox.adapters.sql import SqlSandboxRepository
-from agentry.sandbox.domain import SandboxRecord, SandboxState
+from agentry.sandbox.domain import SandboxRecord, SandboxSpec, SandboxState
 from agentry.sandbox.errors import SandboxAlreadyExists
 from agentry.sandbox.migrations import MIGRATIONS_DIR, VERSION_TABLE
 from agentry.servicekit.db import migrate, open_database
@@ -27,6 +27,8 @@ def _record(sandbox_id: str = "sbx_1", account: str = "acct_a", project: str = "
         state=SandboxState.CREATING,
         created_at=T0,
         last_used_at=T0,
+        spec=SandboxSpec(cpu=2, memory_mb=512, env={"A": "1"}, labels={"team": "x"}, network=True),
+        state_changed_at=T0,
     )
 
 
@@ -59,13 +61,26 @@ async def test_one_sandbox_per_account_and_project(repository: SqlSandboxReposit
     assert (await repository.find_by_project("acct_b", "proj_1")).sandbox_id == "sbx_3"
 
 
-async def test_mark_ready_and_touch(repository: SqlSandboxRepository) -> None:
+async def test_mark_ready_state_changes_touch_list_and_delete(repository: SqlSandboxRepository) -> None:
     await repository.add(_record())
-    await repository.mark_ready("sbx_1", "/var/sandboxes/sbx_1")
+    await repository.mark_ready("sbx_1", "sbx_1", T0 + timedelta(minutes=1))
     later = T0 + timedelta(minutes=5)
     await repository.touch("sbx_1", later)
     record = await repository.get("sbx_1")
-    assert record.state is SandboxState.READY
-    assert record.provider_ref == "/var/sandboxes/sbx_1"
+    assert record.state is SandboxState.STARTED
+    assert record.provider_ref == "sbx_1"
     assert record.last_used_at == later
     assert record.created_at == T0
+    assert record.state_changed_at == T0 + timedelta(minutes=1)
+    await repository.set_state("sbx_1", SandboxState.ERROR, later, "provider down")
+    record = await repository.get("sbx_1")
+    assert (record.state, record.error, record.state_changed_at) == (SandboxState.ERROR, "provider down", later)
+
+    await repository.add(_record(sandbox_id="sbx_2", project="proj_2"))
+    await repository.add(_record(sandbox_id="sbx_3", account="acct_b"))
+    assert [r.sandbox_id for r in await repository.list("acct_a")] == ["sbx_1", "sbx_2"]
+    assert [r.sandbox_id for r in await repository.list("acct_a", "proj_2")] == ["sbx_2"]
+    assert [r.sandbox_id for r in await repository.in_states([SandboxState.CREATING])] == ["sbx_2", "sbx_3"]
+    await repository.delete("sbx_2")
+    assert await repository.get("sbx_2") is None
+    assert await repository.find_by_project("acct_a", "proj_2") is None

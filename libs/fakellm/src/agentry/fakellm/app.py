@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,9 @@ def _sse(chunk: Any) -> bytes:
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
+REQUEST_LOG_SIZE = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class LoggedRequest:
     """One chat-completion request as the server saw it: when (time.monotonic()), for which
@@ -69,7 +73,8 @@ class _Handlers:
         self.ttft_seconds = ttft_seconds
         self.tokens_per_second = tokens_per_second
         self.strict = strict
-        self.requests: list[LoggedRequest] = []
+        # The latest requests only: a load test sends many thousands.
+        self.requests: deque[LoggedRequest] = deque(maxlen=REQUEST_LOG_SIZE)
 
     async def health(self, request: Request) -> Response:
         return _json({"status": "ok"})

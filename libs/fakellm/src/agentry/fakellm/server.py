@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 
 import uvicorn
@@ -52,8 +52,9 @@ class FakeLLMServer:
         self.port = 0
 
     @property
-    def requests(self) -> list[LoggedRequest]:
-        """Every chat-completion request so far, in arrival order."""
+    def requests(self) -> Sequence[LoggedRequest]:
+        """The chat-completion requests so far (the latest 10,000), in arrival order. From another
+        thread, copy it with list() before iterating: the server appends as requests arrive."""
         return self._app.state.requests  # type: ignore[no-any-return]
 
     @property
@@ -132,7 +133,7 @@ class ThreadedFakeLLMServer:
         return self._server.port
 
     @property
-    def requests(self) -> list[LoggedRequest]:
+    def requests(self) -> Sequence[LoggedRequest]:
         return self._server.requests
 
     def start(self, timeout: float = 10.0) -> None:

@@ -7,6 +7,7 @@ import grpc
 from .context import REQUEST_ID_KEY, RUN_ID_KEY, request_id_var, run_id_var
 from .errors import ERROR_CODE_KEY
 from .interceptors import AUTHORIZATION_KEY
+from .tls import TlsFiles
 
 
 def _details(details: grpc.aio.ClientCallDetails, token: str, default_timeout: float | None):
@@ -42,27 +43,36 @@ class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(_details(client_call_details, self._token, self._timeout), request)
 
 
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, token: str, timeout: float | None) -> None:
+        self._token, self._timeout = token, timeout
+
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return await continuation(_details(client_call_details, self._token, self._timeout), request_iterator)
+
+
 def open_channel(
     target: str,
     internal_token: str | None,
     *,
     default_timeout: float | None = 30.0,
     stream_timeout: float | None = None,
+    tls: TlsFiles | None = None,
 ) -> grpc.aio.Channel:
     """An insecure channel (cluster-internal) whose calls carry the service credential.
 
-    Unary calls get `default_timeout` unless the caller sets one; streaming calls get
+    Unary calls get `default_timeout` unless the caller sets one; streaming calls (either way) get
     `stream_timeout` (none by default: a command may run long, the caller bounds it).
     With `internal_token=None` nothing is added (used to test that servers refuse such calls).
     """
     interceptors: list[grpc.aio.ClientInterceptor] = []
     if internal_token is not None:
-        interceptors = [_Unary(internal_token, default_timeout), _UnaryStream(internal_token, stream_timeout)]
-    return grpc.aio.insecure_channel(
-        target,
-        interceptors=interceptors,
-        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
-    )
+        interceptors = [_Unary(internal_token, default_timeout), _UnaryStream(internal_token, stream_timeout),
+                        _StreamUnary(internal_token, stream_timeout)]
+    options = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    if tls is not None:  # mutual TLS: our certificate out, the server's checked against the CA
+        return grpc.aio.secure_channel(target, tls.channel_credentials(), interceptors=interceptors, options=options)
+    return grpc.aio.insecure_channel(target, interceptors=interceptors, options=options)
 
 
 def is_unavailable(exc: BaseException) -> bool:

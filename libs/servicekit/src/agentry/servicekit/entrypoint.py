@@ -26,19 +26,19 @@ class Migrations:
 
 
 def settings_env(settings_cls: type[BaseSettings]) -> dict[str, str]:
-    """The environment variable each field of `settings_cls` is read from, name -> field name."""
+    """Every environment variable `settings_cls` reads, name -> field name; a field read under
+    several names (AliasChoices) has each, its preferred one first."""
     prefix = str(settings_cls.model_config.get("env_prefix", ""))
     names: dict[str, str] = {}
     for field_name, field in settings_cls.model_fields.items():
         alias = field.validation_alias
         if isinstance(alias, AliasChoices):
-            choices = [c for c in alias.choices if isinstance(c, str) and c.isupper()]
-            env = choices[0] if choices else f"{prefix}{field_name}".upper()
+            envs = [c for c in alias.choices if isinstance(c, str) and c.isupper()] or [f"{prefix}{field_name}".upper()]
         elif isinstance(alias, str):
-            env = alias.upper()
+            envs = [alias.upper()]
         else:
-            env = f"{prefix}{field_name}".upper()
-        names[env] = field_name
+            envs = [f"{prefix}{field_name}".upper()]
+        names.update(dict.fromkeys(envs, field_name))
     return names
 
 
@@ -48,7 +48,8 @@ def usage(settings_cls: type[BaseSettings], *, prog: str, migrations: Migrations
              *(["  migrate        bring this service's tables to the newest migration, then exit"]
                if migrations else []),
              "  --help         this text", "", "Settings (environment variables):"]
-    for env, field_name in sorted(settings_env(settings_cls).items()):
+    preferred = {field_name: env for env, field_name in reversed(settings_env(settings_cls).items())}
+    for field_name, env in sorted(preferred.items(), key=lambda item: item[1]):
         field = settings_cls.model_fields[field_name]
         default: Any = field.get_default(call_default_factory=True)
         if isinstance(default, SecretStr) or "SecretStr" in repr(field.annotation):

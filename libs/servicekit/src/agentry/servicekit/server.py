@@ -19,6 +19,7 @@ from .context import configure_logging
 from .entrypoint import Migrations, service_command
 from .interceptors import ContextInterceptor, InternalAuthInterceptor
 from .settings import ServiceSettings
+from .tls import TlsFiles
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ async def start_grpc_server(
     internal_token: str,
     stack: contextlib.AsyncExitStack | None = None,
     grace: float = 5.0,
+    tls: TlsFiles | None = None,
 ) -> RunningServer:
     server = grpc.aio.server(
         interceptors=[InternalAuthInterceptor(internal_token), ContextInterceptor()],
@@ -65,7 +67,10 @@ async def start_grpc_server(
         [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    # With TLS files every caller must present a certificate from the CA (mutual TLS), on top of
+    # the internal credential the interceptor checks.
+    bound = (server.add_secure_port(f"{host}:{port}", tls.server_credentials()) if tls
+             else server.add_insecure_port(f"{host}:{port}"))
     if bound == 0:
         raise RuntimeError(f"{name}: could not bind {host}:{port}")
     await server.start()

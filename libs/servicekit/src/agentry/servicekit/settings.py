@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .tls import TlsFiles, tls_files
 
 # The credential `agentry dev` uses when none is configured. Refused outside dev mode.
 DEV_INTERNAL_TOKEN = "agentry-dev-internal-token"
@@ -43,6 +47,23 @@ class ServiceSettings(BaseSettings):
     database_pool_mode: Literal["session", "transaction"] | None = Field(
         default=None, validation_alias=AliasChoices("AGENTRY_DATABASE_POOL_MODE", "database_pool_mode")
     )
+
+    # Mutual TLS between services, when all three are set (shared by every service, like the
+    # internal credential): this process's certificate and key, and the CA that signs them all.
+    tls_cert_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_CERT_FILE",
+                                                                                   "tls_cert_file"))
+    tls_key_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_KEY_FILE",
+                                                                                  "tls_key_file"))
+    tls_ca_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_CA_FILE",
+                                                                                 "tls_ca_file"))
+
+    def tls(self) -> TlsFiles | None:
+        return tls_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+
+    @model_validator(mode="after")
+    def _tls_all_or_nothing(self) -> ServiceSettings:
+        self.tls()
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> ServiceSettings:

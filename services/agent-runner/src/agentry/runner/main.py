@@ -112,8 +112,8 @@ async def start(
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         # LiteLLM's typed dicts make pydantic warn at import; nothing a user can act on.
         warnings.filterwarnings("ignore", message=".*ReadOnly.*", category=UserWarning)
-        sandbox_channel = open_channel(settings.sandbox_target, token)
-        billing_channel = open_channel(settings.billing_target, token)
+        sandbox_channel = open_channel(settings.sandbox_target, token, tls=settings.tls())
+        billing_channel = open_channel(settings.billing_target, token, tls=settings.tls())
         stack.push_async_callback(sandbox_channel.close)
         stack.push_async_callback(billing_channel.close)
 
@@ -188,7 +188,7 @@ async def start(
             RunnerServicer(service), server)
     return await start_grpc_server(name=f"runner-{settings.role}", register=register, service_names=service_names,
                                    host=settings.host, port=settings.port, internal_token=token, stack=stack,
-                                   grace=settings.grace_seconds)
+                                   grace=settings.grace_seconds, tls=settings.tls())
 
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

@@ -257,6 +257,7 @@ class RunWorker:
                 if again is not None:
                     return RunResult(FinishReason.REQUIRES_ACTION, pending=again)
             if resumed:  # close what the lost worker left dangling (never re-run a side effect)
+                await _kill_run_processes(ctx.sandbox, run.run_id)  # and end the processes it started
                 for message in close_interrupted_calls(await messages.load(), await self._started_calls(run.run_id),
                                                        agent.tools):
                     await messages.append(message)
@@ -301,6 +302,7 @@ class RunWorker:
                 if result.reason is FinishReason.REQUIRES_ACTION:
                     await self._pause(run, sink, lease, result.pending or {})
                     return
+                await _kill_run_processes(ctx.sandbox, run.run_id)  # nothing it started outlives it
                 logger.info("run finished: %s", result.reason)
         except Exception:
             if lease.lost:
@@ -457,3 +459,17 @@ def agent_factory(settings: RunnerSettings) -> AgentFactory:
 def policy_from(settings: RunnerSettings) -> WorkerPolicy:
     return WorkerPolicy(lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
                         max_run_seconds=settings.max_run_seconds, max_idle_seconds=settings.max_idle_seconds)
+
+
+async def _kill_run_processes(sandbox, run_id: str) -> None:
+    """Kills the background processes the run started in its sandbox (when the sandbox offers it)."""
+    kill = getattr(sandbox, "kill_run_processes", None)
+    if kill is None:
+        return
+    try:
+        killed = await kill(run_id)
+    except Exception:  # the sandbox service is away: its own idle stop ends them later
+        logger.warning("could not kill the run's sandbox processes", exc_info=True)
+        return
+    if killed:
+        logger.info("killed %d background process(es) the run left running", killed)

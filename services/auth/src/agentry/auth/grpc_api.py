@@ -13,9 +13,11 @@ from .apikeys import ApiKeyService
 from .domain import AccountMembership, ApiKey, IssuedToken, Member, Principal, VerifiedToken
 from agentry.servicekit.errors import InvalidArgument
 
+from .errors import InvalidToken
+
 from .ports import IdentityProvider
 
-_STREAM_RESOURCE_KINDS = ("run:", "thread:")
+_STREAM_RESOURCE_KINDS = ("run:", "thread:", "sandbox:")
 
 
 def _principal_out(principal: Principal) -> auth_pb2.Principal:
@@ -89,6 +91,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def CreateApiKey(
         self, request: auth_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.CreateApiKeyResponse:
+        # A long-lived secret is a sensitive action: the session behind it must still be live.
+        if not request.token:
+            raise InvalidToken("creating an API key needs a signed-in session's access token")
+        confirmed = (await self._provider.confirm(request.token)).principal
+        if confirmed.user_id != request.principal.user_id:
+            raise InvalidToken("invalid token: it is not the caller's")
         key, secret = await self._api_keys.create(_principal_in(request.principal), request.name,
                                                   request.expires_at or None)
         return auth_pb2.CreateApiKeyResponse(api_key=_api_key(key), key=secret)
@@ -114,7 +122,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.IssueStreamTokenResponse:
         # The caller (the gateway) has already checked that the principal may read the resource.
         if not request.resource.startswith(_STREAM_RESOURCE_KINDS) or len(request.resource) > 200:
-            raise InvalidArgument("resource: must be run:<id> or thread:<id>", code="invalid_resource")
+            raise InvalidArgument("resource: must be run:<id>, thread:<id> or sandbox:<id>", code="invalid_resource")
         issued = self._provider.issue_stream_token(_principal_in(request.principal), request.resource)
         return auth_pb2.IssueStreamTokenResponse(token=issued.access_token, expires_in=issued.expires_in)
 

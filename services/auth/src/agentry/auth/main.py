@@ -41,6 +41,7 @@ async def start(
         internal_token=settings.internal_token.get_secret_value(),
         stack=stack,
         grace=settings.grace_seconds,
+        tls=settings.tls(),
     )
 
 

@@ -129,6 +129,10 @@ class IdentityProvider(Protocol):
 
     async def verify(self, token: str) -> VerifiedToken: ...
 
+    async def confirm(self, token: str) -> VerifiedToken:
+        """verify(), plus asking the identity's source that the session is still live (for
+        sensitive actions: API keys, password changes)."""
+
     async def refresh(self, refresh_token: str) -> IssuedToken:
         """A new access token and the next refresh token; a reused one revokes its session."""
 

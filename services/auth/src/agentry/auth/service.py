@@ -174,6 +174,10 @@ class LocalIdentityProvider:
                               session_id=claimed.session_id)
         return VerifiedToken(principal=principal, expires_at=verified.expires_at)
 
+    async def confirm(self, token: str) -> VerifiedToken:
+        """verify() already reads the session's row, so a signed-out session is refused at once."""
+        return await self.verify(token)
+
     def issue_stream_token(self, principal: Principal, resource: str) -> IssuedToken:
         return self._tokens.issue_stream(principal, resource)
 

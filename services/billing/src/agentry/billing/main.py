@@ -45,6 +45,7 @@ async def start(settings: BillingSettings, stack: contextlib.AsyncExitStack) -> 
         internal_token=settings.internal_token.get_secret_value(),
         stack=stack,
         grace=settings.grace_seconds,
+        tls=settings.tls(),
     )
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from agentry.api.auth.v1 import auth_pb2
 
 from . import auth_schemas
-from .deps import CallerDep, UpstreamsDep
+from .deps import CallerDep, UpstreamsDep, bearer
+from .errors import ApiError
 
 router = APIRouter(prefix="/api")
 
@@ -25,13 +26,16 @@ def _out(key: auth_pb2.ApiKey) -> dict:
 
 
 @router.post("/api-keys", status_code=201, response_model=auth_schemas.ApiKeyCreated, tags=["api-keys"])
-async def create_api_key(body: auth_schemas.NewApiKey, caller: CallerDep, up: UpstreamsDep):
+async def create_api_key(body: auth_schemas.NewApiKey, request: Request, caller: CallerDep, up: UpstreamsDep):
     """A key acting for the caller's current account, accepted as `Authorization: Bearer <key>` or
-    `X-API-Key: <key>`. The answer is the only time the secret is shown."""
+    `X-API-Key: <key>`. The answer is the only time the secret is shown. Needs a signed-in session
+    (auth confirms it is still live), not another API key."""
+    if caller.api_key_id:
+        raise ApiError(403, "session_required", "API keys are created from a signed-in session, not with an API key")
     principal = auth_pb2.Principal(user_id=caller.user_id, account_id=caller.account_id, email=caller.email)
     expires_at = body.expires_at.timestamp() if body.expires_at else 0.0
     reply = await up.auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(principal=principal, name=body.name,
-                                                                    expires_at=expires_at))
+                                                                    expires_at=expires_at, token=bearer(request)))
     return auth_schemas.ApiKeyCreated(**_out(reply.api_key), key=reply.key)
 
 

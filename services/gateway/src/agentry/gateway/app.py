@@ -13,6 +13,7 @@ from . import accounts_routes, api_keys, auth_routes
 from .config import GatewaySettings
 from .errors import install_error_handlers
 from .routes import router
+from .sandbox_routes import router as sandbox_router
 from .upstreams import Upstreams, open_upstreams
 
 
@@ -35,4 +36,5 @@ def create_app(settings: GatewaySettings, *, upstreams: Upstreams | None = None,
     app.include_router(api_keys.router)
     app.include_router(accounts_routes.router)
     app.include_router(router)
+    app.include_router(sandbox_router)
     return app

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentry.servicekit.settings import DEV_INTERNAL_TOKEN
+from agentry.servicekit.tls import TlsFiles, tls_files
 
 
 class GatewaySettings(BaseSettings):
@@ -32,6 +34,8 @@ class GatewaySettings(BaseSettings):
     # A comment line is sent on an idle stream this often, so proxies keep it open.
     keepalive_seconds: float = 15.0
     upstream_timeout_seconds: float = 10.0
+    # The largest file POST /api/sandboxes/{id}/files accepts (413 above it); streamed, never held whole.
+    max_upload_bytes: int = Field(default=1 << 30, gt=0)
     cors_origins: list[str] = []
     # "local": verify access tokens here with auth's published keys (no call per request);
     # "auth": ask the auth service on every request (revocation is immediate).
@@ -58,3 +62,18 @@ class GatewaySettings(BaseSettings):
         validation_alias=AliasChoices("AGENTRY_INTERNAL_TOKEN", "internal_token"),
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("AGENTRY_LOG_LEVEL", "log_level"))
+    # Mutual TLS to the services, when all three are set (the same AGENTRY_TLS_* as the services').
+    tls_cert_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_CERT_FILE",
+                                                                                   "tls_cert_file"))
+    tls_key_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_KEY_FILE",
+                                                                                  "tls_key_file"))
+    tls_ca_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_CA_FILE",
+                                                                                 "tls_ca_file"))
+
+    def tls(self) -> TlsFiles | None:
+        return tls_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+
+    @model_validator(mode="after")
+    def _tls_all_or_nothing(self) -> GatewaySettings:
+        self.tls()
+        return self

@@ -13,12 +13,24 @@ from agentry.api.auth.v1 import auth_pb2
 from agentry.servicekit.context import new_request_id, request_id_var
 
 from .errors import ApiError
+from .schemas import unstorable
 from .tokens import Caller
 from .upstreams import Upstreams
 
 
+def _refuse_unstorable(request: Request) -> None:
+    """A NUL or a lone surrogate in a path or query parameter is a 422 naming it (it would fail
+    deep in a driver: PostgreSQL refuses NUL in text)."""
+    for where, items in (("path", request.path_params.items()), ("query", request.query_params.multi_items())):
+        for name, value in items:
+            if isinstance(value, str) and (problem := unstorable(value)):
+                raise ApiError(422, "validation_error", f"invalid request: {where}.{name}: {problem}",
+                               fields=[{"field": f"{where}.{name}", "message": problem}])
+
+
 def get_upstreams(request: Request) -> Upstreams:
     request_id_var.set(request.headers.get("x-request-id") or new_request_id())
+    _refuse_unstorable(request)
     return request.app.state.upstreams
 
 
@@ -73,6 +85,8 @@ def _stream_resource(request: Request) -> str:
         return f"run:{params['run_id']}"
     if "thread_id" in params:
         return f"thread:{params['thread_id']}"
+    if "sandbox_id" in params:  # a sandbox's preview, opened in an iframe or a new tab
+        return f"sandbox:{params['sandbox_id']}"
     raise ApiError(401, "unauthenticated", _MISSING)
 
 

@@ -43,10 +43,12 @@ UNAVAILABLE_MESSAGE = "an internal service is unavailable; try again"
 class ApiError(Exception):
     """An error the gateway itself answers with (for example 401 before any upstream call)."""
 
-    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+                 **extra) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers
+        self.extra = extra  # more members of the error body (`fields` of a validation error)
 
 
 class UpstreamUnavailable(Exception):
@@ -117,7 +119,7 @@ def error_response(exc: BaseException) -> JSONResponse | None:
         retry_after = _retry_after(exc) if status in (429, 503) else None
         return JSONResponse(error_body(code, message), status_code=status, headers=error_headers(status, retry_after))
     if isinstance(exc, ApiError):
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status,
+        return JSONResponse(error_body(exc.code, exc.message, **exc.extra), status_code=exc.status,
                             headers=error_headers(exc.status, extra=exc.headers))
     if isinstance(exc, (EventStreamUnavailable, UpstreamUnavailable, ConnectionError)):
         # Never a 500 for a dependency that cannot be reached: the client can retry.

@@ -19,6 +19,7 @@ from .auth_routes import run_start_limit
 from .deps import CallerDep, StreamCallerDep, UpstreamsDep
 from .errors import ApiError
 from .idempotency import IDEMPOTENCY_RESPONSES, KEY_DESCRIPTION, KEY_HEADER, MAX_KEY_LENGTH, idempotent
+from .sandbox_routes import project_sandbox
 from .sse import run_events
 from .thread_stream import list_thread_runs, parse_cursor, thread_events
 
@@ -40,7 +41,15 @@ def _time(value: float | None) -> datetime | None:
 async def create_thread(caller: CallerDep, up: UpstreamsDep, body: schemas.NewThread | None = None):
     thread = await up.runner.CreateThread(pb.CreateThreadRequest(
         account_id=caller.account_id, name=(body.name if body and body.name else "")))
-    return schemas.ThreadAnswer(thread_id=thread.thread_id, project_id=thread.project_id)
+    sandbox_id = await project_sandbox(up, caller.account_id, thread.project_id, reserve=True)
+    return schemas.ThreadAnswer(thread_id=thread.thread_id, project_id=thread.project_id, sandbox_id=sandbox_id)
+
+
+@router.get("/threads/{thread_id}", response_model=schemas.ThreadAnswer, tags=["threads"])
+async def get_thread(thread_id: str, caller: CallerDep, up: UpstreamsDep):
+    thread = await up.runner.GetThread(pb.GetThreadRequest(account_id=caller.account_id, thread_id=thread_id))
+    sandbox_id = await project_sandbox(up, caller.account_id, thread.project_id, reserve=False)
+    return schemas.ThreadAnswer(thread_id=thread.thread_id, project_id=thread.project_id, sandbox_id=sandbox_id)
 
 
 @router.post("/threads/{thread_id}/messages", status_code=201, response_model=schemas.MessageCreated,

@@ -60,6 +60,9 @@ class NewThread(_Body):
 class ThreadAnswer(BaseModel):
     thread_id: str
     project_id: str
+    sandbox_id: str | None = Field(default=None, description=(
+        "The project's sandbox (reserved with the thread, made on its first use); null when the sandbox "
+        "service could not be reached."))
 
 
 class NewMessage(_Body):
@@ -132,3 +135,41 @@ class RunOut(BaseModel):
     pending: dict[str, Any] | None = Field(default=None, description=(
         "While requires_action: {\"kind\": \"question\", \"question\", \"call_id\"} or "
         "{\"kind\": \"approval\", \"tool\", \"arguments\", \"call_id\"}; answer with POST /resume."))
+
+
+class SandboxOut(BaseModel):
+    sandbox_id: str
+    project_id: str
+    provider: str
+    state: str = Field(description="creating, started, stopped, archived or error.")
+    network: bool = False
+    error: str | None = None
+    created_at: float | None = None
+    last_used_at: float | None = None
+
+
+class SandboxList(BaseModel):
+    sandboxes: list[SandboxOut]
+
+
+class FileOut(BaseModel):
+    name: str
+    path: str
+    is_dir: bool
+    size: int
+    mode: int = Field(description="Permission bits.")
+    modified_at: float
+
+
+class FileList(BaseModel):
+    files: list[FileOut]
+
+
+class FileWritten(BaseModel):
+    path: str
+    size: int
+
+
+class PreviewOut(BaseModel):
+    url: str
+    token: str | None = None

@@ -10,6 +10,7 @@ import grpc
 from agentry.api.auth.v1 import auth_pb2_grpc
 from agentry.api.billing.v1 import billing_pb2_grpc
 from agentry.api.runner.v1 import runner_pb2_grpc
+from agentry.api.sandbox.v1 import sandbox_pb2_grpc
 from agentry.servicekit import open_channel
 from agentry.servicekit.eventstream import EventStream, MemoryEventStream, RedisEventStream
 
@@ -29,6 +30,7 @@ class Upstreams:
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     verifier: TokenVerifier | None = None
     idempotency: IdempotencyStore = field(default_factory=MemoryIdempotencyStore)
+    sandbox: sandbox_pb2_grpc.SandboxServiceStub | None = None
     # Stream tokens are always verified here, with auth's published keys.
     stream_verifier: JwksVerifier | None = None
     limiter: RateLimiter = field(default_factory=MemoryRateLimiter)
@@ -48,7 +50,7 @@ async def open_upstreams(settings: GatewaySettings, stack: contextlib.AsyncExitS
                          *, events: EventStream | None = None) -> Upstreams:
     token = settings.internal_token.get_secret_value()
     channels = {
-        name: open_channel(target, token, default_timeout=settings.upstream_timeout_seconds)
+        name: open_channel(target, token, default_timeout=settings.upstream_timeout_seconds, tls=settings.tls())
         for name, target in (("auth", settings.auth_target), ("billing", settings.billing_target),
                              ("sandbox", settings.sandbox_target), ("runner", settings.runner_target))
     }
@@ -84,6 +86,7 @@ async def open_upstreams(settings: GatewaySettings, stack: contextlib.AsyncExitS
         auth=auth,
         billing=billing_pb2_grpc.BillingServiceStub(channels["billing"]),
         runner=runner_pb2_grpc.RunnerServiceStub(channels["runner"]),
+        sandbox=sandbox_pb2_grpc.SandboxServiceStub(channels["sandbox"]),
         events=events,
         channels=channels,
         verifier=verifier,

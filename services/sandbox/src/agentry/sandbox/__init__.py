@@ -1,12 +1,17 @@
 """Agentry's sandbox service: one sandboxed computer per project, reached over gRPC."""
 
 from .config import SandboxSettings
-from .domain import ExecOutcome, FileInfo, ProcessInfo, ProcessOutput, SandboxRecord, SandboxState
+from .domain import ExecOutcome, FileInfo, Lifecycle, PreviewLink, ProcessInfo, ProcessOutput, SandboxRecord, SandboxSpec, SandboxState
 from .errors import (
     DirectoryNotEmpty,
     FileNotFound,
     FileTooLarge,
+    FileExists,
     InvalidSandboxRequest,
+    IsolationUnavailable,
+    NoNetwork,
+    QuotaExceeded,
+    SandboxProviderError,
     IsADirectory,
     NotADirectory,
     PathOutsideSandbox,
@@ -25,6 +30,14 @@ __all__ = [
     "FileNotFound",
     "FileTooLarge",
     "InvalidSandboxRequest",
+    "IsolationUnavailable",
+    "Lifecycle",
+    "NoNetwork",
+    "PreviewLink",
+    "QuotaExceeded",
+    "SandboxProviderError",
+    "SandboxSpec",
+    "FileExists",
     "IsADirectory",
     "NotADirectory",
     "PathOutsideSandbox",

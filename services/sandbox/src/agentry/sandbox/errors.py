@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from agentry.servicekit.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound
+from agentry.servicekit.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 
 
 class SandboxError(DomainError):
@@ -55,3 +63,31 @@ class FileTooLarge(SandboxError, FailedPrecondition):
 
 class ProcessNotFound(SandboxError, NotFound):
     code = "process_not_found"
+
+
+class FileExists(SandboxError, AlreadyExists):
+    code = "file_exists"
+
+
+class QuotaExceeded(SandboxError, ResourceExhausted):
+    """The sandbox's workspace would grow past its disk quota."""
+
+    code = "disk_quota_exceeded"
+
+
+class NoNetwork(SandboxError, FailedPrecondition):
+    """The sandbox was created without network, so nothing can reach a port inside it."""
+
+    code = "sandbox_has_no_network"
+
+
+class IsolationUnavailable(SandboxError, FailedPrecondition):
+    """Commands would run unisolated on the host, and the settings do not allow that."""
+
+    code = "isolation_unavailable"
+
+
+class SandboxProviderError(SandboxError, Unavailable):
+    """The provider (Daytona's API, the local host) failed; the call may be tried again."""
+
+    code = "sandbox_provider_error"

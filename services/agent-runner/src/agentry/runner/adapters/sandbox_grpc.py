@@ -119,6 +119,23 @@ class GrpcSandbox:
     async def stop_process(self, process_id: str) -> None:
         await self._call("StopProcess", pb.StopProcessRequest(process_id=process_id))
 
+    async def kill_run_processes(self, run_id: str) -> int:
+        """Kills the background processes `run_id` started in the project's sandbox (also those an
+        earlier attempt of the run started); never creates or starts the sandbox for it."""
+        sandbox_id = self._sandbox_id
+        try:
+            if sandbox_id is None:
+                found = await self._stub.ListSandboxes(pb.ListSandboxesRequest(
+                    account_id=self._account_id, project_id=self._project_id))
+                if not found.sandboxes:
+                    return 0
+                sandbox_id = found.sandboxes[0].sandbox_id
+            reply = await self._stub.KillRunProcesses(pb.KillRunProcessesRequest(
+                account_id=self._account_id, sandbox_id=sandbox_id, run_id=run_id))
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc) from exc
+        return reply.killed
+
     async def _call(self, method: str, request):
         request.account_id = self._account_id
         request.sandbox_id = await self._id()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 import sqlalchemy as sa
+from agentpress.safe_text import clean
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -379,7 +380,7 @@ class SqlRunnerRepository:
         if to in TERMINAL_STATUSES:
             values["completed_at"] = now
         if error is not None:
-            values["error"] = error
+            values["error"] = clean(error)  # may quote a provider's or a model's text
         if finish_reason is not None:
             values["finish_reason"] = finish_reason
         query = (
@@ -553,7 +554,7 @@ class SqlRunnerRepository:
         if epoch is not None:
             conditions.append(c.lease_epoch == epoch)
         query = agent_runs.update().where(*conditions).values(
-            status=to.value, completed_at=now, error=error, finish_reason=finish_reason, worker_id=None,
+            status=to.value, completed_at=now, error=clean(error), finish_reason=finish_reason, worker_id=None,
             lease_expires_at=None, phase=Phase.FINISHED.value, phase_detail="", phase_since=now, last_event_at=now,
             pending_json="", resolution_json="",
             # A run that waited and ends without having held the thread takes its place now.
@@ -582,7 +583,9 @@ class SqlRunnerRepository:
         now = self._clock()
         async with self._engine.begin() as conn:
             if epoch is not None:
-                extra = {} if phase is None else {"phase": phase[0], "phase_detail": phase[1][:200],
+                # The detail is a tool name as the model wrote it: NUL or an unpaired surrogate
+                # would fail the write (PostgreSQL text, UTF-8), so they are replaced.
+                extra = {} if phase is None else {"phase": phase[0], "phase_detail": clean(phase[1])[:200],
                                                   "phase_since": phase[2]}
                 if (await conn.execute(_fence(run_id, epoch, now, **extra))).rowcount != 1:
                     raise LeaseLost(f"run {run_id}: lease epoch {epoch} is no longer held")

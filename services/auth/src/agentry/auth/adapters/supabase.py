@@ -97,6 +97,9 @@ class SupabaseIdentityProvider:
         self._auth_url = url.rstrip("/") + "/auth/v1"
         self._anon_key, self._jwt_secret = anon_key, jwt_secret
         self._users, self._stream_tokens, self._clock = users, stream_tokens, clock
+        # user id -> personal account id: fixed once created, so verification needs no query after
+        # a user's first token (bounded; cleared when full).
+        self._personal: dict[str, str] = {}
         self._http = httpx.AsyncClient(timeout=timeout)
         self._jwks = _Jwks(self._http, f"{self._auth_url}/.well-known/jwks.json", apikey=anon_key)
         # Admin calls use the service-role key; user calls get a fresh client each (signing in
@@ -242,12 +245,18 @@ class SupabaseIdentityProvider:
         return self._stream_tokens.issue_stream(principal, resource)
 
     async def _mirror(self, user_id: str, email: str) -> str:
+        if (known := self._personal.get(user_id)) is not None:
+            return known
         now = self._clock()
         email = normalize_email(email)
         user = User(user_id=user_id, email=email, password_hash=NO_LOCAL_PASSWORD, created_at=now)
         account = Account(account_id=str(uuid.uuid4()), name=personal_account_name(email), personal=True,
                           created_at=now)
-        return await self._users.ensure_user(user, account, Membership(account.account_id, user_id, OWNER, now))
+        account_id = await self._users.ensure_user(user, account, Membership(account.account_id, user_id, OWNER, now))
+        if len(self._personal) >= 100_000:
+            self._personal.clear()
+        self._personal[user_id] = account_id
+        return account_id
 
     @staticmethod
     async def _call(awaitable) -> Any:

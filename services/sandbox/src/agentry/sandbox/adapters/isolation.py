@@ -1,4 +1,4 @@
-"""How a sandboxed command is launched: plainly on the host, or inside bubblewrap."""
+"""How a sandboxed command is launched: inside bubblewrap with resource limits, or plainly on the host."""
 
 from __future__ import annotations
 
@@ -22,10 +22,32 @@ SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-process resource limits (hard and soft), set with prlimit before bubblewrap starts.
+
+    `processes` counts every process of the sandbox's user, so it bounds a sandbox only when the
+    sandbox runs as a user of its own (`uid`); 0 leaves a limit unset.
+    """
+
+    cpu_seconds: int = 0
+    memory_bytes: int = 0
+    processes: int = 0
+    file_bytes: int = 0
+    open_files: int = 0
+
+    def prlimit_args(self, prlimit: str) -> list[str]:
+        args = [f"--{name}={value}:{value}" for name, value in (
+            ("cpu", self.cpu_seconds), ("as", self.memory_bytes), ("nproc", self.processes),
+            ("fsize", self.file_bytes), ("nofile", self.open_files)) if value]
+        return [prlimit, *args, "--"] if args else []
+
+
+@dataclass(frozen=True, slots=True)
 class Launch:
     argv: list[str]
     cwd: Path  # the host directory the launcher starts in
     env: dict[str, str]
+    uid: int | None = None  # the host user the command runs as (None: this process's)
 
 
 def launch(
@@ -36,27 +58,41 @@ def launch(
     cwd: Path,
     env: Mapping[str, str] | None,
     bwrap: str = "bwrap",
+    network: bool = False,
+    limits: Limits | None = None,
+    uid: int | None = None,
+    prlimit: str = "prlimit",
+    setpriv: str = "setpriv",
 ) -> Launch:
     """The argv, host cwd and environment that run `/bin/sh -c command` in the workspace.
 
     The host's environment is never passed on: it holds the service's own secrets.
 
-    No `--new-session`: the launcher already starts a new session without a terminal, and
-    keeping bwrap's in-namespace init in the launcher's process group lets one killpg end the
+    bubblewrap gets its own user, pid, ipc, uts, cgroup, mount and (unless `network`) network
+    namespaces; the system is mounted read-only and only the workspace (and a private /tmp) is
+    writable. No `--new-session`: the launcher already starts a new session without a terminal,
+    and keeping bwrap's in-namespace init in the launcher's process group lets one killpg end the
     whole sandboxed tree (bwrap's die-with-parent alone was seen to leave it running).
     """
     for name, value in (env or {}).items():
         if not valid_env_name(name) or "\x00" in value:
             raise InvalidSandboxRequest(f"invalid environment variable {name!r}")
+    wrap = (limits or Limits()).prlimit_args(prlimit)
+    if uid is not None:
+        # Switched by setpriv rather than Popen(user=): Popen would then fork instead of vfork,
+        # and gRPC's fork handlers were seen to crash the child (SIGSEGV) before it ran anything.
+        wrap = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *wrap]
     if isolation == "none":
         base = {"PATH": SEARCH_PATH, "HOME": str(workspace), "LANG": "C.UTF-8", "TERM": "dumb"}
-        return Launch(["/bin/sh", "-c", command], cwd, {**base, **(env or {})})
+        return Launch([*wrap, "/bin/sh", "-c", command], cwd, {**base, **(env or {})}, uid)
 
     inside = SANDBOX_MOUNT / cwd.relative_to(workspace)
     base = {"PATH": SEARCH_PATH, "HOME": str(SANDBOX_MOUNT), "LANG": "C.UTF-8", "TERM": "dumb"}
     argv = [
+        *wrap,
         bwrap,
         "--unshare-all",
+        *(["--share-net"] if network else []),
         "--die-with-parent",
         "--ro-bind", "/usr", "/usr",
         "--symlink", "usr/bin", "/bin",
@@ -71,7 +107,7 @@ def launch(
         "--chdir", str(inside),
         "/bin/sh", "-c", command,
     ]  # fmt: skip
-    return Launch(argv, workspace, {**base, **(env or {})})
+    return Launch(argv, workspace, {**base, **(env or {})}, uid)
 
 
 def choose_isolation(setting: Literal["auto", "bwrap", "none"]) -> tuple[Isolation, str]:
@@ -84,7 +120,7 @@ def choose_isolation(setting: Literal["auto", "bwrap", "none"]) -> tuple[Isolati
         return "bwrap", binary
     if setting == "bwrap":
         raise RuntimeError(f"sandbox isolation 'bwrap' was requested but {problem}")
-    logger.warning("running sandbox commands WITHOUT isolation: %s", problem)
+    logger.warning("bubblewrap cannot isolate sandbox commands here: %s", problem)
     return "none", ""
 
 

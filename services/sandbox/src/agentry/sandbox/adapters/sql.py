@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..domain import SandboxRecord, SandboxState
+from ..domain import SandboxRecord, SandboxSpec, SandboxState
 from ..errors import SandboxAlreadyExists
 
 metadata = sa.MetaData()
@@ -24,14 +25,19 @@ sandboxes = sa.Table(
     sa.Column("state", sa.String(32), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("spec_json", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("state_changed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
     sa.UniqueConstraint("account_id", "project_id", name="uq_sandboxes_account_project"),
     # Finding idle sandboxes to reclaim.
     sa.Index("ix_sandboxes_last_used_at", "last_used_at"),
 )
 
 
-def _utc(value: datetime) -> datetime:
+def _utc(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; every stored time is UTC.
+    if value is None:
+        return None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
@@ -45,6 +51,9 @@ def _record(row: sa.Row) -> SandboxRecord:
         state=SandboxState(row.state),
         created_at=_utc(row.created_at),
         last_used_at=_utc(row.last_used_at),
+        spec=SandboxSpec.from_json(orjson.loads(row.spec_json or "{}")),
+        state_changed_at=_utc(row.state_changed_at),
+        error=row.error or "",
     )
 
 
@@ -62,14 +71,15 @@ class SqlSandboxRepository:
             "state": record.state.value,
             "created_at": record.created_at,
             "last_used_at": record.last_used_at,
+            "spec_json": orjson.dumps(record.spec.to_json()).decode(),
+            "state_changed_at": record.state_changed_at or record.created_at,
+            "error": record.error,
         }
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(sandboxes.insert().values(**values))
         except IntegrityError as exc:
-            raise SandboxAlreadyExists(
-                f"project {record.project_id!r} already has a sandbox"
-            ) from exc
+            raise SandboxAlreadyExists(f"project {record.project_id!r} already has a sandbox") from exc
 
     async def get(self, sandbox_id: str) -> SandboxRecord | None:
         return await self._one(sandboxes.c.sandbox_id == sandbox_id)
@@ -77,19 +87,38 @@ class SqlSandboxRepository:
     async def find_by_project(self, account_id: str, project_id: str) -> SandboxRecord | None:
         return await self._one(sa.and_(sandboxes.c.account_id == account_id, sandboxes.c.project_id == project_id))
 
-    async def mark_ready(self, sandbox_id: str, provider_ref: str) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                sandboxes.update()
-                .where(sandboxes.c.sandbox_id == sandbox_id)
-                .values(state=SandboxState.READY.value, provider_ref=provider_ref)
-            )
+    async def list(self, account_id: str, project_id: str = "") -> list[SandboxRecord]:
+        query = sa.select(sandboxes).where(sandboxes.c.account_id == account_id)
+        if project_id:
+            query = query.where(sandboxes.c.project_id == project_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(sandboxes.c.created_at, sandboxes.c.sandbox_id))).all()
+        return [_record(row) for row in rows]
+
+    async def in_states(self, states: list[SandboxState], limit: int = 500) -> list[SandboxRecord]:
+        query = (sa.select(sandboxes).where(sandboxes.c.state.in_([s.value for s in states]))
+                 .order_by(sandboxes.c.last_used_at, sandboxes.c.sandbox_id).limit(limit))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_record(row) for row in rows]
+
+    async def mark_ready(self, sandbox_id: str, provider_ref: str, at: datetime) -> None:
+        await self._update(sandbox_id, state=SandboxState.STARTED.value, provider_ref=provider_ref,
+                           state_changed_at=at, error="")
+
+    async def set_state(self, sandbox_id: str, state: SandboxState, at: datetime, error: str = "") -> None:
+        await self._update(sandbox_id, state=state.value, state_changed_at=at, error=error)
 
     async def touch(self, sandbox_id: str, at: datetime) -> None:
+        await self._update(sandbox_id, last_used_at=at)
+
+    async def delete(self, sandbox_id: str) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(
-                sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(last_used_at=at)
-            )
+            await conn.execute(sandboxes.delete().where(sandboxes.c.sandbox_id == sandbox_id))
+
+    async def _update(self, sandbox_id: str, **values) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(**values))
 
     async def _one(self, condition: sa.ColumnElement[bool]) -> SandboxRecord | None:
         async with self._engine.connect() as conn:

@@ -129,14 +129,16 @@ class ApiKey(_message.Message):
     def __init__(self, api_key_id: _Optional[str] = ..., name: _Optional[str] = ..., display_prefix: _Optional[str] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., last_used_at: _Optional[float] = ...) -> None: ...
 
 class CreateApiKeyRequest(_message.Message):
-    __slots__ = ("principal", "name", "expires_at")
+    __slots__ = ("principal", "name", "expires_at", "token")
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     principal: Principal
     name: str
     expires_at: float
-    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., name: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
+    token: str
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., name: _Optional[str] = ..., expires_at: _Optional[float] = ..., token: _Optional[str] = ...) -> None: ...
 
 class CreateApiKeyResponse(_message.Message):
     __slots__ = ("api_key", "key")

@@ -221,7 +221,8 @@ class AuthServiceServicer:
 
     def IssueStreamToken(self, request, context):
         """A short-lived token that only opens the event stream of one resource ("run:<id>",
-        "thread:<id>"), for clients that must put a credential in a URL (EventSource).
+        "thread:<id>", "sandbox:<id>" for a sandbox's preview), for clients that must put a
+        credential in a URL (EventSource, an iframe).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class SandboxServiceStub:
-    """Sandboxed computers: one per project, owned by an account. Paths are relative to the
-    sandbox's workspace root and may never leave it.
+    """Sandboxed computers: one per project, owned by an account. Every call names the calling
+    account; another account's sandbox is NOT_FOUND. Paths are relative to the sandbox's workspace
+    root (or absolute under /workspace) and may never leave it.
     """
 
     def __init__(self, channel):
@@ -46,6 +47,36 @@ class SandboxServiceStub:
                 request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.GetSandboxRequest.SerializeToString,
                 response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Sandbox.FromString,
                 _registered_method=True)
+        self.ListSandboxes = channel.unary_unary(
+                '/agentry.api.sandbox.v1.SandboxService/ListSandboxes',
+                request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListSandboxesRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListSandboxesResponse.FromString,
+                _registered_method=True)
+        self.StartSandbox = channel.unary_unary(
+                '/agentry.api.sandbox.v1.SandboxService/StartSandbox',
+                request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SandboxRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Sandbox.FromString,
+                _registered_method=True)
+        self.StopSandbox = channel.unary_unary(
+                '/agentry.api.sandbox.v1.SandboxService/StopSandbox',
+                request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SandboxRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Sandbox.FromString,
+                _registered_method=True)
+        self.ArchiveSandbox = channel.unary_unary(
+                '/agentry.api.sandbox.v1.SandboxService/ArchiveSandbox',
+                request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SandboxRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Sandbox.FromString,
+                _registered_method=True)
+        self.DeleteSandbox = channel.unary_unary(
+                '/agentry.api.sandbox.v1.SandboxService/DeleteSandbox',
+                request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SandboxRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.DeleteSandboxResponse.FromString,
+                _registered_method=True)
+        self.GetPreviewLink = channel.unary_unary(
+                '/agentry.api.sandbox.v1.SandboxService/GetPreviewLink',
+                request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.GetPreviewLinkRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.PreviewLink.FromString,
+                _registered_method=True)
         self.Exec = channel.unary_stream(
                 '/agentry.api.sandbox.v1.SandboxService/Exec',
                 request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ExecRequest.SerializeToString,
@@ -61,6 +92,16 @@ class SandboxServiceStub:
                 request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.WriteFileRequest.SerializeToString,
                 response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.WriteFileResponse.FromString,
                 _registered_method=True)
+        self.DownloadFile = channel.unary_stream(
+                '/agentry.api.sandbox.v1.SandboxService/DownloadFile',
+                request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ReadFileRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.FileChunk.FromString,
+                _registered_method=True)
+        self.UploadFile = channel.stream_unary(
+                '/agentry.api.sandbox.v1.SandboxService/UploadFile',
+                request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.UploadFileChunk.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.WriteFileResponse.FromString,
+                _registered_method=True)
         self.ListFiles = channel.unary_unary(
                 '/agentry.api.sandbox.v1.SandboxService/ListFiles',
                 request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListFilesRequest.SerializeToString,
@@ -71,30 +112,57 @@ class SandboxServiceStub:
                 request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.DeleteFileRequest.SerializeToString,
                 response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.DeleteFileResponse.FromString,
                 _registered_method=True)
+        self.MakeDirectory = channel.unary_unary(
+                '/agentry.api.sandbox.v1.SandboxService/MakeDirectory',
+                request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.MakeDirectoryRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.FileInfo.FromString,
+                _registered_method=True)
+        self.MoveFile = channel.unary_unary(
+                '/agentry.api.sandbox.v1.SandboxService/MoveFile',
+                request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.MoveFileRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.FileInfo.FromString,
+                _registered_method=True)
         self.StartProcess = channel.unary_unary(
                 '/agentry.api.sandbox.v1.SandboxService/StartProcess',
                 request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.StartProcessRequest.SerializeToString,
                 response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Process.FromString,
+                _registered_method=True)
+        self.ListProcesses = channel.unary_unary(
+                '/agentry.api.sandbox.v1.SandboxService/ListProcesses',
+                request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListProcessesRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListProcessesResponse.FromString,
                 _registered_method=True)
         self.ReadProcess = channel.unary_unary(
                 '/agentry.api.sandbox.v1.SandboxService/ReadProcess',
                 request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ReadProcessRequest.SerializeToString,
                 response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ReadProcessResponse.FromString,
                 _registered_method=True)
+        self.SendProcessInput = channel.unary_unary(
+                '/agentry.api.sandbox.v1.SandboxService/SendProcessInput',
+                request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SendProcessInputRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Process.FromString,
+                _registered_method=True)
         self.StopProcess = channel.unary_unary(
                 '/agentry.api.sandbox.v1.SandboxService/StopProcess',
                 request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.StopProcessRequest.SerializeToString,
                 response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Process.FromString,
                 _registered_method=True)
+        self.KillRunProcesses = channel.unary_unary(
+                '/agentry.api.sandbox.v1.SandboxService/KillRunProcesses',
+                request_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.KillRunProcessesRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.KillRunProcessesResponse.FromString,
+                _registered_method=True)
 
 
 class SandboxServiceServicer:
-    """Sandboxed computers: one per project, owned by an account. Paths are relative to the
-    sandbox's workspace root and may never leave it.
+    """Sandboxed computers: one per project, owned by an account. Every call names the calling
+    account; another account's sandbox is NOT_FOUND. Paths are relative to the sandbox's workspace
+    root (or absolute under /workspace) and may never leave it.
     """
 
     def CreateSandbox(self, request, context):
-        """Returns the project's sandbox, creating it on first use.
+        """The project's sandbox: created on the first call (with `spec`), started again when it was
+        stopped or archived. With `lazy` the record is only reserved; the first use provisions it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +170,46 @@ class SandboxServiceServicer:
 
     def GetSandbox(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSandboxes(self, request, context):
+        """The account's sandboxes, or the one of a project.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartSandbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopSandbox(self, request, context):
+        """Stops its processes; the workspace is kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ArchiveSandbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSandbox(self, request, context):
+        """Removes the sandbox with its files; the project gets a new one on its next use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPreviewLink(self, request, context):
+        """A URL for a port served inside the sandbox.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -114,13 +222,28 @@ class SandboxServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReadFile(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Whole small files (bounded by the service's max_file_bytes).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WriteFile(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadFile(self, request, context):
+        """Files of any size, in chunks: never held whole in memory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadFile(self, request_iterator, context):
+        """The first message carries `header`, the following ones `data`.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -137,9 +260,27 @@ class SandboxServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MakeDirectory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveFile(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StartProcess(self, request, context):
-        """Background processes: start, read accumulated output, stop.
+        """Background processes: start, list, read accumulated output, send input, stop.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProcesses(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -150,8 +291,21 @@ class SandboxServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendProcessInput(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StopProcess(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KillRunProcesses(self, request, context):
+        """Kills every background process a run started (the run was stopped, or its worker died).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -169,6 +323,36 @@ def add_SandboxServiceServicer_to_server(servicer, server):
                     request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.GetSandboxRequest.FromString,
                     response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Sandbox.SerializeToString,
             ),
+            'ListSandboxes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSandboxes,
+                    request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListSandboxesRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListSandboxesResponse.SerializeToString,
+            ),
+            'StartSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartSandbox,
+                    request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SandboxRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Sandbox.SerializeToString,
+            ),
+            'StopSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopSandbox,
+                    request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SandboxRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Sandbox.SerializeToString,
+            ),
+            'ArchiveSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveSandbox,
+                    request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SandboxRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Sandbox.SerializeToString,
+            ),
+            'DeleteSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSandbox,
+                    request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SandboxRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.DeleteSandboxResponse.SerializeToString,
+            ),
+            'GetPreviewLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPreviewLink,
+                    request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.GetPreviewLinkRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.PreviewLink.SerializeToString,
+            ),
             'Exec': grpc.unary_stream_rpc_method_handler(
                     servicer.Exec,
                     request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ExecRequest.FromString,
@@ -184,6 +368,16 @@ def add_SandboxServiceServicer_to_server(servicer, server):
                     request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.WriteFileRequest.FromString,
                     response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.WriteFileResponse.SerializeToString,
             ),
+            'DownloadFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadFile,
+                    request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ReadFileRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.FileChunk.SerializeToString,
+            ),
+            'UploadFile': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadFile,
+                    request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.UploadFileChunk.FromString,
+                    response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.WriteFileResponse.SerializeToString,
+            ),
             'ListFiles': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFiles,
                     request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListFilesRequest.FromString,
@@ -194,20 +388,45 @@ def add_SandboxServiceServicer_to_server(servicer, server):
                     request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.DeleteFileRequest.FromString,
                     response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.DeleteFileResponse.SerializeToString,
             ),
+            'MakeDirectory': grpc.unary_unary_rpc_method_handler(
+                    servicer.MakeDirectory,
+                    request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.MakeDirectoryRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.FileInfo.SerializeToString,
+            ),
+            'MoveFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveFile,
+                    request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.MoveFileRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.FileInfo.SerializeToString,
+            ),
             'StartProcess': grpc.unary_unary_rpc_method_handler(
                     servicer.StartProcess,
                     request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.StartProcessRequest.FromString,
                     response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Process.SerializeToString,
+            ),
+            'ListProcesses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProcesses,
+                    request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListProcessesRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListProcessesResponse.SerializeToString,
             ),
             'ReadProcess': grpc.unary_unary_rpc_method_handler(
                     servicer.ReadProcess,
                     request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ReadProcessRequest.FromString,
                     response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ReadProcessResponse.SerializeToString,
             ),
+            'SendProcessInput': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendProcessInput,
+                    request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SendProcessInputRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Process.SerializeToString,
+            ),
             'StopProcess': grpc.unary_unary_rpc_method_handler(
                     servicer.StopProcess,
                     request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.StopProcessRequest.FromString,
                     response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Process.SerializeToString,
+            ),
+            'KillRunProcesses': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillRunProcesses,
+                    request_deserializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.KillRunProcessesRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.KillRunProcessesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,8 +437,9 @@ def add_SandboxServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SandboxService:
-    """Sandboxed computers: one per project, owned by an account. Paths are relative to the
-    sandbox's workspace root and may never leave it.
+    """Sandboxed computers: one per project, owned by an account. Every call names the calling
+    account; another account's sandbox is NOT_FOUND. Paths are relative to the sandbox's workspace
+    root (or absolute under /workspace) and may never leave it.
     """
 
     @staticmethod
@@ -266,6 +486,168 @@ class SandboxService:
             '/agentry.api.sandbox.v1.SandboxService/GetSandbox',
             agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.GetSandboxRequest.SerializeToString,
             agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Sandbox.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSandboxes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.sandbox.v1.SandboxService/ListSandboxes',
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListSandboxesRequest.SerializeToString,
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListSandboxesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.sandbox.v1.SandboxService/StartSandbox',
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SandboxRequest.SerializeToString,
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Sandbox.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.sandbox.v1.SandboxService/StopSandbox',
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SandboxRequest.SerializeToString,
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Sandbox.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.sandbox.v1.SandboxService/ArchiveSandbox',
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SandboxRequest.SerializeToString,
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Sandbox.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.sandbox.v1.SandboxService/DeleteSandbox',
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SandboxRequest.SerializeToString,
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.DeleteSandboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPreviewLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.sandbox.v1.SandboxService/GetPreviewLink',
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.GetPreviewLinkRequest.SerializeToString,
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.PreviewLink.FromString,
             options,
             channel_credentials,
             insecure,
@@ -358,6 +740,60 @@ class SandboxService:
             _registered_method=True)
 
     @staticmethod
+    def DownloadFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentry.api.sandbox.v1.SandboxService/DownloadFile',
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ReadFileRequest.SerializeToString,
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadFile(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/agentry.api.sandbox.v1.SandboxService/UploadFile',
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.UploadFileChunk.SerializeToString,
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.WriteFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListFiles(request,
             target,
             options=(),
@@ -412,6 +848,60 @@ class SandboxService:
             _registered_method=True)
 
     @staticmethod
+    def MakeDirectory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.sandbox.v1.SandboxService/MakeDirectory',
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.MakeDirectoryRequest.SerializeToString,
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.FileInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.sandbox.v1.SandboxService/MoveFile',
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.MoveFileRequest.SerializeToString,
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.FileInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def StartProcess(request,
             target,
             options=(),
@@ -428,6 +918,33 @@ class SandboxService:
             '/agentry.api.sandbox.v1.SandboxService/StartProcess',
             agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.StartProcessRequest.SerializeToString,
             agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Process.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProcesses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.sandbox.v1.SandboxService/ListProcesses',
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListProcessesRequest.SerializeToString,
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.ListProcessesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -466,6 +983,33 @@ class SandboxService:
             _registered_method=True)
 
     @staticmethod
+    def SendProcessInput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.sandbox.v1.SandboxService/SendProcessInput',
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.SendProcessInputRequest.SerializeToString,
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Process.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def StopProcess(request,
             target,
             options=(),
@@ -482,6 +1026,33 @@ class SandboxService:
             '/agentry.api.sandbox.v1.SandboxService/StopProcess',
             agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.StopProcessRequest.SerializeToString,
             agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.Process.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KillRunProcesses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.sandbox.v1.SandboxService/KillRunProcesses',
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.KillRunProcessesRequest.SerializeToString,
+            agentry_dot_api_dot_sandbox_dot_v1_dot_sandbox__pb2.KillRunProcessesResponse.FromString,
             options,
             channel_credentials,
             insecure,
