@@ -44,7 +44,7 @@ class Costs:
 class Shape:
     """What one pod of each kind is given (overlays/production/resources.yaml)."""
 
-    concurrency: int = 16  # AGENTRY_RUNNER_WORKER_CONCURRENCY
+    concurrency: int = 250  # runs a worker process drives in steady state (KEDA target); the ceiling AGENTRY_RUNNER_WORKER_CONCURRENCY is 1000
     processes: int = 1  # AGENTRY_RUNNER_PROCESSES
     worker_cores: float = 1.0  # the worker's CPU request
     gateway_cores: float = 0.5

@@ -296,7 +296,9 @@ def test_keda_target_matches_a_worker_pods_capacity(tmp_path):
                   if c.workload["metadata"]["name"] == "runner-worker")
     per_pod = int(worker.env["AGENTRY_RUNNER_WORKER_CONCURRENCY"]) * int(worker.env.get("AGENTRY_RUNNER_PROCESSES", 1))
     trigger = by_kind(docs, "ScaledObject")["runner-worker"]["spec"]["triggers"][0]
-    assert float(trigger["metadata"]["value"]) == per_pod, "queue length per worker pod = runs it drives at once"
+    # The target is the steady load planned per pod; it must stay under the ceiling a pod may take
+    # (concurrency x processes), so scale-out starts before admission has to hold jobs back.
+    assert 0 < float(trigger["metadata"]["value"]) <= per_pod, "queue length per worker pod within its ceiling"
 
 
 def test_autoscaled_deployments_leave_their_replica_count_to_the_autoscaler(mix):

@@ -19,7 +19,7 @@ from agentry.runner.domain import Run
 from agentry.runner.main import build_event_stream, start
 from agentry.servicekit import DEV_INTERNAL_TOKEN, open_channel
 
-WAIT = 10.0
+WAIT = 30.0  # the embedded worker first imports LiteLLM (seconds of CPU; more on a busy machine)
 
 
 @pytest.mark.rabbitmq

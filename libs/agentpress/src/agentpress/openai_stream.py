@@ -103,12 +103,16 @@ class DirectLane:
             if response.status_code != 200:
                 await response.aread()
                 raise self._error(response)
+            done = False
             async for line in response.aiter_lines():
-                if not line.startswith("data:"):
+                # Read to the end of the body even after [DONE]: a response closed unread closes
+                # its connection too, and the next call would connect again.
+                if done or not line.startswith("data:"):
                     continue  # blank separators, comments (": keep-alive"), event: lines
                 payload = line[5:].strip()
                 if payload == "[DONE]":
-                    return
+                    done = True
+                    continue
                 try:
                     data = orjson.loads(payload)
                 except orjson.JSONDecodeError as exc:

@@ -58,7 +58,12 @@ class RunnerSettings(ServiceSettings):
     model_retry_initial_wait_seconds: float = Field(1.0, ge=0)
     # The (cheaper) model that summarises old turns when a thread outgrows the context window.
     summary_model: str = ""
-    worker_concurrency: int = 16
+    # Runs one worker process drives at once, at most (also the broker prefetch). Runs wait on
+    # the model nearly all the time, so the ceiling is high; new runs are admitted only while the
+    # process is under its memory budget and its event loop keeps up (runner/admission.py).
+    worker_concurrency: int = Field(1000, ge=1, le=100_000)
+    memory_budget_mb: float = Field(1536.0, ge=0)
+    max_loop_lag_ms: float = Field(200.0, ge=0)
     # Human in the loop: the ask tool pauses the run (status requires_action) until
     # POST /api/agent-run/{id}/resume answers it; tools named here (e.g. ["run_command"]) wait for
     # the user's approval before every call. A run waiting longer than pause_ttl_seconds ends

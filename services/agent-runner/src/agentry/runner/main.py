@@ -17,6 +17,7 @@ from agentry.servicekit.db import open_database
 from agentry.servicekit.eventstream import EventStream, MemoryEventStream, RedisEventStream
 
 from .adapters.sql import SqlRunnerRepository
+from .admission import Admission
 from .config import RunnerSettings
 from .grpc_api import RunnerServicer
 from .queue import RunQueue
@@ -123,8 +124,12 @@ async def start(
         def usage(account_id, run_id, attempt=1):
             return GrpcUsageSink(billing_channel, account_id=account_id, run_id=run_id, attempt=attempt)
 
+        admission = Admission(memory_budget_mb=settings.memory_budget_mb, max_loop_lag_ms=settings.max_loop_lag_ms)
+        admission.start()
+        stack.push_async_callback(admission.close)
         worker = RunWorker(repo=repo, events=events, stops=stops, sandboxes=sandboxes, usage=usage,
-                           agent_factory=agents or agent_factory(settings), policy=policy_from(settings))
+                           agent_factory=agents or agent_factory(settings), policy=policy_from(settings),
+                           admission=admission)
         worker.start()
         stack.push_async_callback(worker.close)
         if settings.role == "worker":

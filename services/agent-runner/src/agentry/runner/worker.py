@@ -47,6 +47,7 @@ from agentpress import (
 from agentry.servicekit.context import run_id_var
 from agentry.servicekit.eventstream import EventStream
 
+from .admission import Admission
 from .config import RunnerSettings
 from .domain import RESUME_USER_INPUT, ClaimedRun, Phase, Run, RunStatus
 from .ports import RunnerRepository
@@ -93,8 +94,9 @@ class RunWorker:
     def __init__(self, *, repo: RunnerRepository, events: EventStream, stops: StopSignal,
                  sandboxes: SandboxFactory, usage: UsageFactory, agent_factory: AgentFactory,
                  policy: WorkerPolicy = WorkerPolicy(), worker_id: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, admission: Admission | None = None) -> None:
         self._repo = repo
+        self._admission = admission
         self._events = events
         self._stops = stops
         self._sandboxes = sandboxes
@@ -167,6 +169,10 @@ class RunWorker:
             raise RequeueJob("the worker is shutting down")
         if self._ready is not None and not self._ready.is_set():
             await self._ready.wait()
+        if self._admission is not None:
+            await self._admission.admit()  # unclaimed meanwhile: no lease held while it waits
+            if not self._accepting:
+                raise RequeueJob("the worker is shutting down")
         claimed = await self._claim(job.run_id)
         if claimed is None:
             return

@@ -169,6 +169,10 @@ class _Multiplexer:
         self._watchers: dict[str, list[tuple[int, asyncio.Future[list[StreamEntry]]]]] = {}
         self._inflight: dict[str, int] | None = None  # key -> after, of the read now blocked
         self._woken = False
+        # Readers answered by the last read that have not come back for more yet: the next read
+        # waits (briefly) for them, so it covers them without a wake.
+        self._returning = 0
+        self._back = asyncio.Event()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._waker: aioredis.Redis | None = None
@@ -186,6 +190,10 @@ class _Multiplexer:
         watch = (after, future)
         self._watchers.setdefault(key, []).append(watch)
         self._changed.set()
+        if self._returning > 0:
+            self._returning -= 1
+            if not self._returning:
+                self._back.set()
         inflight = self._inflight
         if inflight is not None and not self._woken and inflight.get(key, after + 1) > after:
             # The blocked read does not cover this reader: wake it so the next one does.
@@ -251,9 +259,13 @@ class _Multiplexer:
                         self._wake_id = last if isinstance(last, bytes) else last.encode()
                     continue
                 self._deliver(key, [_entry(entry_id, fields) for entry_id, fields in raw_entries])
-            # Let the readers just answered take their entries and come back, so the next read
-            # covers them without a wake.
-            await asyncio.sleep(0)
+            # Let the readers just answered take their entries and come back (up to 1 ms; one
+            # whose stream ended never does), so the next read covers them without a wake.
+            if self._returning:
+                self._back.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._back.wait(), 0.001)
+                self._returning = 0
 
     def _deliver(self, key: str, entries: list[StreamEntry]) -> None:
         watchers = self._watchers.get(key)
@@ -266,6 +278,7 @@ class _Multiplexer:
             if start < len(entries):
                 if not future.done():
                     future.set_result(entries[start:start + self._count])
+                    self._returning += 1
             elif not future.done():
                 keep.append((after, future))
         if keep:
@@ -317,6 +330,8 @@ class RedisEventStream:
                                      socket_timeout=MAX_BLOCK_MS / 1000 + 5)
         self._redis = aioredis.Redis.from_pool(self._pool)
         self._append = self._redis.register_script(_APPEND)
+        self._pending: list[tuple[str, int, bytes, bytes, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._mux = _Multiplexer(redis_url, wake_key=f"{key_prefix}mux-wake:{uuid.uuid4().hex}",
                                  count=500, reconnect_seconds=reconnect_seconds)
         self._mux.bind_waker(self._redis)
@@ -327,24 +342,66 @@ class RedisEventStream:
     async def append(self, run_id: str, seq: int, data: bytes, *, terminal: bool = False) -> None:
         """Appends `<seq>-0`. Sending the same (seq, data, terminal) again is a no-op, so an
         append retried after its connection broke is not an error if the first one landed;
-        a different entry under a seq already used is a SequenceError."""
+        a different entry under a seq already used is a SequenceError.
+
+        Appends from every run in this process are batched: those made while a batch is on the
+        wire go out together in the next one (one pipelined round trip, no timer), so the cost
+        per event falls as load rises and an append alone still goes out at once."""
         if seq < 1:
             raise SequenceError(f"run {run_id}: seq must be at least 1, got {seq}")
-        key, flag = self.key(run_id), b"1" if terminal else b"0"
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((run_id, seq, data, b"1" if terminal else b"0", future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="redis-event-appends")
+        await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                results = await self._reconnecting(lambda batch=batch: self._send(batch), "append run events")
+            except RedisError as exc:
+                for run_id, _, _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(EventStreamUnavailable(f"cannot append to run {run_id}: {exc}"))
+                continue
+            for (run_id, seq, data, flag, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if not isinstance(result, Exception):
+                    future.set_result(None)
+                elif isinstance(result, ResponseError) and "equal or smaller" in str(result):
+                    asyncio.create_task(self._settle_duplicate(run_id, seq, data, flag, future))
+                else:
+                    future.set_exception(EventStreamUnavailable(f"cannot append to run {run_id}: {result}"))
+
+    async def _send(self, batch: list) -> list:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for run_id, seq, data, flag, _ in batch:
+                key = self.key(run_id)
+                if flag == b"1":
+                    # XADD and EXPIRE atomically (see _APPEND).
+                    await self._append(keys=[key], args=[self._maxlen, f"{seq}-0", data, flag, self._ttl], client=pipe)
+                else:
+                    pipe.xadd(key, {b"d": data, b"t": flag}, id=f"{seq}-0", maxlen=self._maxlen, approximate=True)
+            return await pipe.execute(raise_on_error=False)
+
+    async def _settle_duplicate(self, run_id: str, seq: int, data: bytes, flag: bytes,
+                                future: asyncio.Future[None]) -> None:
+        """An append whose seq is already used: a no-op when the same entry is there (a retry of
+        one that landed), a SequenceError otherwise."""
         try:
-            await self._reconnecting(
-                lambda: self._append(keys=[key], args=[self._maxlen, f"{seq}-0", data, flag, self._ttl]),
-                f"append to run {run_id}")
-        except ResponseError as exc:
-            if "equal or smaller" not in str(exc):
-                raise EventStreamUnavailable(f"cannot append to run {run_id}: {exc}") from exc
-            if await self._holds(key, seq, data, flag):
-                return
-            raise SequenceError(
-                f"run {run_id}: seq {seq} is not greater than the last appended seq"
-            ) from exc
-        except RedisError as exc:
-            raise EventStreamUnavailable(f"cannot append to run {run_id}: {exc}") from exc
+            same = await self._holds(self.key(run_id), seq, data, flag)
+        except EventStreamUnavailable as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if future.done():
+            return
+        if same:
+            future.set_result(None)
+        else:
+            future.set_exception(SequenceError(f"run {run_id}: seq {seq} is not greater than the last appended seq"))
 
     async def _holds(self, key: str, seq: int, data: bytes, flag: bytes) -> bool:
         try:
