@@ -174,7 +174,8 @@ def main() -> None:
     parser.add_argument("--seconds-per-run", type=float, default=60.0)
     parser.add_argument("--streams-per-run", type=float, default=1.0)
     parser.add_argument("--idle-streams", type=int, default=0)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=Shape.concurrency,
+                        help="runs one worker process is planned to drive (KEDA's target per pod / processes)")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--worker-cpu-ms", type=float, default=Costs.worker_cpu_ms)
     parser.add_argument("--workers", type=int, default=None, help="simulate this many worker pods")
