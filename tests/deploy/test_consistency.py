@@ -310,3 +310,17 @@ def test_autoscaled_deployments_leave_their_replica_count_to_the_autoscaler(mix)
               for h in by_kind(docs, kind).values()}
     fixed = [name for name in scaled if "replicas" in by_kind(docs, "Deployment")[name]["spec"]]
     assert not fixed, f"autoscaled but with a fixed replicas field: {fixed}"
+
+
+def test_worker_memory_budget_fits_its_memory_limit(mix):
+    """Admission stops taking runs at AGENTRY_RUNNER_MEMORY_BUDGET_MB per process: all processes'
+    budgets together stay within 80% of the pod's memory limit, so the kubelet never OOM-kills a
+    worker that admission thought had room."""
+    _, _, found = mix
+    worker = next(c for c in found if c.workload["metadata"]["name"] == "runner-worker")
+    limit = worker.spec["resources"]["limits"]["memory"]
+    units = {"Mi": 1, "Gi": 1024}
+    limit_mb = float(limit[:-2]) * units[limit[-2:]]
+    budget = float(worker.env.get("AGENTRY_RUNNER_MEMORY_BUDGET_MB") or 0)
+    processes = int(worker.env.get("AGENTRY_RUNNER_PROCESSES") or 1)
+    assert 0 < budget * processes <= 0.8 * limit_mb, (budget, processes, limit)
