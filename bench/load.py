@@ -412,7 +412,7 @@ async def idle(args) -> list[str]:
 
 
 def start_profilers(args, stack: Stack, label: str, seconds: float) -> list:
-    """py-spy flame graphs (SVG) of the worker and the gateway while the measure runs."""
+    """py-spy flame graphs (SVG) of the worker, gateway, runner api and billing while the measure runs."""
     if not args.profile:
         return []
     import subprocess
@@ -420,7 +420,7 @@ def start_profilers(args, stack: Stack, label: str, seconds: float) -> list:
     out = Path(args.profile)
     out.mkdir(parents=True, exist_ok=True)
     procs = []
-    for name in ("worker", "gateway"):
+    for name in ("worker", "gateway", "runner", "billing"):
         pid = stack.procs.pids[name]
         pids = descendants(pid)
         target = pids[-1] if len(pids) > 1 and name == "worker" else pid  # a prefork child, if any

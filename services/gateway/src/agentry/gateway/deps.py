@@ -28,7 +28,8 @@ def _refuse_unstorable(request: Request) -> None:
                                fields=[{"field": f"{where}.{name}", "message": problem}])
 
 
-def get_upstreams(request: Request) -> Upstreams:
+async def get_upstreams(request: Request) -> Upstreams:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per request.
     request_id_var.set(request.headers.get("x-request-id") or new_request_id())
     _refuse_unstorable(request)
     return request.app.state.upstreams
