@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 KEEPALIVE = b": keep-alive\n\n"
 READ_COUNT = 500  # the event stream's default batch
+END_OF_BATCH = StreamEntry(seq=0, data=b"", terminal=False)  # run_entries(batches=True): flush here
 
 
 def frame(seq: int, data: bytes) -> bytes:
@@ -33,11 +34,26 @@ async def run_events(
     runner,
     keepalive_seconds: float,
 ) -> AsyncIterator[bytes]:
-    """Yields SSE frames for every event after `after_seq`, then ends after the terminal one."""
+    """Yields SSE frames for every event after `after_seq`, then ends after the terminal one.
+    The events of one live read leave as one chunk (one send through the ASGI stack, one write
+    to the socket), however many there are."""
     yield b"retry: 1000\n\n"
+    batch: list[bytes] = []
     async for entry in run_entries(run=run, account_id=account_id, after_seq=after_seq, events=events,
-                                   runner=runner, keepalive_seconds=keepalive_seconds):
-        yield KEEPALIVE if entry is None else frame(entry.seq, entry.data)
+                                   runner=runner, keepalive_seconds=keepalive_seconds, batches=True):
+        if entry is None:
+            yield KEEPALIVE
+        elif entry is END_OF_BATCH:
+            if batch:
+                yield b"".join(batch)
+                batch = []
+        else:
+            batch.append(frame(entry.seq, entry.data))
+            if len(batch) >= 64:  # a replay from the database has no read boundaries: bound the chunk
+                yield b"".join(batch)
+                batch = []
+    if batch:
+        yield b"".join(batch)
 
 
 async def run_entries(
@@ -48,9 +64,11 @@ async def run_entries(
     events: EventStream,
     runner,
     keepalive_seconds: float,
+    batches: bool = False,
 ) -> AsyncIterator[StreamEntry | None]:
     """Every event of the run after `after_seq`, in order, ending after the terminal one; None
-    each time `keepalive_seconds` passed without one (the caller sends a keep-alive).
+    each time `keepalive_seconds` passed without one (the caller sends a keep-alive). With
+    `batches`, END_OF_BATCH follows the entries of each read (a place to flush).
 
     One read per batch: the first read answers at once with what the run has; later ones wait
     for the next append (through the event stream's multiplexer, holding no connection). A
@@ -77,6 +95,8 @@ async def run_entries(
                 last = entry.seq
                 if entry.terminal:
                     return
+            if batches:
+                yield END_OF_BATCH
             wait = len(entries) < READ_COUNT  # a full batch: more may be there already
             continue
         if ended:
