@@ -181,7 +181,9 @@ class SandboxService:
             async with contextlib.aclosing(stream):
                 async for item in stream:
                     yield item
-        await self._repository.touch(sandbox_id, self._clock())
+        # No write after the command: once it has run, a database that went away meanwhile must
+        # not fail the call (the caller would see its command fail after it ran). The use was
+        # recorded before it started, and the reaper leaves sandboxes with commands in flight alone.
 
     # Files
 
