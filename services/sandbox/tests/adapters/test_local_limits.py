@@ -83,14 +83,16 @@ async def test_a_fork_bomb_is_contained_and_other_sandboxes_keep_working(hardene
     while loop.time() < deadline:
         peak = max(peak, _processes_of(uid))
         await asyncio.sleep(0.05)
-    # The bomb ran, and never had more processes than its sandbox's limit (64).
-    assert 10 < peak <= 64, peak
+    # Never more processes than its sandbox's limit (64). (Sampling every 50 ms may miss the
+    # bomb's short-lived peak: that it ran into the limit is checked on its output below.)
+    assert peak <= 64, peak
     # While it runs: another sandbox starts processes, and this process (the service) forks.
     output, outcome = await run(hardened, "sbx_bystander", "for i in 1 2 3 4 5; do sh -c 'echo ok' & done; wait")
     assert output.count(b"ok") == 5 and outcome.exit_code == 0
     host = await asyncio.create_subprocess_exec("true")
     assert await host.wait() == 0
-    await bomb
+    bomb_output, _ = await bomb
+    assert peak > 10 or b"Cannot fork" in bomb_output, (peak, bomb_output[:200])
     # Nothing of the bomb outlives its command, and its sandbox works again.
     for _ in range(100):
         if _processes_of(uid) == 0:
