@@ -47,3 +47,16 @@ async def test_a_lagging_event_loop_stops_admission_until_it_keeps_up_again() ->
         assert admission.lag_ms < 50
     finally:
         await admission.close()
+
+
+async def test_a_burst_is_admitted_at_the_paced_rate() -> None:
+    admission = Admission(memory_budget_mb=0, max_loop_lag_ms=0, max_per_second=100, interval=0.05)  # 5 a tick
+    admission.start()
+    try:
+        waiters = [asyncio.create_task(admission.admit()) for _ in range(20)]
+        await asyncio.sleep(0.01)
+        assert sum(w.done() for w in waiters) == 5, "the first tick's share at once"
+        await asyncio.wait_for(asyncio.gather(*waiters), 2)  # the rest over the next ticks
+        assert admission.waiting == 0
+    finally:
+        await admission.close()

@@ -64,6 +64,7 @@ class RunnerSettings(ServiceSettings):
     worker_concurrency: int = Field(1000, ge=1, le=100_000)
     memory_budget_mb: float = Field(1536.0, ge=0)
     max_loop_lag_ms: float = Field(200.0, ge=0)
+    max_admissions_per_second: float = Field(500.0, ge=0)  # 0: no pacing
     # Human in the loop: the ask tool pauses the run (status requires_action) until
     # POST /api/agent-run/{id}/resume answers it; tools named here (e.g. ["run_command"]) wait for
     # the user's approval before every call. A run waiting longer than pause_ttl_seconds ends

@@ -124,7 +124,8 @@ async def start(
         def usage(account_id, run_id, attempt=1):
             return GrpcUsageSink(billing_channel, account_id=account_id, run_id=run_id, attempt=attempt)
 
-        admission = Admission(memory_budget_mb=settings.memory_budget_mb, max_loop_lag_ms=settings.max_loop_lag_ms)
+        admission = Admission(memory_budget_mb=settings.memory_budget_mb, max_loop_lag_ms=settings.max_loop_lag_ms,
+                              max_per_second=settings.max_admissions_per_second)
         admission.start()
         stack.push_async_callback(admission.close)
         worker = RunWorker(repo=repo, events=events, stops=stops, sandboxes=sandboxes, usage=usage,
