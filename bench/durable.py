@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 
-from ttft import AMQP_URL, PG_ADMIN, REDIS_URL, _cleanup_split, make_user, pct  # noqa: E402
+from ttft import AMQP_URL, NO_RATE_LIMITS, PG_ADMIN, REDIS_URL, _cleanup_split, make_user, pct  # noqa: E402
 
 from agentry.fakellm import FakeLLMProcess  # noqa: E402
 
@@ -70,8 +70,6 @@ SCRIPTS = {
 
 # The gateway's rate limits (sign-ups and sign-ins per address, run starts per account) would
 # refuse a benchmark's burst from one client: it measures the platform, not the limits.
-NO_RATE_LIMITS = {"AGENTRY_GATEWAY_RUN_STARTS_PER_ACCOUNT": "1000000", "AGENTRY_GATEWAY_SIGNUP_PER_IP": "1000000",
-                  "AGENTRY_GATEWAY_SIGNIN_ATTEMPTS_PER_IP": "1000000"}
 
 
 @dataclass

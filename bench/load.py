@@ -54,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 
-from ttft import AMQP_URL, PG_ADMIN, REDIS_URL, _cleanup_split, pct  # noqa: E402
+from durable import split_stack as durable_split_stack  # noqa: E402
+from ttft import pct  # noqa: E402
 
 from agentry.fakellm import FakeLLMProcess  # noqa: E402
 
@@ -70,8 +71,6 @@ TERMINAL = ("completed", "failed", "cancelled")
 
 # The gateway's rate limits (sign-ups and sign-ins per address, run starts per account) would
 # refuse a benchmark's burst from one client: it measures the platform, not the limits.
-NO_RATE_LIMITS = {"AGENTRY_GATEWAY_RUN_STARTS_PER_ACCOUNT": "1000000", "AGENTRY_GATEWAY_SIGNUP_PER_IP": "1000000",
-                  "AGENTRY_GATEWAY_SIGNIN_ATTEMPTS_PER_IP": "1000000"}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -150,36 +149,12 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def split_stack(llm: FakeLLMProcess, data_dir: Path, env: dict[str, str]):
-    from agentry.cli.split import SplitConfig, SplitProcesses, free_port
-
-    import httpx
-
-    unique = f"load{uuid.uuid4().hex[:10]}"
-    database = f"agentry_{unique}"
-    admin = httpx.URL(PG_ADMIN)
-    host, port, user = admin.host, admin.port or 5432, admin.username or "postgres"
-    queue_name, redis_prefix = f"agentry.runs.{unique}", f"agentry:{unique}:"
-    procs = SplitProcesses(SplitConfig(
-        database_url=f"postgresql+asyncpg://{user}@{host}:{port}/{database}", redis_url=REDIS_URL,
-        amqp_url=AMQP_URL, data_dir=data_dir, gateway_port=free_port(),
-        grpc_ports={name: free_port() for name in ("auth", "billing", "sandbox", "runner", "worker")},
-        llm_api_base=llm.base_url, queue_name=queue_name, redis_prefix=redis_prefix,
-        extra_env={"AGENTRY_RUNNER_MAX_ACTIVE_RUNS_PER_ACCOUNT": "0", "AGENTRY_LOG_LEVEL": "WARNING",
-                   **NO_RATE_LIMITS, **env}))
-    try:
-        await asyncio.to_thread(procs.start)
-        pids = {name: p.pid for name, p in procs.procs.items()}
+    """durable.py's split stack (fresh database, queue and key prefix; per-account limits lifted
+    for the one account that drives the load), with every process's pid for /proc."""
+    async with durable_split_stack(llm, data_dir, {"AGENTRY_LOG_LEVEL": "WARNING", **env}) as stack:
+        pids = {name: p.pid for name, p in stack.procs.procs.items()}
         pids["fakellm"] = llm.proc.pid
-        yield Stack(procs.gateway_url, Processes(pids))
-    finally:
-        await asyncio.to_thread(procs.stop)
-        await _cleanup_split(database, queue_name, redis_prefix)
-        with contextlib.suppress(Exception):
-            import aio_pika
-
-            connection = await aio_pika.connect(AMQP_URL)
-            async with connection:
-                await (await connection.channel()).queue_delete(f"{queue_name}.dead")
+        yield Stack(stack.gateway_url, Processes(pids))
 
 
 # --------------------------------------------------------------------------- the client
