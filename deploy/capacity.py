@@ -49,7 +49,7 @@ class Shape:
     worker_cores: float = 1.0  # the worker's CPU request
     gateway_cores: float = 0.5
     target_cpu: float = 0.6  # utilisation the autoscalers aim for
-    streams_per_gateway: int = 1000  # SSE budget per gateway pod (to be measured: issue 15)
+    streams_per_gateway: int = 2000  # SSE budget per gateway pod (measured: BENCHMARKS.md, Performance at scale)
     db_pool: int = 15  # AGENTRY_<SVC>_DATABASE_POOL_SIZE + MAX_OVERFLOW per process
     lease_seconds: float = 10.0
     event_ttl_seconds: float = 3600.0
