@@ -42,6 +42,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentry.servicekit.eventstream.port import EventStreamUnavailable, SequenceError, StreamEntry
 
+# The event loop keeps only weak references to tasks: a fire-and-forget task is held here until done.
+_background: set[asyncio.Task] = set()
+
+
+def _spawn(coro) -> None:
+    task = asyncio.create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -198,7 +207,7 @@ class _Multiplexer:
         if inflight is not None and not self._woken and inflight.get(key, after + 1) > after:
             # The blocked read does not cover this reader: wake it so the next one does.
             self._woken = True
-            asyncio.create_task(self._wake())
+            _spawn(self._wake())
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
@@ -371,7 +380,7 @@ class RedisEventStream:
                 if not isinstance(result, Exception):
                     future.set_result(None)
                 elif isinstance(result, ResponseError) and "equal or smaller" in str(result):
-                    asyncio.create_task(self._settle_duplicate(run_id, seq, data, flag, future))
+                    _spawn(self._settle_duplicate(run_id, seq, data, flag, future))
                 else:
                     future.set_exception(EventStreamUnavailable(f"cannot append to run {run_id}: {result}"))
 
