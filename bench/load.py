@@ -401,7 +401,8 @@ def start_profilers(args, stack: Stack, label: str, seconds: float) -> list:
         target = pids[-1] if len(pids) > 1 and name == "worker" else pid  # a prefork child, if any
         procs.append(subprocess.Popen(
             ["py-spy", "record", "--pid", str(target), "--duration", str(int(seconds)), "--rate", "200",
-             "--nonblocking", "--output", str(out / f"{label}-{name}.svg")],
+             "--nonblocking", "--format", args.profile_format,
+             "--output", str(out / f"{label}-{name}.{'svg' if args.profile_format == 'flamegraph' else 'txt'}")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return procs
 
@@ -449,6 +450,8 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--run-timeout", type=float, default=120.0)
     parser.add_argument("--settle-seconds", type=float, default=5.0, help="idle: wait before reading RSS")
     parser.add_argument("--profile", metavar="DIR", help="write py-spy flame graphs of worker and gateway here")
+    parser.add_argument("--profile-format", choices=["flamegraph", "raw"], default="flamegraph",
+                        help="flamegraph (SVG) or raw (collapsed stacks, for scripts)")
     parser.add_argument("--profile-seconds", type=float, default=10.0, help="streams: profile this long")
     parser.add_argument("--env", action="append", help="KEY=VALUE for every service (repeatable)")
     args = parser.parse_args(argv)

@@ -17,12 +17,14 @@ from agentpress import (
     ContextConfig,
     FunctionModel,
     ModelRequest,
+    PhaseChanged,
     RunFinished,
     RunStarted,
     ScriptedCall,
     ScriptedModel,
     ScriptedReply,
     TextDelta,
+    ToolCall,
     Usage,
     default_tools,
     message_from_json,
@@ -500,6 +502,38 @@ async def test_the_live_stream_does_not_wait_for_the_database_but_the_end_does()
     stream = await events.read("r", 0)
     assert [(e.seq, e.terminal) for e in stream] == [(1, False), (2, False), (3, True)]
     assert repo.stored == [StoredEvent(1, stream[0].data, False), StoredEvent(3, stream[2].data, True)]
+
+
+async def test_with_a_write_delay_a_short_run_stores_its_durable_events_with_its_end() -> None:
+    repo, events = GatedRepo(), MemoryEventStream()
+    repo.gate.set()
+    calls: list[list[int]] = []
+    append = repo.append_events
+
+    async def counted(run_id, batch, **kw):
+        calls.append([e.seq for e in batch])
+        await append(run_id, batch, **kw)
+
+    repo.append_events = counted  # type: ignore[method-assign]
+    sink = RunEventSink("r", repo, events, last_seq=0, write_delay=30.0)  # type: ignore[arg-type]
+    await sink.emit(RunStarted(run_id="r", thread_id="t", model="m"))
+    await sink.emit(PhaseChanged(phase="calling_model"))
+    await sink.emit(TextDelta(text="hi"))
+    await asyncio.wait_for(sink.emit(RunFinished(reason="completed")), WAIT)  # no 30 s wait
+
+    assert calls == []  # no separate transaction: everything went with the end
+    assert repo.finished == [(RunStatus.COMPLETED, "completed", "", [])]
+    assert [e.seq for e in repo.stored] == [1, 2, 4]
+
+
+async def test_with_a_write_delay_a_call_that_is_not_idempotent_is_still_stored_before_it_runs() -> None:
+    repo, events = GatedRepo(), MemoryEventStream()
+    repo.gate.set()
+    sink = RunEventSink("r", repo, events, last_seq=0, write_delay=30.0)  # type: ignore[arg-type]
+    await sink.emit(RunStarted(run_id="r", thread_id="t", model="m"))
+    call = ToolCall(call_id="c1", name="run_command", arguments='{"command": "rm -rf x"}')
+    await asyncio.wait_for(sink.emit(PhaseChanged(phase="running_tool", tool="run_command", call=call)), WAIT)
+    assert [e.seq for e in repo.stored] == [1, 2] and repo.finished == []
 
 
 async def test_a_failed_durable_write_fails_the_run_visibly() -> None:

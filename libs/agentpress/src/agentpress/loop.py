@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -291,8 +291,9 @@ class _Run:
             await self.finish_cancelled()
             message = str(exc) if isinstance(exc, ModelCallError) else f"{type(exc).__name__}: {exc}"
             return RunResult(FinishReason.ERROR, message, self.steps)
+        prompt = self._prompt
         within_budget = await self._record_usage(opened.model, step.processor,
-                                                 self._prompt.tokens if self._prompt else 0)
+                                                 lambda: prompt.tokens if prompt else 0)
         if not step.processor.calls and not step.processor.text.strip():
             return "empty" if within_budget else RunResult(FinishReason.BUDGET_EXCEEDED, None, self.steps)
         await self.persist(step.processor.message())
@@ -346,8 +347,11 @@ class _Run:
                 raise
         return await open_stream(agent.context_fallback_models, smaller, agent.retry, self.retry_budget)
 
-    async def _record_usage(self, model: Model, processor: StreamProcessor, estimated_prompt: int) -> bool:
-        prompt_tokens = processor.prompt_tokens if processor.prompt_tokens is not None else estimated_prompt
+    async def _record_usage(self, model: Model, processor: StreamProcessor,
+                            estimated_prompt: Callable[[], int]) -> bool:
+        # The provider's count when it reported one; counting the prompt ourselves (a tokenizer
+        # pass over the whole prompt) only when it did not.
+        prompt_tokens = processor.prompt_tokens if processor.prompt_tokens is not None else estimated_prompt()
         completion = processor.completion_tokens
         if completion is None:
             completion = max(1, len(processor.text) // 4) if processor.text else 0
@@ -392,7 +396,7 @@ class _Run:
         opened = await open_stream([model], request, self.agent.retry, self.retry_budget)
         processor = StreamProcessor(_discard, lambda _: None, "native", model.name)
         await processor.consume(opened.first, opened.rest)
-        await self._record_usage(model, processor, max(1, len(transcript) // 4))
+        await self._record_usage(model, processor, lambda: max(1, len(transcript) // 4))
         return processor.text.strip()
 
 

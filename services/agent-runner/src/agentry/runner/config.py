@@ -94,6 +94,11 @@ class RunnerSettings(ServiceSettings):
     # cancelling); a start beyond it answers 429 too_many_active_runs with Retry-After of
     # active_runs_retry_after_seconds. 0 = unlimited.
     max_active_runs_per_account: int = Field(100, ge=0)
+    # Durable events (phases, completed messages) reach the database this long after they were
+    # streamed, batched: a run that ends sooner stores them with its end, in one transaction.
+    # They are in the live stream at once either way; a tool call that is not idempotent is
+    # stored before it runs regardless. 0 writes each batch at once.
+    event_write_delay_ms: float = Field(200.0, ge=0, le=5000)
     active_runs_retry_after_seconds: int = Field(5, ge=1, le=3600)
     event_ttl_seconds: int = 3600
     event_maxlen: int = 10_000

@@ -127,8 +127,10 @@ class RunEventSink:
     durable state also go to the database, with the same number, fenced on the run's lease.
 
     The database write is off the live path: durable events are queued for one background writer
-    per run, which stores them in sequence order (in batches when it falls behind), so the
-    database always holds a prefix of the run's durable events. Two exceptions wait for the
+    per run, which stores them in sequence order, in batches, so the database always holds a
+    prefix of the run's durable events. The writer waits `write_delay` seconds before its first
+    write, so the events of that interval go in one transaction, and a run that ends within it
+    stores them all with its end (one transaction for a short run instead of one per event). Two exceptions wait for the
     database: a `running_tool` phase of a tool that is not idempotent is stored before the tool
     runs (a resumed run must know the call may have had its effect), and the terminal event is
     stored together with every pending event and the run's final status (`end_run`), so a client
@@ -142,7 +144,7 @@ class RunEventSink:
     def __init__(self, run_id: str, repo: RunnerRepository, stream: EventStream, *, last_seq: int,
                  lease: Lease | None = None, idempotent_tools: frozenset[str] = frozenset(),
                  on_event: Callable[[], None] | None = None,
-                 write_retry_seconds: float = WRITE_RETRY_SECONDS) -> None:
+                 write_retry_seconds: float = WRITE_RETRY_SECONDS, write_delay: float = 0.0) -> None:
         self._run_id = run_id
         self._repo = repo
         self._stream = stream
@@ -151,6 +153,8 @@ class RunEventSink:
         self.idempotent_tools = idempotent_tools
         self._on_event = on_event
         self._write_retry_seconds = write_retry_seconds
+        self._write_delay = write_delay
+        self._delaying = False  # the writer waits out write_delay and has written nothing yet
         # agentpress emits from concurrent tasks (tools run while the model streams); numbering
         # and writing happen under one lock so the stream receives events in sequence order.
         self._lock = asyncio.Lock()
@@ -207,6 +211,7 @@ class RunEventSink:
 
     async def _finish(self, event: RunFinished) -> None:
         self.finished = True
+        await self._cancel_delay()  # what waits to be written goes with the end, in one transaction
         await self._wait_for_writer()
         if self._write_error is not None:
             event = RunFinished(reason="error", error="the run's events could not be stored")
@@ -230,6 +235,7 @@ class RunEventSink:
         """The run waits for the user: every pending durable event, the requires_action event, a
         waiting_for_user phase and the status are stored in one transaction before the events go
         out, so a client that sees requires_action can resume at once."""
+        await self._cancel_delay()
         await self._wait_for_writer()
         if self._write_error is not None:
             raise EventStoreFailed("the run's events could not be stored") from self._write_error
@@ -263,18 +269,37 @@ class RunEventSink:
                 raise LeaseLost(f"run {self._run_id}: lease lost")
             if self._write_error is not None:
                 raise EventStoreFailed("the run's events could not be stored") from self._write_error
-            self._start_writer()
+            await self._cancel_delay()  # wanted now: no batching wait
+            self._start_writer(delay=False)
             await self._wait_for_writer()
 
-    def _start_writer(self) -> None:
+    def _start_writer(self, *, delay: bool = True) -> None:
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_unwritten())
+            wait = self._write_delay if delay else 0.0
+            self._delaying = wait > 0  # set now: a writer cancelled before it starts wrote nothing either
+            self._writer = asyncio.create_task(self._write_unwritten(wait))
+
+    async def _cancel_delay(self) -> None:
+        """Ends a writer that is still waiting out its batching delay (it has written nothing)."""
+        if self._writer is not None and self._delaying:
+            self._writer.cancel()
+            await asyncio.wait([self._writer])
+            self._delaying = False
 
     async def _wait_for_writer(self) -> None:
         if self._writer is not None:
             await asyncio.wait([self._writer])  # never raises: the writer records its own failure
 
-    async def _write_unwritten(self) -> None:
+    async def _write_unwritten(self, delay: float = 0.0) -> None:
+        if delay > 0:
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                # Cancelled by _cancel_delay (the events go another way) or with the run's task;
+                # either way nothing was written and the events stay queued.
+                return
+            finally:
+                self._delaying = False
         lease = self._lease
         while self._unwritten and self._write_error is None and not self._lost():
             batch = self._unwritten[:]  # emit only appends; only this task removes from the front

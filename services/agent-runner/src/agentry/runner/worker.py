@@ -74,6 +74,7 @@ class WorkerPolicy:
     max_run_seconds: float = 3600.0
     max_idle_seconds: float = 600.0
     write_retry_seconds: float = 60.0  # how long a failing durable write is retried
+    event_write_delay: float = 0.0  # seconds a durable event may wait to be batched with others
 
 
 @dataclass
@@ -230,7 +231,8 @@ class RunWorker:
             held.last_event = time.monotonic()
 
         sink = RunEventSink(run.run_id, self._repo, self._events, last_seq=last_seq, lease=lease,
-                            on_event=seen_event, write_retry_seconds=self._policy.write_retry_seconds)
+                            on_event=seen_event, write_retry_seconds=self._policy.write_retry_seconds,
+                            write_delay=self._policy.event_write_delay)
         if run.attempt > self._policy.max_attempts:
             await sink.emit(RunFinished(reason="error", error=(
                 f"the run was interrupted {run.attempt - 1} times (its worker was lost); giving up")))
@@ -458,7 +460,8 @@ def agent_factory(settings: RunnerSettings) -> AgentFactory:
 
 def policy_from(settings: RunnerSettings) -> WorkerPolicy:
     return WorkerPolicy(lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
-                        max_run_seconds=settings.max_run_seconds, max_idle_seconds=settings.max_idle_seconds)
+                        max_run_seconds=settings.max_run_seconds, max_idle_seconds=settings.max_idle_seconds,
+                        event_write_delay=settings.event_write_delay_ms / 1000)
 
 
 KILL_PROCESSES_SECONDS = 10.0
