@@ -98,7 +98,9 @@ async def test_unexpected_exception_in_model_is_an_error_result(harness):
         raise ZeroDivisionError("boom")
 
     result = await agent(FunctionModel(explode)).run(harness.ctx)
-    assert result.reason is FinishReason.ERROR and "boom" in (result.error or "")
+    # The kind is told, not the text: a host's exception may hold internal addresses or SQL.
+    assert result.reason is FinishReason.ERROR and "ZeroDivisionError" in (result.error or "")
+    assert "boom" not in (result.error or "")
     finished_once(harness)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentpress.context import BuiltPrompt, ContextConfig, ContextManager
-from agentpress.errors import ModelCallError, UserError
+from agentpress.errors import AgentpressError, ModelCallError, UserError
 from agentpress.events import (
     Event,
     FinishReason,
@@ -206,9 +206,19 @@ class Agent:
             logger.exception("run %s failed", ctx.run_id)
             if run.step.executor is not None:
                 await run.step.executor.cancel()
-            result = RunResult(FinishReason.ERROR, f"{type(exc).__name__}: {exc}", run.steps)
+            result = RunResult(FinishReason.ERROR, _public_error(exc), run.steps)
         await run.emit(RunFinished(reason=result.reason, error=result.error))
         return result
+
+
+def _public_error(exc: Exception) -> str:
+    """The run's error as its user reads it. agentpress's own errors were written for them; any
+    other exception is a fault of the host (a database pool that timed out, a service that is
+    away) whose text may hold internal addresses or SQL, so only its kind is told; the whole
+    exception is in the log."""
+    if isinstance(exc, AgentpressError):
+        return str(exc)
+    return f"the run failed on an internal error ({type(exc).__name__}); it is in the worker's log"
 
 
 class _Run:
