@@ -356,7 +356,7 @@ async def test_bad_last_event_id_is_400(client, headers, value):
     # Header bytes reach the app latin-1 decoded: b"\xb2" arrives as "²", which str.isdigit() accepts.
     response = await client.get(f"/api/agent-run/{run_id}/stream",
                                 headers={**headers, "Last-Event-ID": value.encode("latin-1")})
-    assert response.status_code == 400, response.text
+    assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "invalid_last_event_id"
 
 
