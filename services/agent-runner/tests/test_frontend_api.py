@@ -138,3 +138,13 @@ async def test_delete_stops_the_active_run_and_removes_everything_and_the_projec
         assert await env.events.read(run_id, 0) == []
     assert await env.events.read(thread_log_id(thread), 0) == []
     assert await env.stops.is_stop_requested(waiting.run_id)
+
+
+async def test_a_claimed_run_carries_its_own_threads_project(env: Env) -> None:
+    # Regression: the project came from a subquery in RETURNING, which SQLite renders unqualified
+    # (`thread_id = thread_id`): every run got the account's first thread's project and sandbox.
+    await env.thread()
+    second = await env.service.get_thread(ALICE, await env.thread())
+    run = await env.start(second.thread_id, "hello")
+    claimed = await env.repo.claim_run(run.run_id, worker_id="w")
+    assert claimed is not None and claimed.project_id == second.project_id

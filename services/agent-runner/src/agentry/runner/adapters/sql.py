@@ -501,8 +501,6 @@ class SqlRunnerRepository:
         # on the time-to-first-token path. RETURNING needs PostgreSQL or SQLite >= 3.35.
         now = self._clock()
         c = agent_runs.c
-        project_id = (sa.select(threads.c.project_id).where(threads.c.thread_id == c.thread_id)
-                      .scalar_subquery().label("project_id"))
         fresh = c.status == RunStatus.QUEUED.value
         # A queued run with a resolution continues after the user answered (human in the loop):
         # the same attempt goes on. Any other claim is the next attempt.
@@ -522,14 +520,19 @@ class SqlRunnerRepository:
                                      (c.worker_id.is_(None), RESUME_HANDED_BACK), else_=RESUME_WORKER_LOST),
                 phase_since=now, last_event_at=now,
             )
-            .returning(*agent_runs.c, project_id)
+            .returning(*agent_runs.c)
         )
         async with self._engine.begin() as conn:
             row = (await conn.execute(query)).first()
-        if row is None:
-            return None
+            if row is None:
+                return None
+            # Not a subquery in RETURNING: SQLite renders its columns unqualified there, so
+            # `thread_id = thread_id` matched every thread and the run got the first thread's
+            # project (and so another project's sandbox).
+            project_id = (await conn.execute(sa.select(threads.c.project_id)
+                                             .where(threads.c.thread_id == row.thread_id))).scalar_one()
         run = _run(row)
-        return ClaimedRun(run, row.project_id, resume_reason=run.phase_detail if run.phase == Phase.RESUMED.value else "")
+        return ClaimedRun(run, project_id, resume_reason=run.phase_detail if run.phase == Phase.RESUMED.value else "")
 
     async def pause_run(self, run_id: str, epoch: int, pending: dict,
                         events: Sequence[StoredEvent] = ()) -> bool:
