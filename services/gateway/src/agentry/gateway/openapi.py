@@ -42,6 +42,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 ERROR_STATUSES: dict[int, str] = {
     401: "No credential, or one that is invalid or expired (`unauthenticated`, `invalid_token`). "
          "Sent with `WWW-Authenticate: Bearer`.",
+    402: "The account has no credit left for a run (`insufficient_credits`).",
     403: "The credential may not do this (`forbidden`, `permission_denied`).",
     404: "No such resource for this account: another account's resource is answered the same "
          "(`thread_not_found`, `run_not_found`, `sandbox_not_found`, `not_found`, ...).",
@@ -49,11 +50,22 @@ ERROR_STATUSES: dict[int, str] = {
     422: "The request's input is refused: a body, query, path or header value (`validation_error` "
          "with `fields`, or a specific code such as `invalid_last_event_id`, `invalid_argument`, "
          "`path_outside_sandbox`, `invalid_idempotency_key`).",
+    413: "The upload is over the size limit (`file_too_large`).",
+    415: "The body is not of the type the route takes (`unsupported_media_type`).",
     429: "Too many requests (`rate_limited`, `too_many_active_runs`); wait `Retry-After` seconds.",
     500: "A bug in the gateway or a service (`upstream_error`).",
     502: "A service failed or refused the gateway (`upstream_error`).",
     503: "A service the request needs is unavailable (`unavailable`); retry after `Retry-After` seconds.",
     504: "A service did not answer in time (`deadline_exceeded`).",
+    507: "The sandbox's disk quota is used up (`disk_quota_exceeded`).",
+}
+# Statuses particular to some operations, beyond those every route of their kind answers.
+_EXTRA_STATUSES: dict[str, set[int]] = {
+    "startRun": {402, 409}, "initiateAgent": {402, 413, 415, 507}, "uploadFile": {413, 415, 507},
+    "addMessage": {409}, "resumeRun": {409}, "deleteMessage": {409}, "stopRun": {409}, "createApiKey": {409},
+    "createTeam": {409}, "createInvitation": {409}, "acceptInvitation": {409}, "changeRole": {409},
+    "removeMember": {409}, "signUp": {409}, "ensureProjectSandbox": {409}, "deleteFile": {409},
+    "getPreviewLink": {409}, "proxyPreview": {409, 502},
 }
 # Answered by any route that calls a service (a service's RESOURCE_EXHAUSTED is a 429).
 _UPSTREAM = {422, 429, 500, 502, 503, 504}
@@ -133,6 +145,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                 statuses.add(403)
             if "{" in path:
                 statuses.add(404)
+            statuses |= _EXTRA_STATUSES.get(op.get("operationId", ""), set())
             statuses |= {int(code) for code in responses if str(code)[0] in "45"}
             for status in sorted(statuses):
                 responses[str(status)] = _error_response(status, responses.get(str(status)))

@@ -66,6 +66,8 @@ async def add_message(thread_id: str, body: schemas.NewMessage, caller: CallerDe
 async def start_run(thread_id: str, caller: CallerDep, up: UpstreamsDep, body: schemas.StartRun | None = None,
                     idempotency_key: IdempotencyKey = None):
     body = body or schemas.StartRun()  # no body and {} are the same request (and fingerprint)
+    if body.prompt is not None and not body.prompt.strip():
+        await _refuse_blank_prompt(up, caller.account_id, thread_id)
 
     async def start() -> schemas.RunStarted:
         model = body.model_name or ""
@@ -81,6 +83,17 @@ async def start_run(thread_id: str, caller: CallerDep, up: UpstreamsDep, body: s
     return await idempotent(up.idempotency, key=idempotency_key, account_id=caller.account_id,
                             route="POST /api/threads/{thread_id}/agent/start", params={"thread_id": thread_id},
                             body=body, status=202, call=start)
+
+
+async def _refuse_blank_prompt(up, account_id: str, thread_id: str) -> None:
+    """A prompt sent empty or all spaces is a mistake (422 naming it), unless the thread already
+    ends with a user message for the run to answer."""
+    last = await up.runner.ListMessages(pb.ListMessagesRequest(account_id=account_id, thread_id=thread_id,
+                                                               limit=1, order="desc"))
+    if not last.messages or last.messages[0].type != "user":
+        problem = "must not be empty (the thread does not end with a user message to answer)"
+        raise ApiError(422, "validation_error", f"invalid request: body.prompt: {problem}",
+                       fields=[{"field": "body.prompt", "message": problem}])
 
 
 def _run_out(run: pb.Run) -> schemas.RunOut:
