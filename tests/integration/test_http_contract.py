@@ -229,7 +229,8 @@ async def test_create_thread_with_and_without_a_body(client, headers):
     for kwargs in ({"json": {"name": "named"}}, {"json": {}}, {}):
         response = await client.post("/api/threads", headers=headers, **kwargs)
         assert response.status_code == 201, response.text
-        assert set(response.json()) == {"thread_id", "project_id", "sandbox_id"}
+        assert set(response.json()) == {"thread_id", "project_id", "sandbox_id", "name", "created_at", "updated_at",
+                                        "last_run_status", "message_count"}
         assert all(isinstance(v, str) and v for v in response.json().values())
         assert response.json()["sandbox_id"].startswith("sbx_")
 
