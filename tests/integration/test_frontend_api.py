@@ -391,6 +391,25 @@ async def test_every_last_event_id_has_a_defined_answer(system, client, users) -
     _check_events(system, live)
 
 
+async def test_exec_streams_output_then_the_exit_code_and_only_for_the_owner(system, client, users) -> None:
+    alice, bob = users
+    sandbox_id = (await client.post("/api/threads", headers=alice.headers, json={})).json()["sandbox_id"]
+    url = f"/api/sandboxes/{sandbox_id}/exec"
+    ran = await client.post(url, headers=alice.headers,
+                            json={"command": "printf 'h\\303\\251'; echo; echo oops >&2; exit 3", "env": {"A": "1"}})
+    assert ran.status_code == 200 and ran.headers["content-type"].startswith("application/x-ndjson")
+    lines = [orjson.loads(line) for line in ran.text.splitlines()]
+    schemas = {"output": "ExecOutputLine", "exit": "ExecExitLine"}
+    for line in lines:
+        system.conformance.validate(line, {"$ref": f"#/components/schemas/{schemas[line['type']]}"}, "exec line")
+    assert "".join(line["data"] for line in lines[:-1]) == "h\u00e9\noops\n"
+    assert lines[-1]["type"] == "exit" and lines[-1]["exit_code"] == 3 and not lines[-1]["timed_out"]
+    slow = await client.post(url, headers=alice.headers, json={"command": "sleep 5", "timeout_s": 0.5})
+    assert orjson.loads(slow.text.splitlines()[-1])["timed_out"] is True
+    _error(await client.post(url, headers=bob.headers, json={"command": "ls"}), 404)
+    _error(await client.post(url, headers=alice.headers, json={"command": ""}), 422, "validation_error")
+
+
 async def test_docs_and_their_assets_are_served_by_the_gateway(client) -> None:
     for page, marker in (("/docs", "SwaggerUIBundle"), ("/redoc", "<redoc")):
         html = await client.get(page)

@@ -9,7 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from agentry.servicekit.eventstream import EventStream
 
-from . import accounts_routes, api_keys, auth_routes, initiate, me_routes, thread_routes
+from . import accounts_routes, api_keys, auth_routes, exec_routes, initiate, me_routes, thread_routes
 from .config import GatewaySettings
 from .errors import install_error_handlers
 from .openapi import install_docs, operation_id
@@ -49,5 +49,6 @@ def create_app(settings: GatewaySettings, *, upstreams: Upstreams | None = None,
     app.include_router(thread_routes.router)
     app.include_router(initiate.router)
     app.include_router(me_routes.router)
+    app.include_router(exec_routes.router)
     app.include_router(sandbox_router)
     return app

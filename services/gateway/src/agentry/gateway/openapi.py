@@ -65,7 +65,7 @@ _EXTRA_STATUSES: dict[str, set[int]] = {
     "addMessage": {409}, "resumeRun": {409}, "deleteMessage": {409}, "stopRun": {409}, "createApiKey": {409},
     "createTeam": {409}, "createInvitation": {409}, "acceptInvitation": {409}, "changeRole": {409},
     "removeMember": {409}, "signUp": {409}, "ensureProjectSandbox": {409}, "deleteFile": {409},
-    "getPreviewLink": {409}, "proxyPreview": {409, 502},
+    "getPreviewLink": {409}, "execInSandbox": {409}, "proxyPreview": {409, 502},
 }
 # Answered by any route that calls a service (a service's RESOURCE_EXHAUSTED is a 429).
 _UPSTREAM = {422, 429, 500, 502, 503, 504}
@@ -126,6 +126,10 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     schemas.pop("ValidationError", None)
     schemas["Error"] = ERROR_SCHEMA
     schemas.update(_event_schemas())
+    from .exec_routes import ExecExitLine, ExecOutputLine  # referenced by hand from a streamed answer
+
+    for model in (ExecOutputLine, ExecExitLine):
+        schemas[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
     security = components.setdefault("securitySchemes", {})
     security.update({
         "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
