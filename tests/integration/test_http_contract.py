@@ -65,6 +65,7 @@ ROUTES = {
     "/api/sandboxes/{sandbox_id}": {"get", "delete"},
     "/api/sandboxes/{sandbox_id}/files": {"get", "post", "delete"},
     "/api/sandboxes/{sandbox_id}/files/content": {"get"},
+    "/api/sandboxes/{sandbox_id}/exec": {"post"},
     "/api/sandboxes/{sandbox_id}/preview/{port}": {"get"},
     "/api/sandboxes/{sandbox_id}/preview/{port}/proxy/{path}": {"get"},
     "/api/projects/{project_id}/sandbox/ensure-active": {"post"},
