@@ -48,7 +48,11 @@ ROUTES = {
     "/api/accounts/{account_id}/members": {"get"},
     "/api/accounts/{account_id}/invitations": {"post"},
     "/api/accounts/{account_id}/members/{user_id}": {"patch", "delete"},
-    "/api/threads": {"post"},
+    "/api/threads": {"get", "post"},
+    "/api/threads/{thread_id}/runs": {"get"},
+    "/api/threads/{thread_id}/messages/{message_id}": {"delete"},
+    "/api/agent/initiate": {"post"},
+    "/api/me": {"get"},
     "/api/threads/{thread_id}/messages": {"get", "post"},
     "/api/threads/{thread_id}/agent/start": {"post"},
     "/api/agent-run/{run_id}": {"get"},
@@ -56,11 +60,12 @@ ROUTES = {
     "/api/agent-run/{run_id}/stop": {"post"},
     "/api/agent-run/{run_id}/resume": {"post"},
     "/api/threads/{thread_id}/stream": {"get"},
-    "/api/threads/{thread_id}": {"get"},
+    "/api/threads/{thread_id}": {"get", "patch", "delete"},
     "/api/sandboxes": {"get"},
     "/api/sandboxes/{sandbox_id}": {"get", "delete"},
     "/api/sandboxes/{sandbox_id}/files": {"get", "post", "delete"},
     "/api/sandboxes/{sandbox_id}/files/content": {"get"},
+    "/api/sandboxes/{sandbox_id}/exec": {"post"},
     "/api/sandboxes/{sandbox_id}/preview/{port}": {"get"},
     "/api/sandboxes/{sandbox_id}/preview/{port}/proxy/{path}": {"get"},
     "/api/projects/{project_id}/sandbox/ensure-active": {"post"},
@@ -225,7 +230,8 @@ async def test_create_thread_with_and_without_a_body(client, headers):
     for kwargs in ({"json": {"name": "named"}}, {"json": {}}, {}):
         response = await client.post("/api/threads", headers=headers, **kwargs)
         assert response.status_code == 201, response.text
-        assert set(response.json()) == {"thread_id", "project_id", "sandbox_id"}
+        assert set(response.json()) == {"thread_id", "project_id", "sandbox_id", "name", "created_at", "updated_at",
+                                        "last_run_status", "message_count"}
         assert all(isinstance(v, str) and v for v in response.json().values())
         assert response.json()["sandbox_id"].startswith("sbx_")
 
@@ -356,7 +362,7 @@ async def test_bad_last_event_id_is_400(client, headers, value):
     # Header bytes reach the app latin-1 decoded: b"\xb2" arrives as "²", which str.isdigit() accepts.
     response = await client.get(f"/api/agent-run/{run_id}/stream",
                                 headers={**headers, "Last-Event-ID": value.encode("latin-1")})
-    assert response.status_code == 400, response.text
+    assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "invalid_last_event_id"
 
 

@@ -99,7 +99,7 @@ async def test_ask_pauses_then_an_answer_continues_the_same_run_on_the_same_stre
 
         # The input must fit what the run waits for.
         wrong = await client.post(f"/api/agent-run/{run_id}/resume", json={"decision": "approve"}, headers=headers)
-        assert wrong.status_code == 400, wrong.text
+        assert wrong.status_code == 422, wrong.text
         resumed = await client.post(f"/api/agent-run/{run_id}/resume", json={"content": "blue"}, headers=headers)
         assert resumed.status_code == 200, resumed.text
         assert resumed.json()["status"] in ("queued", "running", "completed")

@@ -262,7 +262,7 @@ async def test_an_invalid_key_is_400(idle, value):
     for path, body in ((f"/api/threads/{thread_id}/messages", {"content": "hi"}),
                        (f"/api/threads/{thread_id}/agent/start", {"model_name": MODEL})):
         response = await idle.post(path, json=body, headers={**headers, "Idempotency-Key": value.encode("latin-1")})
-        assert response.status_code == 400, response.text
+        assert response.status_code == 422, response.text
         assert response.json()["error"]["code"] == "invalid_idempotency_key"
         assert "Idempotency-Key" in response.json()["error"]["message"]
     assert await texts(idle, headers, thread_id) == []

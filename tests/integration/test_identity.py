@@ -146,7 +146,7 @@ async def test_change_password_ends_the_other_sessions(client):
     assert_error(wrong, 401, "invalid_credentials")
     short = await client.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": "short"},
                               headers=ada["headers"])
-    assert "new_password" in assert_error(short, 400, "invalid_password")["message"]
+    assert "new_password" in assert_error(short, 422, "invalid_password")["message"]
     changed = await client.post("/api/auth/password",
                                 json={"current_password": PASSWORD, "new_password": "a new long password"},
                                 headers=ada["headers"])
@@ -325,7 +325,7 @@ async def test_an_expired_api_key_is_refused(client):
     assert_error(response, 401, "api_key_expired")
     past = await client.post("/api/api-keys", json={"name": "past", "expires_at": "2020-01-01T00:00:00Z"},
                              headers=ada["headers"])
-    assert "expires_at" in assert_error(past, 400)["message"]
+    assert "expires_at" in assert_error(past, 422)["message"]
 
 
 async def test_api_keys_need_a_live_session_and_cannot_sign_out_or_change_the_password(client):

@@ -161,7 +161,7 @@ async def test_paths_out_of_the_workspace_are_refused(client, alice, thread, pat
         await client.post(f"/api/sandboxes/{sid}/files", headers=alice.headers,
                           files={"path": (None, path), "file": ("x", b"x")}),
     ):
-        error = _error(response, 400, "path_outside_sandbox")
+        error = _error(response, 422, "path_outside_sandbox")
         assert "outside the sandbox" in error["message"]
 
 
@@ -170,9 +170,9 @@ async def test_url_encoded_traversal_is_refused_or_stays_inside(client, alice, t
     base = f"{str(client.base_url).rstrip('/')}/api/sandboxes/{sid}/files/content"
     # Encoded once: the gateway decodes it to ../../etc/passwd, which is refused.
     once = await client.get(f"{base}?path=..%2F..%2F..%2Fetc%2Fpasswd", headers=alice.headers)
-    _error(once, 400, "path_outside_sandbox")
+    _error(once, 422, "path_outside_sandbox")
     once_dots = await client.get(f"{base}?path=%2e%2e/%2e%2e/%2e%2e/etc/passwd", headers=alice.headers)
-    _error(once_dots, 400, "path_outside_sandbox")
+    _error(once_dots, 422, "path_outside_sandbox")
     # Encoded twice: after one decoding it is a literal name inside the workspace, which does not exist.
     twice = await client.get(f"{base}?path=%252e%252e%252f%252e%252e%252fetc%252fpasswd", headers=alice.headers)
     _error(twice, 404, "file_not_found")
@@ -187,10 +187,10 @@ async def test_a_symlink_the_agent_made_does_not_lead_out(client, alice, thread)
     await _exec(client._system, alice.account_id, sid, "ln -s /etc etc_link && ln -s /etc/passwd pw")
     for path in ("etc_link/passwd", "pw"):
         down = await client.get(f"/api/sandboxes/{sid}/files/content", params={"path": path}, headers=alice.headers)
-        _error(down, 400, "path_outside_sandbox")
+        _error(down, 422, "path_outside_sandbox")
     up = await client.post(f"/api/sandboxes/{sid}/files", headers=alice.headers,
                            files={"path": (None, "etc_link/evil"), "file": ("x", b"x")})
-    _error(up, 400, "path_outside_sandbox")
+    _error(up, 422, "path_outside_sandbox")
     # Deleting the link removes the link, not what it points to.
     assert (await client.delete(f"/api/sandboxes/{sid}/files", params={"path": "pw"},
                                 headers=alice.headers)).status_code == 204
@@ -250,9 +250,9 @@ async def test_oversized_uploads_are_413_and_leave_nothing(client, alice, thread
 async def test_bad_upload_forms_are_4xx_naming_the_field(client, alice, thread) -> None:
     sid = thread["sandbox_id"]
     _error(await client.post(f"/api/sandboxes/{sid}/files", headers=alice.headers,
-                             files={"file": ("x", b"x")}), 400, "invalid_upload")
+                             files={"file": ("x", b"x")}), 422, "invalid_upload")
     _error(await client.post(f"/api/sandboxes/{sid}/files", headers=alice.headers,
-                             files={"path": (None, "only-a-path")}), 400, "invalid_upload")
+                             files={"path": (None, "only-a-path")}), 422, "invalid_upload")
     _error(await client.post(f"/api/sandboxes/{sid}/files", headers=alice.headers, json={"path": "x"}), 415)
 
 
@@ -277,7 +277,7 @@ async def test_preview_of_a_sandbox_without_network_is_refused(client, alice, th
     sid = thread["sandbox_id"]
     _error(await client.get(f"/api/sandboxes/{sid}/preview/8080", headers=alice.headers), 409,
            "sandbox_has_no_network")
-    _error(await client.get(f"/api/sandboxes/{sid}/preview/0", headers=alice.headers), 400, "invalid_port")
+    _error(await client.get(f"/api/sandboxes/{sid}/preview/0", headers=alice.headers), 422, "invalid_port")
 
 
 async def test_a_networked_sandboxs_port_opens_through_the_owner_only_proxy(client, system, alice, bob) -> None:

@@ -311,3 +311,16 @@ async def test_unreachable_redis_is_event_stream_unavailable() -> None:
             await stream.read("r1", 0)
     finally:
         await stream.close()
+
+
+async def test_delete_forgets_the_runs_logs_and_keeps_the_others(harness: Harness) -> None:
+    stream = harness.make()
+    for run_id in ("gone-1", "gone-2", "kept"):
+        await stream.append(run_id, 1, b"x", terminal=True)
+
+    await stream.delete(["gone-1", "gone-2", "never-written"])
+
+    assert await stream.read("gone-1", 0) == []
+    assert await stream.first_seq("gone-2") is None
+    assert seqs(await stream.read("kept", 0)) == [1]
+    await stream.delete([])  # nothing to delete is not an error

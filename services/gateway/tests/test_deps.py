@@ -138,4 +138,4 @@ def test_last_event_id_accepted(value, expected):
 def test_last_event_id_refused(value):
     with pytest.raises(ApiError) as refused:
         _sequence_number(value)
-    assert (refused.value.status, refused.value.code) == (400, "invalid_last_event_id")
+    assert (refused.value.status, refused.value.code) == (422, "invalid_last_event_id")

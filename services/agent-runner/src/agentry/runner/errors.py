@@ -11,6 +11,10 @@ class RunNotFound(NotFound):
     code = "run_not_found"
 
 
+class MessageNotFound(NotFound):
+    code = "message_not_found"
+
+
 class RunAlreadyActive(FailedPrecondition):
     code = "run_active"
 

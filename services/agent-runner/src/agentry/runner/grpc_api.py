@@ -19,7 +19,8 @@ RETRY_AFTER_KEY = "retry-after"
 
 def _thread(t: Thread) -> pb.Thread:
     return pb.Thread(thread_id=t.thread_id, project_id=t.project_id, account_id=t.account_id,
-                     name=t.name, created_at=t.created_at)
+                     name=t.name, created_at=t.created_at, updated_at=t.updated_at or t.created_at,
+                     message_count=t.message_count, last_run_status=t.last_run_status)
 
 
 def _message(m: StoredMessage) -> pb.Message:
@@ -44,14 +45,38 @@ class RunnerServicer(runner_pb2_grpc.RunnerServiceServicer):
         return _thread(await self._service.create_thread(request.account_id, request.name))
 
     async def GetThread(self, request, context):
-        return _thread(await self._service.get_thread(request.account_id, request.thread_id))
+        return _thread(await self._service.describe_thread(request.account_id, request.thread_id))
+
+    async def ListThreads(self, request, context):
+        threads, cursor = await self._service.list_threads(request.account_id, request.limit, request.cursor)
+        return pb.ListThreadsResponse(threads=[_thread(t) for t in threads], next_cursor=cursor)
+
+    async def UpdateThread(self, request, context):
+        return _thread(await self._service.rename_thread(request.account_id, request.thread_id, request.name))
+
+    async def DeleteThread(self, request, context):
+        project_id, deleted = await self._service.delete_thread(request.account_id, request.thread_id)
+        return pb.DeleteThreadResponse(project_id=project_id, project_deleted=deleted)
+
+    async def DeleteMessage(self, request, context):
+        await self._service.delete_message(request.account_id, request.thread_id, request.message_id)
+        return pb.DeleteMessageResponse()
+
+    async def ListRuns(self, request, context):
+        runs, cursor = await self._service.list_runs(request.account_id, request.thread_id, request.limit,
+                                                     request.cursor)
+        return pb.ListRunsResponse(runs=[_run(r) for r in runs], next_cursor=cursor)
 
     async def AddMessage(self, request, context):
         return _message(await self._service.add_message(request.account_id, request.thread_id, request.content))
 
     async def ListMessages(self, request, context):
-        messages = await self._service.list_messages(request.account_id, request.thread_id)
-        return pb.ListMessagesResponse(messages=[_message(m) for m in messages])
+        if not request.limit and not request.cursor and not request.order:  # every message, in thread order
+            messages = await self._service.list_messages(request.account_id, request.thread_id)
+            return pb.ListMessagesResponse(messages=[_message(m) for m in messages])
+        messages, cursor = await self._service.page_messages(request.account_id, request.thread_id, request.limit,
+                                                             request.cursor, request.order)
+        return pb.ListMessagesResponse(messages=[_message(m) for m in messages], next_cursor=cursor)
 
     async def StartRun(self, request, context):
         try:

@@ -32,6 +32,30 @@ class RunnerRepository(Protocol):
 
     async def list_messages(self, thread_id: str) -> list[StoredMessage]: ...
 
+    async def page_messages(self, thread_id: str, *, limit: int, after: tuple[float, int] | None = None,
+                            descending: bool = False) -> list[tuple[StoredMessage, int]]:
+        """A page ordered by (created_at, position), with each message's position (its key)."""
+        ...
+
+    async def delete_message(self, thread_id: str, message_id: str) -> bool:
+        """RunAlreadyActive while a run holds the thread; False when there is no such message."""
+        ...
+
+    async def list_threads(self, account_id: str, *, limit: int, after: tuple[float, str] | None = None,
+                           thread_id: str | None = None) -> list[Thread]:
+        """Newest first (created_at, thread_id) with the summary fields filled; or the one thread."""
+        ...
+
+    async def rename_thread(self, thread_id: str, name: str) -> bool: ...
+
+    async def delete_thread(self, thread_id: str) -> tuple[str, bool, list[str]] | None:
+        """(project_id, project_deleted, run ids of the thread), or None when there is no such thread."""
+        ...
+
+    async def list_runs(self, thread_id: str, *, limit: int, after: tuple[float, str] | None = None) -> list[Run]:
+        """Newest first (created_at, run_id)."""
+        ...
+
     async def create_run(self, *, run_id: str, thread_id: str, account_id: str, model: str,
                          first_message: StoredMessage | None, reasoning_effort: str = "",
                          multitask: MultitaskStrategy | str = MultitaskStrategy.REJECT,

@@ -10,10 +10,13 @@ from collections.abc import Callable
 
 from agentpress import RunFinished, UserMessage
 
-from agentry.servicekit.eventstream import EventStream, SequenceError, thread_log_id
+from agentry.servicekit.eventstream import EventStream, EventStreamUnavailable, SequenceError, thread_log_id
 
 from .domain import (
+    DEFAULT_PAGE,
     MAX_ACCOUNT_ID_CHARS,
+    MAX_MESSAGE_PAGE,
+    MAX_PAGE,
     MAX_MESSAGE_CHARS,
     MAX_MODEL_CHARS,
     MAX_THREAD_NAME_CHARS,
@@ -25,13 +28,19 @@ from .domain import (
     StoredMessage,
     Thread,
 )
-from .errors import InvalidInput, RunNotFound, RunNotWaiting, ThreadNotFound, TooManyActiveRuns
+from .errors import InvalidInput, MessageNotFound, RunNotFound, RunNotWaiting, ThreadNotFound, TooManyActiveRuns
+from .paging import decode_cursor, encode_cursor, page_size
 from .ports import RunnerRepository
 from .sinks import end_run
 from .queue import QueueUnavailable, RunJob, RunQueue
 from .stopsignal import StopSignal
 
 logger = logging.getLogger(__name__)
+
+# How long deleting a thread waits for its running run to end after asking it to stop (its worker
+# finishes the step it is in); past this the rows go anyway and the worker's next write finds its
+# lease gone.
+DELETE_STOP_WAIT_SECONDS = 5.0
 
 
 class RunnerService:
@@ -70,6 +79,98 @@ class RunnerService:
         if thread is None or thread.account_id != account_id:
             raise ThreadNotFound(f"thread {thread_id} not found")
         return thread
+
+    async def describe_thread(self, account_id: str, thread_id: str) -> Thread:
+        """The thread with its summary (message count, last run status, updated_at)."""
+        thread = await self.get_thread(account_id, thread_id)
+        [described] = await self._repo.list_threads(account_id, limit=1, thread_id=thread.thread_id)
+        return described
+
+    async def list_threads(self, account_id: str, limit: int, cursor: str) -> tuple[list[Thread], str]:
+        """A page of the account's threads, newest first, and the cursor of the next ("" at the end)."""
+        _require_account(account_id)
+        size = page_size(limit, default=DEFAULT_PAGE, maximum=MAX_PAGE)
+        after = decode_cursor(cursor, float, str)
+        page = await self._repo.list_threads(account_id, limit=size + 1, after=after)  # type: ignore[arg-type]
+        more, page = len(page) > size, page[:size]
+        return page, encode_cursor(page[-1].created_at, page[-1].thread_id) if more else ""
+
+    async def rename_thread(self, account_id: str, thread_id: str, name: str) -> Thread:
+        thread = await self.get_thread(account_id, thread_id)
+        name = name.strip()
+        if not name:
+            raise InvalidInput("name: must not be empty")
+        if len(name) > MAX_THREAD_NAME_CHARS:
+            raise InvalidInput(f"name: at most {MAX_THREAD_NAME_CHARS} characters")
+        _refuse_nul("name", name)
+        if not await self._repo.rename_thread(thread.thread_id, name):
+            raise ThreadNotFound(f"thread {thread_id} not found")
+        return await self.describe_thread(account_id, thread.thread_id)
+
+    async def delete_thread(self, account_id: str, thread_id: str) -> tuple[str, bool]:
+        """Stops the thread's active runs (waiting up to DELETE_STOP_WAIT_SECONDS for a running one
+        to end), then deletes its messages, runs, events and live logs; the project goes with its
+        last thread. (project_id, project_deleted)."""
+        thread = await self.get_thread(account_id, thread_id)
+        active = [run for run in await self._repo.list_runs(thread.thread_id, limit=10_000) if run.status.active]
+        for run in active:
+            await self._stop(run.run_id)
+        for run in active:
+            await self._await_end(run.run_id)
+        deleted = await self._repo.delete_thread(thread.thread_id)
+        if deleted is None:
+            raise ThreadNotFound(f"thread {thread_id} not found")
+        project_id, project_deleted, run_ids = deleted
+        for run in active:
+            await self._stops.request_stop(run.run_id)  # a worker still on it stops at its next step
+        try:
+            await self._events.delete([*run_ids, thread_log_id(thread.thread_id)])
+        except EventStreamUnavailable:  # the rows are gone; live logs expire by themselves (their TTL)
+            logger.warning("thread %s deleted but its live event logs were not", thread.thread_id, exc_info=True)
+        return project_id, project_deleted
+
+    async def _await_end(self, run_id: str) -> None:
+        """Waits (on the run's event log, not by polling) until the run has ended, at most
+        DELETE_STOP_WAIT_SECONDS."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DELETE_STOP_WAIT_SECONDS
+        last = 0
+        while (remaining := deadline - loop.time()) > 0:
+            run = await self._repo.get_run(run_id)
+            if run is None or run.status.terminal:
+                return
+            entries = await self._events.read(run_id, last, block_ms=int(min(remaining, 0.5) * 1000))
+            if entries:
+                last = entries[-1].seq
+
+    async def page_messages(self, account_id: str, thread_id: str, limit: int, cursor: str,
+                            order: str) -> tuple[list[StoredMessage], str]:
+        """A page of the thread's messages ordered by (created_at, position), `order` "asc" (or "")
+        or "desc", and the cursor of the next page ("" at the end)."""
+        thread = await self.get_thread(account_id, thread_id)
+        if order not in ("", "asc", "desc"):
+            raise InvalidInput("order: must be asc or desc")
+        size = page_size(limit, default=DEFAULT_PAGE, maximum=MAX_MESSAGE_PAGE)
+        after = decode_cursor(cursor, float, int)
+        page = await self._repo.page_messages(thread.thread_id, limit=size + 1, after=after,  # type: ignore[arg-type]
+                                              descending=order == "desc")
+        more, page = len(page) > size, page[:size]
+        return [m for m, _ in page], encode_cursor(page[-1][0].created_at, page[-1][1]) if more else ""
+
+    async def delete_message(self, account_id: str, thread_id: str, message_id: str) -> None:
+        """RunAlreadyActive (409) while a run holds the thread; MessageNotFound otherwise unknown."""
+        thread = await self.get_thread(account_id, thread_id)
+        if not await self._repo.delete_message(thread.thread_id, message_id):
+            raise MessageNotFound(f"message {message_id} not found")
+
+    async def list_runs(self, account_id: str, thread_id: str, limit: int, cursor: str) -> tuple[list[Run], str]:
+        """A page of the thread's runs, newest first, and the cursor of the next ("" at the end)."""
+        thread = await self.get_thread(account_id, thread_id)
+        size = page_size(limit, default=DEFAULT_PAGE, maximum=MAX_PAGE)
+        after = decode_cursor(cursor, float, str)
+        page = await self._repo.list_runs(thread.thread_id, limit=size + 1, after=after)  # type: ignore[arg-type]
+        more, page = len(page) > size, page[:size]
+        return page, encode_cursor(page[-1].created_at, page[-1].run_id) if more else ""
 
     async def add_message(self, account_id: str, thread_id: str, content: str) -> StoredMessage:
         thread = await self.get_thread(account_id, thread_id)

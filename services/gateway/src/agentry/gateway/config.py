@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from agentry.servicekit.settings import DEV_INTERNAL_TOKEN
-from agentry.servicekit.tls import TlsFiles, tls_files
+from agentry.servicekit.settings import ServiceSettings
 
 
-class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AGENTRY_GATEWAY_", extra="ignore")
+class GatewaySettings(ServiceSettings):
+    """The gateway's settings on the services' shared base: AGENTRY_INTERNAL_TOKEN, AGENTRY_DEV_MODE
+    (outside dev mode the placeholder internal token is refused), AGENTRY_LOG_LEVEL and
+    AGENTRY_TLS_* are the services' own; the rest is AGENTRY_GATEWAY_*. (The base's database
+    settings are not used: the gateway has no database.)"""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTRY_GATEWAY_", extra="ignore", hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -57,23 +60,3 @@ class GatewaySettings(BaseSettings):
     run_starts_per_account: int = Field(default=120, ge=1)
     run_starts_window_seconds: int = Field(default=60, ge=1)
     rate_limit_prefix: str = "agentry:rl:"
-    internal_token: SecretStr = Field(
-        default=SecretStr(DEV_INTERNAL_TOKEN),
-        validation_alias=AliasChoices("AGENTRY_INTERNAL_TOKEN", "internal_token"),
-    )
-    log_level: str = Field(default="INFO", validation_alias=AliasChoices("AGENTRY_LOG_LEVEL", "log_level"))
-    # Mutual TLS to the services, when all three are set (the same AGENTRY_TLS_* as the services').
-    tls_cert_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_CERT_FILE",
-                                                                                   "tls_cert_file"))
-    tls_key_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_KEY_FILE",
-                                                                                  "tls_key_file"))
-    tls_ca_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_CA_FILE",
-                                                                                 "tls_ca_file"))
-
-    def tls(self) -> TlsFiles | None:
-        return tls_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
-
-    @model_validator(mode="after")
-    def _tls_all_or_nothing(self) -> GatewaySettings:
-        self.tls()
-        return self

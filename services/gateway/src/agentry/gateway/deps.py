@@ -6,7 +6,8 @@ import dataclasses
 from typing import Annotated
 
 import grpc
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
 
 from agentry.api.auth.v1 import auth_pb2
 
@@ -75,7 +76,15 @@ async def _active_account(request: Request, upstreams: Upstreams, caller: Caller
     return dataclasses.replace(caller, account_id=membership.account_id, role=membership.role)
 
 
-async def get_caller(request: Request, upstreams: UpstreamsDep) -> Caller:
+# Only documented through these (OpenAPI security schemes, Swagger's Authorize); bearer() reads the headers.
+_BEARER = HTTPBearer(auto_error=False, scheme_name="bearer")
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKey")
+BearerDoc = Annotated[object, Security(_BEARER)]
+ApiKeyDoc = Annotated[object, Security(_API_KEY)]
+
+
+async def get_caller(request: Request, upstreams: UpstreamsDep, _bearer: BearerDoc = None,
+                     _api_key: ApiKeyDoc = None) -> Caller:
     caller = await upstreams.token_verifier().verify(bearer(request))
     return await _active_account(request, upstreams, caller)
 
@@ -91,7 +100,8 @@ def _stream_resource(request: Request) -> str:
     raise ApiError(401, "unauthenticated", _MISSING)
 
 
-async def get_stream_caller(request: Request, upstreams: UpstreamsDep) -> Caller:
+async def get_stream_caller(request: Request, upstreams: UpstreamsDep, _bearer: BearerDoc = None,
+                            _api_key: ApiKeyDoc = None) -> Caller:
     """A header credential, or (EventSource cannot set headers) a stream token for this very
     stream in `?access_token=`: a URL never carries a credential that opens anything else."""
     if request.headers.get("authorization") or request.headers.get("x-api-key"):

@@ -49,7 +49,7 @@ KEY_DESCRIPTION = (
     "releases the key, so the retry runs again."
 )
 IDEMPOTENCY_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Invalid request, such as a malformed `Idempotency-Key` (`invalid_idempotency_key`)."},
+    422: {"description": "Invalid request, such as a malformed `Idempotency-Key` (`invalid_idempotency_key`)."},
     409: {"description": "A conflict, or `idempotency_key_in_use`: the first request with this key is "
                          "still running (retry after `Retry-After` seconds)."},
     422: {"description": "An invalid body, or `idempotency_key_reused`: the key was used with a different request."},
@@ -267,7 +267,7 @@ class RedisIdempotencyStore:
 
 def validate_key(value: str) -> str:
     if not _VALID_KEY.fullmatch(value):
-        raise ApiError(400, "invalid_idempotency_key",
+        raise ApiError(422, "invalid_idempotency_key",
                        f"{KEY_HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")
     return value
 

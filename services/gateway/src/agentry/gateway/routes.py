@@ -7,7 +7,7 @@ from typing import Annotated
 
 import grpc
 import orjson
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import StreamingResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -20,13 +20,15 @@ from .deps import CallerDep, StreamCallerDep, UpstreamsDep
 from .errors import ApiError
 from .idempotency import IDEMPOTENCY_RESPONSES, KEY_DESCRIPTION, KEY_HEADER, MAX_KEY_LENGTH, idempotent
 from .sandbox_routes import project_sandbox
-from .sse import run_events
+from . import sse_docs
+from .sse import TERMINAL_STATUSES, run_events
+from .thread_routes import thread_answer
 from .thread_stream import list_thread_runs, parse_cursor, thread_events
 
 router = APIRouter(prefix="/api")
 
 
-# Documented with its limits in the OpenAPI schema, but checked by the route (400
+# Documented with its limits in the OpenAPI schema, but checked by the route (422
 # invalid_idempotency_key) rather than by FastAPI (which would answer 422 validation_error).
 IdempotencyKey = Annotated[str | None, Header(
     alias=KEY_HEADER, description=KEY_DESCRIPTION,
@@ -42,14 +44,7 @@ async def create_thread(caller: CallerDep, up: UpstreamsDep, body: schemas.NewTh
     thread = await up.runner.CreateThread(pb.CreateThreadRequest(
         account_id=caller.account_id, name=(body.name if body and body.name else "")))
     sandbox_id = await project_sandbox(up, caller.account_id, thread.project_id, reserve=True)
-    return schemas.ThreadAnswer(thread_id=thread.thread_id, project_id=thread.project_id, sandbox_id=sandbox_id)
-
-
-@router.get("/threads/{thread_id}", response_model=schemas.ThreadAnswer, tags=["threads"])
-async def get_thread(thread_id: str, caller: CallerDep, up: UpstreamsDep):
-    thread = await up.runner.GetThread(pb.GetThreadRequest(account_id=caller.account_id, thread_id=thread_id))
-    sandbox_id = await project_sandbox(up, caller.account_id, thread.project_id, reserve=False)
-    return schemas.ThreadAnswer(thread_id=thread.thread_id, project_id=thread.project_id, sandbox_id=sandbox_id)
+    return thread_answer(thread, sandbox_id)
 
 
 @router.post("/threads/{thread_id}/messages", status_code=201, response_model=schemas.MessageCreated,
@@ -66,21 +61,13 @@ async def add_message(thread_id: str, body: schemas.NewMessage, caller: CallerDe
                             body=body, status=201, call=add)
 
 
-@router.get("/threads/{thread_id}/messages", response_model=schemas.MessageList, tags=["threads"])
-async def list_messages(thread_id: str, caller: CallerDep, up: UpstreamsDep):
-    reply = await up.runner.ListMessages(pb.ListMessagesRequest(account_id=caller.account_id, thread_id=thread_id))
-    return schemas.MessageList(messages=[
-        schemas.MessageOut(message_id=m.message_id, type=m.type, content=orjson.loads(m.content_json),
-                           created_at=_time(m.created_at))
-        for m in reply.messages
-    ])
-
-
 @router.post("/threads/{thread_id}/agent/start", status_code=202, response_model=schemas.RunStarted,
              tags=["runs"], responses=IDEMPOTENCY_RESPONSES, dependencies=[Depends(run_start_limit)])
 async def start_run(thread_id: str, caller: CallerDep, up: UpstreamsDep, body: schemas.StartRun | None = None,
                     idempotency_key: IdempotencyKey = None):
     body = body or schemas.StartRun()  # no body and {} are the same request (and fingerprint)
+    if body.prompt is not None and not body.prompt.strip():
+        await _refuse_blank_prompt(up, caller.account_id, thread_id)
 
     async def start() -> schemas.RunStarted:
         model = body.model_name or ""
@@ -96,6 +83,17 @@ async def start_run(thread_id: str, caller: CallerDep, up: UpstreamsDep, body: s
     return await idempotent(up.idempotency, key=idempotency_key, account_id=caller.account_id,
                             route="POST /api/threads/{thread_id}/agent/start", params={"thread_id": thread_id},
                             body=body, status=202, call=start)
+
+
+async def _refuse_blank_prompt(up, account_id: str, thread_id: str) -> None:
+    """A prompt sent empty or all spaces is a mistake (422 naming it), unless the thread already
+    ends with a user message for the run to answer."""
+    last = await up.runner.ListMessages(pb.ListMessagesRequest(account_id=account_id, thread_id=thread_id,
+                                                               limit=1, order="desc"))
+    if not last.messages or last.messages[0].type != "user":
+        problem = "must not be empty (the thread does not end with a user message to answer)"
+        raise ApiError(422, "validation_error", f"invalid request: body.prompt: {problem}",
+                       fields=[{"field": "body.prompt", "message": problem}])
 
 
 def _run_out(run: pb.Run) -> schemas.RunOut:
@@ -125,7 +123,7 @@ async def stop_run(run_id: str, caller: CallerDep, up: UpstreamsDep):
 async def resume_run(run_id: str, body: schemas.ResumeRun, caller: CallerDep, up: UpstreamsDep):
     """Continues a run waiting for the user (status requires_action): `content` answers its
     question; `decision` approves or rejects the call it waits on. The same run goes on (its stream
-    continues with the next sequence numbers). 409 `run_not_waiting` when it is not waiting; 400
+    continues with the next sequence numbers). 409 `run_not_waiting` when it is not waiting; 422
     when the input does not fit what it waits for."""
     request = pb.ResumeRunRequest(account_id=caller.account_id, agent_run_id=run_id, decision=body.decision or "")
     if body.content is not None:
@@ -141,19 +139,20 @@ def _sequence_number(value: str) -> int:
     # check comes first so int() never sees more digits than it will parse.
     value = value.strip()
     if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > _MAX_SEQ:
-        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be a sequence number")
+        raise ApiError(422, "invalid_last_event_id", "Last-Event-ID must be a sequence number")
     return int(value)
 
 
 @router.get(
-    "/agent-run/{run_id}/stream", tags=["runs"], response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}},
-                     "description": "SSE: `id:` is the event's sequence number, `data:` one JSON event."}},
+    "/agent-run/{run_id}/stream", tags=["runs"], response_class=StreamingResponse, operation_id="streamRun",
+    responses=sse_docs.RUN_STREAM_RESPONSES, openapi_extra=sse_docs.STREAM_EXTRA,
 )
 async def stream_run(
     run_id: str, request: Request, caller: StreamCallerDep, up: UpstreamsDep,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description=sse_docs.RUN_LAST_EVENT_ID)] = None,
 ):
+    """The run's events as server-sent events, ending after its terminal event (`run_finished`).
+    See the 200 answer for the frames and `Last-Event-ID` for resuming."""
     after = 0
     if last_event_id:
         after = _sequence_number(last_event_id)
@@ -161,22 +160,32 @@ async def stream_run(
     # The event stream must answer before the stream starts: when it cannot (Redis down past its
     # reconnect window) the client gets 503 with Retry-After, never a 200 cut mid-body.
     await up.events.first_seq(run.agent_run_id)
+    if after and run.status in TERMINAL_STATUSES and await _nothing_after(up, run, caller.account_id, after):
+        # At or past the end of a finished run: 204 tells an EventSource to stop reconnecting.
+        return Response(status_code=204)
     body = run_events(run=run, account_id=caller.account_id, after_seq=after, events=up.events,
                       runner=up.runner, keepalive_seconds=request.app.state.settings.keepalive_seconds)
     return StreamingResponse(body, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+async def _nothing_after(up, run: pb.Run, account_id: str, after: int) -> bool:
+    """Whether the finished run has no event after `after` (live buffer, then the database)."""
+    if await up.events.read(run.agent_run_id, after, count=1):
+        return False
+    durable = await up.runner.ListRunEvents(pb.ListRunEventsRequest(
+        account_id=account_id, agent_run_id=run.agent_run_id, after_seq=after))
+    return not durable.events
+
+
 @router.get(
-    "/threads/{thread_id}/stream", tags=["threads"], response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}},
-                     "description": "SSE of every run of the thread, one after the other, never ending by itself: "
-                                    "`id:` is `<thread_seq>.<seq>` (the run's place on the thread, the event's "
-                                    "number in the run), `data:` the run's event with its `run_id`."}},
+    "/threads/{thread_id}/stream", tags=["threads"], response_class=StreamingResponse, operation_id="streamThread",
+    responses=sse_docs.THREAD_STREAM_RESPONSES, openapi_extra=sse_docs.STREAM_EXTRA,
 )
 async def stream_thread(
     thread_id: str, request: Request, caller: StreamCallerDep, up: UpstreamsDep,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID",
+                                                description=sse_docs.THREAD_LAST_EVENT_ID)] = None,
 ):
     """Live events of every run of the thread (runs started later included), from its first run
     or from just after `Last-Event-ID`."""
@@ -184,7 +193,7 @@ async def stream_thread(
     after = resume[0] - 1 if resume else 0
     runs = await list_thread_runs(up.runner, caller.account_id, thread_id, after)  # 404 for another account's
     if resume and (not runs or runs[0].thread_seq != resume[0]):
-        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID names no run of this thread")
+        raise ApiError(422, "invalid_last_event_id", "Last-Event-ID names no run of this thread")
     body = thread_events(thread_id=thread_id, account_id=caller.account_id, runs=runs, listed_after=after,
                          resume=resume, events=up.events, runner=up.runner,
                          keepalive_seconds=request.app.state.settings.keepalive_seconds)

@@ -113,7 +113,7 @@ async def preview(sandbox_id: str, port: int, request: Request, caller: CallerDe
     """A URL for a port served inside the sandbox. Daytona: its preview link and token. Local: this
     gateway's proxy route, which only the owner's credentials open."""
     if not 1 <= port <= 65535:
-        raise ApiError(400, "invalid_port", "port must be between 1 and 65535")
+        raise ApiError(422, "invalid_port", "port must be between 1 and 65535")
     link = await _stub(up).GetPreviewLink(pb.GetPreviewLinkRequest(account_id=caller.account_id,
                                                                    sandbox_id=sandbox_id, port=port))
     if link.url:
@@ -129,7 +129,7 @@ async def preview_proxy(sandbox_id: str, port: int, path: str, request: Request,
     import httpx
 
     if not 1 <= port <= 65535:
-        raise ApiError(400, "invalid_port", "port must be between 1 and 65535")
+        raise ApiError(422, "invalid_port", "port must be between 1 and 65535")
     link = await _stub(up).GetPreviewLink(pb.GetPreviewLinkRequest(account_id=caller.account_id,
                                                                    sandbox_id=sandbox_id, port=port))
     if not link.upstream_url:
@@ -257,9 +257,9 @@ class _MultipartUpload:
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._field == "file":
             if not self.path:
-                raise ApiError(400, "invalid_upload", "path: send the path field before the file")
+                raise ApiError(422, "invalid_upload", "path: send the path field before the file")
             if self._file_done:
-                raise ApiError(400, "invalid_upload", "file: send one file per upload")
+                raise ApiError(422, "invalid_upload", "file: send one file per upload")
             self._file_started = True
             self.size += end - start
             if self.size > self.limit:
@@ -268,13 +268,13 @@ class _MultipartUpload:
         elif self._field == "path":
             self._value += data[start:end]
             if len(self._value) > 4096:
-                raise ApiError(400, "invalid_upload", "path: longer than 4096 characters")
+                raise ApiError(422, "invalid_upload", "path: longer than 4096 characters")
 
     def _part_end(self) -> None:
         if self._field == "path":
             self.path = self._value.decode("utf-8", "replace")
             if not self.path:
-                raise ApiError(400, "invalid_upload", "path: must not be empty")
+                raise ApiError(422, "invalid_upload", "path: must not be empty")
         elif self._field == "file":
             self._file_started = True
             self._file_done = True
@@ -301,7 +301,7 @@ class _MultipartUpload:
                 self._pending.clear()
             self._parser.finalize()
             if not self._file_done:
-                raise ApiError(400, "invalid_upload", "file: the form has no complete file part")
+                raise ApiError(422, "invalid_upload", "file: the form has no complete file part")
             await _put(queue, None, answer)
             assert answer is not None
             try:
@@ -330,4 +330,4 @@ async def _put(queue: asyncio.Queue, item, answer: asyncio.Task | None) -> None:
     if put not in done:
         put.cancel()
         await answer  # raises the refusal
-        raise ApiError(400, "invalid_upload", "the sandbox ended the upload early")
+        raise ApiError(422, "invalid_upload", "the sandbox ended the upload early")

@@ -61,8 +61,23 @@ class ThreadAnswer(BaseModel):
     thread_id: str
     project_id: str
     sandbox_id: str | None = Field(default=None, description=(
-        "The project's sandbox (reserved with the thread, made on its first use); null when the sandbox "
-        "service could not be reached."))
+        "The project's sandbox (reserved with the thread, made on its first use); null until it exists, "
+        "or when the sandbox service could not be reached."))
+    name: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = Field(default=None, description=(
+        "The newest of: its creation, its last message, its last run's start."))
+    last_run_status: str | None = Field(default=None, description="Status of its newest run; null with no run.")
+    message_count: int = 0
+
+
+class ThreadList(BaseModel):
+    threads: list[ThreadAnswer]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class RenameThread(_Body):
+    name: str = Field(min_length=1, max_length=200, description="Leading and trailing spaces are trimmed.")
 
 
 class NewMessage(_Body):
@@ -82,6 +97,8 @@ class MessageOut(BaseModel):
 
 class MessageList(BaseModel):
     messages: list[MessageOut]
+    next_cursor: str | None = Field(default=None, description=(
+        "Pass as `cursor` (with the same `order`) for the next page; null on the last page."))
 
 
 class StartRun(_Body):
@@ -135,6 +152,30 @@ class RunOut(BaseModel):
     pending: dict[str, Any] | None = Field(default=None, description=(
         "While requires_action: {\"kind\": \"question\", \"question\", \"call_id\"} or "
         "{\"kind\": \"approval\", \"tool\", \"arguments\", \"call_id\"}; answer with POST /resume."))
+
+
+class RunList(BaseModel):
+    runs: list[RunOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class Initiated(BaseModel):
+    thread_id: str
+    project_id: str
+    agent_run_id: str
+    sandbox_id: str | None
+    files: list[str] = Field(default_factory=list, description=(
+        "Where the uploaded files are in the sandbox, in the order sent (the first message lists them)."))
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+
+
+class ActiveAccount(BaseModel):
+    id: str
+    role: str = Field(description="owner, admin or member; \"api_key\" for a caller using an API key.")
 
 
 class SandboxOut(BaseModel):

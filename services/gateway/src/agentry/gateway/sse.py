@@ -106,6 +106,10 @@ async def run_entries(
                 yield entry
                 if entry.terminal:
                     return
+            # Resumed past the run's end (a Last-Event-ID the run never reached): the terminal
+            # event still closes the stream, under its own (lower) id.
+            if last > 0 and (terminal := await terminal_event(runner, run, account_id, unless_seq=last)):
+                yield terminal
             return
         if not wait:
             wait = True  # nothing yet: wait for the next append
@@ -116,6 +120,20 @@ async def run_entries(
                 account_id=account_id, agent_run_id=run.agent_run_id))).status
         except grpc.aio.AioRpcError:
             logger.warning("could not refresh run status; stream continues")
+
+
+async def terminal_event(runner, run: pb.Run, account_id: str, *, unless_seq: int) -> StreamEntry | None:
+    """The finished run's terminal event, or None when it is the event numbered `unless_seq` (the
+    client has it) or the run has none. One call when the client stands on it; otherwise the
+    durable events are read through (a Last-Event-ID past the end is rare)."""
+    at = await runner.ListRunEvents(pb.ListRunEventsRequest(
+        account_id=account_id, agent_run_id=run.agent_run_id, after_seq=unless_seq - 1))
+    if at.events and at.events[0].seq == unless_seq and at.events[0].terminal:
+        return None
+    async for entry in _replay(runner, run, account_id, 0, before=None):
+        if entry.terminal:
+            return None if entry.seq == unless_seq else entry
+    return None
 
 
 async def _replay(runner, run: pb.Run, account_id: str, after: int, *, before: int | None):

@@ -35,11 +35,11 @@ _MAX_INT64 = 2**63 - 1
 
 
 def parse_cursor(value: str) -> tuple[int, int]:
-    """`<thread_seq>.<seq>` -> (thread_seq, seq); 400 invalid_last_event_id otherwise."""
+    """`<thread_seq>.<seq>` -> (thread_seq, seq); 422 invalid_last_event_id otherwise."""
     place, dot, seq = value.strip().partition(".")
     if dot and _number(place) and _number(seq) and int(place) >= 1:
         return int(place), int(seq)
-    raise ApiError(400, "invalid_last_event_id",
+    raise ApiError(422, "invalid_last_event_id",
                    "Last-Event-ID must be a thread stream event id: <thread_seq>.<seq>")
 
 

@@ -98,6 +98,14 @@ class MemoryEventStream:
             return None
         return run.entries[0].seq
 
+    async def delete(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            run = self._runs.pop(run_id, None)
+            self._expiring.pop(run_id, None)
+            for waiter in (run.waiters if run else set()) | self._pending_waiters.pop(run_id, set()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
     async def close(self) -> None:
         # Blocked readers wake and return whatever is held, as a closed Redis connection ends them.
         self._closed = True

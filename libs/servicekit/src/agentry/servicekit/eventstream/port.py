@@ -46,6 +46,11 @@ class EventStream(Protocol):
         """
         ...
 
+    async def delete(self, run_ids: list[str]) -> None:
+        """Forgets the runs' logs (their thread was deleted); unknown ids are ignored. A reader
+        blocked on one of them wakes and finds nothing."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -450,6 +450,15 @@ class RedisEventStream:
             return None
         return _seq_of(oldest[0][0])
 
+    async def delete(self, run_ids: list[str]) -> None:
+        if not run_ids:
+            return
+        keys = [self.key(run_id) for run_id in run_ids]
+        try:
+            await self._reconnecting(lambda: self._redis.delete(*keys), f"delete {len(keys)} run logs")
+        except RedisError as exc:
+            raise EventStreamUnavailable(f"cannot delete run logs: {exc}") from exc
+
     def _reconnecting(self, operation: Callable[[], Awaitable[T]], what: str) -> Awaitable[T]:
         return reconnecting(operation, reconnect_seconds=self._reconnect_seconds, what=what)
 

@@ -254,6 +254,101 @@ class SqlRunnerRepository:
         async with self._engine.connect() as conn:
             return [_message(row) for row in await conn.execute(query)]
 
+    async def page_messages(self, thread_id: str, *, limit: int, after: tuple[float, int] | None = None,
+                            descending: bool = False) -> list[tuple[StoredMessage, int]]:
+        """A page of the thread's messages with their positions, ordered by (created_at,
+        position) ascending or descending, after the key `after` (exclusive): stable when
+        timestamps tie, and under inserts."""
+        key = sa.tuple_(messages.c.created_at, messages.c.position)
+        query = messages.select().where(messages.c.thread_id == thread_id)
+        if after is not None:
+            query = query.where(key < sa.tuple_(*after) if descending else key > sa.tuple_(*after))
+        order = ((messages.c.created_at.desc(), messages.c.position.desc()) if descending
+                 else (messages.c.created_at, messages.c.position))
+        query = query.order_by(*order).limit(limit)
+        async with self._engine.connect() as conn:
+            return [(_message(row), row.position) for row in await conn.execute(query)]
+
+    async def delete_message(self, thread_id: str, message_id: str) -> bool:
+        """Deletes one message of the thread; RunAlreadyActive while a run holds the thread (it
+        reads and writes the thread's messages). False when the thread has no such message."""
+        async with self._engine.begin() as conn:
+            await _lock_thread(conn, thread_id)
+            holding = (await conn.execute(sa.select(agent_runs.c.run_id).where(
+                agent_runs.c.thread_id == thread_id, sa.text(_HOLDING_SQL)).limit(1))).first()
+            if holding is not None:
+                raise RunAlreadyActive(f"run {holding.run_id} is active on this thread; stop it first")
+            deleted = await conn.execute(messages.delete().where(
+                messages.c.thread_id == thread_id, messages.c.message_id == message_id))
+            return deleted.rowcount == 1
+
+    async def list_threads(self, account_id: str, *, limit: int, after: tuple[float, str] | None = None,
+                           thread_id: str | None = None) -> list[Thread]:
+        """The account's threads newest first (created_at, thread_id), after the key `after`, with
+        their message count, last run status and updated_at; or the one `thread_id`."""
+        message_count = (sa.select(sa.func.count()).select_from(messages)
+                         .where(messages.c.thread_id == threads.c.thread_id).scalar_subquery())
+        last_message = (sa.select(sa.func.max(messages.c.created_at))
+                        .where(messages.c.thread_id == threads.c.thread_id).scalar_subquery())
+        newest_run = (sa.select(agent_runs.c.status).where(agent_runs.c.thread_id == threads.c.thread_id)
+                      .order_by(agent_runs.c.created_at.desc(), agent_runs.c.run_id.desc()).limit(1)
+                      .scalar_subquery())
+        last_run = (sa.select(sa.func.max(agent_runs.c.created_at))
+                    .where(agent_runs.c.thread_id == threads.c.thread_id).scalar_subquery())
+        query = sa.select(threads, message_count.label("message_count"), last_message.label("last_message"),
+                          newest_run.label("last_run_status"), last_run.label("last_run"))
+        if thread_id is not None:
+            query = query.where(threads.c.thread_id == thread_id)
+        else:
+            query = query.where(threads.c.account_id == account_id)
+            if after is not None:
+                query = query.where(sa.tuple_(threads.c.created_at, threads.c.thread_id) < sa.tuple_(*after))
+            query = query.order_by(threads.c.created_at.desc(), threads.c.thread_id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Thread(row.thread_id, row.project_id, row.account_id, row.name, row.created_at,
+                       updated_at=max(row.created_at, row.last_message or 0.0, row.last_run or 0.0),
+                       message_count=int(row.message_count or 0), last_run_status=row.last_run_status or "")
+                for row in rows]
+
+    async def rename_thread(self, thread_id: str, name: str) -> bool:
+        async with self._engine.begin() as conn:
+            return (await conn.execute(threads.update().where(threads.c.thread_id == thread_id)
+                                       .values(name=name))).rowcount == 1
+
+    async def delete_thread(self, thread_id: str) -> tuple[str, bool, list[str]] | None:
+        """Deletes the thread with its messages, runs and run events (one transaction, under the
+        thread's lock); the project too when this was its last thread. (project_id,
+        project_deleted, run ids) or None when there is no such thread. A worker still driving one
+        of the runs finds its lease gone (LeaseLost) at its next fenced write."""
+        async with self._engine.begin() as conn:
+            await _lock_thread(conn, thread_id)
+            project_id = (await conn.execute(sa.select(threads.c.project_id)
+                                             .where(threads.c.thread_id == thread_id))).scalar_one_or_none()
+            if project_id is None:
+                return None
+            run_ids = list((await conn.execute(sa.select(agent_runs.c.run_id)
+                                               .where(agent_runs.c.thread_id == thread_id))).scalars())
+            if run_ids:
+                await conn.execute(run_events.delete().where(run_events.c.run_id.in_(run_ids)))
+            await conn.execute(agent_runs.delete().where(agent_runs.c.thread_id == thread_id))
+            await conn.execute(messages.delete().where(messages.c.thread_id == thread_id))
+            await conn.execute(threads.delete().where(threads.c.thread_id == thread_id))
+            others = (await conn.execute(sa.select(sa.func.count()).select_from(threads)
+                                         .where(threads.c.project_id == project_id))).scalar_one()
+            if not others:
+                await conn.execute(projects.delete().where(projects.c.project_id == project_id))
+        return project_id, not others, run_ids
+
+    async def list_runs(self, thread_id: str, *, limit: int, after: tuple[float, str] | None = None) -> list[Run]:
+        """The thread's runs newest first (created_at, run_id), after the key `after`."""
+        query = agent_runs.select().where(agent_runs.c.thread_id == thread_id)
+        if after is not None:
+            query = query.where(sa.tuple_(agent_runs.c.created_at, agent_runs.c.run_id) < sa.tuple_(*after))
+        query = query.order_by(agent_runs.c.created_at.desc(), agent_runs.c.run_id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            return [_run(row) for row in await conn.execute(query)]
+
     async def create_run(self, *, run_id: str, thread_id: str, account_id: str, model: str,
                          first_message: StoredMessage | None, reasoning_effort: str = "",
                          multitask: MultitaskStrategy | str = MultitaskStrategy.REJECT,
@@ -406,8 +501,6 @@ class SqlRunnerRepository:
         # on the time-to-first-token path. RETURNING needs PostgreSQL or SQLite >= 3.35.
         now = self._clock()
         c = agent_runs.c
-        project_id = (sa.select(threads.c.project_id).where(threads.c.thread_id == c.thread_id)
-                      .scalar_subquery().label("project_id"))
         fresh = c.status == RunStatus.QUEUED.value
         # A queued run with a resolution continues after the user answered (human in the loop):
         # the same attempt goes on. Any other claim is the next attempt.
@@ -427,14 +520,19 @@ class SqlRunnerRepository:
                                      (c.worker_id.is_(None), RESUME_HANDED_BACK), else_=RESUME_WORKER_LOST),
                 phase_since=now, last_event_at=now,
             )
-            .returning(*agent_runs.c, project_id)
+            .returning(*agent_runs.c)
         )
         async with self._engine.begin() as conn:
             row = (await conn.execute(query)).first()
-        if row is None:
-            return None
+            if row is None:
+                return None
+            # Not a subquery in RETURNING: SQLite renders its columns unqualified there, so
+            # `thread_id = thread_id` matched every thread and the run got the first thread's
+            # project (and so another project's sandbox).
+            project_id = (await conn.execute(sa.select(threads.c.project_id)
+                                             .where(threads.c.thread_id == row.thread_id))).scalar_one()
         run = _run(row)
-        return ClaimedRun(run, row.project_id, resume_reason=run.phase_detail if run.phase == Phase.RESUMED.value else "")
+        return ClaimedRun(run, project_id, resume_reason=run.phase_detail if run.phase == Phase.RESUMED.value else "")
 
     async def pause_run(self, run_id: str, epoch: int, pending: dict,
                         events: Sequence[StoredEvent] = ()) -> bool:

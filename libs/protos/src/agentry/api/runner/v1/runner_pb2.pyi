@@ -7,18 +7,102 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Thread(_message.Message):
-    __slots__ = ("thread_id", "project_id", "account_id", "name", "created_at")
+    __slots__ = ("thread_id", "project_id", "account_id", "name", "created_at", "updated_at", "message_count", "last_run_status")
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_RUN_STATUS_FIELD_NUMBER: _ClassVar[int]
     thread_id: str
     project_id: str
     account_id: str
     name: str
     created_at: float
-    def __init__(self, thread_id: _Optional[str] = ..., project_id: _Optional[str] = ..., account_id: _Optional[str] = ..., name: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+    updated_at: float
+    message_count: int
+    last_run_status: str
+    def __init__(self, thread_id: _Optional[str] = ..., project_id: _Optional[str] = ..., account_id: _Optional[str] = ..., name: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., message_count: _Optional[int] = ..., last_run_status: _Optional[str] = ...) -> None: ...
+
+class ListThreadsRequest(_message.Message):
+    __slots__ = ("account_id", "limit", "cursor")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    limit: int
+    cursor: str
+    def __init__(self, account_id: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class ListThreadsResponse(_message.Message):
+    __slots__ = ("threads", "next_cursor")
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    threads: _containers.RepeatedCompositeFieldContainer[Thread]
+    next_cursor: str
+    def __init__(self, threads: _Optional[_Iterable[_Union[Thread, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class UpdateThreadRequest(_message.Message):
+    __slots__ = ("account_id", "thread_id", "name")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    thread_id: str
+    name: str
+    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class DeleteThreadRequest(_message.Message):
+    __slots__ = ("account_id", "thread_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    thread_id: str
+    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ...) -> None: ...
+
+class DeleteThreadResponse(_message.Message):
+    __slots__ = ("project_id", "project_deleted")
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_DELETED_FIELD_NUMBER: _ClassVar[int]
+    project_id: str
+    project_deleted: bool
+    def __init__(self, project_id: _Optional[str] = ..., project_deleted: _Optional[bool] = ...) -> None: ...
+
+class DeleteMessageRequest(_message.Message):
+    __slots__ = ("account_id", "thread_id", "message_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    thread_id: str
+    message_id: str
+    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., message_id: _Optional[str] = ...) -> None: ...
+
+class DeleteMessageResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRunsRequest(_message.Message):
+    __slots__ = ("account_id", "thread_id", "limit", "cursor")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    thread_id: str
+    limit: int
+    cursor: str
+    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class ListRunsResponse(_message.Message):
+    __slots__ = ("runs", "next_cursor")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[Run]
+    next_cursor: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
 class CreateThreadRequest(_message.Message):
     __slots__ = ("account_id", "name")
@@ -61,18 +145,26 @@ class AddMessageRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class ListMessagesRequest(_message.Message):
-    __slots__ = ("account_id", "thread_id")
+    __slots__ = ("account_id", "thread_id", "limit", "cursor", "order")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     thread_id: str
-    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ...) -> None: ...
+    limit: int
+    cursor: str
+    order: str
+    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., order: _Optional[str] = ...) -> None: ...
 
 class ListMessagesResponse(_message.Message):
-    __slots__ = ("messages",)
+    __slots__ = ("messages", "next_cursor")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
-    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
+    next_cursor: str
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("agent_run_id", "thread_id", "account_id", "status", "error", "model", "created_at", "started_at", "completed_at", "reasoning_effort", "phase", "phase_detail", "phase_since", "attempt", "finish_reason", "pending_json")

@@ -86,6 +86,31 @@ class RunnerServiceStub:
                 request_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadRunsRequest.SerializeToString,
                 response_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadRunsResponse.FromString,
                 _registered_method=True)
+        self.ListThreads = channel.unary_unary(
+                '/agentry.api.runner.v1.RunnerService/ListThreads',
+                request_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadsRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadsResponse.FromString,
+                _registered_method=True)
+        self.UpdateThread = channel.unary_unary(
+                '/agentry.api.runner.v1.RunnerService/UpdateThread',
+                request_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.UpdateThreadRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.Thread.FromString,
+                _registered_method=True)
+        self.DeleteThread = channel.unary_unary(
+                '/agentry.api.runner.v1.RunnerService/DeleteThread',
+                request_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.DeleteThreadRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.DeleteThreadResponse.FromString,
+                _registered_method=True)
+        self.DeleteMessage = channel.unary_unary(
+                '/agentry.api.runner.v1.RunnerService/DeleteMessage',
+                request_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.DeleteMessageRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.DeleteMessageResponse.FromString,
+                _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/agentry.api.runner.v1.RunnerService/ListRuns',
+                request_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
 
 
 class RunnerServiceServicer:
@@ -158,6 +183,42 @@ class RunnerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListThreads(self, request, context):
+        """The account's threads, newest first (created_at, then thread_id), a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateThread(self, request, context):
+        """Renames a thread.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteThread(self, request, context):
+        """Stops the thread's active runs, then deletes its messages, runs, run events (and their live
+        logs) and the thread; the project goes with its last thread (project_deleted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMessage(self, request, context):
+        """Deletes one message; FAILED_PRECONDITION run_active while a run holds the thread.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRuns(self, request, context):
+        """The thread's runs, newest first (created_at, then run id), a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunnerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -210,6 +271,31 @@ def add_RunnerServiceServicer_to_server(servicer, server):
                     servicer.ListThreadRuns,
                     request_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadRunsRequest.FromString,
                     response_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadRunsResponse.SerializeToString,
+            ),
+            'ListThreads': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListThreads,
+                    request_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadsRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadsResponse.SerializeToString,
+            ),
+            'UpdateThread': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateThread,
+                    request_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.UpdateThreadRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.Thread.SerializeToString,
+            ),
+            'DeleteThread': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteThread,
+                    request_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.DeleteThreadRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.DeleteThreadResponse.SerializeToString,
+            ),
+            'DeleteMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMessage,
+                    request_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.DeleteMessageRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.DeleteMessageResponse.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListRunsRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -484,6 +570,141 @@ class RunnerService:
             '/agentry.api.runner.v1.RunnerService/ListThreadRuns',
             agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadRunsRequest.SerializeToString,
             agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListThreads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.runner.v1.RunnerService/ListThreads',
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadsRequest.SerializeToString,
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListThreadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateThread(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.runner.v1.RunnerService/UpdateThread',
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.UpdateThreadRequest.SerializeToString,
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.Thread.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteThread(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.runner.v1.RunnerService/DeleteThread',
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.DeleteThreadRequest.SerializeToString,
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.DeleteThreadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.runner.v1.RunnerService/DeleteMessage',
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.DeleteMessageRequest.SerializeToString,
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.DeleteMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.runner.v1.RunnerService/ListRuns',
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListRunsRequest.SerializeToString,
+            agentry_dot_api_dot_runner_dot_v1_dot_runner__pb2.ListRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
