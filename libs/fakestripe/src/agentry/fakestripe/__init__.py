@@ -1,0 +1,1 @@
+"""A stateful Stripe-compatible server for tests."""
