@@ -12,6 +12,7 @@ from agentry.servicekit.eventstream import EventStream
 from . import accounts_routes, api_keys, auth_routes
 from .config import GatewaySettings
 from .errors import install_error_handlers
+from .billing_routes import router as billing_router
 from .routes import router
 from .sandbox_routes import router as sandbox_router
 from .upstreams import Upstreams, open_upstreams
@@ -37,4 +38,5 @@ def create_app(settings: GatewaySettings, *, upstreams: Upstreams | None = None,
     app.include_router(accounts_routes.router)
     app.include_router(router)
     app.include_router(sandbox_router)
+    app.include_router(billing_router)
     return app

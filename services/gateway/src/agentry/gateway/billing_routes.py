@@ -1,0 +1,165 @@
+"""Billing under /api/billing: plans, the caller's subscription and balance, usage.
+
+Amounts are given both as integer micro-USD (`*_micros`) and as decimal USD strings (`*_usd`).
+The Stripe routes (checkout, portal, webhook) are added at the end of this file.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from agentry.api.billing.v1 import billing_pb2 as bpb
+
+from .deps import CallerDep, UpstreamsDep
+from .errors import ApiError
+
+router = APIRouter(prefix="/api/billing", tags=["billing"])
+
+MAX_USAGE_LIMIT = 200
+
+
+def _usd(micros: int) -> str:
+    return str((Decimal(micros) / 1_000_000).quantize(Decimal("0.000001")).normalize())
+
+
+def _time(value: float) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value else None
+
+
+class SandboxLimitsOut(BaseModel):
+    max_sandboxes: int
+    cpu: float
+    memory_mb: int
+    disk_gb: int
+    max_seconds_per_month: int
+
+
+class RateLimitsOut(BaseModel):
+    run_starts_per_minute: int
+    requests_per_minute: int
+
+
+class PlanOut(BaseModel):
+    id: str
+    name: str
+    price_micros: int
+    price_usd: str
+    monthly_credits_micros: int
+    monthly_credits_usd: str
+    models: list[str]
+    max_concurrent_runs: int
+    sandbox: SandboxLimitsOut
+    rate_limits: RateLimitsOut
+    stripe_price_id: str | None = None
+
+
+class CreditPackOut(BaseModel):
+    id: str
+    name: str
+    price_micros: int
+    price_usd: str
+    credits_micros: int
+    credits_usd: str
+    stripe_price_id: str | None = None
+
+
+class PlansOut(BaseModel):
+    currency: str
+    default_plan_id: str
+    plans: list[PlanOut]
+    credit_packs: list[CreditPackOut]
+
+
+class SubscriptionOut(BaseModel):
+    plan: PlanOut
+    status: str
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    balance_micros: int
+    balance_usd: str
+
+
+class UsageRowOut(BaseModel):
+    key: str
+    cost_micros: int
+    cost_usd: str
+    prompt_tokens: int
+    completion_tokens: int
+    calls: int
+    sandbox_seconds: float
+    first_at: datetime | None
+    last_at: datetime | None
+
+
+class UsageOut(BaseModel):
+    group_by: str
+    rows: list[UsageRowOut]
+    next_cursor: str | None
+
+
+def _plan(p: bpb.Plan) -> PlanOut:
+    return PlanOut(
+        id=p.id, name=p.name, price_micros=p.price_micros, price_usd=_usd(p.price_micros),
+        monthly_credits_micros=p.monthly_credits_micros, monthly_credits_usd=_usd(p.monthly_credits_micros),
+        models=list(p.models), max_concurrent_runs=p.max_concurrent_runs,
+        sandbox=SandboxLimitsOut(max_sandboxes=p.sandbox.max_sandboxes, cpu=p.sandbox.cpu,
+                                 memory_mb=p.sandbox.memory_mb, disk_gb=p.sandbox.disk_gb,
+                                 max_seconds_per_month=p.sandbox.max_seconds_per_month),
+        rate_limits=RateLimitsOut(run_starts_per_minute=p.rate_limits.run_starts_per_minute,
+                                  requests_per_minute=p.rate_limits.requests_per_minute),
+        stripe_price_id=p.stripe_price_id or None)
+
+
+@router.get("/plans", response_model=PlansOut)
+async def list_plans(caller: CallerDep, up: UpstreamsDep):
+    """Every plan and credit pack on offer, with ids and prices (USD)."""
+    reply = await up.billing.ListPlans(bpb.ListPlansRequest())
+    return PlansOut(
+        currency=reply.currency or "usd", default_plan_id=reply.default_plan_id,
+        plans=[_plan(p) for p in reply.plans],
+        credit_packs=[CreditPackOut(id=c.id, name=c.name, price_micros=c.price_micros, price_usd=_usd(c.price_micros),
+                                    credits_micros=c.credits_micros, credits_usd=_usd(c.credits_micros),
+                                    stripe_price_id=c.stripe_price_id or None)
+                      for c in reply.credit_packs])
+
+
+@router.get("/subscription", response_model=SubscriptionOut)
+async def get_subscription(caller: CallerDep, up: UpstreamsDep):
+    """The caller's plan, its status and period, the credit balance and the plan's limits."""
+    reply = await up.billing.GetSubscription(bpb.GetSubscriptionRequest(account_id=caller.account_id))
+    return SubscriptionOut(
+        plan=_plan(reply.plan), status=reply.status, current_period_start=_time(reply.current_period_start),
+        current_period_end=_time(reply.current_period_end), cancel_at_period_end=reply.cancel_at_period_end,
+        balance_micros=reply.balance_micros, balance_usd=_usd(reply.balance_micros))
+
+
+@router.get("/usage", response_model=UsageOut)
+async def get_usage(caller: CallerDep, up: UpstreamsDep,
+                    group_by: Literal["day", "model", "run"] = "day",
+                    limit: int = Query(50, ge=1, le=MAX_USAGE_LIMIT),
+                    cursor: str | None = Query(None, max_length=1024),
+                    since: datetime | None = None, until: datetime | None = None):
+    """The caller's usage grouped by UTC day, model or run, most recently used first.
+
+    `cursor`: `next_cursor` of the previous page (null on the last page). Costs include the markup.
+    """
+    if since and until and since >= until:
+        raise ApiError(400, "invalid_argument", "since must be before until",
+                       fields=[{"field": "query.since", "message": "must be before until"}])
+    reply = await up.billing.ListUsage(bpb.ListUsageRequest(
+        account_id=caller.account_id, group_by=group_by, cursor=cursor or "", limit=limit,
+        since=since.timestamp() if since else 0, until=until.timestamp() if until else 0))
+    return UsageOut(group_by=group_by, next_cursor=reply.next_cursor or None, rows=[
+        UsageRowOut(key=r.key, cost_micros=r.cost_micros, cost_usd=_usd(r.cost_micros), prompt_tokens=r.prompt_tokens,
+                    completion_tokens=r.completion_tokens, calls=r.calls, sandbox_seconds=r.sandbox_seconds,
+                    first_at=_time(r.first_at), last_at=_time(r.last_at))
+        for r in reply.rows])
+
+
+# --- Stripe routes (helper "stripe"): POST /checkout, /portal, /webhook below this line ---
