@@ -10,13 +10,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+import grpc
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field, field_validator
 
 from agentry.api.billing.v1 import billing_pb2 as bpb
+from agentry.servicekit.errors import ERROR_CODE_KEY
 
 from .deps import CallerDep, UpstreamsDep
 from .errors import ApiError
+from .schemas import _Body
 
 router = APIRouter(prefix="/api/billing", tags=["billing"])
 
@@ -163,3 +166,116 @@ async def get_usage(caller: CallerDep, up: UpstreamsDep,
 
 
 # --- Stripe routes (helper "stripe"): POST /checkout, /portal, /webhook below this line ---
+
+# Webhook bodies are Stripe events (a few KB; the largest objects stay well under 256 KB).
+MAX_WEBHOOK_BYTES = 1024 * 1024
+NOT_CONFIGURED = "payments_not_configured"
+
+
+def _return_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith(("https://", "http://")) or any(ch.isspace() for ch in value):
+        raise ValueError("must be an absolute http(s) URL")
+    return value
+
+
+class CheckoutIn(_Body):
+    """Exactly one of `plan_id` (a monthly subscription) or `credit_pack_id` (a one-time purchase)."""
+
+    plan_id: str | None = Field(default=None, min_length=1, max_length=64)
+    credit_pack_id: str | None = Field(default=None, min_length=1, max_length=64)
+    success_url: str | None = Field(default=None, max_length=2048,
+                                    description="Where Checkout sends the user after paying "
+                                                "(default: AGENTRY_BILLING_PUBLIC_URL/billing/success).")
+    cancel_url: str | None = Field(default=None, max_length=2048,
+                                   description="Where Checkout sends the user on cancel.")
+
+    _urls = field_validator("success_url", "cancel_url")(_return_url)
+
+
+class CheckoutOut(BaseModel):
+    checkout_session_id: str
+    url: str
+
+
+class PortalIn(_Body):
+    return_url: str | None = Field(default=None, max_length=2048,
+                                   description="Where the portal's back link goes (default: the public URL).")
+
+    _urls = field_validator("return_url")(_return_url)
+
+
+class PortalOut(BaseModel):
+    url: str
+
+
+class WebhookOut(BaseModel):
+    received: bool
+    event_id: str
+    event_type: str
+    applied: bool = Field(description="False for a repeat, an event older than the stored state, "
+                                              "or a type billing does not act on.")
+
+
+async def _payments_call(call):
+    """Runs a payments RPC; the local provider's refusal becomes 501 payments_not_configured."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        if dict(exc.trailing_metadata() or ()).get(ERROR_CODE_KEY) == NOT_CONFIGURED:
+            raise ApiError(501, NOT_CONFIGURED, "card payments are not configured on this installation: "
+                           "set AGENTRY_BILLING_PROVIDER=stripe (docs/operations.md, Stripe)") from exc
+        raise
+
+
+@router.post("/checkout", response_model=CheckoutOut)
+async def create_checkout(body: CheckoutIn, caller: CallerDep, up: UpstreamsDep):
+    """A Stripe Checkout Session for the caller's account: send the user to `url`.
+
+    Errors: 422 naming `plan_id`/`credit_pack_id` unless exactly one is given (or naming a bad
+    return URL); 400 `unknown_plan` for an id not on offer; 409 `already_subscribed` (change plans
+    in the portal); 501 `payments_not_configured` without the Stripe provider; 503 when Stripe is
+    unreachable."""
+    if bool(body.plan_id) == bool(body.credit_pack_id):
+        field = "credit_pack_id" if body.plan_id else "plan_id"
+        message = "give exactly one of plan_id or credit_pack_id"
+        raise ApiError(422, "validation_error", f"invalid request: body.{field}: {message}",
+                       fields=[{"field": f"body.{field}", "message": message}])
+    reply = await _payments_call(up.billing.CreateCheckout(bpb.CreateCheckoutRequest(
+        account_id=caller.account_id, plan_id=body.plan_id or "", credit_pack_id=body.credit_pack_id or "",
+        success_url=body.success_url or "", cancel_url=body.cancel_url or "")))
+    return CheckoutOut(checkout_session_id=reply.checkout_session_id, url=reply.url)
+
+
+@router.post("/portal", response_model=PortalOut)
+async def create_portal(caller: CallerDep, up: UpstreamsDep, body: PortalIn | None = None):
+    """A Stripe customer portal session (card, invoices, plan changes, cancellation): send the user to `url`.
+
+    Errors: 501 `payments_not_configured` without the Stripe provider; 503 when Stripe is unreachable."""
+    reply = await _payments_call(up.billing.CreatePortal(bpb.CreatePortalRequest(
+        account_id=caller.account_id, return_url=(body.return_url if body else None) or "")))
+    return PortalOut(url=reply.url)
+
+
+@router.post("/webhook", response_model=WebhookOut)
+async def stripe_webhook(request: Request, up: UpstreamsDep):
+    """Stripe's webhook endpoint. No bearer token: the `Stripe-Signature` header is the credential,
+    checked by billing on the raw body, which is forwarded byte for byte.
+
+    Errors: 400 `invalid_signature` (missing, forged or stale signature); 413 for a body over 1 MiB;
+    501 `payments_not_configured` without the Stripe provider; 503 (Stripe retries) when billing or
+    Stripe is unreachable."""
+    signature = request.headers.get("stripe-signature", "")
+    if not signature:
+        raise ApiError(400, "invalid_signature", "the Stripe-Signature header is missing")
+    if int(request.headers.get("content-length") or 0) > MAX_WEBHOOK_BYTES:
+        raise ApiError(413, "payload_too_large", f"a webhook body may be at most {MAX_WEBHOOK_BYTES} bytes")
+    payload = bytearray()
+    async for chunk in request.stream():
+        payload += chunk
+        if len(payload) > MAX_WEBHOOK_BYTES:
+            raise ApiError(413, "payload_too_large", f"a webhook body may be at most {MAX_WEBHOOK_BYTES} bytes")
+    reply = await _payments_call(up.billing.HandleWebhook(
+        bpb.HandleWebhookRequest(payload=bytes(payload), signature=signature)))
+    return WebhookOut(received=True, event_id=reply.event_id, event_type=reply.event_type, applied=reply.applied)
