@@ -161,3 +161,30 @@ async def test_one_event_delivered_many_times_at_once_is_applied_once(fake, engi
         assert await provider._service.balance("acct-race") == 10 * USD
         entries = await provider._service.store.entries("acct-race")
         assert [(e.kind, e.amount_micros) for e in entries if e.amount_micros] == [("top_up", 10 * USD)]
+
+
+async def test_a_plan_change_in_the_portal_follows_the_subscription(fake, sqlite_engine, tmp_path):
+    team = '\n[[plans]]\nid = "team"\nname = "Team"\nprice_usd = 50\nmonthly_credits_usd = 60\n'
+    async with _provider(sqlite_engine, _settings(fake.base_url, _plans_file(tmp_path, extra=team))) as provider:
+        await provider.start()
+
+        async def deliver(deliveries) -> list[bool]:
+            outcomes = []
+            for d in deliveries:
+                body = json.dumps(d.event).encode()
+                outcomes.append((await provider.handle_webhook(body, sign(body, WHSEC))).applied)
+            return outcomes
+
+        session = await provider.checkout("acct-team", plan_id="pro", credit_pack_id=None, success_url=None,
+                                          cancel_url=None)
+        await deliver(await fake.pay(session.session_id, deliver=False))
+        plan, sub, balance = await provider._service.subscription("acct-team")
+        assert (plan.id, sub.status, balance) == ("pro", "active", 20 * USD)
+
+        team_price = provider._service.catalog.find_plan("team").stripe_price_id
+        sub_id = fake.fake.objects[session.session_id]["subscription"]
+        assert await deliver(await fake.change_price(sub_id, team_price, deliver=False)) == [True]
+        plan, sub, _ = await provider._service.subscription("acct-team")
+        assert (plan.id, sub.stripe_subscription_id) == ("team", sub_id)
+        await deliver(await fake.renew(sub_id, deliver=False))
+        assert (await provider._service.subscription("acct-team"))[2] == 20 * USD + 60 * USD
