@@ -144,8 +144,8 @@ def _require_non_negative(**values: int) -> None:
 
 @dataclass(frozen=True)
 class LedgerWrite:
-    """One entry to append. `key` is its idempotency key, unique across the whole ledger:
-    writing the same key again changes nothing (see usage_key, stripe_event_key, checkout_key,
+    """One entry to append. `key` is its idempotency key, unique per account: writing the same
+    key for the same account again changes nothing (see usage_key, stripe_event_key, checkout_key,
     opening_key, allowance_key; operator grants use `grant:<uuid or caller key>`).
 
     `amount_micros` is signed: credits (grant, monthly_allowance, top_up, refund) are positive,

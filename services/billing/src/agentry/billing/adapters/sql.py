@@ -64,8 +64,9 @@ credit_ledger = sa.Table(
     ),
     sa.Column("amount_micros", sa.BigInteger, nullable=False),
     sa.Column("kind", sa.String(24), nullable=False),
-    # Every write's idempotency key (usage:<run>:<step>, stripe-event:<id>, checkout:<id>, ...).
-    sa.Column("idempotency_key", sa.String(512), nullable=False, unique=True),
+    # Every write's idempotency key (usage:<run>:<step>, stripe-event:<id>, checkout:<id>, ...),
+    # unique per account: one account's key can never swallow another account's write.
+    sa.Column("idempotency_key", sa.String(512), nullable=False),
     sa.Column("run_id", sa.String(255), nullable=True),
     sa.Column("step", sa.Integer, nullable=True),
     sa.Column("model", sa.String(255), nullable=True),
@@ -76,6 +77,7 @@ credit_ledger = sa.Table(
     sa.Column("note", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.CheckConstraint(_KINDS_SQL, name="kind"),
+    sa.UniqueConstraint("account_id", "idempotency_key", name="uq_credit_ledger_account_id_idempotency_key"),
     sa.Index("ix_credit_ledger_account_created", "account_id", "created_at"),
 )
 
@@ -136,7 +138,7 @@ class SqlBillingTx:
                     model=write.model, prompt_tokens=write.prompt_tokens,
                     completion_tokens=write.completion_tokens, source=write.source, quantity=write.quantity,
                     note=write.note[:255], created_at=self._clock())
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .on_conflict_do_nothing(index_elements=["account_id", "idempotency_key"])
             .returning(credit_ledger.c.entry_id))
         if recorded.first() is None:
             return Posted(balance_micros=await _balance_in(self._conn, write.account_id), applied=False)

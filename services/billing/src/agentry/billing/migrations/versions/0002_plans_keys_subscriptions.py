@@ -38,7 +38,7 @@ def upgrade() -> None:
         batch.drop_constraint("uq_credit_ledger_run_id_step", type_="unique")
         batch.drop_constraint("ck_credit_ledger_kind", type_="check")
         batch.create_check_constraint("ck_credit_ledger_kind", "kind IN (" + ", ".join(f"'{k}'" for k in KINDS) + ")")
-        batch.create_unique_constraint("uq_credit_ledger_idempotency_key", ["idempotency_key"])
+        batch.create_unique_constraint("uq_credit_ledger_account_id_idempotency_key", ["account_id", "idempotency_key"])
     op.create_index("ix_credit_ledger_account_created", "credit_ledger", ["account_id", "created_at"])
     op.create_table(
         "subscriptions",
@@ -70,7 +70,7 @@ def downgrade() -> None:
     op.drop_table("subscriptions")
     op.drop_index("ix_credit_ledger_account_created", table_name="credit_ledger")
     with op.batch_alter_table("credit_ledger") as batch:
-        batch.drop_constraint("uq_credit_ledger_idempotency_key", type_="unique")
+        batch.drop_constraint("uq_credit_ledger_account_id_idempotency_key", type_="unique")
         batch.drop_constraint("ck_credit_ledger_kind", type_="check")
         batch.create_check_constraint("ck_credit_ledger_kind", "kind IN ('grant', 'usage', 'adjustment')")
         batch.create_unique_constraint("uq_credit_ledger_run_id_step", ["run_id", "step"])
