@@ -190,6 +190,9 @@ async def test_a_forged_or_tampered_signature_is_refused(system, client):
     assert stale.status_code == 400 and stale.json()["error"]["code"] == "invalid_signature"
     missing = await client.post(url, content=body)
     assert missing.status_code == 400 and missing.json()["error"]["code"] == "invalid_signature"
+    huge = b" " * (1024 * 1024 + 1)
+    too_big = await client.post(url, content=huge, headers={"Stripe-Signature": sign(huge, WHSEC)})
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "payload_too_large"
     # Verified with the library's own header generator: accepted once.
     header = stripe.WebhookSignature.generate_signature_header(body.decode(), WHSEC)  # type: ignore[attr-defined]
     assert (await client.post(url, content=body, headers={"Stripe-Signature": header})).json()["applied"] is True

@@ -269,7 +269,8 @@ async def stripe_webhook(request: Request, up: UpstreamsDep):
     signature = request.headers.get("stripe-signature", "")
     if not signature:
         raise ApiError(400, "invalid_signature", "the Stripe-Signature header is missing")
-    if int(request.headers.get("content-length") or 0) > MAX_WEBHOOK_BYTES:
+    declared = request.headers.get("content-length", "0")
+    if declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
         raise ApiError(413, "payload_too_large", f"a webhook body may be at most {MAX_WEBHOOK_BYTES} bytes")
     payload = bytearray()
     async for chunk in request.stream():
