@@ -82,8 +82,11 @@ class Plan:
         return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
 
     def decide(self, balance_micros: int, model: str) -> RunDecision:
-        """May a run on `model` start with this balance? Concurrency is the runner's (see CheckRun)."""
-        if not self.allows_model(model):
+        """May a run on `model` start with this balance? Concurrency is the runner's (see CheckRun).
+
+        An empty `model` checks the balance only: the gateway asks before it knows which model the
+        runner will pick; the runner asks again with the model it resolved."""
+        if model and not self.allows_model(model):
             return RunDecision(
                 allowed=False, balance_micros=balance_micros, reason=MODEL_NOT_ALLOWED,
                 message=f"The model {model!r} is not available on the {self.name} plan.", **self._limits())
