@@ -288,3 +288,26 @@ async def test_without_stripe_the_payment_routes_answer_501(tmp_path):
                 assert answer.status_code == 501, answer.text
                 error = answer.json()["error"]
                 assert error["code"] == "payments_not_configured" and "AGENTRY_BILLING_PROVIDER" in error["message"]
+
+
+async def test_a_team_buys_as_itself_and_only_its_owners_and_admins_may(system, client):
+    owner, member = await _user(client, "owner.stripe@example.com"), await _user(client, "member.stripe@example.com")
+    team = (await client.post("/api/accounts", json={"name": "Payers"}, headers=owner.headers)).json()
+    invitation = (await client.post(f"/api/accounts/{team['id']}/invitations",
+                                    json={"email": "member.stripe@example.com", "role": "member"},
+                                    headers=owner.headers)).json()
+    accepted = await client.post("/api/accounts/invitations/accept", json={"token": invitation["token"]},
+                                 headers=member.headers)
+    assert accepted.status_code == 200, accepted.text
+    as_member = {**member.headers, "X-Account-Id": team["id"]}
+    for path, body in [("/api/billing/checkout", {"credit_pack_id": "credits_10"}), ("/api/billing/portal", {})]:
+        refused = await client.post(path, json=body, headers=as_member)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "role_required", refused.text
+
+    as_owner = {**owner.headers, "X-Account-Id": team["id"]}
+    session = await client.post("/api/billing/checkout", json={"credit_pack_id": "credits_10"}, headers=as_owner)
+    assert session.status_code == 200, session.text
+    _all_ok(await system.stripe.pay(session.json()["checkout_session_id"]))
+    team_state = (await client.get("/api/billing/subscription", headers=as_member)).json()
+    assert team_state["balance_micros"] == OPENING + PACK  # the team's credit, which its members see
+    assert (await _subscription(client, owner))["balance_micros"] == OPENING  # not the owner's own

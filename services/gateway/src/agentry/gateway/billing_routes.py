@@ -218,6 +218,15 @@ class WebhookOut(BaseModel):
                                               "or a type billing does not act on.")
 
 
+# Who may buy for, or manage the card of, an account chosen with X-Account-Id ("" = one's own).
+BILLING_ROLES = ("", "owner", "admin")
+
+
+def _require_billing_role(caller) -> None:
+    if caller.role not in BILLING_ROLES:
+        raise ApiError(403, "role_required", "only an owner or admin of the account manages its billing")
+
+
 async def _payments_call(call):
     """Runs a payments RPC; the local provider's refusal becomes 501 payments_not_configured."""
     try:
@@ -236,7 +245,8 @@ async def create_checkout(body: CheckoutIn, caller: CallerDep, up: UpstreamsDep)
     Errors: 422 naming `plan_id`/`credit_pack_id` unless exactly one is given (or naming a bad
     return URL); 400 `unknown_plan` for an id not on offer; 409 `already_subscribed` (change plans
     in the portal); 501 `payments_not_configured` without the Stripe provider; 503 when Stripe is
-    unreachable."""
+    unreachable; 403 `role_required` for a team member who is not an owner or admin."""
+    _require_billing_role(caller)
     if bool(body.plan_id) == bool(body.credit_pack_id):
         field = "credit_pack_id" if body.plan_id else "plan_id"
         message = "give exactly one of plan_id or credit_pack_id"
@@ -252,7 +262,9 @@ async def create_checkout(body: CheckoutIn, caller: CallerDep, up: UpstreamsDep)
 async def create_portal(caller: CallerDep, up: UpstreamsDep, body: PortalIn | None = None):
     """A Stripe customer portal session (card, invoices, plan changes, cancellation): send the user to `url`.
 
-    Errors: 501 `payments_not_configured` without the Stripe provider; 503 when Stripe is unreachable."""
+    Errors: 403 `role_required` for a team member who is not an owner or admin; 501
+    `payments_not_configured` without the Stripe provider; 503 when Stripe is unreachable."""
+    _require_billing_role(caller)
     reply = await _payments_call(up.billing.CreatePortal(bpb.CreatePortalRequest(
         account_id=caller.account_id, return_url=(body.return_url if body else None) or "")))
     return PortalOut(url=reply.url)
