@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import pytest_asyncio
+from typer.testing import CliRunner
 
 from agentry.cli.devstack import start_dev_stack
+from agentry.cli.main import app
 from agentry.fakellm import Script, ScriptedToolCall, ThreadedFakeLLMServer, Turn
 
 PORTS = {"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0}
@@ -53,6 +55,7 @@ OPENING_MICROS = 10_000  # 0.01 USD
 @dataclass
 class Stack:
     url: str
+    billing_target: str
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +76,18 @@ async def system(llm, tmp_path_factory) -> AsyncIterator[Stack]:
             runner_overrides={"default_model": "openai/not-on-the-plan", "max_loop_lag_ms": 0},
             billing_overrides={"initial_credit_micros": OPENING_MICROS, "plans_file": str(data_dir / "plans.toml"),
                                "model_prices": PRICES, "cache_ttl_seconds": 0.0})
-        yield Stack(dev.gateway_url)
+        yield Stack(dev.gateway_url, f"127.0.0.1:{dev.ports['billing']}")
 
 
 async def _user(client: httpx.AsyncClient, email: str) -> dict[str, str]:
-    assert (await client.post("/api/auth/signup", json={"email": email, "password": PASSWORD})).status_code == 201
+    signup = await client.post("/api/auth/signup", json={"email": email, "password": PASSWORD})
+    assert signup.status_code == 201
     token = await client.post("/api/auth/token", json={"email": email, "password": PASSWORD})
-    return {"Authorization": f"Bearer {token.json()['access_token']}"}
+    return {"Authorization": f"Bearer {token.json()['access_token']}", "x-test-account": signup.json()["account_id"]}
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(app, list(args))
 
 
 async def _thread(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
@@ -99,14 +107,16 @@ async def _ended(client: httpx.AsyncClient, run_id: str, headers: dict[str, str]
         raise AssertionError(f"the run did not end: {run}") from None
 
 
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
 @pytest.fixture
 async def client(system) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=system.url, timeout=60) as c:
         yield c
 
 
-@pytest.mark.asyncio(loop_scope="module")
-async def test_a_run_that_spends_the_balance_ends_budget_exceeded_and_the_next_start_is_402(client):
+async def test_a_run_that_spends_the_balance_ends_budget_exceeded_and_the_next_start_is_402(client, system):
     headers = await _user(client, "spender@example.com")
     thread_id = await _thread(client, headers)
     started = await client.post(f"/api/threads/{thread_id}/agent/start",
@@ -139,8 +149,30 @@ async def test_a_run_that_spends_the_balance_ends_budget_exceeded_and_the_next_s
     by_run = (await client.get("/api/billing/usage", params={"group_by": "run"}, headers=headers)).json()
     assert [r["key"] for r in by_run["rows"]] == [run["agent_run_id"]]
 
+    # The operator grants credit (local provider); the same key grants once; then runs start again.
+    account = headers["x-test-account"]
+    granted = await asyncio.to_thread(_cli, "billing", "grant", account, "1.5", "--target", system.billing_target,
+                                      "--key", "support-ticket-1")
+    assert granted.exit_code == 0 and "granted 1.5 USD" in granted.output, granted.output
+    repeated = await asyncio.to_thread(_cli, "billing", "grant", account, "1.5", "--target", system.billing_target,
+                                       "--key", "support-ticket-1")
+    assert repeated.exit_code == 0 and "already granted" in repeated.output
+    after = (await client.get("/api/billing/subscription", headers=headers)).json()["balance_micros"]
+    assert after == subscription["balance_micros"] + 1_500_000
+    resumed = await client.post(f"/api/threads/{thread_id}/agent/start",
+                                json={"model_name": "openai/bill-cheap", "prompt": "more"}, headers=headers)
+    assert resumed.status_code == 202, resumed.text
 
-@pytest.mark.asyncio(loop_scope="module")
+
+async def test_the_grant_command_refuses_bad_amounts_and_a_wrong_credential(system, monkeypatch):
+    for amount in ("-3", "0", "abc", "0.0000001", "2000000"):
+        result = await asyncio.to_thread(_cli, "billing", "grant", "acct", amount, "--target", system.billing_target)
+        assert result.exit_code == 2, (amount, result.output)
+    monkeypatch.setenv("AGENTRY_INTERNAL_TOKEN", "not-the-cluster-token-at-all")
+    refused = await asyncio.to_thread(_cli, "billing", "grant", "acct", "5", "--target", system.billing_target)
+    assert refused.exit_code == 1 and "refused the credential" in refused.output
+
+
 async def test_the_plan_judges_the_model_the_run_really_uses(client):
     headers = await _user(client, "models@example.com")
     thread_id = await _thread(client, headers)
@@ -153,7 +185,6 @@ async def test_the_plan_judges_the_model_the_run_really_uses(client):
     assert "openai/not-on-the-plan" in default.json()["error"]["message"]
 
 
-@pytest.mark.asyncio(loop_scope="module")
 async def test_the_plan_caps_concurrent_runs(client):
     headers = await _user(client, "busy@example.com")
     first_thread, second_thread = await _thread(client, headers), await _thread(client, headers)
@@ -170,7 +201,6 @@ async def test_the_plan_caps_concurrent_runs(client):
     assert third.status_code == 202, third.text
 
 
-@pytest.mark.asyncio(loop_scope="module")
 async def test_plans_and_usage_routes(client):
     headers = await _user(client, "reader@example.com")
     plans = (await client.get("/api/billing/plans", headers=headers)).json()

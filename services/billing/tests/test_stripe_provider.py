@@ -183,8 +183,12 @@ async def test_a_plan_change_in_the_portal_follows_the_subscription(fake, sqlite
 
         team_price = provider._service.catalog.find_plan("team").stripe_price_id
         sub_id = fake.fake.objects[session.session_id]["subscription"]
-        assert await deliver(await fake.change_price(sub_id, team_price, deliver=False)) == [True]
-        plan, sub, _ = await provider._service.subscription("acct-team")
+        changed = await fake.change_price(sub_id, team_price, deliver=False)
+        assert [d.type for d in changed] == ["customer.subscription.updated", "invoice.paid",
+                                             "invoice.payment_succeeded"]
+        await deliver(changed)
+        plan, sub, balance = await provider._service.subscription("acct-team")
         assert (plan.id, sub.stripe_subscription_id) == ("team", sub_id)
+        assert balance == 20 * USD  # the proration invoice grants nothing; the next period does
         await deliver(await fake.renew(sub_id, deliver=False))
         assert (await provider._service.subscription("acct-team"))[2] == 20 * USD + 60 * USD

@@ -75,6 +75,10 @@ class BillingStore(Protocol):
     async def subscription(self, account_id: str) -> Subscription | None:
         ...
 
+    async def snapshot(self, account_id: str) -> tuple[int | None, Subscription | None]:
+        """Balance (None: never opened) and subscription, read together."""
+        ...
+
     async def entries(self, account_id: str) -> list[LedgerEntry]:
         """The account's entries, oldest first."""
         ...

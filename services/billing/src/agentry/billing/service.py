@@ -39,6 +39,7 @@ class _Cached:
     subscription: Subscription | None
     balance_micros: int
     read_at: float
+    ticket: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class BillingService:
         self._ttl = cache_ttl
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
+        self._tickets = 0
 
     # --- transactions (the unit of work the Stripe adapter uses too) -------------------------------
 
@@ -106,23 +108,26 @@ class BillingService:
         async with self.store.transaction() as tx:
             yield tx
         for account_id in tx.touched:
-            self._cache.pop(account_id, None)
-        for account_id in tx.touched:
             await self._load(account_id)
 
     # --- reads -----------------------------------------------------------------------------------
 
     async def _load(self, account_id: str) -> _Cached:
-        balance = await self.store.balance(account_id)
+        # A read that started later saw at least as much committed state: only it may replace an
+        # entry, however the awaits interleave (a slow earlier read never overwrites a newer one).
+        self._tickets += 1
+        ticket = self._tickets
+        balance, sub = await self.store.snapshot(account_id)
         if balance is None:
             async with self.store.transaction() as tx:
                 posted = await tx.post(LedgerWrite(account_id=account_id, amount_micros=self._opening,
                                                    kind="grant", key=opening_key(account_id), note="opening grant"))
             balance = posted.balance_micros
-        sub = await self.store.subscription(account_id)
         entry = _Cached(plan=self.catalog.plan(sub.plan_id if sub else None), subscription=sub,
-                        balance_micros=balance, read_at=self._clock())
-        self._cache[account_id] = entry
+                        balance_micros=balance, read_at=self._clock(), ticket=ticket)
+        current = self._cache.get(account_id)
+        if current is None or current.ticket < ticket:
+            self._cache[account_id] = entry
         return entry
 
     async def _account(self, account_id: str) -> _Cached:

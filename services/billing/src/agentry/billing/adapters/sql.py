@@ -221,6 +221,18 @@ class SqlBillingStore:
             return await conn.scalar(
                 sa.select(credit_accounts.c.balance_micros).where(credit_accounts.c.account_id == account_id))
 
+    async def snapshot(self, account_id: str) -> tuple[int | None, Subscription | None]:
+        """Balance (None: never opened) and subscription, in one statement."""
+        query = (sa.select(credit_accounts.c.balance_micros, subscriptions)
+                 .select_from(credit_accounts.outerjoin(
+                     subscriptions, subscriptions.c.account_id == credit_accounts.c.account_id))
+                 .where(credit_accounts.c.account_id == account_id))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None, await self.subscription(account_id)
+        return row.balance_micros, (_subscription(row) if row.account_id is not None else None)
+
     async def subscription(self, account_id: str) -> Subscription | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(

@@ -16,9 +16,10 @@ nothing) together with its effect:
   subscription is RE-FETCHED from Stripe (events arrive in any order; the object as it is now is
   the truth) and stored unless a newer event already set it (`event_created`). Active or trialing
   → its plan; past_due, unpaid, canceled, incomplete… → the catalog's default (free) plan.
-- `invoice.paid` with `status == "paid"` of a subscription also grants the plan's monthly credits
-  (kind monthly_allowance, key `allowance:<account>:<line period start>`: once per period, however
-  many invoices or deliveries).
+- `invoice.paid` with `status == "paid"` of a subscription's period invoice (billing_reason
+  subscription_create or subscription_cycle) also grants the plan's monthly credits (kind
+  monthly_allowance, key `allowance:<account>:<line period start>`: once per period, however many
+  deliveries). Proration invoices of a mid-period plan change grant nothing.
 Other event types are recorded and ignored.
 """
 
@@ -49,6 +50,8 @@ LOOKUP_KEYS_PER_CALL = 10
 SUBSCRIPTION_EVENTS = ("customer.subscription.created", "customer.subscription.updated",
                        "customer.subscription.deleted")
 INVOICE_EVENTS = ("invoice.paid", "invoice.payment_failed")
+# The invoices that open a billing period (the first one, then each renewal).
+PERIOD_INVOICES = ("subscription_create", "subscription_cycle")
 CHECKOUT_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
 # The events an operator subscribes the endpoint to (docs/operations.md lists the same).
 HANDLED_EVENTS = CHECKOUT_EVENTS + SUBSCRIPTION_EVENTS + INVOICE_EVENTS
@@ -395,7 +398,9 @@ class StripePaymentsProvider:
         return await tx.downgrade_to_free(account, free_plan_id=free, status=sub.status, event_created=event_created)
 
     async def _grant_allowance(self, tx: BillingTx, invoice: Any, sub: Any) -> bool:
-        if invoice.status != "paid":
+        # A period's own invoice only: a proration invoice (a plan change mid-period,
+        # billing_reason subscription_update) grants nothing until the next period starts.
+        if invoice.status != "paid" or invoice.billing_reason not in PERIOD_INVOICES:
             return False
         account = await self._account(tx, invoice.customer, _get(invoice, "parent", "subscription_details",
                                                                   "metadata"))
