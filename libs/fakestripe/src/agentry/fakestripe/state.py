@@ -280,13 +280,19 @@ class FakeStripe:
         return [self._event("customer.subscription.deleted", sub)]
 
     def change_price(self, subscription_id: str, price_id: str) -> list[dict[str, Any]]:
-        """The customer switches plan in the portal (no proration invoice in this fake)."""
+        """The customer switches plan in the portal; the difference is invoiced and paid at once
+        (proration_behavior=always_invoice): a proration invoice whose line starts now."""
         sub = self.get("subscription", subscription_id)
         price = self.get("price", price_id, "price")
         item = sub["items"]["data"][0]
         previous = {"items": _snapshot(self, sub["items"]), "plan": None}
         item["price"] = _snapshot(self, price)
-        return [self._event("customer.subscription.updated", sub, previous)]
+        before = len(self.events)
+        self._event("customer.subscription.updated", sub, previous)
+        invoice = self._invoice(sub, "subscription_update", paid=True, line_start=self.now())
+        sub["latest_invoice"] = invoice["id"]
+        self._invoice_events(invoice)
+        return self.events[before:]
 
     # ---- internals -------------------------------------------------------------------------
 
@@ -321,7 +327,7 @@ class FakeStripe:
             item["current_period_start"], item["current_period_end"] = start, start + PERIOD_SECONDS
         return {"items": previous_items}
 
-    def _invoice(self, sub: dict[str, Any], reason: str, *, paid: bool) -> dict[str, Any]:
+    def _invoice(self, sub: dict[str, Any], reason: str, *, paid: bool, line_start: int | None = None) -> dict[str, Any]:
         now = self.now()
         lines, total = [], 0
         for item in sub["items"]["data"]:
@@ -334,7 +340,8 @@ class FakeStripe:
                 "parent": {"type": "subscription_item_details", "subscription_item_details": {
                     "invoice_item": None, "proration": False, "subscription": sub["id"],
                     "subscription_item": item["id"]}},
-                "period": {"start": item["current_period_start"], "end": item["current_period_end"]},
+                "period": {"start": item["current_period_start"] if line_start is None else line_start,
+                           "end": item["current_period_end"]},
                 "pricing": {"type": "price_details", "unit_amount_decimal": str(price["unit_amount"]),
                             "price_details": {"price": price["id"], "product": price["product"]}},
                 "quantity": item["quantity"],
