@@ -32,6 +32,8 @@ USER_MESSAGE = "billing is unavailable, so the run was stopped; try again shortl
 # RecordUsage is idempotent per (run, step). A resumed run counts its steps from 1 again, so each
 # attempt gets its own range of step keys: a retried call is charged once, a resumed one again.
 STEPS_PER_ATTEMPT = 100_000
+# Within an attempt's range, sandbox time is keyed from here (model steps count from 1 up).
+SANDBOX_STEPS_FROM = 50_000
 # Billing that is away (restarting, or its database is) is waited for this long before the run
 # gives up: RecordUsage is idempotent per (run, step), so sending it again charges once.
 RETRY_SECONDS = 60.0
@@ -46,6 +48,26 @@ class GrpcUsageSink:
         self._account_id = account_id
         self._run_id = run_id
         self._step_offset = (max(attempt, 1) - 1) * STEPS_PER_ATTEMPT
+        self._sandbox_calls = 0
+
+    async def record_sandbox(self, seconds: float) -> bool:
+        """Charges one sandbox exec's wall-clock seconds (billing prices them per second).
+
+        Keyed per attempt and exec, so a retried RPC charges once. Billing being away does not fail
+        the tool: the loss is logged (the next model step's charge still stops a spent run)."""
+        self._sandbox_calls += 1
+        request = pb.RecordUsageRequest(
+            account_id=self._account_id, run_id=self._run_id,
+            step=self._step_offset + SANDBOX_STEPS_FROM + self._sandbox_calls, source="sandbox",
+            sandbox_seconds=max(0.0, seconds))
+        try:
+            reply = await retrying(lambda: self._stub.RecordUsage(request), deadline=self._retry_seconds,
+                                   is_transient=is_unavailable)
+        except grpc.aio.AioRpcError as exc:
+            logger.error("billing did not record %.3f sandbox seconds of run %s: %s: %s", seconds, self._run_id,
+                         exc.code().name, exc.details())
+            return True
+        return reply.may_continue
 
     async def record(self, usage: Usage) -> bool:
         # agentpress reports an unpriced model (LiteLLM does not know it) as cost_usd NaN:

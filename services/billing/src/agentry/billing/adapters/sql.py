@@ -265,7 +265,7 @@ class SqlBillingStore:
             # Whole UTC days since the epoch: the same integer on SQLite and PostgreSQL.
             key = sa.cast(sa.func.floor(t.c.created_at / 86400), sa.BigInteger)
         elif group_by == "model":
-            key = sa.func.coalesce(t.c.model, "")
+            key = sa.func.coalesce(t.c.model, t.c.source, "")  # sandbox time groups as "sandbox"
         else:
             key = sa.func.coalesce(t.c.run_id, "")
         where = [t.c.account_id == account_id, t.c.kind == "usage"]
