@@ -66,6 +66,12 @@ ROUTES = {
     "/api/projects/{project_id}/sandbox/ensure-active": {"post"},
     "/api/health": {"get"},
     "/api/health/live": {"get"},
+    "/api/billing/plans": {"get"},
+    "/api/billing/subscription": {"get"},
+    "/api/billing/usage": {"get"},
+    "/api/billing/checkout": {"post"},
+    "/api/billing/portal": {"post"},
+    "/api/billing/webhook": {"post"},
 }
 
 
