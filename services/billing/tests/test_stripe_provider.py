@@ -192,3 +192,11 @@ async def test_a_plan_change_in_the_portal_follows_the_subscription(fake, sqlite
         assert balance == 20 * USD  # the proration invoice grants nothing; the next period does
         await deliver(await fake.renew(sub_id, deliver=False))
         assert (await provider._service.subscription("acct-team"))[2] == 20 * USD + 60 * USD
+
+
+def test_the_operators_guide_names_every_event_to_subscribe_to():
+    from agentry.billing.adapters.stripe import HANDLED_EVENTS
+
+    guide = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
+    section = guide[guide.index("## Stripe payments"):]
+    assert all(f"`{event}`" in section for event in HANDLED_EVENTS)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import stripe
@@ -424,8 +423,3 @@ class StripePaymentsProvider:
             key=allowance_key(account, int(period_start or invoice.created)),
             note=f"{plan.id} allowance, invoice {invoice.id}"))
         return posted.applied
-
-
-def handled_events() -> Iterable[str]:
-    """The event types to subscribe the webhook endpoint to."""
-    return HANDLED_EVENTS
