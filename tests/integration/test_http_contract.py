@@ -71,6 +71,12 @@ ROUTES = {
     "/api/projects/{project_id}/sandbox/ensure-active": {"post"},
     "/api/health": {"get"},
     "/api/health/live": {"get"},
+    "/api/billing/plans": {"get"},
+    "/api/billing/subscription": {"get"},
+    "/api/billing/usage": {"get"},
+    "/api/billing/checkout": {"post"},
+    "/api/billing/portal": {"post"},
+    "/api/billing/webhook": {"post"},
 }
 
 
@@ -115,7 +121,7 @@ async def system(llm, tmp_path_factory) -> AsyncIterator[System]:
         stack.push_async_callback(idle_events.close)
         idle_runner = await start_runner(
             RunnerSettings(port=0, database_url=f"sqlite+aiosqlite:///{data_dir / 'idle-runner.db'}", role="api",
-                           default_model="openai/ct-quick"),
+                           default_model="openai/ct-quick", billing_target=targets["billing"]),
             stack, events=idle_events)
         idle = await start_gateway(GatewaySettings(
             port=0, auth_target=targets["auth"], billing_target=targets["billing"],

@@ -68,7 +68,8 @@ async def system(llm, tmp_path_factory) -> AsyncIterator[System]:
         stack.push_async_callback(idle_events.close)
         idle_db = data_dir / "idle-runner.db"
         idle_runner = await start_runner(
-            RunnerSettings(port=0, database_url=f"sqlite+aiosqlite:///{idle_db}", role="api", default_model=MODEL),
+            RunnerSettings(port=0, database_url=f"sqlite+aiosqlite:///{idle_db}", role="api", default_model=MODEL,
+                           billing_target=targets["billing"]),
             stack, events=idle_events)
         idle_settings = {"auth_target": targets["auth"], "billing_target": targets["billing"],
                          "sandbox_target": targets["sandbox"], "runner_target": idle_runner.target}

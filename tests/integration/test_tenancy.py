@@ -31,6 +31,7 @@ PUBLIC = {
     "GET /api/auth/.well-known/jwks.json": "public keys",
     "GET /api/health": "liveness of the upstreams",
     "GET /api/health/live": "liveness of the process",
+    "POST /api/billing/webhook": "Stripe's; the signature is the credential, the event names its own customer",
 }
 # Routes whose stream answer is checked on the status line only (they would never end otherwise).
 STREAMS = {"GET /api/threads/{thread_id}/stream", "GET /api/agent-run/{run_id}/stream"}

@@ -30,7 +30,7 @@ ALICE, MALLORY = "acct-alice", "acct-mallory"
 @pytest.fixture
 async def server(sqlite_url: str) -> AsyncIterator[RunningServer]:
     async with contextlib.AsyncExitStack() as stack:
-        yield await start(RunnerSettings(port=0, database_url=sqlite_url, role="api", grace_seconds=1), stack)
+        yield await start(RunnerSettings(port=0, database_url=sqlite_url, role="api", grace_seconds=1, check_billing=False), stack)
 
 
 @pytest.fixture

@@ -458,7 +458,7 @@ async def test_a_cap_of_zero_is_unlimited(engine: AsyncEngine) -> None:
 async def capped_stub(sqlite_url: str) -> AsyncIterator[runner_pb2_grpc.RunnerServiceStub]:
     async with contextlib.AsyncExitStack() as stack:
         server = await start_runner(RunnerSettings(
-            port=0, database_url=sqlite_url, role="api", grace_seconds=1,
+            port=0, database_url=sqlite_url, role="api", grace_seconds=1, check_billing=False,
             max_active_runs_per_account=1, active_runs_retry_after_seconds=9), stack)
         channel = open_channel(server.target, DEV_INTERNAL_TOKEN)
         stack.push_async_callback(channel.close)
@@ -495,7 +495,8 @@ async def test_grpc_start_run_takes_a_strategy_and_answers_the_cap_with_retry_af
 
 async def test_a_waiting_run_reads_back_as_pending_over_grpc(sqlite_url: str) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        server = await start_runner(RunnerSettings(port=0, database_url=sqlite_url, role="api", grace_seconds=1),
+        server = await start_runner(RunnerSettings(port=0, database_url=sqlite_url, role="api", grace_seconds=1,
+                                                   check_billing=False),
                                     stack)
         channel = open_channel(server.target, DEV_INTERNAL_TOKEN)
         stack.push_async_callback(channel.close)

@@ -104,7 +104,8 @@ async def test_a_start_is_not_held_up_by_an_event_stream_that_fails(env: Env, ca
 
 async def test_list_thread_runs_over_grpc_checks_the_account(sqlite_url: str) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        server = await start_runner(RunnerSettings(port=0, database_url=sqlite_url, role="api", grace_seconds=1),
+        server = await start_runner(RunnerSettings(port=0, database_url=sqlite_url, role="api", grace_seconds=1,
+                                                   check_billing=False),
                                     stack)
         channel = open_channel(server.target, DEV_INTERNAL_TOKEN)
         stack.push_async_callback(channel.close)

@@ -7,7 +7,7 @@ import pytest
 from agentry.billing import InvalidBillingRequest, Plan, Usage
 from agentry.billing.domain import MAX_STEP_COST_MICROS, Charge
 
-PLAN = Plan(name="local", opening_grant_micros=5_000_000, blocked_models=frozenset({"gpt-huge"}))
+PLAN = Plan(id="local", name="local", models=("gpt-small", "gpt-tiny*"))
 
 
 def usage(**changes) -> Usage:

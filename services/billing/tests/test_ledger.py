@@ -124,4 +124,4 @@ async def test_migrations_are_idempotent(database_url, engine, migrations_dir):
         )
         async with again.connect() as conn:
             version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version_billing"))
-    assert version == "0001"
+    assert version == "0002"

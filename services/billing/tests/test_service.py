@@ -6,14 +6,15 @@ import asyncio
 
 import pytest
 
-from agentry.billing import BillingService, InvalidBillingRequest, LocalPaymentsProvider, Usage
+from agentry.billing import BillingService, InvalidBillingRequest, Usage, load_catalog
 
 GRANT = 1_000_000
 
 
 @pytest.fixture
 def service(ledger) -> BillingService:
-    return BillingService(ledger, LocalPaymentsProvider(opening_grant_micros=GRANT, blocked_models=["gpt-huge"]))
+    return BillingService(ledger.store, load_catalog(None), opening_grant_micros=GRANT,
+                          blocked_models=frozenset({"gpt-huge"}))
 
 
 def step(n: int, cost: int, *, account_id: str = "acct", run_id: str = "run-1") -> Usage:
@@ -47,7 +48,7 @@ async def test_runs_are_refused_once_credit_is_used_up(service):
     assert (last.balance_micros, last.charged, last.may_continue) == (-10, True, False)
     decision = await service.check_run("acct", "gpt-small")
     assert (decision.allowed, decision.reason, decision.balance_micros) == (False, "insufficient_credits", -10)
-    assert decision.message == "Your credit balance is used up; add credits to start new runs."
+    assert decision.message == "Your credit balance is used up; add credits or upgrade your plan to start new runs."
 
 
 async def test_draining_exactly_to_zero_stops_the_run(service):

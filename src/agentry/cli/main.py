@@ -1,4 +1,5 @@
-"""The `agentry` command: run the system (`dev`, `serve`, `up`) and talk to it (`chat`)."""
+"""The `agentry` command: run the system (`dev`, `serve`, `up`), talk to it (`chat`), and grant
+credit (`billing grant`)."""
 
 from __future__ import annotations
 
@@ -116,6 +117,29 @@ def chat(
 
     raise typer.Exit(run_chat(url=url, email=email, password=password, prompt=prompt, thread_id=thread,
                               model=model, console=console))
+
+
+billing_app = typer.Typer(no_args_is_help=True, help="Billing operations (local payments provider).")
+app.add_typer(billing_app, name="billing")
+
+
+@billing_app.command("grant")
+def billing_grant(
+    account: Annotated[str, typer.Argument(help="The account id to credit.")],
+    amount: Annotated[str, typer.Argument(help="USD to grant, e.g. 5 or 2.50.")],
+    target: Annotated[str, typer.Option(envvar="AGENTRY_BILLING_TARGET", help="The billing service's gRPC address.")]
+    = "127.0.0.1:50052",
+    key: Annotated[str, typer.Option(help="Idempotency key: the same key grants once. Default: a new one.")] = "",
+    note: Annotated[str, typer.Option(help="Why (kept with the ledger entry).")] = "agentry billing grant",
+) -> None:
+    """Credit an account (USD), authenticated with AGENTRY_INTERNAL_TOKEN like every internal call."""
+    import uuid
+
+    from .billing import grant_command
+
+    code, line = grant_command(account, amount, target, key or uuid.uuid4().hex, note)
+    (console.print if code == 0 else typer.echo)(line, **({} if code == 0 else {"err": True}))
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":

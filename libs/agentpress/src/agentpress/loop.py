@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -366,8 +367,9 @@ class _Run:
         if completion is None:
             completion = max(1, len(processor.text) // 4) if processor.text else 0
         cost = model.cost(prompt_tokens, completion)
+        # NaN: the model has no known price. The event shows 0; the usage sink gets NaN and decides.
         await self.emit(UsageReported(model=model.name, prompt_tokens=prompt_tokens,
-                                      completion_tokens=completion, cost_usd=cost))
+                                      completion_tokens=completion, cost_usd=0.0 if math.isnan(cost) else cost))
         usage = Usage(model=model.name, prompt_tokens=prompt_tokens, completion_tokens=completion,
                       cost_usd=cost, step=self.steps)
         return await self.ctx.usage.record(usage)

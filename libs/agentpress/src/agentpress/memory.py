@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import posixpath
 import uuid
 from collections.abc import Awaitable, Callable
@@ -45,7 +46,7 @@ class RecordingUsageSink:
 
     @property
     def total_cost(self) -> float:
-        return sum(u.cost_usd for u in self.records)
+        return sum(u.cost_usd for u in self.records if not math.isnan(u.cost_usd))  # NaN: unpriced
 
     async def record(self, usage: Usage) -> bool:
         self.records.append(usage)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import os
 import warnings
 from collections.abc import AsyncIterator
@@ -68,7 +70,9 @@ class Model(Protocol):
 
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelDelta]: ...
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float: ...
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for one call; NaN when the model has no known price (never a silent 0)."""
+        ...
 
 
 _litellm: ModuleType | None = None
@@ -140,8 +144,8 @@ class LiteLLMModel:
             prompt_cost, completion_cost = litellm.cost_per_token(
                 model=self.name, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
             return float(prompt_cost + completion_cost)
-        except Exception:  # unknown model: no price known, billing counts tokens only
-            return 0.0
+        except Exception:  # unknown model: no price known; NaN says so (billing decides, never free)
+            return math.nan
 
 
 def _translate_dict(data: dict[str, Any]) -> ModelDelta:

@@ -30,6 +30,9 @@ class RunnerSettings(ServiceSettings):
     redis_prefix: str = "agentry:run:"
     sandbox_target: str = "127.0.0.1:50053"
     billing_target: str = "127.0.0.1:50052"
+    # Ask billing (CheckRun, with the model the run will really use) before creating a run, and
+    # cap the account's active runs at its plan's max_concurrent_runs.
+    check_billing: bool = True
     default_model: str = "openai/agentry-demo"
     # When set, LiteLLM calls go to this OpenAI-compatible base URL (the fake server in dev).
     llm_api_base: str | None = None

@@ -1,6 +1,13 @@
 """Runner domain errors; the servicekit interceptor maps them to gRPC status codes."""
 
-from agentry.servicekit.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from agentry.servicekit.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 
 
 class ThreadNotFound(NotFound):
@@ -30,12 +37,25 @@ class TooManyActiveRuns(ResourceExhausted):
         self.retry_after_seconds = retry_after_seconds
 
 
+class RunRefusedByBilling(PermissionDenied):
+    """Billing will not let this run start (balance used up, model not on the plan). `code` is
+    billing's reason (insufficient_credits: the gateway answers 402; model_not_allowed: 403)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = reason or "billing_refused"
+
+
 class RunNotWaiting(FailedPrecondition):
     code = "run_not_waiting"
 
 
 class InvalidInput(InvalidArgument):
     code = "invalid_argument"
+
+
+class BillingUnavailable(Unavailable):
+    code = "billing_unavailable"
 
 
 class RunQueueUnavailable(Unavailable):

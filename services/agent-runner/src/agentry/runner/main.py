@@ -175,8 +175,15 @@ async def start(
     sweeper = Sweeper(repo, queue, engine, interval=settings.sweep_interval_seconds,
                       redispatch_after=settings.redispatch_after_seconds,
                       lock_per_pass=resolve_pool_mode(settings.database_url, settings.database_pool_mode)[1] == "transaction")
+    billing_gate = None
+    if settings.role in ("api", "all") and settings.check_billing:
+        from .adapters.billing_grpc import GrpcBillingGate
+
+        gate_channel = open_channel(settings.billing_target, token, tls=settings.tls())
+        stack.push_async_callback(gate_channel.close)
+        billing_gate = GrpcBillingGate(gate_channel)
     service = RunnerService(repo, queue, events, stops, default_model=settings.default_model,
-                            force_model=settings.force_model, on_undispatched=sweeper.wake,
+                            force_model=settings.force_model, on_undispatched=sweeper.wake, billing=billing_gate,
                             max_active_runs_per_account=settings.max_active_runs_per_account,
                             active_runs_retry_after_seconds=settings.active_runs_retry_after_seconds)
     # Runs that waited for the user too long end `cancelled` (reason expired), once per pass.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from .domain import (
@@ -15,6 +16,22 @@ from .domain import (
     StoredMessage,
     Thread,
 )
+
+
+@dataclass(frozen=True)
+class BillingCheck:
+    """Billing's answer to "may this account start a run on this model"."""
+
+    allowed: bool
+    reason: str = ""
+    message: str = ""
+    max_concurrent_runs: int = 0  # the plan's cap on active runs; 0 = none
+
+
+class BillingGate(Protocol):
+    """Asked before a run is created, with the model the run will really use."""
+
+    async def check(self, account_id: str, model: str) -> BillingCheck: ...
 
 
 class RunnerRepository(Protocol):

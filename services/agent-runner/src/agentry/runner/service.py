@@ -28,9 +28,17 @@ from .domain import (
     StoredMessage,
     Thread,
 )
-from .errors import InvalidInput, MessageNotFound, RunNotFound, RunNotWaiting, ThreadNotFound, TooManyActiveRuns
+from .errors import (
+    InvalidInput,
+    MessageNotFound,
+    RunNotFound,
+    RunNotWaiting,
+    RunRefusedByBilling,
+    ThreadNotFound,
+    TooManyActiveRuns,
+)
 from .paging import decode_cursor, encode_cursor, page_size
-from .ports import RunnerRepository
+from .ports import BillingGate, RunnerRepository
 from .sinks import end_run
 from .queue import QueueUnavailable, RunJob, RunQueue
 from .stopsignal import StopSignal
@@ -47,8 +55,10 @@ class RunnerService:
     def __init__(self, repo: RunnerRepository, queue: RunQueue, events: EventStream, stops: StopSignal,
                  *, default_model: str, force_model: str | None = None, clock=time.time,
                  on_undispatched: Callable[[], None] | None = None,
-                 max_active_runs_per_account: int = 0, active_runs_retry_after_seconds: int = 1) -> None:
+                 max_active_runs_per_account: int = 0, active_runs_retry_after_seconds: int = 1,
+                 billing: BillingGate | None = None) -> None:
         self._repo = repo
+        self._billing = billing
         self._queue = queue
         self._events = events
         self._stops = stops
@@ -200,12 +210,21 @@ class RunnerService:
         if len(model) > MAX_MODEL_CHARS:
             raise InvalidInput(f"model_name: at most {MAX_MODEL_CHARS} characters")
         _refuse_nul("model_name", model)
+        max_active = self._max_active_runs
+        if self._billing is not None:
+            # Billing decides on the model the run will really use (the default when none was
+            # named); the plan's concurrency cap is enforced below, atomically, where runs live.
+            check = await self._billing.check(account_id, model)
+            if not check.allowed:
+                raise RunRefusedByBilling(check.reason, check.message or "billing does not allow this run")
+            if check.max_concurrent_runs > 0:
+                max_active = min(max_active, check.max_concurrent_runs) if max_active else check.max_concurrent_runs
         first = self._user_message(thread, prompt) if prompt.strip() else None
         try:
             run = await self._repo.create_run(run_id=str(uuid.uuid4()), thread_id=thread.thread_id,
                                               account_id=account_id, model=model, first_message=first,
                                               reasoning_effort=reasoning_effort, multitask=strategy,
-                                              max_active_runs=self._max_active_runs)
+                                              max_active_runs=max_active)
         except TooManyActiveRuns as exc:
             exc.retry_after_seconds = self._retry_after
             raise

@@ -285,6 +285,8 @@ class RunWorker:
                     usage=self._usage(run.account_id, run.run_id, run.attempt),
                     events=_OverridingSink(sink, held), cancel=cancel,
                 )
+                if hasattr(ctx.sandbox, "on_exec") and hasattr(ctx.usage, "record_sandbox"):
+                    ctx.sandbox.on_exec = ctx.usage.record_sandbox  # sandbox time is billed per exec second
                 held.task = asyncio.create_task(continue_run(ctx), name=f"run:{run.run_id}")
                 lease.on_lost(lambda: _cancel_until_done(held.task))
                 deadline = asyncio.create_task(self._watch_deadlines(run, held, cancel, from_now=answered))

@@ -1,12 +1,13 @@
 """Agentry billing: plans, credits and usage, behind the BillingService gRPC API."""
 
 from .adapters.local import LocalPaymentsProvider
-from .adapters.sql import SqlCreditLedger
+from .adapters.sql import SqlBillingStore, SqlCreditLedger
 from .config import BillingSettings
-from .domain import MICROS_PER_USD, Charge, LedgerEntry, Plan, RunDecision, Usage
+from .domain import MICROS_PER_USD, Charge, LedgerEntry, LedgerWrite, Posted, RunDecision, Subscription, Usage
 from .errors import AccountNotFound, BillingError, InvalidBillingRequest
-from .ports import CreditLedger, PaymentsProvider
-from .service import BillingService
+from .plans import Catalog, CreditPack, Plan, load_catalog
+from .ports import BillingStore, BillingTx, CreditLedger, PaymentsProvider
+from .service import BillingService, Pricing
 
 __all__ = [
     "MICROS_PER_USD",
@@ -14,14 +15,24 @@ __all__ = [
     "BillingError",
     "BillingService",
     "BillingSettings",
+    "BillingStore",
+    "BillingTx",
+    "Catalog",
     "Charge",
     "CreditLedger",
+    "CreditPack",
     "InvalidBillingRequest",
     "LedgerEntry",
+    "LedgerWrite",
     "LocalPaymentsProvider",
     "PaymentsProvider",
     "Plan",
+    "Posted",
+    "Pricing",
     "RunDecision",
+    "SqlBillingStore",
     "SqlCreditLedger",
+    "Subscription",
     "Usage",
+    "load_catalog",
 ]

@@ -12,6 +12,7 @@ from agentry.servicekit.eventstream import EventStream
 from . import accounts_routes, api_keys, auth_routes, exec_routes, initiate, me_routes, thread_routes
 from .config import GatewaySettings
 from .errors import install_error_handlers
+from .billing_routes import router as billing_router
 from .openapi import install_docs, operation_id
 from .routes import router
 from .sandbox_routes import router as sandbox_router
@@ -51,4 +52,5 @@ def create_app(settings: GatewaySettings, *, upstreams: Upstreams | None = None,
     app.include_router(me_routes.router)
     app.include_router(exec_routes.router)
     app.include_router(sandbox_router)
+    app.include_router(billing_router)
     return app

@@ -31,6 +31,10 @@ GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 
+# Error codes whose HTTP status is not the gRPC status's: billing refusing a run for want of
+# credit is 402 Payment Required whichever service relayed it (the runner checks it too).
+CODE_TO_HTTP: dict[str, int] = {"insufficient_credits": 402}
+
 # Seconds a client should wait before retrying an unavailable upstream (503).
 RETRY_AFTER_SECONDS = 1
 # Trailing-metadata key an upstream may send with RESOURCE_EXHAUSTED: whole seconds to wait.
@@ -69,6 +73,7 @@ def _from_grpc(exc: grpc.aio.AioRpcError) -> tuple[int, str, str]:
     if code == INTERNAL_CREDENTIAL_REFUSED:
         logger.error("an upstream refused the gateway's internal credential: check AGENTRY_INTERNAL_TOKEN")
         return 502, "upstream_error", "an internal service failed"
+    status = CODE_TO_HTTP.get(code, status)
     message = exc.details() or exc.code().name
     if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         message = UNAVAILABLE_MESSAGE

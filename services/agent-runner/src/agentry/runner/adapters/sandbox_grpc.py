@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -60,7 +61,18 @@ class GrpcSandbox:
                     await self._on_ready()
             return self._sandbox_id
 
+    # Set by the worker to the run's usage sink: each exec's wall-clock seconds are billed.
+    on_exec: Callable[[float], Awaitable[object]] | None = None
+
     async def exec(self, command: str, *, timeout: float, cwd: str | None = None) -> ExecResult:
+        started = time.monotonic()
+        try:
+            return await self._exec(command, timeout=timeout, cwd=cwd)
+        finally:
+            if self.on_exec is not None:
+                await asyncio.shield(self.on_exec(time.monotonic() - started))
+
+    async def _exec(self, command: str, *, timeout: float, cwd: str | None = None) -> ExecResult:
         request = pb.ExecRequest(account_id=self._account_id, sandbox_id=await self._id(),
                                  command=command, cwd=cwd or "", timeout_seconds=timeout)
         output = bytearray()

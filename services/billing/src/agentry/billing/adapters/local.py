@@ -1,21 +1,31 @@
-"""The local payments provider: every account on one plan from settings, credits without a card."""
+"""The local payments provider: no card payments; credit comes from `agentry billing grant`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from ..errors import PaymentsNotConfigured
+from ..ports import CheckoutSession, WebhookOutcome
 
-from ..domain import Plan
+_MESSAGE = "card payments are not configured on this installation (AGENTRY_BILLING_PROVIDER=local)"
 
 
 class LocalPaymentsProvider:
-    """Gives every account the same plan; used by `agentry dev`, tests and card-less installs."""
+    """Used by `agentry dev`, tests and card-less installs: plans and the ledger work the same,
+    and every card-payment call is PaymentsNotConfigured (gRPC FAILED_PRECONDITION)."""
 
-    def __init__(self, *, opening_grant_micros: int, blocked_models: Iterable[str] = ()) -> None:
-        self._plan = Plan(
-            name="local",
-            opening_grant_micros=opening_grant_micros,
-            blocked_models=frozenset(blocked_models),
-        )
+    name = "local"
 
-    async def plan_for(self, account_id: str) -> Plan:
-        return self._plan
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def checkout(self, account_id: str, *, plan_id: str | None, credit_pack_id: str | None,
+                       success_url: str | None, cancel_url: str | None) -> CheckoutSession:
+        raise PaymentsNotConfigured(_MESSAGE)
+
+    async def portal(self, account_id: str, *, return_url: str | None) -> str:
+        raise PaymentsNotConfigured(_MESSAGE)
+
+    async def handle_webhook(self, payload: bytes, signature: str) -> WebhookOutcome:
+        raise PaymentsNotConfigured(_MESSAGE)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agentry/api/billing/v1/billing.proto\x12\x16\x61gentry.api.billing.v1\"4\n\x0f\x43heckRunRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\\\n\x10\x43heckRunResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x16\n\x0e\x62\x61lance_micros\x18\x04 \x01(\x03\"\x9c\x01\n\x12RecordUsageRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x07 \x01(\x03\"T\n\x13RecordUsageResponse\x12\x16\n\x0e\x62\x61lance_micros\x18\x01 \x01(\x03\x12\x0f\n\x07\x63harged\x18\x02 \x01(\x08\x12\x14\n\x0cmay_continue\x18\x03 \x01(\x08\"\'\n\x11GetBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\",\n\x12GetBalanceResponse\x12\x16\n\x0e\x62\x61lance_micros\x18\x01 \x01(\x03\x32\xbc\x02\n\x0e\x42illingService\x12]\n\x08\x43heckRun\x12\'.agentry.api.billing.v1.CheckRunRequest\x1a(.agentry.api.billing.v1.CheckRunResponse\x12\x66\n\x0bRecordUsage\x12*.agentry.api.billing.v1.RecordUsageRequest\x1a+.agentry.api.billing.v1.RecordUsageResponse\x12\x63\n\nGetBalance\x12).agentry.api.billing.v1.GetBalanceRequest\x1a*.agentry.api.billing.v1.GetBalanceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agentry/api/billing/v1/billing.proto\x12\x16\x61gentry.api.billing.v1\"4\n\x0f\x43heckRunRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x8a\x01\n\x10\x43heckRunResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x16\n\x0e\x62\x61lance_micros\x18\x04 \x01(\x03\x12\x1b\n\x13max_concurrent_runs\x18\x05 \x01(\x05\x12\x0f\n\x07plan_id\x18\x06 \x01(\t\"\xdb\x01\n\x12RecordUsageRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x07 \x01(\x03\x12\x0e\n\x06source\x18\x08 \x01(\t\x12\x17\n\x0fsandbox_seconds\x18\t \x01(\x01\x12\x14\n\x0c\x63ost_unknown\x18\n \x01(\x08\"l\n\x13RecordUsageResponse\x12\x16\n\x0e\x62\x61lance_micros\x18\x01 \x01(\x03\x12\x0f\n\x07\x63harged\x18\x02 \x01(\x08\x12\x14\n\x0cmay_continue\x18\x03 \x01(\x08\x12\x16\n\x0e\x63harged_micros\x18\x04 \x01(\x03\"\'\n\x11GetBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\",\n\x12GetBalanceResponse\x12\x16\n\x0e\x62\x61lance_micros\x18\x01 \x01(\x03\"v\n\rSandboxLimits\x12\x15\n\rmax_sandboxes\x18\x01 \x01(\x05\x12\x0b\n\x03\x63pu\x18\x02 \x01(\x01\x12\x11\n\tmemory_mb\x18\x03 \x01(\x05\x12\x0f\n\x07\x64isk_gb\x18\x04 \x01(\x05\x12\x1d\n\x15max_seconds_per_month\x18\x05 \x01(\x05\"H\n\nRateLimits\x12\x1d\n\x15run_starts_per_minute\x18\x01 \x01(\x05\x12\x1b\n\x13requests_per_minute\x18\x02 \x01(\x05\"\xa1\x02\n\x04Plan\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cprice_micros\x18\x03 \x01(\x03\x12\x1e\n\x16monthly_credits_micros\x18\x04 \x01(\x03\x12\x0e\n\x06models\x18\x05 \x03(\t\x12\x1b\n\x13max_concurrent_runs\x18\x06 \x01(\x05\x12\x36\n\x07sandbox\x18\x07 \x01(\x0b\x32%.agentry.api.billing.v1.SandboxLimits\x12\x37\n\x0brate_limits\x18\x08 \x01(\x0b\x32\".agentry.api.billing.v1.RateLimits\x12\x17\n\x0fstripe_price_id\x18\t \x01(\t\x12\x12\n\nlookup_key\x18\n \x01(\t\"\x81\x01\n\nCreditPack\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cprice_micros\x18\x03 \x01(\x03\x12\x16\n\x0e\x63redits_micros\x18\x04 \x01(\x03\x12\x17\n\x0fstripe_price_id\x18\x05 \x01(\t\x12\x12\n\nlookup_key\x18\x06 \x01(\t\"\x12\n\x10ListPlansRequest\"\xa5\x01\n\x11ListPlansResponse\x12+\n\x05plans\x18\x01 \x03(\x0b\x32\x1c.agentry.api.billing.v1.Plan\x12\x38\n\x0c\x63redit_packs\x18\x02 \x03(\x0b\x32\".agentry.api.billing.v1.CreditPack\x12\x17\n\x0f\x64\x65\x66\x61ult_plan_id\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\",\n\x16GetSubscriptionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\xc5\x01\n\x17GetSubscriptionResponse\x12*\n\x04plan\x18\x01 \x01(\x0b\x32\x1c.agentry.api.billing.v1.Plan\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x1c\n\x14\x63urrent_period_start\x18\x03 \x01(\x01\x12\x1a\n\x12\x63urrent_period_end\x18\x04 \x01(\x01\x12\x16\n\x0e\x62\x61lance_micros\x18\x05 \x01(\x03\x12\x1c\n\x14\x63\x61ncel_at_period_end\x18\x06 \x01(\x08\"u\n\x10ListUsageRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08group_by\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\r\n\x05since\x18\x05 \x01(\x01\x12\r\n\x05until\x18\x06 \x01(\x01\"\xa9\x01\n\x08UsageRow\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0b\x63ost_micros\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\r\n\x05\x63\x61lls\x18\x05 \x01(\x03\x12\x17\n\x0fsandbox_seconds\x18\x06 \x01(\x01\x12\x10\n\x08\x66irst_at\x18\x07 \x01(\x01\x12\x0f\n\x07last_at\x18\x08 \x01(\x01\"X\n\x11ListUsageResponse\x12.\n\x04rows\x18\x01 \x03(\x0b\x32 .agentry.api.billing.v1.UsageRow\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"n\n\x0cGrantRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\ramount_micros\x18\x02 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\"8\n\rGrantResponse\x12\x16\n\x0e\x62\x61lance_micros\x18\x01 \x01(\x03\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\"}\n\x15\x43reateCheckoutRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0f\n\x07plan_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63redit_pack_id\x18\x03 \x01(\t\x12\x13\n\x0bsuccess_url\x18\x04 \x01(\t\x12\x12\n\ncancel_url\x18\x05 \x01(\t\"B\n\x16\x43reateCheckoutResponse\x12\x1b\n\x13\x63heckout_session_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\"=\n\x13\x43reatePortalRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nreturn_url\x18\x02 \x01(\t\"#\n\x14\x43reatePortalResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\":\n\x14HandleWebhookRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\t\"N\n\x15HandleWebhookResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x32\x94\x08\n\x0e\x42illingService\x12]\n\x08\x43heckRun\x12\'.agentry.api.billing.v1.CheckRunRequest\x1a(.agentry.api.billing.v1.CheckRunResponse\x12\x66\n\x0bRecordUsage\x12*.agentry.api.billing.v1.RecordUsageRequest\x1a+.agentry.api.billing.v1.RecordUsageResponse\x12\x63\n\nGetBalance\x12).agentry.api.billing.v1.GetBalanceRequest\x1a*.agentry.api.billing.v1.GetBalanceResponse\x12`\n\tListPlans\x12(.agentry.api.billing.v1.ListPlansRequest\x1a).agentry.api.billing.v1.ListPlansResponse\x12r\n\x0fGetSubscription\x12..agentry.api.billing.v1.GetSubscriptionRequest\x1a/.agentry.api.billing.v1.GetSubscriptionResponse\x12`\n\tListUsage\x12(.agentry.api.billing.v1.ListUsageRequest\x1a).agentry.api.billing.v1.ListUsageResponse\x12T\n\x05Grant\x12$.agentry.api.billing.v1.GrantRequest\x1a%.agentry.api.billing.v1.GrantResponse\x12o\n\x0e\x43reateCheckout\x12-.agentry.api.billing.v1.CreateCheckoutRequest\x1a..agentry.api.billing.v1.CreateCheckoutResponse\x12i\n\x0c\x43reatePortal\x12+.agentry.api.billing.v1.CreatePortalRequest\x1a,.agentry.api.billing.v1.CreatePortalResponse\x12l\n\rHandleWebhook\x12,.agentry.api.billing.v1.HandleWebhookRequest\x1a-.agentry.api.billing.v1.HandleWebhookResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,16 +33,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHECKRUNREQUEST']._serialized_start=64
   _globals['_CHECKRUNREQUEST']._serialized_end=116
-  _globals['_CHECKRUNRESPONSE']._serialized_start=118
-  _globals['_CHECKRUNRESPONSE']._serialized_end=210
-  _globals['_RECORDUSAGEREQUEST']._serialized_start=213
-  _globals['_RECORDUSAGEREQUEST']._serialized_end=369
-  _globals['_RECORDUSAGERESPONSE']._serialized_start=371
-  _globals['_RECORDUSAGERESPONSE']._serialized_end=455
-  _globals['_GETBALANCEREQUEST']._serialized_start=457
-  _globals['_GETBALANCEREQUEST']._serialized_end=496
-  _globals['_GETBALANCERESPONSE']._serialized_start=498
-  _globals['_GETBALANCERESPONSE']._serialized_end=542
-  _globals['_BILLINGSERVICE']._serialized_start=545
-  _globals['_BILLINGSERVICE']._serialized_end=861
+  _globals['_CHECKRUNRESPONSE']._serialized_start=119
+  _globals['_CHECKRUNRESPONSE']._serialized_end=257
+  _globals['_RECORDUSAGEREQUEST']._serialized_start=260
+  _globals['_RECORDUSAGEREQUEST']._serialized_end=479
+  _globals['_RECORDUSAGERESPONSE']._serialized_start=481
+  _globals['_RECORDUSAGERESPONSE']._serialized_end=589
+  _globals['_GETBALANCEREQUEST']._serialized_start=591
+  _globals['_GETBALANCEREQUEST']._serialized_end=630
+  _globals['_GETBALANCERESPONSE']._serialized_start=632
+  _globals['_GETBALANCERESPONSE']._serialized_end=676
+  _globals['_SANDBOXLIMITS']._serialized_start=678
+  _globals['_SANDBOXLIMITS']._serialized_end=796
+  _globals['_RATELIMITS']._serialized_start=798
+  _globals['_RATELIMITS']._serialized_end=870
+  _globals['_PLAN']._serialized_start=873
+  _globals['_PLAN']._serialized_end=1162
+  _globals['_CREDITPACK']._serialized_start=1165
+  _globals['_CREDITPACK']._serialized_end=1294
+  _globals['_LISTPLANSREQUEST']._serialized_start=1296
+  _globals['_LISTPLANSREQUEST']._serialized_end=1314
+  _globals['_LISTPLANSRESPONSE']._serialized_start=1317
+  _globals['_LISTPLANSRESPONSE']._serialized_end=1482
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=1484
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=1528
+  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_start=1531
+  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_end=1728
+  _globals['_LISTUSAGEREQUEST']._serialized_start=1730
+  _globals['_LISTUSAGEREQUEST']._serialized_end=1847
+  _globals['_USAGEROW']._serialized_start=1850
+  _globals['_USAGEROW']._serialized_end=2019
+  _globals['_LISTUSAGERESPONSE']._serialized_start=2021
+  _globals['_LISTUSAGERESPONSE']._serialized_end=2109
+  _globals['_GRANTREQUEST']._serialized_start=2111
+  _globals['_GRANTREQUEST']._serialized_end=2221
+  _globals['_GRANTRESPONSE']._serialized_start=2223
+  _globals['_GRANTRESPONSE']._serialized_end=2279
+  _globals['_CREATECHECKOUTREQUEST']._serialized_start=2281
+  _globals['_CREATECHECKOUTREQUEST']._serialized_end=2406
+  _globals['_CREATECHECKOUTRESPONSE']._serialized_start=2408
+  _globals['_CREATECHECKOUTRESPONSE']._serialized_end=2474
+  _globals['_CREATEPORTALREQUEST']._serialized_start=2476
+  _globals['_CREATEPORTALREQUEST']._serialized_end=2537
+  _globals['_CREATEPORTALRESPONSE']._serialized_start=2539
+  _globals['_CREATEPORTALRESPONSE']._serialized_end=2574
+  _globals['_HANDLEWEBHOOKREQUEST']._serialized_start=2576
+  _globals['_HANDLEWEBHOOKREQUEST']._serialized_end=2634
+  _globals['_HANDLEWEBHOOKRESPONSE']._serialized_start=2636
+  _globals['_HANDLEWEBHOOKRESPONSE']._serialized_end=2714
+  _globals['_BILLINGSERVICE']._serialized_start=2717
+  _globals['_BILLINGSERVICE']._serialized_end=3761
 # @@protoc_insertion_point(module_scope)

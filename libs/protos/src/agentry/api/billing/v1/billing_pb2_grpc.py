@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class BillingServiceStub:
     """Credits and usage. CheckRun is asked before a run starts; RecordUsage is sent as a run
-    consumes model tokens, idempotent per (run_id, step).
+    consumes model tokens (and sandbox time), idempotent per (run_id, step).
+    Money is always micro-USD (1 USD = 1,000,000) in int64.
     """
 
     def __init__(self, channel):
@@ -51,11 +52,47 @@ class BillingServiceStub:
                 request_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GetBalanceRequest.SerializeToString,
                 response_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GetBalanceResponse.FromString,
                 _registered_method=True)
+        self.ListPlans = channel.unary_unary(
+                '/agentry.api.billing.v1.BillingService/ListPlans',
+                request_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.ListPlansRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.ListPlansResponse.FromString,
+                _registered_method=True)
+        self.GetSubscription = channel.unary_unary(
+                '/agentry.api.billing.v1.BillingService/GetSubscription',
+                request_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GetSubscriptionRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GetSubscriptionResponse.FromString,
+                _registered_method=True)
+        self.ListUsage = channel.unary_unary(
+                '/agentry.api.billing.v1.BillingService/ListUsage',
+                request_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.ListUsageRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.ListUsageResponse.FromString,
+                _registered_method=True)
+        self.Grant = channel.unary_unary(
+                '/agentry.api.billing.v1.BillingService/Grant',
+                request_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GrantRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GrantResponse.FromString,
+                _registered_method=True)
+        self.CreateCheckout = channel.unary_unary(
+                '/agentry.api.billing.v1.BillingService/CreateCheckout',
+                request_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.CreateCheckoutRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.CreateCheckoutResponse.FromString,
+                _registered_method=True)
+        self.CreatePortal = channel.unary_unary(
+                '/agentry.api.billing.v1.BillingService/CreatePortal',
+                request_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.CreatePortalRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.CreatePortalResponse.FromString,
+                _registered_method=True)
+        self.HandleWebhook = channel.unary_unary(
+                '/agentry.api.billing.v1.BillingService/HandleWebhook',
+                request_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.HandleWebhookRequest.SerializeToString,
+                response_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.HandleWebhookResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
     """Credits and usage. CheckRun is asked before a run starts; RecordUsage is sent as a run
-    consumes model tokens, idempotent per (run_id, step).
+    consumes model tokens (and sandbox time), idempotent per (run_id, step).
+    Money is always micro-USD (1 USD = 1,000,000) in int64.
     """
 
     def CheckRun(self, request, context):
@@ -72,6 +109,55 @@ class BillingServiceServicer:
 
     def GetBalance(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPlans(self, request, context):
+        """The configured plans and credit packs (what GET /api/billing/plans shows).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSubscription(self, request, context):
+        """The account's plan, status, period, balance and limits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsage(self, request, context):
+        """Usage grouped by day, model or run, newest first, cursor-paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Grant(self, request, context):
+        """Operator credit (`agentry billing grant`): idempotent by `idempotency_key`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCheckout(self, request, context):
+        """Payments provider calls (Stripe); the local provider answers FAILED_PRECONDITION
+        with code payments_not_configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePortal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandleWebhook(self, request, context):
+        """The raw webhook body and its signature header, verified and applied by billing.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -94,6 +180,41 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     request_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GetBalanceRequest.FromString,
                     response_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GetBalanceResponse.SerializeToString,
             ),
+            'ListPlans': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlans,
+                    request_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.ListPlansRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.ListPlansResponse.SerializeToString,
+            ),
+            'GetSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSubscription,
+                    request_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GetSubscriptionRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GetSubscriptionResponse.SerializeToString,
+            ),
+            'ListUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsage,
+                    request_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.ListUsageRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.ListUsageResponse.SerializeToString,
+            ),
+            'Grant': grpc.unary_unary_rpc_method_handler(
+                    servicer.Grant,
+                    request_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GrantRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GrantResponse.SerializeToString,
+            ),
+            'CreateCheckout': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCheckout,
+                    request_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.CreateCheckoutRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.CreateCheckoutResponse.SerializeToString,
+            ),
+            'CreatePortal': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePortal,
+                    request_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.CreatePortalRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.CreatePortalResponse.SerializeToString,
+            ),
+            'HandleWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandleWebhook,
+                    request_deserializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.HandleWebhookRequest.FromString,
+                    response_serializer=agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.HandleWebhookResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'agentry.api.billing.v1.BillingService', rpc_method_handlers)
@@ -104,7 +225,8 @@ def add_BillingServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class BillingService:
     """Credits and usage. CheckRun is asked before a run starts; RecordUsage is sent as a run
-    consumes model tokens, idempotent per (run_id, step).
+    consumes model tokens (and sandbox time), idempotent per (run_id, step).
+    Money is always micro-USD (1 USD = 1,000,000) in int64.
     """
 
     @staticmethod
@@ -178,6 +300,195 @@ class BillingService:
             '/agentry.api.billing.v1.BillingService/GetBalance',
             agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GetBalanceRequest.SerializeToString,
             agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GetBalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.billing.v1.BillingService/ListPlans',
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.ListPlansRequest.SerializeToString,
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.ListPlansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.billing.v1.BillingService/GetSubscription',
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GetSubscriptionRequest.SerializeToString,
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GetSubscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.billing.v1.BillingService/ListUsage',
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.ListUsageRequest.SerializeToString,
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.ListUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Grant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.billing.v1.BillingService/Grant',
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GrantRequest.SerializeToString,
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.GrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCheckout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.billing.v1.BillingService/CreateCheckout',
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.CreateCheckoutRequest.SerializeToString,
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.CreateCheckoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePortal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.billing.v1.BillingService/CreatePortal',
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.CreatePortalRequest.SerializeToString,
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.CreatePortalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandleWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.api.billing.v1.BillingService/HandleWebhook',
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.HandleWebhookRequest.SerializeToString,
+            agentry_dot_api_dot_billing_dot_v1_dot_billing__pb2.HandleWebhookResponse.FromString,
             options,
             channel_credentials,
             insecure,
