@@ -12,7 +12,8 @@ from typing import Any
 import grpc
 from grpc.aio import AbortError
 
-from .context import REQUEST_ID_KEY, RUN_ID_KEY, new_request_id, request_id_var, run_id_var
+from .context import (ACCOUNT_ID_KEY, REQUEST_ID_KEY, RUN_ID_KEY, account_id_var, new_request_id, request_id_var,
+                      run_id_var)
 from .errors import ERROR_CODE_KEY, INTERNAL_CREDENTIAL_REFUSED, DomainError
 
 
@@ -91,12 +92,14 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
         meta = _metadata(handler_call_details)
         request_id = meta.get(REQUEST_ID_KEY) or new_request_id()
         run_id = meta.get(RUN_ID_KEY, "-")
+        account_id = meta.get(ACCOUNT_ID_KEY, "-")
         method = handler_call_details.method
 
         def unary(behaviour):
             async def wrapper(request, context):
                 request_id_var.set(request_id)
                 run_id_var.set(run_id)
+                account_id_var.set(account_id)
                 try:
                     return await behaviour(request, context)
                 except AbortError:
@@ -110,6 +113,7 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
             async def wrapper(request, context):
                 request_id_var.set(request_id)
                 run_id_var.set(run_id)
+                account_id_var.set(account_id)
                 try:
                     # aclosing: a cancelled call finalises the handler's generator now, so its
                     # cleanup (killing a sandbox process, say) never waits for the GC.

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from .context import configure_logging
 from .entrypoint import Migrations, service_command
 from .interceptors import ContextInterceptor, InternalAuthInterceptor
+from .metrics import MetricsInterceptor, serve_metrics
 from .settings import ServiceSettings
 from .tls import TlsFiles
 
@@ -57,7 +58,7 @@ async def start_grpc_server(
     tls: TlsFiles | None = None,
 ) -> RunningServer:
     server = grpc.aio.server(
-        interceptors=[InternalAuthInterceptor(internal_token), ContextInterceptor()],
+        interceptors=[MetricsInterceptor(), InternalAuthInterceptor(internal_token), ContextInterceptor()],
         options=[("grpc.so_reuseport", 0)],
     )
     register(server)
@@ -95,6 +96,8 @@ async def serve_until_signalled(start: StartFn[S], settings: S) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
+        if settings.metrics_port is not None:
+            serve_metrics(settings.metrics_host, settings.metrics_port, stack)
         await start(settings, stack)
         await stop.wait()
         logger.info("shutting down")
@@ -108,5 +111,5 @@ def run_service(start: StartFn[S], settings_cls: type[S], *, migrations: Migrati
     if code is not None:
         raise SystemExit(code)
     settings = settings_cls()
-    configure_logging(settings.log_level, json=not settings.dev_mode)
+    configure_logging(settings.log_level, json=settings.log_json())
     asyncio.run(serve_until_signalled(start, settings))

@@ -95,5 +95,7 @@ class RunnerSettings(ServiceSettings):
     # active_runs_retry_after_seconds. 0 = unlimited.
     max_active_runs_per_account: int = Field(100, ge=0)
     active_runs_retry_after_seconds: int = Field(5, ge=1, le=3600)
+    # How often the runner api samples the queue's depth and oldest waiting run for /metrics.
+    queue_sample_seconds: float = Field(5.0, gt=0)
     event_ttl_seconds: int = 3600
     event_maxlen: int = 10_000

@@ -184,6 +184,17 @@ async def start(
     sweeper.start()
     stack.push_async_callback(sweeper.close)
 
+    if settings.role in ("api", "all"):  # queue depth and the oldest waiting run, for /metrics
+        from .metrics import sample_queue
+
+        sampler = asyncio.create_task(sample_queue(repo, interval=settings.queue_sample_seconds), name="queue-metrics")
+
+        async def _stop_sampler() -> None:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+
+        stack.push_async_callback(_stop_sampler)
+
     service_names: list[str] = []
     register = lambda server: None  # noqa: E731 - a worker-only process serves health alone
     if settings.role in ("api", "all"):
@@ -214,7 +225,15 @@ def main() -> None:
 
         from .prefork import serve_prefork
 
-        configure_logging(settings.log_level, json=not settings.dev_mode)
+        configure_logging(settings.log_level, json=settings.log_json())
+        if settings.metrics_port is not None:
+            # One /metrics for the pod, summing every child (prometheus-client's multiprocess
+            # mode), served by slot 0 on the metrics port; set before any metric exists.
+            import tempfile
+
+            from agentry.servicekit.metrics import MULTIPROC_ENV, enable_multiprocess
+
+            enable_multiprocess(os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="agentry-metrics-"))
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         warnings.filterwarnings("ignore", message=".*ReadOnly.*", category=UserWarning)
         sys.exit(serve_prefork(settings.processes, lambda: run_service(start, RunnerSettings),

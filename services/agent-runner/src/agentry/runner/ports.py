@@ -76,6 +76,10 @@ class RunnerRepository(Protocol):
 
     async def mark_undispatched(self, run_id: str) -> None: ...
 
+    async def queue_stats(self) -> tuple[int, float | None]:
+        """(runs waiting for a worker - status queued -, creation time of the oldest, epoch s)."""
+        ...
+
     async def dispatch_candidates(self, *, redispatch_after: float, limit: int = 500) -> list[DispatchJob]: ...
 
     async def finish_run(self, run_id: str, *, from_: Iterable[RunStatus], to: RunStatus, error: str,

@@ -108,6 +108,9 @@ class RunnerService:
         except TooManyActiveRuns as exc:
             exc.retry_after_seconds = self._retry_after
             raise
+        from . import metrics
+
+        metrics.runs_started().labels(metrics.model_label(model)).inc()
         if run.thread_seq is not None:
             self._announce(run)
         if run.status is RunStatus.QUEUED:

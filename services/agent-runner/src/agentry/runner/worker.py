@@ -44,9 +44,10 @@ from agentpress import (
     default_tools,
 )
 
-from agentry.servicekit.context import run_id_var
+from agentry.servicekit.context import account_id_var, run_id_var
 from agentry.servicekit.eventstream import EventStream
 
+from . import metrics
 from .admission import Admission
 from .config import RunnerSettings
 from .domain import RESUME_USER_INPUT, ClaimedRun, Phase, Run, RunStatus
@@ -165,6 +166,7 @@ class RunWorker:
         go back to the queue (this worker is shutting down); returns when the job is done with
         (the run ended, or another worker holds it)."""
         run_id_var.set(job.run_id)
+        account_id_var.set(job.account_id)
         if not self._accepting:
             raise RequeueJob("the worker is shutting down")
         if self._ready is not None and not self._ready.is_set():
@@ -179,11 +181,15 @@ class RunWorker:
         run = claimed.run
         held = _Held(Lease(run.run_id, run.lease_epoch), time.monotonic())
         self._held[run.run_id] = held
+        active = metrics.active_runs()
+        active.inc()
         try:
             await self._drive(claimed, held)
         finally:
             self._held.pop(run.run_id, None)
+            active.dec()
         if held.handed_back:
+            metrics.runs_handed_back().inc()
             raise RequeueJob("run handed back at shutdown")
 
     async def _claim(self, run_id: str) -> ClaimedRun | None:
@@ -231,6 +237,11 @@ class RunWorker:
 
         sink = RunEventSink(run.run_id, self._repo, self._events, last_seq=last_seq, lease=lease,
                             on_event=seen_event, write_retry_seconds=self._policy.write_retry_seconds)
+        sink.started_at = run.started_at
+        first_start = run.attempt <= 1 and not answered
+        if first_start:  # how long its job waited for a worker
+            metrics.queue_wait().observe(max(self._clock() - run.created_at, 0.0))
+        observer = metrics.RunObserver(model=run.model, created_at=run.created_at if first_start else None)
         if run.attempt > self._policy.max_attempts:
             await sink.emit(RunFinished(reason="error", error=(
                 f"the run was interrupted {run.attempt - 1} times (its worker was lost); giving up")))
@@ -245,6 +256,7 @@ class RunWorker:
         messages = ThreadMessageStore(self._repo, thread_id=run.thread_id, account_id=run.account_id, lease=lease)
         if resumed or answered:
             logger.info("resuming run (attempt %d, %s)", run.attempt, claimed.resume_reason)
+            metrics.runs_resumed().labels(str(claimed.resume_reason or "unknown")).inc()
             await sink.emit(RunResumed(attempt=run.attempt, reason=claimed.resume_reason))
             await sink.emit(PhaseChanged(phase=Phase.RESUMED.value))
         if run.status is RunStatus.CANCELLING:  # stopped while no worker held it
@@ -281,7 +293,7 @@ class RunWorker:
                     run_id=run.run_id, thread_id=run.thread_id, messages=messages,
                     sandbox=self._sandboxes(run.account_id, claimed.project_id, sandbox_starting, sandbox_ready),
                     usage=self._usage(run.account_id, run.run_id, run.attempt),
-                    events=_OverridingSink(sink, held), cancel=cancel,
+                    events=_OverridingSink(sink, held, observer), cancel=cancel,
                 )
                 held.task = asyncio.create_task(continue_run(ctx), name=f"run:{run.run_id}")
                 lease.on_lost(lambda: _cancel_until_done(held.task))
@@ -297,6 +309,8 @@ class RunWorker:
                     deadline.cancel()
                 if held.task.cancelled():
                     logger.info("run stopped here: %s", "handed back" if held.handed_back else "lease lost")
+                    if not held.handed_back:
+                        metrics.lease_losses().inc()
                     return
                 result = held.task.result()
                 if result.reason is FinishReason.REQUIRES_ACTION:
@@ -307,10 +321,14 @@ class RunWorker:
         except Exception:
             if lease.lost:
                 logger.info("run stopped here: lease lost", exc_info=True)
+                if not held.handed_back:
+                    metrics.lease_losses().inc()
                 return
             logger.exception("run crashed")
             if not sink.finished:
                 await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
+        finally:
+            observer.flush()
 
     async def _pause(self, run: Run, sink: RunEventSink, lease: Lease, pending: dict) -> None:
         """The run waits for the user: the sink stored requires_action with the status (it holds
@@ -421,15 +439,18 @@ def _cancel_until_done(task: asyncio.Task[object] | None) -> None:
 
 class _OverridingSink:
     """The run's event sink, except that a deadline that stopped the run turns the "cancelled"
-    ending into the deadline's "timeout"."""
+    ending into the deadline's "timeout"; every event is shown to the run's metrics observer."""
 
-    def __init__(self, sink: RunEventSink, held: _Held) -> None:
+    def __init__(self, sink: RunEventSink, held: _Held, observer: metrics.RunObserver | None = None) -> None:
         self._sink = sink
         self._held = held
+        self._observer = observer
 
     async def emit(self, event) -> None:
         if isinstance(event, RunFinished) and self._held.end_override is not None:
             event = self._held.end_override
+        if self._observer is not None:
+            self._observer.observe(event)
         await self._sink.emit(event)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+from . import metrics
 from .domain import Charge, RunDecision, Usage, require_account_id
 from .ports import CreditLedger, PaymentsProvider
 
@@ -19,9 +22,13 @@ class BillingService:
 
     async def check_run(self, account_id: str, model: str) -> RunDecision:
         require_account_id(account_id)
+        started = time.perf_counter()
         plan = await self._payments.plan_for(account_id)
         balance = await self._ledger.open_account(account_id, plan.opening_grant_micros)
-        return plan.decide(balance, model)
+        decision = plan.decide(balance, model)
+        metrics.check_duration().observe(time.perf_counter() - started)
+        metrics.checks().labels("allowed" if decision.allowed else "refused", decision.reason[:40]).inc()
+        return decision
 
     async def record_usage(self, usage: Usage) -> Charge:
         await self._open(usage.account_id)

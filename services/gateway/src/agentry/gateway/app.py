@@ -12,6 +12,8 @@ from agentry.servicekit.eventstream import EventStream
 from . import accounts_routes, api_keys, auth_routes
 from .config import GatewaySettings
 from .errors import install_error_handlers
+from .metrics import HttpMetricsMiddleware
+from .metrics import router as metrics_router
 from .routes import router
 from .sandbox_routes import router as sandbox_router
 from .upstreams import Upstreams, open_upstreams
@@ -32,6 +34,8 @@ def create_app(settings: GatewaySettings, *, upstreams: Upstreams | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=True,
                            allow_methods=["*"], allow_headers=["*"])
     install_error_handlers(app)
+    app.add_middleware(HttpMetricsMiddleware)
+    app.include_router(metrics_router)
     app.include_router(auth_routes.router)
     app.include_router(api_keys.router)
     app.include_router(accounts_routes.router)

@@ -62,6 +62,10 @@ class GatewaySettings(BaseSettings):
         validation_alias=AliasChoices("AGENTRY_INTERNAL_TOKEN", "internal_token"),
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("AGENTRY_LOG_LEVEL", "log_level"))
+    # "json": one JSON object per line (production, the default); "text": readable lines (`agentry
+    # dev` logs text). The same AGENTRY_LOG_FORMAT the services read.
+    log_format: Literal["json", "text"] = Field(default="json",
+                                                validation_alias=AliasChoices("AGENTRY_LOG_FORMAT", "log_format"))
     # Mutual TLS to the services, when all three are set (the same AGENTRY_TLS_* as the services').
     tls_cert_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_CERT_FILE",
                                                                                    "tls_cert_file"))

@@ -73,5 +73,5 @@ def main() -> None:
     if code is not None:
         raise SystemExit(code)
     settings = GatewaySettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, json=settings.log_format == "json")
     asyncio.run(_serve(settings))

@@ -20,6 +20,7 @@ from .deps import CallerDep, StreamCallerDep, UpstreamsDep
 from .errors import ApiError
 from .idempotency import IDEMPOTENCY_RESPONSES, KEY_DESCRIPTION, KEY_HEADER, MAX_KEY_LENGTH, idempotent
 from .sandbox_routes import project_sandbox
+from .metrics import metered_stream
 from .sse import run_events
 from .thread_stream import list_thread_runs, parse_cursor, thread_events
 
@@ -90,7 +91,8 @@ async def start_run(thread_id: str, caller: CallerDep, up: UpstreamsDep, body: s
             raise ApiError(status, check.reason or "not_allowed", check.message or "this run is not allowed")
         run = await up.runner.StartRun(pb.StartRunRequest(
             account_id=caller.account_id, thread_id=thread_id, model_name=model, prompt=body.prompt or "",
-            reasoning_effort=body.reasoning_effort or "", multitask_strategy=body.multitask_strategy or ""))
+            reasoning_effort=body.reasoning_effort or "", multitask_strategy=body.multitask_strategy or "",
+            user_id=caller.user_id or ""))
         return schemas.RunStarted(agent_run_id=run.agent_run_id, status=run.status)
 
     return await idempotent(up.idempotency, key=idempotency_key, account_id=caller.account_id,
@@ -163,7 +165,7 @@ async def stream_run(
     await up.events.first_seq(run.agent_run_id)
     body = run_events(run=run, account_id=caller.account_id, after_seq=after, events=up.events,
                       runner=up.runner, keepalive_seconds=request.app.state.settings.keepalive_seconds)
-    return StreamingResponse(body, media_type="text/event-stream",
+    return StreamingResponse(metered_stream(body, "run"), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
@@ -188,7 +190,7 @@ async def stream_thread(
     body = thread_events(thread_id=thread_id, account_id=caller.account_id, runs=runs, listed_after=after,
                          resume=resume, events=up.events, runner=up.runner,
                          keepalive_seconds=request.app.state.settings.keepalive_seconds)
-    return StreamingResponse(body, media_type="text/event-stream",
+    return StreamingResponse(metered_stream(body, "thread"), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

@@ -500,6 +500,14 @@ class SqlRunnerRepository:
         async with self._engine.begin() as conn:
             return (await conn.execute(query)).rowcount == 1
 
+    async def queue_stats(self) -> tuple[int, float | None]:
+        """Runs waiting for a worker (queued) and when the oldest was created (metrics)."""
+        c = agent_runs.c
+        query = sa.select(sa.func.count(), sa.func.min(c.created_at)).where(c.status == RunStatus.QUEUED.value)
+        async with self._engine.connect() as conn:
+            count, oldest = (await conn.execute(query)).one()
+        return int(count), (float(oldest) if oldest is not None else None)
+
     async def mark_undispatched(self, run_id: str) -> None:
         """The broker did not take the run's job: the sweeper publishes it on its next pass."""
         async with self._engine.begin() as conn:
