@@ -35,7 +35,7 @@ class RunnerRepository(Protocol):
     async def create_run(self, *, run_id: str, thread_id: str, account_id: str, model: str,
                          first_message: StoredMessage | None, reasoning_effort: str = "",
                          multitask: MultitaskStrategy | str = MultitaskStrategy.REJECT,
-                         max_active_runs: int = 0) -> Run:
+                         max_active_runs: int = 0, user_id: str = "") -> Run:
         """Inserts the run atomically: `queued` with its prompt when it gets the thread now,
         else (enqueue, interrupt, rollback) `pending` with the prompt kept back until a run
         ending gives it the thread. RunAlreadyActive for reject while a run holds the thread;
