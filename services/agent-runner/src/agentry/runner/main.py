@@ -128,9 +128,17 @@ async def start(
                               max_per_second=settings.max_admissions_per_second)
         admission.start()
         stack.push_async_callback(admission.close)
+        tracer = None
+        if settings.langfuse_public_key and settings.langfuse_secret_key:  # else nothing imported
+            from .adapters.langfuse_tracing import LangfuseTracer
+
+            tracer = LangfuseTracer.from_settings(settings)
+            if tracer is not None:
+                stack.push_async_callback(tracer.close)
+                logger.info("runs are traced to Langfuse at %s", settings.langfuse_base_url)
         worker = RunWorker(repo=repo, events=events, stops=stops, sandboxes=sandboxes, usage=usage,
                            agent_factory=agents or agent_factory(settings), policy=policy_from(settings),
-                           admission=admission)
+                           admission=admission, tracer=tracer)
         worker.start()
         stack.push_async_callback(worker.close)
         if settings.role == "worker":

@@ -83,7 +83,7 @@ class RunnerService:
         return await self._repo.list_messages(thread.thread_id)
 
     async def start_run(self, account_id: str, thread_id: str, model: str, prompt: str,
-                        reasoning_effort: str = "", multitask_strategy: str = "") -> Run:
+                        reasoning_effort: str = "", multitask_strategy: str = "", *, user_id: str = "") -> Run:
         """Starts a run on the thread. When another run is active there, `multitask_strategy`
         decides: reject (the default: RunAlreadyActive), enqueue (the run waits, `pending`, until
         the runs ahead of it have ended), interrupt (the active run is stopped and this one runs
@@ -104,7 +104,7 @@ class RunnerService:
             run = await self._repo.create_run(run_id=str(uuid.uuid4()), thread_id=thread.thread_id,
                                               account_id=account_id, model=model, first_message=first,
                                               reasoning_effort=reasoning_effort, multitask=strategy,
-                                              max_active_runs=self._max_active_runs)
+                                              max_active_runs=self._max_active_runs, user_id=user_id[:64])
         except TooManyActiveRuns as exc:
             exc.retry_after_seconds = self._retry_after
             raise

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from agentpress import (
@@ -59,6 +60,8 @@ from .stopsignal import StopSignal
 logger = logging.getLogger(__name__)
 
 AgentFactory = Callable[[Run], Agent]
+# The Langfuse tracer's shape: start_run(**run fields) -> an agentpress RunObserver with end().
+RunTracer = Any
 # (account_id, project_id, on_start, on_ready) -> the run's sandbox; (account_id, run_id, attempt) -> usage
 SandboxFactory = Callable[..., SandboxPort]
 UsageFactory = Callable[..., UsageSink]
@@ -95,8 +98,10 @@ class RunWorker:
     def __init__(self, *, repo: RunnerRepository, events: EventStream, stops: StopSignal,
                  sandboxes: SandboxFactory, usage: UsageFactory, agent_factory: AgentFactory,
                  policy: WorkerPolicy = WorkerPolicy(), worker_id: str | None = None,
-                 clock: Callable[[], float] = time.time, admission: Admission | None = None) -> None:
+                 clock: Callable[[], float] = time.time, admission: Admission | None = None,
+                 tracer: RunTracer | None = None) -> None:
         self._repo = repo
+        self._tracer = tracer  # Langfuse (adapters/langfuse_tracing.py); None: runs are not traced
         self._admission = admission
         self._events = events
         self._stops = stops
@@ -287,13 +292,15 @@ class RunWorker:
             if previous is not None:
                 await sink.emit(PhaseChanged(phase=previous[0], tool=previous[1] or None))
 
+        trace = self._start_trace(claimed)
+        outcome, error = "error", "the worker failed while running the agent"
         try:
             async with self._stops.watch(run.run_id) as cancel:
                 ctx = RunContext(
                     run_id=run.run_id, thread_id=run.thread_id, messages=messages,
                     sandbox=self._sandboxes(run.account_id, claimed.project_id, sandbox_starting, sandbox_ready),
                     usage=self._usage(run.account_id, run.run_id, run.attempt),
-                    events=_OverridingSink(sink, held, observer), cancel=cancel,
+                    events=_OverridingSink(sink, held, observer), cancel=cancel, observer=trace,
                 )
                 held.task = asyncio.create_task(continue_run(ctx), name=f"run:{run.run_id}")
                 lease.on_lost(lambda: _cancel_until_done(held.task))
@@ -311,8 +318,10 @@ class RunWorker:
                     logger.info("run stopped here: %s", "handed back" if held.handed_back else "lease lost")
                     if not held.handed_back:
                         metrics.lease_losses().inc()
+                    outcome, error = ("handed_back" if held.handed_back else "lease_lost"), None
                     return
                 result = held.task.result()
+                outcome, error = str(result.reason), result.error
                 if result.reason is FinishReason.REQUIRES_ACTION:
                     await self._pause(run, sink, lease, result.pending or {})
                     return
@@ -328,7 +337,21 @@ class RunWorker:
             if not sink.finished:
                 await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
         finally:
+            if trace is not None:
+                trace.end(outcome=outcome, error=error)
             observer.flush()
+
+    def _start_trace(self, claimed: ClaimedRun) -> Any:
+        if self._tracer is None:
+            return None
+        run = claimed.run
+        try:
+            return self._tracer.start_run(run_id=run.run_id, thread_id=run.thread_id, account_id=run.account_id,
+                                          user_id=run.user_id, model=run.model,
+                                          attempt=run.attempt, resume_reason=claimed.resume_reason)
+        except Exception:  # noqa: BLE001 - a tracer never stops a run
+            logger.warning("could not start the run's trace", exc_info=True)
+            return None
 
     async def _pause(self, run: Run, sink: RunEventSink, lease: Lease, pending: dict) -> None:
         """The run waits for the user: the sink stored requires_action with the status (it holds
