@@ -46,7 +46,7 @@ class ServiceSettings(BaseSettings):
     # METRICS_PORT, e.g. AGENTRY_AUTH_METRICS_PORT); unset, none are served (embedded mode: the
     # gateway's /metrics serves every service's).
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str | None = None  # unset: the same interface as `host`
     grace_seconds: float = 10.0
     # PostgreSQL connections this process may hold (pool + overflow). A request that finds none
     # free waits for one (it never fails for lack of a connection within the pool timeout).

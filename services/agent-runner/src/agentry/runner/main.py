@@ -14,6 +14,7 @@ from pathlib import Path
 from agentry.api.runner.v1 import runner_pb2, runner_pb2_grpc
 from agentry.servicekit import RunningServer, open_channel, run_service, start_grpc_server
 from agentry.servicekit.db import open_database
+from agentry.servicekit.health import Check, database_check, grpc_check, redis_check
 from agentry.servicekit.eventstream import EventStream, MemoryEventStream, RedisEventStream
 
 from .adapters.sql import SqlRunnerRepository
@@ -83,6 +84,18 @@ def _build_stops(settings: RunnerSettings) -> StopSignal:
     return MemoryStopSignal()
 
 
+def _readiness_checks(settings: RunnerSettings, engine, queue: RunQueue) -> dict[str, Check]:
+    """What this process needs to do its work: the database, Redis and RabbitMQ when used (the
+    worker adds the services it calls)."""
+    checks: dict[str, Check] = {"database": database_check(engine)}
+    if settings.events == "redis":
+        checks["redis"] = redis_check(settings.redis_url)
+    check_queue = getattr(queue, "check", None)
+    if check_queue is not None:
+        checks["rabbitmq"] = check_queue
+    return checks
+
+
 async def start(
     settings: RunnerSettings,
     stack: contextlib.AsyncExitStack,
@@ -103,6 +116,7 @@ async def start(
     stack.push_async_callback(stops.close)
     queue = _build_queue(settings)
     stack.push_async_callback(queue.close)
+    checks = _readiness_checks(settings, engine, queue)
     token = settings.internal_token.get_secret_value()
 
     if settings.role in ("worker", "all"):
@@ -116,6 +130,7 @@ async def start(
         billing_channel = open_channel(settings.billing_target, token, tls=settings.tls())
         stack.push_async_callback(sandbox_channel.close)
         stack.push_async_callback(billing_channel.close)
+        checks["sandbox"], checks["billing"] = grpc_check(sandbox_channel), grpc_check(billing_channel)
 
         def sandboxes(account_id, project_id, on_start=None, on_ready=None):
             return GrpcSandbox(sandbox_channel, account_id=account_id, project_id=project_id,
@@ -211,7 +226,7 @@ async def start(
             RunnerServicer(service), server)
     return await start_grpc_server(name=f"runner-{settings.role}", register=register, service_names=service_names,
                                    host=settings.host, port=settings.port, internal_token=token, stack=stack,
-                                   grace=settings.grace_seconds, tls=settings.tls())
+                                   grace=settings.grace_seconds, tls=settings.tls(), readiness_checks=checks)
 
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

@@ -9,8 +9,9 @@ not a delta (a tool call, a finished message, the end) - never a metric operatio
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-from agentpress import RunFinished, TextDelta, ToolCallFinished, UsageReported
+from agentpress import TextDelta, ToolCallFinished, UsageReported
 
 from agentry.servicekit.metrics import LONG_BUCKETS, BoundedLabel, family
 
@@ -111,42 +112,45 @@ def record_finished(status: str, reason: str) -> None:
 
 class RunObserver:
     """Watches one run's events on their way to the sink: time to first token, token and cost
-    usage, tool calls, and the events count (flushed per batch)."""
+    usage, tool calls. The events counter follows the sink's sequence number (`seq()`, every
+    numbered event, the terminal one included), added with each event that is not a token delta
+    and at the end: per batch, never per token."""
 
-    __slots__ = ("_created_at", "_model", "_first_token_seen", "_unflushed")
+    __slots__ = ("_created_at", "_model", "_first_token_seen", "_seq", "_counted")
 
-    def __init__(self, *, model: str, created_at: float | None) -> None:
+    def __init__(self, *, model: str, created_at: float | None, seq: Callable[[], int]) -> None:
         self._model = model_label(model)
         self._created_at = created_at  # None: not a first attempt, no time to first token
         self._first_token_seen = created_at is None
-        self._unflushed = 0
+        self._seq = seq
+        self._counted = seq()
 
     def observe(self, event: object) -> None:
-        self._unflushed += 1
-        if type(event) is TextDelta:
+        kind = type(event)
+        if kind is TextDelta:
             if not self._first_token_seen:
                 self._first_token_seen = True
                 assert self._created_at is not None
                 time_to_first_token().labels(self._model).observe(max(time.time() - self._created_at, 0.0))
             return
         self.flush()
-        if type(event) is UsageReported:
-            model = model_label(event.model)
-            tokens().labels(model, "prompt").inc(event.prompt_tokens)
-            tokens().labels(model, "completion").inc(event.completion_tokens)
-            if event.cost_usd:
-                cost().labels(model).inc(event.cost_usd)
-        elif type(event) is ToolCallFinished:
-            tool = tool_label(event.name)
-            tool_calls().labels(tool, "error" if event.error else "ok").inc()
-            tool_duration().labels(tool).observe(event.duration_ms / 1000.0)
-        elif type(event) is RunFinished:
-            pass  # counted where the end is stored (end_run), with its final status
+        if kind is UsageReported:
+            model = model_label(event.model)  # type: ignore[attr-defined]
+            tokens().labels(model, "prompt").inc(event.prompt_tokens)  # type: ignore[attr-defined]
+            tokens().labels(model, "completion").inc(event.completion_tokens)  # type: ignore[attr-defined]
+            if event.cost_usd:  # type: ignore[attr-defined]
+                cost().labels(model).inc(event.cost_usd)  # type: ignore[attr-defined]
+        elif kind is ToolCallFinished:
+            tool = tool_label(event.name)  # type: ignore[attr-defined]
+            tool_calls().labels(tool, "error" if event.error else "ok").inc()  # type: ignore[attr-defined]
+            tool_duration().labels(tool).observe(event.duration_ms / 1000.0)  # type: ignore[attr-defined]
 
     def flush(self) -> None:
-        if self._unflushed:
-            events_emitted().inc(self._unflushed)
-            self._unflushed = 0
+        """Adds the events numbered since the last flush to agentry_run_events_total."""
+        seq = self._seq()
+        if seq > self._counted:
+            events_emitted().inc(seq - self._counted)
+            self._counted = seq
 
 
 async def sample_queue(repo, *, interval: float = 5.0) -> None:

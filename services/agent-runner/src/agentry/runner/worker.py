@@ -246,7 +246,8 @@ class RunWorker:
         first_start = run.attempt <= 1 and not answered
         if first_start:  # how long its job waited for a worker
             metrics.queue_wait().observe(max(self._clock() - run.created_at, 0.0))
-        observer = metrics.RunObserver(model=run.model, created_at=run.created_at if first_start else None)
+        observer = metrics.RunObserver(model=run.model, created_at=run.created_at if first_start else None,
+                                          seq=lambda: sink.last_seq)
         if run.attempt > self._policy.max_attempts:
             await sink.emit(RunFinished(reason="error", error=(
                 f"the run was interrupted {run.attempt - 1} times (its worker was lost); giving up")))

@@ -220,6 +220,12 @@ class RabbitRunQueue:
         self._consumers.append(consumer)
         return consumer
 
+    async def check(self) -> None:
+        """Raises unless this process is connected to the broker (readiness)."""
+        connection = await self._connect()
+        if connection.is_closed:
+            raise QueueUnavailable("the broker connection is down (reconnecting)")
+
     async def close(self) -> None:
         async with self._lock:
             self._closed = True
