@@ -317,7 +317,7 @@ class RunWorker:
                     deadline.cancel()
                 if held.task.cancelled():
                     logger.info("run stopped here: %s", "handed back" if held.handed_back else "lease lost")
-                    if not held.handed_back:
+                    if not held.handed_back and not sink.finished:  # not a run that just ended
                         metrics.lease_losses().inc()
                     outcome, error = ("handed_back" if held.handed_back else "lease_lost"), None
                     return
@@ -331,7 +331,7 @@ class RunWorker:
         except Exception:
             if lease.lost:
                 logger.info("run stopped here: lease lost", exc_info=True)
-                if not held.handed_back:
+                if not held.handed_back and not sink.finished:
                     metrics.lease_losses().inc()
                 return
             logger.exception("run crashed")
