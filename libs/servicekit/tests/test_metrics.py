@@ -188,3 +188,13 @@ def test_log_format_setting(monkeypatch):
     assert ServiceSettings(dev_mode=False, internal_token="x" * 32).log_json() is False
     monkeypatch.setenv("AGENTRY_LOG_FORMAT", "json")
     assert ServiceSettings(dev_mode=True).log_json() is True
+
+
+def test_metrics_off_counts_nothing(monkeypatch):
+    from agentry.servicekit import metrics
+
+    monkeypatch.setenv("AGENTRY_METRICS", "off")
+    monkeypatch.setattr(metrics, "_families", {})
+    counter = metrics.family("counter", "agentry_test_off_total", "never registered", ("x",))
+    counter.labels("a").inc()
+    assert REGISTRY.get_sample_value("agentry_test_off_total", {"x": "a"}) is None

@@ -36,6 +36,27 @@ _families: dict[str, Any] = {}
 _families_lock = threading.Lock()
 
 
+class _Off:
+    """What every metric is with AGENTRY_METRICS=off: each operation does nothing (benchmarks
+    measure the metrics' own cost against it)."""
+
+    def labels(self, *args: Any, **kwargs: Any) -> _Off:
+        return self
+
+    def inc(self, amount: float = 1) -> None: ...
+    def dec(self, amount: float = 1) -> None: ...
+    def set(self, value: float) -> None: ...
+    def observe(self, value: float) -> None: ...
+
+
+_OFF = _Off()
+
+
+def enabled() -> bool:
+    """False when AGENTRY_METRICS=off: nothing is counted (and /metrics shows only the process)."""
+    return os.environ.get("AGENTRY_METRICS", "on").lower() not in ("off", "0", "false")
+
+
 def family(kind: str, name: str, documentation: str, labels: Iterable[str] = (), **kwargs: Any) -> Any:
     """The process's metric `name`, built on first use: `kind` is "counter", "gauge" or
     "histogram" (kwargs: `buckets`, or a gauge's `multiprocess_mode`). Registered once in the
@@ -43,6 +64,9 @@ def family(kind: str, name: str, documentation: str, labels: Iterable[str] = (),
     found = _families.get(name)
     if found is not None:
         return found
+    if not enabled():
+        _families[name] = _OFF
+        return _OFF
     from prometheus_client import Counter, Gauge, Histogram
 
     cls = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}[kind]
