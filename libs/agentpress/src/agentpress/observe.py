@@ -186,3 +186,42 @@ class _RecordedToolCall:
 
     def finish(self, outcome: ToolOutcome) -> None:
         self.record.update(output=outcome.output, error=outcome.error, duration_ms=outcome.duration_ms)
+
+
+class FanOut:
+    """Several RunObservers as one (a Langfuse tracer and an OpenTelemetry one, say)."""
+
+    def __init__(self, observers: list[RunObserver]) -> None:
+        self.observers = observers
+
+    def model_call(self, model: str, request: ModelRequest) -> ModelCallObservation:
+        return _FanOutModelCall([o.model_call(model, request) for o in self.observers])
+
+    def tool_call(self, name: str, call_id: str, arguments: str) -> ToolCallObservation:
+        return _FanOutToolCall([o.tool_call(name, call_id, arguments) for o in self.observers])
+
+
+class _FanOutModelCall:
+    def __init__(self, items: list[ModelCallObservation]) -> None:
+        self.items = items
+
+    def first_token(self) -> None:
+        for item in self.items:
+            _guard("first_token", item.first_token)
+
+    def finish(self, **fields: Any) -> None:
+        for item in self.items:
+            _guard("finish", item.finish, **fields)
+
+    def fail(self, error: BaseException) -> None:
+        for item in self.items:
+            _guard("fail", item.fail, error)
+
+
+class _FanOutToolCall:
+    def __init__(self, items: list[ToolCallObservation]) -> None:
+        self.items = items
+
+    def finish(self, outcome: ToolOutcome) -> None:
+        for item in self.items:
+            _guard("tool finish", item.finish, outcome)

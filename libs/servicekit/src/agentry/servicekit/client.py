@@ -9,6 +9,7 @@ from .errors import ERROR_CODE_KEY
 from .interceptors import AUTHORIZATION_KEY
 from .metrics import client_interceptors
 from .tls import TlsFiles
+from .tracing import grpc_client_metadata
 
 
 def _details(details: grpc.aio.ClientCallDetails, token: str, default_timeout: float | None):
@@ -25,6 +26,7 @@ def _details(details: grpc.aio.ClientCallDetails, token: str, default_timeout: f
     account_id = account_id_var.get()
     if account_id != "-" and ACCOUNT_ID_KEY not in metadata:
         metadata[ACCOUNT_ID_KEY] = account_id
+    grpc_client_metadata(metadata)  # traceparent, when tracing is on
     timeout = details.timeout if details.timeout is not None else default_timeout
     return grpc.aio.ClientCallDetails(
         details.method, timeout, metadata, details.credentials, details.wait_for_ready

@@ -159,3 +159,56 @@ class InternalAuthInterceptor(grpc.aio.ServerInterceptor):
             yield  # pragma: no cover - abort raises first
 
         return _rewrap(handler, lambda _b: refuse, lambda _b: refuse_stream)
+
+
+class TracingInterceptor(grpc.aio.ServerInterceptor):
+    """Each call is a SERVER span continuing the caller's `traceparent` (servicekit.tracing),
+    current in the handler so the calls it makes carry it on. Installed only when tracing is on."""
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
+        from . import tracing
+
+        handler = await continuation(handler_call_details)
+        if handler is None or not tracing.enabled():
+            return handler
+        method = handler_call_details.method
+        if method.startswith(UNAUTHENTICATED_PREFIXES):
+            return handler  # health probes: no trace
+
+        def unary(behaviour):
+            async def wrapper(request, context):
+                span = tracing.grpc_server_span(method, _metadata(handler_call_details))
+                token = tracing.attach_span(span)
+                try:
+                    result = await behaviour(request, context)
+                except BaseException as exc:
+                    tracing.end_span(span, exc if not isinstance(exc, AbortError) else None,
+                                     code=str(context.code() or "") or None)
+                    raise
+                else:
+                    tracing.end_span(span)
+                    return result
+                finally:
+                    tracing.detach(token)
+
+            return wrapper
+
+        def streaming(behaviour):
+            async def wrapper(request, context):
+                span = tracing.grpc_server_span(method, _metadata(handler_call_details))
+                token = tracing.attach_span(span)
+                error: BaseException | None = None
+                try:
+                    async with contextlib.aclosing(behaviour(request, context)) as items:
+                        async for item in items:
+                            yield item
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    tracing.end_span(span, error if not isinstance(error, (AbortError, GeneratorExit)) else None)
+                    tracing.detach(token)
+
+            return wrapper
+
+        return _rewrap(handler, unary, streaming)

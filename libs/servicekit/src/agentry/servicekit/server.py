@@ -19,6 +19,8 @@ from .context import configure_logging
 from .entrypoint import Migrations, service_command
 from .health import LIVENESS, Check, Readiness
 from .interceptors import ContextInterceptor, InternalAuthInterceptor
+from .interceptors import TracingInterceptor
+from . import tracing
 from .metrics import MetricsInterceptor, serve_metrics
 from .settings import ServiceSettings
 from .tls import TlsFiles
@@ -68,8 +70,10 @@ async def start_grpc_server(
     """Starts the server with health (health.py: readiness follows `readiness_checks`, a name ->
     check each, every `readiness_interval` seconds; "liveness" does not), reflection and the
     interceptors; with `stack`, stopped gracefully when the stack closes."""
+    tracing.configure_tracing(name)  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set; first call wins
     server = grpc.aio.server(
-        interceptors=[MetricsInterceptor(), InternalAuthInterceptor(internal_token), ContextInterceptor()],
+        interceptors=[*([TracingInterceptor()] if tracing.enabled() else []),
+                      MetricsInterceptor(), InternalAuthInterceptor(internal_token), ContextInterceptor()],
         options=[("grpc.so_reuseport", 0)],
     )
     register(server)

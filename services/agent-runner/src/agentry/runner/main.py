@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import threading
@@ -13,6 +12,9 @@ from pathlib import Path
 
 from agentry.api.runner.v1 import runner_pb2, runner_pb2_grpc
 from agentry.servicekit import RunningServer, open_channel, run_service, start_grpc_server
+from agentpress.models import warm_up as warm_up_model_library
+
+from agentry.servicekit import tracing
 from agentry.servicekit.db import open_database
 from agentry.servicekit.health import Check, database_check, grpc_check, redis_check
 from agentry.servicekit.eventstream import EventStream, MemoryEventStream, RedisEventStream
@@ -33,7 +35,7 @@ SERVICE_NAME = runner_pb2.DESCRIPTOR.services_by_name["RunnerService"].full_name
 
 def _warm_up_litellm() -> None:
     try:
-        importlib.import_module("litellm")
+        warm_up_model_library()  # agentpress's model adapter imports its library (LiteLLM)
     except Exception:  # noqa: BLE001 - a failed warm-up only means the first run imports it
         logger.warning("LiteLLM warm-up import failed", exc_info=True)
 
@@ -42,17 +44,8 @@ def _warm_up_for_fork() -> None:
     """Everything a worker's first run would import lazily, done once in the prefork parent:
     LiteLLM itself and what its first streaming call pulls in (a mock call, no network). Leaves
     no thread or event loop behind, so forking afterwards is safe."""
-    _warm_up_litellm()
     try:
-        import litellm
-
-        async def call() -> None:
-            stream = await litellm.acompletion(model="openai/warm-up", messages=[{"role": "user", "content": "hi"}],
-                                               mock_response="ok", stream=True, api_key="warm-up")
-            async for _ in stream:
-                pass
-
-        asyncio.run(call())
+        warm_up_model_library(call=True)
     except Exception:  # noqa: BLE001 - a failed warm-up only means the first run pays for it
         logger.warning("LiteLLM warm-up call failed", exc_info=True)
 
@@ -105,6 +98,7 @@ async def start(
 ) -> RunningServer:
     """Starts the roles `settings.role` asks for. `events` lets `agentry dev` share one
     in-process stream with the gateway; `agents` lets tests choose the agent."""
+    tracing.configure_tracing(f"runner-{settings.role}")  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     engine = await open_database(settings.database_url, migrations_dir=Path(__file__).parent / "migrations",
                                  version_table="alembic_version_runner", stack=stack, pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow, pool_mode=settings.database_pool_mode)
@@ -123,7 +117,6 @@ async def start(
         from .adapters.billing_grpc import GrpcUsageSink
         from .adapters.sandbox_grpc import GrpcSandbox
 
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         # LiteLLM's typed dicts make pydantic warn at import; nothing a user can act on.
         warnings.filterwarnings("ignore", message=".*ReadOnly.*", category=UserWarning)
         sandbox_channel = open_channel(settings.sandbox_target, token, tls=settings.tls())
@@ -257,7 +250,6 @@ def main() -> None:
             from agentry.servicekit.metrics import MULTIPROC_ENV, enable_multiprocess
 
             enable_multiprocess(os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="agentry-metrics-"))
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         warnings.filterwarnings("ignore", message=".*ReadOnly.*", category=UserWarning)
         sys.exit(serve_prefork(settings.processes, lambda: run_service(start, RunnerSettings),
                                warm_up=_warm_up_for_fork))

@@ -12,6 +12,8 @@ from agentpress import RunFinished, UserMessage
 
 from agentry.servicekit.eventstream import EventStream, SequenceError, thread_log_id
 
+from agentry.servicekit import tracing
+
 from .domain import (
     MAX_ACCOUNT_ID_CHARS,
     MAX_MESSAGE_CHARS,
@@ -124,7 +126,8 @@ class RunnerService:
 
     async def _publish(self, run: Run) -> None:
         try:
-            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=run.thread_id, account_id=run.account_id))
+            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=run.thread_id, account_id=run.account_id,
+                                             traceparent=tracing.current_traceparent()))
         except QueueUnavailable as exc:
             # The run is accepted (it is in the database): the sweeper publishes its job as soon
             # as the broker is back. The caller gets its 202 like any other start.
@@ -188,7 +191,8 @@ class RunnerService:
         if not await self._repo.resume_paused(run.run_id, resolution):
             raise RunNotWaiting(f"agent run {run_id} is no longer waiting for the user")
         try:
-            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=run.thread_id, account_id=account_id))
+            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=run.thread_id, account_id=account_id,
+                                             traceparent=tracing.current_traceparent()))
         except QueueUnavailable as exc:
             logger.warning("run %s resumed but not yet dispatched: %s", run.run_id, exc)
             await self._repo.mark_undispatched(run.run_id)

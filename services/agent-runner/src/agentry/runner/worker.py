@@ -46,7 +46,10 @@ from agentpress import (
 )
 
 from agentry.servicekit.context import account_id_var, run_id_var
+from agentry.servicekit import tracing
 from agentry.servicekit.eventstream import EventStream
+from agentpress.observe import FanOut
+from opentelemetry.trace import SpanKind
 
 from . import metrics
 from .admission import Admission
@@ -167,6 +170,15 @@ class RunWorker:
     # -- jobs --------------------------------------------------------------------------------
 
     async def handle(self, job: RunJob) -> None:
+        """`_handle_job` within the job's span of the request's trace (when tracing is on)."""
+        if not tracing.enabled():
+            return await self._handle_job(job)
+        with tracing.span("run job", kind=SpanKind.CONSUMER,
+                          parent={"traceparent": job.traceparent} if job.traceparent else None,
+                          attributes={"messaging.operation.type": "process", "agentry.run_id": job.run_id}):
+            return await self._handle_job(job)
+
+    async def _handle_job(self, job: RunJob) -> None:
         """Drives the job's run to its end or hands it back. Raises RequeueJob when the job must
         go back to the queue (this worker is shutting down); returns when the job is done with
         (the run ended, or another worker holds it)."""
@@ -338,21 +350,28 @@ class RunWorker:
             if not sink.finished:
                 await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
         finally:
-            if trace is not None:
+            if trace is not None and hasattr(trace, "end"):
                 trace.end(outcome=outcome, error=error)
             observer.flush()
 
     def _start_trace(self, claimed: ClaimedRun) -> Any:
+        """The run's observer: Langfuse's, OpenTelemetry's, both (FanOut) or None."""
+        otel = None
+        if tracing.enabled():
+            from .adapters.otel_observer import OtelRunObserver
+
+            otel = OtelRunObserver()
         if self._tracer is None:
-            return None
+            return otel
         run = claimed.run
         try:
-            return self._tracer.start_run(run_id=run.run_id, thread_id=run.thread_id, account_id=run.account_id,
+            langfuse = self._tracer.start_run(run_id=run.run_id, thread_id=run.thread_id, account_id=run.account_id,
                                           user_id=run.user_id, model=run.model,
                                           attempt=run.attempt, resume_reason=claimed.resume_reason)
         except Exception:  # noqa: BLE001 - a tracer never stops a run
             logger.warning("could not start the run's trace", exc_info=True)
-            return None
+            return otel
+        return langfuse if otel is None else _TracedRun([langfuse, otel], langfuse)
 
     async def _pause(self, run: Run, sink: RunEventSink, lease: Lease, pending: dict) -> None:
         """The run waits for the user: the sink stored requires_action with the status (it holds
@@ -459,6 +478,17 @@ def _cancel_until_done(task: asyncio.Task[object] | None) -> None:
     waiter = asyncio.get_running_loop().create_task(insist())
     _insisting.add(waiter)
     waiter.add_done_callback(_insisting.discard)
+
+
+class _TracedRun(FanOut):
+    """Langfuse and OpenTelemetry observers as one; `end` closes the Langfuse run."""
+
+    def __init__(self, observers: list, langfuse: Any) -> None:
+        super().__init__(observers)
+        self._langfuse = langfuse
+
+    def end(self, **kwargs: Any) -> None:
+        self._langfuse.end(**kwargs)
 
 
 class _OverridingSink:
