@@ -60,6 +60,17 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+def adopt_library_loggers(prefix: str = "LiteLLM") -> None:
+    """Libraries that print through handlers of their own (LiteLLM's, added when it is imported)
+    go through ours instead, so their lines are JSON too; their INFO chatter is dropped (WARNING
+    and above kept). Call after importing the library."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith(prefix) and isinstance(logger, logging.Logger):
+            logger.handlers[:] = []
+            logger.propagate = True
+            logger.setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
 def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     """Configures the root logger once, in a process's entry point: JSON lines (production,
     AGENTRY_LOG_FORMAT=json) or readable text (`agentry dev`)."""

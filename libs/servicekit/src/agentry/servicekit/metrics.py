@@ -100,12 +100,14 @@ class BoundedLabel:
 
 def enable_multiprocess(directory: str) -> None:
     """Switches this process (and the children it forks afterwards) to prometheus-client's
-    multiprocess mode, writing values under `directory` (emptied first). Call before any metric
-    value exists: in a prefork parent, before the first fork."""
-    import shutil
+    multiprocess mode, writing values under `directory` (its old `*.db` value files removed
+    first: a restarted pod must not count its previous life). Call before any metric value
+    exists: in a prefork parent, before the first fork."""
+    import glob
 
-    shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, exist_ok=True)
+    for stale in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(stale)
     os.environ[MULTIPROC_ENV] = directory
     from prometheus_client import values
 

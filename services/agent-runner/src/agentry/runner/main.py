@@ -15,6 +15,7 @@ from agentry.servicekit import RunningServer, open_channel, run_service, start_g
 from agentpress.models import warm_up as warm_up_model_library
 
 from agentry.servicekit import tracing
+from agentry.servicekit.context import adopt_library_loggers
 from agentry.servicekit.db import open_database
 from agentry.servicekit.health import Check, database_check, grpc_check, redis_check
 from agentry.servicekit.eventstream import EventStream, MemoryEventStream, RedisEventStream
@@ -38,6 +39,7 @@ def _warm_up_litellm() -> None:
         warm_up_model_library()  # agentpress's model adapter imports its library (LiteLLM)
     except Exception:  # noqa: BLE001 - a failed warm-up only means the first run imports it
         logger.warning("LiteLLM warm-up import failed", exc_info=True)
+    adopt_library_loggers()  # LiteLLM's lines in our format (JSON in production)
 
 
 def _warm_up_for_fork() -> None:
@@ -45,9 +47,12 @@ def _warm_up_for_fork() -> None:
     LiteLLM itself and what its first streaming call pulls in (a mock call, no network). Leaves
     no thread or event loop behind, so forking afterwards is safe."""
     try:
+        warm_up_model_library()  # imported first, so its lines go through ours from the start
+        adopt_library_loggers()
         warm_up_model_library(call=True)
     except Exception:  # noqa: BLE001 - a failed warm-up only means the first run pays for it
         logger.warning("LiteLLM warm-up call failed", exc_info=True)
+    adopt_library_loggers()
 
 
 def build_event_stream(settings: RunnerSettings) -> EventStream:
