@@ -59,7 +59,7 @@ async def test_one_trace_id_from_the_gateway_to_the_model_call(tmp_path, postgre
                 mine = [s for s in spans if s.trace_id == TRACE_ID]
                 names = {s.name for s in mine}
                 return ({"gateway", "runner-api", "runner-worker", "sandbox"} <= {s.service for s in mine}
-                        and sum(n.startswith("chat ") for n in names) >= 2 and "execute_tool run_command" in names
+                        and sum(s.name.startswith("chat ") for s in mine) >= 2 and "execute_tool run_command" in names
                         and "run job" in names)
 
             spans = await asyncio.to_thread(receiver.wait_for, traced, 60.0)
