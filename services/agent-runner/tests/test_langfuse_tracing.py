@@ -40,3 +40,26 @@ def test_no_keys_no_tracer(monkeypatch):
     assert LangfuseTracer.from_settings(RunnerSettings()) is None  # both keys are needed
     monkeypatch.setenv("LANGFUSE_HOST", "http://langfuse.internal:3000")
     assert RunnerSettings().langfuse_base_url == "http://langfuse.internal:3000"
+
+
+def test_a_dead_langfuse_drops_and_counts_never_raises():
+    import socket
+    import uuid
+
+    from prometheus_client import REGISTRY
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def dropped() -> float:
+        return REGISTRY.get_sample_value("agentry_langfuse_spans_dropped_total", {"reason": "export_failed"}) or 0.0
+
+    before = dropped()
+    tracer = LangfuseTracer(public_key=f"pk-lf-{uuid.uuid4().hex[:8]}", secret_key="sk-lf-x",
+                            base_url=f"http://127.0.0.1:{port}", masker=Masker(), export_timeout_seconds=0.5)
+    run = tracer.start_run(run_id="r-dead", thread_id="t", account_id="a", user_id="u", model="m", attempt=1)
+    run.tool_call("run_command", "c1", '{"command": "ls"}')
+    run.end(outcome="completed")
+    tracer.client.flush()  # returns; the failed export is counted, not raised
+    assert dropped() >= before + 1
