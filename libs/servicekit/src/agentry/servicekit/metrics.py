@@ -77,6 +77,19 @@ def family(kind: str, name: str, documentation: str, labels: Iterable[str] = (),
     return found
 
 
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, memoised: a labelled child costs ~2 us to look up in
+    prometheus-client, ~0.1 us here. Label values are bounded, so the memo is too."""
+    key = (id(metric), labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
 class BoundedLabel:
     """Keeps a label's cardinality bounded: the first `limit` distinct values (and any in
     `known`) are used as they are, anything after that becomes "other". Values are cut to 100
@@ -220,8 +233,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         service, method = _split(handler_call_details.method)
         kind = _type_of(handler)
         handled, seconds = _server_families()
-        count = partial(handled.labels, service, method, kind)
-        timing = seconds.labels(service, method, kind)
+        count = partial(child, handled, service, method, kind)
+        timing = child(seconds, service, method, kind)
 
         def unary(behaviour):
             async def wrapper(request, context):
@@ -293,8 +306,8 @@ class _ClientMetrics:
     def _observe(self, method: str, kind: str, started: float, call: Any) -> None:
         handled, seconds = _client_families()
         service, name = _split(method if isinstance(method, str) else method.decode())
-        seconds.labels(service, name, kind).observe(time.perf_counter() - started)
-        handled.labels(service, name, kind, _status_now(call).name).inc()
+        child(seconds, service, name, kind).observe(time.perf_counter() - started)
+        child(handled, service, name, kind, _status_now(call).name).inc()
 
     async def _intercept(self, kind: str, continuation, details, request):
         started = time.perf_counter()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from agentpress import TextDelta, ToolCallFinished, UsageReported
 
-from agentry.servicekit.metrics import LONG_BUCKETS, BoundedLabel, family
+from agentry.servicekit.metrics import LONG_BUCKETS, BoundedLabel, child, family
 
 # Models and tools are named by requests and configuration: bounded, the rest count as "other".
 model_label = BoundedLabel(limit=50)
@@ -107,7 +107,7 @@ def runs_handed_back():
 
 
 def record_finished(status: str, reason: str) -> None:
-    runs_finished().labels(status, reason or "unknown").inc()
+    child(runs_finished(), status, reason or "unknown").inc()
 
 
 class RunObserver:
@@ -136,14 +136,14 @@ class RunObserver:
         self.flush()
         if kind is UsageReported:
             model = model_label(event.model)  # type: ignore[attr-defined]
-            tokens().labels(model, "prompt").inc(event.prompt_tokens)  # type: ignore[attr-defined]
-            tokens().labels(model, "completion").inc(event.completion_tokens)  # type: ignore[attr-defined]
+            child(tokens(), model, "prompt").inc(event.prompt_tokens)  # type: ignore[attr-defined]
+            child(tokens(), model, "completion").inc(event.completion_tokens)  # type: ignore[attr-defined]
             if event.cost_usd:  # type: ignore[attr-defined]
-                cost().labels(model).inc(event.cost_usd)  # type: ignore[attr-defined]
+                child(cost(), model).inc(event.cost_usd)  # type: ignore[attr-defined]
         elif kind is ToolCallFinished:
             tool = tool_label(event.name)  # type: ignore[attr-defined]
-            tool_calls().labels(tool, "error" if event.error else "ok").inc()  # type: ignore[attr-defined]
-            tool_duration().labels(tool).observe(event.duration_ms / 1000.0)  # type: ignore[attr-defined]
+            child(tool_calls(), tool, "error" if event.error else "ok").inc()  # type: ignore[attr-defined]
+            child(tool_duration(), tool).observe(event.duration_ms / 1000.0)  # type: ignore[attr-defined]
 
     def flush(self) -> None:
         """Adds the events numbered since the last flush to agentry_run_events_total."""

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from agentry.servicekit.metrics import LATENCY_BUCKETS, exposition, family
+from agentry.servicekit.metrics import LATENCY_BUCKETS, child, exposition, family
 
 router = APIRouter()
 
@@ -89,5 +89,5 @@ class HttpMetricsMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "GET")
             method = method if method in _KNOWN_METHODS else "other"
-            _requests().labels(method, template, str(status)).inc()
-            _durations().labels(method, template).observe((first_byte or time.perf_counter()) - started)
+            child(_requests(), method, template, str(status)).inc()
+            child(_durations(), method, template).observe((first_byte or time.perf_counter()) - started)
