@@ -274,7 +274,8 @@ async def split_system(llm: FakeLLMProcess, data_dir: Path):
         queue_name=queue_name, redis_prefix=redis_prefix, extra_env={**NO_RATE_LIMITS, **tracing_env(TRACING)}))
     try:
         # start() blocks while it polls health: keep it off the event loop.
-        await asyncio.get_running_loop().run_in_executor(None, procs.start)
+        # 300 s: on a loaded machine the worker's LiteLLM import alone can pass 60 s.
+        await asyncio.get_running_loop().run_in_executor(None, procs.start, 300.0)
         pids = {name: p.pid for name, p in procs.procs.items()}
         yield System("split", procs.gateway_url, {**pids, "bench (client)": os.getpid(), "fakellm": llm.proc.pid})
     finally:
