@@ -230,7 +230,7 @@ class RabbitRunQueue:
     async def check(self) -> None:
         """Raises unless this process is connected to the broker (readiness)."""
         connection = await self._connect()
-        if connection.is_closed:
+        if connection.is_closed or not connection.connected.is_set():
             raise QueueUnavailable("the broker connection is down (reconnecting)")
 
     async def close(self) -> None:
