@@ -55,7 +55,7 @@ import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 
 from durable import split_stack as durable_split_stack  # noqa: E402
-from ttft import pct  # noqa: E402
+from ttft import pct, tracing_env  # noqa: E402
 
 from agentry.fakellm import FakeLLMProcess  # noqa: E402
 
@@ -417,6 +417,7 @@ def stop_profilers(procs: list) -> None:
 
 def env_of(args) -> dict[str, str]:
     env = {}
+    env.update(tracing_env(getattr(args, "tracing", "prometheus")))
     for item in args.env or []:
         key, _, value = item.partition("=")
         env[key] = value
@@ -454,6 +455,9 @@ def parse_args(argv: list[str] | None = None):
                         help="flamegraph (SVG) or raw (collapsed stacks, for scripts)")
     parser.add_argument("--profile-seconds", type=float, default=10.0, help="streams: profile this long")
     parser.add_argument("--env", action="append", help="KEY=VALUE for every service (repeatable)")
+    parser.add_argument("--tracing", choices=["off", "prometheus", "all"], default="prometheus",
+                        help="observability: off (AGENTRY_METRICS=off), prometheus (the default: metrics, no "
+                             "tracing) or all (metrics + OTLP export + Langfuse, to a discarding local endpoint)")
     args = parser.parse_args(argv)
     if args.tokens is None:
         args.tokens = 40 if args.measure == "streams" else 14

@@ -200,6 +200,51 @@ class System:
     pids: dict[str, int]  # process name -> pid, for CPU accounting
 
 
+_trace_sink = None
+
+
+def trace_sink_url() -> str:
+    """A discarding OTLP/HTTP endpoint in this process (both the collector's `/v1/traces` and
+    Langfuse's `/api/public/otel/v1/traces`): answers 200 to every POST, counts the bytes."""
+    global _trace_sink
+    if _trace_sink is None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Sink(BaseHTTPRequestHandler):
+            received = 0
+
+            def log_message(self, *a) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                Sink.received += len(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        _trace_sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+        _trace_sink.daemon_threads = True
+        threading.Thread(target=_trace_sink.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{_trace_sink.server_address[1]}"
+
+
+def tracing_env(mode: str) -> dict[str, str]:
+    """The services' environment for an observability level: "off" (no metrics, no tracing),
+    "prometheus" (the default: metrics only) or "all" (metrics, OTLP export and Langfuse, both
+    to a discarding endpoint in this process)."""
+    if mode == "off":
+        return {"AGENTRY_METRICS": "off"}
+    if mode == "all":
+        sink = trace_sink_url()
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": sink, "LANGFUSE_PUBLIC_KEY": "pk-lf-bench",
+                "LANGFUSE_SECRET_KEY": "sk-lf-bench", "LANGFUSE_BASE_URL": sink}
+    return {}
+
+
+TRACING = "prometheus"  # set from --tracing
+
+
 @contextlib.asynccontextmanager
 async def embedded_system(llm: FakeLLMProcess, data_dir: Path):
     from agentry.cli.devstack import start_dev_stack
@@ -226,10 +271,11 @@ async def split_system(llm: FakeLLMProcess, data_dir: Path):
     procs = SplitProcesses(SplitConfig(
         database_url=database_url, redis_url=REDIS_URL, amqp_url=AMQP_URL, data_dir=data_dir,
         gateway_port=free_port(), grpc_ports=ports, llm_api_base=llm.base_url,
-        queue_name=queue_name, redis_prefix=redis_prefix, extra_env=NO_RATE_LIMITS))
+        queue_name=queue_name, redis_prefix=redis_prefix, extra_env={**NO_RATE_LIMITS, **tracing_env(TRACING)}))
     try:
         # start() blocks while it polls health: keep it off the event loop.
-        await asyncio.get_running_loop().run_in_executor(None, procs.start)
+        # 300 s: on a loaded machine the worker's LiteLLM import alone can pass 60 s.
+        await asyncio.get_running_loop().run_in_executor(None, procs.start, 300.0)
         pids = {name: p.pid for name, p in procs.procs.items()}
         yield System("split", procs.gateway_url, {**pids, "bench (client)": os.getpid(), "fakellm": llm.proc.pid})
     finally:
@@ -541,6 +587,8 @@ async def main_async(args) -> int:
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    global TRACING
+    TRACING = args.tracing
     modes = ["embedded", "split"] if args.mode == "both" else [args.mode]
     ttfts = [args.ttft_ms] + ([0.0] if args.raw and args.ttft_ms != 0 else [])
     phases: list[Phase] = []
@@ -582,6 +630,9 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--max-seconds", type=float, default=300.0,
                         help="a configuration issues no new run after this many seconds")
     parser.add_argument("--json", help="also write every sample to this file")
+    parser.add_argument("--tracing", choices=["off", "prometheus", "all"], default="prometheus",
+                        help="split mode's observability: off (AGENTRY_METRICS=off), prometheus (default) or all "
+                             "(metrics + OTLP export + Langfuse to a discarding local endpoint)")
     parser.add_argument("--serve-fakellm", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     return args

@@ -18,7 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "production")
-COMPONENTS = ("network-policies", "keda", "daytona", "stripe", "supabase-auth", "langfuse")
+COMPONENTS = ("network-policies", "keda", "daytona", "stripe", "supabase-auth", "langfuse", "monitoring")
 # The Python module each image's container runs, by Dockerfile target.
 SERVICE_OF_TARGET = {"gateway": "gateway", "auth": "auth", "billing": "billing", "sandbox": "sandbox",
                      "runner-api": "runner", "runner-worker": "runner", "fake-llm": "fakellm"}

@@ -1,5 +1,5 @@
 """The manifests agree with the code: every setting a service reads is set or knowingly defaulted,
-nothing is set that no service reads, the values parse, ports line up, every Secret key is in the
+nothing is set that no service reads, the values parse, ports (metrics ports too) line up, every Secret key is in the
 template, images and commands are the Dockerfile's, drains outlast the hand-back, and the pods
 are locked down."""
 
@@ -162,8 +162,15 @@ def test_ports_line_up(mix):
         if c.workload["kind"] == "Deployment":
             prefix = "AGENTRY_" + {"runner": "RUNNER"}.get(c.service, c.service.upper()) + "_"
             bound = int(c.env.get(prefix + "PORT", -1))
-            if set(declared) != {bound}:
-                problems.append(f"{c.name}: binds {prefix}PORT={bound} but declares {sorted(declared)}")
+            # A gRPC service serves Prometheus metrics on a port of its own; the gateway on its HTTP port.
+            metrics = int(c.env.get(prefix + "METRICS_PORT") or bound)
+            if set(declared) != {bound, metrics}:
+                problems.append(f"{c.name}: binds {prefix}PORT={bound} and {prefix}METRICS_PORT={metrics} "
+                                f"but declares {sorted(declared)}")
+            annotations = c.workload["spec"]["template"]["metadata"].get("annotations", {})
+            if annotations.get("prometheus.io/port") != str(metrics):
+                problems.append(f"{c.name}: Prometheus scrapes port {annotations.get('prometheus.io/port')}, "
+                                f"but metrics are served on {metrics}")
             if c.env.get(prefix + "HOST") != "0.0.0.0":
                 problems.append(f"{c.name}: {prefix}HOST must be 0.0.0.0 (the default listens on loopback only)")
             for probe_name in ("startupProbe", "readinessProbe", "livenessProbe"):

@@ -21,6 +21,27 @@ from .manifests import COMPONENTS, OVERLAYS, by_kind, render
 # action (1.30, on by default); checked against the newest schema the validator has as well.
 KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 KEDA_SCHEMA = yaml.safe_load((Path(__file__).parent / "keda_schema.yaml").read_text())
+# The Prometheus Operator's resources the monitoring component uses: the fields it sets.
+_RULE = {"type": "object", "required": ["expr"], "additionalProperties": False,
+         "properties": {"alert": {"type": "string"}, "record": {"type": "string"}, "expr": {"type": "string"},
+                        "for": {"type": "string", "pattern": "^[0-9]+[smh]$"},
+                        "labels": {"type": "object"}, "annotations": {"type": "object"}}}
+_METADATA = {"type": "object", "required": ["name"]}
+MONITORING_SCHEMA = {
+    "PrometheusRule": {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "properties": {
+        "metadata": _METADATA, "spec": {"type": "object", "required": ["groups"], "additionalProperties": False,
+                                        "properties": {"groups": {"type": "array", "items": {
+                                            "type": "object", "required": ["name", "rules"], "additionalProperties": False,
+                                            "properties": {"name": {"type": "string"},
+                                                           "rules": {"type": "array", "items": _RULE}}}}}}}},
+    "PodMonitor": {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "properties": {
+        "metadata": _METADATA, "spec": {
+            "type": "object", "required": ["selector", "podMetricsEndpoints"], "additionalProperties": False,
+            "properties": {"selector": {"type": "object"}, "podMetricsEndpoints": {"type": "array", "items": {
+                "type": "object", "required": ["port"], "additionalProperties": False,
+                "properties": {"port": {"type": "string"}, "path": {"type": "string"},
+                               "interval": {"type": "string"}}}}}}}},
+}
 
 # production includes network-policies already.
 OPTIONAL = {"dev": COMPONENTS, "production": tuple(c for c in COMPONENTS if c != "network-policies")}
@@ -66,6 +87,10 @@ def test_renders_and_validates_against_kubernetes_and_keda_schemas(rendered):
     errors = []
     for doc in docs:
         where = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            errors += [f"{where}: {e.message} at {list(e.absolute_path)}"
+                       for e in jsonschema.Draft202012Validator(MONITORING_SCHEMA[doc["kind"]]).iter_errors(doc)]
+            continue
         if doc["apiVersion"].startswith("keda.sh/"):
             errors += [f"{where}: {e.message} at {list(e.absolute_path)}"
                        for e in jsonschema.Draft202012Validator(KEDA_SCHEMA[doc["kind"]]).iter_errors(doc)]
@@ -110,3 +135,30 @@ def test_the_validators_do_refuse_a_wrong_field(tmp_path):
     scaled = copy.deepcopy(by_kind(docs, "ScaledObject")["runner-worker"])
     scaled["spec"]["maxReplicas"] = 3
     assert list(jsonschema.Draft202012Validator(KEDA_SCHEMA["ScaledObject"]).iter_errors(scaled))
+
+
+def test_alerts_and_monitors_use_what_the_services_export(tmp_path):
+    """Every metric an alert reads is one a service defines, and every PodMonitor scrapes a
+    declared container port of the pods it selects."""
+    root = Path(__file__).resolve().parents[2]
+    defined = set()
+    for source in [*root.glob("services/*/src/**/*.py"), *root.glob("libs/*/src/**/*.py")]:
+        defined |= set(re.findall(r'family\(\s*"(?:counter|gauge|histogram)",\s*"([a-z_:]+)"', source.read_text()))
+    assert {"agentry_runs_finished_total", "grpc_server_handled_total", "agentry_dependency_up"} <= defined
+    docs = render("production", ("monitoring",), work_dir=tmp_path / "mix")
+    used = set()
+    for rule in by_kind(docs, "PrometheusRule")["agentry"]["spec"]["groups"]:
+        for item in rule["rules"]:
+            used |= set(re.findall(r"\b((?:agentry|grpc)_[a-z_]+)", item["expr"]))
+    used -= {"grpc_service", "grpc_method", "grpc_type", "grpc_code"}  # label names, not metrics
+    assert used and not {re.sub(r"_(bucket|count|sum)$", "", name) for name in used} - defined
+    deployments = by_kind(docs, "Deployment")
+    for monitor in by_kind(docs, "PodMonitor").values():
+        selector = monitor["spec"]["selector"]
+        names = {v for e in selector.get("matchExpressions", []) for v in e["values"]} | {
+            selector.get("matchLabels", {}).get("app.kubernetes.io/name")} - {None}
+        for name in names:
+            ports = {p.get("name") for c in deployments[name]["spec"]["template"]["spec"]["containers"]
+                     for p in c.get("ports", [])}
+            for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+                assert endpoint["port"] in ports, f"{name} has no port {endpoint['port']}"

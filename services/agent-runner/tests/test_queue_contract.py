@@ -113,6 +113,18 @@ def test_run_job_decode_rejects_garbage_with_value_error(garbage: bytes) -> None
         RunJob.decode(garbage)
 
 
+async def test_a_jobs_trace_context_reaches_the_handler(harness: Harness) -> None:
+    """The W3C traceparent of the request that queued the run (RabbitMQ: a message header too)."""
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    queue = harness.connect()
+    recorder = Recorder()
+    consumer = await queue.consume(recorder, concurrency=1)
+    await queue.publish(RunJob("run-tp", "thread-tp", "acct-1", traceparent=traceparent))
+    await recorder.wait_for_run("run-tp")
+    assert recorder.seen[-1].traceparent == traceparent
+    await consumer.stop()
+
+
 async def test_published_job_reaches_the_handler(harness: Harness) -> None:
     queue = harness.connect()
     recorder = Recorder()

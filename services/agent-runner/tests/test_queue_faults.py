@@ -92,3 +92,26 @@ async def test_a_running_job_survives_a_dropped_connection_and_consuming_resumes
     await asyncio.wait_for(until(lambda: finished.count("run-1") == 2), WAIT)
     await consumer.stop()
     assert not cancelled.is_set()
+
+
+async def test_readiness_check_follows_the_broker_connection(proxied):
+    """The worker's readiness check (servicekit/health.py) fails while the broker is cut off and
+    passes again once the robust connection is back."""
+    proxy, queue = proxied
+    await queue.check()
+    await asyncio.to_thread(proxy.cut)
+    async with asyncio.timeout(WAIT):  # the client notices the cut connection
+        while True:
+            try:
+                await queue.check()
+            except QueueUnavailable:
+                break
+            await asyncio.sleep(0.05)
+    await asyncio.to_thread(proxy.restore)
+    async with asyncio.timeout(WAIT):
+        while True:
+            try:
+                await queue.check()
+                break
+            except QueueUnavailable:
+                await asyncio.sleep(0.1)  # the robust connection reconnects every 0.2 s

@@ -81,6 +81,9 @@ async def start_dev_stack(
     """
     ports = {**DEFAULT_PORTS, **(ports or {})}
     data_dir.mkdir(parents=True, exist_ok=True)
+    from agentry.servicekit import tracing
+
+    tracing.configure_tracing("agentry")  # one process, one service name (only with an OTLP endpoint)
 
     def db(name: str) -> str:
         return f"sqlite+aiosqlite:///{data_dir / f'{name}.db'}"

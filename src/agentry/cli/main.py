@@ -39,7 +39,9 @@ def dev(
 
     from .devstack import start_dev_stack
 
-    configure_logging(os.environ.get("AGENTRY_LOG_LEVEL", "WARNING"))
+    # Readable text lines here (AGENTRY_LOG_FORMAT=json for JSON, as in production).
+    configure_logging(os.environ.get("AGENTRY_LOG_LEVEL", "WARNING"),
+                      json=os.environ.get("AGENTRY_LOG_FORMAT") == "json")
 
     async def _run() -> None:
         stop = asyncio.Event()

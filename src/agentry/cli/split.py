@@ -54,6 +54,9 @@ class SplitConfig:
     # unless grpc_ports names one).
     workers: int = 1
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    # Prometheus /metrics port of each process, by name ("auth", "runner", "worker", "worker-2", ...);
+    # a process not named here serves none (the gateway serves /metrics on its own HTTP port).
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
 
 class SplitProcesses:
@@ -85,6 +88,9 @@ class SplitProcesses:
     def _specs(self) -> list[ProcessSpec]:
         specs = []
         for name, env in self._env().items():
+            if name in self.config.metrics_ports and name != "gateway":
+                service = "RUNNER" if name.startswith("worker") else name.upper()
+                env = {**env, f"AGENTRY_{service}_METRICS_PORT": str(self.config.metrics_ports[name])}
             module = MODULES["worker" if name.startswith("worker") else name]
             port = self.config.gateway_port if name == "gateway" else self.ports[name]
             healthy = (lambda: _http_ok(f"{self.gateway_url}/api/health")) if name == "gateway" else (

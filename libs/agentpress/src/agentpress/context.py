@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from agentpress.messages import AssistantMessage, Message, StatusMessage, ToolResultMessage, UserMessage
-from agentpress.models import import_litellm
+from agentpress.models import count_tokens, model_context_window
 from agentpress.prompt import render
 
 logger = logging.getLogger(__name__)
@@ -20,17 +20,9 @@ TokenCounter = Callable[[str, list[dict[str, Any]]], int]
 Summarize = Callable[[str], Awaitable[str]]
 
 
-def litellm_token_counter(model: str, messages: list[dict[str, Any]]) -> int:
-    return int(import_litellm().token_counter(model=model, messages=messages))
-
-
-@functools.lru_cache(maxsize=256)  # LiteLLM's lookup costs ~0.05 ms, more for unknown models
-def litellm_context_window(model: str) -> int | None:
-    try:
-        info = import_litellm().get_model_info(model)
-    except Exception:  # LiteLLM raises for models it does not know: the caller falls back
-        return None
-    return info.get("max_input_tokens") or info.get("max_tokens")
+# LiteLLM stays inside the model adapter (agentpress.models); these are its lookups.
+litellm_token_counter = count_tokens
+litellm_context_window = model_context_window
 
 
 # Covers the few tokens a count adds per call (reply priming) beyond what the JSON bytes cover.

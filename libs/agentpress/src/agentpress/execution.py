@@ -11,6 +11,7 @@ from typing import Any
 
 from agentpress.events import PhaseChanged, ToolCallFinished
 from agentpress.messages import ToolCall
+from agentpress.observe import _guard
 from agentpress.ports import RunContext
 from agentpress.processor import Emit, PendingCall
 from agentpress.tools import ToolOutcome, ToolRegistry
@@ -69,7 +70,17 @@ class ToolExecutor:
             # Announced before it runs: a host that must never run a call twice stores this
             # first, so a run resumed elsewhere knows the call may have had its effect.
             await self._emit(PhaseChanged(phase="running_tool", tool=call.name, call=call))
-            outcome = await self._registry.execute(self._ctx, call.name, call.arguments, call.format)
+            observer = self._ctx.observer
+            observation = None if observer is None else _guard("tool_call", observer.tool_call, call.name,
+                                                               call.call_id, call.arguments)
+            try:
+                outcome = await self._registry.execute(self._ctx, call.name, call.arguments, call.format)
+            except asyncio.CancelledError:
+                if observation is not None:
+                    _guard("tool finish", observation.finish, ToolOutcome("cancelled", "cancelled", {}, 0.0))
+                raise
+            if observation is not None:
+                _guard("tool finish", observation.finish, outcome)
         self.results[call.call_id] = outcome
         await self._emit(ToolCallFinished(
             call_id=call.call_id, name=call.name, arguments=outcome.arguments, output=outcome.output,

@@ -25,6 +25,7 @@ from agentpress.execution import ToolExecution, ToolExecutor
 from agentpress.history import call_ids, family_for, finalize, repair
 from agentpress.processor import PendingCall
 from agentpress.messages import AssistantMessage, Message, StatusMessage, ToolCall, ToolResultMessage
+from agentpress.observe import observed
 from agentpress.models import LiteLLMModel, Model, ModelRequest, ModelSettings, RetryPolicy, open_stream
 from agentpress.retries import ErrorKind, OpenedStream, RetryBudget
 from agentpress.ports import RunContext, Usage
@@ -333,7 +334,7 @@ class _Run:
         was), sent with retries and fallbacks. A prompt the provider finds too long is compressed
         harder and sent again, then sent to the larger-context fallbacks, if any."""
         agent = self.agent
-        models = [agent.model, *agent.fallback_models]
+        models = observed([agent.model, *agent.fallback_models], self.ctx.observer)
         family = family_for(m.name for m in [*models, *agent.context_fallback_models])
 
         async def request(scale: float) -> ModelRequest:
@@ -356,7 +357,8 @@ class _Run:
         except ModelCallError as exc:
             if exc.kind != ErrorKind.CONTEXT_WINDOW or not agent.context_fallback_models:
                 raise
-        return await open_stream(agent.context_fallback_models, smaller, agent.retry, self.retry_budget)
+        return await open_stream(observed(agent.context_fallback_models, self.ctx.observer), smaller, agent.retry,
+                                 self.retry_budget)
 
     async def _record_usage(self, model: Model, processor: StreamProcessor,
                             estimated_prompt: Callable[[], int]) -> bool:
@@ -405,7 +407,7 @@ class _Run:
         messages = [{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": transcript}]
         request = ModelRequest(finalize(messages, family_for([model.name])), [],  # the transcript quotes any text
                                ModelSettings(max_tokens=self.agent._context_config.reserve_tokens))
-        opened = await open_stream([model], request, self.agent.retry, self.retry_budget)
+        opened = await open_stream(observed([model], self.ctx.observer), request, self.agent.retry, self.retry_budget)
         processor = StreamProcessor(_discard, lambda _: None, "native", model.name)
         await processor.consume(opened.first, opened.rest)
         await self._record_usage(model, processor, lambda: max(1, len(transcript) // 4))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import math
-
 import os
 import warnings
 from collections.abc import AsyncIterator
@@ -16,7 +18,9 @@ from agentpress.openai_stream import direct_lane
 from agentpress.retries import OpenedStream, RetryPolicy, classify, open_stream
 
 __all__ = ["LiteLLMModel", "Model", "ModelDelta", "ModelRequest", "ModelSettings", "OpenedStream", "RetryPolicy",
-           "ToolCallChunk", "import_litellm", "open_stream"]
+           "ToolCallChunk", "count_tokens", "import_litellm", "model_context_window", "open_stream", "warm_up"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,50 @@ def import_litellm() -> ModuleType:
     return _litellm
 
 
+def warm_up(*, call: bool = False) -> None:
+    """Imports LiteLLM now (seconds of CPU: a host does it once, off its event loop, before it
+    takes work) and, with `call`, makes one mocked streaming call (no network) so the lazy imports
+    of a first completion are paid too (a prefork parent, before it forks). Must not be called
+    from a running event loop when `call` is set."""
+    litellm = import_litellm()
+    if not call:
+        return
+
+    async def one() -> None:
+        stream = await litellm.acompletion(model="openai/warm-up", messages=[{"role": "user", "content": "hi"}],
+                                           mock_response="ok", stream=True, api_key="warm-up")
+        async for _ in stream:
+            pass
+
+    asyncio.run(one())
+
+
+def count_tokens(model: str, messages: list[dict[str, Any]]) -> int:
+    """Tokens `messages` take for `model` (LiteLLM's tokenizer for it, tiktoken's otherwise)."""
+    return int(import_litellm().token_counter(model=model, messages=messages))
+
+
+def _not_mapped(litellm: ModuleType) -> tuple[type[BaseException], ...]:
+    """LiteLLM's own "unknown model" errors: the only ones a price or window lookup may swallow."""
+    found = [getattr(litellm, "exceptions", None) and getattr(litellm.exceptions, "ModelNotMappedError", None),
+             getattr(litellm, "NotFoundError", None)]
+    return tuple(t for t in found if isinstance(t, type)) or (ValueError,)
+
+
+@functools.lru_cache(maxsize=256)  # LiteLLM's lookup costs ~0.05 ms, more for unknown models
+def model_context_window(model: str) -> int | None:
+    """The model's input window in tokens from LiteLLM's table; None for a model it does not know."""
+    litellm = import_litellm()
+    try:
+        info = litellm.get_model_info(model)
+    except _not_mapped(litellm):
+        return None
+    return info.get("max_input_tokens") or info.get("max_tokens")
+
+
+_unpriced: set[str] = set()
+
+
 class LiteLLMModel:
     """Adapter from LiteLLM's streaming chunks to ModelDelta; LiteLLM objects never leave it."""
 
@@ -138,14 +186,21 @@ class LiteLLMModel:
             raise _translate_error(litellm, exc) from exc
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """US dollars for the tokens, from LiteLLM's price table; 0.0 for a model it has no price
+        for (said once per model in the log: billing then counts tokens only). Any other error
+        is a bug and raised."""
         litellm = import_litellm()
         try:
             # cost_per_token reads the price table; completion_cost would first build a response.
             prompt_cost, completion_cost = litellm.cost_per_token(
                 model=self.name, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-            return float(prompt_cost + completion_cost)
-        except Exception:  # unknown model: no price known; NaN says so (billing decides, never free)
+        except _not_mapped(litellm):
+            # No price known: NaN says so, and billing decides (refuse, or a default price; never free).
+            if self.name not in _unpriced:
+                _unpriced.add(self.name)
+                logger.warning("no price known for model %s: billing prices its calls by its own rules", self.name)
             return math.nan
+        return float(prompt_cost + completion_cost)
 
 
 def _translate_dict(data: dict[str, Any]) -> ModelDelta:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from agentpress.events import Event
 from agentpress.messages import Message
+
+if TYPE_CHECKING:
+    from agentpress.observe import RunObserver
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,3 +96,5 @@ class RunContext:
     usage: UsageSink
     events: EventSink
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    # A tracer of the run's model and tool calls (agentpress.observe); None: nothing is observed.
+    observer: RunObserver | None = None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import grpc
 
-from .context import REQUEST_ID_KEY, RUN_ID_KEY, request_id_var, run_id_var
+from .context import ACCOUNT_ID_KEY, REQUEST_ID_KEY, RUN_ID_KEY, account_id_var, request_id_var, run_id_var
 from .errors import ERROR_CODE_KEY
 from .interceptors import AUTHORIZATION_KEY
+from .metrics import client_interceptors
 from .tls import TlsFiles
+from .tracing import grpc_client_metadata
 
 
 def _details(details: grpc.aio.ClientCallDetails, token: str, default_timeout: float | None):
@@ -21,6 +23,10 @@ def _details(details: grpc.aio.ClientCallDetails, token: str, default_timeout: f
     run_id = run_id_var.get()
     if run_id != "-" and RUN_ID_KEY not in metadata:
         metadata[RUN_ID_KEY] = run_id
+    account_id = account_id_var.get()
+    if account_id != "-" and ACCOUNT_ID_KEY not in metadata:
+        metadata[ACCOUNT_ID_KEY] = account_id
+    grpc_client_metadata(metadata)  # traceparent, when tracing is on
     timeout = details.timeout if details.timeout is not None else default_timeout
     return grpc.aio.ClientCallDetails(
         details.method, timeout, metadata, details.credentials, details.wait_for_ready
@@ -65,9 +71,9 @@ def open_channel(
     `stream_timeout` (none by default: a command may run long, the caller bounds it).
     With `internal_token=None` nothing is added (used to test that servers refuse such calls).
     """
-    interceptors: list[grpc.aio.ClientInterceptor] = []
+    interceptors: list[grpc.aio.ClientInterceptor] = client_interceptors()
     if internal_token is not None:
-        interceptors = [_Unary(internal_token, default_timeout), _UnaryStream(internal_token, stream_timeout),
+        interceptors += [_Unary(internal_token, default_timeout), _UnaryStream(internal_token, stream_timeout),
                         _StreamUnary(internal_token, stream_timeout)]
     options = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     if tls is not None:  # mutual TLS: our certificate out, the server's checked against the CA

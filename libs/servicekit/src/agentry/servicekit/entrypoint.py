@@ -88,7 +88,8 @@ def migrate_now(settings: Any, migrations: Migrations) -> None:
     from .context import configure_logging
     from .db import create_engine, migrate
 
-    configure_logging(settings.log_level, json=not getattr(settings, "dev_mode", True))
+    log_json = getattr(settings, "log_json", None)
+    configure_logging(settings.log_level, json=log_json() if log_json else not getattr(settings, "dev_mode", True))
 
     async def _run() -> None:
         engine = create_engine(settings.database_url, pool_mode=getattr(settings, "database_pool_mode", None))

@@ -12,7 +12,8 @@ from typing import Any
 import grpc
 from grpc.aio import AbortError
 
-from .context import REQUEST_ID_KEY, RUN_ID_KEY, new_request_id, request_id_var, run_id_var
+from .context import (ACCOUNT_ID_KEY, REQUEST_ID_KEY, RUN_ID_KEY, account_id_var, new_request_id, request_id_var,
+                      run_id_var)
 from .errors import ERROR_CODE_KEY, INTERNAL_CREDENTIAL_REFUSED, DomainError
 
 
@@ -91,12 +92,14 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
         meta = _metadata(handler_call_details)
         request_id = meta.get(REQUEST_ID_KEY) or new_request_id()
         run_id = meta.get(RUN_ID_KEY, "-")
+        account_id = meta.get(ACCOUNT_ID_KEY, "-")
         method = handler_call_details.method
 
         def unary(behaviour):
             async def wrapper(request, context):
                 request_id_var.set(request_id)
                 run_id_var.set(run_id)
+                account_id_var.set(account_id)
                 try:
                     return await behaviour(request, context)
                 except AbortError:
@@ -110,6 +113,7 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
             async def wrapper(request, context):
                 request_id_var.set(request_id)
                 run_id_var.set(run_id)
+                account_id_var.set(account_id)
                 try:
                     # aclosing: a cancelled call finalises the handler's generator now, so its
                     # cleanup (killing a sandbox process, say) never waits for the GC.
@@ -155,3 +159,56 @@ class InternalAuthInterceptor(grpc.aio.ServerInterceptor):
             yield  # pragma: no cover - abort raises first
 
         return _rewrap(handler, lambda _b: refuse, lambda _b: refuse_stream)
+
+
+class TracingInterceptor(grpc.aio.ServerInterceptor):
+    """Each call is a SERVER span continuing the caller's `traceparent` (servicekit.tracing),
+    current in the handler so the calls it makes carry it on. Installed only when tracing is on."""
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
+        from . import tracing
+
+        handler = await continuation(handler_call_details)
+        if handler is None or not tracing.enabled():
+            return handler
+        method = handler_call_details.method
+        if method.startswith(UNAUTHENTICATED_PREFIXES):
+            return handler  # health probes: no trace
+
+        def unary(behaviour):
+            async def wrapper(request, context):
+                span = tracing.grpc_server_span(method, _metadata(handler_call_details))
+                token = tracing.attach_span(span)
+                try:
+                    result = await behaviour(request, context)
+                except BaseException as exc:
+                    tracing.end_span(span, exc if not isinstance(exc, AbortError) else None,
+                                     code=str(context.code() or "") or None)
+                    raise
+                else:
+                    tracing.end_span(span)
+                    return result
+                finally:
+                    tracing.detach(token)
+
+            return wrapper
+
+        def streaming(behaviour):
+            async def wrapper(request, context):
+                span = tracing.grpc_server_span(method, _metadata(handler_call_details))
+                token = tracing.attach_span(span)
+                error: BaseException | None = None
+                try:
+                    async with contextlib.aclosing(behaviour(request, context)) as items:
+                        async for item in items:
+                            yield item
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    tracing.end_span(span, error if not isinstance(error, (AbortError, GeneratorExit)) else None)
+                    tracing.detach(token)
+
+            return wrapper
+
+        return _rewrap(handler, unary, streaming)

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
@@ -17,7 +17,11 @@ from grpc_reflection.v1alpha import reflection
 
 from .context import configure_logging
 from .entrypoint import Migrations, service_command
+from .health import LIVENESS, Check, Readiness
 from .interceptors import ContextInterceptor, InternalAuthInterceptor
+from .interceptors import TracingInterceptor
+from . import tracing
+from .metrics import MetricsInterceptor, serve_metrics
 from .settings import ServiceSettings
 from .tls import TlsFiles
 
@@ -33,14 +37,19 @@ class RunningServer:
     port: int
     health: health_aio.HealthServicer
     service_names: Sequence[str]
+    readiness: Readiness | None = field(default=None)
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     async def stop(self, grace: float) -> None:
-        """Graceful shutdown: NOT_SERVING first so balancers drain, then stop within `grace`."""
-        await self.health.enter_graceful_shutdown()
+        """Graceful shutdown: NOT_SERVING first so balancers drain (liveness stays SERVING: the
+        process is fine, only leaving), then stop within `grace`."""
+        if self.readiness is not None:
+            await self.readiness.drain()
+        else:
+            await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
 
 
@@ -55,9 +64,16 @@ async def start_grpc_server(
     stack: contextlib.AsyncExitStack | None = None,
     grace: float = 5.0,
     tls: TlsFiles | None = None,
+    readiness_checks: Mapping[str, Check] | None = None,
+    readiness_interval: float = 5.0,
 ) -> RunningServer:
+    """Starts the server with health (health.py: readiness follows `readiness_checks`, a name ->
+    check each, every `readiness_interval` seconds; "liveness" does not), reflection and the
+    interceptors; with `stack`, stopped gracefully when the stack closes."""
+    tracing.configure_tracing(name)  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set; first call wins
     server = grpc.aio.server(
-        interceptors=[InternalAuthInterceptor(internal_token), ContextInterceptor()],
+        interceptors=[*([TracingInterceptor()] if tracing.enabled() else []),
+                      MetricsInterceptor(), InternalAuthInterceptor(internal_token), ContextInterceptor()],
         options=[("grpc.so_reuseport", 0)],
     )
     register(server)
@@ -74,9 +90,12 @@ async def start_grpc_server(
     if bound == 0:
         raise RuntimeError(f"{name}: could not bind {host}:{port}")
     await server.start()
-    for service in ("", *service_names):
+    for service in ("", *service_names, LIVENESS):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(name=name, server=server, port=bound, health=health, service_names=service_names)
+    readiness = Readiness(health, service_names, readiness_checks or {}, interval=readiness_interval)
+    readiness.start()
+    running = RunningServer(name=name, server=server, port=bound, health=health, service_names=service_names,
+                            readiness=readiness)
     if stack is not None:
         stack.push_async_callback(running.stop, grace)
     logger.info("%s serving gRPC on %s:%d", name, host, bound)
@@ -95,6 +114,8 @@ async def serve_until_signalled(start: StartFn[S], settings: S) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
+        if settings.metrics_port is not None:
+            serve_metrics(settings.metrics_host or settings.host, settings.metrics_port, stack)
         await start(settings, stack)
         await stop.wait()
         logger.info("shutting down")
@@ -108,5 +129,5 @@ def run_service(start: StartFn[S], settings_cls: type[S], *, migrations: Migrati
     if code is not None:
         raise SystemExit(code)
     settings = settings_cls()
-    configure_logging(settings.log_level, json=not settings.dev_mode)
+    configure_logging(settings.log_level, json=settings.log_json())
     asyncio.run(serve_until_signalled(start, settings))

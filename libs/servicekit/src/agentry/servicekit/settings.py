@@ -37,6 +37,16 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field(
         default="INFO", validation_alias=AliasChoices("AGENTRY_LOG_LEVEL", "log_level")
     )
+    # "json": one JSON object per line (production); "text": readable lines. Unset: text in dev
+    # mode, JSON otherwise. Read from AGENTRY_LOG_FORMAT whatever the service's prefix.
+    log_format: Literal["json", "text"] | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTRY_LOG_FORMAT", "log_format")
+    )
+    # When set, Prometheus metrics are served on this HTTP port at /metrics (AGENTRY_<SERVICE>_
+    # METRICS_PORT, e.g. AGENTRY_AUTH_METRICS_PORT); unset, none are served (embedded mode: the
+    # gateway's /metrics serves every service's).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str | None = None  # unset: the same interface as `host`
     grace_seconds: float = 10.0
     # PostgreSQL connections this process may hold (pool + overflow). A request that finds none
     # free waits for one (it never fails for lack of a connection within the pool timeout).
@@ -56,6 +66,10 @@ class ServiceSettings(BaseSettings):
                                                                                   "tls_key_file"))
     tls_ca_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_CA_FILE",
                                                                                  "tls_ca_file"))
+
+    def log_json(self) -> bool:
+        """Whether log lines are JSON: as AGENTRY_LOG_FORMAT says, else JSON outside dev mode."""
+        return self.log_format == "json" if self.log_format else not self.dev_mode
 
     def tls(self) -> TlsFiles | None:
         return tls_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from agentry.servicekit.settings import ServiceSettings
@@ -103,5 +103,25 @@ class RunnerSettings(ServiceSettings):
     # stored before it runs regardless. 0 writes each batch at once.
     event_write_delay_ms: float = Field(200.0, ge=0, le=5000)
     active_runs_retry_after_seconds: int = Field(5, ge=1, le=3600)
+    # How often the runner api samples the queue's depth and oldest waiting run for /metrics.
+    queue_sample_seconds: float = Field(5.0, gt=0)
     event_ttl_seconds: int = 3600
     event_maxlen: int = 10_000
+    # Langfuse: every run is traced when both keys are set (the SDK's own variable names,
+    # unprefixed); off, at no cost, when either is missing. LANGFUSE_HOST is accepted for the URL.
+    langfuse_public_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("LANGFUSE_PUBLIC_KEY", "langfuse_public_key"))
+    langfuse_secret_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("LANGFUSE_SECRET_KEY", "langfuse_secret_key"))
+    langfuse_base_url: str = Field(
+        default="https://cloud.langfuse.com",
+        validation_alias=AliasChoices("LANGFUSE_BASE_URL", "LANGFUSE_HOST", "langfuse_base_url"))
+    # Every string sent to Langfuse (messages, tool arguments and outputs) is cut to this length,
+    # after known secrets and secret-looking values are redacted; then the operator's masking hook
+    # ("package.module:function", called with the value, returning the value to send) runs.
+    langfuse_max_field_chars: int = Field(4000, ge=100, le=1_000_000)
+    langfuse_mask: str = ""
+    # Export runs on a background thread: a slow or dead Langfuse never delays a run; a batch that
+    # cannot be sent within the timeout is dropped (counted).
+    langfuse_export_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    langfuse_flush_interval_seconds: float = Field(1.0, gt=0, le=60)

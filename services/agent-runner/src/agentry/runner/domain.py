@@ -156,6 +156,7 @@ class Run:
     # The run's place on its thread (1, 2, ...: the order runs got the thread, or ended without
     # getting it); None while it waits. A thread's event stream follows runs in this order.
     thread_seq: int | None = None
+    user_id: str = ""  # who started it (tracing only)
 
 
 @dataclass(frozen=True, slots=True)

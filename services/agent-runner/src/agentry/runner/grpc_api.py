@@ -81,7 +81,8 @@ class RunnerServicer(runner_pb2_grpc.RunnerServiceServicer):
     async def StartRun(self, request, context):
         try:
             run = await self._service.start_run(request.account_id, request.thread_id, request.model_name,
-                                                request.prompt, request.reasoning_effort, request.multitask_strategy)
+                                                request.prompt, request.reasoning_effort, request.multitask_strategy,
+                                                user_id=request.user_id)
         except TooManyActiveRuns as exc:
             # The interceptor's mapping plus the seconds to wait (the gateway's Retry-After).
             await context.abort(exc.status, exc.message, trailing_metadata=(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import threading
@@ -13,7 +12,12 @@ from pathlib import Path
 
 from agentry.api.runner.v1 import runner_pb2, runner_pb2_grpc
 from agentry.servicekit import RunningServer, open_channel, run_service, start_grpc_server
+from agentpress.models import warm_up as warm_up_model_library
+
+from agentry.servicekit import tracing
+from agentry.servicekit.context import adopt_library_loggers
 from agentry.servicekit.db import open_database
+from agentry.servicekit.health import Check, database_check, grpc_check, redis_check
 from agentry.servicekit.eventstream import EventStream, MemoryEventStream, RedisEventStream
 
 from .adapters.sql import SqlRunnerRepository
@@ -32,28 +36,23 @@ SERVICE_NAME = runner_pb2.DESCRIPTOR.services_by_name["RunnerService"].full_name
 
 def _warm_up_litellm() -> None:
     try:
-        importlib.import_module("litellm")
+        warm_up_model_library()  # agentpress's model adapter imports its library (LiteLLM)
     except Exception:  # noqa: BLE001 - a failed warm-up only means the first run imports it
         logger.warning("LiteLLM warm-up import failed", exc_info=True)
+    adopt_library_loggers()  # LiteLLM's lines in our format (JSON in production)
 
 
 def _warm_up_for_fork() -> None:
     """Everything a worker's first run would import lazily, done once in the prefork parent:
     LiteLLM itself and what its first streaming call pulls in (a mock call, no network). Leaves
     no thread or event loop behind, so forking afterwards is safe."""
-    _warm_up_litellm()
     try:
-        import litellm
-
-        async def call() -> None:
-            stream = await litellm.acompletion(model="openai/warm-up", messages=[{"role": "user", "content": "hi"}],
-                                               mock_response="ok", stream=True, api_key="warm-up")
-            async for _ in stream:
-                pass
-
-        asyncio.run(call())
+        warm_up_model_library()  # imported first, so its lines go through ours from the start
+        adopt_library_loggers()
+        warm_up_model_library(call=True)
     except Exception:  # noqa: BLE001 - a failed warm-up only means the first run pays for it
         logger.warning("LiteLLM warm-up call failed", exc_info=True)
+    adopt_library_loggers()
 
 
 def build_event_stream(settings: RunnerSettings) -> EventStream:
@@ -83,6 +82,18 @@ def _build_stops(settings: RunnerSettings) -> StopSignal:
     return MemoryStopSignal()
 
 
+def _readiness_checks(settings: RunnerSettings, engine, queue: RunQueue) -> dict[str, Check]:
+    """What this process needs to do its work: the database, Redis and RabbitMQ when used (the
+    worker adds the services it calls)."""
+    checks: dict[str, Check] = {"database": database_check(engine)}
+    if settings.events == "redis":
+        checks["redis"] = redis_check(settings.redis_url)
+    check_queue = getattr(queue, "check", None)
+    if check_queue is not None:
+        checks["rabbitmq"] = check_queue
+    return checks
+
+
 async def start(
     settings: RunnerSettings,
     stack: contextlib.AsyncExitStack,
@@ -92,6 +103,7 @@ async def start(
 ) -> RunningServer:
     """Starts the roles `settings.role` asks for. `events` lets `agentry dev` share one
     in-process stream with the gateway; `agents` lets tests choose the agent."""
+    tracing.configure_tracing(f"runner-{settings.role}")  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     engine = await open_database(settings.database_url, migrations_dir=Path(__file__).parent / "migrations",
                                  version_table="alembic_version_runner", stack=stack, pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow, pool_mode=settings.database_pool_mode)
@@ -103,19 +115,20 @@ async def start(
     stack.push_async_callback(stops.close)
     queue = _build_queue(settings)
     stack.push_async_callback(queue.close)
+    checks = _readiness_checks(settings, engine, queue)
     token = settings.internal_token.get_secret_value()
 
     if settings.role in ("worker", "all"):
         from .adapters.billing_grpc import GrpcUsageSink
         from .adapters.sandbox_grpc import GrpcSandbox
 
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         # LiteLLM's typed dicts make pydantic warn at import; nothing a user can act on.
         warnings.filterwarnings("ignore", message=".*ReadOnly.*", category=UserWarning)
         sandbox_channel = open_channel(settings.sandbox_target, token, tls=settings.tls())
         billing_channel = open_channel(settings.billing_target, token, tls=settings.tls())
         stack.push_async_callback(sandbox_channel.close)
         stack.push_async_callback(billing_channel.close)
+        checks["sandbox"], checks["billing"] = grpc_check(sandbox_channel), grpc_check(billing_channel)
 
         def sandboxes(account_id, project_id, on_start=None, on_ready=None):
             return GrpcSandbox(sandbox_channel, account_id=account_id, project_id=project_id,
@@ -128,9 +141,17 @@ async def start(
                               max_per_second=settings.max_admissions_per_second)
         admission.start()
         stack.push_async_callback(admission.close)
+        tracer = None
+        if settings.langfuse_public_key and settings.langfuse_secret_key:  # else nothing imported
+            from .adapters.langfuse_tracing import LangfuseTracer
+
+            tracer = LangfuseTracer.from_settings(settings)
+            if tracer is not None:
+                stack.push_async_callback(tracer.close)
+                logger.info("runs are traced to Langfuse at %s", settings.langfuse_base_url)
         worker = RunWorker(repo=repo, events=events, stops=stops, sandboxes=sandboxes, usage=usage,
                            agent_factory=agents or agent_factory(settings), policy=policy_from(settings),
-                           admission=admission)
+                           admission=admission, tracer=tracer)
         worker.start()
         stack.push_async_callback(worker.close)
         if settings.role == "worker":
@@ -191,6 +212,17 @@ async def start(
     sweeper.start()
     stack.push_async_callback(sweeper.close)
 
+    if settings.role in ("api", "all"):  # queue depth and the oldest waiting run, for /metrics
+        from .metrics import sample_queue
+
+        sampler = asyncio.create_task(sample_queue(repo, interval=settings.queue_sample_seconds), name="queue-metrics")
+
+        async def _stop_sampler() -> None:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+
+        stack.push_async_callback(_stop_sampler)
+
     service_names: list[str] = []
     register = lambda server: None  # noqa: E731 - a worker-only process serves health alone
     if settings.role in ("api", "all"):
@@ -199,7 +231,7 @@ async def start(
             RunnerServicer(service), server)
     return await start_grpc_server(name=f"runner-{settings.role}", register=register, service_names=service_names,
                                    host=settings.host, port=settings.port, internal_token=token, stack=stack,
-                                   grace=settings.grace_seconds, tls=settings.tls())
+                                   grace=settings.grace_seconds, tls=settings.tls(), readiness_checks=checks)
 
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -221,8 +253,15 @@ def main() -> None:
 
         from .prefork import serve_prefork
 
-        configure_logging(settings.log_level, json=not settings.dev_mode)
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        configure_logging(settings.log_level, json=settings.log_json())
+        if settings.metrics_port is not None:
+            # One /metrics for the pod, summing every child (prometheus-client's multiprocess
+            # mode), served by slot 0 on the metrics port; set before any metric exists.
+            import tempfile
+
+            from agentry.servicekit.metrics import MULTIPROC_ENV, enable_multiprocess
+
+            enable_multiprocess(os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="agentry-metrics-"))
         warnings.filterwarnings("ignore", message=".*ReadOnly.*", category=UserWarning)
         sys.exit(serve_prefork(settings.processes, lambda: run_service(start, RunnerSettings),
                                warm_up=_warm_up_for_fork))

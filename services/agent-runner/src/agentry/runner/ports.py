@@ -76,7 +76,7 @@ class RunnerRepository(Protocol):
     async def create_run(self, *, run_id: str, thread_id: str, account_id: str, model: str,
                          first_message: StoredMessage | None, reasoning_effort: str = "",
                          multitask: MultitaskStrategy | str = MultitaskStrategy.REJECT,
-                         max_active_runs: int = 0) -> Run:
+                         max_active_runs: int = 0, user_id: str = "") -> Run:
         """Inserts the run atomically: `queued` with its prompt when it gets the thread now,
         else (enqueue, interrupt, rollback) `pending` with the prompt kept back until a run
         ending gives it the thread. RunAlreadyActive for reject while a run holds the thread;
@@ -116,6 +116,10 @@ class RunnerRepository(Protocol):
     async def paused_before(self, before: float, limit: int = 500) -> list[str]: ...
 
     async def mark_undispatched(self, run_id: str) -> None: ...
+
+    async def queue_stats(self) -> tuple[int, float | None]:
+        """(runs waiting for a worker - status queued -, creation time of the oldest, epoch s)."""
+        ...
 
     async def dispatch_candidates(self, *, redispatch_after: float, limit: int = 500) -> list[DispatchJob]: ...
 

@@ -8,6 +8,8 @@ imports everything once, holds no threads, sockets or event loop, and forks N ch
 each run the ordinary worker (`main.start`); a child that dies is replaced within milliseconds
 (with backoff if it keeps dying), sharing the parent's imported pages copy-on-write. The
 first child serves gRPC health on the configured port, the others on free ports.
+With AGENTRY_RUNNER_METRICS_PORT set, the children write their metrics to one directory
+(prometheus-client's multiprocess mode) and slot 0 serves their sum on that port.
 SIGTERM/SIGINT to the parent is forwarded to every child (each hands its runs back as on any
 shutdown) and the parent exits once they have. Children die with the parent (PR_SET_PDEATHSIG).
 """
@@ -49,6 +51,8 @@ def serve_prefork(processes: int, run_child, *, warm_up) -> int:
             os.environ["AGENTRY_RUNNER_PROCESS_SLOT"] = str(slot)
             if slot:  # one process serves the configured health port; the others any free one
                 os.environ["AGENTRY_RUNNER_PORT"] = "0"
+                # and slot 0 serves /metrics for all (multiprocess mode sums every child's)
+                os.environ.pop("AGENTRY_RUNNER_METRICS_PORT", None)
             code = 0
             try:
                 run_child()
@@ -83,6 +87,9 @@ def serve_prefork(processes: int, run_child, *, warm_up) -> int:
         except ChildProcessError:
             break
         slot = children.pop(pid, None)
+        from agentry.servicekit.metrics import mark_process_dead
+
+        mark_process_dead(pid)  # its live gauges (runs it drove) stop counting
         if slot is None or stopping:
             continue
         uptime = time.monotonic() - started[slot]

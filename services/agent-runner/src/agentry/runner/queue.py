@@ -33,6 +33,9 @@ class RunJob:
     thread_id: str
     account_id: str
     attempt: int = 1
+    # W3C trace context of the request that queued the job ("" when tracing is off); RabbitMQ
+    # also carries it as the message's `traceparent` header.
+    traceparent: str = ""
 
     def encode(self) -> bytes:
         return orjson.dumps(self)
@@ -56,9 +59,10 @@ class RunJob:
         attempt = raw.get("attempt", 1)
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
             raise ValueError(f"run job has an invalid attempt: {attempt!r}")
+        traceparent = raw.get("traceparent", "")
         return cls(
             run_id=ids["run_id"], thread_id=ids["thread_id"], account_id=ids["account_id"],
-            attempt=attempt,
+            attempt=attempt, traceparent=traceparent if isinstance(traceparent, str) else "",
         )
 
 

@@ -12,6 +12,8 @@ from agentpress import RunFinished, UserMessage
 
 from agentry.servicekit.eventstream import EventStream, EventStreamUnavailable, SequenceError, thread_log_id
 
+from agentry.servicekit import tracing
+
 from .domain import (
     DEFAULT_PAGE,
     MAX_ACCOUNT_ID_CHARS,
@@ -194,7 +196,7 @@ class RunnerService:
         return await self._repo.list_messages(thread.thread_id)
 
     async def start_run(self, account_id: str, thread_id: str, model: str, prompt: str,
-                        reasoning_effort: str = "", multitask_strategy: str = "") -> Run:
+                        reasoning_effort: str = "", multitask_strategy: str = "", *, user_id: str = "") -> Run:
         """Starts a run on the thread. When another run is active there, `multitask_strategy`
         decides: reject (the default: RunAlreadyActive), enqueue (the run waits, `pending`, until
         the runs ahead of it have ended), interrupt (the active run is stopped and this one runs
@@ -224,10 +226,13 @@ class RunnerService:
             run = await self._repo.create_run(run_id=str(uuid.uuid4()), thread_id=thread.thread_id,
                                               account_id=account_id, model=model, first_message=first,
                                               reasoning_effort=reasoning_effort, multitask=strategy,
-                                              max_active_runs=max_active)
+                                              max_active_runs=max_active, user_id=user_id[:64])
         except TooManyActiveRuns as exc:
             exc.retry_after_seconds = self._retry_after
             raise
+        from . import metrics
+
+        metrics.runs_started().labels(metrics.model_label(model)).inc()
         if run.thread_seq is not None:
             self._announce(run)
         if run.status is RunStatus.QUEUED:
@@ -241,7 +246,8 @@ class RunnerService:
 
     async def _publish(self, run: Run) -> None:
         try:
-            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=run.thread_id, account_id=run.account_id))
+            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=run.thread_id, account_id=run.account_id,
+                                             traceparent=tracing.current_traceparent()))
         except QueueUnavailable as exc:
             # The run is accepted (it is in the database): the sweeper publishes its job as soon
             # as the broker is back. The caller gets its 202 like any other start.
@@ -305,7 +311,8 @@ class RunnerService:
         if not await self._repo.resume_paused(run.run_id, resolution):
             raise RunNotWaiting(f"agent run {run_id} is no longer waiting for the user")
         try:
-            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=run.thread_id, account_id=account_id))
+            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=run.thread_id, account_id=account_id,
+                                             traceparent=tracing.current_traceparent()))
         except QueueUnavailable as exc:
             logger.warning("run %s resumed but not yet dispatched: %s", run.run_id, exc)
             await self._repo.mark_undispatched(run.run_id)

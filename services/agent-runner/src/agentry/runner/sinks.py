@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from agentpress import Event, Message, PhaseChanged, RequiresAction, RunFinished, message_from_dict
@@ -101,12 +102,15 @@ class EventStoreFailed(Exception):
 
 async def end_run(repo: RunnerRepository, stream: EventStream, run_id: str, *, seq: int, event: RunFinished,
                   from_: list[RunStatus], epoch: int | None = None,
-                  pending: list[StoredEvent] | None = None, retry_seconds: float = 0.0) -> bool:
+                  pending: list[StoredEvent] | None = None, retry_seconds: float = 0.0,
+                  started_at: float | None = None) -> bool:
     """The one place a run ends: its status, its remaining durable events and the terminal event
     (numbered `seq`) are stored in one transaction, then the terminal event goes to the live
     stream. Only from `from_` (and only at lease `epoch` when given); False when the run was not
     there to end (someone else ended or took it), and then nothing is written. With
-    `retry_seconds`, a database that is away (restarting) is waited for that long.
+    `retry_seconds`, a database that is away (restarting) is waited for that long. A run that
+    ended is counted in agentry_runs_finished_total (and, given `started_at`, epoch seconds, its
+    duration observed).
     """
     status, error = final_status(str(event.reason), event.error)
     if event.error != (error or None):
@@ -116,6 +120,11 @@ async def end_run(repo: RunnerRepository, stream: EventStream, run_id: str, *, s
         run_id, from_=from_, to=status, error=error, finish_reason=str(event.reason),
         events=[*(pending or ()), StoredEvent(seq, data, True)], epoch=epoch), deadline=retry_seconds)
     if ended:
+        from . import metrics
+
+        metrics.record_finished(status.value, str(event.reason))
+        if started_at is not None:
+            metrics.run_duration().labels(status.value).observe(max(time.time() - started_at, 0.0))
         # The end is stored: live clients must get it even if the run's task is cancelled while
         # the stream is away (the worker's heartbeat no longer finds the ended run's lease).
         await asyncio.shield(stream.append(run_id, seq, data, terminal=True))
@@ -164,6 +173,7 @@ class RunEventSink:
         self._stored_seq = last_seq
         self._writer: asyncio.Task[None] | None = None
         self._write_error: Exception | None = None
+        self.started_at: float | None = None  # epoch seconds of the run's first start (its duration)
         self.finished = False
         self.paused = False  # the run waits for the user (requires_action stored with the status)
 
@@ -222,7 +232,7 @@ class RunEventSink:
             ended = await end_run(self._repo, self._stream, self._run_id, seq=self._seq, event=event,
                                   from_=[RunStatus.RUNNING, RunStatus.CANCELLING],
                                   epoch=lease.epoch if lease else None, pending=pending,
-                                  retry_seconds=self._write_retry_seconds)
+                                  retry_seconds=self._write_retry_seconds, started_at=self.started_at)
         except Exception:
             # Live clients still learn that the run ended; the failure propagates to the worker,
             # which leaves the run to the sweeper (its lease lapses and another worker ends it).

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from agentpress import (
@@ -44,9 +45,13 @@ from agentpress import (
     default_tools,
 )
 
-from agentry.servicekit.context import run_id_var
+from agentry.servicekit.context import account_id_var, run_id_var
+from agentry.servicekit import tracing
 from agentry.servicekit.eventstream import EventStream
+from agentpress.observe import FanOut
+from opentelemetry.trace import SpanKind
 
+from . import metrics
 from .admission import Admission
 from .config import RunnerSettings
 from .domain import RESUME_USER_INPUT, ClaimedRun, Phase, Run, RunStatus
@@ -58,6 +63,8 @@ from .stopsignal import StopSignal
 logger = logging.getLogger(__name__)
 
 AgentFactory = Callable[[Run], Agent]
+# The Langfuse tracer's shape: start_run(**run fields) -> an agentpress RunObserver with end().
+RunTracer = Any
 # (account_id, project_id, on_start, on_ready) -> the run's sandbox; (account_id, run_id, attempt) -> usage
 SandboxFactory = Callable[..., SandboxPort]
 UsageFactory = Callable[..., UsageSink]
@@ -95,8 +102,10 @@ class RunWorker:
     def __init__(self, *, repo: RunnerRepository, events: EventStream, stops: StopSignal,
                  sandboxes: SandboxFactory, usage: UsageFactory, agent_factory: AgentFactory,
                  policy: WorkerPolicy = WorkerPolicy(), worker_id: str | None = None,
-                 clock: Callable[[], float] = time.time, admission: Admission | None = None) -> None:
+                 clock: Callable[[], float] = time.time, admission: Admission | None = None,
+                 tracer: RunTracer | None = None) -> None:
         self._repo = repo
+        self._tracer = tracer  # Langfuse (adapters/langfuse_tracing.py); None: runs are not traced
         self._admission = admission
         self._events = events
         self._stops = stops
@@ -162,10 +171,20 @@ class RunWorker:
     # -- jobs --------------------------------------------------------------------------------
 
     async def handle(self, job: RunJob) -> None:
+        """`_handle_job` within the job's span of the request's trace (when tracing is on)."""
+        if not tracing.enabled():
+            return await self._handle_job(job)
+        with tracing.span("run job", kind=SpanKind.CONSUMER,
+                          parent={"traceparent": job.traceparent} if job.traceparent else None,
+                          attributes={"messaging.operation.type": "process", "agentry.run_id": job.run_id}):
+            return await self._handle_job(job)
+
+    async def _handle_job(self, job: RunJob) -> None:
         """Drives the job's run to its end or hands it back. Raises RequeueJob when the job must
         go back to the queue (this worker is shutting down); returns when the job is done with
         (the run ended, or another worker holds it)."""
         run_id_var.set(job.run_id)
+        account_id_var.set(job.account_id)
         if not self._accepting:
             raise RequeueJob("the worker is shutting down")
         if self._ready is not None and not self._ready.is_set():
@@ -180,11 +199,15 @@ class RunWorker:
         run = claimed.run
         held = _Held(Lease(run.run_id, run.lease_epoch), time.monotonic())
         self._held[run.run_id] = held
+        active = metrics.active_runs()
+        active.inc()
         try:
             await self._drive(claimed, held)
         finally:
             self._held.pop(run.run_id, None)
+            active.dec()
         if held.handed_back:
+            metrics.runs_handed_back().inc()
             raise RequeueJob("run handed back at shutdown")
 
     async def _claim(self, run_id: str) -> ClaimedRun | None:
@@ -233,6 +256,12 @@ class RunWorker:
         sink = RunEventSink(run.run_id, self._repo, self._events, last_seq=last_seq, lease=lease,
                             on_event=seen_event, write_retry_seconds=self._policy.write_retry_seconds,
                             write_delay=self._policy.event_write_delay)
+        sink.started_at = run.started_at
+        first_start = run.attempt <= 1 and not answered
+        if first_start:  # how long its job waited for a worker
+            metrics.queue_wait().observe(max(self._clock() - run.created_at, 0.0))
+        observer = metrics.RunObserver(model=run.model, created_at=run.created_at if first_start else None,
+                                          seq=lambda: sink.last_seq)
         if run.attempt > self._policy.max_attempts:
             await sink.emit(RunFinished(reason="error", error=(
                 f"the run was interrupted {run.attempt - 1} times (its worker was lost); giving up")))
@@ -247,6 +276,7 @@ class RunWorker:
         messages = ThreadMessageStore(self._repo, thread_id=run.thread_id, account_id=run.account_id, lease=lease)
         if resumed or answered:
             logger.info("resuming run (attempt %d, %s)", run.attempt, claimed.resume_reason)
+            metrics.runs_resumed().labels(str(claimed.resume_reason or "unknown")).inc()
             await sink.emit(RunResumed(attempt=run.attempt, reason=claimed.resume_reason))
             await sink.emit(PhaseChanged(phase=Phase.RESUMED.value))
         if run.status is RunStatus.CANCELLING:  # stopped while no worker held it
@@ -277,13 +307,15 @@ class RunWorker:
             if previous is not None:
                 await sink.emit(PhaseChanged(phase=previous[0], tool=previous[1] or None))
 
+        trace = self._start_trace(claimed)
+        outcome, error = "error", "the worker failed while running the agent"
         try:
             async with self._stops.watch(run.run_id) as cancel:
                 ctx = RunContext(
                     run_id=run.run_id, thread_id=run.thread_id, messages=messages,
                     sandbox=self._sandboxes(run.account_id, claimed.project_id, sandbox_starting, sandbox_ready),
                     usage=self._usage(run.account_id, run.run_id, run.attempt),
-                    events=_OverridingSink(sink, held), cancel=cancel,
+                    events=_OverridingSink(sink, held, observer), cancel=cancel, observer=trace,
                 )
                 if hasattr(ctx.sandbox, "on_exec") and hasattr(ctx.usage, "record_sandbox"):
                     ctx.sandbox.on_exec = ctx.usage.record_sandbox  # sandbox time is billed per exec second
@@ -301,8 +333,12 @@ class RunWorker:
                     deadline.cancel()
                 if held.task.cancelled():
                     logger.info("run stopped here: %s", "handed back" if held.handed_back else "lease lost")
+                    if not held.handed_back and not sink.finished:  # not a run that just ended
+                        metrics.lease_losses().inc()
+                    outcome, error = ("handed_back" if held.handed_back else "lease_lost"), None
                     return
                 result = held.task.result()
+                outcome, error = str(result.reason), result.error
                 if result.reason is FinishReason.REQUIRES_ACTION:
                     await self._pause(run, sink, lease, result.pending or {})
                     return
@@ -311,10 +347,35 @@ class RunWorker:
         except Exception:
             if lease.lost:
                 logger.info("run stopped here: lease lost", exc_info=True)
+                if not held.handed_back and not sink.finished:
+                    metrics.lease_losses().inc()
                 return
             logger.exception("run crashed")
             if not sink.finished:
                 await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
+        finally:
+            if trace is not None and hasattr(trace, "end"):
+                trace.end(outcome=outcome, error=error)
+            observer.flush()
+
+    def _start_trace(self, claimed: ClaimedRun) -> Any:
+        """The run's observer: Langfuse's, OpenTelemetry's, both (FanOut) or None."""
+        otel = None
+        if tracing.enabled():
+            from .adapters.otel_observer import OtelRunObserver
+
+            otel = OtelRunObserver()
+        if self._tracer is None:
+            return otel
+        run = claimed.run
+        try:
+            langfuse = self._tracer.start_run(run_id=run.run_id, thread_id=run.thread_id, account_id=run.account_id,
+                                          user_id=run.user_id, model=run.model,
+                                          attempt=run.attempt, resume_reason=claimed.resume_reason)
+        except Exception:  # noqa: BLE001 - a tracer never stops a run
+            logger.warning("could not start the run's trace", exc_info=True)
+            return otel
+        return langfuse if otel is None else _TracedRun([langfuse, otel], langfuse)
 
     async def _pause(self, run: Run, sink: RunEventSink, lease: Lease, pending: dict) -> None:
         """The run waits for the user: the sink stored requires_action with the status (it holds
@@ -423,17 +484,31 @@ def _cancel_until_done(task: asyncio.Task[object] | None) -> None:
     waiter.add_done_callback(_insisting.discard)
 
 
+class _TracedRun(FanOut):
+    """Langfuse and OpenTelemetry observers as one; `end` closes the Langfuse run."""
+
+    def __init__(self, observers: list, langfuse: Any) -> None:
+        super().__init__(observers)
+        self._langfuse = langfuse
+
+    def end(self, **kwargs: Any) -> None:
+        self._langfuse.end(**kwargs)
+
+
 class _OverridingSink:
     """The run's event sink, except that a deadline that stopped the run turns the "cancelled"
-    ending into the deadline's "timeout"."""
+    ending into the deadline's "timeout"; every event is shown to the run's metrics observer."""
 
-    def __init__(self, sink: RunEventSink, held: _Held) -> None:
+    def __init__(self, sink: RunEventSink, held: _Held, observer: metrics.RunObserver | None = None) -> None:
         self._sink = sink
         self._held = held
+        self._observer = observer
 
     async def emit(self, event) -> None:
         if isinstance(event, RunFinished) and self._held.end_override is not None:
             event = self._held.end_override
+        if self._observer is not None:
+            self._observer.observe(event)
         await self._sink.emit(event)
 
 

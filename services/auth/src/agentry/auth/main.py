@@ -29,8 +29,9 @@ async def start(
     hasher: PasswordHasher | None = None,
 ) -> RunningServer:
     """Starts the auth gRPC server; `clock` and `hasher` exist so tests can control time and cost."""
+    checks: dict = {}  # readiness: the dependencies _build_provider opened
     provider, api_keys, accounts = await _build_provider(settings, stack, clock=clock,
-                                                         hasher=hasher or Argon2Hasher())
+                                                         hasher=hasher or Argon2Hasher(), checks=checks)
     return await start_grpc_server(
         name="auth",
         register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(
@@ -42,11 +43,13 @@ async def start(
         stack=stack,
         grace=settings.grace_seconds,
         tls=settings.tls(),
+        readiness_checks=checks,
     )
 
 
 async def _build_provider(
-    settings: AuthSettings, stack: contextlib.AsyncExitStack, *, clock: Clock, hasher: PasswordHasher
+    settings: AuthSettings, stack: contextlib.AsyncExitStack, *, clock: Clock, hasher: PasswordHasher,
+    checks: dict | None = None,
 ) -> tuple[IdentityProvider, ApiKeyService, AccountService]:
     if settings.provider not in ("local", "supabase"):
         raise ValueError(f"unknown identity provider {settings.provider!r}")
@@ -74,6 +77,10 @@ async def _build_provider(
         stack=stack, pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow, pool_mode=settings.database_pool_mode,
     )
+    if checks is not None:
+        from agentry.servicekit.health import database_check
+
+        checks["database"] = database_check(engine)
     users = SqlUserRepository(engine)
     provider: IdentityProvider
     if settings.provider == "supabase":

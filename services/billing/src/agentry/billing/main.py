@@ -7,6 +7,7 @@ from pathlib import Path
 
 from agentry.api.billing.v1 import billing_pb2, billing_pb2_grpc
 from agentry.servicekit.db import open_database
+from agentry.servicekit.health import database_check
 from agentry.servicekit.server import RunningServer, run_service, start_grpc_server
 
 from .adapters.local import LocalPaymentsProvider
@@ -64,6 +65,7 @@ async def start(settings: BillingSettings, stack: contextlib.AsyncExitStack) -> 
         host=settings.host,
         port=settings.port,
         internal_token=settings.internal_token.get_secret_value(),
+        readiness_checks={"database": database_check(engine)},
         stack=stack,
         grace=settings.grace_seconds,
         tls=settings.tls(),

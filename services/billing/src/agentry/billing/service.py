@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from . import metrics
 from .domain import (
     MICROS_PER_USD,
     Charge,
@@ -139,6 +140,13 @@ class BillingService:
     async def check_run(self, account_id: str, model: str) -> RunDecision:
         """Whether a run on `model` may start, with the plan's id and max_concurrent_runs (the
         runner's to enforce). From memory when cached (well under a millisecond)."""
+        started = time.perf_counter()
+        decision = await self._decide(account_id, model)
+        metrics.check_duration().observe(time.perf_counter() - started)
+        metrics.checks().labels("allowed" if decision.allowed else "refused", decision.reason[:40]).inc()
+        return decision
+
+    async def _decide(self, account_id: str, model: str) -> RunDecision:
         require_account_id(account_id)
         cached = await self._account(account_id)
         plan = cached.plan

@@ -14,6 +14,8 @@ from .config import GatewaySettings
 from .errors import install_error_handlers
 from .billing_routes import router as billing_router
 from .openapi import install_docs, operation_id
+from .metrics import HttpMetricsMiddleware
+from .metrics import router as metrics_router
 from .routes import router
 from .sandbox_routes import router as sandbox_router
 from .upstreams import Upstreams, open_upstreams
@@ -43,6 +45,8 @@ def create_app(settings: GatewaySettings, *, upstreams: Upstreams | None = None,
                            allow_methods=["*"], allow_headers=["*"])
     install_error_handlers(app)
     install_docs(app)
+    app.add_middleware(HttpMetricsMiddleware)
+    app.include_router(metrics_router)
     app.include_router(auth_routes.router)
     app.include_router(api_keys.router)
     app.include_router(accounts_routes.router)

@@ -11,7 +11,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 
 from agentry.api.auth.v1 import auth_pb2
 
-from agentry.servicekit.context import new_request_id, request_id_var
+from agentry.servicekit.context import account_id_var, new_request_id, request_id_var, run_id_var
 
 from .errors import ApiError
 from .schemas import unstorable
@@ -32,6 +32,9 @@ def _refuse_unstorable(request: Request) -> None:
 async def get_upstreams(request: Request) -> Upstreams:
     # async: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per request.
     request_id_var.set(request.headers.get("x-request-id") or new_request_id())
+    run_id = request.path_params.get("run_id")
+    if isinstance(run_id, str) and len(run_id) <= 64 and run_id.isprintable():
+        run_id_var.set(run_id)  # in this request's log lines and the gRPC calls it makes
     _refuse_unstorable(request)
     return request.app.state.upstreams
 
@@ -86,7 +89,9 @@ ApiKeyDoc = Annotated[object, Security(_API_KEY)]
 async def get_caller(request: Request, upstreams: UpstreamsDep, _bearer: BearerDoc = None,
                      _api_key: ApiKeyDoc = None) -> Caller:
     caller = await upstreams.token_verifier().verify(bearer(request))
-    return await _active_account(request, upstreams, caller)
+    caller = await _active_account(request, upstreams, caller)
+    account_id_var.set(caller.account_id)  # in this request's log lines and the gRPC calls it makes
+    return caller
 
 
 def _stream_resource(request: Request) -> str:
@@ -109,7 +114,9 @@ async def get_stream_caller(request: Request, upstreams: UpstreamsDep, _bearer: 
     token = request.query_params.get("access_token")
     if not token:
         raise ApiError(401, "unauthenticated", _MISSING)
-    return await upstreams.stream_token_verifier().verify_stream(token, _stream_resource(request))
+    caller = await upstreams.stream_token_verifier().verify_stream(token, _stream_resource(request))
+    account_id_var.set(caller.account_id)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from agentry.servicekit import tracing
 from agentry.servicekit.context import configure_logging
 from agentry.servicekit.eventstream import EventStream
 
@@ -30,6 +31,7 @@ class RunningGateway:
 
 async def start(settings: GatewaySettings, stack: contextlib.AsyncExitStack, *,
                 events: EventStream | None = None) -> RunningGateway:
+    tracing.configure_tracing("gateway")  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     app = create_app(settings, events=events)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             access_log=False, lifespan="on", timeout_graceful_shutdown=5)
@@ -73,5 +75,5 @@ def main() -> None:
     if code is not None:
         raise SystemExit(code)
     settings = GatewaySettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, json=settings.log_json())
     asyncio.run(_serve(settings))

@@ -21,8 +21,9 @@ from .errors import ApiError
 from .idempotency import IDEMPOTENCY_RESPONSES, KEY_DESCRIPTION, KEY_HEADER, MAX_KEY_LENGTH, idempotent
 from .sandbox_routes import project_sandbox
 from . import sse_docs
-from .sse import TERMINAL_STATUSES, run_events
 from .thread_routes import thread_answer
+from .metrics import metered_stream
+from .sse import TERMINAL_STATUSES, run_events
 from .thread_stream import list_thread_runs, parse_cursor, thread_events
 
 router = APIRouter(prefix="/api")
@@ -77,7 +78,8 @@ async def start_run(thread_id: str, caller: CallerDep, up: UpstreamsDep, body: s
             raise ApiError(status, check.reason or "not_allowed", check.message or "this run is not allowed")
         run = await up.runner.StartRun(pb.StartRunRequest(
             account_id=caller.account_id, thread_id=thread_id, model_name=model, prompt=body.prompt or "",
-            reasoning_effort=body.reasoning_effort or "", multitask_strategy=body.multitask_strategy or ""))
+            reasoning_effort=body.reasoning_effort or "", multitask_strategy=body.multitask_strategy or "",
+            user_id=caller.user_id or ""))
         return schemas.RunStarted(agent_run_id=run.agent_run_id, status=run.status)
 
     return await idempotent(up.idempotency, key=idempotency_key, account_id=caller.account_id,
@@ -165,7 +167,7 @@ async def stream_run(
         return Response(status_code=204)
     body = run_events(run=run, account_id=caller.account_id, after_seq=after, events=up.events,
                       runner=up.runner, keepalive_seconds=request.app.state.settings.keepalive_seconds)
-    return StreamingResponse(body, media_type="text/event-stream",
+    return StreamingResponse(metered_stream(body, "run"), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
@@ -197,7 +199,7 @@ async def stream_thread(
     body = thread_events(thread_id=thread_id, account_id=caller.account_id, runs=runs, listed_after=after,
                          resume=resume, events=up.events, runner=up.runner,
                          keepalive_seconds=request.app.state.settings.keepalive_seconds)
-    return StreamingResponse(body, media_type="text/event-stream",
+    return StreamingResponse(metered_stream(body, "thread"), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

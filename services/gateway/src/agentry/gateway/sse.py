@@ -37,6 +37,9 @@ async def run_events(
     """Yields SSE frames for every event after `after_seq`, then ends after the terminal one.
     The events of one live read leave as one chunk (one send through the ASGI stack, one write
     to the socket), however many there are."""
+    from .metrics import sse_events_sent
+
+    sent = sse_events_sent().labels("run")
     yield b"retry: 1000\n\n"
     batch: list[bytes] = []
     async for entry in run_entries(run=run, account_id=account_id, after_seq=after_seq, events=events,
@@ -45,14 +48,17 @@ async def run_events(
             yield KEEPALIVE
         elif entry is END_OF_BATCH:
             if batch:
+                sent.inc(len(batch))
                 yield b"".join(batch)
                 batch = []
         else:
             batch.append(frame(entry.seq, entry.data))
             if len(batch) >= 64:  # a replay from the database has no read boundaries: bound the chunk
+                sent.inc(len(batch))
                 yield b"".join(batch)
                 batch = []
     if batch:
+        sent.inc(len(batch))
         yield b"".join(batch)
 
 

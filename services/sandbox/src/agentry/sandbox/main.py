@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from agentry.servicekit.db import open_database
+from agentry.servicekit.health import database_check
 from agentry.servicekit.server import RunningServer, run_service, start_grpc_server
 
 from .adapters.sql import SqlSandboxRepository
@@ -97,6 +98,7 @@ async def start(settings: SandboxSettings, stack: contextlib.AsyncExitStack) -> 
         name="sandbox",
         register=register(service),
         service_names=[SERVICE_NAME],
+        readiness_checks={"database": database_check(engine)},
         host=settings.host,
         port=settings.port,
         internal_token=settings.internal_token.get_secret_value(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -23,6 +24,7 @@ from .domain import (
     valid_env_name,
     valid_label,
 )
+from . import metrics
 from .errors import InvalidSandboxRequest, SandboxAlreadyExists, SandboxError, SandboxNotFound, SandboxProviderError
 from .ports import SandboxProvider, SandboxRepository
 
@@ -173,14 +175,21 @@ class SandboxService:
         """Output chunks, then the outcome. Closing the iterator early kills the command."""
         if timeout < 0:
             raise InvalidSandboxRequest("timeout_seconds must not be negative")
-        record = await self._use(account_id, sandbox_id)
-        effective = min(timeout or self._default_timeout, self._max_timeout)
-        with self._working(sandbox_id):
-            stream = self._provider.exec(record.provider_ref, command, cwd=cwd, timeout=effective,
-                                         env={**record.spec.env, **(env or {})})
-            async with contextlib.aclosing(stream):
-                async for item in stream:
-                    yield item
+        started = time.perf_counter()
+        outcome = "aborted"
+        try:
+            record = await self._use(account_id, sandbox_id)
+            effective = min(timeout or self._default_timeout, self._max_timeout)
+            with self._working(sandbox_id):
+                stream = self._provider.exec(record.provider_ref, command, cwd=cwd, timeout=effective,
+                                             env={**record.spec.env, **(env or {})})
+                async with contextlib.aclosing(stream):
+                    async for item in stream:
+                        if isinstance(item, ExecOutcome):
+                            outcome = "timeout" if item.timed_out else "ok" if item.exit_code == 0 else "failed"
+                        yield item
+        finally:
+            metrics.exec_duration().labels(outcome).observe(time.perf_counter() - started)
         # No write after the command: once it has run, a database that went away meanwhile must
         # not fail the call (the caller would see its command fail after it ran). The use was
         # recorded before it started, and the reaper leaves sandboxes with commands in flight alone.

@@ -15,6 +15,7 @@ channel that died fails and is logged; its redelivered copy is settled instead.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import aio_pika
@@ -121,6 +122,11 @@ class _RabbitConsumer:
     async def _process(self, message: AbstractIncomingMessage) -> None:
         try:
             job = RunJob.decode(message.body)
+            header = (message.headers or {}).get("traceparent")
+            if isinstance(header, bytes):
+                header = header.decode("latin-1")
+            if isinstance(header, str) and header and header != job.traceparent:
+                job = dataclasses.replace(job, traceparent=header)  # the header wins
         except ValueError as exc:
             logger.error(
                 "rejecting an undecodable run job message %s (%d bytes): %s",
@@ -193,6 +199,7 @@ class RabbitRunQueue:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             content_type="application/json",
             message_id=job.run_id,
+            headers={"traceparent": job.traceparent} if job.traceparent else None,
         )
         try:
             # On a confirm channel this returns only after the broker's ack, and raises on a nack
@@ -219,6 +226,12 @@ class RabbitRunQueue:
             raise QueueUnavailable(f"cannot consume from {self._queue_name}: {exc!r}") from exc
         self._consumers.append(consumer)
         return consumer
+
+    async def check(self) -> None:
+        """Raises unless this process is connected to the broker (readiness)."""
+        connection = await self._connect()
+        if connection.is_closed or not connection.connected.is_set():
+            raise QueueUnavailable("the broker connection is down (reconnecting)")
 
     async def close(self) -> None:
         async with self._lock:

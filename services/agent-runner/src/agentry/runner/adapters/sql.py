@@ -81,6 +81,7 @@ agent_runs = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("completed_at", sa.Float),
     sa.Column("reasoning_effort", sa.String(10), nullable=False, server_default=""),
+    sa.Column("user_id", sa.String(64), nullable=False, server_default=""),
     sa.Column("worker_id", sa.String(64)),
     sa.Column("lease_expires_at", sa.Float),
     sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
@@ -143,7 +144,7 @@ def _run(row) -> Run:
         attempt=row.attempt, phase=row.phase, phase_detail=row.phase_detail or "", phase_since=row.phase_since,
         lease_epoch=row.lease_epoch, worker_id=row.worker_id, lease_expires_at=row.lease_expires_at,
         multitask_strategy=row.multitask_strategy, interrupts_run_id=row.interrupts_run_id,
-        thread_seq=row.thread_seq,
+        thread_seq=row.thread_seq, user_id=row.user_id or "",
         pending=orjson.loads(row.pending_json) if row.pending_json else None,
         resolution=orjson.loads(row.resolution_json) if row.resolution_json else None,
     )
@@ -352,7 +353,7 @@ class SqlRunnerRepository:
     async def create_run(self, *, run_id: str, thread_id: str, account_id: str, model: str,
                          first_message: StoredMessage | None, reasoning_effort: str = "",
                          multitask: MultitaskStrategy | str = MultitaskStrategy.REJECT,
-                         max_active_runs: int = 0) -> Run:
+                         max_active_runs: int = 0, user_id: str = "") -> Run:
         """Inserts the run under the thread's lock (and the account's, with a cap).
 
         A run that gets the thread at once is `queued`, its prompt added now; otherwise (enqueue,
@@ -393,7 +394,7 @@ class SqlRunnerRepository:
                                             "at once; wait for one to end")
                 values = dict(run_id=run_id, thread_id=thread_id, account_id=account_id, model=model, error="",
                               finish_reason="", created_at=now, reasoning_effort=reasoning_effort, phase_since=now,
-                              multitask_strategy=strategy.value)
+                              multitask_strategy=strategy.value, user_id=user_id)
                 waits = strategy is not MultitaskStrategy.REJECT and (
                     state.holder is not None or state.first is not None)
                 if not waits:
@@ -407,7 +408,7 @@ class SqlRunnerRepository:
                         start_position=_last_position(thread_id), thread_seq=(state.top or 0) + 1))
                     return Run(run_id, thread_id, account_id, RunStatus.QUEUED, model, "", "", now, None, None,
                                reasoning_effort, phase_since=now, multitask_strategy=strategy.value,
-                               thread_seq=(state.top or 0) + 1)
+                               thread_seq=(state.top or 0) + 1, user_id=user_id)
                 if strategy is MultitaskStrategy.ENQUEUE:
                     order = 1 if state.last is None else state.last + 1
                 else:
@@ -597,6 +598,14 @@ class SqlRunnerRepository:
                  .values(worker_id=None, lease_expires_at=0.0, dispatched_at=self._clock()))
         async with self._engine.begin() as conn:
             return (await conn.execute(query)).rowcount == 1
+
+    async def queue_stats(self) -> tuple[int, float | None]:
+        """Runs waiting for a worker (queued) and when the oldest was created (metrics)."""
+        c = agent_runs.c
+        query = sa.select(sa.func.count(), sa.func.min(c.created_at)).where(c.status == RunStatus.QUEUED.value)
+        async with self._engine.connect() as conn:
+            count, oldest = (await conn.execute(query)).one()
+        return int(count), (float(oldest) if oldest is not None else None)
 
     async def mark_undispatched(self, run_id: str) -> None:
         """The broker did not take the run's job: the sweeper publishes it on its next pass."""

@@ -203,20 +203,22 @@ class Run(_message.Message):
     def __init__(self, agent_run_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., account_id: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., reasoning_effort: _Optional[str] = ..., phase: _Optional[str] = ..., phase_detail: _Optional[str] = ..., phase_since: _Optional[float] = ..., attempt: _Optional[int] = ..., finish_reason: _Optional[str] = ..., pending_json: _Optional[str] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
-    __slots__ = ("account_id", "thread_id", "model_name", "prompt", "reasoning_effort", "multitask_strategy")
+    __slots__ = ("account_id", "thread_id", "model_name", "prompt", "reasoning_effort", "multitask_strategy", "user_id")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     REASONING_EFFORT_FIELD_NUMBER: _ClassVar[int]
     MULTITASK_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     thread_id: str
     model_name: str
     prompt: str
     reasoning_effort: str
     multitask_strategy: str
-    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., model_name: _Optional[str] = ..., prompt: _Optional[str] = ..., reasoning_effort: _Optional[str] = ..., multitask_strategy: _Optional[str] = ...) -> None: ...
+    user_id: str
+    def __init__(self, account_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., model_name: _Optional[str] = ..., prompt: _Optional[str] = ..., reasoning_effort: _Optional[str] = ..., multitask_strategy: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
     __slots__ = ("account_id", "agent_run_id")
