@@ -5,11 +5,13 @@
 #
 #   1. uv on PATH (or $UV when it names an executable): used as it is.
 #   2. .tools/uv/bin/uv from an earlier run: used again.
-#   3. A project-local virtualenv, .tools/uv (python3 -m venv, then its own pip installs uv).
-#   4. Where venv or ensurepip is missing (python3-venv not installed): the uv wheel is fetched
-#      from the package index (pip download, which installs nothing) and its binary unpacked
-#      into .tools/uv/bin.
-#   5. pipx, when present, with its home under .tools/pipx.
+#   3. When the system Python has pip: the uv wheel is fetched from the package index (pip
+#      download, which installs nothing, so PEP 668 does not refuse it) and its binary unpacked
+#      into .tools/uv/bin (the quickest: about 3 s).
+#   4. Else a project-local virtualenv, .tools/uv (python3 -m venv; its own pip installs uv).
+#      Needs venv and ensurepip (on Debian/Ubuntu: the python3-venv package).
+#   5. Else pipx, when present, with its home under .tools/pipx.
+# UV_BOOTSTRAP=wheel|venv|pipx tries only that one.
 #
 # uv itself never downloads a Python: the Makefile sets UV_PYTHON_DOWNLOADS=never, so it uses
 # the python3 found on PATH (3.11 or newer).
@@ -19,6 +21,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TOOLS="$ROOT/.tools"
 LOCAL_UV="$TOOLS/uv/bin/uv"
 PYTHON="${PYTHON:-python3}"
+ONLY="${UV_BOOTSTRAP:-}"
 
 say() { echo "setup: $*" >&2; }
 
@@ -45,19 +48,7 @@ say "uv is not on PATH: installing $UV_SPEC into $TOOLS/uv (nothing is installed
 mkdir -p "$TOOLS"
 rm -rf "$TOOLS/uv"
 
-if "$PYTHON" -m venv "$TOOLS/uv" >/dev/null 2>&1 && [ -x "$TOOLS/uv/bin/pip" ]; then
-  say "created a virtualenv at .tools/uv; installing uv with its pip"
-  if "$TOOLS/uv/bin/pip" install --quiet --disable-pip-version-check "$UV_SPEC" >&2 && [ -x "$LOCAL_UV" ]; then
-    say "uv $("$LOCAL_UV" --version | cut -d' ' -f2) is at .tools/uv/bin/uv"
-    echo "$LOCAL_UV"; exit 0
-  fi
-  say "pip in the virtualenv could not install uv"
-else
-  say "python3 -m venv is not usable here (on Debian/Ubuntu: apt install python3-venv)"
-fi
-rm -rf "$TOOLS/uv"
-
-if "$PYTHON" -m pip --version >/dev/null 2>&1; then
+if { [ "$ONLY" = "" ] || [ "$ONLY" = wheel ]; } && "$PYTHON" -m pip --version >/dev/null 2>&1; then
   say "fetching the uv wheel with pip download (it installs nothing) and unpacking its binary"
   WHEELS="$TOOLS/wheels"
   rm -rf "$WHEELS" && mkdir -p "$WHEELS" "$TOOLS/uv/bin"
@@ -83,7 +74,21 @@ EOF
   rm -rf "$TOOLS/uv"
 fi
 
-if command -v pipx >/dev/null 2>&1; then
+if [ "$ONLY" = "" ] || [ "$ONLY" = venv ]; then
+  if "$PYTHON" -m venv "$TOOLS/uv" >/dev/null 2>&1 && [ -x "$TOOLS/uv/bin/pip" ]; then
+    say "created a virtualenv at .tools/uv; installing uv with its pip"
+    if "$TOOLS/uv/bin/pip" install --quiet --disable-pip-version-check "$UV_SPEC" >&2 && [ -x "$LOCAL_UV" ]; then
+      say "uv $("$LOCAL_UV" --version | cut -d' ' -f2) is at .tools/uv/bin/uv"
+      echo "$LOCAL_UV"; exit 0
+    fi
+    say "pip in the virtualenv could not install uv"
+  else
+    say "python3 -m venv is not usable here (on Debian/Ubuntu: apt install python3-venv)"
+  fi
+  rm -rf "$TOOLS/uv"
+fi
+
+if { [ "$ONLY" = "" ] || [ "$ONLY" = pipx ]; } && command -v pipx >/dev/null 2>&1; then
   say "installing uv with pipx into .tools/pipx"
   mkdir -p "$TOOLS/uv/bin"
   if PIPX_HOME="$TOOLS/pipx" PIPX_BIN_DIR="$TOOLS/uv/bin" pipx install --quiet "$UV_SPEC" >&2 && [ -x "$LOCAL_UV" ]; then
