@@ -47,7 +47,8 @@ DEFAULT_PORTS = {"auth": 50051, "billing": 50052, "sandbox": 50053, "runner": 50
 
 BASE_URL_VARS = ("OPENAI_API_BASE", "OPENAI_BASE_URL")
 # Variables that name a provider other than by `<PROVIDER>_API_KEY`.
-_OTHER_KEYS = {"GOOGLE_API_KEY": "gemini/gemini-2.5-flash", "TOGETHERAI_API_KEY": None,
+_OTHER_KEYS = {"GOOGLE_API_KEY": "gemini/gemini-2.5-flash",
+               "TOGETHERAI_API_KEY": "together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo",
                "AWS_ACCESS_KEY_ID": "bedrock/anthropic.claude-3-5-haiku-20241022-v1:0"}
 
 
