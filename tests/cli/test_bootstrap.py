@@ -41,7 +41,7 @@ def test_make_test_sets_up_from_a_fresh_clone_without_uv_on_a_pep668_python(tmp_
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
     # The environment of a new user: /usr/bin first, no uv, no virtualenv, no pyenv.
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("UV_", "VIRTUAL_ENV", "PYENV", "PYTHON", "CONDA"))}
+           if k != "UV" and not k.startswith(("UV_", "VIRTUAL_ENV", "PYENV", "PYTHON", "CONDA"))}
     env["PATH"] = CLEAN_PATH
     result = subprocess.run(
         ["make", "test", "PYTEST_ARGS=tests/cli/test_cli_client.py::test_version -q -p no:cacheprovider"],
