@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# No local variables in tracebacks: they would print passwords and tokens.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Agentry: a self-hostable backend for tool-using AI agents.")
 console = Console()
 err_console = Console(stderr=True)
@@ -92,8 +93,20 @@ def _banner(dev_stack) -> None:
     ports = ", ".join(f"{k} :{v}" for k, v in dev_stack.ports.items() if k != "gateway")
     console.print(f"gRPC services on 127.0.0.1: {ports}", highlight=False)
     console.print(Text(_model_line(dev_stack), style="yellow" if dev_stack.demo else ""))
-    console.print(Text.assemble("Try it: ", (f'uv run agentry chat --url {url} "list the files in the workspace"',
+    console.print(Text.assemble("Try it: ", (f'{_cli_command()} chat --url {url} "list the files in the workspace"',
                                              "bold"), "  (Ctrl-C stops)"))
+
+
+def _cli_command() -> str:
+    """How to run the CLI here: `uv run agentry` when uv is on PATH, else this very executable
+    (a user whose uv was bootstrapped into .tools/ has no `uv` command)."""
+    import shutil
+    import sys
+
+    if shutil.which("uv"):
+        return "uv run agentry"
+    argv0 = Path(sys.argv[0])
+    return str(argv0) if argv0.name == "agentry" else "agentry"
 
 
 def _model_line(dev_stack) -> str:
