@@ -161,6 +161,8 @@ def test_attach_reports_an_unreachable_gateway_with_its_url():
 
 
 # -- threads / runs / --json / --version against a small local server ------------------------
+# The shapes of GET /api/threads and GET /api/threads/{id}/runs as the gateway answers them
+# (ThreadList: {"threads", "next_cursor"}; RunList: {"runs", "next_cursor"}).
 
 THREADS = [{"thread_id": f"t{i}", "name": f"[bold]thread {i}[/]", "project_id": "p", "sandbox_id": None,
             "created_at": "2026-11-30T10:00:00Z", "updated_at": f"2026-11-30T10:0{i}:00Z",
@@ -179,12 +181,13 @@ def fake_gateway() -> Iterator[tuple[str, list[dict]]]:
     async def threads(request: Request) -> JSONResponse:
         seen.append({"path": request.url.path, **request.query_params, "auth": request.headers.get("authorization")})
         if request.query_params.get("cursor") == "c2":
-            return JSONResponse({"items": THREADS[2:], "next_cursor": None})
-        return JSONResponse({"items": THREADS[:2], "next_cursor": "c2"})
+            return JSONResponse({"threads": THREADS[2:], "next_cursor": None})
+        return JSONResponse({"threads": THREADS[:2], "next_cursor": "c2"})
 
     async def runs(request: Request) -> JSONResponse:
         if request.path_params["thread_id"] != "t3":
             return JSONResponse({"error": {"code": "not_found", "message": "thread not found"}}, status_code=404)
+        # The generic name for the list: read as well as the gateway's "runs".
         return JSONResponse({"items": RUNS, "next_cursor": None})
 
     app_ = Starlette(routes=[Route("/api/auth/token", token, methods=["POST"]),

@@ -1,6 +1,7 @@
 """`agentry threads`, `runs`, `stop` and `files`: look at what the account has, for people or scripts.
 
-Lists come from the gateway as `{"items": [...], "next_cursor": str | null}`, newest first;
+Lists come from the gateway as `{"threads" | "runs": [...], "next_cursor": str | null}` (the
+gateway's ThreadList and RunList; `items` is read too, the issue's name for the list), newest first;
 `--cursor` asks for the next page and the human output ends with the command that shows it.
 With `--json` each item is one line of JSON (the gateway's object unchanged), and a last line
 `{"type": "cli.page", "next_cursor": ...}` tells a script whether there is more.
@@ -47,11 +48,18 @@ def _page(console: Console, json_out: JsonLines | None, page: dict[str, Any], mo
         console.print(Text(f"more: {more} --cursor {cursor}", style="dim"))
 
 
+def _items(page: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    items = page.get(key, page.get("items"))
+    if not isinstance(items, list):
+        raise CliError(f"the gateway's answer has no {key!r} list: is it older than this CLI?")
+    return items
+
+
 def list_threads(gw: Gateway, console: Console, json_out: JsonLines | None, *, limit: int,
                  cursor: str | None) -> int:
     """GET /api/threads: id, name, last run's status, message count, last update."""
     page = gw.get("/api/threads", "list threads", limit=limit, cursor=cursor)
-    items = page.get("items", [])
+    items = _items(page, "threads")
     if json_out is not None:
         for item in items:
             json_out.record(item)
@@ -69,7 +77,7 @@ def list_runs(gw: Gateway, console: Console, json_out: JsonLines | None, thread_
               cursor: str | None) -> int:
     """GET /api/threads/{id}/runs: id, status, how it ended, when."""
     page = gw.get(f"/api/threads/{thread_id}/runs", "list runs", limit=limit, cursor=cursor)
-    items = page.get("items", [])
+    items = _items(page, "runs")
     if json_out is not None:
         for item in items:
             json_out.record(item)
