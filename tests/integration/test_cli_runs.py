@@ -19,9 +19,11 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
 from agentry.cli.chat import run_attach, run_chat
 from agentry.cli.client import Gateway
+from agentry.cli.main import app
 from agentry.fakellm import Script, ScriptedToolCall, ThreadedFakeLLMServer, Turn
 
 pytestmark = pytest.mark.integration
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.integration
 HOSTILE = "[/bold] [red]not red[/red] [exit code 9] [link=x]y[/link]"
 MARKUP_SCRIPT = Script(turns=(
     Turn(text="Printing [bold]markup[/bold].",
-         tool_calls=(ScriptedToolCall(name="run_command", arguments={"command": f"echo '{HOSTILE}'; exit 3"}),)),
+         tool_calls=(ScriptedToolCall(name="run_command", arguments={"command": f"echo '{HOSTILE}' | tee note.txt; exit 3"}),)),
     Turn(text="Done [/]."),
 ))
 WORDS = [f"w{i}" for i in range(60)]
@@ -86,6 +88,37 @@ def _records(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def test_chat_json_is_valid_json_lines_and_files_lists_and_downloads(live, capsys, tmp_path):
+    console = Console(file=io.StringIO())
+    # First in the module, with an account of its own: main's runner (before the fix on the "api"
+    # branch, fc74774) ran every claimed run in the first project's sandbox.
+    email = "cli-files@example.com"
+    code = run_chat(url=live.url, email=email, password=PASSWORD, prompt="markup again", thread_id=None,
+                    model="openai/cli-markup", console=console, json_out=True)
+    assert code == 0
+    records = _records(capsys.readouterr().out)  # every line parses, or this fails
+    assert records[0]["type"] == "cli.run" and records[0]["run_id"]
+    seqs = [r["seq"] for r in records if "seq" in r]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert records[-1]["type"] == "run_finished"
+    finished = next(r for r in records if r["type"] == "tool_call_finished")
+    assert HOSTILE in finished["output"] and finished["output"].startswith("[exit code 3]")
+
+    # The file the tool wrote, through `agentry files THREAD [PATH]`.
+    thread_id = records[0]["thread_id"]
+    auth = ["--url", live.url, "--email", email, "--password", PASSWORD]
+    listed = CliRunner().invoke(app, ["files", thread_id, "--json", *auth])
+    assert listed.exit_code == 0, listed.output
+    note = next(f for f in _records(listed.output) if f.get("name") == "note.txt")
+    assert note["path"] == "note.txt" and note["is_dir"] is False and note["size"] == len(HOSTILE) + 1
+    target = tmp_path / "downloaded.txt"
+    fetched = CliRunner().invoke(app, ["files", thread_id, "note.txt", "-o", str(target), *auth])
+    assert fetched.exit_code == 0, fetched.output
+    assert target.read_text() == HOSTILE + "\n"
+    missing = CliRunner().invoke(app, ["files", thread_id, "nope/none.txt", *auth])
+    assert missing.exit_code == 1
+
+
 def test_markup_like_tool_output_renders_verbatim_with_its_exit_code(live):
     out = io.StringIO()
     console = Console(file=out, width=250, color_system=None)
@@ -98,20 +131,6 @@ def test_markup_like_tool_output_renders_verbatim_with_its_exit_code(live):
     assert "[exit code 3]" in text and "exit code 3 ·" in text
     assert "Done [/]." in text
     assert "tokens in" in text and "run finished: completed" in text
-
-
-def test_chat_json_is_valid_json_lines(live, capsys):
-    console = Console(file=io.StringIO())
-    code = run_chat(url=live.url, email=EMAIL, password=PASSWORD, prompt="markup again", thread_id=None,
-                    model="openai/cli-markup", console=console, json_out=True)
-    assert code == 0
-    records = _records(capsys.readouterr().out)  # every line parses, or this fails
-    assert records[0]["type"] == "cli.run" and records[0]["run_id"]
-    seqs = [r["seq"] for r in records if "seq" in r]
-    assert seqs == list(range(1, len(seqs) + 1))
-    assert records[-1]["type"] == "run_finished"
-    finished = next(r for r in records if r["type"] == "tool_call_finished")
-    assert HOSTILE in finished["output"] and finished["output"].startswith("[exit code 3]")
 
 
 class _CutFirstStream(httpx.BaseTransport):
