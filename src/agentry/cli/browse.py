@@ -14,11 +14,10 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-
-import httpx
 
 from .client import CliError, Gateway, api_error, unreachable
 from .render import JsonLines

@@ -130,7 +130,7 @@ def resolve_model(environ: Mapping[str, str] | None = None, *, probe: bool = Tru
     for var in sorted(env):
         if not env.get(var):
             continue
-        if var in _OTHER_KEYS and _OTHER_KEYS[var]:
+        if _OTHER_KEYS.get(var):
             return ModelChoice("provider_key", override or _OTHER_KEYS[var], key_var=var)
         provider = _litellm_provider(var)
         if provider is not None:
@@ -201,7 +201,7 @@ async def start_dev_stack(
     """
     ports = {**DEFAULT_PORTS, **(ports or {})}
     check_ports_free(ports)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything is served
 
     def db(name: str) -> str:
         return f"sqlite+aiosqlite:///{data_dir / f'{name}.db'}"
