@@ -150,6 +150,22 @@ def test_follow_reconnects_after_a_broken_connection_without_gap_or_duplicate():
     assert [s for s in seqs if s is not None] == list(range(1, 10))
 
 
+def test_attach_past_the_end_of_a_finished_run_says_so_and_exits_by_how_it_ended():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/stream"):
+            assert request.headers["last-event-id"] == "40"
+            return httpx.Response(204)  # the gateway's answer at or past a finished run's end
+        return httpx.Response(200, json={"agent_run_id": "r1", "status": "completed", "finish_reason": "completed"})
+
+    sink = io.StringIO()
+    with Gateway("http://gw.test", transport=httpx.MockTransport(handler)) as gw:
+        code = follow(gw, "r1", JsonLines(sink), Cursor(40))
+    assert code == 0
+    assert json.loads(sink.getvalue()) == {
+        "type": "cli.over", "message": "run r1 is over (completed, completed) and has no events after 40",
+        "run_id": "r1", "status": "completed", "finish_reason": "completed"}
+
+
 def test_attach_reports_an_unreachable_gateway_with_its_url():
     sink = io.StringIO()
     console = Console(file=sink, width=300, color_system=None)

@@ -195,6 +195,12 @@ def test_attach_resumes_after_a_disconnect_without_gap_or_duplicate(live, capsys
     assert transport.last_event_ids == [None, "11"]
     assert any(r["type"] == "cli.reconnect" for r in records)
 
+    # `agentry stop` on the finished run: the gateway's answer, as one JSON line.
+    stopped = CliRunner().invoke(app, ["stop", run_id, "--json", "--url", live.url, "--email", EMAIL,
+                                       "--password", PASSWORD])
+    assert stopped.exit_code == 0, stopped.output
+    assert _records(stopped.output) == [{"agent_run_id": run_id, "status": "completed"}]
+
 
 def test_ctrl_c_on_a_real_chat_process_stops_the_run(live):
     env = {**os.environ, "AGENTRY_URL": live.url, "AGENTRY_EMAIL": EMAIL, "AGENTRY_PASSWORD": PASSWORD}

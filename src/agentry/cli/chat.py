@@ -22,7 +22,7 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
-from .client import CliError, Gateway
+from .client import CliError, Gateway, RunOver
 from .render import OK_REASONS, Human, JsonLines
 
 INTERRUPTED = 130
@@ -71,6 +71,12 @@ def follow(gw: Gateway, run_id: str, out: Renderer, cursor: Cursor, *,
                             return 0
                     elif kind == "run_finished":
                         return 0 if event.get("reason") in OK_REASONS else 2
+        except RunOver:
+            run = gw.get(f"/api/agent-run/{run_id}", "get run")
+            out.note("over", f"run {run_id} is over ({run.get('status')}, {run.get('finish_reason') or 'no reason'}) "
+                     f"and has no events after {cursor.seq}", run_id=run_id, status=run.get("status"),
+                     finish_reason=run.get("finish_reason"))
+            return 0 if run.get("finish_reason") in OK_REASONS else 2
         except httpx.TransportError as exc:
             problem = f"the connection broke ({type(exc).__name__})"
         failures += 1

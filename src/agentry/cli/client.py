@@ -14,6 +14,10 @@ from typing import Any
 import httpx
 
 
+class RunOver(Exception):
+    """The stream answered 204: the run has finished and has no event after the one asked for."""
+
+
 class CliError(Exception):
     """A failure to show as one line; `code` is the process exit status."""
 
@@ -96,14 +100,17 @@ class Gateway:
     @contextmanager
     def stream(self, run_id: str, after_seq: int) -> Iterator[Iterator[tuple[int | None, str]]]:
         """Opens GET /api/agent-run/{run_id}/stream, resuming after `after_seq` (Last-Event-ID),
-        and yields an iterator of (seq, data) pairs. A refusal raises CliError; a connection
-        that fails midway raises httpx.TransportError from the iterator (the caller reconnects)."""
+        and yields an iterator of (seq, data) pairs. A refusal raises CliError; 204 (the run is
+        over and has nothing after `after_seq`) raises RunOver; a connection that fails midway
+        raises httpx.TransportError from the iterator (the caller reconnects)."""
         headers = {"Last-Event-ID": str(after_seq)} if after_seq else {}
         try:
             with self.http.stream("GET", f"/api/agent-run/{run_id}/stream", headers=headers) as response:
                 if not response.is_success:
                     response.read()
                     raise api_error(response, "stream")
+                if response.status_code == 204:
+                    raise RunOver(run_id)
                 yield iter_sse(response)
         except httpx.ConnectError as exc:
             raise unreachable(self.url, exc) from None
