@@ -314,6 +314,15 @@ def test_a_taken_gateway_port_is_one_line_naming_the_port_and_the_fix(taken_port
     assert "Traceback" not in result.output
 
 
+def test_up_names_a_taken_gateway_port_before_starting_anything(taken_port, tmp_path):
+    result = CliRunner().invoke(app, ["up", "--port", str(taken_port), "--free-grpc-ports",
+                                      "--data-dir", str(tmp_path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"port {taken_port} (gateway) is already in use on 127.0.0.1: stop what uses it, or choose another with "
+        f"`agentry up --port {taken_port + 1}` (or `make up PORT={taken_port + 1}`).")
+
+
 def test_a_taken_grpc_port_is_named_before_anything_starts(taken_port):
     with pytest.raises(PortInUse) as caught:
         check_ports_free({"gateway": 0, "auth": taken_port})

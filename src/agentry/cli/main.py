@@ -79,12 +79,18 @@ def dev(
     try:
         asyncio.run(_run())
     except PortInUse as exc:
-        if exc.service == "gateway":
-            fix = f"choose another with `agentry dev --port {exc.port + 1}` (or `make run PORT={exc.port + 1}`)"
-        else:
-            fix = "let the gRPC services take free ports with `agentry dev --free-grpc-ports`"
-        err_console.print(Text(f"{exc}: stop what uses it, or {fix}.", style="red"), soft_wrap=True)
-        raise typer.Exit(1) from None
+        _port_in_use(exc, "dev", "run")
+
+
+def _port_in_use(exc, command: str, make_target: str) -> None:
+    """One line naming the port, its service and the option that moves it; exit status 1."""
+    if exc.service == "gateway":
+        fix = (f"choose another with `agentry {command} --port {exc.port + 1}` "
+               f"(or `make {make_target} PORT={exc.port + 1}`)")
+    else:
+        fix = f"let the gRPC services take free ports with `agentry {command} --free-grpc-ports`"
+    err_console.print(Text(f"{exc}: stop what uses it, or {fix}.", style="red"), soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def _banner(dev_stack) -> None:
@@ -145,14 +151,25 @@ def up(
     data_dir: Annotated[Path, typer.Option()] = Path("var/split"),
     workers: Annotated[int, typer.Option(envvar="AGENTRY_UP_WORKERS", min=1,
                                          help="How many worker processes consume runs.")] = 1,
+    free_grpc_ports: Annotated[bool, typer.Option(
+        "--free-grpc-ports", envvar="AGENTRY_UP_FREE_GRPC_PORTS",
+        help="Put the gRPC services on free ports instead of 50051-50055.")] = False,
 ) -> None:
     """Split mode: every service in its own process, on PostgreSQL, Redis and RabbitMQ.
 
     A service that dies is restarted (0.5 s, doubling to 30 s while it keeps dying)."""
-    from .split import SplitConfig, run_split_forever
+    from .devstack import PortInUse, check_ports_free
+    from .split import SplitConfig, free_port, run_split_forever
 
-    run_split_forever(SplitConfig(database_url=database_url, redis_url=redis_url, amqp_url=amqp_url,
-                                  gateway_port=port, data_dir=data_dir, workers=workers), console)
+    config = SplitConfig(database_url=database_url, redis_url=redis_url, amqp_url=amqp_url,
+                         gateway_port=port, data_dir=data_dir, workers=workers)
+    if free_grpc_ports:
+        config.grpc_ports = {name: free_port() for name in config.grpc_ports}
+    try:
+        check_ports_free({"gateway": port, **config.grpc_ports})
+    except PortInUse as exc:
+        _port_in_use(exc, "up", "up")
+    run_split_forever(config, console)
 
 
 # -- talking to a running gateway --------------------------------------------------------------
