@@ -1,14 +1,17 @@
 # The commands people type. Everything runs through uv: one workspace, one lockfile.
 export UV_PYTHON_DOWNLOADS := never
 export LITELLM_LOCAL_MODEL_COST_MAP := True
-UV ?= uv
+# uv from PATH, else the project-local one `make setup` bootstraps (scripts/bootstrap-uv.sh).
+UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/uv/bin/uv)
+PORT ?= 8000
 PYTEST_ARGS ?=
 PROTO_FILES := $(sort $(shell find proto -name "*.proto"))
 
 .PHONY: help setup run test up proto proto-check bench images
 
 help:
-	@echo "make run          set up and run every service in one process on embedded defaults (gateway on :8000)"
+	@echo "make setup        install uv if needed (into .tools/, never into the system Python) and the workspace"
+	@echo "make run          set up and run every service in one process on embedded defaults (gateway on :8000; PORT=8001 for another)"
 	@echo "make test         set up and run the whole test suite"
 	@echo "make up           split mode: every service in its own process on PostgreSQL, Redis and RabbitMQ"
 	@echo "make proto        regenerate libs/protos from proto/"
@@ -16,17 +19,17 @@ help:
 	@echo "make images       build every service's container image (needs docker or podman; see docs/deploy.md)"
 
 setup:
-	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv>=0.13,<0.14"
+	@UV="$(UV)" sh scripts/bootstrap-uv.sh >/dev/null
 	$(UV) sync --frozen
 
 run: setup
-	$(UV) run --frozen agentry dev
+	$(UV) run --frozen agentry dev --port $(PORT)
 
 test: setup
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 up: setup
-	$(UV) run --frozen agentry up
+	$(UV) run --frozen agentry up --port $(PORT)
 
 proto:
 	$(UV) run --frozen python -m grpc_tools.protoc -Iproto \

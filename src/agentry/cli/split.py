@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
-from .devstack import DEMO_MODEL, provider_default_model
+from .devstack import DEMO_MODEL, resolve_model
 from .supervisor import ProcessSpec, RestartPolicy, Supervisor
 
 MODULES = {"auth": "agentry.auth", "billing": "agentry.billing", "sandbox": "agentry.sandbox",
@@ -228,7 +228,15 @@ def ensure_database(url: str) -> None:
 
 def run_split_forever(config: SplitConfig, console: Console) -> None:
     demo_llm = None
-    if config.llm_api_base is None and provider_default_model() is None:
+    choice = resolve_model()
+    if config.llm_api_base is None and choice.base_url:
+        # OPENAI_API_BASE / OPENAI_BASE_URL alone selects that server (Ollama, vLLM, LM Studio).
+        config.llm_api_base = choice.base_url
+        if choice.api_key:
+            config.extra_env["AGENTRY_RUNNER_LLM_API_KEY"] = choice.api_key
+    if not choice.demo and config.llm_api_base in (None, choice.base_url):
+        config.default_model = config.default_model or choice.model
+    if config.llm_api_base is None and choice.demo:
         from agentry.fakellm import ThreadedFakeLLMServer
 
         demo_llm = ThreadedFakeLLMServer(ttft_seconds=0.3, tokens_per_second=40)
@@ -242,7 +250,10 @@ def run_split_forever(config: SplitConfig, console: Console) -> None:
     console.print(f"[bold green]Agentry split mode is running[/] — gateway {procs.gateway_url}, {workers}; "
                   f"logs in {procs.log_dir}/ (Ctrl-C stops; a service that dies is restarted)")
     if demo_llm:
-        console.print("[yellow]No LLM provider key is set: runs use the scripted demo model.[/]")
+        console.print("[yellow]No LLM provider is configured: runs use the scripted demo model.[/]")
+    else:
+        console.print(f"Model: {config.default_model or choice.model} at {config.llm_api_base or 'the provider API'}",
+                      highlight=False, markup=False)
     import threading
 
     stop = threading.Event()
