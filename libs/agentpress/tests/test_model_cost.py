@@ -4,15 +4,17 @@ failure is raised, never hidden as a free call."""
 from __future__ import annotations
 
 import logging
+import math
 
 from agentpress import LiteLLMModel
 from agentpress import models
 
 
-def test_a_known_model_has_a_price_and_an_unknown_one_costs_zero_with_a_warning(caplog):
+def test_a_known_model_has_a_price_and_an_unknown_one_is_nan_with_a_warning(caplog):
+    # NaN, not 0: an unknown price is billing's decision (refuse, or its default), never free.
     assert LiteLLMModel("openai/gpt-4o-mini").cost(1000, 1000) > 0
     with caplog.at_level(logging.WARNING, logger="agentpress.models"):
-        assert LiteLLMModel("openai/no-such-model-xyz").cost(10, 10) == 0.0
+        assert math.isnan(LiteLLMModel("openai/no-such-model-xyz").cost(10, 10))
     assert "no price known for model openai/no-such-model-xyz" in caplog.text
     assert models.model_context_window("openai/no-such-model-xyz") is None
     assert models.model_context_window("openai/gpt-4o-mini") > 0
