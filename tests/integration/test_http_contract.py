@@ -232,14 +232,16 @@ async def test_create_thread_with_and_without_a_body(client, headers):
         assert response.status_code == 201, response.text
         assert set(response.json()) == {"thread_id", "project_id", "sandbox_id", "name", "created_at", "updated_at",
                                         "last_run_status", "message_count"}
-        assert all(isinstance(v, str) and v for v in response.json().values())
+        ids = {k: v for k, v in response.json().items() if k in ("thread_id", "project_id", "sandbox_id")}
+        assert all(isinstance(v, str) and v for v in ids.values())
         assert response.json()["sandbox_id"].startswith("sbx_")
+        assert (response.json()["message_count"], response.json()["last_run_status"]) == (0, None)
 
 
 async def test_messages(client, headers):
     thread_id = await new_thread(client, headers)
     empty = await client.get(f"/api/threads/{thread_id}/messages", headers=headers)
-    assert (empty.status_code, empty.json()) == (200, {"messages": []})
+    assert (empty.status_code, empty.json()) == (200, {"messages": [], "next_cursor": None})
 
     ids = []
     for text in ("first", "second"):
@@ -335,7 +337,9 @@ async def test_stopping_a_queued_run_ends_its_stream_with_one_terminal_event(idl
     assert [line for line in rest if line.startswith("id:")] == ["id: 1"]
     # A later reader (from the start, and after the end) sees the same single event, then the end.
     assert [(seq, e["type"]) for seq, e in (await stream(idle, run_id, headers)).events] == [(1, "run_finished")]
-    assert (await stream(idle, run_id, {**headers, "Last-Event-ID": "1"})).events == []
+    # After the end: 204, so an EventSource stops reconnecting (never a 200 that says nothing).
+    after_end = await idle.get(f"/api/agent-run/{run_id}/stream", headers={**headers, "Last-Event-ID": "1"})
+    assert (after_end.status_code, after_end.content) == (204, b"")
     assert (await idle.get(f"/api/agent-run/{run_id}", headers=headers)).json()["status"] == "cancelled"
 
 
