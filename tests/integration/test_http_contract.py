@@ -252,7 +252,7 @@ async def test_messages(client, headers):
 
     listed = await client.get(f"/api/threads/{thread_id}/messages", headers=headers)
     assert listed.status_code == 200
-    assert set(listed.json()) == {"messages"}
+    assert set(listed.json()) == {"messages", "next_cursor"}
     messages = listed.json()["messages"]
     assert [m["message_id"] for m in messages] == ids
     for message, text in zip(messages, ("first", "second"), strict=True):
