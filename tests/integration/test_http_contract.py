@@ -238,14 +238,16 @@ async def test_create_thread_with_and_without_a_body(client, headers):
         assert response.status_code == 201, response.text
         assert set(response.json()) == {"thread_id", "project_id", "sandbox_id", "name", "created_at", "updated_at",
                                         "last_run_status", "message_count"}
-        assert all(isinstance(v, str) and v for v in response.json().values())
+        ids = {k: v for k, v in response.json().items() if k in ("thread_id", "project_id", "sandbox_id")}
+        assert all(isinstance(v, str) and v for v in ids.values())
         assert response.json()["sandbox_id"].startswith("sbx_")
+        assert (response.json()["message_count"], response.json()["last_run_status"]) == (0, None)
 
 
 async def test_messages(client, headers):
     thread_id = await new_thread(client, headers)
     empty = await client.get(f"/api/threads/{thread_id}/messages", headers=headers)
-    assert (empty.status_code, empty.json()) == (200, {"messages": []})
+    assert (empty.status_code, empty.json()) == (200, {"messages": [], "next_cursor": None})
 
     ids = []
     for text in ("first", "second"):
@@ -256,7 +258,7 @@ async def test_messages(client, headers):
 
     listed = await client.get(f"/api/threads/{thread_id}/messages", headers=headers)
     assert listed.status_code == 200
-    assert set(listed.json()) == {"messages"}
+    assert set(listed.json()) == {"messages", "next_cursor"}
     messages = listed.json()["messages"]
     assert [m["message_id"] for m in messages] == ids
     for message, text in zip(messages, ("first", "second"), strict=True):
@@ -341,7 +343,9 @@ async def test_stopping_a_queued_run_ends_its_stream_with_one_terminal_event(idl
     assert [line for line in rest if line.startswith("id:")] == ["id: 1"]
     # A later reader (from the start, and after the end) sees the same single event, then the end.
     assert [(seq, e["type"]) for seq, e in (await stream(idle, run_id, headers)).events] == [(1, "run_finished")]
-    assert (await stream(idle, run_id, {**headers, "Last-Event-ID": "1"})).events == []
+    # After the end: 204, so an EventSource stops reconnecting (never a 200 that says nothing).
+    after_end = await idle.get(f"/api/agent-run/{run_id}/stream", headers={**headers, "Last-Event-ID": "1"})
+    assert (after_end.status_code, after_end.content) == (204, b"")
     assert (await idle.get(f"/api/agent-run/{run_id}", headers=headers)).json()["status"] == "cancelled"
 
 
@@ -377,9 +381,12 @@ async def test_last_event_id_resumes_after_that_event(client, headers):
     run_id = await start(client, headers, thread_id)
     whole = await stream(client, run_id, headers)
     n = len(whole.events)
-    for cut in (0, 1, n - 1, n, n + 100):
+    for cut in (0, 1, n - 1):
         rest = await stream(client, run_id, {**headers, "Last-Event-ID": str(cut)})
         assert rest.events == whole.events[cut:]
+    for past in (n, n + 100):  # at or past the end of the finished run: 204, nothing more will come
+        done = await client.get(f"/api/agent-run/{run_id}/stream", headers={**headers, "Last-Event-ID": str(past)})
+        assert (done.status_code, done.content) == (204, b"")
 
 
 async def test_stream_token_in_the_query_works_for_that_stream_only(client, headers):

@@ -109,7 +109,10 @@ async def test_agent_run_end_to_end(system):
         for cut in (1, len(events) // 2, len(events) - 1):
             rest = await stream(client, run_id, headers, last_event_id=cut)
             assert rest == events[cut:]
-        assert await stream(client, run_id, headers, last_event_id=len(events)) == []
+        # After the last event of a finished run: 204, an EventSource stops reconnecting.
+        after_end = await client.get(f"/api/agent-run/{run_id}/stream",
+                                     headers={**headers, "Last-Event-ID": str(len(events))})
+        assert (after_end.status_code, after_end.content) == (204, b"")
 
     # The file the tool wrote, read back through the sandbox service.
     async with open_channel(system.sandbox_target, system.internal_token) as channel:

@@ -20,6 +20,7 @@ from agentry.servicekit.errors import ERROR_CODE_KEY
 from . import schemas
 from .deps import CallerDep, StreamCallerDep, UpstreamsDep
 from .errors import ApiError
+from .sse_docs import STREAM_EXTRA
 from .upstreams import Upstreams
 
 router = APIRouter(prefix="/api", tags=["sandboxes"])
@@ -122,7 +123,8 @@ async def preview(sandbox_id: str, port: int, request: Request, caller: CallerDe
     return schemas.PreviewOut(url=f"{base}/api/sandboxes/{sandbox_id}/preview/{port}/proxy/", token=None)
 
 
-@router.get("/sandboxes/{sandbox_id}/preview/{port}/proxy/{path:path}", response_class=StreamingResponse)
+@router.get("/sandboxes/{sandbox_id}/preview/{port}/proxy/{path:path}", response_class=StreamingResponse,
+            openapi_extra=STREAM_EXTRA)
 async def preview_proxy(sandbox_id: str, port: int, path: str, request: Request, caller: StreamCallerDep,
                         up: UpstreamsDep):
     """GET through to the port inside a local sandbox (bearer header or ?access_token=)."""
