@@ -5,6 +5,9 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/uv/bin/uv)
 PORT ?= 8000
 PYTEST_ARGS ?=
+# Test files run in parallel, each whole in one worker (module fixtures are shared): most tests
+# wait on servers and subprocesses, so two workers fit two cores. PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
 PROTO_FILES := $(sort $(shell find proto -name "*.proto"))
 
 .PHONY: help setup run test up proto proto-check bench images
@@ -26,7 +29,7 @@ run: setup
 	$(UV) run --frozen agentry dev --port $(PORT)
 
 test: setup
-	$(UV) run --frozen pytest $(PYTEST_ARGS)
+	$(UV) run --frozen pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 up: setup
 	$(UV) run --frozen agentry up --port $(PORT)
