@@ -115,7 +115,8 @@ async def world(tmp_path: Path, sqlite_engine: AsyncEngine, billing_credit: int)
             root_dir=tmp_path / "sandboxes", isolation="none", allow_unisolated=True, grace_seconds=1), stack)
         billing = await start_billing(BillingSettings(
             port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}",
-            initial_credit_micros=billing_credit, grace_seconds=1), stack)
+            # Sandbox exec seconds are free here, so balances are the model calls' cost exactly.
+            initial_credit_micros=billing_credit, sandbox_usd_per_hour=0, grace_seconds=1), stack)
         sandbox_channel = open_channel(sandbox.target, DEV_INTERNAL_TOKEN)
         billing_channel = open_channel(billing.target, DEV_INTERNAL_TOKEN)
         stack.push_async_callback(sandbox_channel.close)

@@ -114,11 +114,15 @@ def _dialect_insert(engine_or_conn, table: sa.Table):
 class SqlBillingTx:
     """BillingTx on one open connection inside `engine.begin()` (see SqlBillingStore.transaction)."""
 
-    def __init__(self, conn: AsyncConnection, *, clock: Callable[[], float], new_id: Callable[[], str]) -> None:
+    def __init__(self, conn: AsyncConnection, *, clock: Callable[[], float], new_id: Callable[[], str],
+                 known_accounts: set[str] | None = None) -> None:
         self._conn = conn
         self._clock = clock
         self._new_id = new_id
         self.touched: set[str] = set()
+        self.posted: set[str] = set()  # accounts this transaction wrote a ledger row for
+        # Accounts seen to exist (they are never deleted): their opening INSERT is skipped.
+        self._known = known_accounts if known_accounts is not None else set()  # read-only here
 
     def _insert(self, table: sa.Table):
         return _dialect_insert(self._conn, table)
@@ -130,7 +134,8 @@ class SqlBillingTx:
             .on_conflict_do_nothing(index_elements=["account_id"]))
 
     async def post(self, write: LedgerWrite) -> Posted:
-        await self.ensure_account(write.account_id)
+        if write.account_id not in self._known:
+            await self.ensure_account(write.account_id)
         recorded = await self._conn.execute(
             self._insert(credit_ledger)
             .values(entry_id=self._new_id(), account_id=write.account_id, amount_micros=write.amount_micros,
@@ -144,6 +149,7 @@ class SqlBillingTx:
             return Posted(balance_micros=await _balance_in(self._conn, write.account_id), applied=False)
         balance = await _add(self._conn, write.account_id, write.amount_micros)
         self.touched.add(write.account_id)
+        self.posted.add(write.account_id)
         return Posted(balance_micros=balance, applied=True)
 
     async def balance(self, account_id: str) -> int | None:
@@ -210,11 +216,15 @@ class SqlBillingStore:
         self.engine = engine
         self._clock = clock
         self._new_id = new_id
+        self._known: set[str] = set()
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlBillingTx]:
         async with self.engine.begin() as conn:
-            yield SqlBillingTx(conn, clock=self._clock, new_id=self._new_id)
+            tx = SqlBillingTx(conn, clock=self._clock, new_id=self._new_id, known_accounts=self._known)
+            yield tx
+        # Committed: the accounts it wrote exist for good (a rolled-back one may not).
+        self._known |= tx.posted
 
     async def balance(self, account_id: str) -> int | None:
         async with self.engine.connect() as conn:
