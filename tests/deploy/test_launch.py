@@ -127,6 +127,10 @@ def test_dev_overlay_runs_the_readme_tour(tmp_path, postgres_url, redis_url, amq
     services = by_kind(docs, "Service")
     exposed = [(name, p["port"]) for name, svc in services.items() if name not in INFRASTRUCTURE
                for p in svc["spec"]["ports"]]
+    # Ports a container binds that no Service exposes (the metrics ports, 9090 in every pod) get a
+    # loopback port of their own too: here the pods share one machine.
+    exposed += [(name, p["containerPort"]) for name, c in ours.items() if c.workload["kind"] == "Deployment"
+                for p in c.spec.get("ports", []) if (name, p["containerPort"]) not in exposed]
     cluster = Cluster(
         ports=dict(zip(exposed, spare_ports(len(exposed)), strict=True)),
         infra_urls={"postgresql": postgres_url, "redis": redis_url, "amqp": amqp_url}, root=tmp_path)
