@@ -217,4 +217,4 @@ async def test_plans_and_usage_routes(client):
     bad = await client.get("/api/billing/usage", params={"group_by": "week"}, headers=headers)
     assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "query.group_by"
     cursor = await client.get("/api/billing/usage", params={"cursor": "not-a-cursor"}, headers=headers)
-    assert cursor.status_code == 400 and "cursor" in cursor.json()["error"]["message"]
+    assert cursor.status_code == 422 and "cursor" in cursor.json()["error"]["message"]

@@ -132,7 +132,7 @@ async def test_checkout_paid_renewed_then_failed_payment_downgrades(system, clie
     paid = await _subscription(client, alice)
     assert (paid["plan"]["id"], paid["status"]) == ("pro", "active")
     assert paid["balance_micros"] == OPENING + PRO  # the first invoice's allowance
-    assert paid["current_period_end"] and paid["plan"]["max_concurrent_runs"] == 10
+    assert paid["current_period_end"]
 
     sub_id = system.subscription_of(session["checkout_session_id"])
     _all_ok(await system.stripe.renew(sub_id))
@@ -253,9 +253,9 @@ async def test_checkout_requests_are_validated(system, client):
     assert (await refused({"plan_id": "pro", "success_url": "javascript:alert(1)"}, 422))["fields"][0]["field"] \
         == "body.success_url"
     assert (await refused({"plan_id": "pro", "extra": 1}, 422))["code"] == "validation_error"
-    assert (await refused({"plan_id": "gold"}, 400))["code"] == "unknown_plan"
-    assert (await refused({"credit_pack_id": "credits_99"}, 400))["code"] == "unknown_plan"
-    assert "free" in (await refused({"plan_id": "free"}, 400))["message"]
+    assert (await refused({"plan_id": "gold"}, 422))["code"] == "unknown_plan"  # bad input: 422 everywhere
+    assert (await refused({"credit_pack_id": "credits_99"}, 422))["code"] == "unknown_plan"
+    assert "free" in (await refused({"plan_id": "free"}, 422))["message"]
     unauthenticated = await client.post("/api/billing/checkout", json={"plan_id": "pro"})
     assert unauthenticated.status_code == 401
     assert (await client.post("/api/billing/portal")).status_code == 401

@@ -75,8 +75,8 @@ async def world(client) -> dict:
                               headers=bob["headers"])).status_code == 200
     thread = await client.post("/api/threads", json={"name": "ada's"}, headers=h)
     thread_id = thread.json()["thread_id"]
-    assert (await client.post(f"/api/threads/{thread_id}/messages", json={"content": SECRET},
-                              headers=h)).status_code == 201
+    message = await client.post(f"/api/threads/{thread_id}/messages", json={"content": SECRET}, headers=h)
+    assert message.status_code == 201, message.text
     run = await client.post(f"/api/threads/{thread_id}/agent/start", json={"model_name": "openai/ten-quick"},
                             headers=h)
     assert run.status_code == 202, run.text
@@ -84,6 +84,7 @@ async def world(client) -> dict:
     project_id = thread.json()["project_id"]
     params = {"thread_id": thread_id, "run_id": run.json()["agent_run_id"], "api_key_id": key["id"],
               "account_id": team["id"], "user_id": bob["user_id"], "project_id": project_id,
+              "message_id": message.json()["message_id"],
               # Not resources: any valid value (the resource they are under is the owner's).
               "port": "8080", "path": "index.html"}
     paths = (await client.get("/openapi.json")).json()["paths"]

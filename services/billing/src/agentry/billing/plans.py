@@ -225,6 +225,9 @@ def catalog_from_dict(data: dict) -> Catalog:
     return Catalog(plans=plans, credit_packs=packs, default_plan_id=parsed.default_plan)
 
 
+# The built-in plans put no cap of their own on concurrent runs (0): a self-hosted install's
+# accounts are limited by the runner's AGENTRY_RUNNER_MAX_ACTIVE_RUNS_PER_ACCOUNT (100) until the
+# operator's plans file sets one per plan.
 DEFAULT_CATALOG_TOML = """
 default_plan = "free"
 
@@ -234,7 +237,7 @@ name = "Free"
 price_usd = 0
 monthly_credits_usd = 0
 models = ["*"]
-max_concurrent_runs = 2
+max_concurrent_runs = 0
 sandbox = { max_sandboxes = 1, cpu = 1, memory_mb = 1024, disk_gb = 5 }
 
 [[plans]]
@@ -243,7 +246,7 @@ name = "Pro"
 price_usd = 20
 monthly_credits_usd = 20
 models = ["*"]
-max_concurrent_runs = 10
+max_concurrent_runs = 0
 sandbox = { max_sandboxes = 5, cpu = 2, memory_mb = 4096, disk_gb = 20 }
 
 [[credit_packs]]

@@ -33,7 +33,9 @@ GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
 
 # Error codes whose HTTP status is not the gRPC status's: billing refusing a run for want of
 # credit is 402 Payment Required whichever service relayed it (the runner checks it too).
-CODE_TO_HTTP: dict[str, int] = {"insufficient_credits": 402}
+# Codes whose status is not the gRPC default: a webhook whose signature does not verify is 400, as
+# Stripe documents it (the 422 rule is for request fields that fail validation).
+CODE_TO_HTTP: dict[str, int] = {"insufficient_credits": 402, "invalid_signature": 400}
 
 # Seconds a client should wait before retrying an unavailable upstream (503).
 RETRY_AFTER_SECONDS = 1

@@ -40,6 +40,8 @@ ERROR_SCHEMA: dict[str, Any] = {
 
 # What each error status means on every route that can answer it, with the codes it carries.
 ERROR_STATUSES: dict[int, str] = {
+    400: "A webhook whose signature does not verify (`invalid_signature`), or a request the payment "
+         "provider refused (`payments_request_refused`).",
     401: "No credential, or one that is invalid or expired (`unauthenticated`, `invalid_token`). "
          "Sent with `WWW-Authenticate: Bearer`.",
     402: "The account has no credit left for a run (`insufficient_credits`).",
@@ -58,6 +60,7 @@ ERROR_STATUSES: dict[int, str] = {
     503: "A service the request needs is unavailable (`unavailable`); retry after `Retry-After` seconds.",
     504: "A service did not answer in time (`deadline_exceeded`).",
     507: "The sandbox's disk quota is used up (`disk_quota_exceeded`).",
+    501: "Payments are not configured on this installation (`payments_not_configured`).",
 }
 # Statuses particular to some operations, beyond those every route of their kind answers.
 _EXTRA_STATUSES: dict[str, set[int]] = {
@@ -66,6 +69,7 @@ _EXTRA_STATUSES: dict[str, set[int]] = {
     "createTeam": {409}, "createInvitation": {409}, "acceptInvitation": {409}, "changeRole": {409},
     "removeMember": {409}, "signUp": {409}, "ensureProjectSandbox": {409}, "deleteFile": {409},
     "getPreviewLink": {409}, "execInSandbox": {409}, "proxyPreview": {409, 502},
+    "stripeWebhook": {400, 413, 501}, "createCheckout": {400, 403, 409, 501}, "createPortal": {400, 403, 501},
 }
 # Answered by any route that calls a service (a service's RESOURCE_EXHAUSTED is a 429).
 _UPSTREAM = {422, 429, 500, 502, 503, 504}
