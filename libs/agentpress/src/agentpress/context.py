@@ -28,7 +28,7 @@ def litellm_token_counter(model: str, messages: list[dict[str, Any]]) -> int:
 def litellm_context_window(model: str) -> int | None:
     try:
         info = import_litellm().get_model_info(model)
-    except Exception:  # LiteLLM raises for models it does not know: the caller falls back
+    except Exception:  # noqa: BLE001 - LiteLLM raises for models it does not know: the caller falls back
         return None
     return info.get("max_input_tokens") or info.get("max_tokens")
 

@@ -140,7 +140,7 @@ class LiteLLMModel:
             prompt_cost, completion_cost = litellm.cost_per_token(
                 model=self.name, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
             return float(prompt_cost + completion_cost)
-        except Exception:  # unknown model: no price known, billing counts tokens only
+        except Exception:  # noqa: BLE001 - unknown model: no price known, billing counts tokens only
             return 0.0
 
 

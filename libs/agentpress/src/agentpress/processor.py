@@ -9,8 +9,8 @@ from typing import Literal
 
 import orjson
 
-from agentpress.history import unique_call_id
 from agentpress.events import Event, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallStarted
+from agentpress.history import unique_call_id
 from agentpress.messages import AssistantMessage, ToolCall
 from agentpress.models import ModelDelta
 from agentpress.xml_parser import XmlCall, XmlCallParser, XmlError, XmlText

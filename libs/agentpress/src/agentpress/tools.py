@@ -7,7 +7,7 @@ import inspect
 import re
 import time
 import typing
-from collections.abc import Iterator, Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -272,7 +272,7 @@ class ToolRegistry:
             return done(str(exc), "invalid_call")
         except ModelRetry as exc:
             return done(exc.message, "retry")
-        except Exception as exc:  # a failing tool is reported to the model, the run goes on
+        except Exception as exc:  # noqa: BLE001 - a failing tool is reported to the model, the run goes on
             return done(f"{type(exc).__name__}: {exc}", "tool_failed")
 
 
