@@ -162,7 +162,7 @@ def _ping_when_idle(engine: AsyncEngine, idle_seconds: float = IDLE_PING_SECONDS
             return
         try:
             alive = dialect.do_ping(dbapi_conn)
-        except Exception as exc:  # noqa: BLE001 - any failure means: do not use this connection
+        except Exception as exc:
             if not dialect.is_disconnect(exc, dbapi_conn, None):
                 raise
             alive = False
