@@ -33,7 +33,7 @@ SERVICE_NAME = runner_pb2.DESCRIPTOR.services_by_name["RunnerService"].full_name
 def _warm_up_litellm() -> None:
     try:
         importlib.import_module("litellm")
-    except Exception:  # noqa: BLE001 - a failed warm-up only means the first run imports it
+    except Exception:
         logger.warning("LiteLLM warm-up import failed", exc_info=True)
 
 
@@ -52,7 +52,7 @@ def _warm_up_for_fork() -> None:
                 pass
 
         asyncio.run(call())
-    except Exception:  # noqa: BLE001 - a failed warm-up only means the first run pays for it
+    except Exception:
         logger.warning("LiteLLM warm-up call failed", exc_info=True)
 
 

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable
 
 from agentpress import RunFinished, UserMessage
-
 from agentry.servicekit.eventstream import EventStream, SequenceError, thread_log_id
 
 from .domain import (
@@ -27,8 +26,8 @@ from .domain import (
 )
 from .errors import InvalidInput, RunNotFound, RunNotWaiting, ThreadNotFound, TooManyActiveRuns
 from .ports import RunnerRepository
-from .sinks import end_run
 from .queue import QueueUnavailable, RunJob, RunQueue
+from .sinks import end_run
 from .stopsignal import StopSignal
 
 logger = logging.getLogger(__name__)

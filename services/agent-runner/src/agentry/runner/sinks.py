@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from agentpress import Event, Message, PhaseChanged, RequiresAction, RunFinished, message_from_dict
-
 from agentry.servicekit.db import retrying
 from agentry.servicekit.eventstream import EventStream
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
+
 from agentpress import (
     Agent,
     FinishReason,
@@ -43,7 +44,6 @@ from agentpress import (
     close_interrupted_calls,
     default_tools,
 )
-
 from agentry.servicekit.context import run_id_var
 from agentry.servicekit.eventstream import EventStream
 
@@ -52,7 +52,7 @@ from .config import RunnerSettings
 from .domain import RESUME_USER_INPUT, ClaimedRun, Phase, Run, RunStatus
 from .ports import RunnerRepository
 from .queue import RequeueJob, RunJob
-from .sinks import Lease, RunEventSink, ThreadMessageStore, end_run
+from .sinks import Lease, RunEventSink, ThreadMessageStore
 from .stopsignal import StopSignal
 
 logger = logging.getLogger(__name__)
@@ -381,7 +381,7 @@ class RunWorker:
                 # Only the runs it drives: one it stopped (renewals failed) must lapse, for another
                 # worker to take over, even while this worker holds other runs.
                 held_now = await self._repo.renew_leases(self.worker_id, lease_seconds, run_ids=list(self._held))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - retried; past 70% of the lease the runs are stopped
                 failing = True
                 if time.monotonic() - last_ok > lease_seconds * 0.7:
                     logger.error("leases could not be renewed for %.1fs; stopping %d runs: %r",

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import grpc
-from agentpress import ExecResult, FileEntry, ProcessState
 
+from agentpress import ExecResult, FileEntry, ProcessState
 from agentry.api.sandbox.v1 import sandbox_pb2 as pb
 from agentry.api.sandbox.v1 import sandbox_pb2_grpc
 from agentry.servicekit.client import is_store_unavailable, is_unavailable

@@ -9,17 +9,18 @@ from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 import sqlalchemy as sa
-from agentpress.safe_text import clean
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from agentpress.safe_text import clean
+
 from ..domain import (
     ACTIVE_STATUSES,
-    TERMINAL_STATUSES,
-    THREAD_HOLDING_STATUSES,
     RESUME_HANDED_BACK,
     RESUME_USER_INPUT,
     RESUME_WORKER_LOST,
+    TERMINAL_STATUSES,
+    THREAD_HOLDING_STATUSES,
     ClaimedRun,
     DispatchJob,
     MultitaskStrategy,
