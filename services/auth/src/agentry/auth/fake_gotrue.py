@@ -118,7 +118,7 @@ class FakeGoTrue:
     def end_sessions(self, session_ids: set[str]) -> None:
         for sid in session_ids:
             self.state.sessions.pop(sid, None)
-        for token, (sid, used) in list(self.state.refresh.items()):
+        for token, (sid, _used) in list(self.state.refresh.items()):
             if sid in session_ids:
                 del self.state.refresh[token]
 
