@@ -9,7 +9,6 @@ import grpc
 from fastapi import Depends, Request
 
 from agentry.api.auth.v1 import auth_pb2
-
 from agentry.servicekit.context import new_request_id, request_id_var
 
 from .errors import ApiError
