@@ -29,7 +29,7 @@ from daytona import (
 )
 from daytona.common.process import SessionExecuteRequest
 
-from ..domain import ExecOutcome, FileInfo, PreviewLink, ProcessInfo, ProcessOutput, SandboxSpec, TIMEOUT_EXIT_CODE
+from ..domain import TIMEOUT_EXIT_CODE, ExecOutcome, FileInfo, PreviewLink, ProcessInfo, ProcessOutput, SandboxSpec
 from ..errors import (
     FileExists,
     FileNotFound,
