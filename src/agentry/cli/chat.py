@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import orjson
 import httpx
+import orjson
 from rich.console import Console
 from rich.panel import Panel
 

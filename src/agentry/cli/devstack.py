@@ -80,7 +80,7 @@ async def start_dev_stack(
     (tests start an account with no credit through it).
     """
     ports = {**DEFAULT_PORTS, **(ports or {})}
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything is served
 
     def db(name: str) -> str:
         return f"sqlite+aiosqlite:///{data_dir / f'{name}.db'}"
