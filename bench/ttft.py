@@ -43,8 +43,8 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import httpx  # noqa: E402
-import orjson  # noqa: E402
+import httpx
+import orjson
 
 # The gateway's rate limits (sign-ups and sign-ins per address, run starts per account) would
 # refuse a benchmark's burst from one client: it measures the platform, not the limits.
