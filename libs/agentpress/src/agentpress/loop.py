@@ -98,7 +98,7 @@ class Agent:
         self.system_prompt = system_prompt
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
         self.max_steps = max_steps
-        self.tool_calling = tool_calling
+        self.tool_calling: Literal["native", "xml"] = tool_calling
         self.tool_execution = tool_execution
         self.settings = settings
         self.retry = retry

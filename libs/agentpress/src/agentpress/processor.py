@@ -126,7 +126,7 @@ class StreamProcessor:
 
     async def _complete_native(self, index: int) -> None:
         state = self._native.pop(index)
-        call_id = state.call_id if state.started else self._claim(state)
+        call_id = (state.call_id or "") if state.started else self._claim(state)
         if not state.started:
             await self._emit(ToolCallStarted(call_id=call_id, name=state.name or ""))
         error = None if state.name else "the tool call has no tool name"

@@ -129,8 +129,9 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
         elif section == "args" and stripped:
             match = _ARG_LINE.match(line)
             if match and (line.startswith(stripped) or current is None or _indent(line) <= 4):
-                current = match.group(1).lstrip("*")
-                params[current] = match.group(2).strip()
+                name: str = match.group(1).lstrip("*")
+                current = name
+                params[name] = match.group(2).strip()
             elif current is not None:
                 params[current] = f"{params[current]} {stripped}".strip()
     return "\n".join(description_lines).strip(), params
