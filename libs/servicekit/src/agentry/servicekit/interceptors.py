@@ -43,7 +43,9 @@ def _rewrap(
         return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **kwargs)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kwargs)
-    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kwargs)
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kwargs)
+    raise TypeError(f"{handler!r} has no behaviour to wrap")
 
 
 def _is_store_unavailable(exc: BaseException) -> bool:
