@@ -57,11 +57,11 @@ class RunnerServicer(runner_pb2_grpc.RunnerServiceServicer):
         try:
             run = await self._service.start_run(request.account_id, request.thread_id, request.model_name,
                                                 request.prompt, request.reasoning_effort, request.multitask_strategy)
+            return _run(run)
         except TooManyActiveRuns as exc:
             # The interceptor's mapping plus the seconds to wait (the gateway's Retry-After).
             await context.abort(grpc_status(exc), exc.message, trailing_metadata=(
                 (ERROR_CODE_KEY, exc.code), (RETRY_AFTER_KEY, str(exc.retry_after_seconds))))
-        return _run(run)
 
     async def GetRun(self, request, context):
         return _run(await self._service.get_run(request.account_id, request.agent_run_id))

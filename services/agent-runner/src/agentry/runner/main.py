@@ -48,7 +48,7 @@ def _warm_up_for_fork() -> None:
         async def call() -> None:
             stream = await litellm.acompletion(model="openai/warm-up", messages=[{"role": "user", "content": "hi"}],
                                                mock_response="ok", stream=True, api_key="warm-up")
-            async for _ in stream:
+            async for _ in stream:  # pyright: ignore[reportGeneralTypeIssues] - stream=True answers a CustomStreamWrapper
                 pass
 
         asyncio.run(call())

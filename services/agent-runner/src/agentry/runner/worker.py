@@ -232,14 +232,14 @@ class RunWorker:
         sink = RunEventSink(run.run_id, self._repo, self._events, last_seq=last_seq, lease=lease,
                             on_event=seen_event, write_retry_seconds=self._policy.write_retry_seconds)
         if run.attempt > self._policy.max_attempts:
-            await sink.emit(RunFinished(reason="error", error=(
+            await sink.emit(RunFinished(reason=FinishReason.ERROR, error=(
                 f"the run was interrupted {run.attempt - 1} times (its worker was lost); giving up")))
             return
         try:
             agent = self._agent_factory(run)
         except Exception:
             logger.exception("the run's agent could not be built")
-            await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
+            await sink.emit(RunFinished(reason=FinishReason.ERROR, error="the worker failed while running the agent"))
             return
         sink.idempotent_tools = frozenset(t.name for t in agent.tools if t.idempotent)
         messages = ThreadMessageStore(self._repo, thread_id=run.thread_id, account_id=run.account_id, lease=lease)
@@ -248,7 +248,7 @@ class RunWorker:
             await sink.emit(RunResumed(attempt=run.attempt, reason=claimed.resume_reason))
             await sink.emit(PhaseChanged(phase=Phase.RESUMED.value))
         if run.status is RunStatus.CANCELLING:  # stopped while no worker held it
-            await sink.emit(RunFinished(reason="cancelled"))
+            await sink.emit(RunFinished(reason=FinishReason.CANCELLED))
             return
 
         async def continue_run(ctx: RunContext) -> RunResult:
@@ -310,7 +310,7 @@ class RunWorker:
                 return
             logger.exception("run crashed")
             if not sink.finished:
-                await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
+                await sink.emit(RunFinished(reason=FinishReason.ERROR, error="the worker failed while running the agent"))
 
     async def _pause(self, run: Run, sink: RunEventSink, lease: Lease, pending: dict) -> None:
         """The run waits for the user: the sink stored requires_action with the status (it holds
@@ -320,7 +320,7 @@ class RunWorker:
             return
         now = await self._repo.get_run(run.run_id)
         if now is not None and now.status is RunStatus.CANCELLING and now.lease_epoch == lease.epoch:
-            await sink.emit(RunFinished(reason="cancelled"))  # stopped while it was pausing
+            await sink.emit(RunFinished(reason=FinishReason.CANCELLED))  # stopped while it was pausing
         else:
             lease.mark_lost()
 
@@ -337,7 +337,7 @@ class RunWorker:
             if now >= run_ends or now >= idle_ends:
                 what = "maximum duration" if now >= run_ends else "maximum idle time"
                 limit = policy.max_run_seconds if now >= run_ends else policy.max_idle_seconds
-                held.end_override = RunFinished(reason="timeout", error=f"the run exceeded its {what} ({limit:g} s)")
+                held.end_override = RunFinished(reason=FinishReason.TIMEOUT, error=f"the run exceeded its {what} ({limit:g} s)")
                 cancel.set()
                 return
             await asyncio.sleep(min(run_ends, idle_ends) - now)

@@ -55,9 +55,10 @@ class GrpcSandbox:
                                          is_transient=is_unavailable)
                 except grpc.aio.AioRpcError as exc:
                     raise _translate(exc) from exc
-                self._sandbox_id = box.sandbox_id
+                self._sandbox_id = sandbox_id = box.sandbox_id
                 if self._on_ready is not None:
                     await self._on_ready()
+                return sandbox_id
             return self._sandbox_id
 
     async def exec(self, command: str, *, timeout: float, cwd: str | None = None) -> ExecResult:

@@ -114,6 +114,8 @@ agent_runs = sa.Table(
     sa.Index("ix_agent_runs_active_per_account", "account_id",
              postgresql_where=sa.text(_ACTIVE_SQL), sqlite_where=sa.text(_ACTIVE_SQL)),
     sa.Index("ux_agent_runs_thread_seq", "thread_id", "thread_seq", unique=True),
+    # The sweeper's scan for lapsed leases (migration 0003).
+    sa.Index("ix_agent_runs_status_lease", "status", "lease_expires_at"),
 )
 run_events = sa.Table(
     "run_events", metadata,
