@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import jwt
+import jwt.algorithms
 from cryptography.hazmat.primitives.asymmetric import ec
 
 API_VERSION = "2024-01-01"
