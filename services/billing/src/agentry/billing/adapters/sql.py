@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -136,7 +137,7 @@ class SqlCreditLedger:
                     return Charge(balance_micros=await _balance_in(conn, usage.account_id), charged=False)
                 balance = await _add(conn, usage.account_id, -usage.cost_micros)
                 return Charge(balance_micros=balance, charged=True)
-        except sa.exc.IntegrityError as exc:
+        except sa_exc.IntegrityError as exc:
             # ON CONFLICT covers the idempotency key only; what is left is the account foreign key.
             raise AccountNotFound(f"account {usage.account_id!r} has not been opened") from exc
 
