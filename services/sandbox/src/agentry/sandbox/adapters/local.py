@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 
 from ..domain import ExecOutcome, FileInfo, PreviewLink, ProcessInfo, ProcessOutput, SandboxSpec
@@ -111,7 +111,7 @@ class LocalSandboxProvider:
 
     async def exec(
         self, ref: str, command: str, *, cwd: str = "", timeout: float, env: Mapping[str, str] | None = None
-    ) -> AsyncIterator[bytes | ExecOutcome]:
+    ) -> AsyncGenerator[bytes | ExecOutcome, None]:
         box = self._box(ref)
         spec = self._launch(box, command, cwd, env)
         self._watch()
@@ -158,7 +158,7 @@ class LocalSandboxProvider:
     async def write_file(self, ref: str, path: str, content: bytes) -> int:
         return await self._files(ref).write(path, content)
 
-    async def download(self, ref: str, path: str) -> AsyncIterator[bytes]:
+    async def download(self, ref: str, path: str) -> AsyncGenerator[bytes, None]:
         stream = self._files(ref).download(path)
         async with contextlib.aclosing(stream):
             async for chunk in stream:
