@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
+from grpc_health.v1.health import aio as health_aio  # pyright: ignore[reportAttributeAccessIssue] - typeshed's stub omits it
 from grpc_reflection.v1alpha import reflection
 
 from .context import configure_logging

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
 from agentpress import (
     Agent,
     FinishReason,
@@ -57,7 +58,7 @@ from .config import RunnerSettings
 from .domain import RESUME_USER_INPUT, ClaimedRun, Phase, Run, RunStatus
 from .ports import RunnerRepository
 from .queue import RequeueJob, RunJob
-from .sinks import Lease, RunEventSink, ThreadMessageStore, end_run
+from .sinks import Lease, RunEventSink, ThreadMessageStore
 from .stopsignal import StopSignal
 
 logger = logging.getLogger(__name__)
@@ -263,14 +264,14 @@ class RunWorker:
         observer = metrics.RunObserver(model=run.model, created_at=run.created_at if first_start else None,
                                           seq=lambda: sink.last_seq)
         if run.attempt > self._policy.max_attempts:
-            await sink.emit(RunFinished(reason="error", error=(
+            await sink.emit(RunFinished(reason=FinishReason.ERROR, error=(
                 f"the run was interrupted {run.attempt - 1} times (its worker was lost); giving up")))
             return
         try:
             agent = self._agent_factory(run)
         except Exception:
             logger.exception("the run's agent could not be built")
-            await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
+            await sink.emit(RunFinished(reason=FinishReason.ERROR, error="the worker failed while running the agent"))
             return
         sink.idempotent_tools = frozenset(t.name for t in agent.tools if t.idempotent)
         messages = ThreadMessageStore(self._repo, thread_id=run.thread_id, account_id=run.account_id, lease=lease)
@@ -280,7 +281,7 @@ class RunWorker:
             await sink.emit(RunResumed(attempt=run.attempt, reason=claimed.resume_reason))
             await sink.emit(PhaseChanged(phase=Phase.RESUMED.value))
         if run.status is RunStatus.CANCELLING:  # stopped while no worker held it
-            await sink.emit(RunFinished(reason="cancelled"))
+            await sink.emit(RunFinished(reason=FinishReason.CANCELLED))
             return
 
         async def continue_run(ctx: RunContext) -> RunResult:
@@ -352,7 +353,7 @@ class RunWorker:
                 return
             logger.exception("run crashed")
             if not sink.finished:
-                await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
+                await sink.emit(RunFinished(reason=FinishReason.ERROR, error="the worker failed while running the agent"))
         finally:
             if trace is not None and hasattr(trace, "end"):
                 trace.end(outcome=outcome, error=error)
@@ -385,7 +386,7 @@ class RunWorker:
             return
         now = await self._repo.get_run(run.run_id)
         if now is not None and now.status is RunStatus.CANCELLING and now.lease_epoch == lease.epoch:
-            await sink.emit(RunFinished(reason="cancelled"))  # stopped while it was pausing
+            await sink.emit(RunFinished(reason=FinishReason.CANCELLED))  # stopped while it was pausing
         else:
             lease.mark_lost()
 
@@ -402,7 +403,7 @@ class RunWorker:
             if now >= run_ends or now >= idle_ends:
                 what = "maximum duration" if now >= run_ends else "maximum idle time"
                 limit = policy.max_run_seconds if now >= run_ends else policy.max_idle_seconds
-                held.end_override = RunFinished(reason="timeout", error=f"the run exceeded its {what} ({limit:g} s)")
+                held.end_override = RunFinished(reason=FinishReason.TIMEOUT, error=f"the run exceeded its {what} ({limit:g} s)")
                 cancel.set()
                 return
             await asyncio.sleep(min(run_ends, idle_ends) - now)
@@ -446,7 +447,7 @@ class RunWorker:
                 # Only the runs it drives: one it stopped (renewals failed) must lapse, for another
                 # worker to take over, even while this worker holds other runs.
                 held_now = await self._repo.renew_leases(self.worker_id, lease_seconds, run_ids=list(self._held))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - retried; past 70% of the lease the runs are stopped
                 failing = True
                 if time.monotonic() - last_ok > lease_seconds * 0.7:
                     logger.error("leases could not be renewed for %.1fs; stopping %d runs: %r",

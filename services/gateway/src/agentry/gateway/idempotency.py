@@ -55,7 +55,7 @@ IDEMPOTENCY_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"description": "An invalid body, or `idempotency_key_reused`: the key was used with a different request."},
 }
 
-_VALID_KEY = re.compile(r"[\x20-\x7e]{1,%d}" % MAX_KEY_LENGTH)
+_VALID_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")
 # How often a retry is told to come back while the first request is running.
 IN_USE_RETRY_AFTER_SECONDS = 1
 
