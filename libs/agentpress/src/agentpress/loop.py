@@ -24,8 +24,8 @@ from agentpress.events import (
 from agentpress.execution import ToolExecution, ToolExecutor
 from agentpress.history import call_ids, family_for, finalize, repair
 from agentpress.messages import AssistantMessage, Message, StatusMessage, ToolCall, ToolResultMessage
-from agentpress.observe import observed
 from agentpress.models import LiteLLMModel, Model, ModelRequest, ModelSettings, RetryPolicy, open_stream
+from agentpress.observe import observed
 from agentpress.ports import RunContext, Usage
 from agentpress.processor import PendingCall, StreamProcessor
 from agentpress.prompt import is_anthropic, with_cache_markers

@@ -12,8 +12,15 @@ from typing import Any
 import grpc
 from grpc.aio import AbortError
 
-from .context import (ACCOUNT_ID_KEY, REQUEST_ID_KEY, RUN_ID_KEY, account_id_var, new_request_id, request_id_var,
-                      run_id_var)
+from .context import (
+    ACCOUNT_ID_KEY,
+    REQUEST_ID_KEY,
+    RUN_ID_KEY,
+    account_id_var,
+    new_request_id,
+    request_id_var,
+    run_id_var,
+)
 from .errors import ERROR_CODE_KEY, INTERNAL_CREDENTIAL_REFUSED, DomainError
 from .grpc_status import grpc_status
 

@@ -15,10 +15,10 @@ from agentry.servicekit.eventstream import EventStream, EventStreamUnavailable, 
 from .domain import (
     DEFAULT_PAGE,
     MAX_ACCOUNT_ID_CHARS,
-    MAX_MESSAGE_PAGE,
-    MAX_PAGE,
     MAX_MESSAGE_CHARS,
+    MAX_MESSAGE_PAGE,
     MAX_MODEL_CHARS,
+    MAX_PAGE,
     MAX_THREAD_NAME_CHARS,
     REASONING_EFFORTS,
     MultitaskStrategy,
@@ -39,7 +39,6 @@ from .errors import (
 )
 from .paging import decode_cursor, encode_cursor, page_size
 from .ports import BillingGate, RunnerRepository
-from .sinks import end_run
 from .queue import QueueUnavailable, RunJob, RunQueue
 from .sinks import end_run
 from .stopsignal import StopSignal

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-
-from agentpress import Event, FinishReason, Message, PhaseChanged, RequiresAction, RunFinished, message_from_dict
+from collections.abc import Callable
 
 from agentpress import Event, FinishReason, Message, PhaseChanged, RequiresAction, RunFinished, message_from_dict
 from agentry.servicekit.db import retrying

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from opentelemetry.trace import SpanKind
 
 from agentpress import (
     Agent,
@@ -45,12 +46,10 @@ from agentpress import (
     close_interrupted_calls,
     default_tools,
 )
-
-from agentry.servicekit.context import account_id_var, run_id_var
-from agentry.servicekit import tracing
-from agentry.servicekit.eventstream import EventStream
 from agentpress.observe import FanOut
-from opentelemetry.trace import SpanKind
+from agentry.servicekit import tracing
+from agentry.servicekit.context import account_id_var, run_id_var
+from agentry.servicekit.eventstream import EventStream
 
 from . import metrics
 from .admission import Admission
@@ -373,7 +372,7 @@ class RunWorker:
             langfuse = self._tracer.start_run(run_id=run.run_id, thread_id=run.thread_id, account_id=run.account_id,
                                           user_id=run.user_id, model=run.model,
                                           attempt=run.attempt, resume_reason=claimed.resume_reason)
-        except Exception:  # noqa: BLE001 - a tracer never stops a run
+        except Exception:
             logger.warning("could not start the run's trace", exc_info=True)
             return otel
         return langfuse if otel is None else _TracedRun([langfuse, otel], langfuse)

@@ -14,16 +14,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agentry.api.billing.v1 import billing_pb2
 from agentry.api.runner.v1 import runner_pb2 as pb
 
-from . import schemas
+from . import schemas, sse_docs
 from .auth_routes import run_start_limit
 from .deps import CallerDep, StreamCallerDep, UpstreamsDep
 from .errors import ApiError
 from .idempotency import IDEMPOTENCY_RESPONSES, KEY_DESCRIPTION, KEY_HEADER, MAX_KEY_LENGTH, idempotent
-from .sandbox_routes import project_sandbox
-from . import sse_docs
-from .thread_routes import thread_answer
 from .metrics import metered_stream
+from .sandbox_routes import project_sandbox
 from .sse import TERMINAL_STATUSES, run_events
+from .thread_routes import thread_answer
 from .thread_stream import list_thread_runs, parse_cursor, thread_events
 
 router = APIRouter(prefix="/api")

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 
+from . import metrics
 from .domain import (
     ExecOutcome,
     FileInfo,
@@ -24,7 +25,6 @@ from .domain import (
     valid_env_name,
     valid_label,
 )
-from . import metrics
 from .errors import InvalidSandboxRequest, SandboxAlreadyExists, SandboxError, SandboxNotFound, SandboxProviderError
 from .ports import SandboxProvider, SandboxRepository
 
