@@ -119,9 +119,9 @@ class RunnerSettings(ServiceSettings):
     # Every string sent to Langfuse (messages, tool arguments and outputs) is cut to this length,
     # after known secrets and secret-looking values are redacted; then the operator's masking hook
     # ("package.module:function", called with the value, returning the value to send) runs.
-    langfuse_max_field_chars: int = Field(4000, ge=100, le=1_000_000)
+    langfuse_max_field_chars: int = Field(default=4000, ge=100, le=1_000_000)
     langfuse_mask: str = ""
     # Export runs on a background thread: a slow or dead Langfuse never delays a run; a batch that
     # cannot be sent within the timeout is dropped (counted).
-    langfuse_export_timeout_seconds: float = Field(5.0, gt=0, le=60)
-    langfuse_flush_interval_seconds: float = Field(1.0, gt=0, le=60)
+    langfuse_export_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    langfuse_flush_interval_seconds: float = Field(default=1.0, gt=0, le=60)

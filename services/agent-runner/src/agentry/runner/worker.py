@@ -55,7 +55,7 @@ from . import metrics
 from .admission import Admission
 from .config import RunnerSettings
 from .domain import RESUME_USER_INPUT, ClaimedRun, Phase, Run, RunStatus
-from .ports import RunnerRepository
+from .ports import MeteredSandbox, RunnerRepository, SandboxTimeSink
 from .queue import RequeueJob, RunJob
 from .sinks import Lease, RunEventSink, ThreadMessageStore
 from .stopsignal import StopSignal
@@ -317,7 +317,7 @@ class RunWorker:
                     usage=self._usage(run.account_id, run.run_id, run.attempt),
                     events=_OverridingSink(sink, held, observer), cancel=cancel, observer=trace,
                 )
-                if hasattr(ctx.sandbox, "on_exec") and hasattr(ctx.usage, "record_sandbox"):
+                if isinstance(ctx.sandbox, MeteredSandbox) and isinstance(ctx.usage, SandboxTimeSink):
                     ctx.sandbox.on_exec = ctx.usage.record_sandbox  # sandbox time is billed per exec second
                 held.task = asyncio.create_task(continue_run(ctx), name=f"run:{run.run_id}")
                 lease.on_lost(lambda: _cancel_until_done(held.task))

@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
 from agentpress.observe import ModelCallObservation, RunObserver, ToolCallObservation
 from agentry.servicekit.metrics import family
 from agentry.servicekit.tracing import current_trace_id
@@ -289,15 +291,13 @@ class _ToolSpan(ToolCallObservation):
         self._span.end()
 
 
-class _CountingExporter:
+class _CountingExporter(SpanExporter):
     """The OTLP exporter, counting what it sends and what it drops (a failed export)."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
 
-    def export(self, spans: Any) -> Any:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
+    def export(self, spans: Any) -> SpanExportResult:
         try:
             result = self._inner.export(spans)
         except Exception:
