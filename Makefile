@@ -10,12 +10,14 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 PROTO_FILES := $(sort $(shell find proto -name "*.proto"))
 
-.PHONY: help setup run test up proto proto-check bench images
+.PHONY: help setup run test up proto proto-check bench images lint fmt fmt-check
 
 help:
 	@echo "make setup        install uv if needed (into .tools/, never into the system Python) and the workspace"
 	@echo "make run          set up and run every service in one process on embedded defaults (gateway on :8000; PORT=8001 for another)"
 	@echo "make test         set up and run the whole test suite"
+	@echo "make lint         ruff check, pyright (basedpyright, standard mode) and import-linter's architecture contracts"
+	@echo "make fmt          sort imports and format the code with ruff (fmt-check: only check)"
 	@echo "make up           split mode: every service in its own process on PostgreSQL, Redis and RabbitMQ"
 	@echo "make proto        regenerate libs/protos from proto/"
 	@echo "make bench        run the benchmarks (results go in BENCHMARKS.md by hand)"
@@ -30,6 +32,19 @@ run: setup
 
 test: setup
 	$(UV) run --frozen pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+
+# Static checks CI runs before the tests (config in pyproject.toml: [tool.ruff], [tool.pyright], [tool.importlinter]).
+lint: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen basedpyright
+	$(UV) run --frozen lint-imports
+
+fmt: setup
+	$(UV) run --frozen ruff check --select I --fix .
+	$(UV) run --frozen ruff format .
+
+fmt-check: setup
+	$(UV) run --frozen ruff format --check .
 
 up: setup
 	$(UV) run --frozen agentry up --port $(PORT)

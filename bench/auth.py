@@ -36,8 +36,8 @@ from agentry.auth.config import AuthSettings
 from agentry.auth.main import start as start_auth
 from agentry.gateway.config import GatewaySettings
 from agentry.gateway.deps import CallerDep
-from agentry.gateway.upstreams import open_upstreams
 from agentry.gateway.tokens import JwksVerifier
+from agentry.gateway.upstreams import open_upstreams
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -46,11 +46,13 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def throughput(n: int) -> list[str]:
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     from agentry.api.auth.v1 import auth_pb2
     from agentry.auth.domain import Principal
     from agentry.auth.tokens import TokenService, public_jwk
-    from cryptography.hazmat.primitives.asymmetric import ec
-    import json
 
     key = ec.generate_private_key(ec.SECP256R1())
     service = TokenService(key, issuer="agentry-local", audience="authenticated", ttl_seconds=900)
@@ -84,13 +86,14 @@ async def throughput(n: int) -> list[str]:
 
 
 async def _supabase_throughput(n: int) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    import agentry.auth
     from agentry.auth.adapters.sql import SqlUserRepository
     from agentry.auth.adapters.supabase import SupabaseIdentityProvider
     from agentry.auth.fake_gotrue import FakeGoTrue
     from agentry.auth.tokens import TokenService
     from agentry.servicekit.db import open_database
-    from cryptography.hazmat.primitives.asymmetric import ec
-    import agentry.auth
 
     with tempfile.TemporaryDirectory() as tmp, FakeGoTrue() as gotrue:
         async with contextlib.AsyncExitStack() as stack:

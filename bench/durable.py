@@ -47,12 +47,11 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx  # noqa: E402
-import orjson  # noqa: E402
+import httpx
+import orjson
+from ttft import AMQP_URL, NO_RATE_LIMITS, PG_ADMIN, REDIS_URL, _cleanup_split, make_user, pct
 
-from ttft import AMQP_URL, NO_RATE_LIMITS, PG_ADMIN, REDIS_URL, _cleanup_split, make_user, pct  # noqa: E402
-
-from agentry.fakellm import FakeLLMProcess  # noqa: E402
+from agentry.fakellm import FakeLLMProcess
 
 now = time.monotonic
 TERMINAL = ("completed", "failed", "cancelled")

@@ -45,19 +45,18 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import aiohttp  # noqa: E402
-import orjson  # noqa: E402
+import aiohttp
+import orjson
+from durable import split_stack as durable_split_stack
+from ttft import pct, tracing_env
 
-from durable import split_stack as durable_split_stack  # noqa: E402
-from ttft import pct, tracing_env  # noqa: E402
-
-from agentry.fakellm import FakeLLMProcess  # noqa: E402
+from agentry.fakellm import FakeLLMProcess
 
 now = time.monotonic
 CLK_TCK = os.sysconf("SC_CLK_TCK")

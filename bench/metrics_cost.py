@@ -20,7 +20,6 @@ import time
 
 def measure(runs: int) -> dict[str, float]:
     from agentpress import FinishReason, RunFinished, RunStarted, TextDelta, ToolCallFinished, UsageReported
-
     from agentry.runner import metrics
     from agentry.servicekit import metrics as kit
 

@@ -50,7 +50,7 @@ MIXES = [(overlay, ()) for overlay in OVERLAYS] + [
 ] + [("production", OPTIONAL["production"])]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(version: str, kind: str, api_version: str) -> jsonschema.Draft202012Validator:
     """kubernetes_validate.validate's strict check, its schemas loaded once per kind (it reads
     and parses them on every call, which made this test ten times slower)."""

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agentry.servicekit import DEV_INTERNAL_TOKEN
 from agentry.fakellm import Script, ScriptedToolCall, ThreadedFakeLLMServer, Turn
+from agentry.servicekit import DEV_INTERNAL_TOKEN
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 

@@ -5,7 +5,6 @@ in the gateway, the runner api, the worker (through RabbitMQ), the sandbox and t
 from __future__ import annotations
 
 import asyncio
-import os
 
 import httpx
 import orjson

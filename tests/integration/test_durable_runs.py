@@ -15,9 +15,8 @@ import httpx
 import orjson
 import pytest
 
-from agentry.fakellm import FakeLLMProcess
-
 from agentry.api.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
+from agentry.fakellm import FakeLLMProcess
 from agentry.servicekit import open_channel
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.redis, pytest.mark.rabbitmq]

@@ -171,9 +171,8 @@ async def test_jwks_verifies_the_access_tokens(client):
 
 
 async def test_key_rotation_signs_nobody_out(llm, tmp_path):
-    async with dev_stack(llm, tmp_path) as before:
-        async with httpx.AsyncClient(base_url=before.url, timeout=30) as client:
-            ada = await sign_up(client, "rotation")
+    async with dev_stack(llm, tmp_path) as before, httpx.AsyncClient(base_url=before.url, timeout=30) as client:
+        ada = await sign_up(client, "rotation")
     old_pem = (tmp_path / "auth-signing-key.pem").read_text()
     new_key = ec.generate_private_key(ec.SECP256R1())
     new_pem = new_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -36,11 +36,10 @@ import orjson
 import pytest
 
 from agentry.fakellm import FakeLLMProcess
-
-from .test_durable_runs import percentile, side_effects
-
 from agentry.servicekit.faults import PrivatePostgres, PrivateRedis, TcpProxy
 from agentry.servicekit.testing import needs
+
+from .test_durable_runs import percentile, side_effects
 
 pytestmark = [
     pytest.mark.integration, pytest.mark.postgres, pytest.mark.redis, pytest.mark.rabbitmq,

@@ -21,7 +21,7 @@ from agentry.cli.devstack import start_dev_stack
 from agentry.fakellm import Script, ScriptedError, ScriptedToolCall, ThreadedFakeLLMServer, Turn
 
 from .otlp_receiver import LANGFUSE_PATH, OtlpReceiver
-from .test_run_end_to_end import sign_up_and_in, stream
+from .test_run_end_to_end import sign_up_and_in
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 import pytest

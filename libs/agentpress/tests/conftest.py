@@ -41,7 +41,7 @@ class Harness:
             elif isinstance(m, ToolResultMessage):
                 assert m.call_id in seen_calls, f"result {m.call_id} stored before its call"
                 results[m.call_id] = results.get(m.call_id, 0) + 1
-        assert results == {c: 1 for c in seen_calls}
+        assert results == dict.fromkeys(seen_calls, 1)
 
     def text(self) -> str:
         return "".join(e.text for e in self.events.of_type("text_delta"))  # type: ignore[attr-defined]

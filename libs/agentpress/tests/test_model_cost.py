@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 import math
 
-from agentpress import LiteLLMModel
-from agentpress import models
+from agentpress import LiteLLMModel, models
 
 
 def test_a_known_model_has_a_price_and_an_unknown_one_is_nan_with_a_warning(caplog):

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
-from agentpress import Agent, MemoryMessageStore, MemorySandbox, RecordingEventSink, RecordingUsageSink, RunContext
-from agentpress import ScriptedCall, ScriptedModel, ScriptedReply, UserMessage, tool
+from agentpress import (
+    Agent,
+    MemoryMessageStore,
+    MemorySandbox,
+    RecordingEventSink,
+    RecordingUsageSink,
+    RunContext,
+    ScriptedCall,
+    ScriptedModel,
+    ScriptedReply,
+    UserMessage,
+    tool,
+)
 from agentpress.errors import ModelCallError
 from agentpress.observe import RecordingObserver, RunObserver
 

@@ -4,7 +4,6 @@ its webhooks so that stripe.Webhook verifies them."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 import stripe

@@ -66,7 +66,7 @@ async def test_the_default_statement_cache_breaks_behind_transaction_pooling(pgb
     _, url = pgbouncer
     engine = create_engine(url, pool_mode="session", pool_size=2, max_overflow=0)
     try:
-        with pytest.raises(sa.exc.DBAPIError, match="prepared statement .* does not exist"):
+        with pytest.raises(sa.exc.DBAPIError, match=r"prepared statement .* does not exist"):
             await _statement_on_another_server_connection(engine)
     finally:
         await engine.dispose()

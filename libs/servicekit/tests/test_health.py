@@ -64,5 +64,7 @@ async def test_database_and_redis_checks_fail_on_what_is_not_there(tmp_path):
         await database_check(engine)()
     finally:
         await engine.dispose()
-    with pytest.raises(Exception):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    with pytest.raises(RedisConnectionError):  # nothing listens on port 1
         await redis_check("redis://127.0.0.1:1/0")()

@@ -7,12 +7,15 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from agentpress import AssistantMessage
 
+from agentpress import AssistantMessage
 from agentry.runner.errors import InvalidInput, MessageNotFound, RunAlreadyActive, ThreadNotFound
 from agentry.servicekit.eventstream import thread_log_id
 
-from .test_multitask import ALICE, Env, env  # noqa: F401 - env is a fixture
+from . import test_multitask
+from .test_multitask import ALICE, Env
+
+env = test_multitask.env  # the fixture, shared with test_multitask
 
 MALLORY = "acct-mallory"
 
@@ -62,8 +65,8 @@ async def test_message_pages_both_ways_are_stable_when_timestamps_tie(env: Env) 
     forward = await _pages(env, thread, "asc", 3)
     backward = await _pages(env, thread, "desc", 4)
 
-    assert [len(p) for p in forward] == [3, 3, 3] and sum(forward, []) == ids
-    assert [len(p) for p in backward] == [4, 4, 1] and sum(backward, []) == ids[::-1]
+    assert [len(p) for p in forward] == [3, 3, 3] and [m for p in forward for m in p] == ids
+    assert [len(p) for p in backward] == [4, 4, 1] and [m for p in backward for m in p] == ids[::-1]
 
 
 async def test_runs_list_newest_first_in_pages(env: Env) -> None:

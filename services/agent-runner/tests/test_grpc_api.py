@@ -21,8 +21,8 @@ from agentry.runner.main import SERVICE_NAME, start
 from agentry.runner.queue import QueueUnavailable, RunJob
 from agentry.runner.service import RunnerService
 from agentry.servicekit import DEV_INTERNAL_TOKEN, RunningServer, open_channel, start_grpc_server
-from agentry.servicekit.eventstream import MemoryEventStream
 from agentry.servicekit.errors import ERROR_CODE_KEY
+from agentry.servicekit.eventstream import MemoryEventStream
 
 ALICE, MALLORY = "acct-alice", "acct-mallory"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from agentpress import Agent, ContextConfig, ScriptedModel
 
+from agentpress import Agent, ContextConfig, ScriptedModel
 from agentry.api.runner.v1 import runner_pb2 as pb
 from agentry.api.runner.v1 import runner_pb2_grpc
 from agentry.billing.config import BillingSettings

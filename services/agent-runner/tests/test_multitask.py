@@ -17,12 +17,11 @@ import grpc
 import orjson
 import pytest
 import sqlalchemy as sa
-from agentpress import AssistantMessage, RunFinished, message_from_json
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from agentpress import AssistantMessage, RunFinished, message_from_json
 from agentry.api.runner.v1 import runner_pb2 as pb
 from agentry.api.runner.v1 import runner_pb2_grpc
-from agentry.runner.adapters.queue_memory import MemoryRunQueue
 from agentry.runner.adapters.sql import SqlRunnerRepository
 from agentry.runner.adapters.stop_memory import MemoryStopSignal
 from agentry.runner.config import RunnerSettings
@@ -144,7 +143,7 @@ async def test_reject_refuses_a_second_run_while_one_is_active(env: Env, strateg
 async def test_an_unknown_strategy_is_invalid_and_stores_nothing(env: Env, strategy: str) -> None:
     thread = await env.thread()
 
-    with pytest.raises(InvalidInput, match="^multitask_strategy: "):
+    with pytest.raises(InvalidInput, match=r"^multitask_strategy: "):
         await env.start(thread, "hello", strategy)
 
     assert await env.texts(thread) == []

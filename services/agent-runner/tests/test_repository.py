@@ -6,10 +6,10 @@ import asyncio
 import uuid
 
 import pytest
-from agentpress import UserMessage
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from agentpress import UserMessage
 from agentry.runner.adapters.sql import SqlRunnerRepository
 from agentry.runner.domain import Run, RunStatus, StoredEvent, StoredMessage, Thread
 from agentry.runner.errors import RunAlreadyActive

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import orjson
 import pytest
-from agentpress import message_from_json
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from agentpress import message_from_json
 from agentry.runner.adapters.queue_memory import MemoryRunQueue
 from agentry.runner.adapters.sql import SqlRunnerRepository
 from agentry.runner.adapters.stop_memory import MemoryStopSignal
@@ -143,7 +143,7 @@ async def test_a_well_formed_but_unknown_id_is_not_found(env: Env) -> None:
 async def test_message_content_is_validated(env: Env, content: str) -> None:
     thread = await env.service.create_thread(ALICE, "t")
 
-    with pytest.raises(InvalidInput, match="^content: "):
+    with pytest.raises(InvalidInput, match=r"^content: "):
         await env.service.add_message(ALICE, thread.thread_id, content)
 
     assert await env.service.list_messages(ALICE, thread.thread_id) == []
@@ -152,7 +152,7 @@ async def test_message_content_is_validated(env: Env, content: str) -> None:
 async def test_a_prompt_over_the_limit_is_refused_before_any_run_exists(env: Env) -> None:
     thread = await env.service.create_thread(ALICE, "t")
 
-    with pytest.raises(InvalidInput, match="^content: "):
+    with pytest.raises(InvalidInput, match=r"^content: "):
         await env.service.start_run(ALICE, thread.thread_id, "", "x" * (MAX_MESSAGE_CHARS + 1))
 
     # No run was created, so a valid start goes through.

@@ -20,7 +20,10 @@ from agentry.runner.main import start as start_runner
 from agentry.servicekit import DEV_INTERNAL_TOKEN, open_channel
 from agentry.servicekit.eventstream import thread_log_id
 
-from .test_multitask import ALICE, Env, _alembic, env  # noqa: F401 - env is a fixture
+from . import test_multitask
+from .test_multitask import ALICE, Env, _alembic
+
+env = test_multitask.env  # the fixture, shared with test_multitask
 
 WAIT = 5.0
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import grpc
 import orjson
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from agentpress import (
     Agent,
     ContextConfig,
@@ -29,13 +31,12 @@ from agentpress import (
     default_tools,
     message_from_json,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from agentry.api.billing.v1 import billing_pb2, billing_pb2_grpc
 from agentry.billing.config import BillingSettings
 from agentry.billing.main import start as start_billing
 from agentry.runner.adapters.billing_grpc import GrpcUsageSink
 from agentry.runner.adapters.queue_memory import MemoryRunQueue
+from agentry.runner.adapters.sandbox_grpc import GrpcSandbox
 from agentry.runner.adapters.sql import SqlRunnerRepository
 from agentry.runner.adapters.stop_memory import MemoryStopSignal
 from agentry.runner.domain import DURABLE_EVENT_TYPES, Run, RunStatus, StoredEvent
@@ -43,7 +44,6 @@ from agentry.runner.errors import InvalidInput
 from agentry.runner.queue import RequeueJob, RunJob
 from agentry.runner.service import RunnerService
 from agentry.runner.sinks import EventStoreFailed, RunEventSink, encode_event
-from agentry.runner.adapters.sandbox_grpc import GrpcSandbox
 from agentry.runner.worker import RunWorker, WorkerPolicy
 from agentry.sandbox.config import SandboxSettings
 from agentry.sandbox.main import start as start_sandbox

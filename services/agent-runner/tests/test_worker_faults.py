@@ -8,8 +8,8 @@ import uuid
 
 import grpc
 import pytest
-from agentpress import AssistantMessage, PhaseChanged, RunFinished, ToolCall, Usage
 
+from agentpress import AssistantMessage, PhaseChanged, RunFinished, ToolCall, Usage
 from agentry.api.billing.v1 import billing_pb2
 from agentry.api.sandbox.v1 import sandbox_pb2
 from agentry.runner.adapters.billing_grpc import GrpcUsageSink, UsageUnavailable

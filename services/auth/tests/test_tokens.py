@@ -80,7 +80,7 @@ def test_token_from_the_future_is_invalid(tokens, signing_key, clock):
 def test_signature_from_another_key_is_invalid(tokens, clock):
     other = ec.generate_private_key(ec.SECP256R1())
     forged = jwt.encode(_claims(clock), other, algorithm="ES256", headers={"kid": tokens.kid})
-    with pytest.raises(InvalidToken, match="[Ss]ignature"):
+    with pytest.raises(InvalidToken, match=r"[Ss]ignature"):
         tokens.verify(forged)
 
 

@@ -6,9 +6,9 @@ import contextlib
 
 import httpx
 
+from agentry.cli.split import free_port
 from agentry.gateway.config import GatewaySettings
 from agentry.gateway.main import start
-from agentry.cli.split import free_port
 
 
 async def test_live_needs_no_upstream():

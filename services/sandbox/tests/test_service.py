@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from agentry.sandbox.adapters.isolation import choose_isolation
 from agentry.sandbox.adapters.local import LocalSandboxProvider
 from agentry.sandbox.adapters.sql import SqlSandboxRepository
-from agentry.sandbox.adapters.isolation import choose_isolation
 from agentry.sandbox.domain import ExecOutcome, Lifecycle, SandboxSpec, SandboxState
 from agentry.sandbox.errors import InvalidSandboxRequest, SandboxNotFound
 from agentry.sandbox.migrations import MIGRATIONS_DIR, VERSION_TABLE

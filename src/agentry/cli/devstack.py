@@ -240,8 +240,8 @@ async def start_dev_stack(
     # logs a loud warning); AGENTRY_SANDBOX_ALLOW_UNISOLATED=false refuses them instead.
     sandbox = await start_sandbox(SandboxSettings(port=ports["sandbox"], database_url=db("sandbox"),
                                                   root_dir=data_dir / "sandboxes",
-                                                  allow_unisolated=os.environ.get("AGENTRY_SANDBOX_ALLOW_UNISOLATED",
-                                                                                  "true")), stack)
+                                                  allow_unisolated=os.environ.get(  # pyright: ignore[reportArgumentType] - pydantic parses it
+                                                      "AGENTRY_SANDBOX_ALLOW_UNISOLATED", "true")), stack)
     events = MemoryEventStream()
     stack.push_async_callback(events.close)
     runner = await start_runner(

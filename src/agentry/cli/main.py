@@ -316,7 +316,10 @@ def billing_grant(
     from .billing import grant_command
 
     code, line = grant_command(account, amount, target, key or uuid.uuid4().hex, note)
-    (console.print if code == 0 else typer.echo)(line, **({} if code == 0 else {"err": True}))
+    if code == 0:
+        console.print(line)
+    else:
+        typer.echo(line, err=True)
     raise typer.Exit(code)
 
 

@@ -163,7 +163,7 @@ class ContextManager:
 
 def _split_at_summary(history: list[Message]) -> tuple[StatusMessage | None, list[Message]]:
     summary = next((m for m in reversed(history) if isinstance(m, StatusMessage) and m.status == "summary"), None)
-    dialogue = [m for m in history if not isinstance(m, StatusMessage)]
+    dialogue: list[Message] = [m for m in history if not isinstance(m, StatusMessage)]
     if summary is None:
         return None, dialogue
     covered = summary.data.get("covers_through")

@@ -10,7 +10,6 @@ from typing import Any, Literal
 import orjson
 
 from agentpress import safe_text
-
 from agentpress.messages import Message, ToolCall, message_from_dict
 
 

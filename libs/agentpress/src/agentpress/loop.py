@@ -23,14 +23,13 @@ from agentpress.events import (
 )
 from agentpress.execution import ToolExecution, ToolExecutor
 from agentpress.history import call_ids, family_for, finalize, repair
-from agentpress.processor import PendingCall
 from agentpress.messages import AssistantMessage, Message, StatusMessage, ToolCall, ToolResultMessage
-from agentpress.observe import observed
 from agentpress.models import LiteLLMModel, Model, ModelRequest, ModelSettings, RetryPolicy, open_stream
-from agentpress.retries import ErrorKind, OpenedStream, RetryBudget
+from agentpress.observe import observed
 from agentpress.ports import RunContext, Usage
-from agentpress.processor import StreamProcessor
+from agentpress.processor import PendingCall, StreamProcessor
 from agentpress.prompt import is_anthropic, with_cache_markers
+from agentpress.retries import ErrorKind, OpenedStream, RetryBudget
 from agentpress.tools import Tool, ToolRegistry
 
 logger = logging.getLogger(__name__)
@@ -101,7 +100,7 @@ class Agent:
         self.system_prompt = system_prompt
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
         self.max_steps = max_steps
-        self.tool_calling = tool_calling
+        self.tool_calling: Literal["native", "xml"] = tool_calling
         self.tool_execution = tool_execution
         self.settings = settings
         self.retry = retry
@@ -299,7 +298,7 @@ class _Run:
                                          taken_ids=call_ids(self.history))
         try:
             await step.processor.consume(opened.first, opened.rest)
-        except Exception as exc:  # a stream that dies midway: keep what arrived, stop the tools
+        except Exception as exc:  # noqa: BLE001 - a stream that dies midway: keep what arrived, stop the tools
             await self.finish_cancelled()
             message = str(exc) if isinstance(exc, ModelCallError) else f"{type(exc).__name__}: {exc}"
             return RunResult(FinishReason.ERROR, message, self.steps)

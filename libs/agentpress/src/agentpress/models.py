@@ -186,9 +186,9 @@ class LiteLLMModel:
             raise _translate_error(litellm, exc) from exc
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """US dollars for the tokens, from LiteLLM's price table; 0.0 for a model it has no price
-        for (said once per model in the log: billing then counts tokens only). Any other error
-        is a bug and raised."""
+        """US dollars for the tokens, from LiteLLM's price table; NaN for a model it has no price
+        for (said once per model in the log: billing then prices its calls by its own rules). Any
+        other error is a bug and raised."""
         litellm = import_litellm()
         try:
             # cost_per_token reads the price table; completion_cost would first build a response.

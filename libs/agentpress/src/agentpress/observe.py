@@ -66,7 +66,7 @@ class RunObserver(Protocol):
 def _guard(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
-    except Exception:  # noqa: BLE001 - a tracer must never break a run
+    except Exception:
         logger.warning("run observer failed in %s", what, exc_info=True)
         return None
 

@@ -172,13 +172,14 @@ def direct_lane(litellm: ModuleType, model: str, *, api_base: str | None, api_ke
     try:
         provider_model, provider, dynamic_key, resolved_base = litellm.get_llm_provider(model, api_base=api_base)
     except Exception:  # noqa: BLE001 - LiteLLM does not know it either: let LiteLLM say so on the call
-        provider = None
-    if provider == "openai":
-        base = (resolved_base or api_base or os.environ.get("OPENAI_API_BASE") or os.environ.get("OPENAI_BASE_URL")
-                or "https://api.openai.com/v1")
-        key_ = api_key or dynamic_key or os.environ.get("OPENAI_API_KEY")
-        lane = DirectLane(litellm, model=model, provider_model=provider_model, base_url=base, api_key=key_,
-                          timeout=timeout)
+        pass
+    else:
+        if provider == "openai":
+            base = (resolved_base or api_base or os.environ.get("OPENAI_API_BASE")
+                    or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1")
+            key_ = api_key or dynamic_key or os.environ.get("OPENAI_API_KEY")
+            lane = DirectLane(litellm, model=model, provider_model=provider_model, base_url=base, api_key=key_,
+                              timeout=timeout)
     if len(_lanes) > 1024:
         _lanes.clear()
     _lanes[key] = lane

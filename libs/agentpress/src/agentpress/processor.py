@@ -9,8 +9,8 @@ from typing import Literal
 
 import orjson
 
-from agentpress.history import unique_call_id
 from agentpress.events import Event, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallStarted
+from agentpress.history import unique_call_id
 from agentpress.messages import AssistantMessage, ToolCall
 from agentpress.models import ModelDelta
 from agentpress.xml_parser import XmlCall, XmlCallParser, XmlError, XmlText
@@ -126,7 +126,7 @@ class StreamProcessor:
 
     async def _complete_native(self, index: int) -> None:
         state = self._native.pop(index)
-        call_id = state.call_id if state.started else self._claim(state)
+        call_id = (state.call_id or "") if state.started else self._claim(state)
         if not state.started:
             await self._emit(ToolCallStarted(call_id=call_id, name=state.name or ""))
         error = None if state.name else "the tool call has no tool name"

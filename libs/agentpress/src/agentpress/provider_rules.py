@@ -153,7 +153,7 @@ def _check_anthropic(messages: Sequence[Mapping[str, Any]]) -> ProviderRejection
     turns: list[str] = []  # the role of each turn, as Anthropic sees them
     seen_ids: set[str] = set()
     open_calls: list[str] = []
-    for i, m in enumerate(messages):
+    for m in messages:
         role = m.get("role")
         n = len(turns)
         if role in ("system", "developer"):

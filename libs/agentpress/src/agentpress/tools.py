@@ -7,7 +7,7 @@ import inspect
 import re
 import time
 import typing
-from collections.abc import Iterator, Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -129,8 +129,9 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
         elif section == "args" and stripped:
             match = _ARG_LINE.match(line)
             if match and (line.startswith(stripped) or current is None or _indent(line) <= 4):
-                current = match.group(1).lstrip("*")
-                params[current] = match.group(2).strip()
+                name: str = match.group(1).lstrip("*")
+                current = name
+                params[name] = match.group(2).strip()
             elif current is not None:
                 params[current] = f"{params[current]} {stripped}".strip()
     return "\n".join(description_lines).strip(), params
@@ -272,7 +273,7 @@ class ToolRegistry:
             return done(str(exc), "invalid_call")
         except ModelRetry as exc:
             return done(exc.message, "retry")
-        except Exception as exc:  # a failing tool is reported to the model, the run goes on
+        except Exception as exc:  # noqa: BLE001 - a failing tool is reported to the model, the run goes on
             return done(f"{type(exc).__name__}: {exc}", "tool_failed")
 
 

@@ -247,7 +247,7 @@ async def test_background_process_lifecycle(provider, sandbox, eventually) -> No
     assert len(started.process_id) >= 16
 
     async def finished() -> None:
-        await eventually(lambda: not provider._processes[started.process_id].info().running, 10)
+        await eventually(lambda: not provider._processes.processes[started.process_id].running, 10)
 
     await finished()
     result = await provider.read_process(SID, started.process_id)

@@ -2,8 +2,8 @@
 
 from .app import LoggedRequest, create_app
 from .builtin import BUILTIN_SCRIPTS, DEMO_MODEL, DEMO_SCRIPT
-from .script import Script, ScriptedError, ScriptedToolCall, ScriptError, Turn, load_scripts
 from .process import FakeLLMProcess
+from .script import Script, ScriptedError, ScriptedToolCall, ScriptError, Turn, load_scripts
 from .server import FakeLLMServer, ThreadedFakeLLMServer
 
 __all__ = [

@@ -162,7 +162,7 @@ class ThreadedFakeLLMServer:
         self._stop = asyncio.Event()
         try:
             await self._server.start()
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits for ready
             self._error = exc
             self._ready.set()
             return

@@ -31,7 +31,7 @@ import uuid
 import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -156,18 +156,18 @@ def _ping_when_idle(engine: AsyncEngine, idle_seconds: float = IDLE_PING_SECONDS
         # trip: asyncpg marks its connection closed as soon as the loop reads the close.
         driver = getattr(dbapi_conn, "_connection", None)
         if driver is not None and getattr(driver, "is_closed", lambda: False)():
-            raise sa.exc.DisconnectionError("pooled connection was closed by the server")
+            raise sa_exc.DisconnectionError("pooled connection was closed by the server")
         since = record.info.get("idle_since")
         if since is None or time.monotonic() - since <= idle_seconds:
             return
         try:
             alive = dialect.do_ping(dbapi_conn)
-        except Exception as exc:  # noqa: BLE001 - any failure means: do not use this connection
-            if not dialect.is_disconnect(exc, dbapi_conn, None):
+        except Exception as exc:
+            if not dialect.is_disconnect(exc, dbapi_conn, None):  # pyright: ignore[reportArgumentType] - any error the ping raised
                 raise
             alive = False
         if not alive:
-            raise sa.exc.DisconnectionError("pooled connection died while idle")
+            raise sa_exc.DisconnectionError("pooled connection died while idle")
 
 
 # SQLSTATEs of a server that is going away, starting up or full: the same statement may succeed
@@ -292,7 +292,7 @@ async def open_database(
     max_connections (100 by default), or put PgBouncer in front (then `pool_mode`, see
     `create_engine`).
     """
-    pool = {k: v for k, v in (("pool_size", pool_size), ("max_overflow", max_overflow)) if v is not None}
+    pool: dict[str, Any] = {k: v for k, v in (("pool_size", pool_size), ("max_overflow", max_overflow)) if v is not None}
     if pool_mode is not None and not url.startswith("sqlite"):
         pool["pool_mode"] = pool_mode
     engine = create_engine(url, **({} if url.startswith("sqlite") else pool))

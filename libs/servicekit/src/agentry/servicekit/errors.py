@@ -1,14 +1,11 @@
-"""The root of every domain error, and the one table that maps them to gRPC status codes."""
+"""The root of every domain error and its kinds; `grpc_status.py` maps the kinds to gRPC status codes."""
 
 from __future__ import annotations
-
-import grpc
 
 
 class DomainError(Exception):
     """A failure a caller can act on. `code` is machine-readable, the message is for people."""
 
-    status: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION
     code: str = "failed_precondition"
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
@@ -19,42 +16,34 @@ class DomainError(Exception):
 
 
 class InvalidArgument(DomainError):
-    status = grpc.StatusCode.INVALID_ARGUMENT
     code = "invalid_argument"
 
 
 class NotFound(DomainError):
-    status = grpc.StatusCode.NOT_FOUND
     code = "not_found"
 
 
 class AlreadyExists(DomainError):
-    status = grpc.StatusCode.ALREADY_EXISTS
     code = "already_exists"
 
 
 class PermissionDenied(DomainError):
-    status = grpc.StatusCode.PERMISSION_DENIED
     code = "permission_denied"
 
 
 class Unauthenticated(DomainError):
-    status = grpc.StatusCode.UNAUTHENTICATED
     code = "unauthenticated"
 
 
 class FailedPrecondition(DomainError):
-    status = grpc.StatusCode.FAILED_PRECONDITION
     code = "failed_precondition"
 
 
 class ResourceExhausted(DomainError):
-    status = grpc.StatusCode.RESOURCE_EXHAUSTED
     code = "resource_exhausted"
 
 
 class Unavailable(DomainError):
-    status = grpc.StatusCode.UNAVAILABLE
     code = "unavailable"
 
 

@@ -16,8 +16,8 @@ temporary directory is handed to that user; otherwise they run as the current us
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import atexit
+import contextlib
 import os
 import shutil
 import signal

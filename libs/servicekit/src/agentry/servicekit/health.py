@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from grpc_health.v1 import health_pb2
-from grpc_health.v1.health import aio as health_aio
+from grpc_health.v1.health import aio as health_aio  # pyright: ignore[reportAttributeAccessIssue] - typeshed's stub omits it
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def grpc_check(channel, service: str = "") -> Check:
     stub = health_pb2_grpc.HealthStub(channel)
 
     async def check() -> None:
-        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2.0)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2.0)  # pyright: ignore[reportAttributeAccessIssue] - typeshed's stub omits it
         if reply.status != SERVING:
             raise RuntimeError(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 

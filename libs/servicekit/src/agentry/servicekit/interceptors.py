@@ -12,10 +12,17 @@ from typing import Any
 import grpc
 from grpc.aio import AbortError
 
-from .context import (ACCOUNT_ID_KEY, REQUEST_ID_KEY, RUN_ID_KEY, account_id_var, new_request_id, request_id_var,
-                      run_id_var)
+from .context import (
+    ACCOUNT_ID_KEY,
+    REQUEST_ID_KEY,
+    RUN_ID_KEY,
+    account_id_var,
+    new_request_id,
+    request_id_var,
+    run_id_var,
+)
 from .errors import ERROR_CODE_KEY, INTERNAL_CREDENTIAL_REFUSED, DomainError
-
+from .grpc_status import grpc_status
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +51,9 @@ def _rewrap(
         return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **kwargs)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kwargs)
-    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kwargs)
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kwargs)
+    raise TypeError(f"{handler!r} has no behaviour to wrap")
 
 
 def _is_store_unavailable(exc: BaseException) -> bool:
@@ -68,14 +77,14 @@ def is_transient_db_error(exc: BaseException) -> bool:
 
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(exc, DomainError):
-        await context.abort(exc.status, exc.message, trailing_metadata=((ERROR_CODE_KEY, exc.code),))
+        await context.abort(grpc_status(exc), exc.message, trailing_metadata=((ERROR_CODE_KEY, exc.code),))
     if is_transient_db_error(exc) or _is_store_unavailable(exc):
         # The database (or Redis) is restarting, refusing connections or out of them: the caller
         # may retry shortly (the gateway answers 503 with Retry-After), it is not our bug.
         logger.warning("%s: a backing store is unavailable: %r", method, exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; try again",
                             trailing_metadata=((ERROR_CODE_KEY, "unavailable"), ("retry-after", "1")))
-    logger.exception("unhandled error in %s", method, exc_info=exc)
+    logger.error("unhandled error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error", trailing_metadata=((ERROR_CODE_KEY, "internal"),))
 
 

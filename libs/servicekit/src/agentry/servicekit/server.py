@@ -12,15 +12,14 @@ from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
+from grpc_health.v1.health import aio as health_aio  # pyright: ignore[reportAttributeAccessIssue] - typeshed's stub omits it
 from grpc_reflection.v1alpha import reflection
 
+from . import tracing
 from .context import configure_logging
 from .entrypoint import Migrations, service_command
 from .health import LIVENESS, Check, Readiness
-from .interceptors import ContextInterceptor, InternalAuthInterceptor
-from .interceptors import TracingInterceptor
-from . import tracing
+from .interceptors import ContextInterceptor, InternalAuthInterceptor, TracingInterceptor
 from .metrics import MetricsInterceptor, serve_metrics
 from .settings import ServiceSettings
 from .tls import TlsFiles

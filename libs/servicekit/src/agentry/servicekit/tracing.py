@@ -92,7 +92,7 @@ def shutdown_tracing(timeout_millis: int = 5_000) -> None:
         try:
             _provider.force_flush(timeout_millis)
             _provider.shutdown()
-        except Exception:  # noqa: BLE001 - shutting down; nothing to do about it
+        except Exception:
             logger.debug("tracing shutdown failed", exc_info=True)
     _enabled = False
 

@@ -6,8 +6,8 @@ import orjson
 
 from agentry.api.runner.v1 import runner_pb2 as pb
 from agentry.api.runner.v1 import runner_pb2_grpc
-
 from agentry.servicekit.errors import ERROR_CODE_KEY
+from agentry.servicekit.grpc_status import grpc_status
 
 from .domain import Run, StoredMessage, Thread
 from .errors import TooManyActiveRuns
@@ -83,11 +83,11 @@ class RunnerServicer(runner_pb2_grpc.RunnerServiceServicer):
             run = await self._service.start_run(request.account_id, request.thread_id, request.model_name,
                                                 request.prompt, request.reasoning_effort, request.multitask_strategy,
                                                 user_id=request.user_id)
+            return _run(run)
         except TooManyActiveRuns as exc:
             # The interceptor's mapping plus the seconds to wait (the gateway's Retry-After).
-            await context.abort(exc.status, exc.message, trailing_metadata=(
+            await context.abort(grpc_status(exc), exc.message, trailing_metadata=(
                 (ERROR_CODE_KEY, exc.code), (RETRY_AFTER_KEY, str(exc.retry_after_seconds))))
-        return _run(run)
 
     async def GetRun(self, request, context):
         return _run(await self._service.get_run(request.account_id, request.agent_run_id))

@@ -10,15 +10,13 @@ import threading
 import warnings
 from pathlib import Path
 
-from agentry.api.runner.v1 import runner_pb2, runner_pb2_grpc
-from agentry.servicekit import RunningServer, open_channel, run_service, start_grpc_server
 from agentpress.models import warm_up as warm_up_model_library
-
-from agentry.servicekit import tracing
+from agentry.api.runner.v1 import runner_pb2, runner_pb2_grpc
+from agentry.servicekit import RunningServer, open_channel, run_service, start_grpc_server, tracing
 from agentry.servicekit.context import adopt_library_loggers
 from agentry.servicekit.db import open_database
-from agentry.servicekit.health import Check, database_check, grpc_check, redis_check
 from agentry.servicekit.eventstream import EventStream, MemoryEventStream, RedisEventStream
+from agentry.servicekit.health import Check, database_check, grpc_check, redis_check
 
 from .adapters.sql import SqlRunnerRepository
 from .admission import Admission
@@ -37,7 +35,7 @@ SERVICE_NAME = runner_pb2.DESCRIPTOR.services_by_name["RunnerService"].full_name
 def _warm_up_litellm() -> None:
     try:
         warm_up_model_library()  # agentpress's model adapter imports its library (LiteLLM)
-    except Exception:  # noqa: BLE001 - a failed warm-up only means the first run imports it
+    except Exception:
         logger.warning("LiteLLM warm-up import failed", exc_info=True)
     adopt_library_loggers()  # LiteLLM's lines in our format (JSON in production)
 
@@ -50,7 +48,7 @@ def _warm_up_for_fork() -> None:
         warm_up_model_library()  # imported first, so its lines go through ours from the start
         adopt_library_loggers()
         warm_up_model_library(call=True)
-    except Exception:  # noqa: BLE001 - a failed warm-up only means the first run pays for it
+    except Exception:
         logger.warning("LiteLLM warm-up call failed", exc_info=True)
     adopt_library_loggers()
 

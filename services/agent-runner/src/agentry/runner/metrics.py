@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 
 from agentpress import TextDelta, ToolCallFinished, UsageReported
-
 from agentry.servicekit.metrics import LONG_BUCKETS, BoundedLabel, child, family
 
 # Models and tools are named by requests and configuration: bounded, the rest count as "other".
@@ -116,7 +115,7 @@ class RunObserver:
     numbered event, the terminal one included), added with each event that is not a token delta
     and at the end: per batch, never per token."""
 
-    __slots__ = ("_created_at", "_model", "_first_token_seen", "_seq", "_counted")
+    __slots__ = ("_counted", "_created_at", "_first_token_seen", "_model", "_seq")
 
     def __init__(self, *, model: str, created_at: float | None, seq: Callable[[], int]) -> None:
         self._model = model_label(model)

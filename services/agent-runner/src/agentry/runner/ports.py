@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .domain import (
     ClaimedRun,
@@ -139,3 +139,17 @@ class RunnerRepository(Protocol):
     async def list_thread_runs(self, thread_id: str, after_thread_seq: int, limit: int = 100) -> list[Run]:
         """The thread's runs with a thread_seq above `after_thread_seq`, in thread_seq order."""
         ...
+
+
+@runtime_checkable
+class MeteredSandbox(Protocol):
+    """A sandbox that reports each command's wall seconds (float) to `on_exec` after it ran."""
+
+    on_exec: Callable[[float], Awaitable[object]] | None
+
+
+@runtime_checkable
+class SandboxTimeSink(Protocol):
+    """A usage sink that also meters sandbox time: `seconds` of one command; True when recorded."""
+
+    async def record_sandbox(self, seconds: float) -> bool: ...

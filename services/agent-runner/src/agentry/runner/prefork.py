@@ -58,7 +58,7 @@ def serve_prefork(processes: int, run_child, *, warm_up) -> int:
                 run_child()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:  # noqa: BLE001 - reported, then the parent restarts the slot
+            except BaseException:
                 logging.getLogger(__name__).exception("worker process crashed")
                 code = 1
             finally:

@@ -52,10 +52,12 @@ class RunJob:
             raise ValueError(f"run job is not JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise ValueError("run job is not a JSON object")
-        ids = {name: raw.get(name) for name in ("run_id", "thread_id", "account_id")}
-        for name, value in ids.items():
+        ids: dict[str, str] = {}
+        for name in ("run_id", "thread_id", "account_id"):
+            value = raw.get(name)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"run job has no valid {name}")
+            ids[name] = value
         attempt = raw.get("attempt", 1)
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
             raise ValueError(f"run job has an invalid attempt: {attempt!r}")

@@ -8,19 +8,17 @@ import time
 import uuid
 from collections.abc import Callable
 
-from agentpress import RunFinished, UserMessage
-
-from agentry.servicekit.eventstream import EventStream, EventStreamUnavailable, SequenceError, thread_log_id
-
+from agentpress import FinishReason, RunFinished, UserMessage
 from agentry.servicekit import tracing
+from agentry.servicekit.eventstream import EventStream, EventStreamUnavailable, SequenceError, thread_log_id
 
 from .domain import (
     DEFAULT_PAGE,
     MAX_ACCOUNT_ID_CHARS,
-    MAX_MESSAGE_PAGE,
-    MAX_PAGE,
     MAX_MESSAGE_CHARS,
+    MAX_MESSAGE_PAGE,
     MAX_MODEL_CHARS,
+    MAX_PAGE,
     MAX_THREAD_NAME_CHARS,
     REASONING_EFFORTS,
     MultitaskStrategy,
@@ -41,8 +39,8 @@ from .errors import (
 )
 from .paging import decode_cursor, encode_cursor, page_size
 from .ports import BillingGate, RunnerRepository
-from .sinks import end_run
 from .queue import QueueUnavailable, RunJob, RunQueue
+from .sinks import end_run
 from .stopsignal import StopSignal
 
 logger = logging.getLogger(__name__)
@@ -323,7 +321,7 @@ class RunnerService:
     async def end_paused(self, run_id: str, reason: str) -> bool:
         """Ends a run waiting for the user (stopped: cancelled; waited too long: expired)."""
         seq = await self._repo.max_event_seq(run_id) + 1
-        return await end_run(self._repo, self._events, run_id, seq=seq, event=RunFinished(reason=reason),
+        return await end_run(self._repo, self._events, run_id, seq=seq, event=RunFinished(reason=FinishReason(reason)),
                              from_=[RunStatus.REQUIRES_ACTION])
 
     async def expire_paused(self, ttl_seconds: float) -> int:
@@ -342,7 +340,7 @@ class RunnerService:
         del status  # the reason decides it (domain.final_status)
         seq = await self._repo.max_event_seq(run_id) + 1
         return await end_run(self._repo, self._events, run_id, seq=seq,
-                             event=RunFinished(reason=reason, error=error or None),
+                             event=RunFinished(reason=FinishReason(reason), error=error or None),
                              from_=[RunStatus.QUEUED, RunStatus.PENDING])
 
     def _user_message(self, thread: Thread, content: str) -> StoredMessage:
@@ -371,10 +369,12 @@ class RunnerService:
         assert run.thread_seq is not None
         data = b'{"thread_seq":%d,"run_id":"%s"}' % (run.thread_seq, run.run_id.encode())
 
+        thread_seq = run.thread_seq
+
         async def ring() -> None:
             try:
                 # Terminal, so the doorbell expires like a finished run's log (each ring restarts it).
-                await self._events.append(thread_log_id(run.thread_id), run.thread_seq, data, terminal=True)
+                await self._events.append(thread_log_id(run.thread_id), thread_seq, data, terminal=True)
             except SequenceError:
                 pass  # a later run's ring landed first: it woke the watchers already
             except Exception:

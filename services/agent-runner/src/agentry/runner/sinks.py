@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from agentpress import Event, Message, PhaseChanged, RequiresAction, RunFinished, message_from_dict
-
+from agentpress import Event, FinishReason, Message, PhaseChanged, RequiresAction, RunFinished, message_from_dict
 from agentry.servicekit.db import retrying
 from agentry.servicekit.eventstream import EventStream
 
@@ -224,7 +223,7 @@ class RunEventSink:
         await self._cancel_delay()  # what waits to be written goes with the end, in one transaction
         await self._wait_for_writer()
         if self._write_error is not None:
-            event = RunFinished(reason="error", error="the run's events could not be stored")
+            event = RunFinished(reason=FinishReason.ERROR, error="the run's events could not be stored")
         self._seq += 1
         pending, self._unwritten = self._unwritten, []  # what a failed writer left: one more try
         lease = self._lease

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from opentelemetry.trace import SpanKind
+
 from agentpress import (
     Agent,
     FinishReason,
@@ -44,20 +46,18 @@ from agentpress import (
     close_interrupted_calls,
     default_tools,
 )
-
-from agentry.servicekit.context import account_id_var, run_id_var
-from agentry.servicekit import tracing
-from agentry.servicekit.eventstream import EventStream
 from agentpress.observe import FanOut
-from opentelemetry.trace import SpanKind
+from agentry.servicekit import tracing
+from agentry.servicekit.context import account_id_var, run_id_var
+from agentry.servicekit.eventstream import EventStream
 
 from . import metrics
 from .admission import Admission
 from .config import RunnerSettings
 from .domain import RESUME_USER_INPUT, ClaimedRun, Phase, Run, RunStatus
-from .ports import RunnerRepository
+from .ports import MeteredSandbox, RunnerRepository, SandboxTimeSink
 from .queue import RequeueJob, RunJob
-from .sinks import Lease, RunEventSink, ThreadMessageStore, end_run
+from .sinks import Lease, RunEventSink, ThreadMessageStore
 from .stopsignal import StopSignal
 
 logger = logging.getLogger(__name__)
@@ -263,14 +263,14 @@ class RunWorker:
         observer = metrics.RunObserver(model=run.model, created_at=run.created_at if first_start else None,
                                           seq=lambda: sink.last_seq)
         if run.attempt > self._policy.max_attempts:
-            await sink.emit(RunFinished(reason="error", error=(
+            await sink.emit(RunFinished(reason=FinishReason.ERROR, error=(
                 f"the run was interrupted {run.attempt - 1} times (its worker was lost); giving up")))
             return
         try:
             agent = self._agent_factory(run)
         except Exception:
             logger.exception("the run's agent could not be built")
-            await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
+            await sink.emit(RunFinished(reason=FinishReason.ERROR, error="the worker failed while running the agent"))
             return
         sink.idempotent_tools = frozenset(t.name for t in agent.tools if t.idempotent)
         messages = ThreadMessageStore(self._repo, thread_id=run.thread_id, account_id=run.account_id, lease=lease)
@@ -280,7 +280,7 @@ class RunWorker:
             await sink.emit(RunResumed(attempt=run.attempt, reason=claimed.resume_reason))
             await sink.emit(PhaseChanged(phase=Phase.RESUMED.value))
         if run.status is RunStatus.CANCELLING:  # stopped while no worker held it
-            await sink.emit(RunFinished(reason="cancelled"))
+            await sink.emit(RunFinished(reason=FinishReason.CANCELLED))
             return
 
         async def continue_run(ctx: RunContext) -> RunResult:
@@ -317,7 +317,7 @@ class RunWorker:
                     usage=self._usage(run.account_id, run.run_id, run.attempt),
                     events=_OverridingSink(sink, held, observer), cancel=cancel, observer=trace,
                 )
-                if hasattr(ctx.sandbox, "on_exec") and hasattr(ctx.usage, "record_sandbox"):
+                if isinstance(ctx.sandbox, MeteredSandbox) and isinstance(ctx.usage, SandboxTimeSink):
                     ctx.sandbox.on_exec = ctx.usage.record_sandbox  # sandbox time is billed per exec second
                 held.task = asyncio.create_task(continue_run(ctx), name=f"run:{run.run_id}")
                 lease.on_lost(lambda: _cancel_until_done(held.task))
@@ -352,7 +352,7 @@ class RunWorker:
                 return
             logger.exception("run crashed")
             if not sink.finished:
-                await sink.emit(RunFinished(reason="error", error="the worker failed while running the agent"))
+                await sink.emit(RunFinished(reason=FinishReason.ERROR, error="the worker failed while running the agent"))
         finally:
             if trace is not None and hasattr(trace, "end"):
                 trace.end(outcome=outcome, error=error)
@@ -372,7 +372,7 @@ class RunWorker:
             langfuse = self._tracer.start_run(run_id=run.run_id, thread_id=run.thread_id, account_id=run.account_id,
                                           user_id=run.user_id, model=run.model,
                                           attempt=run.attempt, resume_reason=claimed.resume_reason)
-        except Exception:  # noqa: BLE001 - a tracer never stops a run
+        except Exception:
             logger.warning("could not start the run's trace", exc_info=True)
             return otel
         return langfuse if otel is None else _TracedRun([langfuse, otel], langfuse)
@@ -385,7 +385,7 @@ class RunWorker:
             return
         now = await self._repo.get_run(run.run_id)
         if now is not None and now.status is RunStatus.CANCELLING and now.lease_epoch == lease.epoch:
-            await sink.emit(RunFinished(reason="cancelled"))  # stopped while it was pausing
+            await sink.emit(RunFinished(reason=FinishReason.CANCELLED))  # stopped while it was pausing
         else:
             lease.mark_lost()
 
@@ -402,7 +402,7 @@ class RunWorker:
             if now >= run_ends or now >= idle_ends:
                 what = "maximum duration" if now >= run_ends else "maximum idle time"
                 limit = policy.max_run_seconds if now >= run_ends else policy.max_idle_seconds
-                held.end_override = RunFinished(reason="timeout", error=f"the run exceeded its {what} ({limit:g} s)")
+                held.end_override = RunFinished(reason=FinishReason.TIMEOUT, error=f"the run exceeded its {what} ({limit:g} s)")
                 cancel.set()
                 return
             await asyncio.sleep(min(run_ends, idle_ends) - now)
@@ -446,7 +446,7 @@ class RunWorker:
                 # Only the runs it drives: one it stopped (renewals failed) must lapse, for another
                 # worker to take over, even while this worker holds other runs.
                 held_now = await self._repo.renew_leases(self.worker_id, lease_seconds, run_ids=list(self._held))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - retried; past 70% of the lease the runs are stopped
                 failing = True
                 if time.monotonic() - last_ok > lease_seconds * 0.7:
                     logger.error("leases could not be renewed for %.1fs; stopping %d runs: %r",

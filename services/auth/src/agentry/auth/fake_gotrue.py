@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import jwt
+import jwt.algorithms
 from cryptography.hazmat.primitives.asymmetric import ec
 
 API_VERSION = "2024-01-01"
@@ -118,7 +119,7 @@ class FakeGoTrue:
     def end_sessions(self, session_ids: set[str]) -> None:
         for sid in session_ids:
             self.state.sessions.pop(sid, None)
-        for token, (sid, used) in list(self.state.refresh.items()):
+        for token, (sid, _used) in list(self.state.refresh.items()):
             if sid in session_ids:
                 del self.state.refresh[token]
 

@@ -7,14 +7,12 @@ import json
 import grpc
 
 from agentry.api.auth.v1 import auth_pb2, auth_pb2_grpc
+from agentry.servicekit.errors import InvalidArgument
 
 from .accounts import AccountService
 from .apikeys import ApiKeyService
 from .domain import AccountMembership, ApiKey, IssuedToken, Member, Principal, VerifiedToken
-from agentry.servicekit.errors import InvalidArgument
-
 from .errors import InvalidToken
-
 from .ports import IdentityProvider
 
 _STREAM_RESOURCE_KINDS = ("run:", "thread:", "sandbox:")

@@ -10,8 +10,8 @@ from .domain import (
     AccountMembership,
     ApiKey,
     Invitation,
-    Member,
     IssuedToken,
+    Member,
     Membership,
     Principal,
     RefreshRecord,
@@ -30,11 +30,13 @@ class UserRepository(Protocol):
 
     async def add_user(self, user: User, account: Account, membership: Membership) -> None:
         """Stores all three in one transaction; EmailTaken if the (normalized) email exists."""
+        ...
 
     async def find_user_by_email(self, email: str) -> User | None: ...
 
     async def ensure_user(self, user: User, account: Account, membership: Membership) -> str:
         """The user's personal account id, creating user, account and membership on first sight."""
+        ...
 
     async def find_user_by_id(self, user_id: str) -> User | None: ...
 
@@ -44,6 +46,7 @@ class UserRepository(Protocol):
 
     async def find_principal(self, user_id: str, account_id: str) -> Principal | None:
         """The principal if the user exists and is still a member of the account."""
+        ...
 
 
 class SessionRepository(Protocol):
@@ -55,6 +58,7 @@ class SessionRepository(Protocol):
 
     async def rotate(self, old_hash: str, new_hash: str, *, now: float, expires_at: float) -> bool:
         """Marks `old_hash` used and stores its successor atomically; False if it was already used."""
+        ...
 
     async def find_session(self, session_id: str) -> Session | None: ...
 
@@ -68,9 +72,11 @@ class ApiKeyRepository(Protocol):
 
     async def list_for_account(self, account_id: str) -> list[ApiKey]:
         """The account's keys that are not revoked."""
+        ...
 
     async def revoke(self, account_id: str, api_key_id: str, *, now: float) -> bool:
         """False when the account has no such (unrevoked) key."""
+        ...
 
     async def find_by_hash(self, key_hash: str) -> ApiKey | None: ...
 
@@ -91,6 +97,7 @@ class AccountRepository(Protocol):
     async def accept_invitation(self, token_hash: str, user_id: str, email: str, *, now: float) -> Invitation | None:
         """Single use: marks it accepted and adds the membership; None if unknown, used, expired
         or addressed to another email."""
+        ...
 
     async def set_role(self, account_id: str, user_id: str, role: str, *, keep_an_owner: bool) -> bool: ...
 
@@ -132,17 +139,22 @@ class IdentityProvider(Protocol):
     async def confirm(self, token: str) -> VerifiedToken:
         """verify(), plus asking the identity's source that the session is still live (for
         sensitive actions: API keys, password changes)."""
+        ...
 
     async def refresh(self, refresh_token: str) -> IssuedToken:
         """A new access token and the next refresh token; a reused one revokes its session."""
+        ...
 
     async def sign_out(self, token: str, *, everywhere: bool) -> None: ...
 
     async def change_password(self, token: str, current_password: str, new_password: str) -> None:
         """Ends every other session of the user."""
+        ...
 
     def issue_stream_token(self, principal: Principal, resource: str) -> IssuedToken:
         """A short-lived token that opens one resource's event stream."""
+        ...
 
     async def jwks(self) -> dict[str, Any]:
         """The public keys that verify this provider's tokens, as a JWKS document."""
+        ...

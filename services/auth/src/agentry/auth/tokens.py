@@ -10,6 +10,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ class TokenService:
         ttl_seconds: int,
         clock: Clock = time.time,
         new_jti: IdFactory = lambda: uuid.uuid4().hex,
-        retired_keys: list[ec.EllipticCurvePublicKey] = (),
+        retired_keys: Sequence[ec.EllipticCurvePublicKey] = (),
         stream_ttl_seconds: int = STREAM_TOKEN_TTL_SECONDS,
     ) -> None:
         self._key = signing_key
@@ -221,13 +222,13 @@ def _is_number(value: object) -> bool:
 
 
 def _principal(claims: dict[str, Any]) -> Principal:
-    values = (claims.get("sub"), claims.get("account_id"), claims.get("email"))
-    if not all(isinstance(v, str) and v for v in values):
+    user_id, account_id, email = (claims.get("sub"), claims.get("account_id"), claims.get("email"))
+    if not (isinstance(user_id, str) and user_id and isinstance(account_id, str) and account_id
+            and isinstance(email, str) and email):
         raise InvalidToken("invalid token: sub, account_id and email must be non-empty strings")
     session_id = claims.get("sid", "")
     if not isinstance(session_id, str):
         raise InvalidToken("invalid token: sid must be a string")
-    user_id, account_id, email = values
     return Principal(user_id=user_id, account_id=account_id, email=email, session_id=session_id)
 
 

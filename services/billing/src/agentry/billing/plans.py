@@ -154,16 +154,16 @@ class _Strict(BaseModel):
 
 
 class _SandboxFile(_Strict):
-    max_sandboxes: int = Field(1, ge=0)
-    cpu: float = Field(1.0, gt=0)
-    memory_mb: int = Field(1024, gt=0)
-    disk_gb: int = Field(5, gt=0)
-    max_seconds_per_month: int = Field(0, ge=0)
+    max_sandboxes: int = Field(default=1, ge=0)
+    cpu: float = Field(default=1.0, gt=0)
+    memory_mb: int = Field(default=1024, gt=0)
+    disk_gb: int = Field(default=5, gt=0)
+    max_seconds_per_month: int = Field(default=0, ge=0)
 
 
 class _RateFile(_Strict):
-    run_starts_per_minute: int = Field(0, ge=0)
-    requests_per_minute: int = Field(0, ge=0)
+    run_starts_per_minute: int = Field(default=0, ge=0)
+    requests_per_minute: int = Field(default=0, ge=0)
 
 
 _ID = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -172,10 +172,10 @@ _ID = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
 class _PlanFile(_Strict):
     id: str = _ID
     name: str = Field(min_length=1)
-    price_usd: Decimal = Field(Decimal(0), ge=0)
-    monthly_credits_usd: Decimal = Field(Decimal(0), ge=0)
+    price_usd: Decimal = Field(default=Decimal(0), ge=0)
+    monthly_credits_usd: Decimal = Field(default=Decimal(0), ge=0)
     models: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
-    max_concurrent_runs: int = Field(0, ge=0)
+    max_concurrent_runs: int = Field(default=0, ge=0)
     sandbox: _SandboxFile = Field(default_factory=_SandboxFile)
     rate_limits: _RateFile = Field(default_factory=_RateFile)
     stripe_price_id: str | None = None

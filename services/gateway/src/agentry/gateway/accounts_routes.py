@@ -24,11 +24,13 @@ def _principal(caller: Caller) -> auth_pb2.Principal:
 
 
 def _account(m: auth_pb2.AccountMembership) -> s.AccountOut:
-    return s.AccountOut(id=m.account_id, name=m.name, personal=m.personal, role=m.role, created_at=_time(m.created_at))
+    return s.AccountOut(id=m.account_id, name=m.name, personal=m.personal, role=m.role,  # pyright: ignore[reportArgumentType] - pydantic checks it
+                        created_at=_time(m.created_at))
 
 
 def _member(m: auth_pb2.Member) -> s.MemberOut:
-    return s.MemberOut(user_id=m.user_id, email=m.email, role=m.role, joined_at=_time(m.joined_at))
+    return s.MemberOut(user_id=m.user_id, email=m.email, role=m.role,  # pyright: ignore[reportArgumentType] - pydantic checks it
+                       joined_at=_time(m.joined_at))
 
 
 @router.get("/accounts", response_model=s.AccountList, tags=["accounts"])

@@ -10,16 +10,15 @@ from fastapi.middleware.cors import CORSMiddleware
 from agentry.servicekit.eventstream import EventStream
 
 from . import accounts_routes, api_keys, auth_routes, exec_routes, initiate, me_routes, thread_routes
+from .billing_routes import router as billing_router
 from .config import GatewaySettings
 from .errors import install_error_handlers
-from .billing_routes import router as billing_router
-from .openapi import install_docs, operation_id
 from .metrics import HttpMetricsMiddleware
 from .metrics import router as metrics_router
+from .openapi import install_docs, operation_id
 from .routes import router
 from .sandbox_routes import router as sandbox_router
 from .upstreams import Upstreams, open_upstreams
-
 
 DESCRIPTION = """Threads, agent runs and their live event streams, sandboxes and their files.
 

@@ -270,7 +270,12 @@ async def create_portal(caller: CallerDep, up: UpstreamsDep, body: PortalIn | No
     return PortalOut(url=reply.url)
 
 
-@router.post("/webhook", response_model=WebhookOut)
+@router.post("/webhook", response_model=WebhookOut, responses={
+    400: {"description": "The `Stripe-Signature` header is missing, forged or stale (`invalid_signature`)."},
+    413: {"description": "The body is over 1 MiB (`payload_too_large`)."},
+    501: {"description": "Payments are not configured: billing runs without the Stripe provider "
+                         "(`payments_not_configured`)."},
+})
 async def stripe_webhook(request: Request, up: UpstreamsDep):
     """Stripe's webhook endpoint. No bearer token: the `Stripe-Signature` header is the credential,
     checked by billing on the raw body, which is forwarded byte for byte.

@@ -10,7 +10,6 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from agentry.api.auth.v1 import auth_pb2
-
 from agentry.servicekit.context import account_id_var, new_request_id, request_id_var, run_id_var
 
 from .errors import ApiError

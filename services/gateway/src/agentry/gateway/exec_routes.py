@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 
 import grpc
 import orjson
@@ -52,7 +52,7 @@ class ExecExitLine(BaseModel):
     truncated: bool = Field(description="The output passed the sandbox's limit and was cut.")
 
 
-_ANSWER = {200: {"description": "One JSON object a line: `output` lines as the command writes, then one `exit` "
+_ANSWER: dict[int | str, dict[str, Any]] = {200: {"description": "One JSON object a line: `output` lines as the command writes, then one `exit` "
                                 "line. A 200 always ends with its `exit` line.",
                  "content": {MEDIA_TYPE: {"schema": {"oneOf": [
                      {"$ref": "#/components/schemas/ExecOutputLine"},
@@ -77,7 +77,7 @@ async def exec_command(sandbox_id: str, body: ExecBody, caller: CallerDep, up: U
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         chunk = first
         try:
-            while chunk is not grpc.aio.EOF:
+            while chunk is not grpc.aio.EOF:  # pyright: ignore[reportAttributeAccessIssue] - typeshed's grpc stubs omit EOF
                 if chunk.HasField("exit"):
                     tail = decoder.decode(b"", final=True)
                     if tail:

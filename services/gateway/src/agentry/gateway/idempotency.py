@@ -49,13 +49,13 @@ KEY_DESCRIPTION = (
     "releases the key, so the retry runs again."
 )
 IDEMPOTENCY_RESPONSES: dict[int | str, dict[str, Any]] = {
-    422: {"description": "Invalid request, such as a malformed `Idempotency-Key` (`invalid_idempotency_key`)."},
     409: {"description": "A conflict, or `idempotency_key_in_use`: the first request with this key is "
                          "still running (retry after `Retry-After` seconds)."},
-    422: {"description": "An invalid body, or `idempotency_key_reused`: the key was used with a different request."},
+    422: {"description": "An invalid body, a malformed `Idempotency-Key` (`invalid_idempotency_key`), or "
+                         "`idempotency_key_reused`: the key was used with a different request."},
 }
 
-_VALID_KEY = re.compile(r"[\x20-\x7e]{1,%d}" % MAX_KEY_LENGTH)
+_VALID_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")
 # How often a retry is told to come back while the first request is running.
 IN_USE_RETRY_AFTER_SECONDS = 1
 

@@ -179,8 +179,9 @@ class _Initiation:
     async def ensure_thread(self) -> None:
         if self.thread is None:
             await self.check_billing()
-            self.thread = await self.up.runner.CreateThread(pb.CreateThreadRequest(account_id=self.account_id))
-            self.sandbox_id = await project_sandbox(self.up, self.account_id, self.thread.project_id, reserve=True)
+            thread = await self.up.runner.CreateThread(pb.CreateThreadRequest(account_id=self.account_id))
+            self.thread = thread
+            self.sandbox_id = await project_sandbox(self.up, self.account_id, thread.project_id, reserve=True)
 
     def value(self, name: str) -> str:
         return self.text.get(name, bytearray()).decode("utf-8", "replace")

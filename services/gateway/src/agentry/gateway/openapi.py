@@ -8,13 +8,14 @@ from importlib import resources
 from typing import Any
 
 import pydantic
-from agentpress import events as agentpress_events
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+
+from agentpress import events as agentpress_events
 
 from .sse_docs import EVENT_SCHEMA_PREFIX
 
@@ -141,7 +142,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "An API key."},
     })
     for path, item in doc["paths"].items():
-        for method, op in item.items():
+        for op in item.values():
             responses = op.setdefault("responses", {})
             statuses = {500} if path == _LIVENESS else set(_UPSTREAM)
             if path != _LIVENESS and not path.startswith("/api/health"):

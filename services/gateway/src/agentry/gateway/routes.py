@@ -14,16 +14,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agentry.api.billing.v1 import billing_pb2
 from agentry.api.runner.v1 import runner_pb2 as pb
 
-from . import schemas
+from . import schemas, sse_docs
 from .auth_routes import run_start_limit
 from .deps import CallerDep, StreamCallerDep, UpstreamsDep
 from .errors import ApiError
 from .idempotency import IDEMPOTENCY_RESPONSES, KEY_DESCRIPTION, KEY_HEADER, MAX_KEY_LENGTH, idempotent
-from .sandbox_routes import project_sandbox
-from . import sse_docs
-from .thread_routes import thread_answer
 from .metrics import metered_stream
+from .sandbox_routes import project_sandbox
 from .sse import TERMINAL_STATUSES, run_events
+from .thread_routes import thread_answer
 from .thread_stream import list_thread_runs, parse_cursor, thread_events
 
 router = APIRouter(prefix="/api")
@@ -101,7 +100,7 @@ async def _refuse_blank_prompt(up, account_id: str, thread_id: str) -> None:
 def _run_out(run: pb.Run) -> schemas.RunOut:
     return schemas.RunOut(
         agent_run_id=run.agent_run_id, thread_id=run.thread_id, status=run.status, error=run.error or None,
-        created_at=_time(run.created_at),
+        created_at=datetime.fromtimestamp(run.created_at, UTC),
         started_at=_time(run.started_at) if run.HasField("started_at") else None,
         completed_at=_time(run.completed_at) if run.HasField("completed_at") else None,
         finish_reason=run.finish_reason or None, phase=run.phase, phase_detail=run.phase_detail or None,
@@ -216,7 +215,8 @@ async def health(up: UpstreamsDep):
     results: dict[str, str] = {}
     for name, channel in up.channels.items():
         try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2.0)
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2.0)  # pyright: ignore[reportAttributeAccessIssue] - typeshed's stub omits it
             results[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
         except grpc.aio.AioRpcError as exc:
             results[name] = f"unreachable ({exc.code().name.lower()})"

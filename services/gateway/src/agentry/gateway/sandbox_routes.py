@@ -136,7 +136,8 @@ async def preview_proxy(sandbox_id: str, port: int, path: str, request: Request,
                                                                    sandbox_id=sandbox_id, port=port))
     if not link.upstream_url:
         raise ApiError(404, "not_found", "this sandbox's ports are served by its provider's preview link")
-    params = [(k, v) for k, v in request.query_params.multi_items() if k != "access_token"]
+    params: list[tuple[str, str | int | float | bool | None]] = [
+        (k, v) for k, v in request.query_params.multi_items() if k != "access_token"]
     client = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
     try:
         upstream = await client.send(client.build_request("GET", f"{link.upstream_url}/{quote(path)}",
@@ -179,7 +180,7 @@ async def download(sandbox_id: str, caller: CallerDep, up: UpstreamsDep, path: A
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            if first is not grpc.aio.EOF:
+            if first is not grpc.aio.EOF:  # pyright: ignore[reportAttributeAccessIssue] - typeshed's grpc stubs omit EOF
                 yield first.data
                 async for chunk in call:
                     yield chunk.data

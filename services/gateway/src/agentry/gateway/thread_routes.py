@@ -38,7 +38,7 @@ def thread_answer(thread: pb.Thread, sandbox_id: str | None) -> schemas.ThreadAn
 
 def message_out(m: pb.Message) -> schemas.MessageOut:
     return schemas.MessageOut(message_id=m.message_id, type=m.type, content=orjson.loads(m.content_json),
-                              created_at=_time(m.created_at))
+                              created_at=datetime.fromtimestamp(m.created_at, UTC))
 
 
 async def _account_sandboxes(up: Upstreams, account_id: str) -> dict[str, str]:

@@ -84,9 +84,9 @@ class Lifecycle:
 
     def next_state(self, record: SandboxRecord, now: datetime) -> SandboxState | None:
         """What an idle sandbox should move to now, if anything."""
-        if record.state is SandboxState.STARTED and self.auto_stop_seconds:
-            if (now - record.last_used_at).total_seconds() >= self.auto_stop_seconds:
-                return SandboxState.STOPPED
+        if (record.state is SandboxState.STARTED and self.auto_stop_seconds
+                and (now - record.last_used_at).total_seconds() >= self.auto_stop_seconds):
+            return SandboxState.STOPPED
         if record.state is SandboxState.STOPPED and self.auto_archive_seconds:
             since = record.state_changed_at or record.last_used_at
             if (now - since).total_seconds() >= self.auto_archive_seconds:

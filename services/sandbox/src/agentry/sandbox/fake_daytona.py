@@ -23,6 +23,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.datastructures import UploadFile
 
 API_KEY = "fake-daytona-key"
 
@@ -75,7 +76,7 @@ class FakeDaytona:
             for session in box.sessions.values():
                 for command in session.values():
                     _kill(command)
-        if self._server is not None:
+        if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
 
@@ -283,6 +284,7 @@ class FakeDaytona:
                 target = fake._host(box, str(form[f"files[{index}].path"]))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = form[f"files[{index}].file"]
+                assert isinstance(source, UploadFile), "a multipart file part"
                 with open(target, "wb") as out:
                     while chunk := await source.read(1 << 20):
                         out.write(chunk)

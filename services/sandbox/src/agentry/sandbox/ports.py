@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from datetime import datetime
 from typing import Protocol
 
@@ -46,7 +46,7 @@ class SandboxProvider(Protocol):
 
     def exec(
         self, ref: str, command: str, *, cwd: str = "", timeout: float, env: Mapping[str, str] | None = None
-    ) -> AsyncIterator[bytes | ExecOutcome]:
+    ) -> AsyncGenerator[bytes | ExecOutcome, None]:
         """Runs `/bin/sh -c command`: output chunks as produced, then one ExecOutcome.
 
         Closing the iterator early (the caller went away) kills the command.
@@ -59,7 +59,7 @@ class SandboxProvider(Protocol):
         """Writes the file, creating parent directories; returns the size written."""
         ...
 
-    def download(self, ref: str, path: str) -> AsyncIterator[bytes]:
+    def download(self, ref: str, path: str) -> AsyncGenerator[bytes, None]:
         """The file in chunks, never whole in memory."""
         ...
 

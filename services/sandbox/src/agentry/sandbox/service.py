@@ -8,9 +8,10 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 
+from . import metrics
 from .domain import (
     ExecOutcome,
     FileInfo,
@@ -24,7 +25,6 @@ from .domain import (
     valid_env_name,
     valid_label,
 )
-from . import metrics
 from .errors import InvalidSandboxRequest, SandboxAlreadyExists, SandboxError, SandboxNotFound, SandboxProviderError
 from .ports import SandboxProvider, SandboxRepository
 
@@ -171,7 +171,7 @@ class SandboxService:
         cwd: str = "",
         timeout: float = 0.0,
         env: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[bytes | ExecOutcome]:
+    ) -> AsyncGenerator[bytes | ExecOutcome, None]:
         """Output chunks, then the outcome. Closing the iterator early kills the command."""
         if timeout < 0:
             raise InvalidSandboxRequest("timeout_seconds must not be negative")
@@ -204,7 +204,7 @@ class SandboxService:
         record = await self._use(account_id, sandbox_id)
         return await self._provider.write_file(record.provider_ref, path, content)
 
-    async def download(self, account_id: str, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
+    async def download(self, account_id: str, sandbox_id: str, path: str) -> AsyncGenerator[bytes, None]:
         """The file's chunks. The first one is fetched before this returns, so a missing file
         or a refused path fails here rather than mid-stream."""
         record = await self._use(account_id, sandbox_id)
@@ -343,7 +343,7 @@ class SandboxService:
             if not self._busy[sandbox_id]:
                 del self._busy[sandbox_id]
 
-    async def _chunks(self, sandbox_id: str, first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async def _chunks(self, sandbox_id: str, first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
         with self._working(sandbox_id):
             async with contextlib.aclosing(rest):
                 if first:

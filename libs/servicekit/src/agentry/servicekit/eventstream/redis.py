@@ -418,7 +418,8 @@ class RedisEventStream:
                                              f"check {key}")
         except RedisError as exc:
             raise EventStreamUnavailable(f"cannot read {key}: {exc}") from exc
-        return bool(found) and found[0][1].get(b"d") == data and found[0][1].get(b"t") == flag
+        fields = found[0][1] if found else None
+        return fields is not None and fields.get(b"d") == data and fields.get(b"t") == flag
 
     async def read(
         self, run_id: str, after_seq: int, *, count: int = 500, block_ms: int = 0
@@ -446,9 +447,10 @@ class RedisEventStream:
                                               f"read run {run_id}")
         except RedisError as exc:
             raise EventStreamUnavailable(f"cannot read run {run_id}: {exc}") from exc
-        if not oldest:
+        entry_id = oldest[0][0] if oldest else None
+        if entry_id is None:
             return None
-        return _seq_of(oldest[0][0])
+        return _seq_of(entry_id)
 
     async def delete(self, run_ids: list[str]) -> None:
         if not run_ids:

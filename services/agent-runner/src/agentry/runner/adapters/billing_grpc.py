@@ -7,8 +7,8 @@ import logging
 import math
 
 import grpc
-from agentpress import Usage
 
+from agentpress import Usage
 from agentry.api.billing.v1 import billing_pb2 as pb
 from agentry.api.billing.v1 import billing_pb2_grpc
 from agentry.servicekit.client import is_unavailable

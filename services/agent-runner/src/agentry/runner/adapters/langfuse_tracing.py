@@ -28,11 +28,12 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from agentpress.observe import ModelCallObservation, RunObserver, ToolCallObservation
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from agentpress.observe import ModelCallObservation, RunObserver, ToolCallObservation
 from agentry.servicekit.metrics import family
 from agentry.servicekit.tracing import current_trace_id
 
@@ -74,7 +75,7 @@ class Masker:
         if self._hook is not None:
             try:
                 value = self._hook(value)
-            except Exception:  # noqa: BLE001 - never send what the operator's hook could not mask
+            except Exception:
                 logger.warning("the Langfuse masking hook failed; the field is withheld", exc_info=True)
                 return "[withheld: masking failed]"
         return value
@@ -234,7 +235,7 @@ class LangfuseRunObserver(RunObserver):
                              level="ERROR" if outcome in ("error", "failed") else None,
                              status_message=self._mask(error) if error else None)
             self.root.end()
-        except Exception:  # noqa: BLE001 - tracing never breaks a run
+        except Exception:
             logger.warning("could not end the run's Langfuse observation", exc_info=True)
 
 
@@ -251,7 +252,7 @@ class _Generation(ModelCallObservation):
         self._mask = mask
 
     def first_token(self) -> None:
-        self._generation.update(completion_start_time=datetime.now(timezone.utc))
+        self._generation.update(completion_start_time=datetime.now(UTC))
 
     def finish(self, *, text: str, reasoning: str, tool_calls: list[dict[str, Any]], finish_reason: str | None,
                prompt_tokens: int | None, completion_tokens: int | None, cost_usd: float | None) -> None:
@@ -290,18 +291,16 @@ class _ToolSpan(ToolCallObservation):
         self._span.end()
 
 
-class _CountingExporter:
+class _CountingExporter(SpanExporter):
     """The OTLP exporter, counting what it sends and what it drops (a failed export)."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
 
-    def export(self, spans: Any) -> Any:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
+    def export(self, spans: Any) -> SpanExportResult:
         try:
             result = self._inner.export(spans)
-        except Exception:  # noqa: BLE001 - counted as dropped like any failed export
+        except Exception:
             logger.debug("Langfuse export raised", exc_info=True)
             result = SpanExportResult.FAILURE
         if result == SpanExportResult.SUCCESS:

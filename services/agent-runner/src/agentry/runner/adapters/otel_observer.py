@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentpress.observe import ModelCallObservation, RunObserver, ToolCallObservation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from agentpress.observe import ModelCallObservation, RunObserver, ToolCallObservation
 from agentry.servicekit import tracing
 
 

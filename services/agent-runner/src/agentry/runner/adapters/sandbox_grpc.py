@@ -7,8 +7,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 import grpc
-from agentpress import ExecResult, FileEntry, ProcessState
 
+from agentpress import ExecResult, FileEntry, ProcessState
 from agentry.api.sandbox.v1 import sandbox_pb2 as pb
 from agentry.api.sandbox.v1 import sandbox_pb2_grpc
 from agentry.servicekit.client import is_store_unavailable, is_unavailable
@@ -56,9 +56,10 @@ class GrpcSandbox:
                                          is_transient=is_unavailable)
                 except grpc.aio.AioRpcError as exc:
                     raise _translate(exc) from exc
-                self._sandbox_id = box.sandbox_id
+                self._sandbox_id = sandbox_id = box.sandbox_id
                 if self._on_ready is not None:
                     await self._on_ready()
+                return sandbox_id
             return self._sandbox_id
 
     # Set by the worker to the run's usage sink: each exec's wall-clock seconds are billed.

@@ -9,17 +9,18 @@ from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 import sqlalchemy as sa
-from agentpress.safe_text import clean
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from agentpress.safe_text import clean
+
 from ..domain import (
     ACTIVE_STATUSES,
-    TERMINAL_STATUSES,
-    THREAD_HOLDING_STATUSES,
     RESUME_HANDED_BACK,
     RESUME_USER_INPUT,
     RESUME_WORKER_LOST,
+    TERMINAL_STATUSES,
+    THREAD_HOLDING_STATUSES,
     ClaimedRun,
     DispatchJob,
     MultitaskStrategy,
@@ -114,6 +115,8 @@ agent_runs = sa.Table(
     sa.Index("ix_agent_runs_active_per_account", "account_id",
              postgresql_where=sa.text(_ACTIVE_SQL), sqlite_where=sa.text(_ACTIVE_SQL)),
     sa.Index("ux_agent_runs_thread_seq", "thread_id", "thread_seq", unique=True),
+    # The sweeper's scan for lapsed leases (migration 0003).
+    sa.Index("ix_agent_runs_status_lease", "status", "lease_expires_at"),
 )
 run_events = sa.Table(
     "run_events", metadata,

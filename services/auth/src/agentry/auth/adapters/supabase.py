@@ -34,8 +34,15 @@ from ..domain import (
     normalize_email,
     personal_account_name,
 )
-from ..errors import EmailTaken, InvalidCredentials, InvalidEmail, InvalidPassword, InvalidToken, RefreshTokenReused
-from ..errors import TokenExpired
+from ..errors import (
+    EmailTaken,
+    InvalidCredentials,
+    InvalidEmail,
+    InvalidPassword,
+    InvalidToken,
+    RefreshTokenReused,
+    TokenExpired,
+)
 from ..ports import Clock, TokenSigner, UserRepository
 
 logger = logging.getLogger(__name__)

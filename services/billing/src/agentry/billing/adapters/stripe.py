@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import stripe
 
@@ -38,6 +38,11 @@ from ..domain import LedgerWrite, Subscription, allowance_key, checkout_key
 from ..errors import InvalidBillingRequest, InvalidSignature, UnknownPlan
 from ..plans import Catalog, CreditPack, Plan
 from ..ports import BillingTx, CheckoutSession, WebhookOutcome
+
+if TYPE_CHECKING:
+    from stripe._base_address import BaseAddresses
+    from stripe.params import PriceCreateParams
+    from stripe.params.checkout import SessionCreateParams
 from ..service import BillingService
 
 logger = logging.getLogger(__name__)
@@ -122,7 +127,8 @@ class StripePaymentsProvider:
         self._http: stripe.HTTPXClient | None = None
         if client is None:
             self._http = stripe.HTTPXClient(timeout=30)
-            base = {"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None
+            base: BaseAddresses | None = (
+                {"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None)
             client = stripe.StripeClient(settings.stripe_secret_key.get_secret_value(), base_addresses=base,
                                          max_network_retries=max_network_retries, http_client=self._http)
         self._client = client
@@ -149,7 +155,7 @@ class StripePaymentsProvider:
             for i in range(0, len(keys), LOOKUP_KEYS_PER_CALL):
                 page = await self._client.v1.prices.list_async(
                     {"lookup_keys": keys[i:i + LOOKUP_KEYS_PER_CALL], "active": True, "limit": 100})
-                found.update({p.lookup_key: p for p in page.data})
+                found.update({p.lookup_key: p for p in page.data if p.lookup_key})
             price_ids: dict[tuple[str, str], str] = {}
             for kind, item in items:
                 if item.stripe_price_id:
@@ -200,8 +206,8 @@ class StripePaymentsProvider:
         meta = {f"agentry_{kind}_id": item.id}
         product = await self._client.v1.products.create_async(
             {"name": item.name, "metadata": meta}, {"idempotency_key": f"agentry-product-{key}"})
-        params: dict[str, Any] = {"product": product.id, "currency": "usd", "unit_amount": cents,
-                                  "lookup_key": key, "metadata": meta, "nickname": item.name}
+        params: PriceCreateParams = {"product": product.id, "currency": "usd", "unit_amount": cents,
+                                     "lookup_key": key, "metadata": meta, "nickname": item.name}
         if kind == "plan":
             params["recurring"] = {"interval": "month"}
         if transfer:
@@ -223,6 +229,7 @@ class StripePaymentsProvider:
             raise InvalidBillingRequest(f"{field}: give exactly one of plan_id or credit_pack_id")
         catalog = self._service.catalog
         metadata = {"account_id": account_id}
+        mode: Literal["payment", "subscription"]
         if plan_id:
             plan = catalog.find_plan(plan_id)
             if plan is None:
@@ -242,7 +249,7 @@ class StripePaymentsProvider:
             price_id, mode = pack.stripe_price_id, "payment"
             metadata.update(credit_pack_id=pack.id, credits_micros=str(pack.credits_micros))
         customer = await self._customer(account_id)
-        params: dict[str, Any] = {
+        params: SessionCreateParams = {
             "mode": mode, "customer": customer, "client_reference_id": account_id, "metadata": metadata,
             "line_items": [{"price": price_id, "quantity": 1}],
             "success_url": success_url or f"{self._public_url}/billing/success?session_id={{CHECKOUT_SESSION_ID}}",

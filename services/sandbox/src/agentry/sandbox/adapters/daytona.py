@@ -11,9 +11,10 @@ import contextlib
 import math
 import posixpath
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from datetime import datetime
 from pathlib import PurePosixPath
+from typing import Any
 
 from daytona import (
     AsyncDaytona,
@@ -29,7 +30,7 @@ from daytona import (
 )
 from daytona.common.process import SessionExecuteRequest
 
-from ..domain import ExecOutcome, FileInfo, PreviewLink, ProcessInfo, ProcessOutput, SandboxSpec, TIMEOUT_EXIT_CODE
+from ..domain import TIMEOUT_EXIT_CODE, ExecOutcome, FileInfo, PreviewLink, ProcessInfo, ProcessOutput, SandboxSpec
 from ..errors import (
     FileExists,
     FileNotFound,
@@ -108,7 +109,7 @@ class DaytonaSandboxProvider:
                 existing = await client.get(sandbox_id)  # made before, by name: idempotent
             self._sandboxes[existing.id] = existing
             return existing.id
-        common = dict(name=sandbox_id, env_vars=dict(spec.env), labels={**spec.labels, "agentry.sandbox_id": sandbox_id},
+        common: dict[str, Any] = dict(name=sandbox_id, env_vars=dict(spec.env), labels={**spec.labels, "agentry.sandbox_id": sandbox_id},
                       network_block_all=not spec.network, auto_stop_interval=self._auto_stop or 0,
                       auto_archive_interval=self._auto_archive or None)
         if spec.image:
@@ -159,7 +160,7 @@ class DaytonaSandboxProvider:
 
     async def exec(
         self, ref: str, command: str, *, cwd: str = "", timeout: float, env: Mapping[str, str] | None = None
-    ) -> AsyncIterator[bytes | ExecOutcome]:
+    ) -> AsyncGenerator[bytes | ExecOutcome, None]:
         if not command.strip():
             raise InvalidSandboxRequest("the command is empty")
         sandbox = await self._sandbox(ref)
@@ -269,7 +270,7 @@ class DaytonaSandboxProvider:
             await sandbox.fs.upload_file(content, remote)
         return len(content)
 
-    async def download(self, ref: str, path: str) -> AsyncIterator[bytes]:
+    async def download(self, ref: str, path: str) -> AsyncGenerator[bytes, None]:
         sandbox, remote = await self._sandbox(ref), self._remote(path, file=True)
         with _translated(repr(path)):
             stream = await sandbox.fs.download_file_stream(remote)

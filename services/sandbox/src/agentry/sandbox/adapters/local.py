@@ -1,22 +1,17 @@
-"""The local provider: a directory per sandbox on this host, commands as bubblewrapped processes with limits."""
+"""The local provider: a directory per sandbox on this host, commands as bubblewrapped processes with limits.
+
+Split along its sections: sandboxes on disk (local_boxes), one-shot commands (local_exec), background
+processes (local_processes) and files (local_files); this module puts them behind the provider port.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
-import re
-import secrets
 import shutil
-import signal
-import subprocess
-import zlib
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
-
-import orjson
 
 from ..domain import ExecOutcome, FileInfo, PreviewLink, ProcessInfo, ProcessOutput, SandboxSpec
 from ..errors import (
@@ -25,75 +20,17 @@ from ..errors import (
     IsolationUnavailable,
     NoNetwork,
     NotADirectory,
-    ProcessNotFound,
     SandboxNotFound,
 )
-from .isolation import Isolation, Launch, Limits, launch
+from .isolation import Isolation, Launch, launch
+from .local_boxes import Box, BoxStore, LocalLimits
 from .local_exec import kill_group, run_command
 from .local_files import WorkspaceFiles, disk_usage
-from .workspace import Workspace
+from .local_processes import STOP_GRACE_SECONDS, ProcessTable
+
+__all__ = ["STOP_GRACE_SECONDS", "LocalLimits", "LocalSandboxProvider"]
 
 logger = logging.getLogger(__name__)
-
-STOP_GRACE_SECONDS = 2.0
-_SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def _sandbox_id(ref: str) -> str:
-    # Early records kept the sandbox's whole directory as their reference.
-    return ref.rsplit("/", 1)[-1]
-
-
-@dataclass(frozen=True, slots=True)
-class LocalLimits:
-    """Defaults for every sandbox; a sandbox's spec may ask for less memory or disk, or more up to the max."""
-
-    cpu_seconds: int = 600
-    memory_mb: int = 2048
-    max_memory_mb: int = 8192
-    processes: int = 256
-    disk_mb: int = 5120
-    max_disk_mb: int = 51200
-    open_files: int = 4096
-    # Run each sandbox as a host user of its own (uid_base + a hash of its id), so the process
-    # limit is the sandbox's own and its files are not the service's. Needs root; ignored otherwise.
-    dedicated_users: bool = True
-    uid_base: int = 1_000_000
-    uid_range: int = 1_000_000
-    quota_check_seconds: float = 1.0
-
-
-@dataclass
-class _Background:
-    process_id: str
-    ref: str
-    command: str
-    run_id: str
-    process: asyncio.subprocess.Process
-    log_path: Path
-    waiter: asyncio.Task[int]
-
-    def info(self) -> ProcessInfo:
-        code = self.process.returncode
-        return ProcessInfo(process_id=self.process_id, running=code is None, exit_code=code,
-                           command=self.command, run_id=self.run_id)
-
-
-@dataclass
-class _Box:
-    """What the provider knows about one sandbox: its files on disk and what runs in it now."""
-
-    ref: str
-    base: Path
-    spec: SandboxSpec
-    uid: int | None
-    execs: set[int] = field(default_factory=set)
-    # pid -> why the provider killed it (shown at the end of the command's output)
-    killed: dict[int, str] = field(default_factory=dict)
-
-    @property
-    def workspace(self) -> Workspace:
-        return Workspace(self.base / "workspace")
 
 
 class LocalSandboxProvider:
@@ -113,7 +50,6 @@ class LocalSandboxProvider:
         max_upload_bytes: int = 1 << 30,
         limits: LocalLimits | None = None,
     ) -> None:
-        self.root_dir = Path(root_dir).resolve()
         self.isolation: Isolation = isolation
         self._bwrap = bwrap
         self.allow_unisolated = allow_unisolated
@@ -121,38 +57,26 @@ class LocalSandboxProvider:
         self.max_file_bytes = max_file_bytes
         self.max_upload_bytes = max_upload_bytes
         self.limits = limits or LocalLimits()
-        self._processes: dict[str, _Background] = {}
-        self._boxes: dict[str, _Box] = {}
+        self._store = BoxStore(root_dir, self.limits, isolation)
+        self.root_dir = self._store.root_dir
+        self.dedicated_users = self._store.dedicated_users
+        self._boxes = self._store.boxes
+        self._processes = ProcessTable(max_output_bytes=max_output_bytes)
         self._watcher: asyncio.Task[None] | None = None
         self._prlimit = shutil.which("prlimit") or "prlimit"
         self._setpriv = shutil.which("setpriv") or "setpriv"
-        self.root_dir.mkdir(parents=True, exist_ok=True)
-        self.dedicated_users = self._can_use_dedicated_users()
 
     # Lifecycle
 
     async def create(self, sandbox_id: str, spec: SandboxSpec) -> str:
-        base = self._base(sandbox_id)
-        workspace = base / "workspace"
-        workspace.mkdir(parents=True, exist_ok=True)
-        (base / "processes").mkdir(mode=0o700, exist_ok=True)
-        uid = self._uid_for(sandbox_id)
-        if uid is not None:
-            os.chmod(base, 0o711)
-            os.chown(workspace, uid, uid)
-        meta = base / "meta.json"
-        if not meta.exists():
-            meta.write_bytes(orjson.dumps({"spec": spec.to_json(), "uid": uid}))
-        self._boxes.pop(sandbox_id, None)
-        return sandbox_id
+        return self._store.create(sandbox_id, spec)
 
     async def start(self, ref: str) -> None:
         self._box(ref)
 
     async def stop(self, ref: str) -> None:
         box = self._box(ref)
-        for process in [p for p in self._processes.values() if p.ref == ref]:
-            await self._kill(process)
+        await self._processes.kill_all(ref)
         for pid in list(box.execs):
             box.killed[pid] = "the sandbox was stopped"
             kill_group(pid)
@@ -165,16 +89,14 @@ class LocalSandboxProvider:
         with contextlib.suppress(SandboxNotFound):
             await self.stop(ref)
         self._boxes.pop(ref, None)
-        await asyncio.to_thread(shutil.rmtree, self._base(ref), ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self._store.base(ref), ignore_errors=True)
 
     async def close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        for process in list(self._processes.values()):
-            await self._kill(process)
-        self._processes.clear()
+        await self._processes.kill_all()
         for box in self._boxes.values():
             for pid in list(box.execs):
                 kill_group(pid)
@@ -189,7 +111,7 @@ class LocalSandboxProvider:
 
     async def exec(
         self, ref: str, command: str, *, cwd: str = "", timeout: float, env: Mapping[str, str] | None = None
-    ) -> AsyncIterator[bytes | ExecOutcome]:
+    ) -> AsyncGenerator[bytes | ExecOutcome, None]:
         box = self._box(ref)
         spec = self._launch(box, command, cwd, env)
         self._watch()
@@ -208,68 +130,25 @@ class LocalSandboxProvider:
     ) -> ProcessInfo:
         box = self._box(ref)
         spec = self._launch(box, command, cwd, env)
-        process_id = secrets.token_urlsafe(12)
-        log_path = box.base / "processes" / f"{process_id}.log"
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *spec.argv, stdin=subprocess.PIPE, stdout=fd, stderr=subprocess.STDOUT, cwd=spec.cwd,
-                env=spec.env, start_new_session=True,
-            )
-        finally:
-            os.close(fd)
-        background = _Background(process_id, ref, command, run_id, process, log_path,
-                                 asyncio.ensure_future(process.wait()))
-        self._processes[process_id] = background
+        info = await self._processes.start(ref, command, spec, box.base / "processes", run_id)
         self._watch()
-        return background.info()
+        return info
 
     async def list_processes(self, ref: str) -> list[ProcessInfo]:
         self._box(ref)
-        return [p.info() for p in self._processes.values() if p.ref == ref]
+        return [p.info() for p in self._processes.of(ref)]
 
     async def read_process(self, ref: str, process_id: str, offset: int = 0) -> ProcessOutput:
-        background = self._process(ref, process_id)
-        if offset < 0:
-            raise InvalidSandboxRequest("offset must not be negative")
-        # Read the state first: output read after seeing "exited" is then complete.
-        info = background.info()
-        with open(background.log_path, "rb") as log:
-            log.seek(offset)
-            output = log.read(self.max_output_bytes)
-        return ProcessOutput(process=info, output=output, next_offset=offset + len(output))
+        return await self._processes.read(ref, process_id, offset)
 
     async def send_input(self, ref: str, process_id: str, data: bytes, *, close: bool = False) -> ProcessInfo:
-        background = self._process(ref, process_id)
-        stdin = background.process.stdin
-        if background.process.returncode is not None or stdin is None or stdin.is_closing():
-            raise InvalidSandboxRequest(f"process {process_id!r} no longer reads input")
-        try:
-            if data:
-                stdin.write(data)
-                await stdin.drain()
-            if close:
-                stdin.close()
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise InvalidSandboxRequest(f"process {process_id!r} no longer reads input") from exc
-        return background.info()
+        return await self._processes.send_input(ref, process_id, data, close=close)
 
     async def stop_process(self, ref: str, process_id: str) -> ProcessInfo:
-        background = self._process(ref, process_id)
-        if background.process.returncode is None:
-            kill_group(background.process.pid, signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(background.waiter), STOP_GRACE_SECONDS)
-            # bwrap's in-namespace init ignores SIGTERM and may outlive the launcher: finish the group.
-        await self._kill(background)
-        return background.info()
+        return await self._processes.stop(ref, process_id)
 
     async def kill_run_processes(self, ref: str, run_id: str) -> int:
-        killed = 0
-        for background in [p for p in self._processes.values() if p.ref == ref and p.run_id == run_id]:
-            killed += background.process.returncode is None
-            await self._kill(background)
-        return killed
+        return await self._processes.kill_run(ref, run_id)
 
     # Files
 
@@ -279,7 +158,7 @@ class LocalSandboxProvider:
     async def write_file(self, ref: str, path: str, content: bytes) -> int:
         return await self._files(ref).write(path, content)
 
-    async def download(self, ref: str, path: str) -> AsyncIterator[bytes]:
+    async def download(self, ref: str, path: str) -> AsyncGenerator[bytes, None]:
         stream = self._files(ref).download(path)
         async with contextlib.aclosing(stream):
             async for chunk in stream:
@@ -302,65 +181,15 @@ class LocalSandboxProvider:
 
     # Internals
 
-    def _base(self, ref: str) -> Path:
-        sandbox_id = _sandbox_id(ref)
-        if not _SANDBOX_ID.match(sandbox_id) or ("/" in ref and Path(ref) != self.root_dir / sandbox_id):
-            raise SandboxNotFound(f"sandbox {ref!r} not found")
-        return self.root_dir / sandbox_id
-
-    def _box(self, ref: str) -> _Box:
-        sandbox_id = _sandbox_id(ref)
-        box = self._boxes.get(sandbox_id)
-        if box is not None:
-            return box
-        base = self._base(ref)
-        if not (base / "workspace").is_dir():
-            raise SandboxNotFound(f"sandbox {ref!r} not found")
-        try:
-            meta = orjson.loads((base / "meta.json").read_bytes())
-        except FileNotFoundError:
-            meta = {}
-        box = _Box(ref=sandbox_id, base=base, spec=SandboxSpec.from_json(meta.get("spec")), uid=meta.get("uid"))
-        self._boxes[sandbox_id] = box
-        return box
+    def _box(self, ref: str) -> Box:
+        return self._store.get(ref)
 
     def _files(self, ref: str) -> WorkspaceFiles:
         box = self._box(ref)
         return WorkspaceFiles(box.workspace, owner=box.uid, max_file_bytes=self.max_file_bytes,
-                              max_upload_bytes=self.max_upload_bytes, quota_bytes=self._quota(box))
+                              max_upload_bytes=self.max_upload_bytes, quota_bytes=self._store.quota(box))
 
-    def _uid_for(self, sandbox_id: str) -> int | None:
-        if not self.dedicated_users:
-            return None
-        return self.limits.uid_base + zlib.crc32(sandbox_id.encode()) % self.limits.uid_range
-
-    def _can_use_dedicated_users(self) -> bool:
-        if not self.limits.dedicated_users or self.isolation != "bwrap" or os.geteuid() != 0:
-            return False
-        # The sandbox's user must be able to reach its workspace: every directory above it needs o+x.
-        blocked = [str(p) for p in [self.root_dir, *self.root_dir.parents]
-                   if p.exists() and not os.stat(p).st_mode & 0o001]
-        if blocked:
-            logger.warning("sandboxes share this service's user (so the process limit is not per sandbox): "
-                           "%s cannot be traversed by other users", ", ".join(blocked))
-            return False
-        return True
-
-    def _quota(self, box: _Box) -> int:
-        disk_mb = min(box.spec.disk_mb or self.limits.disk_mb, self.limits.max_disk_mb)
-        return disk_mb * 1024 * 1024
-
-    def _sandbox_limits(self, box: _Box) -> Limits:
-        memory_mb = min(box.spec.memory_mb or self.limits.memory_mb, self.limits.max_memory_mb)
-        return Limits(
-            cpu_seconds=self.limits.cpu_seconds,
-            memory_bytes=memory_mb * 1024 * 1024,
-            processes=self.limits.processes if box.uid is not None else 0,
-            file_bytes=self._quota(box),
-            open_files=self.limits.open_files,
-        )
-
-    def _launch(self, box: _Box, command: str, cwd: str, env: Mapping[str, str] | None) -> Launch:
+    def _launch(self, box: Box, command: str, cwd: str, env: Mapping[str, str] | None) -> Launch:
         if self.isolation == "none" and not self.allow_unisolated:
             raise IsolationUnavailable(
                 "bubblewrap is not available, and running sandbox commands unisolated on the host is not "
@@ -376,19 +205,8 @@ class LocalSandboxProvider:
             raise NotADirectory(f"working directory {cwd!r} is not a directory")
         env = {**box.spec.env, **(env or {})}  # the sandbox's own variables, then the call's
         return launch(self.isolation, command, workspace=workspace.root, cwd=directory, env=env, bwrap=self._bwrap,
-                      network=box.spec.network, limits=self._sandbox_limits(box), uid=box.uid,
+                      network=box.spec.network, limits=self._store.limits_for(box), uid=box.uid,
                       prlimit=self._prlimit, setpriv=self._setpriv)
-
-    def _process(self, ref: str, process_id: str) -> _Background:
-        background = self._processes.get(process_id)
-        if background is None or background.ref != _sandbox_id(ref):
-            raise ProcessNotFound(f"process {process_id!r} not found")
-        return background
-
-    async def _kill(self, background: _Background) -> None:
-        if background.process.returncode is None:
-            kill_group(background.process.pid)
-        await asyncio.shield(background.waiter)
 
     def _watch(self) -> None:
         if self._watcher is None or self._watcher.done():
@@ -399,7 +217,7 @@ class LocalSandboxProvider:
         that went past its quota (a single file is already bounded by RLIMIT_FSIZE)."""
         while True:
             await asyncio.sleep(self.limits.quota_check_seconds)
-            busy = {p.ref for p in self._processes.values() if p.process.returncode is None}
+            busy = self._processes.busy_refs()
             busy |= {ref for ref, box in self._boxes.items() if box.execs}
             if not busy:
                 return
@@ -407,12 +225,12 @@ class LocalSandboxProvider:
                 box = self._boxes.get(ref)
                 if box is None:
                     continue
+                quota = self._store.quota(box)
                 used = await asyncio.to_thread(disk_usage, box.workspace.root)
-                if used <= self._quota(box):
+                if used <= quota:
                     continue
                 logger.warning("sandbox %s is over its disk quota (%d bytes): killing its processes", ref, used)
-                for background in [p for p in self._processes.values() if p.ref == ref]:
-                    await self._kill(background)
+                await self._processes.kill_all(ref)
                 for pid in list(box.execs):
-                    box.killed[pid] = f"the sandbox went past its disk quota of {self._quota(box)} bytes"
+                    box.killed[pid] = f"the sandbox went past its disk quota of {quota} bytes"
                     kill_group(pid)

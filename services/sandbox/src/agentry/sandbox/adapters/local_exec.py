@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from ..domain import TIMEOUT_EXIT_CODE, ExecOutcome
 from .isolation import Launch
@@ -83,7 +83,7 @@ async def run_command(
     on_start: Callable[[int], None] = lambda pid: None,
     on_end: Callable[[int], None] = lambda pid: None,
     killed_because: Callable[[int], str | None] = lambda pid: None,
-) -> AsyncIterator[bytes | ExecOutcome]:
+) -> AsyncGenerator[bytes | ExecOutcome, None]:
     """Output chunks as the command produces them (never more than the pipe's high-water mark
     is held), then one ExecOutcome. `killed_because(pid)` names why the provider killed it (a
     stopped sandbox, a quota), which ends the output."""

@@ -9,7 +9,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 from ..domain import FileInfo
@@ -74,7 +74,7 @@ class WorkspaceFiles:
 
         return await self.upload(path, one())
 
-    async def download(self, path: str) -> AsyncIterator[bytes]:
+    async def download(self, path: str) -> AsyncGenerator[bytes, None]:
         target = self.workspace.resolve(path)
         fd = await asyncio.to_thread(self._open_for_reading, target, path)
         try:

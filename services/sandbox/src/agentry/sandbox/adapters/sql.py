@@ -34,11 +34,13 @@ sandboxes = sa.Table(
 )
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _aware(value: datetime) -> datetime:
     # SQLite hands back naive datetimes; every stored time is UTC.
-    if value is None:
-        return None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else _aware(value)
 
 
 def _record(row: sa.Row) -> SandboxRecord:
@@ -49,8 +51,8 @@ def _record(row: sa.Row) -> SandboxRecord:
         provider=row.provider,
         provider_ref=row.provider_ref,
         state=SandboxState(row.state),
-        created_at=_utc(row.created_at),
-        last_used_at=_utc(row.last_used_at),
+        created_at=_aware(row.created_at),
+        last_used_at=_aware(row.last_used_at),
         spec=SandboxSpec.from_json(orjson.loads(row.spec_json or "{}")),
         state_changed_at=_utc(row.state_changed_at),
         error=row.error or "",
