@@ -97,14 +97,22 @@ async def _supabase_throughput(n: int) -> str:
 
     with tempfile.TemporaryDirectory() as tmp, FakeGoTrue() as gotrue:
         async with contextlib.AsyncExitStack() as stack:
-            engine = await open_database(f"sqlite+aiosqlite:///{tmp}/auth.db",
-                                         migrations_dir=Path(agentry.auth.__file__).parent / "migrations",
-                                         version_table="alembic_version_auth", stack=stack)
+            engine = await open_database(
+                f"sqlite+aiosqlite:///{tmp}/auth.db",
+                migrations_dir=Path(agentry.auth.__file__).parent / "migrations",
+                version_table="alembic_version_auth",
+                stack=stack,
+            )
             provider = SupabaseIdentityProvider(
-                url=gotrue.url, anon_key=gotrue.anon_key, service_role_key=gotrue.service_role_key, jwt_secret=None,
+                url=gotrue.url,
+                anon_key=gotrue.anon_key,
+                service_role_key=gotrue.service_role_key,
+                jwt_secret=None,
                 users=SqlUserRepository(engine),
-                stream_tokens=TokenService(ec.generate_private_key(ec.SECP256R1()), issuer="i", audience="a",
-                                           ttl_seconds=60))
+                stream_tokens=TokenService(
+                    ec.generate_private_key(ec.SECP256R1()), issuer="i", audience="a", ttl_seconds=60
+                ),
+            )
             stack.push_async_callback(provider.close)
             await provider.sign_up("ada@example.com", "correct horse battery")
             token = (await provider.sign_in("ada@example.com", "correct horse battery")).access_token
@@ -113,15 +121,19 @@ async def _supabase_throughput(n: int) -> str:
             for _ in range(n):
                 await provider.verify(token)
             elapsed = time.perf_counter() - start
-    return (f"| supabase provider verify (ES256, cached JWKS, personal account cached after the first token) | "
-            f"{n / elapsed:,.0f}/s | {elapsed / n * 1e6:,.0f} us |")
+    return (
+        f"| supabase provider verify (ES256, cached JWKS, personal account cached after the first token) | "
+        f"{n / elapsed:,.0f}/s | {elapsed / n * 1e6:,.0f} us |"
+    )
 
 
 async def overhead(n: int) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         async with contextlib.AsyncExitStack() as stack:
-            auth = await start_auth(AuthSettings(port=0, database_url=f"sqlite+aiosqlite:///{tmp}/auth.db",
-                                                 key_path=Path(tmp) / "key.pem"), stack)
+            auth = await start_auth(
+                AuthSettings(port=0, database_url=f"sqlite+aiosqlite:///{tmp}/auth.db", key_path=Path(tmp) / "key.pem"),
+                stack,
+            )
             rows = []
             for verification in ("local", "auth"):
                 settings = GatewaySettings(auth_target=auth.target, token_verification=verification)
@@ -144,12 +156,22 @@ async def overhead(n: int) -> list[str]:
                 async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
                     creds = await _credentials(upstreams)
                     cases = [("no credential (route without auth)", "/open", {})] if verification == "local" else []
-                    cases.append((f"access token, verified {'locally (JWKS)' if verification == 'local' else 'by auth over gRPC'}",
-                                  "/closed", {"Authorization": f"Bearer {creds['token']}"}))
+                    cases.append(
+                        (
+                            f"access token, verified {'locally (JWKS)' if verification == 'local' else 'by auth over gRPC'}",
+                            "/closed",
+                            {"Authorization": f"Bearer {creds['token']}"},
+                        )
+                    )
                     if verification == "local":
-                        cases += [("API key (gRPC + SQL per request)", "/closed", {"X-API-Key": creds["key"]}),
-                                  ("access token + X-Account-Id of a team (gRPC ResolveAccount)", "/closed",
-                                   {"Authorization": f"Bearer {creds['token']}", "X-Account-Id": creds["team"]})]
+                        cases += [
+                            ("API key (gRPC + SQL per request)", "/closed", {"X-API-Key": creds["key"]}),
+                            (
+                                "access token + X-Account-Id of a team (gRPC ResolveAccount)",
+                                "/closed",
+                                {"Authorization": f"Bearer {creds['token']}", "X-Account-Id": creds["team"]},
+                            ),
+                        ]
                     for name, path, headers in cases:
                         for _ in range(50):
                             assert (await client.get(path, headers=headers)).status_code == 200
@@ -160,8 +182,10 @@ async def overhead(n: int) -> list[str]:
                             times.append(time.perf_counter() - start)
                         rows.append((name, statistics.median(times), _pct(times, 0.9)))
     base = rows[0][1]
-    return [f"| {name} | {p50 * 1e3:.3f} ms | {p90 * 1e3:.3f} ms | {(p50 - base) * 1e3:+.3f} ms |"
-            for name, p50, p90 in rows]
+    return [
+        f"| {name} | {p50 * 1e3:.3f} ms | {p90 * 1e3:.3f} ms | {(p50 - base) * 1e3:+.3f} ms |"
+        for name, p50, p90 in rows
+    ]
 
 
 async def _credentials(upstreams) -> dict:
@@ -172,8 +196,9 @@ async def _credentials(upstreams) -> dict:
     await auth.SignUp(auth_pb2.SignUpRequest(email=email, password="correct horse battery"))
     signed = await auth.SignIn(auth_pb2.SignInRequest(email=email, password="correct horse battery"))
     principal = (await auth.VerifyToken(auth_pb2.VerifyTokenRequest(token=signed.access_token))).principal
-    key = await auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(principal=principal, name="bench",
-                                                               token=signed.access_token))
+    key = await auth.CreateApiKey(
+        auth_pb2.CreateApiKeyRequest(principal=principal, name="bench", token=signed.access_token)
+    )
     team = await auth.CreateTeam(auth_pb2.CreateTeamRequest(principal=principal, name="bench team"))
     return {"token": signed.access_token, "key": key.key, "team": team.account_id}
 

@@ -42,10 +42,12 @@ def pct(values: list[float], p: float) -> float:
 
 async def in_process(url: str) -> dict:
     async with contextlib.AsyncExitStack() as stack:
-        engine = await open_database(url, migrations_dir=MIGRATIONS, version_table="alembic_version_billing",
-                                     stack=stack, pool_size=CONCURRENCY)
-        service = BillingService(SqlBillingStore(engine), load_catalog(None), opening_grant_micros=5_000_000,
-                                 cache_ttl=3600)
+        engine = await open_database(
+            url, migrations_dir=MIGRATIONS, version_table="alembic_version_billing", stack=stack, pool_size=CONCURRENCY
+        )
+        service = BillingService(
+            SqlBillingStore(engine), load_catalog(None), opening_grant_micros=5_000_000, cache_ttl=3600
+        )
         accounts = [f"bench-{i}" for i in range(ACCOUNTS)]
         for a in accounts:
             await service.check_run(a, "openai/gpt-4o-mini")
@@ -60,15 +62,26 @@ async def in_process(url: str) -> dict:
 
         async def writer(w: int) -> None:
             for n in counter:
-                await service.record_usage(Usage(account_id=accounts[n % ACCOUNTS], run_id=f"run-{w}", step=n,
-                                                 model="openai/gpt-4o-mini", prompt_tokens=1000,
-                                                 completion_tokens=200, cost_micros=450))
+                await service.record_usage(
+                    Usage(
+                        account_id=accounts[n % ACCOUNTS],
+                        run_id=f"run-{w}",
+                        step=n,
+                        model="openai/gpt-4o-mini",
+                        prompt_tokens=1000,
+                        completion_tokens=200,
+                        cost_micros=450,
+                    )
+                )
 
         t0 = time.perf_counter()
         await asyncio.gather(*(writer(w) for w in range(CONCURRENCY)))
         elapsed = time.perf_counter() - t0
-        return {"p50_us": statistics.median(samples), "p99_us": pct(samples, 0.99),
-                "usage_per_s": USAGE_WRITES / elapsed}
+        return {
+            "p50_us": statistics.median(samples),
+            "p99_us": pct(samples, 0.99),
+            "usage_per_s": USAGE_WRITES / elapsed,
+        }
 
 
 async def through_grpc(url: str) -> dict:
@@ -98,7 +111,8 @@ async def main() -> None:
         remote = await through_grpc(f"sqlite+aiosqlite:///{tmp}/billing-grpc.db")
     db = "PostgreSQL" if args.pg else "SQLite"
     lines = [
-        "| measure | value |", "|---|---|",
+        "| measure | value |",
+        "|---|---|",
         f"| CheckRun in-process, warm cache: p50 / p99 | {local['p50_us']:.1f} µs / {local['p99_us']:.1f} µs |",
         f"| CheckRun through gRPC (loopback, one client): p50 / p99 | {remote['p50_us']:.0f} µs / {remote['p99_us']:.0f} µs |",
         f"| RecordUsage in-process on {db}, {CONCURRENCY} concurrent writers | {local['usage_per_s']:.0f} writes/s |",

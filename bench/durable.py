@@ -66,7 +66,6 @@ SCRIPTS = {
 # --------------------------------------------------------------------------- processes
 
 
-
 # The gateway's rate limits (sign-ups and sign-ins per address, run starts per account) would
 # refuse a benchmark's burst from one client: it measures the platform, not the limits.
 
@@ -87,12 +86,20 @@ async def split_stack(llm: FakeLLMProcess, data_dir: Path, env: dict[str, str]):
     admin = httpx.URL(PG_ADMIN)
     host, port, user = admin.host, admin.port or 5432, admin.username or "postgres"
     queue_name, redis_prefix = f"agentry.runs.{unique}", f"agentry:{unique}:"
-    procs = SplitProcesses(SplitConfig(
-        database_url=f"postgresql+asyncpg://{user}@{host}:{port}/{database}", redis_url=REDIS_URL,
-        amqp_url=AMQP_URL, data_dir=data_dir, gateway_port=free_port(),
-        grpc_ports={name: free_port() for name in ("auth", "billing", "sandbox", "runner", "worker")},
-        llm_api_base=llm.base_url, queue_name=queue_name, redis_prefix=redis_prefix,
-        extra_env={"AGENTRY_RUNNER_MAX_ACTIVE_RUNS_PER_ACCOUNT": "0", **NO_RATE_LIMITS, **env}))
+    procs = SplitProcesses(
+        SplitConfig(
+            database_url=f"postgresql+asyncpg://{user}@{host}:{port}/{database}",
+            redis_url=REDIS_URL,
+            amqp_url=AMQP_URL,
+            data_dir=data_dir,
+            gateway_port=free_port(),
+            grpc_ports={name: free_port() for name in ("auth", "billing", "sandbox", "runner", "worker")},
+            llm_api_base=llm.base_url,
+            queue_name=queue_name,
+            redis_prefix=redis_prefix,
+            extra_env={"AGENTRY_RUNNER_MAX_ACTIVE_RUNS_PER_ACCOUNT": "0", **NO_RATE_LIMITS, **env},
+        )
+    )
     try:
         await asyncio.to_thread(procs.start)
         yield Stack(procs.gateway_url, f"postgresql://{user}@{host}:{port}/{database}", procs)
@@ -147,8 +154,9 @@ def follow(client: httpx.AsyncClient, run_id: str, headers: dict) -> Follower:
         while seen.terminal is None:
             extra = {"Last-Event-ID": str(last)} if last is not None else {}
             try:
-                async with client.stream("GET", f"/api/agent-run/{run_id}/stream",
-                                         headers={**headers, **extra}) as response:
+                async with client.stream(
+                    "GET", f"/api/agent-run/{run_id}/stream", headers={**headers, **extra}
+                ) as response:
                     if response.status_code != 200:
                         raise RuntimeError(f"stream answered {response.status_code}")
                     event_id = data = None
@@ -174,8 +182,11 @@ def follow(client: httpx.AsyncClient, run_id: str, headers: dict) -> Follower:
 async def start_run(client: httpx.AsyncClient, headers: dict, model: str) -> str:
     thread = await client.post("/api/threads", json={}, headers=headers)
     thread.raise_for_status()
-    started = await client.post(f"/api/threads/{thread.json()['thread_id']}/agent/start", headers=headers,
-                                json={"model_name": f"openai/{model}", "prompt": "go"})
+    started = await client.post(
+        f"/api/threads/{thread.json()['thread_id']}/agent/start",
+        headers=headers,
+        json={"model_name": f"openai/{model}", "prompt": "go"},
+    )
     if started.status_code != 202:
         raise RuntimeError(f"start answered {started.status_code}: {started.text[:200]}")
     return started.json()["agent_run_id"]
@@ -202,10 +213,10 @@ def ms(values: list[float]) -> str:
 @dataclass
 class StopSample:
     answered: float
-    streamed: float | None   # run_finished on the stream, None if it never came in time
-    observed: float | None   # GET showed `cancelled`
+    streamed: float | None  # run_finished on the stream, None if it never came in time
+    observed: float | None  # GET showed `cancelled`
     answer: str
-    reason: str | None       # the run_finished reason; anything but "cancelled" is a lost stop
+    reason: str | None  # the run_finished reason; anything but "cancelled" is a lost stop
     tokens_before: int
 
 
@@ -234,20 +245,28 @@ async def bench_stops(args, llm: FakeLLMProcess, data_dir: Path) -> dict:
     ok = [s for s in samples if s.reason == "cancelled"]
     lost = [s for s in samples if s.reason != "cancelled"]
     result = {
-        "stops": len(samples), "lost": len(lost),
+        "stops": len(samples),
+        "lost": len(lost),
         "answered": [s.answered for s in samples],
         "streamed_all": [s.streamed if s.streamed is not None else float("inf") for s in samples],
-        "streamed": [s.streamed for s in ok], "observed": [s.observed for s in ok],
+        "streamed": [s.streamed for s in ok],
+        "observed": [s.observed for s in ok],
         "lost_detail": [vars(s) for s in lost],
     }
     print("\nStop latency, split mode, ms from sending POST /stop (p50 / p99 / max):", flush=True)
-    print(f"| stops | lost | POST answered | run_finished on the stream | GET shows cancelled |\n"
-          f"|---:|---:|---:|---:|---:|\n"
-          f"| {len(samples)} | {len(lost)} | {ms(result['answered'])} | {ms(result['streamed'])} | "
-          f"{ms(result['observed'])} |", flush=True)
+    print(
+        f"| stops | lost | POST answered | run_finished on the stream | GET shows cancelled |\n"
+        f"|---:|---:|---:|---:|---:|\n"
+        f"| {len(samples)} | {len(lost)} | {ms(result['answered'])} | {ms(result['streamed'])} | "
+        f"{ms(result['observed'])} |",
+        flush=True,
+    )
     if lost:
-        print(f"lost stops ended: {[(s.reason, round(s.streamed or -1, 2)) for s in lost]}; over all stops, "
-              f"run_finished p50 / p99 / max: {ms(result['streamed_all'])}", flush=True)
+        print(
+            f"lost stops ended: {[(s.reason, round(s.streamed or -1, 2)) for s in lost]}; over all stops, "
+            f"run_finished p50 / p99 / max: {ms(result['streamed_all'])}",
+            flush=True,
+        )
     return result
 
 
@@ -272,8 +291,9 @@ async def _one_stop(client: httpx.AsyncClient, headers: dict, run_id: str, seen:
         await seen.until(lambda s: s.terminal is not None, 20)
     terminal = seen.terminal
     streamed = seen.arrived[-1] - t0 if terminal is not None else None
-    return StopSample(answered, streamed, observed, answer.json()["status"],
-                      terminal["reason"] if terminal else None, tokens)
+    return StopSample(
+        answered, streamed, observed, answer.json()["status"], terminal["reason"] if terminal else None, tokens
+    )
 
 
 # --------------------------------------------------------------------------- failover
@@ -282,12 +302,12 @@ async def _one_stop(client: httpx.AsyncClient, headers: dict, run_id: str, seen:
 @dataclass
 class Takeover:
     lease: float
-    lease_left: float        # lease time left on the run at the kill
-    resumed: float | None    # kill -> run_resumed on the stream
-    token: float | None      # kill -> first text_delta after run_resumed
-    event: str | None        # "run_resumed", or what came instead
-    reason: str | None       # run_resumed's reason (worker_lost)
-    late: int = 0            # events sent before the kill that arrived after it
+    lease_left: float  # lease time left on the run at the kill
+    resumed: float | None  # kill -> run_resumed on the stream
+    token: float | None  # kill -> first text_delta after run_resumed
+    event: str | None  # "run_resumed", or what came instead
+    reason: str | None  # run_resumed's reason (worker_lost)
+    late: int = 0  # events sent before the kill that arrived after it
     attempt: int | None = None
 
 
@@ -303,8 +323,11 @@ def worker_pid(worker_id: str | None) -> int | None:
 async def bench_failover(args, llm: FakeLLMProcess, data_dir: Path, lease: float) -> dict:
     import asyncpg
 
-    print(f"[failover] lease {lease:g} s: a split stack with 2 prefork worker processes; {args.kills} kills...",
-          file=sys.stderr, flush=True)
+    print(
+        f"[failover] lease {lease:g} s: a split stack with 2 prefork worker processes; {args.kills} kills...",
+        file=sys.stderr,
+        flush=True,
+    )
     env = {"AGENTRY_RUNNER_PROCESSES": "2", "AGENTRY_RUNNER_LEASE_SECONDS": f"{lease:g}"}
     takeovers: list[Takeover] = []
     misses = 0
@@ -321,9 +344,14 @@ async def bench_failover(args, llm: FakeLLMProcess, data_dir: Path, lease: float
                             await f.until(lambda s: any(e["type"] == "text_delta" for e in s.events), 120)
                         # Anywhere in the heartbeat's cycle (it renews every third of a lease).
                         await asyncio.sleep(random.uniform(0, lease))
-                        rows = {r["run_id"]: r for r in await db.fetch(
-                            "SELECT run_id::text AS run_id, worker_id, lease_expires_at FROM agent_runs "
-                            "WHERE run_id::text = ANY($1::text[])", run_ids)}
+                        rows = {
+                            r["run_id"]: r
+                            for r in await db.fetch(
+                                "SELECT run_id::text AS run_id, worker_id, lease_expires_at FROM agent_runs "
+                                "WHERE run_id::text = ANY($1::text[])",
+                                run_ids,
+                            )
+                        }
                         pid = worker_pid(rows[run_ids[0]]["worker_id"])
                         if pid is None:
                             misses += 1
@@ -335,26 +363,45 @@ async def bench_failover(args, llm: FakeLLMProcess, data_dir: Path, lease: float
                         for r in victims:
                             f = followers[run_ids.index(r)]
                             with contextlib.suppress(TimeoutError):
-                                await f.until(lambda s, k=killed: (
-                                    (resumed := s.first_after(k, "run_resumed")) is not None
-                                    and s.first_after(resumed[1], "text_delta") is not None)
-                                    or s.terminal is not None, lease + 60)
+                                await f.until(
+                                    lambda s, k=killed: (
+                                        (
+                                            (resumed := s.first_after(k, "run_resumed")) is not None
+                                            and s.first_after(resumed[1], "text_delta") is not None
+                                        )
+                                        or s.terminal is not None
+                                    ),
+                                    lease + 60,
+                                )
                             resumed = f.first_after(killed, "run_resumed")
                             token = f.first_after(resumed[1], "text_delta") if resumed else None
                             # Tokens the process sent just before it died may arrive just after.
-                            late = [e["type"] for e, at in zip(f.events, f.arrived)
-                                    if at > killed and (resumed is None or at < resumed[1])]
-                            takeovers.append(Takeover(
-                                lease, left[r], resumed[1] - killed if resumed else None,
-                                token[1] - killed if token else None,
-                                "run_resumed" if resumed else (late[0] if late else None),
-                                resumed[0].get("reason") if resumed else None, len(late),
-                                resumed[0].get("attempt") if resumed else None))
-                        t = takeovers[-len(victims):]
-                        print(f"  kill {trial + 1}/{args.kills}: pid {pid} held {len(victims)} of {len(run_ids)} runs; "
-                              f"run_resumed after "
-                              f"{', '.join(f'{x.resumed:.2f}s' if x.resumed is not None else 'never' for x in t)} "
-                              f"(lease left {', '.join(f'{x.lease_left:.2f}s' for x in t)})", file=sys.stderr, flush=True)
+                            late = [
+                                e["type"]
+                                for e, at in zip(f.events, f.arrived)
+                                if at > killed and (resumed is None or at < resumed[1])
+                            ]
+                            takeovers.append(
+                                Takeover(
+                                    lease,
+                                    left[r],
+                                    resumed[1] - killed if resumed else None,
+                                    token[1] - killed if token else None,
+                                    "run_resumed" if resumed else (late[0] if late else None),
+                                    resumed[0].get("reason") if resumed else None,
+                                    len(late),
+                                    resumed[0].get("attempt") if resumed else None,
+                                )
+                            )
+                        t = takeovers[-len(victims) :]
+                        print(
+                            f"  kill {trial + 1}/{args.kills}: pid {pid} held {len(victims)} of {len(run_ids)} runs; "
+                            f"run_resumed after "
+                            f"{', '.join(f'{x.resumed:.2f}s' if x.resumed is not None else 'never' for x in t)} "
+                            f"(lease left {', '.join(f'{x.lease_left:.2f}s' for x in t)})",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     finally:
                         await stop_and_wait(client, headers, run_ids)
                         for f in followers:
@@ -362,23 +409,37 @@ async def bench_failover(args, llm: FakeLLMProcess, data_dir: Path, lease: float
                     await asyncio.sleep(0.5)  # the prefork parent has replaced the process by now
         finally:
             await db.close()
-    print(f"  run_resumed reasons: {sorted({t.reason for t in takeovers if t.reason})}; events in flight at "
-          f"the kill, arriving after it: {sum(t.late for t in takeovers)} in {sum(t.late > 0 for t in takeovers)} "
-          f"runs", file=sys.stderr, flush=True)
+    print(
+        f"  run_resumed reasons: {sorted({t.reason for t in takeovers if t.reason})}; events in flight at "
+        f"the kill, arriving after it: {sum(t.late for t in takeovers)} in {sum(t.late > 0 for t in takeovers)} "
+        f"runs",
+        file=sys.stderr,
+        flush=True,
+    )
     resumed = [t.resumed for t in takeovers if t.resumed is not None and t.event == "run_resumed"]
     overhead = [t.resumed - t.lease_left for t in takeovers if t.resumed is not None and t.event == "run_resumed"]
     tokens = [t.token for t in takeovers if t.token is not None and t.event == "run_resumed"]
     wrong = [vars(t) for t in takeovers if t.event != "run_resumed"]
-    return {"lease": lease, "kills": args.kills - misses, "runs": len(takeovers), "resumed": resumed,
-            "overhead": overhead, "token": tokens, "lease_left": [t.lease_left for t in takeovers],
-            "not_resumed": wrong, "within_target": sum(r <= lease + 1 for r in resumed)}
+    return {
+        "lease": lease,
+        "kills": args.kills - misses,
+        "runs": len(takeovers),
+        "resumed": resumed,
+        "overhead": overhead,
+        "token": tokens,
+        "lease_left": [t.lease_left for t in takeovers],
+        "not_resumed": wrong,
+        "within_target": sum(r <= lease + 1 for r in resumed),
+    }
 
 
 def failover_rows(results: list[dict]) -> list[str]:
-    rows = ["| lease | kills | runs killed | kill → run_resumed p50 / p99 / max | ≤ lease + 1 s "
-            "| lease left at the kill p50 (min–max) | takeover overhead p50 / p99 / max "
-            "| kill → first token again p50 / p99 |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| lease | kills | runs killed | kill → run_resumed p50 / p99 / max | ≤ lease + 1 s "
+        "| lease left at the kill p50 (min–max) | takeover overhead p50 / p99 / max "
+        "| kill → first token again p50 / p99 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         left = r["lease_left"]
         rows.append(
@@ -386,7 +447,9 @@ def failover_rows(results: list[dict]) -> list[str]:
             f"{r['within_target']}/{len(r['resumed'])} | "
             f"{pct(left, 50):.2f} s ({min(left):.2f}–{max(left):.2f}) | {ms(r['overhead'])} ms | "
             f"{pct(r['token'], 50) * 1000:.0f} / {pct(r['token'], 99) * 1000:.0f} ms |"
-            if r["resumed"] else f"| {r['lease']:g} s | {r['kills']} | {r['runs']} | no run resumed |||||")
+            if r["resumed"]
+            else f"| {r['lease']:g} s | {r['kills']} | {r['runs']} | no run resumed |||||"
+        )
     return rows
 
 
@@ -412,8 +475,10 @@ async def main_async(args) -> int:
         finally:
             llm.stop()
     out["load_after"] = os.getloadavg()
-    print(f"\n{os.cpu_count()} CPUs; load average {out['load_before'][0]:.2f} before, "
-          f"{out['load_after'][0]:.2f} after", flush=True)
+    print(
+        f"\n{os.cpu_count()} CPUs; load average {out['load_before'][0]:.2f} before, {out['load_after'][0]:.2f} after",
+        flush=True,
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     return 0
@@ -424,8 +489,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stops", type=int, default=50, help="stops during a model stream (0: skip)")
     parser.add_argument("--kills", type=int, default=20, help="worker SIGKILLs per lease (0: skip)")
     parser.add_argument("--leases", default="10,3", help="lease lengths to measure failover with, seconds")
-    parser.add_argument("--runs-per-kill", type=int, default=4,
-                        help="runs started before each kill (those the killed process held are measured)")
+    parser.add_argument(
+        "--runs-per-kill",
+        type=int,
+        default=4,
+        help="runs started before each kill (those the killed process held are measured)",
+    )
     parser.add_argument("--json", help="also write every sample to this file")
     args = parser.parse_args(argv)
     args.leases = [float(x) for x in args.leases.split(",") if x]

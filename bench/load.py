@@ -188,17 +188,26 @@ async def new_threads(session: aiohttp.ClientSession, base: str, headers: dict, 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
-async def one_run(session: aiohttp.ClientSession, base: str, headers: dict, thread_id: str, model: str,
-                  timeout: float, start_gate: asyncio.Semaphore | None = None) -> Result:
+async def one_run(
+    session: aiohttp.ClientSession,
+    base: str,
+    headers: dict,
+    thread_id: str,
+    model: str,
+    timeout: float,
+    start_gate: asyncio.Semaphore | None = None,
+) -> Result:
     result = Result(now())
     try:
         async with asyncio.timeout(timeout):
             async with contextlib.AsyncExitStack() as gate:
                 if start_gate is not None:
                     await gate.enter_async_context(start_gate)
-                async with session.post(f"{base}/api/threads/{thread_id}/agent/start",
-                                        json={"model_name": f"openai/{model}", "prompt": "load"},
-                                        headers=headers) as r:
+                async with session.post(
+                    f"{base}/api/threads/{thread_id}/agent/start",
+                    json={"model_name": f"openai/{model}", "prompt": "load"},
+                    headers=headers,
+                ) as r:
                     if r.status != 202:
                         result.error = f"start {r.status}: {(await r.text())[:200]}"
                         return result
@@ -249,8 +258,10 @@ def cpu_cells(cpu: dict[str, float], runs: int) -> tuple[float, str]:
 
 
 async def throughput(args) -> list[str]:
-    rows = ["| concurrency | runs | runs/s | latency p50 ms | p99 ms | Agentry CPU ms/run | CPU ms per run by process |",
-            "|---:|---:|---:|---:|---:|---:|---|"]
+    rows = [
+        "| concurrency | runs | runs/s | latency p50 ms | p99 ms | Agentry CPU ms/run | CPU ms per run by process |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
     with tempfile.TemporaryDirectory(prefix="agentry-load-") as tmp:
         data_dir = Path(tmp)
         with FakeLLMProcess(scripts(args.tokens, 200, args.ttft_ms), data_dir=data_dir / "llm") as llm:
@@ -292,9 +303,14 @@ async def throughput(args) -> list[str]:
                         cpu["client"] = client1 - client0
                         agentry, parts = cpu_cells(cpu, len(ok))
                         lat = [(r.finished - r.t0) * 1000 for r in ok]
-                        row = (f"| {level} | {len(ok)} | {len(ok) / wall:.1f} | "
-                               f"{pct(lat, 50):.0f} | {pct(lat, 99):.0f} | {agentry:.1f} | {parts} |") if ok else \
-                            f"| {level} | 0 | - | - | - | - | errors: {errors[:2]} |"
+                        row = (
+                            (
+                                f"| {level} | {len(ok)} | {len(ok) / wall:.1f} | "
+                                f"{pct(lat, 50):.0f} | {pct(lat, 99):.0f} | {agentry:.1f} | {parts} |"
+                            )
+                            if ok
+                            else f"| {level} | 0 | - | - | - | - | errors: {errors[:2]} |"
+                        )
                         if errors:
                             row += f" ({len(errors)} errors, first: {errors[0][:120]})"
                         rows.append(row)
@@ -308,8 +324,9 @@ async def streams(args) -> list[str]:
         with FakeLLMProcess(scripts(args.tokens, args.tps, args.ttft_ms), data_dir=data_dir / "llm") as llm:
             async with split_stack(llm, data_dir, env_of(args)) as stack:
                 base = stack.gateway_url
-                async with aiohttp.ClientSession(connector=connector(2 * args.runs + 16),
-                                                 read_bufsize=2**16) as session:
+                async with aiohttp.ClientSession(
+                    connector=connector(2 * args.runs + 16), read_bufsize=2**16
+                ) as session:
                     headers = await new_user(session, base)
                     threads = await new_threads(session, base, headers, args.runs)
                     peak: dict[str, float] = {}
@@ -326,8 +343,9 @@ async def streams(args) -> list[str]:
                     profilers = start_profilers(args, stack, f"streams{args.runs}", args.profile_seconds)
                     gate = asyncio.Semaphore(args.start_concurrency)
                     cpu0, client0, t0 = stack.procs.cpu(), cpu_seconds(os.getpid()), now()
-                    results = await asyncio.gather(*(
-                        one_run(session, base, headers, t, "load", args.run_timeout, gate) for t in threads))
+                    results = await asyncio.gather(
+                        *(one_run(session, base, headers, t, "load", args.run_timeout, gate) for t in threads)
+                    )
                     wall = now() - t0
                     cpu1, client1 = stack.procs.cpu(), cpu_seconds(os.getpid())
                     done.set()
@@ -381,8 +399,10 @@ async def idle(args) -> list[str]:
                 rss = stack.procs.rss()
     rss.pop("fakellm", None)
     total = sum(rss.values())
-    return [f"Idle RSS after one run, MB: total {total:.0f}: "
-            + ", ".join(f"{k} {v:.0f}" for k, v in sorted(rss.items(), key=lambda kv: -kv[1]))]
+    return [
+        f"Idle RSS after one run, MB: total {total:.0f}: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(rss.items(), key=lambda kv: -kv[1]))
+    ]
 
 
 def start_profilers(args, stack: Stack, label: str, seconds: float) -> list:
@@ -398,11 +418,27 @@ def start_profilers(args, stack: Stack, label: str, seconds: float) -> list:
         pid = stack.procs.pids[name]
         pids = descendants(pid)
         target = pids[-1] if len(pids) > 1 and name == "worker" else pid  # a prefork child, if any
-        procs.append(subprocess.Popen(
-            ["py-spy", "record", "--pid", str(target), "--duration", str(int(seconds)), "--rate", "200",
-             "--nonblocking", "--format", args.profile_format,
-             "--output", str(out / f"{label}-{name}.{'svg' if args.profile_format == 'flamegraph' else 'txt'}")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(target),
+                    "--duration",
+                    str(int(seconds)),
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "--format",
+                    args.profile_format,
+                    "--output",
+                    str(out / f"{label}-{name}.{'svg' if args.profile_format == 'flamegraph' else 'txt'}"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     return procs
 
 
@@ -445,18 +481,30 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--tokens", type=int, default=None, help="tokens per model reply (14; streams: 40)")
     parser.add_argument("--tps", type=float, default=20.0, help="streams: model tokens per second")
     parser.add_argument("--ttft-ms", type=float, default=50.0, help="the model's time to first token")
-    parser.add_argument("--per-run-cpu-ms", type=float, default=0.0,
-                        help="streams: fixed CPU per run (worker+gateway+redis) to subtract for the per-token cost")
+    parser.add_argument(
+        "--per-run-cpu-ms",
+        type=float,
+        default=0.0,
+        help="streams: fixed CPU per run (worker+gateway+redis) to subtract for the per-token cost",
+    )
     parser.add_argument("--run-timeout", type=float, default=120.0)
     parser.add_argument("--settle-seconds", type=float, default=5.0, help="idle: wait before reading RSS")
     parser.add_argument("--profile", metavar="DIR", help="write py-spy flame graphs of worker and gateway here")
-    parser.add_argument("--profile-format", choices=["flamegraph", "raw"], default="flamegraph",
-                        help="flamegraph (SVG) or raw (collapsed stacks, for scripts)")
+    parser.add_argument(
+        "--profile-format",
+        choices=["flamegraph", "raw"],
+        default="flamegraph",
+        help="flamegraph (SVG) or raw (collapsed stacks, for scripts)",
+    )
     parser.add_argument("--profile-seconds", type=float, default=10.0, help="streams: profile this long")
     parser.add_argument("--env", action="append", help="KEY=VALUE for every service (repeatable)")
-    parser.add_argument("--tracing", choices=["off", "prometheus", "all"], default="prometheus",
-                        help="observability: off (AGENTRY_METRICS=off), prometheus (the default: metrics, no "
-                             "tracing) or all (metrics + OTLP export + Langfuse, to a discarding local endpoint)")
+    parser.add_argument(
+        "--tracing",
+        choices=["off", "prometheus", "all"],
+        default="prometheus",
+        help="observability: off (AGENTRY_METRICS=off), prometheus (the default: metrics, no "
+        "tracing) or all (metrics + OTLP export + Langfuse, to a discarding local endpoint)",
+    )
     args = parser.parse_args(argv)
     if args.tokens is None:
         args.tokens = 40 if args.measure == "streams" else 14

@@ -26,11 +26,15 @@ def measure(runs: int) -> dict[str, float]:
     events = [RunStarted(run_id="r", thread_id="t", model="openai/gpt-4o-mini")]
     for turn in range(3):
         events += [TextDelta(text="tok ") for _ in range(20)]
-        events.append(UsageReported(model="openai/gpt-4o-mini", prompt_tokens=500, completion_tokens=20,
-                                    cost_usd=0.0001))
+        events.append(
+            UsageReported(model="openai/gpt-4o-mini", prompt_tokens=500, completion_tokens=20, cost_usd=0.0001)
+        )
         if turn < 2:
-            events.append(ToolCallFinished(call_id="c", name="run_command", arguments={}, output="ok", error=None,
-                                           duration_ms=12.0))
+            events.append(
+                ToolCallFinished(
+                    call_id="c", name="run_command", arguments={}, output="ok", error=None, duration_ms=12.0
+                )
+            )
     events.append(RunFinished(reason=FinishReason.COMPLETED))
     deltas = sum(type(e) is TextDelta for e in events)
     handled, seconds = kit._server_families()
@@ -83,10 +87,17 @@ def main() -> int:
         return 0
     for mode in ("on", "off"):
         env = {**os.environ, "AGENTRY_METRICS": mode}
-        out = subprocess.run([sys.executable, __file__, "--child", "--runs", str(args.runs)], env=env,
-                             capture_output=True, text=True, check=True).stdout.split()
-        print(f"metrics {mode:>3}: {float(out[0]):7.1f} us CPU per run ({out[2]} token deltas: "
-              f"{float(out[1]):.3f} us per delta, all metrics of the run included)")
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", "--runs", str(args.runs)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        print(
+            f"metrics {mode:>3}: {float(out[0]):7.1f} us CPU per run ({out[2]} token deltas: "
+            f"{float(out[1]):.3f} us per delta, all metrics of the run included)"
+        )
     return 0
 
 

@@ -60,15 +60,32 @@ async def main(events: int, concurrency: int, database_url: str | None) -> None:
         data = Path(tmp)
         async with contextlib.AsyncExitStack() as stack:
             fake = await stack.enter_async_context(FakeStripeServer(api_key=KEY))
-            auth = await start_auth(AuthSettings(port=0, database_url=f"sqlite+aiosqlite:///{data / 'auth.db'}",
-                                                 key_path=data / "key.pem"), stack)
-            billing = await start_billing(BillingSettings(
-                port=0, database_url=database_url or f"sqlite+aiosqlite:///{data / 'billing.db'}", provider="stripe",
-                STRIPE_SECRET_KEY=KEY, STRIPE_WEBHOOK_SECRET=WHSEC, stripe_api_base=fake.base_url), stack)
-            gateway = await start_gateway(GatewaySettings(port=0, auth_target=auth.target,
-                                                          billing_target=billing.target,
-                                                          sandbox_target="127.0.0.1:9", runner_target="127.0.0.1:9"),
-                                          stack, events=MemoryEventStream())
+            auth = await start_auth(
+                AuthSettings(port=0, database_url=f"sqlite+aiosqlite:///{data / 'auth.db'}", key_path=data / "key.pem"),
+                stack,
+            )
+            billing = await start_billing(
+                BillingSettings(
+                    port=0,
+                    database_url=database_url or f"sqlite+aiosqlite:///{data / 'billing.db'}",
+                    provider="stripe",
+                    STRIPE_SECRET_KEY=KEY,
+                    STRIPE_WEBHOOK_SECRET=WHSEC,
+                    stripe_api_base=fake.base_url,
+                ),
+                stack,
+            )
+            gateway = await start_gateway(
+                GatewaySettings(
+                    port=0,
+                    auth_target=auth.target,
+                    billing_target=billing.target,
+                    sandbox_target="127.0.0.1:9",
+                    runner_target="127.0.0.1:9",
+                ),
+                stack,
+                events=MemoryEventStream(),
+            )
             fake.configure_webhooks(f"{gateway.base_url}/api/billing/webhook", WHSEC)
             async with httpx.AsyncClient(base_url=gateway.base_url, timeout=60) as client:
                 account = {"email": "bench@example.com", "password": "a long password"}
@@ -79,8 +96,11 @@ async def main(events: int, concurrency: int, database_url: str | None) -> None:
                 started = time.perf_counter()
                 recorded = []
                 for _ in range(events):
-                    session = (await client.post("/api/billing/checkout", json={"credit_pack_id": "credits_10"},
-                                                 headers=headers)).json()
+                    session = (
+                        await client.post(
+                            "/api/billing/checkout", json={"credit_pack_id": "credits_10"}, headers=headers
+                        )
+                    ).json()
                     recorded += [d.event for d in await fake.pay(session["checkout_session_id"], deliver=False)]
                 checkout_seconds = time.perf_counter() - started
                 first, first_lat = await deliver_all(fake, recorded, concurrency)
@@ -91,8 +111,10 @@ async def main(events: int, concurrency: int, database_url: str | None) -> None:
     print(f"Stripe webhooks through the gateway ({db}, {events} events, {concurrency} at a time)")
     print(f"  checkout (gateway -> billing -> Stripe): {events / checkout_seconds:.0f}/s")
     for name, seconds, lat in (("first delivery (grant)", first, first_lat), ("repeat (no change)", again, again_lat)):
-        print(f"  {name}: {len(lat) / seconds:.0f} events/s, latency p50 {statistics.median(lat) * 1000:.1f} ms "
-              f"p99 {pct(lat, 0.99) * 1000:.1f} ms")
+        print(
+            f"  {name}: {len(lat) / seconds:.0f} events/s, latency p50 {statistics.median(lat) * 1000:.1f} ms "
+            f"p99 {pct(lat, 0.99) * 1000:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ class Chunks:
 
     def __init__(self, n: int) -> None:
         self.deltas = [ModelDelta(text=f"tok{i} ") for i in range(n - 1)] + [
-            ModelDelta(finish_reason="stop", prompt_tokens=100, completion_tokens=n)]
+            ModelDelta(finish_reason="stop", prompt_tokens=100, completion_tokens=n)
+        ]
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelDelta]:
         for d in self.deltas:
@@ -50,23 +51,32 @@ async def main_async(args) -> None:
     from agentry.runner.adapters.langfuse_tracing import LangfuseTracer, Masker
 
     sink = trace_sink_url()
-    tracer = LangfuseTracer(public_key=f"pk-lf-{uuid.uuid4().hex[:8]}", secret_key="sk-lf-bench", base_url=sink,
-                            masker=Masker())
-    request = ModelRequest([{"role": "system", "content": "You are a bench."},
-                            {"role": "user", "content": "Say many tokens. " * 20}], [], ModelSettings())
+    tracer = LangfuseTracer(
+        public_key=f"pk-lf-{uuid.uuid4().hex[:8]}", secret_key="sk-lf-bench", base_url=sink, masker=Masker()
+    )
+    request = ModelRequest(
+        [{"role": "system", "content": "You are a bench."}, {"role": "user", "content": "Say many tokens. " * 20}],
+        [],
+        ModelSettings(),
+    )
     inner = Chunks(args.chunks)
-    run = tracer.start_run(run_id=str(uuid.uuid4()), thread_id="t", account_id="a", user_id="u",
-                           model=inner.name, attempt=1)
+    run = tracer.start_run(
+        run_id=str(uuid.uuid4()), thread_id="t", account_id="a", user_id="u", model=inner.name, attempt=1
+    )
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
     from agentry.runner.adapters.otel_observer import OtelRunObserver
 
     trace.set_tracer_provider(TracerProvider())  # spans made and ended, not exported
-    configs = {"none": inner, "langfuse": ObservedModel(inner, run),
-               "langfuse+otel": ObservedModel(inner, FanOut([run, OtelRunObserver()]))}
-    best = {name: min([await consume(m, request, args.calls) for _ in range(args.repeat)])
-            for name, m in configs.items()}
+    configs = {
+        "none": inner,
+        "langfuse": ObservedModel(inner, run),
+        "langfuse+otel": ObservedModel(inner, FanOut([run, OtelRunObserver()])),
+    }
+    best = {
+        name: min([await consume(m, request, args.calls) for _ in range(args.repeat)]) for name, m in configs.items()
+    }
     base = best["none"]
     print(f"{args.calls} calls x {args.chunks} chunks, best of {args.repeat} (CPU):")
     print("| observer | CPU per call ms | added per call ms | added per chunk µs (if all per chunk) |")
@@ -77,9 +87,13 @@ async def main_async(args) -> None:
         print(f"| {name} | {per_call:.3f} | {added:.3f} | {added * 1000 / args.chunks:.2f} |")
     # per-call fixed part: the same with 1-chunk replies
     one = Chunks(1)
-    fixed = {name: min([await consume(m, request, args.calls) for _ in range(args.repeat)])
-             for name, m in {"none": one, "langfuse": ObservedModel(one, run)}.items()}
-    print(f"per call with a 1-chunk reply: +{(fixed['langfuse'] - fixed['none']) / args.calls * 1000:.3f} ms (Langfuse)")
+    fixed = {
+        name: min([await consume(m, request, args.calls) for _ in range(args.repeat)])
+        for name, m in {"none": one, "langfuse": ObservedModel(one, run)}.items()
+    }
+    print(
+        f"per call with a 1-chunk reply: +{(fixed['langfuse'] - fixed['none']) / args.calls * 1000:.3f} ms (Langfuse)"
+    )
     run.end(outcome="completed")
     await tracer.close()
 

@@ -27,13 +27,13 @@ class Slot:
 
 @dataclass
 class Sample:
-    ttft_ms: float          # configured model TTFT
-    t0: float               # start request sent
-    start_done: float       # start request answered
-    stream_open: float      # stream response headers received
-    first_event: float      # first SSE event (run_started)
-    first_token: float      # first text_delta
-    finished: float         # run_finished received
+    ttft_ms: float  # configured model TTFT
+    t0: float  # start request sent
+    start_done: float  # start request answered
+    stream_open: float  # stream response headers received
+    first_event: float  # first SSE event (run_started)
+    first_token: float  # first text_delta
+    finished: float  # run_finished received
     llm_arrived: float | None = None
     llm_first: float | None = None
 
@@ -72,9 +72,11 @@ async def make_threads(client: httpx.AsyncClient, headers: dict[str, str], count
 
 async def one_run(client: httpx.AsyncClient, slot: Slot, ttft_ms: float, tag: str, started: list[str]) -> Sample:
     t0 = now()
-    start = await client.post(f"/api/threads/{slot.thread_id}/agent/start",
-                              json={"model_name": f"openai/{model_for(ttft_ms)}", "prompt": f"bench {tag}"},
-                              headers=slot.headers)
+    start = await client.post(
+        f"/api/threads/{slot.thread_id}/agent/start",
+        json={"model_name": f"openai/{model_for(ttft_ms)}", "prompt": f"bench {tag}"},
+        headers=slot.headers,
+    )
     start_done = now()
     if start.status_code != 202:
         raise RuntimeError(f"start answered {start.status_code}: {start.text[:200]}")
@@ -120,9 +122,19 @@ class Phase:
         return len(self.samples) / self.wall_seconds if self.wall_seconds else 0.0
 
 
-async def run_phase(client: httpx.AsyncClient, system: System, llm: FakeLLMProcess, headers: dict[str, str], *,
-                    ttft_ms: float, runs: int, concurrency: int, run_timeout: float, max_seconds: float,
-                    warmup: bool = False) -> Phase:
+async def run_phase(
+    client: httpx.AsyncClient,
+    system: System,
+    llm: FakeLLMProcess,
+    headers: dict[str, str],
+    *,
+    ttft_ms: float,
+    runs: int,
+    concurrency: int,
+    run_timeout: float,
+    max_seconds: float,
+    warmup: bool = False,
+) -> Phase:
     phase = Phase(system.mode, ttft_ms, concurrency)
     issued = 0
     deadline = now() + max_seconds
@@ -160,7 +172,9 @@ async def run_phase(client: httpx.AsyncClient, system: System, llm: FakeLLMProce
     if phase.errors and not warmup:
         print(f"  {len(phase.errors)} failed runs, first: {phase.errors[0]}", file=sys.stderr)
     if len(phase.errors) >= max_errors:
-        raise RuntimeError(f"too many failed runs in {system.mode} ttft={ttft_ms:g} c={concurrency}: {phase.errors[:3]}")
+        raise RuntimeError(
+            f"too many failed runs in {system.mode} ttft={ttft_ms:g} c={concurrency}: {phase.errors[:3]}"
+        )
     return phase
 
 
@@ -168,6 +182,9 @@ async def _stop_run(client: httpx.AsyncClient, slot: Slot, run_id: str) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(15):
             await client.post(f"/api/agent-run/{run_id}/stop", headers=slot.headers)
-            while (await client.get(f"/api/agent-run/{run_id}", headers=slot.headers)).json().get(
-                    "status") not in ("completed", "failed", "cancelled"):
+            while (await client.get(f"/api/agent-run/{run_id}", headers=slot.headers)).json().get("status") not in (
+                "completed",
+                "failed",
+                "cancelled",
+            ):
                 await asyncio.sleep(0.1)

@@ -36,8 +36,9 @@ class MarkingApp:
         if scope["path"] == "/bench/marks":
             body = orjson.dumps(self.marks)
             self.marks = {}
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json")]})
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            )
             await send({"type": "http.response.body", "body": body})
             return None
         if not scope["path"].endswith("/chat/completions"):
@@ -107,7 +108,10 @@ class FakeLLMProcess:
         log = open(log_dir / "fakellm.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [sys.executable, __file__, str(self.port), ",".join(f"{ms:g}" for ms in ttfts_ms)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = now() + 30
         while now() < deadline:
             if self.proc.poll() is not None:

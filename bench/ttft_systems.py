@@ -40,12 +40,16 @@ async def embedded_system(llm: FakeLLMProcess, data_dir: Path):
     from agentry.cli.devstack import start_dev_stack
 
     async with contextlib.AsyncExitStack() as stack:
-        dev = await start_dev_stack(stack, data_dir=data_dir, llm_api_base=llm.base_url,
-                                    ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
-                                    gateway_overrides={k.removeprefix("AGENTRY_GATEWAY_").lower(): int(v)
-                                                       for k, v in NO_RATE_LIMITS.items()})
-        yield System("embedded", dev.gateway_url,
-                     {"bench (client + all services)": os.getpid(), "fakellm": llm.proc.pid})
+        dev = await start_dev_stack(
+            stack,
+            data_dir=data_dir,
+            llm_api_base=llm.base_url,
+            ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
+            gateway_overrides={k.removeprefix("AGENTRY_GATEWAY_").lower(): int(v) for k, v in NO_RATE_LIMITS.items()},
+        )
+        yield System(
+            "embedded", dev.gateway_url, {"bench (client + all services)": os.getpid(), "fakellm": llm.proc.pid}
+        )
 
 
 @contextlib.asynccontextmanager
@@ -59,10 +63,20 @@ async def split_system(llm: FakeLLMProcess, data_dir: Path, tracing: str = "prom
     database_url = f"postgresql+asyncpg://{admin.username or 'postgres'}@{admin.host}:{admin.port or 5432}/{database}"
     queue_name, redis_prefix = f"agentry.runs.{unique}", f"agentry:{unique}:"
     ports = {name: free_port() for name in ("auth", "billing", "sandbox", "runner", "worker")}
-    procs = SplitProcesses(SplitConfig(
-        database_url=database_url, redis_url=REDIS_URL, amqp_url=AMQP_URL, data_dir=data_dir,
-        gateway_port=free_port(), grpc_ports=ports, llm_api_base=llm.base_url,
-        queue_name=queue_name, redis_prefix=redis_prefix, extra_env={**NO_RATE_LIMITS, **tracing_env(tracing)}))
+    procs = SplitProcesses(
+        SplitConfig(
+            database_url=database_url,
+            redis_url=REDIS_URL,
+            amqp_url=AMQP_URL,
+            data_dir=data_dir,
+            gateway_port=free_port(),
+            grpc_ports=ports,
+            llm_api_base=llm.base_url,
+            queue_name=queue_name,
+            redis_prefix=redis_prefix,
+            extra_env={**NO_RATE_LIMITS, **tracing_env(tracing)},
+        )
+    )
     try:
         # start() blocks while it polls health: keep it off the event loop.
         # 300 s: on a loaded machine the worker's LiteLLM import alone can pass 60 s.
@@ -75,8 +89,11 @@ async def split_system(llm: FakeLLMProcess, data_dir: Path, tracing: str = "prom
 
 
 async def cleanup_split(database: str, queue_name: str, redis_prefix: str) -> None:
-    for what, step in (("queue", _delete_queue(queue_name)), ("redis keys", _delete_redis_keys(redis_prefix)),
-                       ("database", _drop_database(database))):
+    for what, step in (
+        ("queue", _delete_queue(queue_name)),
+        ("redis keys", _delete_redis_keys(redis_prefix)),
+        ("database", _drop_database(database)),
+    ):
         try:
             await asyncio.wait_for(step, 30)
         except Exception as exc:  # noqa: BLE001 - report and go on cleaning the rest
@@ -99,7 +116,7 @@ async def _delete_redis_keys(prefix: str) -> None:
     try:
         keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
         for i in range(0, len(keys), 500):
-            await redis.delete(*keys[i:i + 500])
+            await redis.delete(*keys[i : i + 500])
     finally:
         await redis.aclose()
 

@@ -79,17 +79,24 @@ def plan(load: Load, costs: Costs = Costs(), shape: Shape = Shape()) -> Plan:
     for_cpu = math.ceil(load.runs_per_second * costs.worker_cpu_ms / 1000 / (shape.worker_cores * shape.target_cpu))
     workers = max(2, for_slots, for_cpu)
     streams = in_flight * load.streams_per_run + load.idle_streams
-    gateways = max(2, math.ceil(load.runs_per_second * costs.gateway_cpu_ms / 1000
-                                / (shape.gateway_cores * shape.target_cpu)),
-                   math.ceil(streams / shape.streams_per_gateway))
+    gateways = max(
+        2,
+        math.ceil(load.runs_per_second * costs.gateway_cpu_ms / 1000 / (shape.gateway_cores * shape.target_cpu)),
+        math.ceil(streams / shape.streams_per_gateway),
+    )
     runner_api = max(2, math.ceil(load.runs_per_second * costs.runner_api_cpu_ms / 1000 / (0.5 * shape.target_cpu)))
     billing = max(2, math.ceil(load.runs_per_second * costs.billing_cpu_ms / 1000 / (0.25 * shape.target_cpu)))
     processes = workers * shape.processes + runner_api + billing + 2 + 1  # + auth x2 + sandbox
     heartbeats = workers * shape.processes / (shape.lease_seconds / 3)
     retained_runs = load.runs_per_second * (load.seconds_per_run + shape.event_ttl_seconds)
     return Plan(
-        concurrent_runs=in_flight, workers_for_slots=for_slots, workers_for_cpu=for_cpu, workers=workers,
-        gateways=gateways, runner_api=runner_api, billing=billing,
+        concurrent_runs=in_flight,
+        workers_for_slots=for_slots,
+        workers_for_cpu=for_cpu,
+        workers=workers,
+        gateways=gateways,
+        runner_api=runner_api,
+        billing=billing,
         db_connections_max=processes * shape.db_pool,
         db_transactions_per_second=load.runs_per_second * costs.db_transactions_per_run + heartbeats,
         redis_writes_per_second=load.runs_per_second * costs.events_per_run,
@@ -109,14 +116,22 @@ class Simulation:
     worker_cpu_utilisation: float
 
 
-def simulate(load: Load, workers: int, *, costs: Costs = Costs(), shape: Shape = Shape(),
-             duration: float = 1800.0, seed: int = 1, spread: float = 0.5) -> Simulation:
+def simulate(
+    load: Load,
+    workers: int,
+    *,
+    costs: Costs = Costs(),
+    shape: Shape = Shape(),
+    duration: float = 1800.0,
+    seed: int = 1,
+    spread: float = 0.5,
+) -> Simulation:
     """N worker pods x M slots, runs arriving as a Poisson process, each holding a slot for a
     log-normal time (mean `seconds_per_run`, sigma `spread`); FIFO queue, as RabbitMQ delivers.
     Returns how long runs waited for a slot and how busy the slots and the workers' CPU were."""
     rng = random.Random(seed)
     slots = workers * shape.concurrency * shape.processes
-    mu = math.log(load.seconds_per_run) - spread ** 2 / 2
+    mu = math.log(load.seconds_per_run) - spread**2 / 2
     free = slots
     busy_time = 0.0
     queue: list[float] = []  # arrival times waiting for a slot
@@ -151,13 +166,20 @@ def simulate(load: Load, workers: int, *, costs: Costs = Costs(), shape: Shape =
         return waits[min(len(waits) - 1, int(p * len(waits)))] if waits else 0.0
 
     cpu = load.runs_per_second * costs.worker_cpu_ms / 1000 / (workers * shape.worker_cores)
-    return Simulation(runs=len(waits), wait_p50=pct(0.50), wait_p95=pct(0.95), wait_p99=pct(0.99),
-                      max_queue=max_queue, slot_utilisation=min(1.0, busy_time / (slots * duration)),
-                      worker_cpu_utilisation=cpu)
+    return Simulation(
+        runs=len(waits),
+        wait_p50=pct(0.50),
+        wait_p95=pct(0.95),
+        wait_p99=pct(0.99),
+        max_queue=max_queue,
+        slot_utilisation=min(1.0, busy_time / (slots * duration)),
+        worker_cpu_utilisation=cpu,
+    )
 
 
-def smallest_fleet(load: Load, *, p99_wait: float = 1.0, costs: Costs = Costs(), shape: Shape = Shape(),
-                   seed: int = 1) -> tuple[int, Simulation]:
+def smallest_fleet(
+    load: Load, *, p99_wait: float = 1.0, costs: Costs = Costs(), shape: Shape = Shape(), seed: int = 1
+) -> tuple[int, Simulation]:
     """The fewest worker pods (from the plan's bound up) whose simulated p99 wait for a slot is
     at most `p99_wait` seconds and whose CPU stays under the target."""
     workers = max(1, plan(load, costs, shape).workers_for_cpu, math.ceil(plan(load, costs, shape).workers_for_slots))
@@ -174,8 +196,12 @@ def main() -> None:
     parser.add_argument("--seconds-per-run", type=float, default=60.0)
     parser.add_argument("--streams-per-run", type=float, default=1.0)
     parser.add_argument("--idle-streams", type=int, default=0)
-    parser.add_argument("--concurrency", type=int, default=Shape.concurrency,
-                        help="runs one worker process is planned to drive (KEDA's target per pod / processes)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=Shape.concurrency,
+        help="runs one worker process is planned to drive (KEDA's target per pod / processes)",
+    )
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--worker-cpu-ms", type=float, default=Costs.worker_cpu_ms)
     parser.add_argument("--workers", type=int, default=None, help="simulate this many worker pods")
@@ -186,19 +212,25 @@ def main() -> None:
     shape = Shape(concurrency=args.concurrency, processes=args.processes)
     p = plan(load, costs, shape)
     print(f"runs in flight (Little's law): {p.concurrent_runs:.0f}")
-    print(f"worker pods: {p.workers} (slots need {p.workers_for_slots}, CPU needs {p.workers_for_cpu}); "
-          f"gateway pods: {p.gateways}; runner-api: {p.runner_api}; billing: {p.billing}")
-    print(f"PostgreSQL: up to {p.db_connections_max} connections (pools), "
-          f"{p.db_transactions_per_second:.0f} transactions/s; Redis: {p.redis_writes_per_second:.0f} XADD/s, "
-          f"~{p.redis_memory_mb:.0f} MB of streams; RabbitMQ: {p.amqp_publishes_per_second:.1f} publishes/s")
+    print(
+        f"worker pods: {p.workers} (slots need {p.workers_for_slots}, CPU needs {p.workers_for_cpu}); "
+        f"gateway pods: {p.gateways}; runner-api: {p.runner_api}; billing: {p.billing}"
+    )
+    print(
+        f"PostgreSQL: up to {p.db_connections_max} connections (pools), "
+        f"{p.db_transactions_per_second:.0f} transactions/s; Redis: {p.redis_writes_per_second:.0f} XADD/s, "
+        f"~{p.redis_memory_mb:.0f} MB of streams; RabbitMQ: {p.amqp_publishes_per_second:.1f} publishes/s"
+    )
     if args.workers is not None:
         workers, sim = args.workers, simulate(load, args.workers, costs=costs, shape=shape)
     else:
         workers, sim = smallest_fleet(load, p99_wait=args.p99_wait, costs=costs, shape=shape)
-    print(f"simulated {workers} worker pods x {shape.concurrency * shape.processes} runs, {sim.runs} runs: "
-          f"wait for a slot p50 {sim.wait_p50:.2f}s p95 {sim.wait_p95:.2f}s p99 {sim.wait_p99:.2f}s, "
-          f"longest queue {sim.max_queue}, slots {sim.slot_utilisation:.0%} busy, "
-          f"worker CPU {sim.worker_cpu_utilisation:.0%} of requests")
+    print(
+        f"simulated {workers} worker pods x {shape.concurrency * shape.processes} runs, {sim.runs} runs: "
+        f"wait for a slot p50 {sim.wait_p50:.2f}s p95 {sim.wait_p95:.2f}s p99 {sim.wait_p99:.2f}s, "
+        f"longest queue {sim.max_queue}, slots {sim.slot_utilisation:.0%} busy, "
+        f"worker CPU {sim.worker_cpu_utilisation:.0%} of requests"
+    )
 
 
 if __name__ == "__main__":

@@ -38,11 +38,21 @@ def test_markup_like_text_in_text_arguments_and_output_renders_verbatim():
     console, out = _console()
     human = Human(console)
     human.event(1, {"type": "text_delta", "text": f"model says {HOSTILE}\n"})
-    human.event(2, {"type": "tool_call_finished", "call_id": "c", "name": "run_command",
-                    "arguments": {"command": f"echo '{HOSTILE}'"}, "output": f"[exit code 3]\n{HOSTILE}\n",
-                    "error": None, "duration_ms": 1200.0})
-    human.event(3, {"type": "usage", "model": "openai/x", "prompt_tokens": 120, "completion_tokens": 30,
-                    "cost_usd": 0.00125})
+    human.event(
+        2,
+        {
+            "type": "tool_call_finished",
+            "call_id": "c",
+            "name": "run_command",
+            "arguments": {"command": f"echo '{HOSTILE}'"},
+            "output": f"[exit code 3]\n{HOSTILE}\n",
+            "error": None,
+            "duration_ms": 1200.0,
+        },
+    )
+    human.event(
+        3, {"type": "usage", "model": "openai/x", "prompt_tokens": 120, "completion_tokens": 30, "cost_usd": 0.00125}
+    )
     human.event(4, {"type": "run_finished", "reason": "completed", "error": None})
     human.close()
     text = out.getvalue()
@@ -50,7 +60,7 @@ def test_markup_like_text_in_text_arguments_and_output_renders_verbatim():
     assert f"{HOSTILE}" in text.split("[exit code 3]", 1)[1]  # the tool's output, unchanged
     assert "[exit code 3]" in text  # the header line run_command writes stays
     assert "exit code 3 · 1.2s" in text  # and the panel's subtitle says it
-    assert "run_command({\"command\":\"echo '[/bold]" in text  # arguments: no markup either
+    assert 'run_command({"command":"echo \'[/bold]' in text  # arguments: no markup either
     assert "openai/x: 120 tokens in, 30 out, $0.0013" in text
     assert "run finished: completed  (120 tokens in, 30 out, $0.0013)" in text
 
@@ -61,19 +71,22 @@ def test_json_lines_are_the_events_unchanged_plus_cli_records():
     out.event(5, {"type": "text_delta", "text": HOSTILE})
     out.note("stopping", "stopping", run_id="r")
     records = [json.loads(line) for line in sink.getvalue().splitlines()]
-    assert records == [{"seq": 5, "type": "text_delta", "text": HOSTILE},
-                       {"type": "cli.stopping", "message": "stopping", "run_id": "r"}]
+    assert records == [
+        {"seq": 5, "type": "text_delta", "text": HOSTILE},
+        {"type": "cli.stopping", "message": "stopping", "run_id": "r"},
+    ]
 
 
 # -- a scripted gateway behind httpx.MockTransport ---------------------------------------------
 
+
 def _sse(events: list[tuple[int, dict]]) -> bytes:
-    return b"retry: 1000\n\n" + b"".join(b"id: %d\ndata: %s\n\n" % (seq, json.dumps(e).encode())
-                                          for seq, e in events)
+    return b"retry: 1000\n\n" + b"".join(b"id: %d\ndata: %s\n\n" % (seq, json.dumps(e).encode()) for seq, e in events)
 
 
 EVENTS = [(i, {"type": "text_delta", "text": f"w{i} "}) for i in range(1, 9)] + [
-    (9, {"type": "run_finished", "reason": "cancelled", "error": None})]
+    (9, {"type": "run_finished", "reason": "cancelled", "error": None})
+]
 
 
 class Cut(httpx.SyncByteStream):
@@ -105,8 +118,11 @@ def test_ctrl_c_stops_the_run_and_follows_it_to_its_end():
 
         code = watch(gw, "r1", JsonLines(sink), Cursor())
     assert code == INTERRUPTED
-    assert calls == [("/api/agent-run/r1/stream", None), ("/api/agent-run/r1/stop", None),
-                     ("/api/agent-run/r1/stream", "3")]
+    assert calls == [
+        ("/api/agent-run/r1/stream", None),
+        ("/api/agent-run/r1/stop", None),
+        ("/api/agent-run/r1/stream", "3"),
+    ]
     records = [json.loads(line) for line in sink.getvalue().splitlines()]
     assert [r.get("seq") for r in records if "seq" in r] == list(range(1, 10))  # no gap, no duplicate
     assert records[-1]["reason"] == "cancelled"
@@ -162,15 +178,18 @@ def test_attach_past_the_end_of_a_finished_run_says_so_and_exits_by_how_it_ended
         code = follow(gw, "r1", JsonLines(sink), Cursor(40))
     assert code == 0
     assert json.loads(sink.getvalue()) == {
-        "type": "cli.over", "message": "run r1 is over (completed, completed) and has no events after 40",
-        "run_id": "r1", "status": "completed", "finish_reason": "completed"}
+        "type": "cli.over",
+        "message": "run r1 is over (completed, completed) and has no events after 40",
+        "run_id": "r1",
+        "status": "completed",
+        "finish_reason": "completed",
+    }
 
 
 def test_attach_reports_an_unreachable_gateway_with_its_url():
     sink = io.StringIO()
     console = Console(file=sink, width=300, color_system=None)
-    code = run_attach(url="http://127.0.0.1:9", email="a@b.c", password="x" * 10, run_id="r", after=0,
-                      console=console)
+    code = run_attach(url="http://127.0.0.1:9", email="a@b.c", password="x" * 10, run_id="r", after=0, console=console)
     assert code == 1
     assert "cannot reach the Agentry gateway at http://127.0.0.1:9" in sink.getvalue()
     assert "agentry dev" in sink.getvalue()
@@ -180,11 +199,30 @@ def test_attach_reports_an_unreachable_gateway_with_its_url():
 # The shapes of GET /api/threads and GET /api/threads/{id}/runs as the gateway answers them
 # (ThreadList: {"threads", "next_cursor"}; RunList: {"runs", "next_cursor"}).
 
-THREADS = [{"thread_id": f"t{i}", "name": f"[bold]thread {i}[/]", "project_id": "p", "sandbox_id": None,
-            "created_at": "2026-11-30T10:00:00Z", "updated_at": f"2026-11-30T10:0{i}:00Z",
-            "last_run_status": "completed", "message_count": i} for i in (3, 2, 1)]
-RUNS = [{"agent_run_id": f"r{i}", "thread_id": "t3", "status": "completed", "finish_reason": "completed",
-         "created_at": "2026-11-30T10:00:00Z", "completed_at": None} for i in (2, 1)]
+THREADS = [
+    {
+        "thread_id": f"t{i}",
+        "name": f"[bold]thread {i}[/]",
+        "project_id": "p",
+        "sandbox_id": None,
+        "created_at": "2026-11-30T10:00:00Z",
+        "updated_at": f"2026-11-30T10:0{i}:00Z",
+        "last_run_status": "completed",
+        "message_count": i,
+    }
+    for i in (3, 2, 1)
+]
+RUNS = [
+    {
+        "agent_run_id": f"r{i}",
+        "thread_id": "t3",
+        "status": "completed",
+        "finish_reason": "completed",
+        "created_at": "2026-11-30T10:00:00Z",
+        "completed_at": None,
+    }
+    for i in (2, 1)
+]
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +244,13 @@ def fake_gateway() -> Iterator[tuple[str, list[dict]]]:
         # The issue's generic name for the list: read as well as the gateway's "runs".
         return JSONResponse({"items": RUNS, "next_cursor": None})
 
-    app_ = Starlette(routes=[Route("/api/auth/token", token, methods=["POST"]),
-                             Route("/api/threads", threads), Route("/api/threads/{thread_id}/runs", runs)])
+    app_ = Starlette(
+        routes=[
+            Route("/api/auth/token", token, methods=["POST"]),
+            Route("/api/threads", threads),
+            Route("/api/threads/{thread_id}/runs", runs),
+        ]
+    )
     server = uvicorn.Server(uvicorn.Config(app_, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -246,7 +289,9 @@ def test_threads_and_runs_json_are_valid_json_lines(fake_gateway):
     result = CliRunner().invoke(app, ["runs", "other", "--url", url, "--json"])
     assert result.exit_code == 1
     assert json.loads(result.output.splitlines()[-1]) == {
-        "type": "cli.error", "message": "list runs failed (404): not_found: thread not found"}
+        "type": "cli.error",
+        "message": "list runs failed (404): not_found: thread not found",
+    }
 
 
 def test_version():
@@ -257,6 +302,7 @@ def test_version():
 
 # -- model selection ----------------------------------------------------------------------------
 
+
 def test_openai_api_base_alone_selects_that_server_and_the_model_it_serves():
     from agentry.fakellm import ThreadedFakeLLMServer
 
@@ -264,9 +310,15 @@ def test_openai_api_base_alone_selects_that_server_and_the_model_it_serves():
         for var in ("OPENAI_API_BASE", "OPENAI_BASE_URL"):
             choice = resolve_model({var: llm.base_url})
             assert (choice.source, choice.base_url, choice.api_key, choice.key_var) == (
-                "base_url", llm.base_url, None, var)
+                "base_url",
+                llm.base_url,
+                None,
+                var,
+            )
             assert choice.model.startswith("openai/") and choice.model != "openai/gpt-4o-mini"
-    pinned = resolve_model({"OPENAI_API_BASE": "http://127.0.0.1:9/v1", "AGENTRY_RUNNER_DEFAULT_MODEL": "openai/llama3"})
+    pinned = resolve_model(
+        {"OPENAI_API_BASE": "http://127.0.0.1:9/v1", "AGENTRY_RUNNER_DEFAULT_MODEL": "openai/llama3"}
+    )
     assert pinned.model == "openai/llama3" and not pinned.demo
 
 
@@ -284,16 +336,31 @@ def test_any_provider_key_litellm_knows_counts_and_the_demo_is_only_for_nothing(
 def test_the_banner_names_the_model_and_base_url():
     from agentry.cli.devstack import DevStack
 
-    local = DevStack(gateway_url="http://x", ports={}, demo=False, llm_base_url="http://127.0.0.1:11434/v1",
-                     default_model="openai/llama3", model_source="base_url", model_var="OPENAI_API_BASE")
-    assert _model_line(local) == ("Model: openai/llama3 at http://127.0.0.1:11434/v1 (from OPENAI_API_BASE); "
-                                  "a request's model_name overrides it.")
-    demo = DevStack(gateway_url="http://x", ports={}, demo=True, llm_base_url="http://127.0.0.1:5/v1",
-                    default_model=DEMO_MODEL, model_source="demo")
+    local = DevStack(
+        gateway_url="http://x",
+        ports={},
+        demo=False,
+        llm_base_url="http://127.0.0.1:11434/v1",
+        default_model="openai/llama3",
+        model_source="base_url",
+        model_var="OPENAI_API_BASE",
+    )
+    assert _model_line(local) == (
+        "Model: openai/llama3 at http://127.0.0.1:11434/v1 (from OPENAI_API_BASE); a request's model_name overrides it."
+    )
+    demo = DevStack(
+        gateway_url="http://x",
+        ports={},
+        demo=True,
+        llm_base_url="http://127.0.0.1:5/v1",
+        default_model=DEMO_MODEL,
+        model_source="demo",
+    )
     assert "scripted demo model" in _model_line(demo) and "http://127.0.0.1:5/v1" in _model_line(demo)
 
 
 # -- ports ----------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:
@@ -304,8 +371,11 @@ def taken_port() -> Iterator[int]:
 
 
 def test_a_taken_gateway_port_is_one_line_naming_the_port_and_the_fix(taken_port, tmp_path):
-    result = CliRunner().invoke(app, ["dev", "--port", str(taken_port), "--free-grpc-ports",
-                                      "--data-dir", str(tmp_path)], env={"COLUMNS": "400"})
+    result = CliRunner().invoke(
+        app,
+        ["dev", "--port", str(taken_port), "--free-grpc-ports", "--data-dir", str(tmp_path)],
+        env={"COLUMNS": "400"},
+    )
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
@@ -315,12 +385,14 @@ def test_a_taken_gateway_port_is_one_line_naming_the_port_and_the_fix(taken_port
 
 
 def test_up_names_a_taken_gateway_port_before_starting_anything(taken_port, tmp_path):
-    result = CliRunner().invoke(app, ["up", "--port", str(taken_port), "--free-grpc-ports",
-                                      "--data-dir", str(tmp_path)], env={"COLUMNS": "400"})
+    result = CliRunner().invoke(
+        app, ["up", "--port", str(taken_port), "--free-grpc-ports", "--data-dir", str(tmp_path)], env={"COLUMNS": "400"}
+    )
     assert result.exit_code == 1
     assert result.output.strip() == (
         f"port {taken_port} (gateway) is already in use on 127.0.0.1: stop what uses it, or choose another with "
-        f"`agentry up --port {taken_port + 1}` (or `make up PORT={taken_port + 1}`).")
+        f"`agentry up --port {taken_port + 1}` (or `make up PORT={taken_port + 1}`)."
+    )
 
 
 def test_a_taken_grpc_port_is_named_before_anything_starts(taken_port):

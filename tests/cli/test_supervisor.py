@@ -45,8 +45,11 @@ def test_restart_policy_doubles_to_the_cap_and_resets_after_a_long_uptime() -> N
 
 def test_a_killed_child_is_restarted_and_the_others_keep_running(tmp_path: Path) -> None:
     events: list[str] = []
-    supervisor = Supervisor([spec(tmp_path, "a", SLEEPER), spec(tmp_path, "b", SLEEPER)],
-                            log_path=tmp_path / "supervisor.log", on_event=events.append)
+    supervisor = Supervisor(
+        [spec(tmp_path, "a", SLEEPER), spec(tmp_path, "b", SLEEPER)],
+        log_path=tmp_path / "supervisor.log",
+        on_event=events.append,
+    )
     supervisor.start()
     supervisor.supervise()
     try:
@@ -75,8 +78,12 @@ def test_a_killed_child_is_restarted_and_the_others_keep_running(tmp_path: Path)
 def test_a_crash_looping_child_backs_off(tmp_path: Path) -> None:
     events: list[str] = []
     policy = RestartPolicy(initial_delay=0.1, max_delay=0.4)
-    supervisor = Supervisor([spec(tmp_path, "crasher", CRASHER)], log_path=tmp_path / "supervisor.log",
-                            policy=policy, on_event=events.append)
+    supervisor = Supervisor(
+        [spec(tmp_path, "crasher", CRASHER)],
+        log_path=tmp_path / "supervisor.log",
+        policy=policy,
+        on_event=events.append,
+    )
     supervisor.start()
     supervisor.supervise()
     try:
@@ -92,8 +99,12 @@ def test_a_crash_looping_child_backs_off(tmp_path: Path) -> None:
 
 def test_nothing_is_restarted_once_stopped(tmp_path: Path) -> None:
     events: list[str] = []
-    supervisor = Supervisor([spec(tmp_path, "a", SLEEPER)], log_path=tmp_path / "supervisor.log",
-                            policy=RestartPolicy(initial_delay=0.05), on_event=events.append)
+    supervisor = Supervisor(
+        [spec(tmp_path, "a", SLEEPER)],
+        log_path=tmp_path / "supervisor.log",
+        policy=RestartPolicy(initial_delay=0.05),
+        on_event=events.append,
+    )
     supervisor.start()
     supervisor.supervise()
     pid = supervisor.pid("a")

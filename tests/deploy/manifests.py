@@ -20,8 +20,15 @@ K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "production")
 COMPONENTS = ("network-policies", "keda", "daytona", "stripe", "supabase-auth", "langfuse", "monitoring")
 # The Python module each image's container runs, by Dockerfile target.
-SERVICE_OF_TARGET = {"gateway": "gateway", "auth": "auth", "billing": "billing", "sandbox": "sandbox",
-                     "runner-api": "runner", "runner-worker": "runner", "fake-llm": "fakellm"}
+SERVICE_OF_TARGET = {
+    "gateway": "gateway",
+    "auth": "auth",
+    "billing": "billing",
+    "sandbox": "sandbox",
+    "runner-api": "runner",
+    "runner-worker": "runner",
+    "fake-llm": "fakellm",
+}
 
 
 def kubectl() -> str:
@@ -56,9 +63,17 @@ def _kustomize(overlay: str, components: tuple[str, ...], work_dir: Path) -> str
         work_dir.mkdir(parents=True, exist_ok=True)
         rel = os.path.relpath(K8S, work_dir)  # kustomize takes relative paths only
         base = f"{rel}/overlays/{overlay}" if overlay != "base" else f"{rel}/base"
-        (work_dir / "kustomization.yaml").write_text(yaml.safe_dump({
-            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "agentry",
-            "resources": [base], "components": [f"{rel}/components/{c}" for c in components]}))
+        (work_dir / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "namespace": "agentry",
+                    "resources": [base],
+                    "components": [f"{rel}/components/{c}" for c in components],
+                }
+            )
+        )
         target = work_dir
     out = subprocess.run([kubectl(), "kustomize", str(target)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, f"kubectl kustomize {target} failed:\n{out.stderr}"
@@ -99,8 +114,10 @@ def containers(docs: list[dict], *, secrets: dict[str, dict[str, str]] | None = 
     """Every container of every Deployment and Job, with its environment resolved: ConfigMaps from
     `docs`, Secrets from `docs` or `secrets` (name -> key -> value)."""
     config_maps = {name: cm.get("data", {}) for name, cm in by_kind(docs, "ConfigMap").items()}
-    all_secrets = {name: {k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()}
-                   | s.get("stringData", {}) for name, s in by_kind(docs, "Secret").items()}
+    all_secrets = {
+        name: {k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()} | s.get("stringData", {})
+        for name, s in by_kind(docs, "Secret").items()
+    }
     all_secrets.update(secrets or {})
     found = []
     for doc in docs:
@@ -118,13 +135,16 @@ def containers(docs: list[dict], *, secrets: dict[str, dict[str, str]] | None = 
                     env[var["name"]] = var["value"]
                     continue
                 ref = var["valueFrom"]
-                kind, store = (("configMapKeyRef", config_maps) if "configMapKeyRef" in ref
-                               else ("secretKeyRef", all_secrets))
+                kind, store = (
+                    ("configMapKeyRef", config_maps) if "configMapKeyRef" in ref else ("secretKeyRef", all_secrets)
+                )
                 key_ref = ref[kind]
                 value = store.get(key_ref["name"], {}).get(key_ref["key"])
                 if value is None and not key_ref.get("optional"):
-                    raise AssertionError(f"{doc['metadata']['name']}: {var['name']} refers to "
-                                         f"{key_ref['name']}/{key_ref['key']}, which does not exist")
+                    raise AssertionError(
+                        f"{doc['metadata']['name']}: {var['name']} refers to "
+                        f"{key_ref['name']}/{key_ref['key']}, which does not exist"
+                    )
                 env[var["name"]] = value
             found.append(Container(doc, spec, image_target(spec["image"]), env))
     return found
@@ -155,9 +175,13 @@ def dockerfile_targets() -> dict[str, Target]:
         line = raw.strip()
         if match := re.match(r"FROM\s+(\S+)(?:\s+AS\s+(\S+))?", line, re.IGNORECASE):
             parent = stages.get(match.group(1))
-            current = Target(match.group(2) or "", list(parent.entrypoint) if parent else [],
-                             dict(parent.env) if parent else {}, parent.user if parent else None,
-                             parent.workdir if parent else "/")
+            current = Target(
+                match.group(2) or "",
+                list(parent.entrypoint) if parent else [],
+                dict(parent.env) if parent else {},
+                parent.user if parent else None,
+                parent.workdir if parent else "/",
+            )
             stages[current.name] = current
         elif current is None:
             continue

@@ -6,7 +6,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
-spec = importlib.util.spec_from_file_location("capacity", Path(__file__).resolve().parents[2] / "deploy" / "capacity.py")
+spec = importlib.util.spec_from_file_location(
+    "capacity", Path(__file__).resolve().parents[2] / "deploy" / "capacity.py"
+)
 capacity = importlib.util.module_from_spec(spec)
 sys.modules.setdefault("capacity", capacity)  # dataclasses look their module up
 spec.loader.exec_module(capacity)

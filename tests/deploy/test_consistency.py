@@ -34,8 +34,13 @@ from .manifests import (
 # Components whose settings land with another issue: their checks xfail (not strict) until then.
 PENDING: dict[str, str] = {}
 # Read by libraries, not by our settings classes.
-LIBRARY_ENV = {"OPENAI_API_KEY": "LiteLLM", "ANTHROPIC_API_KEY": "LiteLLM", "LANGFUSE_HOST": "Langfuse",
-               "LANGFUSE_PUBLIC_KEY": "Langfuse", "LANGFUSE_SECRET_KEY": "Langfuse"}
+LIBRARY_ENV = {
+    "OPENAI_API_KEY": "LiteLLM",
+    "ANTHROPIC_API_KEY": "LiteLLM",
+    "LANGFUSE_HOST": "Langfuse",
+    "LANGFUSE_PUBLIC_KEY": "Langfuse",
+    "LANGFUSE_SECRET_KEY": "Langfuse",
+}
 DEFAULTED = yaml.safe_load((K8S / "defaulted-settings.yaml").read_text())
 UNUSED_BY_ROLE = DEFAULTED.pop("unused-by-role")
 MIXES = [("dev", ()), ("production", ())] + [("production", (c,)) for c in COMPONENTS if c != "network-policies"]
@@ -77,10 +82,14 @@ def production_secrets() -> dict[str, dict[str, str]]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    return {"agentry-secrets": {**secret_template(), "internal-token": secrets.token_urlsafe(32),
-                                "auth-signing-key": key}}
+    key = (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
+    return {
+        "agentry-secrets": {**secret_template(), "internal-token": secrets.token_urlsafe(32), "auth-signing-key": key}
+    }
 
 
 def check_or_xfail(components: tuple[str, ...], problems: list[str]) -> None:
@@ -119,13 +128,17 @@ def test_every_setting_is_set_or_knowingly_defaulted_and_nothing_else_is_set(mix
             if set(UNUSED_BY_ROLE.get(c.workload["metadata"]["name"], [])).intersection(names):
                 continue
             if not defaulted.intersection(names):
-                problems.append(f"{c.name}: {c.service} reads {env} ({cls.__name__}.{field}); set it in the "
-                                f"Deployment or list it in deploy/k8s/defaulted-settings.yaml")
+                problems.append(
+                    f"{c.name}: {c.service} reads {env} ({cls.__name__}.{field}); set it in the "
+                    f"Deployment or list it in deploy/k8s/defaulted-settings.yaml"
+                )
                 continue
             default = str(cls.model_fields[field].get_default(call_default_factory=True))
             if re.search(r"127\.0\.0\.1|localhost|sqlite|\./var", default):
-                problems.append(f"{c.name}: {env} defaults to {default!r}, which only works on one machine: "
-                                f"set it in the Deployment")
+                problems.append(
+                    f"{c.name}: {env} defaults to {default!r}, which only works on one machine: "
+                    f"set it in the Deployment"
+                )
     check_or_xfail(components, problems)
 
 
@@ -165,12 +178,16 @@ def test_ports_line_up(mix):
             # A gRPC service serves Prometheus metrics on a port of its own; the gateway on its HTTP port.
             metrics = int(c.env.get(prefix + "METRICS_PORT") or bound)
             if set(declared) != {bound, metrics}:
-                problems.append(f"{c.name}: binds {prefix}PORT={bound} and {prefix}METRICS_PORT={metrics} "
-                                f"but declares {sorted(declared)}")
+                problems.append(
+                    f"{c.name}: binds {prefix}PORT={bound} and {prefix}METRICS_PORT={metrics} "
+                    f"but declares {sorted(declared)}"
+                )
             annotations = c.workload["spec"]["template"]["metadata"].get("annotations", {})
             if annotations.get("prometheus.io/port") != str(metrics):
-                problems.append(f"{c.name}: Prometheus scrapes port {annotations.get('prometheus.io/port')}, "
-                                f"but metrics are served on {metrics}")
+                problems.append(
+                    f"{c.name}: Prometheus scrapes port {annotations.get('prometheus.io/port')}, "
+                    f"but metrics are served on {metrics}"
+                )
             if c.env.get(prefix + "HOST") != "0.0.0.0":
                 problems.append(f"{c.name}: {prefix}HOST must be 0.0.0.0 (the default listens on loopback only)")
             for probe_name in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -193,13 +210,17 @@ def test_ports_line_up(mix):
                 if host not in services:
                     problems.append(f"{c.name}: {name}={value} names no Service")
     for name, svc in services.items():
-        selected = [d for d in deployments.values()
-                    if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        selected = [
+            d
+            for d in deployments.values()
+            if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
         if len(selected) != 1:
             problems.append(f"Service {name} selects {len(selected)} Deployments")
             continue
-        container_ports = {p["containerPort"]: p.get("name") for ct in pod_spec(selected[0])["containers"]
-                           for p in ct.get("ports", [])}
+        container_ports = {
+            p["containerPort"]: p.get("name") for ct in pod_spec(selected[0])["containers"] for p in ct.get("ports", [])
+        }
         for port in svc["spec"]["ports"]:
             target = port["targetPort"]
             number = next((n for n, pname in container_ports.items() if pname == target), target)
@@ -213,16 +234,21 @@ def test_ports_line_up(mix):
 def test_every_secret_key_is_in_the_template_and_dev_provides_the_required_ones(tmp_path):
     template = set(secret_template())
     problems = []
-    for overlay, components in [("production", tuple(c for c in COMPONENTS if c != "network-policies")),
-                                ("dev", ("keda",))]:
+    for overlay, components in [
+        ("production", tuple(c for c in COMPONENTS if c != "network-policies")),
+        ("dev", ("keda",)),
+    ]:
         docs = render(overlay, components, work_dir=tmp_path / overlay)
         generated = {k for s in by_kind(docs, "Secret").values() for k in s.get("data", {})}
         for doc in docs:
             refs = []
             if doc["kind"] in ("Deployment", "Job"):
                 for ct in pod_spec(doc)["containers"]:
-                    refs += [(v["valueFrom"]["secretKeyRef"], ct["name"]) for v in ct.get("env", [])
-                             if "secretKeyRef" in v.get("valueFrom", {})]
+                    refs += [
+                        (v["valueFrom"]["secretKeyRef"], ct["name"])
+                        for v in ct.get("env", [])
+                        if "secretKeyRef" in v.get("valueFrom", {})
+                    ]
             if doc["kind"] == "TriggerAuthentication":
                 refs += [(r, "keda") for r in doc["spec"].get("secretTargetRef", [])]
             for ref, where in refs:
@@ -279,11 +305,16 @@ def test_drain_outlasts_the_hand_back_and_pods_are_locked_down(mix):
         prefix = "AGENTRY_" + {"runner": "RUNNER"}.get(c.service, c.service.upper()) + "_"
         grace = float(c.env.get(prefix + "GRACE_SECONDS") or 10)
         if pod.get("terminationGracePeriodSeconds", 30) < pre_stop + grace + 10:
-            problems.append(f"{c.name}: terminationGracePeriodSeconds {pod.get('terminationGracePeriodSeconds')} "
-                            f"< preStop {pre_stop} + grace {grace} + 10")
+            problems.append(
+                f"{c.name}: terminationGracePeriodSeconds {pod.get('terminationGracePeriodSeconds')} "
+                f"< preStop {pre_stop} + grace {grace} + 10"
+            )
         sc = c.spec.get("securityContext", {})
         if (sc.get("allowPrivilegeEscalation"), sc.get("readOnlyRootFilesystem"), sc.get("capabilities")) != (
-                False, True, {"drop": ["ALL"]}):
+            False,
+            True,
+            {"drop": ["ALL"]},
+        ):
             problems.append(f"{c.name}: securityContext must forbid escalation, drop ALL and mount / read-only")
         seccomp = (sc.get("seccompProfile") or pod.get("securityContext", {}).get("seccompProfile") or {}).get("type")
         local_sandbox = c.service == "sandbox" and c.env.get("AGENTRY_SANDBOX_PROVIDER", "local") == "local"
@@ -299,8 +330,9 @@ def test_drain_outlasts_the_hand_back_and_pods_are_locked_down(mix):
 
 def test_keda_target_matches_a_worker_pods_capacity(tmp_path):
     docs = render("production", ("keda",), work_dir=tmp_path)
-    worker = next(c for c in ours(docs, secrets=production_secrets())
-                  if c.workload["metadata"]["name"] == "runner-worker")
+    worker = next(
+        c for c in ours(docs, secrets=production_secrets()) if c.workload["metadata"]["name"] == "runner-worker"
+    )
     per_pod = int(worker.env["AGENTRY_RUNNER_WORKER_CONCURRENCY"]) * int(worker.env.get("AGENTRY_RUNNER_PROCESSES", 1))
     trigger = by_kind(docs, "ScaledObject")["runner-worker"]["spec"]["triggers"][0]
     # The target is the steady load planned per pod; it must stay under the ceiling a pod may take
@@ -313,8 +345,11 @@ def test_autoscaled_deployments_leave_their_replica_count_to_the_autoscaler(mix)
     rollout) would otherwise scale it back to that number, handing back the runs of every worker
     it removed."""
     _, docs, _ = mix
-    scaled = {h["spec"]["scaleTargetRef"]["name"] for kind in ("HorizontalPodAutoscaler", "ScaledObject")
-              for h in by_kind(docs, kind).values()}
+    scaled = {
+        h["spec"]["scaleTargetRef"]["name"]
+        for kind in ("HorizontalPodAutoscaler", "ScaledObject")
+        for h in by_kind(docs, kind).values()
+    }
     fixed = [name for name in scaled if "replicas" in by_kind(docs, "Deployment")[name]["spec"]]
     assert not fixed, f"autoscaled but with a fixed replicas field: {fixed}"
 

@@ -9,8 +9,10 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize(("service", "owns_tables"), [
-    ("gateway", False), ("auth", True), ("billing", True), ("sandbox", True), ("runner", True)])
+@pytest.mark.parametrize(
+    ("service", "owns_tables"),
+    [("gateway", False), ("auth", True), ("billing", True), ("sandbox", True), ("runner", True)],
+)
 def test_help_and_migrate(service, owns_tables, monkeypatch, capsys):
     for name in [n for n in __import__("os").environ if n.startswith("AGENTRY_")]:
         monkeypatch.delenv(name)

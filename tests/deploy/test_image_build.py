@@ -17,9 +17,15 @@ import pytest
 
 from .manifests import ROOT, dockerfile_targets
 
-BUILD_STAGE_OF = {"gateway": "build-gateway", "auth": "build-auth", "billing": "build-billing",
-                  "sandbox": "build-sandbox", "runner-api": "build-runner", "runner-worker": "build-runner",
-                  "fake-llm": "build-fake-llm"}
+BUILD_STAGE_OF = {
+    "gateway": "build-gateway",
+    "auth": "build-auth",
+    "billing": "build-billing",
+    "sandbox": "build-sandbox",
+    "runner-api": "build-runner",
+    "runner-worker": "build-runner",
+    "fake-llm": "build-fake-llm",
+}
 
 
 def sync_command(stage: str) -> list[str]:
@@ -47,14 +53,26 @@ def uv():
     if path is None:
         pytest.skip("uv is not installed")
     command = sync_command("build-gateway")
-    rebuild = [w for i, w in enumerate(command)
-               if w == "--reinstall-package" or (i and command[i - 1] == "--reinstall-package")]
+    rebuild = [
+        w
+        for i, w in enumerate(command)
+        if w == "--reinstall-package" or (i and command[i - 1] == "--reinstall-package")
+    ]
     assert rebuild, "the Dockerfile rebuilds the workspace packages"
     with tempfile.TemporaryDirectory(prefix="agentry-image-") as scratch:
-        done = subprocess.run([path, "sync", "--frozen", "--no-dev", "--no-editable", "--all-packages", "--quiet",
-                               *rebuild], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "UV_PROJECT_ENVIRONMENT": f"{scratch}/venv",
-                                   "UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"})
+        done = subprocess.run(
+            [path, "sync", "--frozen", "--no-dev", "--no-editable", "--all-packages", "--quiet", *rebuild],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={
+                **os.environ,
+                "UV_PROJECT_ENVIRONMENT": f"{scratch}/venv",
+                "UV_PYTHON": sys.executable,
+                "UV_PYTHON_DOWNLOADS": "never",
+            },
+        )
     assert done.returncode == 0, done.stderr[-3000:]
     return path
 
@@ -75,10 +93,8 @@ def _build_and_start(uv: str, target: str, tmp_path: Path, python: str, as_nobod
     venv = tmp_path / "venv"
     command = without_rebuild_flags(sync_command(BUILD_STAGE_OF[target]))
     assert command[:4] == ["uv", "sync", "--frozen", "--no-dev"]
-    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON": python,
-           "UV_PYTHON_DOWNLOADS": "never"}
-    done = subprocess.run([uv, *command[1:], "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON": python, "UV_PYTHON_DOWNLOADS": "never"}
+    done = subprocess.run([uv, *command[1:], "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
     entrypoint = dockerfile_targets()[target].entrypoint
@@ -89,8 +105,12 @@ def _build_and_start(uv: str, target: str, tmp_path: Path, python: str, as_nobod
         tmp_path.chmod(0o755)
         argv = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", "nobody", "--", *argv]
     workdir.chmod(0o555)
-    run_env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(workdir), "PYTHONDONTWRITEBYTECODE": "1",
-               "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    run_env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
     started = subprocess.run(argv, cwd=workdir, env=run_env, capture_output=True, text=True, timeout=120)
     assert started.returncode == 0, started.stderr[-3000:]
     assert "usage:" in started.stdout

@@ -65,13 +65,16 @@ class Cluster:
                 return self.infra_urls[scheme]
             return value  # e.g. RabbitMQ's management API: used by KEDA, not by a service
         for (service, port), local in self.ports.items():
-            value = re.sub(rf"(?<![\w.-]){re.escape(service)}(\.agentry(\.svc(\.cluster\.local)?)?)?:{port}\b",
-                           f"127.0.0.1:{local}", value)
+            value = re.sub(
+                rf"(?<![\w.-]){re.escape(service)}(\.agentry(\.svc(\.cluster\.local)?)?)?:{port}\b",
+                f"127.0.0.1:{local}",
+                value,
+            )
         if value == "0.0.0.0":
             return "127.0.0.1"
         for path, local_dir in mounts.items():
             if value == path or value.startswith(path + "/"):
-                return str(local_dir) + value[len(path):]
+                return str(local_dir) + value[len(path) :]
         return value
 
 
@@ -83,8 +86,11 @@ def process_spec(c: Container, cluster: Cluster, *, name: str) -> ProcessSpec:
     mounts = {m["mountPath"]: workdir / m["name"] for m in c.spec.get("volumeMounts", [])}
     for local in [workdir, *mounts.values()]:
         local.mkdir(parents=True, exist_ok=True)
-    bound = {str(p["containerPort"]): str(cluster.ports[(name, p["containerPort"])]) for p in c.spec.get("ports", [])
-             if (name, p["containerPort"]) in cluster.ports}
+    bound = {
+        str(p["containerPort"]): str(cluster.ports[(name, p["containerPort"])])
+        for p in c.spec.get("ports", [])
+        if (name, p["containerPort"]) in cluster.ports
+    }
     env = {"PATH": "/usr/bin:/bin"}
     for key, value in {**target.env, **{k: v for k, v in c.env.items() if v is not None}}.items():
         if key == "PATH":
@@ -93,11 +99,18 @@ def process_spec(c: Container, cluster: Cluster, *, name: str) -> ProcessSpec:
         value = bound.get(value, value) if key.endswith("_PORT") else value
         env[key] = cluster.rewrite(value, mounts)
     args = command[1:]
-    args = [bound.get(a, a) if i and args[i - 1] == "--port" else cluster.rewrite(a, mounts)
-            for i, a in enumerate(args)]
+    args = [
+        bound.get(a, a) if i and args[i - 1] == "--port" else cluster.rewrite(a, mounts) for i, a in enumerate(args)
+    ]
     argv = [sys.executable, *args]
-    return ProcessSpec(name=name, argv=argv, env=env, log_path=cluster.root / "logs" / f"{name}.log",
-                       healthy=readiness(c, cluster, name), cwd=mounts.get(target.workdir, workdir))
+    return ProcessSpec(
+        name=name,
+        argv=argv,
+        env=env,
+        log_path=cluster.root / "logs" / f"{name}.log",
+        healthy=readiness(c, cluster, name),
+        cwd=mounts.get(target.workdir, workdir),
+    )
 
 
 def readiness(c: Container, cluster: Cluster, name: str):
@@ -125,23 +138,39 @@ def test_dev_overlay_runs_the_readme_tour(tmp_path, postgres_url, redis_url, amq
     found = containers(docs)
     ours = {c.workload["metadata"]["name"]: c for c in found if c.target is not None}
     services = by_kind(docs, "Service")
-    exposed = [(name, p["port"]) for name, svc in services.items() if name not in INFRASTRUCTURE
-               for p in svc["spec"]["ports"]]
+    exposed = [
+        (name, p["port"]) for name, svc in services.items() if name not in INFRASTRUCTURE for p in svc["spec"]["ports"]
+    ]
     # Ports a container binds that no Service exposes (the metrics ports, 9090 in every pod) get a
     # loopback port of their own too: here the pods share one machine.
-    exposed += [(name, p["containerPort"]) for name, c in ours.items() if c.workload["kind"] == "Deployment"
-                for p in c.spec.get("ports", []) if (name, p["containerPort"]) not in exposed]
+    exposed += [
+        (name, p["containerPort"])
+        for name, c in ours.items()
+        if c.workload["kind"] == "Deployment"
+        for p in c.spec.get("ports", [])
+        if (name, p["containerPort"]) not in exposed
+    ]
     cluster = Cluster(
         ports=dict(zip(exposed, spare_ports(len(exposed)), strict=True)),
-        infra_urls={"postgresql": postgres_url, "redis": redis_url, "amqp": amqp_url}, root=tmp_path)
+        infra_urls={"postgresql": postgres_url, "redis": redis_url, "amqp": amqp_url},
+        root=tmp_path,
+    )
     assert {n for n, c in ours.items() if c.workload["kind"] == "Deployment"} == {
-        "gateway", "auth", "billing", "sandbox", "runner-api", "runner-worker", "fake-llm"}
+        "gateway",
+        "auth",
+        "billing",
+        "sandbox",
+        "runner-api",
+        "runner-worker",
+        "fake-llm",
+    }
 
     # 1. The migration Jobs, to completion (docs/deploy.md applies them before the services).
     jobs = {n: c for n, c in ours.items() if c.workload["kind"] == "Job"}
     assert set(jobs) == {"migrate-auth", "migrate-billing", "migrate-sandbox", "migrate-runner"}
-    migrations = Supervisor([process_spec(c, cluster, name=n) for n, c in jobs.items()],
-                            log_path=tmp_path / "logs" / "jobs.log")
+    migrations = Supervisor(
+        [process_spec(c, cluster, name=n) for n, c in jobs.items()], log_path=tmp_path / "logs" / "jobs.log"
+    )
     migrations.start()
     for name, proc in migrations.procs.items():
         assert proc.wait(120) == 0, f"{name} failed: {(tmp_path / 'logs' / f'{name}.log').read_text()[-3000:]}"
@@ -149,8 +178,11 @@ def test_dev_overlay_runs_the_readme_tour(tmp_path, postgres_url, redis_url, amq
 
     # 2. Every Deployment at once, as `kubectl apply` starts them; ready when its probe says so.
     deployments = {n: c for n, c in ours.items() if c.workload["kind"] == "Deployment"}
-    supervisor = Supervisor([process_spec(c, cluster, name=n) for n, c in deployments.items()],
-                            log_path=tmp_path / "logs" / "supervisor.log", policy=RestartPolicy())
+    supervisor = Supervisor(
+        [process_spec(c, cluster, name=n) for n, c in deployments.items()],
+        log_path=tmp_path / "logs" / "supervisor.log",
+        policy=RestartPolicy(),
+    )
 
     def exited(name: str, code: int) -> None:
         log = (tmp_path / "logs" / f"{name}.log").read_text()[-3000:]
@@ -164,15 +196,19 @@ def test_dev_overlay_runs_the_readme_tour(tmp_path, postgres_url, redis_url, amq
             startup = c.spec.get("startupProbe")
             if startup:  # the kubelet would have restarted a pod that took longer than this
                 budget = startup["periodSeconds"] * startup["failureThreshold"]
-                assert became_ready[name] < budget, f"{name} took {became_ready[name]:.0f}s, its startupProbe allows {budget}s"
+                assert became_ready[name] < budget, (
+                    f"{name} took {became_ready[name]:.0f}s, its startupProbe allows {budget}s"
+                )
         gateway = f"http://127.0.0.1:{cluster.ports[('gateway', 8000)]}"
         asyncio.run(readme_tour(gateway))
     finally:
         supervisor.stop()
         asyncio.run(_delete_queue(amqp_url, config["queue-name"]))
-    print(f"\nmanifest launch: migrations {migrated:.1f}s, all ready {ready:.1f}s "
-          f"({', '.join(f'{n} {t:.1f}s' for n, t in sorted(became_ready.items(), key=lambda i: i[1]))}), "
-          f"total {time.monotonic() - started:.1f}s")
+    print(
+        f"\nmanifest launch: migrations {migrated:.1f}s, all ready {ready:.1f}s "
+        f"({', '.join(f'{n} {t:.1f}s' for n, t in sorted(became_ready.items(), key=lambda i: i[1]))}), "
+        f"total {time.monotonic() - started:.1f}s"
+    )
 
 
 def wait_each_ready(supervisor: Supervisor, *, timeout: float, on_exit) -> dict[str, float]:
@@ -200,8 +236,9 @@ async def readme_tour(api_base: str) -> None:
         token = (await api.post("/auth/token", json=account)).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
         thread = (await api.post("/threads", json={}, headers=auth)).json()["thread_id"]
-        start = await api.post(f"/threads/{thread}/agent/start", json={"prompt": "say hello from the sandbox"},
-                               headers=auth)
+        start = await api.post(
+            f"/threads/{thread}/agent/start", json={"prompt": "say hello from the sandbox"}, headers=auth
+        )
         assert start.status_code == 202, start.text
         run = start.json()["agent_run_id"]
 
@@ -211,8 +248,9 @@ async def readme_tour(api_base: str) -> None:
         assert events[-1][1]["reason"] == "completed", events[-1][1]
         assert [i for i, _ in events] == [str(n) for n in range(1, len(events) + 1)]
         outputs = [e for _, e in events if e["type"] == "tool_call_finished"]
-        assert any("Hello from the Agentry sandbox" in orjson.dumps(e).decode() for e in outputs), \
+        assert any("Hello from the Agentry sandbox" in orjson.dumps(e).decode() for e in outputs), (
             "the demo's command ran in the sandbox service"
+        )
 
         resumed = await sse(api, f"/agent-run/{run}/stream", {**auth, "Last-Event-ID": "5"})
         assert [i for i, _ in resumed] == [str(n) for n in range(6, len(events) + 1)]

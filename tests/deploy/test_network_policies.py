@@ -22,8 +22,11 @@ def port_ok(rule: dict, port: int) -> bool:
 def allows(policies: list[dict], direction: str, pod: dict, peer: dict | None, port: int) -> bool:
     """True when the policies that select `pod` let traffic through in `direction` (ingress from
     `peer`, or egress to it; `peer` None: a destination outside the namespace's pods)."""
-    relevant = [p for p in policies if selects(p["spec"]["podSelector"], pod)
-                and direction.capitalize() in p["spec"]["policyTypes"]]
+    relevant = [
+        p
+        for p in policies
+        if selects(p["spec"]["podSelector"], pod) and direction.capitalize() in p["spec"]["policyTypes"]
+    ]
     if not relevant:
         return True  # not isolated in this direction
     for policy in relevant:
@@ -34,16 +37,23 @@ def allows(policies: list[dict], direction: str, pod: dict, peer: dict | None, p
             if not peers:
                 return True
             for p in peers:
-                if peer is not None and "podSelector" in p and "namespaceSelector" not in p \
-                        and selects(p["podSelector"], peer):
+                if (
+                    peer is not None
+                    and "podSelector" in p
+                    and "namespaceSelector" not in p
+                    and selects(p["podSelector"], peer)
+                ):
                     return True
                 if peer is None and "ipBlock" in p:
                     return True
     return False
 
 
-@pytest.fixture(scope="module", params=[("production", ()), ("dev", ("network-policies",))],
-                ids=["production", "dev+network-policies"])
+@pytest.fixture(
+    scope="module",
+    params=[("production", ()), ("dev", ("network-policies",))],
+    ids=["production", "dev+network-policies"],
+)
 def wiring(request, tmp_path_factory):
     overlay, components = request.param
     docs = render(overlay, components, work_dir=tmp_path_factory.mktemp("mix"))

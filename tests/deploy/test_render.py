@@ -22,32 +22,81 @@ from .manifests import COMPONENTS, OVERLAYS, by_kind, render
 KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 KEDA_SCHEMA = yaml.safe_load((Path(__file__).parent / "keda_schema.yaml").read_text())
 # The Prometheus Operator's resources the monitoring component uses: the fields it sets.
-_RULE = {"type": "object", "required": ["expr"], "additionalProperties": False,
-         "properties": {"alert": {"type": "string"}, "record": {"type": "string"}, "expr": {"type": "string"},
-                        "for": {"type": "string", "pattern": "^[0-9]+[smh]$"},
-                        "labels": {"type": "object"}, "annotations": {"type": "object"}}}
+_RULE = {
+    "type": "object",
+    "required": ["expr"],
+    "additionalProperties": False,
+    "properties": {
+        "alert": {"type": "string"},
+        "record": {"type": "string"},
+        "expr": {"type": "string"},
+        "for": {"type": "string", "pattern": "^[0-9]+[smh]$"},
+        "labels": {"type": "object"},
+        "annotations": {"type": "object"},
+    },
+}
 _METADATA = {"type": "object", "required": ["name"]}
 MONITORING_SCHEMA = {
-    "PrometheusRule": {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "properties": {
-        "metadata": _METADATA, "spec": {"type": "object", "required": ["groups"], "additionalProperties": False,
-                                        "properties": {"groups": {"type": "array", "items": {
-                                            "type": "object", "required": ["name", "rules"], "additionalProperties": False,
-                                            "properties": {"name": {"type": "string"},
-                                                           "rules": {"type": "array", "items": _RULE}}}}}}}},
-    "PodMonitor": {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "properties": {
-        "metadata": _METADATA, "spec": {
-            "type": "object", "required": ["selector", "podMetricsEndpoints"], "additionalProperties": False,
-            "properties": {"selector": {"type": "object"}, "podMetricsEndpoints": {"type": "array", "items": {
-                "type": "object", "required": ["port"], "additionalProperties": False,
-                "properties": {"port": {"type": "string"}, "path": {"type": "string"},
-                               "interval": {"type": "string"}}}}}}}},
+    "PrometheusRule": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "required": ["groups"],
+                "additionalProperties": False,
+                "properties": {
+                    "groups": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "rules"],
+                            "additionalProperties": False,
+                            "properties": {"name": {"type": "string"}, "rules": {"type": "array", "items": _RULE}},
+                        },
+                    }
+                },
+            },
+        },
+    },
+    "PodMonitor": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "required": ["selector", "podMetricsEndpoints"],
+                "additionalProperties": False,
+                "properties": {
+                    "selector": {"type": "object"},
+                    "podMetricsEndpoints": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["port"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "port": {"type": "string"},
+                                "path": {"type": "string"},
+                                "interval": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
 }
 
 # production includes network-policies already.
 OPTIONAL = {"dev": COMPONENTS, "production": tuple(c for c in COMPONENTS if c != "network-policies")}
-MIXES = [(overlay, ()) for overlay in OVERLAYS] + [
-    (overlay, (component,)) for overlay in OVERLAYS for component in OPTIONAL[overlay]
-] + [("production", OPTIONAL["production"])]
+MIXES = (
+    [(overlay, ()) for overlay in OVERLAYS]
+    + [(overlay, (component,)) for overlay in OVERLAYS for component in OPTIONAL[overlay]]
+    + [("production", OPTIONAL["production"])]
+)
 
 
 @functools.cache
@@ -62,13 +111,16 @@ def _validator(version: str, kind: str, api_version: str) -> jsonschema.Draft202
     except FileNotFoundError:
         raise kubernetes_validate.SchemaNotFoundError(version=version, kind=kind, api_version=api_version) from None
     registry = Resource.from_contents(schema_contents(f"{folder}/_definitions.json", version)) @ (
-        Resource.from_contents(schema) @ Registry())
+        Resource.from_contents(schema) @ Registry()
+    )
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
 def kubernetes_errors(doc: dict, version: str) -> list[str]:
-    return [f"{e.message} at {list(e.absolute_path)}"
-            for e in _validator(version, doc["kind"], doc["apiVersion"]).iter_errors(doc)]
+    return [
+        f"{e.message} at {list(e.absolute_path)}"
+        for e in _validator(version, doc["kind"], doc["apiVersion"]).iter_errors(doc)
+    ]
 
 
 def mix_id(mix) -> str:
@@ -88,12 +140,16 @@ def test_renders_and_validates_against_kubernetes_and_keda_schemas(rendered):
     for doc in docs:
         where = f"{doc['kind']}/{doc['metadata']['name']}"
         if doc["apiVersion"].startswith("monitoring.coreos.com/"):
-            errors += [f"{where}: {e.message} at {list(e.absolute_path)}"
-                       for e in jsonschema.Draft202012Validator(MONITORING_SCHEMA[doc["kind"]]).iter_errors(doc)]
+            errors += [
+                f"{where}: {e.message} at {list(e.absolute_path)}"
+                for e in jsonschema.Draft202012Validator(MONITORING_SCHEMA[doc["kind"]]).iter_errors(doc)
+            ]
             continue
         if doc["apiVersion"].startswith("keda.sh/"):
-            errors += [f"{where}: {e.message} at {list(e.absolute_path)}"
-                       for e in jsonschema.Draft202012Validator(KEDA_SCHEMA[doc["kind"]]).iter_errors(doc)]
+            errors += [
+                f"{where}: {e.message} at {list(e.absolute_path)}"
+                for e in jsonschema.Draft202012Validator(KEDA_SCHEMA[doc["kind"]]).iter_errors(doc)
+            ]
             continue
         for version in KUBERNETES_VERSIONS:
             try:
@@ -118,10 +174,15 @@ def test_keda_scales_workers_on_the_run_queue_and_replaces_the_cpu_hpa(tmp_path)
         assert {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]} == {"host"}
     # The HPA behaviour KEDA passes on is Kubernetes' own: validate it with Kubernetes' schema.
     behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
-    assert not kubernetes_errors({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-                                  "metadata": {"name": "x"},
-                                  "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "x"},
-                                           "maxReplicas": 2, "behavior": behavior}}, KUBERNETES_VERSIONS[0])
+    assert not kubernetes_errors(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "x"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "x"}, "maxReplicas": 2, "behavior": behavior},
+        },
+        KUBERNETES_VERSIONS[0],
+    )
 
 
 def test_the_validators_do_refuse_a_wrong_field(tmp_path):
@@ -156,9 +217,13 @@ def test_alerts_and_monitors_use_what_the_services_export(tmp_path):
     for monitor in by_kind(docs, "PodMonitor").values():
         selector = monitor["spec"]["selector"]
         names = {v for e in selector.get("matchExpressions", []) for v in e["values"]} | {
-            selector.get("matchLabels", {}).get("app.kubernetes.io/name")} - {None}
+            selector.get("matchLabels", {}).get("app.kubernetes.io/name")
+        } - {None}
         for name in names:
-            ports = {p.get("name") for c in deployments[name]["spec"]["template"]["spec"]["containers"]
-                     for p in c.get("ports", [])}
+            ports = {
+                p.get("name")
+                for c in deployments[name]["spec"]["template"]["spec"]["containers"]
+                for p in c.get("ports", [])
+            }
             for endpoint in monitor["spec"]["podMetricsEndpoints"]:
                 assert endpoint["port"] in ports, f"{name} has no port {endpoint['port']}"

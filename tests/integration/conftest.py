@@ -21,21 +21,23 @@ FILE_PATH = "out/result.txt"
 FILE_CONTENT = "written by the agent through the sandbox service\n"
 
 # The script the integration tests drive: a shell command, a file write, a final answer.
-IT_SCRIPT = Script(turns=(
-    Turn(text="Let me check the sandbox.",
-         tool_calls=(ScriptedToolCall(name="run_command", arguments={"command": f"echo {TOOL_MARKER} && pwd"}),)),
-    Turn(text="Writing the result.",
-         tool_calls=(ScriptedToolCall(name="create_file", arguments={"path": FILE_PATH, "content": FILE_CONTENT}),)),
-    Turn(text="All done: the command ran and the file is written."),
-))
+IT_SCRIPT = Script(
+    turns=(
+        Turn(
+            text="Let me check the sandbox.",
+            tool_calls=(ScriptedToolCall(name="run_command", arguments={"command": f"echo {TOOL_MARKER} && pwd"}),),
+        ),
+        Turn(
+            text="Writing the result.",
+            tool_calls=(ScriptedToolCall(name="create_file", arguments={"path": FILE_PATH, "content": FILE_CONTENT}),),
+        ),
+        Turn(text="All done: the command ran and the file is written."),
+    )
+)
 # A slow variant, so a client can disconnect while the run is still live.
-SLOW_SCRIPT = Script(turns=(
-    Turn(text=" ".join(f"word{i}" for i in range(40))),
-), tokens_per_second=80)
+SLOW_SCRIPT = Script(turns=(Turn(text=" ".join(f"word{i}" for i in range(40))),), tokens_per_second=80)
 # Long enough (about 10 s) that a stop request always lands while the model is still talking.
-LONG_SCRIPT = Script(turns=(
-    Turn(text=" ".join(f"token{i}" for i in range(300))),
-), tokens_per_second=30)
+LONG_SCRIPT = Script(turns=(Turn(text=" ".join(f"token{i}" for i in range(300))),), tokens_per_second=30)
 
 
 @dataclass
@@ -50,8 +52,9 @@ class System:
 @pytest.fixture(scope="session")
 def fake_llm():
     # Strict: a history OpenAI would refuse fails the test, as it would fail a real run.
-    with ThreadedFakeLLMServer({"it-script": IT_SCRIPT, "it-slow": SLOW_SCRIPT, "it-long": LONG_SCRIPT},
-                               strict=True) as server:
+    with ThreadedFakeLLMServer(
+        {"it-script": IT_SCRIPT, "it-slow": SLOW_SCRIPT, "it-long": LONG_SCRIPT}, strict=True
+    ) as server:
         yield server
 
 
@@ -62,10 +65,12 @@ async def system(request, fake_llm, tmp_path) -> AsyncIterator[System]:
 
         async with contextlib.AsyncExitStack() as stack:
             dev = await start_dev_stack(
-                stack, data_dir=tmp_path, llm_api_base=fake_llm.base_url,
-                ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0})
-            yield System("embedded", dev.gateway_url, f"127.0.0.1:{dev.ports['sandbox']}", tmp_path,
-                         DEV_INTERNAL_TOKEN)
+                stack,
+                data_dir=tmp_path,
+                llm_api_base=fake_llm.base_url,
+                ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
+            )
+            yield System("embedded", dev.gateway_url, f"127.0.0.1:{dev.ports['sandbox']}", tmp_path, DEV_INTERNAL_TOKEN)
         return
 
     from agentry.cli.split import SplitConfig, SplitProcesses, free_port
@@ -75,10 +80,19 @@ async def system(request, fake_llm, tmp_path) -> AsyncIterator[System]:
     amqp_url = request.getfixturevalue("amqp_url")
     unique = request.getfixturevalue("unique_name")
     ports = {name: free_port() for name in ("auth", "billing", "sandbox", "runner", "worker")}
-    procs = SplitProcesses(SplitConfig(
-        database_url=database_url, redis_url=redis_url, amqp_url=amqp_url, data_dir=tmp_path,
-        gateway_port=free_port(), grpc_ports=ports, llm_api_base=fake_llm.base_url,
-        queue_name=f"agentry.runs.{unique}", redis_prefix=f"agentry:{unique}:"))
+    procs = SplitProcesses(
+        SplitConfig(
+            database_url=database_url,
+            redis_url=redis_url,
+            amqp_url=amqp_url,
+            data_dir=tmp_path,
+            gateway_port=free_port(),
+            grpc_ports=ports,
+            llm_api_base=fake_llm.base_url,
+            queue_name=f"agentry.runs.{unique}",
+            redis_prefix=f"agentry:{unique}:",
+        )
+    )
     procs.start()
     try:
         yield System("split", procs.gateway_url, f"127.0.0.1:{ports['sandbox']}", tmp_path, procs.internal_token)

@@ -104,11 +104,20 @@ class OtlpReceiver:
             resource = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
                 for s in scope_spans.spans:
-                    received.append(ReceivedSpan(
-                        trace_id=s.trace_id.hex(), span_id=s.span_id.hex(), parent_span_id=s.parent_span_id.hex(),
-                        name=s.name, attributes={kv.key: _value(kv.value) for kv in s.attributes},
-                        service=str(resource.get("service.name", "")), scope=scope_spans.scope.name,
-                        start_ns=s.start_time_unix_nano, end_ns=s.end_time_unix_nano, status_code=s.status.code))
+                    received.append(
+                        ReceivedSpan(
+                            trace_id=s.trace_id.hex(),
+                            span_id=s.span_id.hex(),
+                            parent_span_id=s.parent_span_id.hex(),
+                            name=s.name,
+                            attributes={kv.key: _value(kv.value) for kv in s.attributes},
+                            service=str(resource.get("service.name", "")),
+                            scope=scope_spans.scope.name,
+                            start_ns=s.start_time_unix_nano,
+                            end_ns=s.end_time_unix_nano,
+                            status_code=s.status.code,
+                        )
+                    )
         with self._cond:
             self.requests += 1
             self.spans.extend(received)

@@ -22,11 +22,15 @@ PORTS = {"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0}
 PASSWORD = "correct horse battery staple"
 MARKER = "billing-tool-output-51c2"
 SCRIPTS = {
-    "bill-tools": Script(turns=(
-        Turn(text="Running the command.",
-             tool_calls=(ScriptedToolCall(name="run_command", arguments={"command": f"echo {MARKER}"}),)),
-        Turn(text="This second answer must never be paid for."),
-    )),
+    "bill-tools": Script(
+        turns=(
+            Turn(
+                text="Running the command.",
+                tool_calls=(ScriptedToolCall(name="run_command", arguments={"command": f"echo {MARKER}"}),),
+            ),
+            Turn(text="This second answer must never be paid for."),
+        )
+    ),
     "bill-cheap": Script(turns=(Turn(text="Cheap answer."),)),
     "bill-slow": Script(turns=(Turn(text=" ".join(f"w{i}" for i in range(200))),), tokens_per_second=40),
 }
@@ -46,9 +50,11 @@ price_usd = 5
 credits_usd = 5
 """
 # 1,000 USD per million prompt tokens: any step of bill-tools costs far more than the opening credit.
-PRICES = {"openai/bill-tools": {"input_per_million_usd": 1000, "output_per_million_usd": 1000},
-          "openai/bill-cheap": {"input_per_million_usd": 0, "output_per_million_usd": 0},
-          "openai/bill-slow": {"input_per_million_usd": 0, "output_per_million_usd": 0}}
+PRICES = {
+    "openai/bill-tools": {"input_per_million_usd": 1000, "output_per_million_usd": 1000},
+    "openai/bill-cheap": {"input_per_million_usd": 0, "output_per_million_usd": 0},
+    "openai/bill-slow": {"input_per_million_usd": 0, "output_per_million_usd": 0},
+}
 OPENING_MICROS = 10_000  # 0.01 USD
 
 
@@ -70,12 +76,20 @@ async def system(llm, tmp_path_factory) -> AsyncIterator[Stack]:
     (data_dir / "plans.toml").write_text(PLANS)
     async with contextlib.AsyncExitStack() as stack:
         dev = await start_dev_stack(
-            stack, data_dir=data_dir, llm_api_base=llm.base_url, ports=PORTS,
+            stack,
+            data_dir=data_dir,
+            llm_api_base=llm.base_url,
+            ports=PORTS,
             # Admission by loop lag is off: on a loaded CI machine it would hold runs back, which is
             # not what these tests are about.
             runner_overrides={"default_model": "openai/not-on-the-plan", "max_loop_lag_ms": 0},
-            billing_overrides={"initial_credit_micros": OPENING_MICROS, "plans_file": str(data_dir / "plans.toml"),
-                               "model_prices": PRICES, "cache_ttl_seconds": 0.0})
+            billing_overrides={
+                "initial_credit_micros": OPENING_MICROS,
+                "plans_file": str(data_dir / "plans.toml"),
+                "model_prices": PRICES,
+                "cache_ttl_seconds": 0.0,
+            },
+        )
         yield Stack(dev.gateway_url, f"127.0.0.1:{dev.ports['billing']}")
 
 
@@ -120,8 +134,11 @@ async def client(system) -> AsyncIterator[httpx.AsyncClient]:
 async def test_a_run_that_spends_the_balance_ends_budget_exceeded_and_the_next_start_is_402(client, system):
     headers = await _user(client, "spender@example.com")
     thread_id = await _thread(client, headers)
-    started = await client.post(f"/api/threads/{thread_id}/agent/start",
-                                json={"model_name": "openai/bill-tools", "prompt": "run it"}, headers=headers)
+    started = await client.post(
+        f"/api/threads/{thread_id}/agent/start",
+        json={"model_name": "openai/bill-tools", "prompt": "run it"},
+        headers=headers,
+    )
     assert started.status_code == 202, started.text
     run = await _ended(client, started.json()["agent_run_id"], headers)
     assert (run["status"], run["finish_reason"]) == ("failed", "budget_exceeded")
@@ -133,8 +150,11 @@ async def test_a_run_that_spends_the_balance_ends_budget_exceeded_and_the_next_s
     assert MARKER in str(messages[2]["content"])
     assert "never be paid for" not in str(messages)
 
-    again = await client.post(f"/api/threads/{thread_id}/agent/start",
-                              json={"model_name": "openai/bill-cheap", "prompt": "more"}, headers=headers)
+    again = await client.post(
+        f"/api/threads/{thread_id}/agent/start",
+        json={"model_name": "openai/bill-cheap", "prompt": "more"},
+        headers=headers,
+    )
     assert again.status_code == 402, again.text
     error = again.json()["error"]
     assert error["code"] == "insufficient_credits"
@@ -154,16 +174,21 @@ async def test_a_run_that_spends_the_balance_ends_budget_exceeded_and_the_next_s
 
     # The operator grants credit (local provider); the same key grants once; then runs start again.
     account = headers["x-test-account"]
-    granted = await asyncio.to_thread(_cli, "billing", "grant", account, "1.5", "--target", system.billing_target,
-                                      "--key", "support-ticket-1")
+    granted = await asyncio.to_thread(
+        _cli, "billing", "grant", account, "1.5", "--target", system.billing_target, "--key", "support-ticket-1"
+    )
     assert granted.exit_code == 0 and "granted 1.5 USD" in granted.output, granted.output
-    repeated = await asyncio.to_thread(_cli, "billing", "grant", account, "1.5", "--target", system.billing_target,
-                                       "--key", "support-ticket-1")
+    repeated = await asyncio.to_thread(
+        _cli, "billing", "grant", account, "1.5", "--target", system.billing_target, "--key", "support-ticket-1"
+    )
     assert repeated.exit_code == 0 and "already granted" in repeated.output
     after = (await client.get("/api/billing/subscription", headers=headers)).json()["balance_micros"]
     assert after == subscription["balance_micros"] + 1_500_000
-    resumed = await client.post(f"/api/threads/{thread_id}/agent/start",
-                                json={"model_name": "openai/bill-cheap", "prompt": "more"}, headers=headers)
+    resumed = await client.post(
+        f"/api/threads/{thread_id}/agent/start",
+        json={"model_name": "openai/bill-cheap", "prompt": "more"},
+        headers=headers,
+    )
     assert resumed.status_code == 202, resumed.text
 
 
@@ -179,8 +204,11 @@ async def test_the_grant_command_refuses_bad_amounts_and_a_wrong_credential(syst
 async def test_the_plan_judges_the_model_the_run_really_uses(client):
     headers = await _user(client, "models@example.com")
     thread_id = await _thread(client, headers)
-    named = await client.post(f"/api/threads/{thread_id}/agent/start",
-                              json={"model_name": "openai/gpt-elsewhere", "prompt": "hi"}, headers=headers)
+    named = await client.post(
+        f"/api/threads/{thread_id}/agent/start",
+        json={"model_name": "openai/gpt-elsewhere", "prompt": "hi"},
+        headers=headers,
+    )
     assert (named.status_code, named.json()["error"]["code"]) == (403, "model_not_allowed")
     # No model named: the runner's default (not on the plan) is what billing sees, not "".
     default = await client.post(f"/api/threads/{thread_id}/agent/start", json={"prompt": "hi"}, headers=headers)
@@ -191,16 +219,25 @@ async def test_the_plan_judges_the_model_the_run_really_uses(client):
 async def test_the_plan_caps_concurrent_runs(client):
     headers = await _user(client, "busy@example.com")
     first_thread, second_thread = await _thread(client, headers), await _thread(client, headers)
-    slow = await client.post(f"/api/threads/{first_thread}/agent/start",
-                             json={"model_name": "openai/bill-slow", "prompt": "talk"}, headers=headers)
+    slow = await client.post(
+        f"/api/threads/{first_thread}/agent/start",
+        json={"model_name": "openai/bill-slow", "prompt": "talk"},
+        headers=headers,
+    )
     assert slow.status_code == 202
-    second = await client.post(f"/api/threads/{second_thread}/agent/start",
-                               json={"model_name": "openai/bill-cheap", "prompt": "hi"}, headers=headers)
+    second = await client.post(
+        f"/api/threads/{second_thread}/agent/start",
+        json={"model_name": "openai/bill-cheap", "prompt": "hi"},
+        headers=headers,
+    )
     assert (second.status_code, second.json()["error"]["code"]) == (429, "too_many_active_runs")
     await client.post(f"/api/agent-run/{slow.json()['agent_run_id']}/stop", headers=headers)
     await _ended(client, slow.json()["agent_run_id"], headers)
-    third = await client.post(f"/api/threads/{second_thread}/agent/start",
-                              json={"model_name": "openai/bill-cheap", "prompt": "hi"}, headers=headers)
+    third = await client.post(
+        f"/api/threads/{second_thread}/agent/start",
+        json={"model_name": "openai/bill-cheap", "prompt": "hi"},
+        headers=headers,
+    )
     assert third.status_code == 202, third.text
 
 
@@ -209,8 +246,17 @@ async def test_plans_and_usage_routes(client):
     plans = (await client.get("/api/billing/plans", headers=headers)).json()
     assert plans["default_plan_id"] == "free" and plans["currency"] == "usd"
     assert [p["id"] for p in plans["plans"]] == ["free"] and plans["plans"][0]["models"] == ["openai/bill-*"]
-    assert plans["credit_packs"] == [{"id": "pack", "name": "Pack", "price_micros": 5_000_000, "price_usd": "5",
-                                      "credits_micros": 5_000_000, "credits_usd": "5", "stripe_price_id": None}]
+    assert plans["credit_packs"] == [
+        {
+            "id": "pack",
+            "name": "Pack",
+            "price_micros": 5_000_000,
+            "price_usd": "5",
+            "credits_micros": 5_000_000,
+            "credits_usd": "5",
+            "stripe_price_id": None,
+        }
+    ]
     assert (await client.get("/api/billing/plans")).status_code == 401
     empty = (await client.get("/api/billing/usage", headers=headers)).json()
     assert empty == {"group_by": "day", "rows": [], "next_cursor": None}

@@ -29,11 +29,17 @@ from agentry.fakellm import Script, ScriptedToolCall, ThreadedFakeLLMServer, Tur
 pytestmark = pytest.mark.integration
 
 HOSTILE = "[/bold] [red]not red[/red] [exit code 9] [link=x]y[/link]"
-MARKUP_SCRIPT = Script(turns=(
-    Turn(text="Printing [bold]markup[/bold].",
-         tool_calls=(ScriptedToolCall(name="run_command", arguments={"command": f"echo '{HOSTILE}' | tee note.txt; exit 3"}),)),
-    Turn(text="Done [/]."),
-))
+MARKUP_SCRIPT = Script(
+    turns=(
+        Turn(
+            text="Printing [bold]markup[/bold].",
+            tool_calls=(
+                ScriptedToolCall(name="run_command", arguments={"command": f"echo '{HOSTILE}' | tee note.txt; exit 3"}),
+            ),
+        ),
+        Turn(text="Done [/]."),
+    )
+)
 WORDS = [f"w{i}" for i in range(60)]
 STREAM_SCRIPT = Script(turns=(Turn(text=" ".join(WORDS)),), tokens_per_second=60)
 LONG_SCRIPT = Script(turns=(Turn(text=" ".join(f"token{i}" for i in range(600))),), tokens_per_second=30)
@@ -60,8 +66,12 @@ def live(tmp_path_factory) -> Iterator[Live]:
         box["stop"] = asyncio.Event()
         try:
             async with contextlib.AsyncExitStack() as stack:
-                dev = await start_dev_stack(stack, data_dir=data_dir, llm_api_base=llm.base_url,
-                                            ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0})
+                dev = await start_dev_stack(
+                    stack,
+                    data_dir=data_dir,
+                    llm_api_base=llm.base_url,
+                    ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
+                )
                 box["url"] = dev.gateway_url
                 started.set()
                 await box["stop"].wait()
@@ -93,8 +103,16 @@ def test_chat_json_is_valid_json_lines_and_files_lists_and_downloads(live, capsy
     # First in the module, with an account of its own: main's runner (before the fix on the "api"
     # branch, fc74774) ran every claimed run in the first project's sandbox.
     email = "cli-files@example.com"
-    code = run_chat(url=live.url, email=email, password=PASSWORD, prompt="markup again", thread_id=None,
-                    model="openai/cli-markup", console=console, json_out=True)
+    code = run_chat(
+        url=live.url,
+        email=email,
+        password=PASSWORD,
+        prompt="markup again",
+        thread_id=None,
+        model="openai/cli-markup",
+        console=console,
+        json_out=True,
+    )
     assert code == 0
     records = _records(capsys.readouterr().out)  # every line parses, or this fails
     assert records[0]["type"] == "cli.run" and records[0]["run_id"]
@@ -122,8 +140,15 @@ def test_chat_json_is_valid_json_lines_and_files_lists_and_downloads(live, capsy
 def test_markup_like_tool_output_renders_verbatim_with_its_exit_code(live):
     out = io.StringIO()
     console = Console(file=out, width=250, color_system=None)
-    code = run_chat(url=live.url, email=EMAIL, password=PASSWORD, prompt="print markup", thread_id=None,
-                    model="openai/cli-markup", console=console)
+    code = run_chat(
+        url=live.url,
+        email=EMAIL,
+        password=PASSWORD,
+        prompt="print markup",
+        thread_id=None,
+        model="openai/cli-markup",
+        console=console,
+    )
     text = out.getvalue()
     assert code == 0, text
     assert "Printing [bold]markup[/bold]." in text
@@ -149,8 +174,12 @@ class _CutFirstStream(httpx.BaseTransport):
         self.last_event_ids.append(request.headers.get("last-event-id"))
         if len(self.last_event_ids) > 1:
             return response
-        return httpx.Response(response.status_code, headers=response.headers,
-                              stream=_CutStream(response.stream, self.cut_at), extensions=response.extensions)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_CutStream(response.stream, self.cut_at),
+            extensions=response.extensions,
+        )
 
     def close(self) -> None:
         self.inner.close()
@@ -166,7 +195,7 @@ class _CutStream(httpx.SyncByteStream):
             while (found := chunk.find(b"id: ", start)) != -1:
                 self.seen += 1
                 if self.seen == self.cut_at:
-                    yield chunk[:found + 6]  # half of the event's first line
+                    yield chunk[: found + 6]  # half of the event's first line
                     raise httpx.ReadError("connection reset by peer")
                 start = found + 1
             yield chunk
@@ -179,11 +208,20 @@ def test_attach_resumes_after_a_disconnect_without_gap_or_duplicate(live, capsys
     with Gateway(live.url) as gw:
         gw.sign_in(EMAIL, PASSWORD)
         thread_id = gw.post("/api/threads", "thread", {"name": "attach"})["thread_id"]
-        run_id = gw.post(f"/api/threads/{thread_id}/agent/start", "start",
-                         {"prompt": "stream", "model_name": "openai/cli-stream"})["agent_run_id"]
+        run_id = gw.post(
+            f"/api/threads/{thread_id}/agent/start", "start", {"prompt": "stream", "model_name": "openai/cli-stream"}
+        )["agent_run_id"]
     transport = _CutFirstStream(cut_at=12)
-    code = run_attach(url=live.url, email=EMAIL, password=PASSWORD, run_id=run_id, after=0,
-                      console=Console(file=io.StringIO()), json_out=True, transport=transport)
+    code = run_attach(
+        url=live.url,
+        email=EMAIL,
+        password=PASSWORD,
+        run_id=run_id,
+        after=0,
+        console=Console(file=io.StringIO()),
+        json_out=True,
+        transport=transport,
+    )
     assert code == 0
     records = _records(capsys.readouterr().out)
     events = [r for r in records if "seq" in r]
@@ -196,17 +234,31 @@ def test_attach_resumes_after_a_disconnect_without_gap_or_duplicate(live, capsys
     assert any(r["type"] == "cli.reconnect" for r in records)
 
     # `agentry stop` on the finished run: the gateway's answer, as one JSON line.
-    stopped = CliRunner().invoke(app, ["stop", run_id, "--json", "--url", live.url, "--email", EMAIL,
-                                       "--password", PASSWORD])
+    stopped = CliRunner().invoke(
+        app, ["stop", run_id, "--json", "--url", live.url, "--email", EMAIL, "--password", PASSWORD]
+    )
     assert stopped.exit_code == 0, stopped.output
     assert _records(stopped.output) == [{"agent_run_id": run_id, "status": "completed"}]
 
 
 def test_ctrl_c_on_a_real_chat_process_stops_the_run(live):
     env = {**os.environ, "AGENTRY_URL": live.url, "AGENTRY_EMAIL": EMAIL, "AGENTRY_PASSWORD": PASSWORD}
-    proc = subprocess.Popen([sys.executable, "-m", "agentry.cli.main", "chat", "--json", "--model", "openai/cli-long",
-                             "count for a long time"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentry.cli.main",
+            "chat",
+            "--json",
+            "--model",
+            "openai/cli-long",
+            "count for a long time",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         lines: list[str] = []

@@ -38,13 +38,16 @@ async def test_a_run_executes_in_daytona(fake_llm, tmp_path, monkeypatch) -> Non
                 thread = (await client.post("/api/threads", json={}, headers=headers)).json()
                 assert thread["sandbox_id"] and not fake.boxes  # reserved; made in Daytona on first use
 
-                start = await client.post(f"/api/threads/{thread['thread_id']}/agent/start",
-                                          json={"model_name": "openai/it-script", "prompt": "Run the check."},
-                                          headers=headers)
+                start = await client.post(
+                    f"/api/threads/{thread['thread_id']}/agent/start",
+                    json={"model_name": "openai/it-script", "prompt": "Run the check."},
+                    headers=headers,
+                )
                 assert start.status_code == 202, start.text
                 events = []
-                async with client.stream("GET", f"/api/agent-run/{start.json()['agent_run_id']}/stream",
-                                         headers=headers) as response:
+                async with client.stream(
+                    "GET", f"/api/agent-run/{start.json()['agent_run_id']}/stream", headers=headers
+                ) as response:
                     async for line in response.aiter_lines():
                         if line.startswith("data:"):
                             events.append(orjson.loads(line[5:]))
@@ -60,12 +63,15 @@ async def test_a_run_executes_in_daytona(fake_llm, tmp_path, monkeypatch) -> Non
                 assert box.name == thread["sandbox_id"] and box.network_block_all
                 assert ("POST", f"/toolbox/{box.id}/process/execute") in fake.requests
                 # And what the agent wrote, the user downloads through the gateway.
-                down = await client.get(f"/api/sandboxes/{thread['sandbox_id']}/files/content",
-                                        params={"path": FILE_PATH}, headers=headers)
+                down = await client.get(
+                    f"/api/sandboxes/{thread['sandbox_id']}/files/content", params={"path": FILE_PATH}, headers=headers
+                )
                 assert down.status_code == 200 and down.text == FILE_CONTENT
                 preview = await client.get(f"/api/sandboxes/{thread['sandbox_id']}/preview/3000", headers=headers)
-                assert preview.json() == {"url": f"https://3000-{box.id}.proxy.daytona.example",
-                                          "token": f"tok-{box.id[:8]}-3000"}
+                assert preview.json() == {
+                    "url": f"https://3000-{box.id}.proxy.daytona.example",
+                    "token": f"tok-{box.id[:8]}-3000",
+                }
                 assert signup.status_code == 201
     finally:
         await fake.stop()

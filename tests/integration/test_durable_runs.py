@@ -22,10 +22,14 @@ from agentry.servicekit import open_channel
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.redis, pytest.mark.rabbitmq]
 
 SIDE_EFFECT_FILE = "side-effects.txt"
+
+
 def _tool_turns(seconds: int, answer: str) -> list[dict]:
     command = f"echo once >> {SIDE_EFFECT_FILE} && sleep {seconds}"
-    return [{"text": "Working.", "tool_calls": [{"name": "run_command", "arguments": {"command": command}}]},
-            {"text": answer}]
+    return [
+        {"text": "Working.", "tool_calls": [{"name": "run_command", "arguments": {"command": command}}]},
+        {"text": answer},
+    ]
 
 
 SCRIPTS = {
@@ -42,8 +46,9 @@ LEASE_SECONDS = 5.0
 @pytest.fixture(scope="module")
 def durable_llm(tmp_path_factory) -> Iterator[str]:
     """The fake model in its own process, so it never waits on the test's event loop."""
-    with FakeLLMProcess(SCRIPTS, ttft_seconds=0.05, tokens_per_second=400,
-                        data_dir=tmp_path_factory.mktemp("llm")) as llm:
+    with FakeLLMProcess(
+        SCRIPTS, ttft_seconds=0.05, tokens_per_second=400, data_dir=tmp_path_factory.mktemp("llm")
+    ) as llm:
         yield llm.base_url
 
 
@@ -74,20 +79,32 @@ async def stack(request, durable_llm, tmp_path, postgres_url, redis_url, amqp_ur
         # The overload tests measure the platform under 1,000 starts, not the gateway's rate limits.
         "AGENTRY_GATEWAY_RUN_STARTS_PER_ACCOUNT": "1000000",
         # Every process of the stack together stays well under PostgreSQL's 100 connections.
-        "AGENTRY_RUNNER_DATABASE_POOL_SIZE": "4", "AGENTRY_RUNNER_DATABASE_MAX_OVERFLOW": "4",
+        "AGENTRY_RUNNER_DATABASE_POOL_SIZE": "4",
+        "AGENTRY_RUNNER_DATABASE_MAX_OVERFLOW": "4",
         "AGENTRY_RUNNER_PROCESSES": str(options.get("processes", 1)),
         **options.get("env", {}),
     }
-    procs = SplitProcesses(SplitConfig(
-        database_url=postgres_url, redis_url=redis_url, amqp_url=amqp_url, data_dir=tmp_path,
-        gateway_port=free_port(), grpc_ports=ports, llm_api_base=durable_llm,
-        queue_name=f"agentry.runs.{unique_name}", redis_prefix=f"agentry:{unique_name}:", extra_env=env,
-        workers=options.get("workers", 3),
-        restart_policy=RestartPolicy(initial_delay=0.2, max_delay=1.0, reset_after=5.0)))
+    procs = SplitProcesses(
+        SplitConfig(
+            database_url=postgres_url,
+            redis_url=redis_url,
+            amqp_url=amqp_url,
+            data_dir=tmp_path,
+            gateway_port=free_port(),
+            grpc_ports=ports,
+            llm_api_base=durable_llm,
+            queue_name=f"agentry.runs.{unique_name}",
+            redis_prefix=f"agentry:{unique_name}:",
+            extra_env=env,
+            workers=options.get("workers", 3),
+            restart_policy=RestartPolicy(initial_delay=0.2, max_delay=1.0, reset_after=5.0),
+        )
+    )
     await asyncio.to_thread(procs.start)
     try:
-        yield Stack(procs, procs.gateway_url, f"127.0.0.1:{ports['sandbox']}", procs.internal_token,
-                    list(procs.worker_names))
+        yield Stack(
+            procs, procs.gateway_url, f"127.0.0.1:{ports['sandbox']}", procs.internal_token, list(procs.worker_names)
+        )
     finally:
         await asyncio.to_thread(procs.stop)
         await _delete_queues(amqp_url, f"agentry.runs.{unique_name}")
@@ -123,8 +140,9 @@ async def follow(client: httpx.AsyncClient, run_id: str, headers: dict, *, deadl
     while seen.terminal is None and time.monotonic() < deadline:
         extra = {"Last-Event-ID": str(seen.ids[-1])} if seen.ids else {}
         try:
-            async with client.stream("GET", f"/api/agent-run/{run_id}/stream",
-                                     headers={**headers, **extra}) as response:
+            async with client.stream(
+                "GET", f"/api/agent-run/{run_id}/stream", headers={**headers, **extra}
+            ) as response:
                 if response.status_code != 200:
                     raise httpx.HTTPStatusError("stream refused", request=response.request, response=response)
                 event_id = data = None
@@ -180,13 +198,17 @@ async def sign_up(client: httpx.AsyncClient, email: str) -> dict:
 
 async def start_runs(client: httpx.AsyncClient, user: dict, n: int, model: str) -> list[tuple[str, str]]:
     """(run_id, project_id) of n runs, each on its own thread (so its own sandbox)."""
+
     async def one(i: int) -> tuple[str, str]:
         created = await post(client, "/api/threads", headers=user["headers"], json={})
         assert created.status_code == 201, created.text
         thread = created.json()
-        started = await post(client, f"/api/threads/{thread['thread_id']}/agent/start",
-                             headers={**user["headers"], "Idempotency-Key": f"start-{thread['thread_id']}"},
-                             json={"model_name": f"openai/{model}", "prompt": f"run {i}"})
+        started = await post(
+            client,
+            f"/api/threads/{thread['thread_id']}/agent/start",
+            headers={**user["headers"], "Idempotency-Key": f"start-{thread['thread_id']}"},
+            json={"model_name": f"openai/{model}", "prompt": f"run {i}"},
+        )
         assert started.status_code == 202, started.text
         return started.json()["agent_run_id"], thread["project_id"]
 
@@ -205,11 +227,13 @@ async def side_effects(stack: Stack, account_id: str, project_ids: list[str]) ->
         sandbox = sandbox_pb2_grpc.SandboxServiceStub(channel)
         counts = []
         for project_id in project_ids:
-            box = await sandbox.CreateSandbox(sandbox_pb2.CreateSandboxRequest(
-                account_id=account_id, project_id=project_id))
+            box = await sandbox.CreateSandbox(
+                sandbox_pb2.CreateSandboxRequest(account_id=account_id, project_id=project_id)
+            )
             try:
-                reply = await sandbox.ReadFile(sandbox_pb2.ReadFileRequest(
-                    account_id=account_id, sandbox_id=box.sandbox_id, path=SIDE_EFFECT_FILE))
+                reply = await sandbox.ReadFile(
+                    sandbox_pb2.ReadFileRequest(account_id=account_id, sandbox_id=box.sandbox_id, path=SIDE_EFFECT_FILE)
+                )
                 counts.append(reply.content.decode().count("once"))
             except Exception:  # noqa: BLE001 - no file: the command never ran
                 counts.append(0)
@@ -255,8 +279,9 @@ async def test_chaos_sigkill_a_worker_every_3s_loses_no_run_and_repeats_no_side_
         user = await sign_up(client, "chaos@example.com")
         runs = await start_runs(client, user, n, "durable-tool")
         deadline = time.monotonic() + 420
-        followers = [asyncio.create_task(follow(client, run_id, user["headers"], deadline=deadline))
-                     for run_id, _ in runs]
+        followers = [
+            asyncio.create_task(follow(client, run_id, user["headers"], deadline=deadline)) for run_id, _ in runs
+        ]
 
         async def killer() -> None:
             # Three worker processes (forked by one prefork parent, which replaces a dead one
@@ -281,14 +306,20 @@ async def test_chaos_sigkill_a_worker_every_3s_loses_no_run_and_repeats_no_side_
     # How long each resumed run's stream stalled: from its last event before run_resumed (at
     # most the 1 s command earlier than the kill) to run_resumed. An upper bound on the time
     # from the kill to streaming again.
-    stalls = [at - s.arrived[i - 1] for s in resumed for i, (event, at) in enumerate(zip(s.events, s.arrived))
-              if event["type"] == "run_resumed" and i > 0]
-    print(f"\nchaos: {n} runs, {len(kills)} SIGKILLs, {len(resumed)} resumed "
-          f"({sum(len([e for e in s.events if e['type'] == 'run_resumed']) for s in resumed)} resumptions), "
-          f"{statuses.count('completed')} completed, {statuses.count('failed')} failed, "
-          f"{sum(s.reconnects for s in seen)} SSE reconnects; stream stalled by a kill: "
-          f"p50 {percentile(stalls, 0.5):.2f}s p99 {percentile(stalls, 0.99):.2f}s max "
-          f"{max(stalls, default=float('nan')):.2f}s (lease {LEASE_SECONDS:g}s)")
+    stalls = [
+        at - s.arrived[i - 1]
+        for s in resumed
+        for i, (event, at) in enumerate(zip(s.events, s.arrived))
+        if event["type"] == "run_resumed" and i > 0
+    ]
+    print(
+        f"\nchaos: {n} runs, {len(kills)} SIGKILLs, {len(resumed)} resumed "
+        f"({sum(len([e for e in s.events if e['type'] == 'run_resumed']) for s in resumed)} resumptions), "
+        f"{statuses.count('completed')} completed, {statuses.count('failed')} failed, "
+        f"{sum(s.reconnects for s in seen)} SSE reconnects; stream stalled by a kill: "
+        f"p50 {percentile(stalls, 0.5):.2f}s p99 {percentile(stalls, 0.99):.2f}s max "
+        f"{max(stalls, default=float('nan')):.2f}s (lease {LEASE_SECONDS:g}s)"
+    )
 
     assert len(kills) >= 3
     assert all(s.terminal is not None for s in seen), [s.run_id for s in seen if s.terminal is None]
@@ -307,8 +338,9 @@ async def test_rolling_restart_of_every_worker_fails_or_cancels_no_run(stack: St
         user = await sign_up(client, "rolling@example.com")
         runs = await start_runs(client, user, n, "durable-slow")
         deadline = time.monotonic() + 300
-        followers = [asyncio.create_task(follow(client, run_id, user["headers"], deadline=deadline))
-                     for run_id, _ in runs]
+        followers = [
+            asyncio.create_task(follow(client, run_id, user["headers"], deadline=deadline)) for run_id, _ in runs
+        ]
         await asyncio.sleep(1.5)  # runs are in their 3 s command
         restarted = []
         for name in stack.workers:  # one at a time, as a Deployment's rolling update does
@@ -321,10 +353,13 @@ async def test_rolling_restart_of_every_worker_fails_or_cancels_no_run(stack: St
     counts = await side_effects(stack, user["account_id"], [p for _, p in runs])
 
     statuses = [f["status"] for f in finals]
-    handed_back = [s for s in seen if any(e["type"] == "run_resumed" and e["reason"] == "handed_back"
-                                          for e in s.events)]
-    print(f"\nrolling restart: {n} runs, workers replaced in {', '.join(f'{t:.1f}s' for t in restarted)}; "
-          f"{statuses.count('completed')} completed, {len(handed_back)} handed back and resumed")
+    handed_back = [
+        s for s in seen if any(e["type"] == "run_resumed" and e["reason"] == "handed_back" for e in s.events)
+    ]
+    print(
+        f"\nrolling restart: {n} runs, workers replaced in {', '.join(f'{t:.1f}s' for t in restarted)}; "
+        f"{statuses.count('completed')} completed, {len(handed_back)} handed back and resumed"
+    )
     assert statuses == ["completed"] * n, [f for f in finals if f["status"] != "completed"][:5]
     for s in seen:
         assert_continuous(s)
@@ -337,8 +372,9 @@ async def test_overload_1000_runs_at_once_with_concurrency_above_the_pool_all_en
     Every run completes (or is refused up front with 429/503 and Retry-After); none fails for
     lack of a connection, none stays queued or running, every stream ends."""
     n = 1000
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=httpx.Timeout(120, read=300),
-                                 limits=httpx.Limits(max_connections=300)) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.gateway_url, timeout=httpx.Timeout(120, read=300), limits=httpx.Limits(max_connections=300)
+    ) as client:
         user = await sign_up(client, "overload@example.com")
         headers = user["headers"]
         limit = asyncio.Semaphore(100)
@@ -350,9 +386,12 @@ async def test_overload_1000_runs_at_once_with_concurrency_above_the_pool_all_en
                 created = await post(client, "/api/threads", headers=headers, json={})
                 assert created.status_code == 201, created.text
                 thread_id = created.json()["thread_id"]
-                response = await post(client, f"/api/threads/{thread_id}/agent/start",
-                                      headers={**headers, "Idempotency-Key": f"start-{thread_id}"},
-                                      json={"model_name": "openai/durable-chat", "prompt": f"hello {i}"})
+                response = await post(
+                    client,
+                    f"/api/threads/{thread_id}/agent/start",
+                    headers={**headers, "Idempotency-Key": f"start-{thread_id}"},
+                    json={"model_name": "openai/durable-chat", "prompt": f"hello {i}"},
+                )
             if response.status_code in (429, 503):
                 assert "retry-after" in response.headers, response.text
                 refused.append(response)
@@ -374,9 +413,11 @@ async def test_overload_1000_runs_at_once_with_concurrency_above_the_pool_all_en
         finals = [(await get(client, f"/api/agent-run/{r}", headers=headers)).json() for r in run_ids]
 
     statuses = [f["status"] for f in finals]
-    print(f"\noverload: {n} starts in {accepted_in:.1f}s ({len(refused)} refused up front), all streams ended "
-          f"after {finished_in:.1f}s; {statuses.count('completed')} completed, "
-          f"{sum(s.reconnects for s in seen)} SSE reconnects")
+    print(
+        f"\noverload: {n} starts in {accepted_in:.1f}s ({len(refused)} refused up front), all streams ended "
+        f"after {finished_in:.1f}s; {statuses.count('completed')} completed, "
+        f"{sum(s.reconnects for s in seen)} SSE reconnects"
+    )
     assert len(run_ids) + len(refused) == n
     assert statuses == ["completed"] * len(run_ids), [f for f in finals if f["status"] != "completed"][:5]
     for s in seen:

@@ -32,10 +32,14 @@ UPLOAD_LIMIT = 64 * 1024
 REPORT = "report.md"
 REPORT_TEXT = "# Report\nTwo files read.\n"
 SCRIPTS = {
-    "fe-writer": Script(turns=(
-        Turn(text="Reading.", tool_calls=(ScriptedToolCall("create_file", {"path": REPORT, "content": REPORT_TEXT}),)),
-        Turn(text="The report is in report.md."),
-    )),
+    "fe-writer": Script(
+        turns=(
+            Turn(
+                text="Reading.", tool_calls=(ScriptedToolCall("create_file", {"path": REPORT, "content": REPORT_TEXT}),)
+            ),
+            Turn(text="The report is in report.md."),
+        )
+    ),
     "fe-quick": Script(turns=(Turn(text="Hello."),)),
     "fe-slow": Script(turns=(Turn(text=" ".join(f"w{i}" for i in range(40))),), tokens_per_second=40),
 }
@@ -132,9 +136,13 @@ def llm():
 async def system(llm, tmp_path_factory) -> AsyncIterator[Stack]:
     data_dir = _traversable(tmp_path_factory.mktemp("frontend"))
     async with contextlib.AsyncExitStack() as stack:
-        dev = await start_dev_stack(stack, data_dir=data_dir, llm_api_base=llm.base_url,
-                                    ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
-                                    gateway_overrides={"max_upload_bytes": UPLOAD_LIMIT})
+        dev = await start_dev_stack(
+            stack,
+            data_dir=data_dir,
+            llm_api_base=llm.base_url,
+            ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
+            gateway_overrides={"max_upload_bytes": UPLOAD_LIMIT},
+        )
         async with httpx.AsyncClient(base_url=dev.gateway_url) as plain:
             doc = (await plain.get("/openapi.json")).json()
         yield Stack(dev.gateway_url, data_dir, Conformance(doc))
@@ -142,8 +150,9 @@ async def system(llm, tmp_path_factory) -> AsyncIterator[Stack]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def client(system) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=system.url, timeout=30,
-                                 event_hooks={"response": [system.conformance.check]}) as client:
+    async with httpx.AsyncClient(
+        base_url=system.url, timeout=30, event_hooks={"response": [system.conformance.check]}
+    ) as client:
         yield client
 
 
@@ -156,8 +165,9 @@ async def _user(client: httpx.AsyncClient, email: str) -> User:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def users(system) -> tuple[User, User]:
-    async with httpx.AsyncClient(base_url=system.url, timeout=30,
-                                 event_hooks={"response": [system.conformance.check]}) as client:
+    async with httpx.AsyncClient(
+        base_url=system.url, timeout=30, event_hooks={"response": [system.conformance.check]}
+    ) as client:
         return await _user(client, "alice@frontend.test"), await _user(client, "bob@frontend.test")
 
 
@@ -169,8 +179,9 @@ def _error(response: httpx.Response, status: int, code: str | None = None) -> di
     return error
 
 
-async def _events(client: httpx.AsyncClient, run_id: str, headers: dict, *,
-                  last_event_id: str | None = None) -> list[tuple[str, dict]]:
+async def _events(
+    client: httpx.AsyncClient, run_id: str, headers: dict, *, last_event_id: str | None = None
+) -> list[tuple[str, dict]]:
     """(id, event) of every frame until the stream ends."""
     headers = {**headers, **({"Last-Event-ID": last_event_id} if last_event_id else {})}
     frames: list[tuple[str, dict]] = []
@@ -195,8 +206,11 @@ def _check_events(system: Stack, frames: list[tuple[str, dict]]) -> None:
 
 async def _initiate(client, user: User, prompt: str, files: list[tuple[str, bytes]], model: str = "fe-writer"):
     fields = [("prompt", (None, prompt)), ("model_name", (None, f"openai/{model}"))]  # always multipart
-    return await client.post("/api/agent/initiate", headers=user.headers,
-                             files=fields + [("files", (name, content)) for name, content in files])
+    return await client.post(
+        "/api/agent/initiate",
+        headers=user.headers,
+        files=fields + [("files", (name, content)) for name, content in files],
+    )
 
 
 def _tie_timestamps(data_dir: Path, thread_id: str) -> None:
@@ -219,13 +233,18 @@ async def _all_pages(client, user: User, thread_id: str, order: str, limit: int)
 
 
 async def test_a_frontend_walks_from_sign_up_to_delete_and_another_account_sees_none_of_it(
-        system, client, users) -> None:
+    system, client, users
+) -> None:
     alice, bob = users
     older = await client.post("/api/threads", headers=alice.headers, json={"name": "older"})
     assert older.status_code == 201
 
-    started = await _initiate(client, alice, "Read both files and write a report.",
-                              [("notes.txt", b"first file\n"), ("../../etc/passwd", b"not where it says\n")])
+    started = await _initiate(
+        client,
+        alice,
+        "Read both files and write a report.",
+        [("notes.txt", b"first file\n"), ("../../etc/passwd", b"not where it says\n")],
+    )
     assert started.status_code == 201, started.text
     ids = started.json()
     assert ids["files"] == ["uploads/notes.txt", "uploads/passwd"]
@@ -260,11 +279,13 @@ async def test_a_frontend_walks_from_sign_up_to_delete_and_another_account_sees_
     assert await _all_pages(client, alice, thread_id, "asc", 2) == in_order
     assert await _all_pages(client, alice, thread_id, "desc", 3) == in_order[::-1]
 
-    report = await client.get(f"/api/sandboxes/{sandbox_id}/files/content", headers=alice.headers,
-                              params={"path": REPORT})
+    report = await client.get(
+        f"/api/sandboxes/{sandbox_id}/files/content", headers=alice.headers, params={"path": REPORT}
+    )
     assert report.status_code == 200 and report.text == REPORT_TEXT
-    uploaded = await client.get(f"/api/sandboxes/{sandbox_id}/files/content", headers=alice.headers,
-                                params={"path": "uploads/passwd"})
+    uploaded = await client.get(
+        f"/api/sandboxes/{sandbox_id}/files/content", headers=alice.headers, params={"path": "uploads/passwd"}
+    )
     assert uploaded.content == b"not where it says\n"
 
     renamed = await client.patch(f"/api/threads/{thread_id}", headers=alice.headers, json={"name": " Report "})
@@ -285,12 +306,17 @@ async def test_a_frontend_walks_from_sign_up_to_delete_and_another_account_sees_
         await client.delete(f"/api/threads/{thread_id}", headers=other),
     ):
         _error(response, 404)
-    assert thread_id not in [t["thread_id"] for t in (await client.get("/api/threads", headers=other)).json()["threads"]]
+    assert thread_id not in [
+        t["thread_id"] for t in (await client.get("/api/threads", headers=other)).json()["threads"]
+    ]
 
     deleted_message = await client.delete(f"/api/threads/{thread_id}/messages/{in_order[-1]}", headers=alice.headers)
     assert deleted_message.status_code == 204
-    _error(await client.delete(f"/api/threads/{thread_id}/messages/{in_order[-1]}", headers=alice.headers), 404,
-           "message_not_found")
+    _error(
+        await client.delete(f"/api/threads/{thread_id}/messages/{in_order[-1]}", headers=alice.headers),
+        404,
+        "message_not_found",
+    )
 
     assert (await client.delete(f"/api/threads/{thread_id}", headers=alice.headers)).status_code == 204
     for response in (
@@ -306,8 +332,10 @@ async def test_a_frontend_walks_from_sign_up_to_delete_and_another_account_sees_
 
 async def test_thread_pages_are_newest_first_and_end(client, users) -> None:
     alice, _ = users
-    made = [(await client.post("/api/threads", headers=alice.headers, json={"name": f"p{n}"})).json()["thread_id"]
-            for n in range(3)]
+    made = [
+        (await client.post("/api/threads", headers=alice.headers, json={"name": f"p{n}"})).json()["thread_id"]
+        for n in range(3)
+    ]
     first = (await client.get("/api/threads", headers=alice.headers, params={"limit": 2})).json()
     assert [t["thread_id"] for t in first["threads"]] == made[::-1][:2] and first["next_cursor"]
     rest = await client.get("/api/threads", headers=alice.headers, params={"limit": 2, "cursor": first["next_cursor"]})
@@ -333,7 +361,9 @@ async def test_initiate_refuses_bad_input_and_leaves_nothing_behind(client, user
     before = len((await client.get("/api/threads", headers=alice.headers, params={"limit": 100})).json()["threads"])
 
     blank = await _initiate(client, alice, "   ", [("a.txt", b"a")])
-    assert _error(blank, 422, "validation_error")["fields"] == [{"field": "body.prompt", "message": "must not be empty"}]
+    assert _error(blank, 422, "validation_error")["fields"] == [
+        {"field": "body.prompt", "message": "must not be empty"}
+    ]
     nul = await _initiate(client, alice, "hi\x00there", [])
     assert _error(nul, 422)["fields"][0]["field"] == "body.prompt"
     too_big = await _initiate(client, alice, "take this", [("big.bin", b"x" * (UPLOAD_LIMIT + 1))])
@@ -348,25 +378,35 @@ async def test_initiate_refuses_bad_input_and_leaves_nothing_behind(client, user
 async def test_a_blank_prompt_on_start_is_refused_unless_a_user_message_waits(client, users) -> None:
     alice, _ = users
     thread_id = (await client.post("/api/threads", headers=alice.headers, json={})).json()["thread_id"]
-    refused = await client.post(f"/api/threads/{thread_id}/agent/start", headers=alice.headers,
-                                json={"prompt": "  ", "model_name": "openai/fe-quick"})
+    refused = await client.post(
+        f"/api/threads/{thread_id}/agent/start",
+        headers=alice.headers,
+        json={"prompt": "  ", "model_name": "openai/fe-quick"},
+    )
     assert _error(refused, 422, "validation_error")["fields"][0]["field"] == "body.prompt"
     added = await client.post(f"/api/threads/{thread_id}/messages", headers=alice.headers, json={"content": "hi"})
     assert added.status_code == 201
-    accepted = await client.post(f"/api/threads/{thread_id}/agent/start", headers=alice.headers,
-                                 json={"prompt": "", "model_name": "openai/fe-quick"})
+    accepted = await client.post(
+        f"/api/threads/{thread_id}/agent/start",
+        headers=alice.headers,
+        json={"prompt": "", "model_name": "openai/fe-quick"},
+    )
     assert accepted.status_code == 202, accepted.text
     assert (await _events(client, accepted.json()["agent_run_id"], alice.headers))[-1][1]["type"] == "run_finished"
-    busy_delete = await client.delete(f"/api/threads/{thread_id}/messages/{added.json()['message_id']}",
-                                      headers=alice.headers)
+    busy_delete = await client.delete(
+        f"/api/threads/{thread_id}/messages/{added.json()['message_id']}", headers=alice.headers
+    )
     assert busy_delete.status_code in (204, 409)  # 409 run_active only while the run still held the thread
 
 
 async def test_every_last_event_id_has_a_defined_answer(system, client, users) -> None:
     alice, _ = users
     thread_id = (await client.post("/api/threads", headers=alice.headers, json={})).json()["thread_id"]
-    start = await client.post(f"/api/threads/{thread_id}/agent/start", headers=alice.headers,
-                              json={"prompt": "hi", "model_name": "openai/fe-quick"})
+    start = await client.post(
+        f"/api/threads/{thread_id}/agent/start",
+        headers=alice.headers,
+        json={"prompt": "hi", "model_name": "openai/fe-quick"},
+    )
     run_id = start.json()["agent_run_id"]
     full = await _events(client, run_id, alice.headers)
     terminal = full[-1][0]
@@ -374,19 +414,25 @@ async def test_every_last_event_id_has_a_defined_answer(system, client, users) -
     resumed = await _events(client, run_id, alice.headers, last_event_id=full[0][0])
     assert resumed == full[1:]
     for at_or_past_end in (terminal, str(int(terminal) + 1), str(2**63 - 1)):
-        done = await client.get(f"/api/agent-run/{run_id}/stream", headers={**alice.headers,
-                                                                             "Last-Event-ID": at_or_past_end})
+        done = await client.get(
+            f"/api/agent-run/{run_id}/stream", headers={**alice.headers, "Last-Event-ID": at_or_past_end}
+        )
         assert done.status_code == 204 and done.content == b"", at_or_past_end
     for garbage in ("abc", "-1", "1.5", "\u00b2".encode(), str(2**63), "7 7"):
-        answer = await client.get(f"/api/agent-run/{run_id}/stream", headers={**alice.headers,
-                                                                               "Last-Event-ID": garbage})
+        answer = await client.get(
+            f"/api/agent-run/{run_id}/stream", headers={**alice.headers, "Last-Event-ID": garbage}
+        )
         _error(answer, 422, "invalid_last_event_id")
 
     # A live run and a number it has not reached: the stream waits, then ends with run_finished.
-    slow = await client.post(f"/api/threads/{thread_id}/agent/start", headers=alice.headers,
-                             json={"prompt": "talk", "model_name": "openai/fe-slow"})
-    live = await asyncio.wait_for(_events(client, slow.json()["agent_run_id"], alice.headers,
-                                          last_event_id="1000000"), timeout=20)
+    slow = await client.post(
+        f"/api/threads/{thread_id}/agent/start",
+        headers=alice.headers,
+        json={"prompt": "talk", "model_name": "openai/fe-slow"},
+    )
+    live = await asyncio.wait_for(
+        _events(client, slow.json()["agent_run_id"], alice.headers, last_event_id="1000000"), timeout=20
+    )
     assert [e["type"] for _, e in live] == ["run_finished"]
     _check_events(system, live)
 
@@ -395,8 +441,11 @@ async def test_exec_streams_output_then_the_exit_code_and_only_for_the_owner(sys
     alice, bob = users
     sandbox_id = (await client.post("/api/threads", headers=alice.headers, json={})).json()["sandbox_id"]
     url = f"/api/sandboxes/{sandbox_id}/exec"
-    ran = await client.post(url, headers=alice.headers,
-                            json={"command": "printf 'h\\303\\251'; echo; echo oops >&2; exit 3", "env": {"A": "1"}})
+    ran = await client.post(
+        url,
+        headers=alice.headers,
+        json={"command": "printf 'h\\303\\251'; echo; echo oops >&2; exit 3", "env": {"A": "1"}},
+    )
     assert ran.status_code == 200 and ran.headers["content-type"].startswith("application/x-ndjson")
     lines = [orjson.loads(line) for line in ran.text.splitlines()]
     schemas = {"output": "ExecOutputLine", "exit": "ExecExitLine"}
@@ -421,7 +470,10 @@ async def test_docs_and_their_assets_are_served_by_the_gateway(client) -> None:
             assert fetched.status_code == 200 and fetched.content, asset
     spec = (await client.get("/openapi.json")).json()
     assert spec["components"]["securitySchemes"]["bearer"] == {
-        **spec["components"]["securitySchemes"]["bearer"], "type": "http", "scheme": "bearer"}
+        **spec["components"]["securitySchemes"]["bearer"],
+        "type": "http",
+        "scheme": "bearer",
+    }
     ids = [op["operationId"] for item in spec["paths"].values() for op in item.values()]
     assert len(ids) == len(set(ids)) and all(re.fullmatch(r"[a-z][A-Za-z]+", i) for i in ids)
 
@@ -445,8 +497,11 @@ async def _sweep_the_rest(client: httpx.AsyncClient, alice: User, bob: User, doc
     h = alice.headers
     thread = (await client.post("/api/threads", headers=h, json={"name": "sweep"})).json()
     tid, sid, pid = thread["thread_id"], thread["sandbox_id"], thread["project_id"]
-    run = (await client.post(f"/api/threads/{tid}/agent/start", headers=h,
-                             json={"prompt": "hi", "model_name": "openai/fe-quick"})).json()
+    run = (
+        await client.post(
+            f"/api/threads/{tid}/agent/start", headers=h, json={"prompt": "hi", "model_name": "openai/fe-quick"}
+        )
+    ).json()
     rid = run["agent_run_id"]
     await _events(client, rid, h)
     await client.get(f"/api/agent-run/{rid}", headers=h)
@@ -467,8 +522,11 @@ async def _sweep_the_rest(client: httpx.AsyncClient, alice: User, bob: User, doc
     await client.get("/api/accounts", headers=h)
     team = (await client.post("/api/accounts", headers=h, json={"name": "Team"})).json()
     await client.get(f"/api/accounts/{team['id']}/members", headers=h)
-    invite = (await client.post(f"/api/accounts/{team['id']}/invitations", headers=h,
-                                json={"email": "bob@frontend.test", "role": "member"})).json()
+    invite = (
+        await client.post(
+            f"/api/accounts/{team['id']}/invitations", headers=h, json={"email": "bob@frontend.test", "role": "member"}
+        )
+    ).json()
     await client.post("/api/accounts/invitations/accept", headers=bob.headers, json={"token": invite["token"]})
     await client.patch(f"/api/accounts/{team['id']}/members/{bob.account_id}", headers=h, json={"role": "admin"})
     await client.delete(f"/api/accounts/{team['id']}/members/{bob.account_id}", headers=h)
@@ -480,13 +538,26 @@ async def _sweep_the_rest(client: httpx.AsyncClient, alice: User, bob: User, doc
     await client.get("/api/health/live")
     tokens = (await client.post("/api/auth/token", json={"email": "bob@frontend.test", "password": PASSWORD})).json()
     await client.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
-    await client.post("/api/auth/password", headers={"Authorization": f"Bearer {tokens['access_token']}"},
-                      json={"current_password": PASSWORD, "new_password": PASSWORD + "!"})
+    await client.post(
+        "/api/auth/password",
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        json={"current_password": PASSWORD, "new_password": PASSWORD + "!"},
+    )
     await client.post("/api/auth/logout", headers={"Authorization": f"Bearer {tokens['access_token']}"})
     # Errors: no credential, another account's ids, bad input.
     for method, path in [(m, p) for p, item in doc["paths"].items() for m in item]:
-        url = path.format(thread_id=tid, run_id=rid, sandbox_id=sid, project_id=pid, account_id=team["id"],
-                          user_id=bob.account_id, api_key_id="none", message_id="none", port=8080, path="x")
+        url = path.format(
+            thread_id=tid,
+            run_id=rid,
+            sandbox_id=sid,
+            project_id=pid,
+            account_id=team["id"],
+            user_id=bob.account_id,
+            api_key_id="none",
+            message_id="none",
+            port=8080,
+            path="x",
+        )
         await client.request(method.upper(), url)  # 401 (or 422 / 404 where no credential is needed)
     await client.post("/api/auth/signup", json={"email": "x", "password": ""})
     await client.post("/api/auth/token", json={"email": "bob@frontend.test", "password": "wrong"})

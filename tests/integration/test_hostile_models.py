@@ -30,19 +30,31 @@ SENT_TEXT = SAFE_TEXT.replace("\x00", "\ufffd")
 SCRIPTS = {
     "it-script": IT_SCRIPT,
     "hm-ok": Script(turns=(Turn(text="All good: {last_user}"),)),
-    "hm-dup": Script(turns=(
-        Turn(text="Two at once.", tool_calls=(
-            ScriptedToolCall("run_command", {"command": "echo output-A"}, id="call_dup"),
-            ScriptedToolCall("run_command", {"command": "echo output-B"}, id="call_dup"))),
-        Turn(text="Both ran."),
-    )),
-    "hm-badargs": Script(turns=(
-        Turn(text="Trying.", tool_calls=(
-            ScriptedToolCall("run_command", raw_arguments='{"command": "echo hi'),
-            ScriptedToolCall("run_command", raw_arguments="[]"),
-            ScriptedToolCall("run_command", raw_arguments="null"))),
-        Turn(text="I see, those calls were malformed."),
-    )),
+    "hm-dup": Script(
+        turns=(
+            Turn(
+                text="Two at once.",
+                tool_calls=(
+                    ScriptedToolCall("run_command", {"command": "echo output-A"}, id="call_dup"),
+                    ScriptedToolCall("run_command", {"command": "echo output-B"}, id="call_dup"),
+                ),
+            ),
+            Turn(text="Both ran."),
+        )
+    ),
+    "hm-badargs": Script(
+        turns=(
+            Turn(
+                text="Trying.",
+                tool_calls=(
+                    ScriptedToolCall("run_command", raw_arguments='{"command": "echo hi'),
+                    ScriptedToolCall("run_command", raw_arguments="[]"),
+                    ScriptedToolCall("run_command", raw_arguments="null"),
+                ),
+            ),
+            Turn(text="I see, those calls were malformed."),
+        )
+    ),
     "hm-empty-blank": Script(turns=(Turn(text=""),)),
     "hm-empty-space": Script(turns=(Turn(text="  \n\t "),)),
     "hm-empty-null": Script(turns=(Turn(text=None),)),
@@ -51,12 +63,18 @@ SCRIPTS = {
     "hm-long-line": Script(turns=(Turn(text=LONG_LINE),)),
     # Calls whose name and arguments hold what no database or RPC can: NUL, an unpaired surrogate
     # (an escape in the JSON text, a lone code point once decoded), control characters.
-    "hm-text-calls": Script(turns=(
-        Turn(text="odd calls", tool_calls=(
-            ScriptedToolCall("run_command", raw_arguments='{"command": "echo \\ud800 \\u0000 \\u0007 mark-7"}'),
-            ScriptedToolCall("no\x00such\ud800tool", {"x": 1}))),
-        Turn(text="done with odd calls"),
-    )),
+    "hm-text-calls": Script(
+        turns=(
+            Turn(
+                text="odd calls",
+                tool_calls=(
+                    ScriptedToolCall("run_command", raw_arguments='{"command": "echo \\ud800 \\u0000 \\u0007 mark-7"}'),
+                    ScriptedToolCall("no\x00such\ud800tool", {"x": 1}),
+                ),
+            ),
+            Turn(text="done with odd calls"),
+        )
+    ),
 }
 # The same behaviours from a model the strict server judges by Anthropic's rules ("claude" in the
 # name): roles must alternate, the first turn is the user's, no empty or whitespace-only text.
@@ -77,8 +95,11 @@ def fake_llm():
 
 
 async def _run(client: httpx.AsyncClient, headers: dict, thread_id: str, model: str, prompt: str) -> tuple[str, list]:
-    start = await client.post(f"/api/threads/{thread_id}/agent/start",
-                              json={"model_name": f"openai/{model}", "prompt": prompt}, headers=headers)
+    start = await client.post(
+        f"/api/threads/{thread_id}/agent/start",
+        json={"model_name": f"openai/{model}", "prompt": prompt},
+        headers=headers,
+    )
     assert start.status_code == 202, start.text
     run_id = start.json()["agent_run_id"]
     events = [orjson.loads(data) for _, data in await stream(client, run_id, headers)]
@@ -151,8 +172,11 @@ async def test_arguments_that_are_not_an_object_do_not_poison_the_thread(system,
         assert all(r.status == 200 for r in _accepted(fake_llm, "hm-ok", since))
         sent = _accepted(fake_llm, "hm-ok", since)[-1].messages
         placeholders = [orjson.loads(c["function"]["arguments"]) for m in sent for c in m.get("tool_calls") or []]
-        assert placeholders == [{"_invalid_arguments": '{"command": "echo hi'}, {"_invalid_arguments": "[]"},
-                                {"_invalid_arguments": "null"}]
+        assert placeholders == [
+            {"_invalid_arguments": '{"command": "echo hi'},
+            {"_invalid_arguments": "[]"},
+            {"_invalid_arguments": "null"},
+        ]
 
 
 @EMBEDDED
@@ -203,8 +227,9 @@ async def test_any_text_is_stored_streamed_and_sent_back_with_replacements_marke
         assert "".join(e["text"] for e in events if e["type"] == "text_delta") == SAFE_TEXT
         stored = [m for m in await _messages(client, headers, thread_id) if m["type"] == "assistant"]
         assert [m["content"]["text"] for m in stored] == [SAFE_TEXT]
-        completed = [e["message"] for e in events if e["type"] == "message_completed"
-                     and e["message"]["kind"] == "assistant"]
+        completed = [
+            e["message"] for e in events if e["type"] == "message_completed" and e["message"]["kind"] == "assistant"
+        ]
         assert [m["text"] for m in completed] == [SAFE_TEXT]
         # A reader from the start (the stored events) sees the same.
         again = [orjson.loads(d) for _, d in await stream(client, run_id, headers)]
@@ -252,9 +277,11 @@ async def test_anthropic_rules_hold_after_every_hostile_turn(system, fake_llm):
 
 @pytest.mark.parametrize("system", ["split"], indirect=True)
 async def test_every_case_on_the_split_stack(system, fake_llm):
-    for case in (test_two_calls_sharing_an_id_each_keep_their_own_result,
-                 test_arguments_that_are_not_an_object_do_not_poison_the_thread,
-                 test_an_empty_reply_fails_the_run_empty_response_and_the_thread_stays_usable,
-                 test_a_rate_limit_is_retried_after_retry_after_and_stops_at_the_limit,
-                 test_any_text_is_stored_streamed_and_sent_back_with_replacements_marked):
+    for case in (
+        test_two_calls_sharing_an_id_each_keep_their_own_result,
+        test_arguments_that_are_not_an_object_do_not_poison_the_thread,
+        test_an_empty_reply_fails_the_run_empty_response_and_the_thread_stays_usable,
+        test_a_rate_limit_is_retried_after_retry_after_and_stops_at_the_limit,
+        test_any_text_is_stored_streamed_and_sent_back_with_replacements_marked,
+    ):
         await case(system, fake_llm)

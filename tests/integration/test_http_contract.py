@@ -82,8 +82,8 @@ ROUTES = {
 
 @dataclass
 class System:
-    url: str        # the dev stack's own gateway
-    idle_url: str   # a gateway whose runner never takes a run, keep-alive every KEEPALIVE_SECONDS
+    url: str  # the dev stack's own gateway
+    idle_url: str  # a gateway whose runner never takes a run, keep-alive every KEEPALIVE_SECONDS
     broken_url: str  # a gateway whose billing upstream is a closed port
     no_events_url: str  # a gateway whose event stream cannot be reached
 
@@ -114,25 +114,60 @@ def llm():
 async def system(llm, tmp_path_factory) -> AsyncIterator[System]:
     data_dir = tmp_path_factory.mktemp("contract")
     async with contextlib.AsyncExitStack() as stack:
-        dev = await start_dev_stack(stack, data_dir=data_dir, llm_api_base=llm.base_url,
-                                    ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0})
+        dev = await start_dev_stack(
+            stack,
+            data_dir=data_dir,
+            llm_api_base=llm.base_url,
+            ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
+        )
         targets = {name: f"127.0.0.1:{port}" for name, port in dev.ports.items()}
         idle_events = MemoryEventStream()
         stack.push_async_callback(idle_events.close)
         idle_runner = await start_runner(
-            RunnerSettings(port=0, database_url=f"sqlite+aiosqlite:///{data_dir / 'idle-runner.db'}", role="api",
-                           default_model="openai/ct-quick", billing_target=targets["billing"]),
-            stack, events=idle_events)
-        idle = await start_gateway(GatewaySettings(
-            port=0, auth_target=targets["auth"], billing_target=targets["billing"],
-            sandbox_target=targets["sandbox"], runner_target=idle_runner.target,
-            keepalive_seconds=KEEPALIVE_SECONDS), stack, events=idle_events)
-        broken = await start_gateway(GatewaySettings(
-            port=0, auth_target=targets["auth"], billing_target=f"127.0.0.1:{closed_port()}",
-            sandbox_target=targets["sandbox"], runner_target=targets["runner"]), stack, events=dev.events)
-        no_events = await start_gateway(GatewaySettings(
-            port=0, auth_target=targets["auth"], billing_target=targets["billing"],
-            sandbox_target=targets["sandbox"], runner_target=targets["runner"]), stack, events=UnreachableEvents())
+            RunnerSettings(
+                port=0,
+                database_url=f"sqlite+aiosqlite:///{data_dir / 'idle-runner.db'}",
+                role="api",
+                default_model="openai/ct-quick",
+                billing_target=targets["billing"],
+            ),
+            stack,
+            events=idle_events,
+        )
+        idle = await start_gateway(
+            GatewaySettings(
+                port=0,
+                auth_target=targets["auth"],
+                billing_target=targets["billing"],
+                sandbox_target=targets["sandbox"],
+                runner_target=idle_runner.target,
+                keepalive_seconds=KEEPALIVE_SECONDS,
+            ),
+            stack,
+            events=idle_events,
+        )
+        broken = await start_gateway(
+            GatewaySettings(
+                port=0,
+                auth_target=targets["auth"],
+                billing_target=f"127.0.0.1:{closed_port()}",
+                sandbox_target=targets["sandbox"],
+                runner_target=targets["runner"],
+            ),
+            stack,
+            events=dev.events,
+        )
+        no_events = await start_gateway(
+            GatewaySettings(
+                port=0,
+                auth_target=targets["auth"],
+                billing_target=targets["billing"],
+                sandbox_target=targets["sandbox"],
+                runner_target=targets["runner"],
+            ),
+            stack,
+            events=UnreachableEvents(),
+        )
         yield System(dev.gateway_url, idle.base_url, broken.base_url, no_events.base_url)
 
 
@@ -214,6 +249,7 @@ async def stream(client: httpx.AsyncClient, run_id: str, headers: dict, **kwargs
 
 # --- auth --------------------------------------------------------------------------------------
 
+
 async def test_signup_and_token(client):
     signup = await client.post("/api/auth/signup", json={"email": "shape@example.com", "password": PASSWORD})
     assert signup.status_code == 201
@@ -232,12 +268,21 @@ async def test_signup_and_token(client):
 
 # --- threads and messages ----------------------------------------------------------------------
 
+
 async def test_create_thread_with_and_without_a_body(client, headers):
     for kwargs in ({"json": {"name": "named"}}, {"json": {}}, {}):
         response = await client.post("/api/threads", headers=headers, **kwargs)
         assert response.status_code == 201, response.text
-        assert set(response.json()) == {"thread_id", "project_id", "sandbox_id", "name", "created_at", "updated_at",
-                                        "last_run_status", "message_count"}
+        assert set(response.json()) == {
+            "thread_id",
+            "project_id",
+            "sandbox_id",
+            "name",
+            "created_at",
+            "updated_at",
+            "last_run_status",
+            "message_count",
+        }
         ids = {k: v for k, v in response.json().items() if k in ("thread_id", "project_id", "sandbox_id")}
         assert all(isinstance(v, str) and v for v in ids.values())
         assert response.json()["sandbox_id"].startswith("sbx_")
@@ -271,10 +316,12 @@ async def test_messages(client, headers):
 
 # --- runs --------------------------------------------------------------------------------------
 
+
 async def test_run_lifecycle(client, headers):
     thread_id = await new_thread(client, headers)
-    response = await client.post(f"/api/threads/{thread_id}/agent/start",
-                                 json={"model_name": "openai/ct-quick", "prompt": "hi"}, headers=headers)
+    response = await client.post(
+        f"/api/threads/{thread_id}/agent/start", json={"model_name": "openai/ct-quick", "prompt": "hi"}, headers=headers
+    )
     assert response.status_code == 202
     assert set(response.json()) == {"agent_run_id", "status"}
     assert response.json()["status"] == "queued"
@@ -290,11 +337,33 @@ async def test_run_lifecycle(client, headers):
     run = await client.get(f"/api/agent-run/{run_id}", headers=headers)
     assert run.status_code == 200
     body = run.json()
-    assert set(body) == {"agent_run_id", "thread_id", "status", "error", "created_at", "started_at", "completed_at",
-                         "finish_reason", "phase", "phase_detail", "phase_since", "attempt", "pending"}
-    assert (body["finish_reason"], body["phase"], body["attempt"], body["pending"]) == ("completed", "finished", 1, None)
+    assert set(body) == {
+        "agent_run_id",
+        "thread_id",
+        "status",
+        "error",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "finish_reason",
+        "phase",
+        "phase_detail",
+        "phase_since",
+        "attempt",
+        "pending",
+    }
+    assert (body["finish_reason"], body["phase"], body["attempt"], body["pending"]) == (
+        "completed",
+        "finished",
+        1,
+        None,
+    )
     assert (body["agent_run_id"], body["thread_id"], body["status"], body["error"]) == (
-        run_id, thread_id, "completed", None)
+        run_id,
+        thread_id,
+        "completed",
+        None,
+    )
     assert iso(body["created_at"]) <= iso(body["started_at"]) <= iso(body["completed_at"])
 
     stop = await client.post(f"/api/agent-run/{run_id}/stop", headers=headers)
@@ -362,16 +431,29 @@ async def test_idle_stream_sends_keepalive_comments(idle, headers):
         await idle.post(f"/api/agent-run/{run_id}/stop", headers=headers)
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "0x10", "1 2", "²", "1³", "9" * 30, "9" * 5000],
-                         ids=["letters", "negative", "decimal", "hex", "two-numbers", "superscript",
-                              "digit-superscript", "above-int64", "5000-digits"])
+@pytest.mark.parametrize(
+    "value",
+    ["abc", "-1", "1.5", "0x10", "1 2", "²", "1³", "9" * 30, "9" * 5000],
+    ids=[
+        "letters",
+        "negative",
+        "decimal",
+        "hex",
+        "two-numbers",
+        "superscript",
+        "digit-superscript",
+        "above-int64",
+        "5000-digits",
+    ],
+)
 async def test_bad_last_event_id_is_400(client, headers, value):
     thread_id = await new_thread(client, headers)
     run_id = await start(client, headers, thread_id)
     await stream(client, run_id, headers)  # let it finish
     # Header bytes reach the app latin-1 decoded: b"\xb2" arrives as "²", which str.isdigit() accepts.
-    response = await client.get(f"/api/agent-run/{run_id}/stream",
-                                headers={**headers, "Last-Event-ID": value.encode("latin-1")})
+    response = await client.get(
+        f"/api/agent-run/{run_id}/stream", headers={**headers, "Last-Event-ID": value.encode("latin-1")}
+    )
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "invalid_last_event_id"
 
@@ -404,8 +486,11 @@ async def test_stream_token_in_the_query_works_for_that_stream_only(client, head
         refused = await client.get(f"/api/agent-run/{run_id}/stream", params={"access_token": bad})
         assert refused.status_code == 401
     # A stream token is not a credential anywhere else, not even as a header.
-    for method, path in (("GET", f"/api/agent-run/{run_id}"), ("POST", f"/api/agent-run/{run_id}/stop"),
-                         ("GET", f"/api/threads/{thread_id}/messages")):
+    for method, path in (
+        ("GET", f"/api/agent-run/{run_id}"),
+        ("POST", f"/api/agent-run/{run_id}/stop"),
+        ("GET", f"/api/threads/{thread_id}/messages"),
+    ):
         response = await client.request(method, path, params={"access_token": stream_token})
         assert response.status_code == 401, (method, path)
         assert response.json()["error"]["code"] == "unauthenticated"
@@ -414,8 +499,12 @@ async def test_stream_token_in_the_query_works_for_that_stream_only(client, head
 
 
 async def test_unknown_ids_are_404_with_the_error_body(client, headers):
-    for method, path in (("GET", "/api/threads/nope/messages"), ("GET", "/api/agent-run/nope"),
-                         ("GET", "/api/agent-run/nope/stream"), ("POST", "/api/agent-run/nope/stop")):
+    for method, path in (
+        ("GET", "/api/threads/nope/messages"),
+        ("GET", "/api/agent-run/nope"),
+        ("GET", "/api/agent-run/nope/stream"),
+        ("POST", "/api/agent-run/nope/stop"),
+    ):
         response = await client.request(method, path, headers=headers)
         assert response.status_code == 404
         assert set(response.json()["error"]) == {"code", "message"}
@@ -425,10 +514,14 @@ async def test_unknown_ids_are_404_with_the_error_body(client, headers):
 
 # --- health and docs ---------------------------------------------------------------------------
 
+
 async def test_health(client):
     response = await client.get("/api/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "upstreams": dict.fromkeys(("auth", "billing", "sandbox", "runner"), "serving")}
+    assert response.json() == {
+        "status": "ok",
+        "upstreams": dict.fromkeys(("auth", "billing", "sandbox", "runner"), "serving"),
+    }
 
 
 async def test_health_names_the_upstream_that_is_down(system):
@@ -439,7 +532,10 @@ async def test_health_names_the_upstream_that_is_down(system):
     assert body["status"] == "degraded"
     assert body["upstreams"]["billing"].startswith("unreachable")
     assert {k: v for k, v in body["upstreams"].items() if k != "billing"} == {
-        "auth": "serving", "sandbox": "serving", "runner": "serving"}
+        "auth": "serving",
+        "sandbox": "serving",
+        "runner": "serving",
+    }
 
 
 async def test_openapi_and_docs(client):

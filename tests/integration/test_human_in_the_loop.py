@@ -19,15 +19,21 @@ from .test_run_end_to_end import sign_up_and_in
 pytestmark = pytest.mark.integration
 
 SCRIPTS = {
-    "hitl-ask": Script(turns=(
-        Turn(tool_calls=(ScriptedToolCall(name="ask", arguments={"question": "Which colour?"}),)),
-        Turn(text="Blue it is."),
-    )),
-    "hitl-shell": Script(turns=(
-        Turn(text="I need to run a command.",
-             tool_calls=(ScriptedToolCall(name="run_command", arguments={"command": "echo approved-and-ran"}),)),
-        Turn(text="Finished."),
-    )),
+    "hitl-ask": Script(
+        turns=(
+            Turn(tool_calls=(ScriptedToolCall(name="ask", arguments={"question": "Which colour?"}),)),
+            Turn(text="Blue it is."),
+        )
+    ),
+    "hitl-shell": Script(
+        turns=(
+            Turn(
+                text="I need to run a command.",
+                tool_calls=(ScriptedToolCall(name="run_command", arguments={"command": "echo approved-and-ran"}),),
+            ),
+            Turn(text="Finished."),
+        )
+    ),
 }
 
 
@@ -41,17 +47,21 @@ def llm():
 async def client(llm, tmp_path) -> AsyncIterator[httpx.AsyncClient]:
     async with contextlib.AsyncExitStack() as stack:
         dev = await start_dev_stack(
-            stack, data_dir=tmp_path, llm_api_base=llm.base_url,
+            stack,
+            data_dir=tmp_path,
+            llm_api_base=llm.base_url,
             ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
-            runner_overrides={"approval_tools": ["run_command"]})
+            runner_overrides={"approval_tools": ["run_command"]},
+        )
         async with httpx.AsyncClient(base_url=dev.gateway_url, timeout=30) as client:
             yield client
 
 
 async def start(client: httpx.AsyncClient, headers: dict, model: str) -> str:
     thread = (await client.post("/api/threads", json={}, headers=headers)).json()["thread_id"]
-    started = await client.post(f"/api/threads/{thread}/agent/start", headers=headers,
-                                json={"model_name": f"openai/{model}", "prompt": "go"})
+    started = await client.post(
+        f"/api/threads/{thread}/agent/start", headers=headers, json={"model_name": f"openai/{model}", "prompt": "go"}
+    )
     assert started.status_code == 202, started.text
     return started.json()["agent_run_id"]
 
@@ -127,9 +137,12 @@ async def test_a_shell_command_waits_for_approval(client, decision: str) -> None
     async with client.stream("GET", f"/api/agent-run/{run_id}/stream", headers=headers) as response:
         stream = Stream(response)
         waiting = await stream.until("requires_action")
-        assert waiting["pending"] == {"kind": "approval", "tool": "run_command",
-                                      "arguments": {"command": "echo approved-and-ran"},
-                                      "call_id": waiting["pending"]["call_id"]}
+        assert waiting["pending"] == {
+            "kind": "approval",
+            "tool": "run_command",
+            "arguments": {"command": "echo approved-and-ran"},
+            "call_id": waiting["pending"]["call_id"],
+        }
         assert not [e for _, e in stream.events if e["type"] == "tool_call_finished"]  # nothing ran yet
         body = {"decision": decision} if decision == "approve" else {"decision": "reject", "content": "no"}
         assert (await client.post(f"/api/agent-run/{run_id}/resume", json=body, headers=headers)).status_code == 200
@@ -158,8 +171,9 @@ async def test_a_paused_run_can_be_stopped_and_bad_input_is_refused(client) -> N
         finished = await stream.until("run_finished")
     assert finished["reason"] == "cancelled"
     other = await sign_up_and_in(client, "hitl-other@example.com")
-    assert (await client.post(f"/api/agent-run/{run_id}/resume", json={"content": "x"},
-                              headers=other["headers"])).status_code == 404
+    assert (
+        await client.post(f"/api/agent-run/{run_id}/resume", json={"content": "x"}, headers=other["headers"])
+    ).status_code == 404
 
 
 async def test_agentry_chat_asks_the_question_on_the_terminal_and_continues(client) -> None:
@@ -178,9 +192,16 @@ async def test_agentry_chat_asks_the_question_on_the_terminal_and_continues(clie
 
     out = io.StringIO()
     terminal = Terminal(file=out, width=120)
-    code = await asyncio.to_thread(run_chat, url=str(client.base_url).rstrip("/"), email="hitl-chat@example.com",
-                                   password="a long password", prompt="pick", thread_id=None,
-                                   model="openai/hitl-ask", console=terminal)
+    code = await asyncio.to_thread(
+        run_chat,
+        url=str(client.base_url).rstrip("/"),
+        email="hitl-chat@example.com",
+        password="a long password",
+        prompt="pick",
+        thread_id=None,
+        model="openai/hitl-ask",
+        console=terminal,
+    )
     assert code == 0, out.getvalue()
     assert "Which colour?" in out.getvalue() and "run finished: completed" in out.getvalue()
     assert len(terminal.asked) == 1
@@ -194,9 +215,9 @@ async def test_bad_resume_input_is_a_4xx_naming_the_field(client) -> None:
         await Stream(response).until("requires_action")
         url = f"/api/agent-run/{run_id}/resume"
         cases = {
-            b'{"content": "\\ud800"}': "content",          # a lone surrogate
+            b'{"content": "\\ud800"}': "content",  # a lone surrogate
             b'{"content": "' + b"x" * 100_001 + b'"}': "content",  # too long
-            b'{"content": 5}': "content",                  # wrong type
+            b'{"content": 5}': "content",  # wrong type
             b'{"decision": ["approve"]}': "decision",
         }
         for body, field in cases.items():
@@ -206,7 +227,11 @@ async def test_bad_resume_input_is_a_4xx_naming_the_field(client) -> None:
         nul = await client.post(url, json={"content": "a\x00b"}, headers=user["headers"])
         # NUL is refused in every body field (the gateway's one rule for text), naming the field.
         assert nul.status_code == 422 and "content" in nul.text, nul.text
-    assert (await client.post(f"/api/agent-run/{'0' * 8}-0000-0000-0000-{'0' * 12}/resume", json={"content": "x"},
-                              headers=user["headers"])).status_code == 404
-    assert (await client.post("/api/agent-run/not-a-uuid/resume", json={"content": "x"},
-                              headers=user["headers"])).status_code == 404
+    assert (
+        await client.post(
+            f"/api/agent-run/{'0' * 8}-0000-0000-0000-{'0' * 12}/resume", json={"content": "x"}, headers=user["headers"]
+        )
+    ).status_code == 404
+    assert (
+        await client.post("/api/agent-run/not-a-uuid/resume", json={"content": "x"}, headers=user["headers"])
+    ).status_code == 404

@@ -37,9 +37,9 @@ SCRIPTS = {"idem-quick": Script(turns=(Turn(text="Hello from the idempotency tes
 
 @dataclass
 class System:
-    url: str              # the dev stack's own gateway (runs complete)
-    idle_url: str         # a gateway whose runner never takes a run (memory store)
-    broken_url: str       # a gateway whose billing upstream is a closed port
+    url: str  # the dev stack's own gateway (runs complete)
+    idle_url: str  # a gateway whose runner never takes a run (memory store)
+    broken_url: str  # a gateway whose billing upstream is a closed port
     idle_runner_db: Path  # the idle runner's SQLite database, to count runs
     gateway_settings: dict  # what a further gateway in front of the idle runner needs
     idle_events: MemoryEventStream
@@ -61,22 +61,45 @@ def llm():
 async def system(llm, tmp_path_factory) -> AsyncIterator[System]:
     data_dir = tmp_path_factory.mktemp("idempotency")
     async with contextlib.AsyncExitStack() as stack:
-        dev = await start_dev_stack(stack, data_dir=data_dir, llm_api_base=llm.base_url,
-                                    ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0})
+        dev = await start_dev_stack(
+            stack,
+            data_dir=data_dir,
+            llm_api_base=llm.base_url,
+            ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
+        )
         targets = {name: f"127.0.0.1:{port}" for name, port in dev.ports.items()}
         idle_events = MemoryEventStream()
         stack.push_async_callback(idle_events.close)
         idle_db = data_dir / "idle-runner.db"
         idle_runner = await start_runner(
-            RunnerSettings(port=0, database_url=f"sqlite+aiosqlite:///{idle_db}", role="api", default_model=MODEL,
-                           billing_target=targets["billing"]),
-            stack, events=idle_events)
-        idle_settings = {"auth_target": targets["auth"], "billing_target": targets["billing"],
-                         "sandbox_target": targets["sandbox"], "runner_target": idle_runner.target}
+            RunnerSettings(
+                port=0,
+                database_url=f"sqlite+aiosqlite:///{idle_db}",
+                role="api",
+                default_model=MODEL,
+                billing_target=targets["billing"],
+            ),
+            stack,
+            events=idle_events,
+        )
+        idle_settings = {
+            "auth_target": targets["auth"],
+            "billing_target": targets["billing"],
+            "sandbox_target": targets["sandbox"],
+            "runner_target": idle_runner.target,
+        }
         idle = await start_gateway(GatewaySettings(port=0, **idle_settings), stack, events=idle_events)
-        broken = await start_gateway(GatewaySettings(
-            port=0, auth_target=targets["auth"], billing_target=f"127.0.0.1:{closed_port()}",
-            sandbox_target=targets["sandbox"], runner_target=targets["runner"]), stack, events=dev.events)
+        broken = await start_gateway(
+            GatewaySettings(
+                port=0,
+                auth_target=targets["auth"],
+                billing_target=f"127.0.0.1:{closed_port()}",
+                sandbox_target=targets["sandbox"],
+                runner_target=targets["runner"],
+            ),
+            stack,
+            events=dev.events,
+        )
         yield System(dev.gateway_url, idle.base_url, broken.base_url, idle_db, idle_settings, idle_events)
 
 
@@ -96,9 +119,13 @@ async def idle(request, system) -> AsyncIterator[httpx.AsyncClient]:
         async with contextlib.AsyncExitStack() as stack:
             # events="redis" chooses the Redis idempotency store (as split mode does); the run events
             # still come from the idle runner's in-process stream.
-            gateway = await start_gateway(GatewaySettings(
-                port=0, events="redis", redis_url=redis_url, idempotency_prefix=prefix, **system.gateway_settings),
-                stack, events=system.idle_events)
+            gateway = await start_gateway(
+                GatewaySettings(
+                    port=0, events="redis", redis_url=redis_url, idempotency_prefix=prefix, **system.gateway_settings
+                ),
+                stack,
+                events=system.idle_events,
+            )
             async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as client:
                 yield client
     finally:
@@ -166,9 +193,12 @@ async def test_concurrent_retries_start_one_run(system, idle):
     headers = await sign_in(idle)
     thread_id = await new_thread(idle, headers)
     idem = key()
-    responses = await asyncio.gather(*(
-        idle.post(f"/api/threads/{thread_id}/agent/start", json={"model_name": MODEL}, headers={**headers, **idem})
-        for _ in range(6)))
+    responses = await asyncio.gather(
+        *(
+            idle.post(f"/api/threads/{thread_id}/agent/start", json={"model_name": MODEL}, headers={**headers, **idem})
+            for _ in range(6)
+        )
+    )
     try:
         fresh = [r for r in responses if r.status_code == 202 and "idempotent-replayed" not in r.headers]
         assert len(fresh) == 1, [(r.status_code, r.text) for r in responses]
@@ -187,18 +217,21 @@ async def test_retried_message_creates_no_second_message(idle):
     headers = await sign_in(idle)
     thread_id = await new_thread(idle, headers)
     idem = key()
-    first = await idle.post(f"/api/threads/{thread_id}/messages", json={"content": "only once"},
-                            headers={**headers, **idem})
+    first = await idle.post(
+        f"/api/threads/{thread_id}/messages", json={"content": "only once"}, headers={**headers, **idem}
+    )
     assert first.status_code == 201, first.text
-    retry = await idle.post(f"/api/threads/{thread_id}/messages", json={"content": "only once"},
-                            headers={**headers, **idem})
+    retry = await idle.post(
+        f"/api/threads/{thread_id}/messages", json={"content": "only once"}, headers={**headers, **idem}
+    )
     assert retry.status_code == 201
     assert retry.headers["idempotent-replayed"] == "true"
     assert retry.json() == first.json()
     assert await texts(idle, headers, thread_id) == ["only once"]
     # A new key is a new message.
-    other = await idle.post(f"/api/threads/{thread_id}/messages", json={"content": "only once"},
-                            headers={**headers, **key()})
+    other = await idle.post(
+        f"/api/threads/{thread_id}/messages", json={"content": "only once"}, headers={**headers, **key()}
+    )
     assert other.status_code == 201 and other.json() != first.json()
     assert await texts(idle, headers, thread_id) == ["only once", "only once"]
 
@@ -215,8 +248,9 @@ async def test_same_key_with_a_different_body_is_422(idle):
     assert "different request" in changed.json()["error"]["message"]
     # The same key on another thread is a different request too.
     other_thread = await new_thread(idle, headers)
-    moved = await idle.post(f"/api/threads/{other_thread}/messages", json={"content": "one"},
-                            headers={**headers, **idem})
+    moved = await idle.post(
+        f"/api/threads/{other_thread}/messages", json={"content": "one"}, headers={**headers, **idem}
+    )
     assert (moved.status_code, moved.json()["error"]["code"]) == (422, "idempotency_key_reused")
     assert await texts(idle, headers, thread_id) == ["one"] and await texts(idle, headers, other_thread) == []
 
@@ -237,8 +271,9 @@ async def test_another_account_with_the_same_key_is_independent(system, idle):
     threads = {}
     for who, headers in (("alice", alice), ("bob", bob)):
         threads[who] = await new_thread(idle, headers)
-        response = await idle.post(f"/api/threads/{threads[who]}/messages", json={"content": f"from {who}"},
-                                   headers={**headers, **shared})
+        response = await idle.post(
+            f"/api/threads/{threads[who]}/messages", json={"content": f"from {who}"}, headers={**headers, **shared}
+        )
         assert response.status_code == 201, response.text
         assert "idempotent-replayed" not in response.headers
     assert await texts(idle, alice, threads["alice"]) == ["from alice"]
@@ -246,8 +281,9 @@ async def test_another_account_with_the_same_key_is_independent(system, idle):
 
     runs = []
     for headers, who in ((alice, "alice"), (bob, "bob")):
-        response = await idle.post(f"/api/threads/{threads[who]}/agent/start", json={"model_name": MODEL},
-                                   headers={**headers, **shared})
+        response = await idle.post(
+            f"/api/threads/{threads[who]}/agent/start", json={"model_name": MODEL}, headers={**headers, **shared}
+        )
         assert response.status_code == 202 and "idempotent-replayed" not in response.headers
         runs.append((headers, response.json()["agent_run_id"]))
     assert runs[0][1] != runs[1][1]
@@ -260,8 +296,10 @@ async def test_another_account_with_the_same_key_is_independent(system, idle):
 async def test_an_invalid_key_is_400(idle, value):
     headers = await sign_in(idle)
     thread_id = await new_thread(idle, headers)
-    for path, body in ((f"/api/threads/{thread_id}/messages", {"content": "hi"}),
-                       (f"/api/threads/{thread_id}/agent/start", {"model_name": MODEL})):
+    for path, body in (
+        (f"/api/threads/{thread_id}/messages", {"content": "hi"}),
+        (f"/api/threads/{thread_id}/agent/start", {"model_name": MODEL}),
+    ):
         response = await idle.post(path, json=body, headers={**headers, "Idempotency-Key": value.encode("latin-1")})
         assert response.status_code == 422, response.text
         assert response.json()["error"]["code"] == "invalid_idempotency_key"
@@ -293,8 +331,9 @@ async def test_an_unreachable_upstream_is_503_with_retry_after_and_frees_the_key
         thread_id = await new_thread(client, headers)
         idem = key()
         for _ in range(2):  # the key was released: the retry runs again (not 409 in use, not a replay)
-            response = await client.post(f"/api/threads/{thread_id}/agent/start", json={"model_name": MODEL},
-                                         headers={**headers, **idem})
+            response = await client.post(
+                f"/api/threads/{thread_id}/agent/start", json={"model_name": MODEL}, headers={**headers, **idem}
+            )
             assert response.status_code == 503, response.text
             assert response.headers["retry-after"] == "1"
             assert "idempotent-replayed" not in response.headers

@@ -102,6 +102,7 @@ async def new_thread(client: httpx.AsyncClient, headers: dict) -> httpx.Response
 
 # --- sessions ----------------------------------------------------------------------------------
 
+
 async def test_refresh_rotates_and_a_reused_token_ends_the_family(client):
     ada = await sign_up(client, "rotate")
     first = ada["refresh_token"]
@@ -116,8 +117,9 @@ async def test_refresh_rotates_and_a_reused_token_ends_the_family(client):
     assert_error(reused, 401, "refresh_token_reused")
     # The rest of the family is dead too (whoever holds it), the other sign-in is not.
     assert_error(await client.post("/api/auth/refresh", json={"refresh_token": second["refresh_token"]}), 401)
-    assert (await client.post("/api/auth/refresh",
-                              json={"refresh_token": other_session["refresh_token"]})).status_code == 200
+    assert (
+        await client.post("/api/auth/refresh", json={"refresh_token": other_session["refresh_token"]})
+    ).status_code == 200
 
 
 async def test_sign_out_this_session_or_everywhere(client):
@@ -133,23 +135,30 @@ async def test_sign_out_this_session_or_everywhere(client):
     assert everywhere.status_code == 204
     for token in (refreshed.json()["refresh_token"], three["refresh_token"]):
         assert_error(await client.post("/api/auth/refresh", json={"refresh_token": token}), 401)
-    assert_error(await client.post("/api/auth/logout", json={"scope": "nowhere"}, headers=three["headers"]),
-                 422, "validation_error")
+    assert_error(
+        await client.post("/api/auth/logout", json={"scope": "nowhere"}, headers=three["headers"]),
+        422,
+        "validation_error",
+    )
     assert_error(await client.post("/api/auth/logout"), 401)
 
 
 async def test_change_password_ends_the_other_sessions(client):
     ada = await sign_up(client, "password")
     other = await sign_in(client, ada["email"])
-    wrong = await client.post("/api/auth/password", json={"current_password": "not it", "new_password": "x" * 12},
-                              headers=ada["headers"])
+    wrong = await client.post(
+        "/api/auth/password", json={"current_password": "not it", "new_password": "x" * 12}, headers=ada["headers"]
+    )
     assert_error(wrong, 401, "invalid_credentials")
-    short = await client.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": "short"},
-                              headers=ada["headers"])
+    short = await client.post(
+        "/api/auth/password", json={"current_password": PASSWORD, "new_password": "short"}, headers=ada["headers"]
+    )
     assert "new_password" in assert_error(short, 422, "invalid_password")["message"]
-    changed = await client.post("/api/auth/password",
-                                json={"current_password": PASSWORD, "new_password": "a new long password"},
-                                headers=ada["headers"])
+    changed = await client.post(
+        "/api/auth/password",
+        json={"current_password": PASSWORD, "new_password": "a new long password"},
+        headers=ada["headers"],
+    )
     assert changed.status_code == 204, changed.text
     assert_error(await client.post("/api/auth/refresh", json={"refresh_token": other["refresh_token"]}), 401)
     assert (await client.post("/api/auth/refresh", json={"refresh_token": ada["refresh_token"]})).status_code == 200
@@ -165,8 +174,9 @@ async def test_jwks_verifies_the_access_tokens(client):
     kid = jwt.get_unverified_header(ada["access_token"])["kid"]
     key = next(k for k in keys.keys if k.key_id == kid)
     assert not any("d" in k for k in response.json()["keys"]), "no private key material"
-    claims = jwt.decode(ada["access_token"], key.key, algorithms=["ES256"], audience="authenticated",
-                        issuer="agentry-local")
+    claims = jwt.decode(
+        ada["access_token"], key.key, algorithms=["ES256"], audience="authenticated", issuer="agentry-local"
+    )
     assert claims["sub"] == ada["user_id"] and claims["exp"] - claims["iat"] == 900
 
 
@@ -175,8 +185,9 @@ async def test_key_rotation_signs_nobody_out(llm, tmp_path):
         ada = await sign_up(client, "rotation")
     old_pem = (tmp_path / "auth-signing-key.pem").read_text()
     new_key = ec.generate_private_key(ec.SECP256R1())
-    new_pem = new_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode()
+    new_pem = new_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     rotated = {"signing_key": new_pem, "retired_signing_keys": old_pem}
     async with dev_stack(llm, tmp_path, auth_overrides=rotated) as after:
         async with httpx.AsyncClient(base_url=after.url, timeout=30) as client:
@@ -192,6 +203,7 @@ async def test_key_rotation_signs_nobody_out(llm, tmp_path):
 
 # --- the token-refusal suite -------------------------------------------------------------------
 
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -201,8 +213,9 @@ def _unsigned(header: dict, claims: dict, signature: bytes = b"") -> str:
 
 
 def _hs256(claims: dict, kid: str, secret: bytes) -> str:
-    signing_input = ".".join((_b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode()),
-                              _b64(json.dumps(claims).encode())))
+    signing_input = ".".join(
+        (_b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode()), _b64(json.dumps(claims).encode()))
+    )
     return f"{signing_input}.{_b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())}"
 
 
@@ -227,15 +240,23 @@ class Minter:
 
     @property
     def public_pem(self) -> bytes:
-        return self.key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+        return self.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
 
 def local_minter(system: Stack, user: dict) -> Minter:
     key = serialization.load_pem_private_key((system.data_dir / "auth-signing-key.pem").read_bytes(), password=None)
     now = int(time.time())
-    claims = {"iss": "agentry-local", "aud": "authenticated", "sub": user["user_id"],
-              "account_id": user["account_id"], "email": user["email"], "iat": now, "exp": now + 600}
+    claims = {
+        "iss": "agentry-local",
+        "aud": "authenticated",
+        "sub": user["user_id"],
+        "account_id": user["account_id"],
+        "email": user["email"],
+        "iat": now,
+        "exp": now + 600,
+    }
     return Minter(key, public_jwk(key.public_key())["kid"], claims)
 
 
@@ -279,6 +300,7 @@ async def test_forged_or_stale_tokens_are_refused(client, system, victim, forger
 
 # --- API keys ----------------------------------------------------------------------------------
 
+
 async def test_api_key_lifecycle(client, system):
     ada, bob = await sign_up(client, "keys"), await sign_up(client, "keys-other")
     created = await client.post("/api/api-keys", json={"name": "ci"}, headers=ada["headers"])
@@ -313,8 +335,11 @@ async def test_api_key_lifecycle(client, system):
 async def test_an_expired_api_key_is_refused(client):
     ada = await sign_up(client, "expiring")
     soon = datetime.now(UTC) + timedelta(seconds=2)
-    key = (await client.post("/api/api-keys", json={"name": "short", "expires_at": soon.isoformat()},
-                             headers=ada["headers"])).json()
+    key = (
+        await client.post(
+            "/api/api-keys", json={"name": "short", "expires_at": soon.isoformat()}, headers=ada["headers"]
+        )
+    ).json()
     assert (await new_thread(client, {"X-API-Key": key["key"]})).status_code == 201
     for _ in range(100):  # until the expiry passes (a condition, not a fixed sleep)
         response = await new_thread(client, {"X-API-Key": key["key"]})
@@ -322,16 +347,18 @@ async def test_an_expired_api_key_is_refused(client):
             break
         await asyncio.sleep(0.1)
     assert_error(response, 401, "api_key_expired")
-    past = await client.post("/api/api-keys", json={"name": "past", "expires_at": "2020-01-01T00:00:00Z"},
-                             headers=ada["headers"])
+    past = await client.post(
+        "/api/api-keys", json={"name": "past", "expires_at": "2020-01-01T00:00:00Z"}, headers=ada["headers"]
+    )
     assert "expires_at" in assert_error(past, 422)["message"]
 
 
 async def test_api_keys_need_a_live_session_and_cannot_sign_out_or_change_the_password(client):
     ada = await sign_up(client, "key-session")
     key = (await client.post("/api/api-keys", json={"name": "k"}, headers=ada["headers"])).json()["key"]
-    assert_error(await client.post("/api/api-keys", json={"name": "k2"}, headers={"X-API-Key": key}), 403,
-                 "session_required")
+    assert_error(
+        await client.post("/api/api-keys", json={"name": "k2"}, headers={"X-API-Key": key}), 403, "session_required"
+    )
     other = await sign_in(client, ada["email"])
     assert (await client.post("/api/auth/logout", headers=other["headers"])).status_code == 204
     # The gateway still accepts the signed-out session's access token (local verification, until it
@@ -344,11 +371,15 @@ async def test_api_keys_need_a_live_session_and_cannot_sign_out_or_change_the_pa
 
 # --- stream tokens -----------------------------------------------------------------------------
 
+
 async def test_stream_token_opens_one_run_stream_for_its_account(client):
     ada, bob = await sign_up(client, "stream"), await sign_up(client, "stream-other")
     thread_id = (await new_thread(client, ada["headers"])).json()["thread_id"]
-    start = await client.post(f"/api/threads/{thread_id}/agent/start",
-                              json={"model_name": "openai/id-quick", "prompt": "hi"}, headers=ada["headers"])
+    start = await client.post(
+        f"/api/threads/{thread_id}/agent/start",
+        json={"model_name": "openai/id-quick", "prompt": "hi"},
+        headers=ada["headers"],
+    )
     run_id = start.json()["agent_run_id"]
     assert_error(await client.post(f"/api/agent-run/{run_id}/stream-token", headers=bob["headers"]), 404)
     token = (await client.post(f"/api/agent-run/{run_id}/stream-token", headers=ada["headers"])).json()["token"]
@@ -361,6 +392,7 @@ async def test_stream_token_opens_one_run_stream_for_its_account(client):
 
 
 # --- rate limits and equal answers --------------------------------------------------------------
+
 
 async def test_failed_sign_ins_are_limited_per_email(client):
     ada = await sign_up(client, "brute")
@@ -379,10 +411,14 @@ async def test_sign_in_attempts_are_limited_per_address(llm, tmp_path):
     async with dev_stack(llm, tmp_path, gateway_overrides=limits) as small:
         async with httpx.AsyncClient(base_url=small.url, timeout=30) as client:
             for i in range(3):
-                assert (await client.post("/api/auth/signup", json={"email": f"s{i}@example.com",
-                                                                    "password": PASSWORD})).status_code == 201
-            assert_error(await client.post("/api/auth/signup", json={"email": "s9@example.com", "password": PASSWORD}),
-                         429, "rate_limited")
+                assert (
+                    await client.post("/api/auth/signup", json={"email": f"s{i}@example.com", "password": PASSWORD})
+                ).status_code == 201
+            assert_error(
+                await client.post("/api/auth/signup", json={"email": "s9@example.com", "password": PASSWORD}),
+                429,
+                "rate_limited",
+            )
             for i in range(5):
                 await client.post("/api/auth/token", json={"email": f"s{i % 3}@example.com", "password": PASSWORD})
             limited = await client.post("/api/auth/token", json={"email": "s0@example.com", "password": PASSWORD})
@@ -390,8 +426,9 @@ async def test_sign_in_attempts_are_limited_per_address(llm, tmp_path):
             assert int(limited.headers["retry-after"]) >= 1
             for _ in range(2):
                 assert_error(await client.post("/api/auth/refresh", json={"refresh_token": "agentry_rt_x"}), 401)
-            assert_error(await client.post("/api/auth/refresh", json={"refresh_token": "agentry_rt_x"}), 429,
-                         "rate_limited")
+            assert_error(
+                await client.post("/api/auth/refresh", json={"refresh_token": "agentry_rt_x"}), 429, "rate_limited"
+            )
     limits = {"run_starts_per_account": 2}
     async with dev_stack(llm, tmp_path / "runs", gateway_overrides=limits) as small:
         async with httpx.AsyncClient(base_url=small.url, timeout=30) as client:
@@ -400,8 +437,11 @@ async def test_sign_in_attempts_are_limited_per_address(llm, tmp_path):
                 statuses = []
                 for _ in expected:
                     thread = (await new_thread(client, user["headers"])).json()["thread_id"]
-                    start = await client.post(f"/api/threads/{thread}/agent/start",
-                                              json={"model_name": "openai/id-quick"}, headers=user["headers"])
+                    start = await client.post(
+                        f"/api/threads/{thread}/agent/start",
+                        json={"model_name": "openai/id-quick"},
+                        headers=user["headers"],
+                    )
                     statuses.append(start.status_code)
                 assert statuses == expected
 
@@ -409,8 +449,9 @@ async def test_sign_in_attempts_are_limited_per_address(llm, tmp_path):
 async def test_unknown_email_and_wrong_password_answer_the_same(client):
     ada = await sign_up(client, "same")
     wrong = await client.post("/api/auth/token", json={"email": ada["email"], "password": "not the password"})
-    unknown = await client.post("/api/auth/token", json={"email": "nobody-here@example.com",
-                                                         "password": "not the password"})
+    unknown = await client.post(
+        "/api/auth/token", json={"email": "nobody-here@example.com", "password": "not the password"}
+    )
     malformed = await client.post("/api/auth/token", json={"email": "not-an-email", "password": "not the password"})
     for response in (wrong, unknown, malformed):
         assert response.status_code == 401
@@ -419,33 +460,52 @@ async def test_unknown_email_and_wrong_password_answer_the_same(client):
 
 # --- input that cannot be stored ----------------------------------------------------------------
 
-@pytest.mark.parametrize("path,raw,field", [
-    ("/api/auth/signup", '{"email": "a\\u0000b@example.com", "password": "correct horse battery"}', "email"),
-    ("/api/auth/signup", '{"email": "a\\ud800b@example.com", "password": "correct horse battery"}', "email"),
-    ("/api/auth/signup", '{"email": "ab@example.com", "password": "correct \\udc00 horse"}', "password"),
-    ("/api/auth/token", '{"email": "ab@example.com", "password": "correct\\u0000horse"}', "password"),
-    ("/api/auth/signup", '{"email": "%s@example.com", "password": "correct horse battery"}' % ("e" * 400), "email"),
-    ("/api/auth/refresh", '{"refresh_token": "agentry_rt_\\u0000"}', "refresh_token"),
-    ("/api/api-keys", '{"name": "ci\\u0000"}', "name"),
-    ("/api/api-keys", '{"name": "\\ud83d"}', "name"),
-    ("/api/api-keys", '{"name": "%s"}' % ("n" * 201), "name"),
-    ("/api/threads", '{"name": "t\\u0000"}', "name"),
-], ids=["email-nul", "email-surrogate", "password-surrogate", "signin-password-nul", "email-long", "refresh-nul",
-        "key-name-nul", "key-name-surrogate", "key-name-long", "thread-name-nul"])
+
+@pytest.mark.parametrize(
+    "path,raw,field",
+    [
+        ("/api/auth/signup", '{"email": "a\\u0000b@example.com", "password": "correct horse battery"}', "email"),
+        ("/api/auth/signup", '{"email": "a\\ud800b@example.com", "password": "correct horse battery"}', "email"),
+        ("/api/auth/signup", '{"email": "ab@example.com", "password": "correct \\udc00 horse"}', "password"),
+        ("/api/auth/token", '{"email": "ab@example.com", "password": "correct\\u0000horse"}', "password"),
+        ("/api/auth/signup", '{"email": "%s@example.com", "password": "correct horse battery"}' % ("e" * 400), "email"),
+        ("/api/auth/refresh", '{"refresh_token": "agentry_rt_\\u0000"}', "refresh_token"),
+        ("/api/api-keys", '{"name": "ci\\u0000"}', "name"),
+        ("/api/api-keys", '{"name": "\\ud83d"}', "name"),
+        ("/api/api-keys", '{"name": "%s"}' % ("n" * 201), "name"),
+        ("/api/threads", '{"name": "t\\u0000"}', "name"),
+    ],
+    ids=[
+        "email-nul",
+        "email-surrogate",
+        "password-surrogate",
+        "signin-password-nul",
+        "email-long",
+        "refresh-nul",
+        "key-name-nul",
+        "key-name-surrogate",
+        "key-name-long",
+        "thread-name-nul",
+    ],
+)
 async def test_unstorable_input_is_a_422_naming_the_field(client, path, raw, field):
     ada = await sign_up(client, "input")
-    response = await client.post(path, content=raw.encode(), headers={**ada["headers"],
-                                                                      "Content-Type": "application/json"})
+    response = await client.post(
+        path, content=raw.encode(), headers={**ada["headers"], "Content-Type": "application/json"}
+    )
     error = assert_error(response, 422, "validation_error")
     assert [f["field"] for f in error["fields"]] == [f"body.{field}"]
 
 
-@pytest.mark.parametrize("method,url,field", [
-    ("GET", "/api/threads/a%00b/messages", "path.thread_id"),
-    ("GET", "/api/agent-run/%00/stream", "path.run_id"),
-    ("DELETE", "/api/api-keys/k%00", "path.api_key_id"),
-    ("GET", "/api/accounts/a%00/members", "path.account_id"),
-])
+@pytest.mark.parametrize(
+    "method,url,field",
+    [
+        ("GET", "/api/threads/a%00b/messages", "path.thread_id"),
+        ("GET", "/api/agent-run/%00/stream", "path.run_id"),
+        ("DELETE", "/api/api-keys/k%00", "path.api_key_id"),
+        ("GET", "/api/accounts/a%00/members", "path.account_id"),
+    ],
+)
 async def test_unstorable_path_parameters_are_a_422_naming_them(client, method, url, field):
     ada = await sign_up(client, "path")
     error = assert_error(await client.request(method, url, headers=ada["headers"]), 422, "validation_error")
@@ -453,6 +513,7 @@ async def test_unstorable_path_parameters_are_a_422_naming_them(client, method, 
 
 
 # --- no secret in any log line ------------------------------------------------------------------
+
 
 async def test_no_secret_reaches_a_log_line(client, caplog):
     caplog.set_level(logging.DEBUG)
@@ -469,9 +530,13 @@ async def test_no_secret_reaches_a_log_line(client, caplog):
     key = (await client.post("/api/api-keys", json={"name": "logged?"}, headers=headers)).json()["key"]
     secrets.append(key)
     thread_id = (await new_thread(client, {"X-API-Key": key})).json()["thread_id"]
-    run_id = (await client.post(f"/api/threads/{thread_id}/agent/start",
-                                json={"model_name": "openai/id-quick", "prompt": "hi"}, headers=headers)).json()[
-        "agent_run_id"]
+    run_id = (
+        await client.post(
+            f"/api/threads/{thread_id}/agent/start",
+            json={"model_name": "openai/id-quick", "prompt": "hi"},
+            headers=headers,
+        )
+    ).json()["agent_run_id"]
     stream_token = (await client.post(f"/api/agent-run/{run_id}/stream-token", headers=headers)).json()["token"]
     secrets.append(stream_token)
     async with client.stream("GET", f"/api/agent-run/{run_id}/stream", params={"access_token": stream_token}) as r:
@@ -479,14 +544,18 @@ async def test_no_secret_reaches_a_log_line(client, caplog):
             pass
     await client.get(f"/api/agent-run/{run_id}/stream", params={"access_token": stream_token + "x"})
     await new_thread(client, {"X-API-Key": key + "x"})
-    await client.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": "the new password"},
-                      headers=headers)
+    await client.post(
+        "/api/auth/password", json={"current_password": PASSWORD, "new_password": "the new password"}, headers=headers
+    )
     secrets.append("the new password")
     await client.post("/api/auth/logout", json={"scope": "global"}, headers=headers)
 
     # The test's own HTTP client logs the URLs it requests; everything else is the stack's.
-    lines = [record.getMessage() + " " + repr(record.__dict__.get("args")) + " " + (record.exc_text or "")
-             for record in caplog.records if not record.name.startswith(("httpx", "httpcore"))]
+    lines = [
+        record.getMessage() + " " + repr(record.__dict__.get("args")) + " " + (record.exc_text or "")
+        for record in caplog.records
+        if not record.name.startswith(("httpx", "httpcore"))
+    ]
     assert len(lines) > 5, "the stack logged nothing: the scan would prove nothing"
     assert {"agentry.auth.service", "agentry.auth.apikeys"} <= {r.name for r in caplog.records}
     for secret in secrets:

@@ -42,7 +42,10 @@ from agentry.servicekit.testing import needs
 from .test_durable_runs import percentile, side_effects
 
 pytestmark = [
-    pytest.mark.integration, pytest.mark.postgres, pytest.mark.redis, pytest.mark.rabbitmq,
+    pytest.mark.integration,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.rabbitmq,
     needs(PrivateRedis.available(), "redis-server"),
     needs(PrivatePostgres.available(), "PostgreSQL (initdb, pg_ctl)"),
 ]
@@ -52,8 +55,12 @@ MODEL = "openai/fault-tool"
 SCRIPTS = {
     # One shell call with a side effect that must happen at most once, then the answer.
     "fault-tool": [
-        {"text": "Working.", "tool_calls": [{"name": "run_command", "arguments": {
-            "command": f"echo once >> {SIDE_EFFECT_FILE} && sleep 1"}}]},
+        {
+            "text": "Working.",
+            "tool_calls": [
+                {"name": "run_command", "arguments": {"command": f"echo once >> {SIDE_EFFECT_FILE} && sleep 1"}}
+            ],
+        },
         {"text": "Recorded."},
     ],
 }
@@ -101,8 +108,9 @@ class Stack:
 @pytest.fixture(scope="module")
 def fault_llm(tmp_path_factory) -> Iterator[str]:
     """The fake model in its own process, so it never waits on the test's event loop."""
-    with FakeLLMProcess(SCRIPTS, ttft_seconds=0.05, tokens_per_second=400,
-                        data_dir=tmp_path_factory.mktemp("llm")) as llm:
+    with FakeLLMProcess(
+        SCRIPTS, ttft_seconds=0.05, tokens_per_second=400, data_dir=tmp_path_factory.mktemp("llm")
+    ) as llm:
         yield llm.base_url
 
 
@@ -110,9 +118,11 @@ def fault_llm(tmp_path_factory) -> Iterator[str]:
 def infra() -> Iterator[Infra]:
     amqp_url = _amqp_url()
     # The append-only file makes a restart keep the streams, as a production Redis would.
-    with PrivatePostgres(database="agentry") as postgres, \
-            PrivateRedis(extra_args=("--appendonly", "yes")) as redis, \
-            TcpProxy.for_url(amqp_url) as broker:
+    with (
+        PrivatePostgres(database="agentry") as postgres,
+        PrivateRedis(extra_args=("--appendonly", "yes")) as redis,
+        TcpProxy.for_url(amqp_url) as broker,
+    ):
         yield Infra(postgres, redis, broker, amqp_url)
 
 
@@ -132,17 +142,30 @@ def stack(infra: Infra, fault_llm: str, tmp_path_factory) -> Iterator[Stack]:
         "AGENTRY_RUNNER_GRACE_SECONDS": "5",
         "AGENTRY_BILLING_INITIAL_CREDIT_MICROS": str(10**10),
         "AGENTRY_RUNNER_MAX_ACTIVE_RUNS_PER_ACCOUNT": "0",
-        "AGENTRY_RUNNER_DATABASE_POOL_SIZE": "4", "AGENTRY_RUNNER_DATABASE_MAX_OVERFLOW": "4",
+        "AGENTRY_RUNNER_DATABASE_POOL_SIZE": "4",
+        "AGENTRY_RUNNER_DATABASE_MAX_OVERFLOW": "4",
     }
-    procs = SplitProcesses(SplitConfig(
-        database_url=infra.postgres.url, redis_url=infra.redis.url, amqp_url=infra.broker.url_for(infra.amqp_url),
-        data_dir=data_dir, gateway_port=free_port(), grpc_ports=ports, llm_api_base=fault_llm,
-        queue_name=queue, redis_prefix=f"agentry:{unique}:", extra_env=env, workers=2,
-        restart_policy=RestartPolicy(initial_delay=0.2, max_delay=1.0, reset_after=5.0)))
+    procs = SplitProcesses(
+        SplitConfig(
+            database_url=infra.postgres.url,
+            redis_url=infra.redis.url,
+            amqp_url=infra.broker.url_for(infra.amqp_url),
+            data_dir=data_dir,
+            gateway_port=free_port(),
+            grpc_ports=ports,
+            llm_api_base=fault_llm,
+            queue_name=queue,
+            redis_prefix=f"agentry:{unique}:",
+            extra_env=env,
+            workers=2,
+            restart_policy=RestartPolicy(initial_delay=0.2, max_delay=1.0, reset_after=5.0),
+        )
+    )
     procs.start()
     try:
-        yield Stack(procs, infra, procs.gateway_url, f"127.0.0.1:{ports['sandbox']}", procs.internal_token,
-                    procs.log_dir)
+        yield Stack(
+            procs, infra, procs.gateway_url, f"127.0.0.1:{ports['sandbox']}", procs.internal_token, procs.log_dir
+        )
     finally:
         procs.stop()
         _run_async(_delete_queues(infra.amqp_url, queue))
@@ -166,6 +189,7 @@ async def _delete_queues(amqp_url: str, name: str) -> None:
 
 
 # -- a client that retries like a well-behaved one ---------------------------------------------
+
 
 @dataclass
 class Tally:
@@ -198,8 +222,17 @@ def _retry_after(response: httpx.Response) -> float:
         return 1.0
 
 
-async def call(client: httpx.AsyncClient, tally: Tally, kind: str, method: str, url: str, *, deadline: float,
-               retry_on: tuple[int, ...] = (429, 503), **kwargs) -> httpx.Response:
+async def call(
+    client: httpx.AsyncClient,
+    tally: Tally,
+    kind: str,
+    method: str,
+    url: str,
+    *,
+    deadline: float,
+    retry_on: tuple[int, ...] = (429, 503),
+    **kwargs,
+) -> httpx.Response:
     """One request, sent again after a 503/429 (waiting Retry-After) or a dropped connection."""
     while True:
         try:
@@ -230,9 +263,15 @@ async def start_run(client: httpx.AsyncClient, tally: Tally, user: dict, thread:
     """A start retried through 503/429 with one Idempotency-Key, as a careful client does."""
     asked = time.monotonic()
     response = await call(
-        client, tally, "start", "POST", f"/api/threads/{thread['thread_id']}/agent/start",
+        client,
+        tally,
+        "start",
+        "POST",
+        f"/api/threads/{thread['thread_id']}/agent/start",
         headers={**user["headers"], "Idempotency-Key": f"start-{label}"},
-        json={"model_name": MODEL, "prompt": f"run {label}"}, deadline=asked + 60)
+        json={"model_name": MODEL, "prompt": f"run {label}"},
+        deadline=asked + 60,
+    )
     if response.status_code != 202:
         tally.unexpected.append(f"start {label}: {response.status_code} {response.text[:200]}")
         return None
@@ -254,15 +293,17 @@ class Followed:
         return self.events[-1] if self.events and self.events[-1]["type"] == "run_finished" else None
 
 
-async def follow(client: httpx.AsyncClient, tally: Tally, seen: Followed, headers: dict, *,
-                 deadline: float) -> Followed:
+async def follow(
+    client: httpx.AsyncClient, tally: Tally, seen: Followed, headers: dict, *, deadline: float
+) -> Followed:
     run_id = seen.run_id
     while seen.terminal is None and time.monotonic() < deadline:
         extra = {"Last-Event-ID": str(seen.ids[-1])} if seen.ids else {}
         wait = 0.2
         try:
-            async with client.stream("GET", f"/api/agent-run/{run_id}/stream",
-                                     headers={**headers, **extra}) as response:
+            async with client.stream(
+                "GET", f"/api/agent-run/{run_id}/stream", headers={**headers, **extra}
+            ) as response:
                 tally.saw("stream", response)
                 if response.status_code != 200:
                     await response.aread()
@@ -314,6 +355,7 @@ def assert_continuous(seen: Followed) -> None:
 
 # -- the scenario every fault goes through ------------------------------------------------------
 
+
 @dataclass
 class Outcome:
     name: str
@@ -351,8 +393,12 @@ class Outcome:
 
     @property
     def tool_errors(self) -> list[tuple[str, str]]:
-        return [(s.run_id, e["error"]) for s in self.seen for e in s.events
-                if e["type"] == "tool_call_finished" and e.get("error")]
+        return [
+            (s.run_id, e["error"])
+            for s in self.seen
+            for e in s.events
+            if e["type"] == "tool_call_finished" and e.get("error")
+        ]
 
     def summary(self) -> str:
         statuses = Counter(f["status"] for f in self.finals)
@@ -361,19 +407,20 @@ class Outcome:
         stall_p50, stall_top = percentile(self.stalls, 0.5), max(self.stalls, default=float("nan"))
         base_stall = percentile(self.baseline_stalls, 0.5)
         during = [r.accepted_at - r.asked_at for r in self.started[RUNS_BEFORE:]]
-        down = f"down {self.fault[1] - self.fault[0]:.1f}s, hit {self.in_flight} runs mid-run; " \
-            if self.fault else ""
+        down = f"down {self.fault[1] - self.fault[0]:.1f}s, hit {self.in_flight} runs mid-run; " if self.fault else ""
         unavailable = {k: n for (k, status), n in self.tally.statuses.items() if status == 503}
-        return (f"{self.name}: {down}{len(self.started)} runs accepted, "
-                f"{statuses.get('completed', 0)} completed, {statuses.get('failed', 0)} failed, "
-                f"{statuses.get('cancelled', 0)} cancelled, {self.resumed} resumed by another attempt, "
-                f"{len(self.tool_errors)} tool calls failed; 202->run_finished p50 {p50:.2f}s max {top:.2f}s "
-                f"(no fault: p50 {base_p50:.2f}s max {base_top:.2f}s; extra p50 {p50 - base_p50:+.2f}s "
-                f"max {top - base_top:+.2f}s); longest stall of a stream p50 {stall_p50:.2f}s max {stall_top:.2f}s "
-                f"(no fault: p50 {base_stall:.2f}s); 503s {unavailable or 0}, 429s {self.tally.count(429)}; "
-                f"starts during the fault accepted after max {max(during, default=0):.2f}s; "
-                f"SSE reconnects {sum(s.reconnects for s in self.seen)}, "
-                f"transport errors {sum(self.tally.transport_errors.values())}{self._slowest()}")
+        return (
+            f"{self.name}: {down}{len(self.started)} runs accepted, "
+            f"{statuses.get('completed', 0)} completed, {statuses.get('failed', 0)} failed, "
+            f"{statuses.get('cancelled', 0)} cancelled, {self.resumed} resumed by another attempt, "
+            f"{len(self.tool_errors)} tool calls failed; 202->run_finished p50 {p50:.2f}s max {top:.2f}s "
+            f"(no fault: p50 {base_p50:.2f}s max {base_top:.2f}s; extra p50 {p50 - base_p50:+.2f}s "
+            f"max {top - base_top:+.2f}s); longest stall of a stream p50 {stall_p50:.2f}s max {stall_top:.2f}s "
+            f"(no fault: p50 {base_stall:.2f}s); 503s {unavailable or 0}, 429s {self.tally.count(429)}; "
+            f"starts during the fault accepted after max {max(during, default=0):.2f}s; "
+            f"SSE reconnects {sum(s.reconnects for s in self.seen)}, "
+            f"transport errors {sum(self.tally.transport_errors.values())}{self._slowest()}"
+        )
 
     def _slowest(self) -> str:
         """When the slowest run was accepted, first streamed and ended, from the fault's start."""
@@ -382,10 +429,12 @@ class Outcome:
             return ""
         _, run, seen = max(done, key=lambda d: d[0])
         on = self.fault[0]
-        return (f"; slowest run {run.run_id}: accepted {run.accepted_at - on:+.1f}s, "
-                f"first event {seen.arrived[0] - on:+.1f}s, "
-                f"ended {seen.arrived[-1] - on:+.1f}s after the fault began, longest stall ends at "
-                f"{max(zip(seen.arrived, seen.arrived[1:]), key=lambda g: g[1] - g[0])[1] - on:+.1f}s")
+        return (
+            f"; slowest run {run.run_id}: accepted {run.accepted_at - on:+.1f}s, "
+            f"first event {seen.arrived[0] - on:+.1f}s, "
+            f"ended {seen.arrived[-1] - on:+.1f}s after the fault began, longest stall ends at "
+            f"{max(zip(seen.arrived, seen.arrived[1:]), key=lambda g: g[1] - g[0])[1] - on:+.1f}s"
+        )
 
 
 async def measure_baseline(stack: Stack) -> list[float]:
@@ -400,15 +449,17 @@ async def measure_baseline(stack: Stack) -> list[float]:
     return stack.baseline
 
 
-async def exercise(stack: Stack, name: str, fault: Callable[[asyncio.Event], Awaitable[None]] | None,
-                   *, runs: int = RUNS_BEFORE) -> Outcome:
+async def exercise(
+    stack: Stack, name: str, fault: Callable[[asyncio.Event], Awaitable[None]] | None, *, runs: int = RUNS_BEFORE
+) -> Outcome:
     """Starts `runs` runs, injects `fault` (it sets the event once the server is down and returns
     once it is back) while starting RUNS_DURING more, follows every accepted run to its end."""
     await asyncio.to_thread(stack.procs.wait_healthy, timeout=60)
     tally = Tally()
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=httpx.Timeout(30, read=60),
-                                 limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.gateway_url, timeout=httpx.Timeout(30, read=60), limits=limits
+    ) as client:
         user = await sign_up(client, f"{name.replace(' ', '-')}-{uuid.uuid4().hex[:6]}@example.com")
         n_during = RUNS_DURING if fault is not None else 0
         threads = await new_threads(client, user, runs + n_during)
@@ -422,8 +473,9 @@ async def exercise(stack: Stack, name: str, fault: Callable[[asyncio.Event], Awa
             live.append(Followed(run.run_id))
             followers.append(asyncio.create_task(follow(client, tally, live[-1], user["headers"], deadline=deadline)))
 
-        before = await asyncio.gather(*(start_run(client, tally, user, t, f"{name}-{i}")
-                                        for i, t in enumerate(threads[:runs])))
+        before = await asyncio.gather(
+            *(start_run(client, tally, user, t, f"{name}-{i}") for i, t in enumerate(threads[:runs]))
+        )
         for run in before:
             assert run is not None, tally.unexpected
             followed(run)
@@ -439,12 +491,16 @@ async def exercise(stack: Stack, name: str, fault: Callable[[asyncio.Event], Awa
             began = time.monotonic()
             faulting = asyncio.create_task(fault(on))
             await on.wait()
-            during = [asyncio.create_task(start_run(client, tally, user, t, f"{name}-during-{i}"))
-                      for i, t in enumerate(threads[runs:])]
+            during = [
+                asyncio.create_task(start_run(client, tally, user, t, f"{name}-during-{i}"))
+                for i, t in enumerate(threads[runs:])
+            ]
             # Clients that open a stream while the server is down (from the start, as a new tab
             # would) must get the whole stream too.
-            late = [asyncio.create_task(follow(client, tally, Followed(run.run_id), user["headers"], deadline=deadline))
-                    for run in started[-LATE_JOINERS:]]
+            late = [
+                asyncio.create_task(follow(client, tally, Followed(run.run_id), user["headers"], deadline=deadline))
+                for run in started[-LATE_JOINERS:]
+            ]
             await faulting
             window = (began, time.monotonic())
             for run in await asyncio.gather(*during):
@@ -454,8 +510,15 @@ async def exercise(stack: Stack, name: str, fault: Callable[[asyncio.Event], Awa
         joined = list(await asyncio.gather(*late)) if fault is not None else []
         finals = []
         for run in started:
-            got = await call(client, tally, "get", "GET", f"/api/agent-run/{run.run_id}", headers=user["headers"],
-                             deadline=time.monotonic() + 30)
+            got = await call(
+                client,
+                tally,
+                "get",
+                "GET",
+                f"/api/agent-run/{run.run_id}",
+                headers=user["headers"],
+                deadline=time.monotonic() + 30,
+            )
             assert got.status_code == 200, got.text
             finals.append(got.json())
     counts = await side_effects(stack, user["account_id"], [r.project_id for r in started])
@@ -475,8 +538,9 @@ def check(outcome: Outcome, stack: Stack) -> None:
     assert not tally.missing_retry_after, f"503/429 without Retry-After: {tally.missing_retry_after}"
     assert not tally.unexpected, f"{tally.unexpected}{logs}"
     assert outcome.fault is not None
-    lingering = [round(at - outcome.fault[1], 2) for at in tally.unavailable_at
-                 if at > outcome.fault[1] + RECOVERY_GRACE_SECONDS]
+    lingering = [
+        round(at - outcome.fault[1], 2) for at in tally.unavailable_at if at > outcome.fault[1] + RECOVERY_GRACE_SECONDS
+    ]
     assert not lingering, f"503s long after the fault was over (s after): {lingering}{logs}"
     assert len(outcome.started) == RUNS_BEFORE + RUNS_DURING, "a start during the fault was never accepted"
     unfinished = [s.run_id for s in outcome.seen + outcome.joined if s.terminal is None]

@@ -31,11 +31,15 @@ SECRET = "sk-live-" + "9" * 24  # must never reach Langfuse
 MODEL = "gpt-4o-mini"
 FAILING = "gpt-4o"
 SCRIPTS = {
-    MODEL: Script(turns=(
-        Turn(text="Checking.", tool_calls=(ScriptedToolCall(
-            name="run_command", arguments={"command": f"echo {MARKER}"}),)),
-        Turn(text=f"Done; the key {SECRET} was not needed."),
-    )),
+    MODEL: Script(
+        turns=(
+            Turn(
+                text="Checking.",
+                tool_calls=(ScriptedToolCall(name="run_command", arguments={"command": f"echo {MARKER}"}),),
+            ),
+            Turn(text=f"Done; the key {SECRET} was not needed."),
+        )
+    ),
     FAILING: Script(turns=(Turn(error=ScriptedError(status=400)),)),
 }
 PORTS = {"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0}
@@ -48,16 +52,24 @@ def llm():
 
 
 def _langfuse(base_url: str, public: str, secret: str) -> dict:
-    return {"langfuse_public_key": public, "langfuse_secret_key": secret, "langfuse_base_url": base_url,
-            "langfuse_flush_interval_seconds": 0.2, "langfuse_export_timeout_seconds": 1.0}
+    return {
+        "langfuse_public_key": public,
+        "langfuse_secret_key": secret,
+        "langfuse_base_url": base_url,
+        "langfuse_flush_interval_seconds": 0.2,
+        "langfuse_export_timeout_seconds": 1.0,
+    }
 
 
 async def _run(client: httpx.AsyncClient, headers: dict, model: str, prompt: str) -> tuple[str, str, list[dict], float]:
     """(thread id, run id, events, seconds from start request to the first text delta)."""
     thread_id = (await client.post("/api/threads", json={}, headers=headers)).json()["thread_id"]
     t0 = time.perf_counter()
-    started = await client.post(f"/api/threads/{thread_id}/agent/start",
-                                json={"model_name": f"openai/{model}", "prompt": prompt}, headers=headers)
+    started = await client.post(
+        f"/api/threads/{thread_id}/agent/start",
+        json={"model_name": f"openai/{model}", "prompt": prompt},
+        headers=headers,
+    )
     assert started.status_code == 202, started.text
     run_id = started.json()["agent_run_id"]
     ttft = None
@@ -78,8 +90,13 @@ async def test_a_tool_using_run_is_one_langfuse_trace(llm, tmp_path):
     public, secret = f"pk-lf-{uuid.uuid4().hex[:8]}", f"sk-lf-{uuid.uuid4().hex}"
     with OtlpReceiver(path=LANGFUSE_PATH, basic_auth=(public, secret)) as receiver:
         async with contextlib.AsyncExitStack() as stack:
-            dev = await start_dev_stack(stack, data_dir=tmp_path, llm_api_base=llm.base_url, ports=PORTS,
-                                        runner_overrides=_langfuse(receiver.base_url, public, secret))
+            dev = await start_dev_stack(
+                stack,
+                data_dir=tmp_path,
+                llm_api_base=llm.base_url,
+                ports=PORTS,
+                runner_overrides=_langfuse(receiver.base_url, public, secret),
+            )
             async with httpx.AsyncClient(base_url=dev.gateway_url, timeout=60) as client:
                 user = await sign_up_and_in(client, "traced@example.com")
                 thread_id, run_id, events, _ = await _run(client, user["headers"], MODEL, "run the echo")
@@ -152,8 +169,9 @@ async def test_a_dead_langfuse_changes_neither_outcome_nor_time_to_first_token(l
     results = {}
     for label, overrides in (("off", {}), ("dead", _langfuse(dead_url, f"pk-lf-{uuid.uuid4().hex[:8]}", "sk-lf-x"))):
         async with contextlib.AsyncExitStack() as stack:
-            dev = await start_dev_stack(stack, data_dir=tmp_path / label, llm_api_base=llm.base_url, ports=PORTS,
-                                        runner_overrides=overrides)
+            dev = await start_dev_stack(
+                stack, data_dir=tmp_path / label, llm_api_base=llm.base_url, ports=PORTS, runner_overrides=overrides
+            )
             async with httpx.AsyncClient(base_url=dev.gateway_url, timeout=60) as client:
                 user = await sign_up_and_in(client, f"{label}@example.com")
                 await _run(client, user["headers"], MODEL, "warm up")

@@ -35,11 +35,13 @@ async def test_a_run_end_to_end_over_mutual_tls(tmp_path, monkeypatch):
                 token = (await client.post("/auth/token", json=credentials)).json()["access_token"]
                 auth = {"Authorization": f"Bearer {token}"}
                 thread = (await client.post("/threads", json={}, headers=auth)).json()["thread_id"]
-                run = await client.post(f"/threads/{thread}/agent/start",
-                                        json={"model_name": "openai/mtls", "prompt": "hi"}, headers=auth)
+                run = await client.post(
+                    f"/threads/{thread}/agent/start", json={"model_name": "openai/mtls", "prompt": "hi"}, headers=auth
+                )
                 assert run.status_code == 202, run.text
-                async with client.stream("GET", f"/agent-run/{run.json()['agent_run_id']}/stream",
-                                         headers=auth) as response:
+                async with client.stream(
+                    "GET", f"/agent-run/{run.json()['agent_run_id']}/stream", headers=auth
+                ) as response:
                     data = [orjson.loads(line[5:]) async for line in response.aiter_lines() if line.startswith("data:")]
                 assert data[-1]["type"] == "run_finished" and data[-1]["reason"] == "completed"
                 assert (await client.get("/health")).json()["status"] == "ok"

@@ -29,11 +29,16 @@ RETRY_AFTER = 4
 SCRIPTS = {
     "mt-quick": Script(turns=(Turn(text="Quick answer."),)),
     "mt-slow": Script(turns=(Turn(text=" ".join(f"word{i}" for i in range(40))),), tokens_per_second=40),
-    "mt-long": Script(turns=(
-        Turn(text="Looking first.", tool_calls=(ScriptedToolCall(name="run_command",
-                                                                 arguments={"command": "echo looked"}),)),
-        Turn(text=" ".join(f"token{i}" for i in range(300))),
-    ), tokens_per_second=30),
+    "mt-long": Script(
+        turns=(
+            Turn(
+                text="Looking first.",
+                tool_calls=(ScriptedToolCall(name="run_command", arguments={"command": "echo looked"}),),
+            ),
+            Turn(text=" ".join(f"token{i}" for i in range(300))),
+        ),
+        tokens_per_second=30,
+    ),
 }
 
 
@@ -47,9 +52,12 @@ def llm():
 async def gateway_url(llm, tmp_path) -> AsyncIterator[str]:
     async with contextlib.AsyncExitStack() as stack:
         dev = await start_dev_stack(
-            stack, data_dir=tmp_path, llm_api_base=llm.base_url,
+            stack,
+            data_dir=tmp_path,
+            llm_api_base=llm.base_url,
             ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
-            runner_overrides={"max_active_runs_per_account": CAP, "active_runs_retry_after_seconds": RETRY_AFTER})
+            runner_overrides={"max_active_runs_per_account": CAP, "active_runs_retry_after_seconds": RETRY_AFTER},
+        )
         yield dev.gateway_url
 
 
@@ -205,7 +213,10 @@ async def test_rollback_deletes_the_stopped_runs_messages(client):
     # The first run's assistant and tool messages are gone; its prompt stays.
     messages = await api.messages(thread)
     assert [(m["type"], m["content"].get("text")) for m in messages] == [
-        ("user", "long task"), ("user", "forget that"), ("assistant", "Quick answer.")]
+        ("user", "long task"),
+        ("user", "forget that"),
+        ("assistant", "Quick answer."),
+    ]
 
 
 async def test_the_cap_on_active_runs_answers_429_with_retry_after(client):

@@ -44,8 +44,9 @@ async def read_sse(response: httpx.Response, *, limit: int | None = None) -> lis
     return events
 
 
-async def stream(client: httpx.AsyncClient, run_id: str, headers: dict, *, last_event_id: int | None = None,
-                 limit: int | None = None) -> list[tuple[int, bytes]]:
+async def stream(
+    client: httpx.AsyncClient, run_id: str, headers: dict, *, last_event_id: int | None = None, limit: int | None = None
+) -> list[tuple[int, bytes]]:
     extra = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
     async with client.stream("GET", f"/api/agent-run/{run_id}/stream", headers={**headers, **extra}) as response:
         assert response.status_code == 200
@@ -64,9 +65,11 @@ async def test_agent_run_end_to_end(system):
         assert thread.status_code == 201, thread.text
         thread_id, project_id = thread.json()["thread_id"], thread.json()["project_id"]
 
-        start = await client.post(f"/api/threads/{thread_id}/agent/start",
-                                  json={"model_name": "openai/it-script", "prompt": "Run the check."},
-                                  headers=headers)
+        start = await client.post(
+            f"/api/threads/{thread_id}/agent/start",
+            json={"model_name": "openai/it-script", "prompt": "Run the check."},
+            headers=headers,
+        )
         assert start.status_code == 202, start.text
         run_id = start.json()["agent_run_id"]
         assert start.json()["status"] == "queued"
@@ -110,17 +113,20 @@ async def test_agent_run_end_to_end(system):
             rest = await stream(client, run_id, headers, last_event_id=cut)
             assert rest == events[cut:]
         # After the last event of a finished run: 204, an EventSource stops reconnecting.
-        after_end = await client.get(f"/api/agent-run/{run_id}/stream",
-                                     headers={**headers, "Last-Event-ID": str(len(events))})
+        after_end = await client.get(
+            f"/api/agent-run/{run_id}/stream", headers={**headers, "Last-Event-ID": str(len(events))}
+        )
         assert (after_end.status_code, after_end.content) == (204, b"")
 
     # The file the tool wrote, read back through the sandbox service.
     async with open_channel(system.sandbox_target, system.internal_token) as channel:
         sandbox = sandbox_pb2_grpc.SandboxServiceStub(channel)
-        box = await sandbox.CreateSandbox(sandbox_pb2.CreateSandboxRequest(
-            account_id=user["account_id"], project_id=project_id))
-        content = await sandbox.ReadFile(sandbox_pb2.ReadFileRequest(
-            account_id=user["account_id"], sandbox_id=box.sandbox_id, path=FILE_PATH))
+        box = await sandbox.CreateSandbox(
+            sandbox_pb2.CreateSandboxRequest(account_id=user["account_id"], project_id=project_id)
+        )
+        content = await sandbox.ReadFile(
+            sandbox_pb2.ReadFileRequest(account_id=user["account_id"], sandbox_id=box.sandbox_id, path=FILE_PATH)
+        )
         assert content.content.decode() == FILE_CONTENT
 
 
@@ -129,9 +135,13 @@ async def test_resume_after_disconnect_mid_run(system):
         user = await sign_up_and_in(client, f"bob-{system.mode}@example.com")
         headers = user["headers"]
         thread_id = (await client.post("/api/threads", json={}, headers=headers)).json()["thread_id"]
-        run_id = (await client.post(f"/api/threads/{thread_id}/agent/start",
-                                    json={"model_name": "openai/it-slow", "prompt": "talk slowly"},
-                                    headers=headers)).json()["agent_run_id"]
+        run_id = (
+            await client.post(
+                f"/api/threads/{thread_id}/agent/start",
+                json={"model_name": "openai/it-slow", "prompt": "talk slowly"},
+                headers=headers,
+            )
+        ).json()["agent_run_id"]
         first = await stream(client, run_id, headers, limit=5)  # then the connection drops
         assert [s for s, _ in first] == [1, 2, 3, 4, 5]
         status = (await client.get(f"/api/agent-run/{run_id}", headers=headers)).json()["status"]
@@ -151,9 +161,13 @@ async def test_stop_really_stops(system):
         user = await sign_up_and_in(client, f"carol-{system.mode}@example.com")
         headers = user["headers"]
         thread_id = (await client.post("/api/threads", json={}, headers=headers)).json()["thread_id"]
-        run_id = (await client.post(f"/api/threads/{thread_id}/agent/start",
-                                    json={"model_name": "openai/it-long", "prompt": "go"},
-                                    headers=headers)).json()["agent_run_id"]
+        run_id = (
+            await client.post(
+                f"/api/threads/{thread_id}/agent/start",
+                json={"model_name": "openai/it-long", "prompt": "go"},
+                headers=headers,
+            )
+        ).json()["agent_run_id"]
         await stream(client, run_id, headers, limit=3)  # the run is live
         stop = await client.post(f"/api/agent-run/{run_id}/stop", headers=headers)
         assert stop.status_code == 200
@@ -165,6 +179,7 @@ async def test_stop_really_stops(system):
         run = (await client.get(f"/api/agent-run/{run_id}", headers=headers)).json()
         assert run["status"] == "cancelled"
         # The thread is free again: a new run may start.
-        again = await client.post(f"/api/threads/{thread_id}/agent/start", json={"model_name": "openai/it-script"},
-                                  headers=headers)
+        again = await client.post(
+            f"/api/threads/{thread_id}/agent/start", json={"model_name": "openai/it-script"}, headers=headers
+        )
         assert again.status_code == 202

@@ -113,6 +113,7 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
 
 # --- tokens ------------------------------------------------------------------------------------
 
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -123,8 +124,16 @@ def real_key(system: Stack) -> ec.EllipticCurvePrivateKey:
 
 def claims_for(user: User, *, iat: int, exp: int) -> dict:
     """The claims the auth service puts in its tokens (agentry.auth.tokens.TokenService.issue)."""
-    return {"iss": ISSUER, "aud": AUDIENCE, "sub": user.user_id, "account_id": user.account_id,
-            "email": user.email, "iat": iat, "exp": exp, "jti": "f" * 32}
+    return {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": user.user_id,
+        "account_id": user.account_id,
+        "email": user.email,
+        "iat": iat,
+        "exp": exp,
+        "jti": "f" * 32,
+    }
 
 
 def signed_with(key: ec.EllipticCurvePrivateKey, kid: str, claims: dict) -> str:
@@ -181,8 +190,9 @@ async def test_alg_none_and_hs256_tokens(client, system, alice):
     key = real_key(system)
     kid = public_jwk(key.public_key())["kid"]
     claims = claims_for(alice, iat=now, exp=now + 600)
-    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     tokens = [
         unsigned({"alg": "none", "typ": "JWT", "kid": kid}, claims),
         unsigned({"alg": "None", "typ": "JWT", "kid": kid}, claims),
@@ -195,18 +205,22 @@ async def test_alg_none_and_hs256_tokens(client, system, alice):
 
 
 def _hs256_with_key(claims: dict, kid: str, secret: bytes) -> str:
-    signing_input = ".".join((_b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode()),
-                              _b64(json.dumps(claims).encode())))
+    signing_input = ".".join(
+        (_b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode()), _b64(json.dumps(claims).encode()))
+    )
     return f"{signing_input}.{_b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())}"
 
 
-@pytest.mark.parametrize("token", [
-    "garbage",
-    "not.a.jwt",
-    "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLWdhcmJhZ2U",
-    "a" * 5000,
-    "ünïcödé-tökén",
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "garbage",
+        "not.a.jwt",
+        "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLWdhcmJhZ2U",
+        "a" * 5000,
+        "ünïcödé-tökén",
+    ],
+)
 async def test_garbage_tokens(client, token):
     header = {"Authorization": f"Bearer {token}".encode()}
     assert_refused(await protected(client, header), token)
@@ -214,27 +228,33 @@ async def test_garbage_tokens(client, token):
 
 async def test_token_with_an_unhashable_kid_is_refused_not_crashed(client, system, alice):
     now = int(time.time())
-    token = unsigned({"alg": "ES256", "typ": "JWT", "kid": ["x"]}, claims_for(alice, iat=now, exp=now + 600),
-                     b"s" * 64)
+    token = unsigned({"alg": "ES256", "typ": "JWT", "kid": ["x"]}, claims_for(alice, iat=now, exp=now + 600), b"s" * 64)
     assert_refused(await protected(client, {"Authorization": f"Bearer {token}"}), token)
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Authorization": ""},
-    {"Authorization": "Bearer"},
-    {"Authorization": "Basic YWxpY2U6cGFzcw=="},
-    {"Authorization": "Token abc.def.ghi"},
-], ids=["missing", "empty", "bearer-only", "basic", "other-scheme"])
-@pytest.mark.parametrize("method,path", [
-    ("POST", "/api/threads"),
-    ("GET", "/api/threads/t/messages"),
-    ("POST", "/api/threads/t/messages"),
-    ("POST", "/api/threads/t/agent/start"),
-    ("GET", "/api/agent-run/r"),
-    ("GET", "/api/agent-run/r/stream"),
-    ("POST", "/api/agent-run/r/stop"),
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": ""},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic YWxpY2U6cGFzcw=="},
+        {"Authorization": "Token abc.def.ghi"},
+    ],
+    ids=["missing", "empty", "bearer-only", "basic", "other-scheme"],
+)
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("POST", "/api/threads"),
+        ("GET", "/api/threads/t/messages"),
+        ("POST", "/api/threads/t/messages"),
+        ("POST", "/api/threads/t/agent/start"),
+        ("GET", "/api/agent-run/r"),
+        ("GET", "/api/agent-run/r/stream"),
+        ("POST", "/api/agent-run/r/stop"),
+    ],
+)
 async def test_every_protected_route_needs_a_bearer_token(client, headers, method, path):
     body = {"content": "hi"} if path.endswith("/messages") and method == "POST" else None
     response = await client.request(method, path, headers=headers, json=body)
@@ -249,21 +269,29 @@ async def test_wrong_scheme_carrying_a_valid_token_is_refused(client, alice):
 
 async def test_query_token_is_not_accepted_outside_the_stream_route(client, alice):
     # /api/agent-run/stream is the run-details route with run id "stream", not the stream route.
-    for method, path in (("GET", "/api/agent-run/stream"), ("GET", "/api/threads/stream/messages"),
-                         ("POST", "/api/threads")):
+    for method, path in (
+        ("GET", "/api/agent-run/stream"),
+        ("GET", "/api/threads/stream/messages"),
+        ("POST", "/api/threads"),
+    ):
         response = await client.request(method, path, params={"access_token": alice.token})
         assert_refused(response, alice.token)
 
 
 # --- tenancy -----------------------------------------------------------------------------------
 
+
 async def test_another_accounts_thread_and_run_are_not_found(client, alice, bob):
     thread = await client.post("/api/threads", json={"name": "alice's"}, headers=alice.headers)
     thread_id = thread.json()["thread_id"]
-    assert (await client.post(f"/api/threads/{thread_id}/messages", json={"content": "secret plan"},
-                              headers=alice.headers)).status_code == 201
-    start = await client.post(f"/api/threads/{thread_id}/agent/start",
-                              json={"model_name": "openai/sec-slow", "prompt": "go"}, headers=alice.headers)
+    assert (
+        await client.post(f"/api/threads/{thread_id}/messages", json={"content": "secret plan"}, headers=alice.headers)
+    ).status_code == 201
+    start = await client.post(
+        f"/api/threads/{thread_id}/agent/start",
+        json={"model_name": "openai/sec-slow", "prompt": "go"},
+        headers=alice.headers,
+    )
     assert start.status_code == 202, start.text
     run_id = start.json()["agent_run_id"]
     before = (await client.get(f"/api/agent-run/{run_id}", headers=alice.headers)).json()
@@ -274,10 +302,10 @@ async def test_another_accounts_thread_and_run_are_not_found(client, alice, bob)
     async def attempts(thread: str, run: str) -> list[httpx.Response]:
         return [
             await client.get(f"/api/threads/{thread}/messages", headers=bob.headers),
-            await client.post(f"/api/threads/{thread}/messages", json={"content": "bob was here"},
-                              headers=bob.headers),
-            await client.post(f"/api/threads/{thread}/agent/start", json={"model_name": "openai/sec-quick"},
-                              headers=bob.headers),
+            await client.post(f"/api/threads/{thread}/messages", json={"content": "bob was here"}, headers=bob.headers),
+            await client.post(
+                f"/api/threads/{thread}/agent/start", json={"model_name": "openai/sec-quick"}, headers=bob.headers
+            ),
             await client.get(f"/api/agent-run/{run}", headers=bob.headers),
             await client.get(f"/api/agent-run/{run}/stream", headers=bob.headers),
             await client.post(f"/api/agent-run/{run}/stop", headers=bob.headers),
@@ -290,8 +318,9 @@ async def test_another_accounts_thread_and_run_are_not_found(client, alice, bob)
         expected = assert_error(nobodys, 404)
         # Indistinguishable from an id that does not exist: same code, same message but the id.
         assert error["code"] == expected["code"]
-        assert error["message"].replace(thread_id, "ID").replace(run_id, "ID") == \
-            expected["message"].replace(missing_thread, "ID").replace(missing_run, "ID")
+        assert error["message"].replace(thread_id, "ID").replace(run_id, "ID") == expected["message"].replace(
+            missing_thread, "ID"
+        ).replace(missing_run, "ID")
         assert "alice" not in theirs.text and "secret plan" not in theirs.text
 
     # Bob's stop changed nothing: the run goes on and completes.
@@ -310,15 +339,20 @@ async def test_another_accounts_thread_and_run_are_not_found(client, alice, bob)
 
 # --- malformed bodies --------------------------------------------------------------------------
 
+
 async def _thread(client: httpx.AsyncClient, user: User) -> str:
     return (await client.post("/api/threads", json={}, headers=user.headers)).json()["thread_id"]
 
 
-@pytest.mark.parametrize("payload,field", [
-    ({"email": "carol@example.com"}, "password"),
-    ({"email": 12345, "password": PASSWORD}, "email"),
-    ({"email": "carol@example.com", "password": PASSWORD, "is_admin": True}, "is_admin"),
-], ids=["no-password", "email-number", "unknown-field"])
+@pytest.mark.parametrize(
+    "payload,field",
+    [
+        ({"email": "carol@example.com"}, "password"),
+        ({"email": 12345, "password": PASSWORD}, "email"),
+        ({"email": "carol@example.com", "password": PASSWORD, "is_admin": True}, "is_admin"),
+    ],
+    ids=["no-password", "email-number", "unknown-field"],
+)
 async def test_malformed_signup(client, payload, field):
     error = assert_error(await client.post("/api/auth/signup", json=payload), 422, "validation_error")
     assert field in error["message"]
@@ -329,15 +363,22 @@ async def test_malformed_signup(client, payload, field):
     assert retry.status_code == 201
 
 
-@pytest.mark.parametrize("payload,field", [
-    ({"content": ""}, "content"),
-    ({}, "content"),
-    ({"text": "hi"}, "content"),
-], ids=["content-empty", "content-missing", "wrong-name"])
+@pytest.mark.parametrize(
+    "payload,field",
+    [
+        ({"content": ""}, "content"),
+        ({}, "content"),
+        ({"text": "hi"}, "content"),
+    ],
+    ids=["content-empty", "content-missing", "wrong-name"],
+)
 async def test_malformed_message(client, alice, payload, field):
     thread_id = await _thread(client, alice)
-    error = assert_error(await client.post(f"/api/threads/{thread_id}/messages", json=payload,
-                                           headers=alice.headers), 422, "validation_error")
+    error = assert_error(
+        await client.post(f"/api/threads/{thread_id}/messages", json=payload, headers=alice.headers),
+        422,
+        "validation_error",
+    )
     assert field in error["message"]
     assert f"body.{field}" in [f["field"] for f in error["fields"]]
     listed = await client.get(f"/api/threads/{thread_id}/messages", headers=alice.headers)
@@ -347,8 +388,9 @@ async def test_malformed_message(client, alice, payload, field):
 async def test_body_that_is_not_json(client, alice):
     thread_id = await _thread(client, alice)
     for path, headers in (("/api/auth/signup", {}), (f"/api/threads/{thread_id}/messages", alice.headers)):
-        response = await client.post(path, content=b"{not json", headers={**headers,
-                                                                          "Content-Type": "application/json"})
+        response = await client.post(
+            path, content=b"{not json", headers={**headers, "Content-Type": "application/json"}
+        )
         error = assert_error(response, 422, "validation_error")
         assert error["fields"] and all(f["field"].startswith("body") for f in error["fields"])
         assert "body" in error["message"]
@@ -356,8 +398,9 @@ async def test_body_that_is_not_json(client, alice):
 
 async def test_model_name_too_long(client, alice):
     thread_id = await _thread(client, alice)
-    response = await client.post(f"/api/threads/{thread_id}/agent/start", json={"model_name": "m" * 201},
-                                 headers=alice.headers)
+    response = await client.post(
+        f"/api/threads/{thread_id}/agent/start", json={"model_name": "m" * 201}, headers=alice.headers
+    )
     error = assert_error(response, 422, "validation_error")
     assert "model_name" in error["message"]
     assert [f["field"] for f in error["fields"]] == ["body.model_name"]
@@ -365,6 +408,7 @@ async def test_model_name_too_long(client, alice):
 
 
 # --- sign-up idempotency -----------------------------------------------------------------------
+
 
 async def test_duplicate_signup_is_a_conflict(client):
     first = await client.post("/api/auth/signup", json={"email": "dave@example.com", "password": PASSWORD})
@@ -382,14 +426,17 @@ async def test_duplicate_signup_is_a_conflict(client):
 
 # --- billing -----------------------------------------------------------------------------------
 
+
 async def test_no_credit_means_402_and_no_run(llm, tmp_path):
     async with dev_stack(llm, tmp_path, billing_overrides={"initial_credit_micros": 0}) as broke:
         async with httpx.AsyncClient(base_url=broke.url, timeout=20) as client:
             erin = await sign_up(client, "erin@example.com")
             thread_id = await _thread(client, erin)
-            response = await client.post(f"/api/threads/{thread_id}/agent/start",
-                                         json={"model_name": "openai/sec-quick", "prompt": "spend"},
-                                         headers=erin.headers)
+            response = await client.post(
+                f"/api/threads/{thread_id}/agent/start",
+                json={"model_name": "openai/sec-quick", "prompt": "spend"},
+                headers=erin.headers,
+            )
             assert_error(response, 402, "insufficient_credits")
             messages = await client.get(f"/api/threads/{thread_id}/messages", headers=erin.headers)
             assert messages.json()["messages"] == [], "the prompt is not stored for a refused run"

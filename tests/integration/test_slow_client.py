@@ -35,11 +35,19 @@ def burst_llm():
 def split(burst_llm, tmp_path, postgres_url, redis_url, amqp_url, unique_name):
     from agentry.cli.split import SplitConfig, SplitProcesses, free_port
 
-    procs = SplitProcesses(SplitConfig(
-        database_url=postgres_url, redis_url=redis_url, amqp_url=amqp_url, data_dir=tmp_path,
-        gateway_port=free_port(), grpc_ports={n: free_port() for n in ("auth", "billing", "sandbox", "runner", "worker")},
-        llm_api_base=burst_llm.base_url, queue_name=f"agentry.runs.{unique_name}",
-        redis_prefix=f"agentry:{unique_name}:"))
+    procs = SplitProcesses(
+        SplitConfig(
+            database_url=postgres_url,
+            redis_url=redis_url,
+            amqp_url=amqp_url,
+            data_dir=tmp_path,
+            gateway_port=free_port(),
+            grpc_ports={n: free_port() for n in ("auth", "billing", "sandbox", "runner", "worker")},
+            llm_api_base=burst_llm.base_url,
+            queue_name=f"agentry.runs.{unique_name}",
+            redis_prefix=f"agentry:{unique_name}:",
+        )
+    )
     procs.start()
     try:
         yield procs
@@ -63,8 +71,10 @@ class RawSSE:
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (host, port))
         reader, writer = await asyncio.open_connection(sock=sock, limit=2**16)
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
-                     "Accept: text/event-stream\r\n\r\n".encode())
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            "Accept: text/event-stream\r\n\r\n".encode()
+        )
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), head
@@ -93,12 +103,14 @@ async def test_a_client_that_stops_reading_gets_every_event_in_order_and_the_gat
     async with httpx.AsyncClient(base_url=split.gateway_url, timeout=30) as client:
         email = f"slow-{uuid.uuid4().hex[:8]}@example.com"
         await client.post("/api/auth/signup", json={"email": email, "password": "slow client password"})
-        token = (await client.post("/api/auth/token", json={"email": email, "password": "slow client password"})
-                 ).json()["access_token"]
+        token = (
+            await client.post("/api/auth/token", json={"email": email, "password": "slow client password"})
+        ).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
         thread = (await client.post("/api/threads", json={"name": "slow"}, headers=auth)).json()["thread_id"]
-        start = await client.post(f"/api/threads/{thread}/agent/start", headers=auth,
-                                  json={"model_name": "openai/burst", "prompt": "go"})
+        start = await client.post(
+            f"/api/threads/{thread}/agent/start", headers=auth, json={"model_name": "openai/burst", "prompt": "go"}
+        )
         assert start.status_code == 202, start.text
         run_id = start.json()["agent_run_id"]
 

@@ -17,12 +17,24 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def split(request, fake_llm, tmp_path, postgres_url, redis_url, amqp_url, unique_name) -> AsyncIterator[SplitProcesses]:
+async def split(
+    request, fake_llm, tmp_path, postgres_url, redis_url, amqp_url, unique_name
+) -> AsyncIterator[SplitProcesses]:
     ports = {name: free_port() for name in ("auth", "billing", "sandbox", "runner", "worker")}
-    procs = SplitProcesses(SplitConfig(
-        database_url=postgres_url, redis_url=redis_url, amqp_url=amqp_url, data_dir=tmp_path,
-        gateway_port=free_port(), grpc_ports=ports, llm_api_base=fake_llm.base_url,
-        queue_name=f"agentry.runs.{unique_name}", redis_prefix=f"agentry:{unique_name}:", workers=2))
+    procs = SplitProcesses(
+        SplitConfig(
+            database_url=postgres_url,
+            redis_url=redis_url,
+            amqp_url=amqp_url,
+            data_dir=tmp_path,
+            gateway_port=free_port(),
+            grpc_ports=ports,
+            llm_api_base=fake_llm.base_url,
+            queue_name=f"agentry.runs.{unique_name}",
+            redis_prefix=f"agentry:{unique_name}:",
+            workers=2,
+        )
+    )
     await asyncio.to_thread(procs.start)
     try:
         yield procs
@@ -44,8 +56,11 @@ async def _signed_in(client: httpx.AsyncClient) -> dict:
 
 async def _run_to_the_end(client: httpx.AsyncClient, headers: dict) -> list[dict]:
     thread_id = (await client.post("/api/threads", json={}, headers=headers)).json()["thread_id"]
-    start = await client.post(f"/api/threads/{thread_id}/agent/start",
-                              json={"model_name": "openai/it-script", "prompt": "Run the check."}, headers=headers)
+    start = await client.post(
+        f"/api/threads/{thread_id}/agent/start",
+        json={"model_name": "openai/it-script", "prompt": "Run the check."},
+        headers=headers,
+    )
     assert start.status_code == 202, start.text
     run_id = start.json()["agent_run_id"]
     events = []

@@ -42,9 +42,10 @@ SCRIPTS = {
     # About 10 s of model output: a stop always lands while the model is still talking.
     "stop-stream": {"turns": [{"text": " ".join(f"token{i}" for i in range(300))}], "tokens_per_second": 30},
     # A 60 s shell command, then an answer the run never reaches when stopped.
-    "stop-shell": [{"text": "Running it.", "tool_calls": [{"name": "run_command",
-                                                           "arguments": {"command": SHELL_COMMAND}}]},
-                   {"text": "The command finished."}],
+    "stop-shell": [
+        {"text": "Running it.", "tool_calls": [{"name": "run_command", "arguments": {"command": SHELL_COMMAND}}]},
+        {"text": "The command finished."},
+    ],
     "stop-quick": [{"text": "Done already."}],
 }
 TERMINAL = ("completed", "failed", "cancelled")
@@ -69,8 +70,9 @@ def _require(name: str, host: str, port: int) -> None:
 @pytest.fixture(scope="module")
 def stop_llm(tmp_path_factory) -> Iterator[str]:
     """The fake model in its own process, so it never waits on the test's event loop."""
-    with FakeLLMProcess(SCRIPTS, ttft_seconds=0.05, tokens_per_second=None,
-                        data_dir=tmp_path_factory.mktemp("llm")) as llm:
+    with FakeLLMProcess(
+        SCRIPTS, ttft_seconds=0.05, tokens_per_second=None, data_dir=tmp_path_factory.mktemp("llm")
+    ) as llm:
         yield llm.base_url
 
 
@@ -95,13 +97,25 @@ def split_stack(stop_llm, tmp_path_factory) -> Iterator[System]:
     database = f"agentry_test_{unique}"
     data_dir = tmp_path_factory.mktemp("stop-split")
     queue = f"agentry.runs.{unique}"
-    procs = SplitProcesses(SplitConfig(
-        database_url=f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}",
-        redis_url=REDIS_URL, amqp_url=AMQP_URL, data_dir=data_dir, gateway_port=free_port(),
-        grpc_ports={name: free_port() for name in ("auth", "billing", "sandbox", "runner", "worker")},
-        llm_api_base=stop_llm, queue_name=queue, redis_prefix=f"agentry:{unique}:",
-        extra_env={"AGENTRY_RUNNER_WORKER_CONCURRENCY": "1", "AGENTRY_RUNNER_SWEEP_INTERVAL_SECONDS": "1",
-                   "AGENTRY_RUNNER_DATABASE_POOL_SIZE": "4", "AGENTRY_RUNNER_DATABASE_MAX_OVERFLOW": "4"}))
+    procs = SplitProcesses(
+        SplitConfig(
+            database_url=f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}",
+            redis_url=REDIS_URL,
+            amqp_url=AMQP_URL,
+            data_dir=data_dir,
+            gateway_port=free_port(),
+            grpc_ports={name: free_port() for name in ("auth", "billing", "sandbox", "runner", "worker")},
+            llm_api_base=stop_llm,
+            queue_name=queue,
+            redis_prefix=f"agentry:{unique}:",
+            extra_env={
+                "AGENTRY_RUNNER_WORKER_CONCURRENCY": "1",
+                "AGENTRY_RUNNER_SWEEP_INTERVAL_SECONDS": "1",
+                "AGENTRY_RUNNER_DATABASE_POOL_SIZE": "4",
+                "AGENTRY_RUNNER_DATABASE_MAX_OVERFLOW": "4",
+            },
+        )
+    )
     procs.start()  # creates the database
     try:
         yield System("split", procs.gateway_url, data_dir)
@@ -142,9 +156,13 @@ async def system(request, stop_llm, tmp_path) -> AsyncIterator[System]:
     from agentry.cli.devstack import start_dev_stack
 
     async with contextlib.AsyncExitStack() as stack:
-        dev = await start_dev_stack(stack, data_dir=tmp_path, llm_api_base=stop_llm,
-                                    ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
-                                    runner_overrides={"worker_concurrency": 1})
+        dev = await start_dev_stack(
+            stack,
+            data_dir=tmp_path,
+            llm_api_base=stop_llm,
+            ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
+            runner_overrides={"worker_concurrency": 1},
+        )
         # The dev stack imports LiteLLM in a background thread; a run's first model call, on the
         # event loop, would wait for that import (and then LiteLLM's first-call setup) with the
         # whole process frozen - seconds in which every request, a stop included, waits or
@@ -196,8 +214,9 @@ def follow(client: httpx.AsyncClient, run_id: str, headers: dict) -> Follower:
         while seen.terminal is None:
             extra = {"Last-Event-ID": str(seen.ids[-1])} if seen.ids else {}
             try:
-                async with client.stream("GET", f"/api/agent-run/{run_id}/stream",
-                                         headers={**headers, **extra}) as response:
+                async with client.stream(
+                    "GET", f"/api/agent-run/{run_id}/stream", headers={**headers, **extra}
+                ) as response:
                     assert response.status_code == 200, response.status_code
                     event_id = data = None
                     async for line in response.aiter_lines():
@@ -222,15 +241,17 @@ def follow(client: httpx.AsyncClient, run_id: str, headers: dict) -> Follower:
 
 @dataclass
 class StopTiming:
-    answered: float      # POST /stop answered
-    streamed: float      # run_finished arrived on the stream
-    observed: float      # GET /agent-run/{id} first showed `cancelled`
+    answered: float  # POST /stop answered
+    streamed: float  # run_finished arrived on the stream
+    observed: float  # GET /agent-run/{id} first showed `cancelled`
     answer: dict
 
     def line(self, label: str) -> str:
-        return (f"stop latency {label}: POST answered {self.answered * 1000:.1f} ms, run_finished on the stream "
-                f"{self.streamed * 1000:.1f} ms, GET cancelled {self.observed * 1000:.1f} ms "
-                f"(answer {self.answer['status']})")
+        return (
+            f"stop latency {label}: POST answered {self.answered * 1000:.1f} ms, run_finished on the stream "
+            f"{self.streamed * 1000:.1f} ms, GET cancelled {self.observed * 1000:.1f} ms "
+            f"(answer {self.answer['status']})"
+        )
 
 
 async def stop_and_time(client: httpx.AsyncClient, run_id: str, headers: dict, seen: Follower) -> StopTiming:
@@ -239,8 +260,9 @@ async def stop_and_time(client: httpx.AsyncClient, run_id: str, headers: dict, s
     t0 = time.monotonic()
     answer = await client.post(f"/api/agent-run/{run_id}/stop", headers=headers)
     answered = time.monotonic() - t0
-    assert answer.status_code == 200, f"POST /stop of {run_id} answered {answer.status_code} after " \
-        f"{answered:.1f} s: {answer.text}"
+    assert answer.status_code == 200, (
+        f"POST /stop of {run_id} answered {answer.status_code} after {answered:.1f} s: {answer.text}"
+    )
     observed = status = None
     try:
         async with asyncio.timeout(10):
@@ -253,9 +275,12 @@ async def stop_and_time(client: httpx.AsyncClient, run_id: str, headers: dict, s
                     await asyncio.sleep(0.005)
         await seen.wait_for(lambda s: s.terminal is not None, timeout=10)
     except TimeoutError:
-        pytest.fail(f"run {run_id} not stopped 10 s after POST /stop answered {answer.json()} in "
-                    f"{answered * 1000:.0f} ms: GET says {status}, the stream has {len(seen.events)} events, "
-                    f"last {seen.events[-1:]}", pytrace=False)
+        pytest.fail(
+            f"run {run_id} not stopped 10 s after POST /stop answered {answer.json()} in "
+            f"{answered * 1000:.0f} ms: GET says {status}, the stream has {len(seen.events)} events, "
+            f"last {seen.events[-1:]}",
+            pytrace=False,
+        )
     return StopTiming(answered, seen.finished_at - t0, observed, answer.json())
 
 
@@ -271,8 +296,11 @@ async def sign_up(client: httpx.AsyncClient, label: str) -> dict:
 async def start_run(client: httpx.AsyncClient, headers: dict, model: str) -> str:
     thread = await client.post("/api/threads", json={}, headers=headers)
     assert thread.status_code == 201, thread.text
-    started = await client.post(f"/api/threads/{thread.json()['thread_id']}/agent/start", headers=headers,
-                                json={"model_name": f"openai/{model}", "prompt": "go"})
+    started = await client.post(
+        f"/api/threads/{thread.json()['thread_id']}/agent/start",
+        headers=headers,
+        json={"model_name": f"openai/{model}", "prompt": "go"},
+    )
     assert started.status_code == 202, started.text
     return started.json()["agent_run_id"]
 
@@ -333,8 +361,7 @@ def _belongs(pid: int, root: str, depth: int = 6) -> bool:
 
 
 def shell_processes(data_dir: Path) -> list[int]:
-    return (sandboxed(data_dir, [b"sleep", b"60"])
-            + sandboxed(data_dir, [b"/bin/sh", b"-c", SHELL_COMMAND.encode()]))
+    return sandboxed(data_dir, [b"sleep", b"60"]) + sandboxed(data_dir, [b"/bin/sh", b"-c", SHELL_COMMAND.encode()])
 
 
 def report(line: str) -> None:
@@ -407,15 +434,18 @@ async def test_stop_during_a_60s_shell_command_kills_it(system):
                     await asyncio.sleep(0.01)
             gone_at = time.monotonic()
             killed_after = gone_at - (seen.finished_at - timing.streamed)
-            report(timing.line(f"[{system.mode}] during a 60 s shell command")
-                   + f"; shell processes {before} gone {killed_after * 1000:.1f} ms after POST")
+            report(
+                timing.line(f"[{system.mode}] during a 60 s shell command")
+                + f"; shell processes {before} gone {killed_after * 1000:.1f} ms after POST"
+            )
             assert timing.streamed < STOP_WITHIN and timing.observed < STOP_WITHIN, timing
             assert killed_after < STOP_WITHIN, f"the command outlived the stop by {killed_after:.2f}s"
             assert_one_ending(seen, "cancelled")
             finished = [e for e in seen.events if e["type"] == "tool_call_finished"]
             assert all(e["name"] == "run_command" for e in finished)
-            assert "The command finished." not in "".join(e.get("text", "") for e in seen.events
-                                                       if e["type"] == "text_delta")
+            assert "The command finished." not in "".join(
+                e.get("text", "") for e in seen.events if e["type"] == "text_delta"
+            )
             await asyncio.sleep(0.5)
             assert not shell_processes(system.data_dir)  # and nothing came back
             assert not list(system.data_dir.rglob(MARKER))
@@ -433,7 +463,8 @@ async def test_stop_is_idempotent(system):
             # Two at once, then one more while it is stopping.
             first, second = await asyncio.gather(
                 client.post(f"/api/agent-run/{run_id}/stop", headers=headers),
-                client.post(f"/api/agent-run/{run_id}/stop", headers=headers))
+                client.post(f"/api/agent-run/{run_id}/stop", headers=headers),
+            )
             third = await client.post(f"/api/agent-run/{run_id}/stop", headers=headers)
             for answer in (first, second, third):
                 assert answer.status_code == 200, answer.text
@@ -442,8 +473,9 @@ async def test_stop_is_idempotent(system):
             await seen.wait_for(lambda s: s.terminal is not None, timeout=STOP_WITHIN + 2)
             # Once it has ended every stop answers the same final state, and writes nothing.
             after = [await client.post(f"/api/agent-run/{run_id}/stop", headers=headers) for _ in range(2)]
-            assert [(a.status_code, a.json()) for a in after] == [(200, {"agent_run_id": run_id,
-                                                                          "status": "cancelled"})] * 2
+            assert [(a.status_code, a.json()) for a in after] == [
+                (200, {"agent_run_id": run_id, "status": "cancelled"})
+            ] * 2
             assert_one_ending(seen, "cancelled")
             again = follow(client, run_id, headers)  # a replay from the start: still one ending
             await again.wait_for(lambda s: s.terminal is not None, timeout=10)
@@ -475,7 +507,6 @@ async def test_stop_of_a_finished_run_answers_its_final_state(system):
         assert (await client.post(f"/api/agent-run/{run_id}/stop", headers=other)).status_code == 404
 
 
-
 # A cancel that lands as an awaited call completes can be swallowed (Python 3.11's wait_for, which
 # redis-py's reads go through): agentpress keeps cancelling the step until it has ended.
 async def test_stop_racing_the_pickup(system):
@@ -496,5 +527,7 @@ async def test_stop_racing_the_pickup(system):
                 assert_one_ending(seen, "cancelled")
             finally:
                 await end_all(client, headers, [run_id])
-        report(f"stop latency [{system.mode}] racing the pickup (delay after start: answer, run_finished): "
-               + "; ".join(lines))
+        report(
+            f"stop latency [{system.mode}] racing the pickup (delay after start: answer, run_finished): "
+            + "; ".join(lines)
+        )

@@ -66,8 +66,9 @@ async def system(llm, tmp_path_factory) -> AsyncIterator[Stack]:
         env.setenv("STRIPE_SECRET_KEY", KEY)
         env.setenv("STRIPE_WEBHOOK_SECRET", WHSEC)
         env.setenv("AGENTRY_BILLING_STRIPE_API_BASE", fake.base_url)
-        dev = await start_dev_stack(stack, data_dir=tmp_path_factory.mktemp("stripe-billing"),
-                                    llm_api_base=llm.base_url, ports=PORTS)
+        dev = await start_dev_stack(
+            stack, data_dir=tmp_path_factory.mktemp("stripe-billing"), llm_api_base=llm.base_url, ports=PORTS
+        )
         fake.configure_webhooks(f"{dev.gateway_url}/api/billing/webhook", WHSEC)
         yield Stack(dev.gateway_url, fake)
 
@@ -144,8 +145,9 @@ async def test_checkout_paid_renewed_then_failed_payment_downgrades(system, clie
     # A subscribed account changes plans in the portal, not with a second checkout.
     again = await client.post("/api/billing/checkout", json={"plan_id": "pro"}, headers=alice.headers)
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_subscribed", again.text
-    portal = await client.post("/api/billing/portal", json={"return_url": "https://app.example/account"},
-                               headers=alice.headers)
+    portal = await client.post(
+        "/api/billing/portal", json={"return_url": "https://app.example/account"}, headers=alice.headers
+    )
     assert portal.status_code == 200 and portal.json()["url"].startswith(system.stripe.base_url), portal.text
 
     _all_ok(await system.stripe.fail_payment(sub_id))
@@ -220,8 +222,11 @@ async def test_replayed_and_out_of_order_events_change_nothing_wrong(system, cli
     cancelled = await system.stripe.cancel(sub_id, deliver=False)
     _all_ok([await system.stripe.send(cancelled[0].event)])
     stale_update = next(d for d in renewed if d.type == "customer.subscription.updated")
-    replay = await client.post("/api/billing/webhook", content=json.dumps(stale_update.event).encode(),
-                               headers={"Stripe-Signature": sign(json.dumps(stale_update.event).encode(), WHSEC)})
+    replay = await client.post(
+        "/api/billing/webhook",
+        content=json.dumps(stale_update.event).encode(),
+        headers={"Stripe-Signature": sign(json.dumps(stale_update.event).encode(), WHSEC)},
+    )
     assert replay.status_code == 200 and replay.json()["applied"] is False
     after = await _subscription(client, dave)
     assert (after["plan"]["id"], after["status"]) == ("free", "canceled")
@@ -233,7 +238,9 @@ async def test_replayed_and_out_of_order_events_change_nothing_wrong(system, cli
     outcomes = []
     for _ in range(3):
         body = json.dumps(completed.event).encode()
-        answer = await client.post("/api/billing/webhook", content=body, headers={"Stripe-Signature": sign(body, WHSEC)})
+        answer = await client.post(
+            "/api/billing/webhook", content=body, headers={"Stripe-Signature": sign(body, WHSEC)}
+        )
         outcomes.append(answer.json()["applied"])
     assert outcomes == [True, False, False]
     assert (await _subscription(client, dave))["balance_micros"] == OPENING + 2 * PRO + PACK
@@ -250,8 +257,9 @@ async def test_checkout_requests_are_validated(system, client):
     assert (await refused({}, 422))["fields"][0]["field"] == "body.plan_id"
     both = await refused({"plan_id": "pro", "credit_pack_id": "credits_10"}, 422)
     assert both["fields"][0]["field"] == "body.credit_pack_id"
-    assert (await refused({"plan_id": "pro", "success_url": "javascript:alert(1)"}, 422))["fields"][0]["field"] \
-        == "body.success_url"
+    assert (await refused({"plan_id": "pro", "success_url": "javascript:alert(1)"}, 422))["fields"][0][
+        "field"
+    ] == "body.success_url"
     assert (await refused({"plan_id": "pro", "extra": 1}, 422))["code"] == "validation_error"
     assert (await refused({"plan_id": "gold"}, 422))["code"] == "unknown_plan"  # bad input: 422 everywhere
     assert (await refused({"credit_pack_id": "credits_99"}, 422))["code"] == "unknown_plan"
@@ -272,18 +280,33 @@ async def test_without_stripe_the_payment_routes_answer_501(tmp_path):
     from agentry.servicekit.eventstream import MemoryEventStream
 
     async with contextlib.AsyncExitStack() as stack:
-        auth = await start_auth(AuthSettings(port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
-                                             key_path=tmp_path / "key.pem"), stack)
-        billing = await start_billing(BillingSettings(port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'b.db'}",
-                                                      provider="local"), stack)
-        gateway = await start_gateway(GatewaySettings(port=0, auth_target=auth.target, billing_target=billing.target,
-                                                      sandbox_target="127.0.0.1:9", runner_target="127.0.0.1:9"),
-                                      stack, events=MemoryEventStream())
+        auth = await start_auth(
+            AuthSettings(
+                port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}", key_path=tmp_path / "key.pem"
+            ),
+            stack,
+        )
+        billing = await start_billing(
+            BillingSettings(port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'b.db'}", provider="local"), stack
+        )
+        gateway = await start_gateway(
+            GatewaySettings(
+                port=0,
+                auth_target=auth.target,
+                billing_target=billing.target,
+                sandbox_target="127.0.0.1:9",
+                runner_target="127.0.0.1:9",
+            ),
+            stack,
+            events=MemoryEventStream(),
+        )
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as client:
             frank = await _user(client, "frank.local@example.com")
-            for path, body, headers in [("/api/billing/checkout", {"credit_pack_id": "credits_10"}, frank.headers),
-                                        ("/api/billing/portal", {}, frank.headers),
-                                        ("/api/billing/webhook", {}, {"Stripe-Signature": "t=1,v1=00"})]:
+            for path, body, headers in [
+                ("/api/billing/checkout", {"credit_pack_id": "credits_10"}, frank.headers),
+                ("/api/billing/portal", {}, frank.headers),
+                ("/api/billing/webhook", {}, {"Stripe-Signature": "t=1,v1=00"}),
+            ]:
                 answer = await client.post(path, json=body, headers=headers)
                 assert answer.status_code == 501, answer.text
                 error = answer.json()["error"]
@@ -293,11 +316,16 @@ async def test_without_stripe_the_payment_routes_answer_501(tmp_path):
 async def test_a_team_buys_as_itself_and_only_its_owners_and_admins_may(system, client):
     owner, member = await _user(client, "owner.stripe@example.com"), await _user(client, "member.stripe@example.com")
     team = (await client.post("/api/accounts", json={"name": "Payers"}, headers=owner.headers)).json()
-    invitation = (await client.post(f"/api/accounts/{team['id']}/invitations",
-                                    json={"email": "member.stripe@example.com", "role": "member"},
-                                    headers=owner.headers)).json()
-    accepted = await client.post("/api/accounts/invitations/accept", json={"token": invitation["token"]},
-                                 headers=member.headers)
+    invitation = (
+        await client.post(
+            f"/api/accounts/{team['id']}/invitations",
+            json={"email": "member.stripe@example.com", "role": "member"},
+            headers=owner.headers,
+        )
+    ).json()
+    accepted = await client.post(
+        "/api/accounts/invitations/accept", json={"token": invitation["token"]}, headers=member.headers
+    )
     assert accepted.status_code == 200, accepted.text
     as_member = {**member.headers, "X-Account-Id": team["id"]}
     for path, body in [("/api/billing/checkout", {"credit_pack_id": "credits_10"}), ("/api/billing/portal", {})]:

@@ -37,12 +37,21 @@ def gotrue():
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(llm, gotrue, tmp_path_factory) -> AsyncIterator[httpx.AsyncClient]:
-    supabase = {"provider": "supabase", "supabase_url": gotrue.url, "supabase_anon_key": gotrue.anon_key,
-                "supabase_service_role_key": gotrue.service_role_key}
+    supabase = {
+        "provider": "supabase",
+        "supabase_url": gotrue.url,
+        "supabase_anon_key": gotrue.anon_key,
+        "supabase_service_role_key": gotrue.service_role_key,
+    }
     async with contextlib.AsyncExitStack() as stack:
-        dev = await start_dev_stack(stack, data_dir=tmp_path_factory.mktemp("supabase"), llm_api_base=llm.base_url,
-                                    ports=PORTS, auth_overrides=supabase,
-                                    gateway_overrides={"token_verification": "auth"})
+        dev = await start_dev_stack(
+            stack,
+            data_dir=tmp_path_factory.mktemp("supabase"),
+            llm_api_base=llm.base_url,
+            ports=PORTS,
+            auth_overrides=supabase,
+            gateway_overrides={"token_verification": "auth"},
+        )
         async with httpx.AsyncClient(base_url=f"{dev.gateway_url}/api", timeout=30) as client:
             yield client
 
@@ -69,8 +78,11 @@ async def test_the_readme_tour_on_supabase(client, gotrue):
     assert ("POST", "/signup") in gotrue.requests and ("POST", "/token") in gotrue.requests
 
     thread = (await client.post("/threads", json={}, headers=auth)).json()["thread_id"]
-    run = await client.post(f"/threads/{thread}/agent/start", json={"prompt": "say hello from the sandbox",
-                                                                     "model_name": "openai/tour"}, headers=auth)
+    run = await client.post(
+        f"/threads/{thread}/agent/start",
+        json={"prompt": "say hello from the sandbox", "model_name": "openai/tour"},
+        headers=auth,
+    )
     assert run.status_code == 202, run.text
     run_id = run.json()["agent_run_id"]
     events = await _sse(client, f"/agent-run/{run_id}/stream", headers=auth)
@@ -118,7 +130,9 @@ async def minter(client, gotrue) -> Minter:
 
 
 async def test_a_token_built_like_gotrues_is_accepted(client, minter):
-    assert (await client.post("/threads", json={}, headers={"Authorization": f"Bearer {minter.sign()}"})).status_code == 201
+    assert (
+        await client.post("/threads", json={}, headers={"Authorization": f"Bearer {minter.sign()}"})
+    ).status_code == 201
 
 
 @pytest.mark.parametrize("forgery", [f for f in FORGERIES if f != "stream-token-audience"])

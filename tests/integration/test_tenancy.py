@@ -37,8 +37,11 @@ PUBLIC = {
 STREAMS = {"GET /api/threads/{thread_id}/stream", "GET /api/agent-run/{run_id}/stream"}
 # Account-admin routes: a team member with the plain member role is refused (403: they know the
 # team exists), and changes nothing.
-NEEDS_ADMIN = {"POST /api/accounts/{account_id}/invitations", "PATCH /api/accounts/{account_id}/members/{user_id}",
-               "DELETE /api/accounts/{account_id}/members/{user_id}"}
+NEEDS_ADMIN = {
+    "POST /api/accounts/{account_id}/invitations",
+    "PATCH /api/accounts/{account_id}/members/{user_id}",
+    "DELETE /api/accounts/{account_id}/members/{user_id}",
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +53,9 @@ def llm():
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(llm, tmp_path_factory) -> AsyncIterator[httpx.AsyncClient]:
     async with contextlib.AsyncExitStack() as stack:
-        dev = await start_dev_stack(stack, data_dir=tmp_path_factory.mktemp("tenancy"), llm_api_base=llm.base_url,
-                                    ports=PORTS)
+        dev = await start_dev_stack(
+            stack, data_dir=tmp_path_factory.mktemp("tenancy"), llm_api_base=llm.base_url, ports=PORTS
+        )
         async with httpx.AsyncClient(base_url=dev.gateway_url, timeout=30) as client:
             yield client
 
@@ -69,31 +73,49 @@ async def world(client) -> dict:
     ada, bob, eve = await _person(client, "ada"), await _person(client, "bob"), await _person(client, "eve")
     h = ada["headers"]
     team = (await client.post("/api/accounts", json={"name": "Acme"}, headers=h)).json()
-    invitation = (await client.post(f"/api/accounts/{team['id']}/invitations",
-                                    json={"email": bob["email"], "role": "member"}, headers=h)).json()
-    assert (await client.post("/api/accounts/invitations/accept", json={"token": invitation["token"]},
-                              headers=bob["headers"])).status_code == 200
+    invitation = (
+        await client.post(
+            f"/api/accounts/{team['id']}/invitations", json={"email": bob["email"], "role": "member"}, headers=h
+        )
+    ).json()
+    assert (
+        await client.post(
+            "/api/accounts/invitations/accept", json={"token": invitation["token"]}, headers=bob["headers"]
+        )
+    ).status_code == 200
     thread = await client.post("/api/threads", json={"name": "ada's"}, headers=h)
     thread_id = thread.json()["thread_id"]
     message = await client.post(f"/api/threads/{thread_id}/messages", json={"content": SECRET}, headers=h)
     assert message.status_code == 201, message.text
-    run = await client.post(f"/api/threads/{thread_id}/agent/start", json={"model_name": "openai/ten-quick"},
-                            headers=h)
+    run = await client.post(f"/api/threads/{thread_id}/agent/start", json={"model_name": "openai/ten-quick"}, headers=h)
     assert run.status_code == 202, run.text
     key = (await client.post("/api/api-keys", json={"name": "ada's key"}, headers=h)).json()
     project_id = thread.json()["project_id"]
-    params = {"thread_id": thread_id, "run_id": run.json()["agent_run_id"], "api_key_id": key["id"],
-              "account_id": team["id"], "user_id": bob["user_id"], "project_id": project_id,
-              "message_id": message.json()["message_id"],
-              # Not resources: any valid value (the resource they are under is the owner's).
-              "port": "8080", "path": "index.html"}
+    params = {
+        "thread_id": thread_id,
+        "run_id": run.json()["agent_run_id"],
+        "api_key_id": key["id"],
+        "account_id": team["id"],
+        "user_id": bob["user_id"],
+        "project_id": project_id,
+        "message_id": message.json()["message_id"],
+        # Not resources: any valid value (the resource they are under is the owner's).
+        "port": "8080",
+        "path": "index.html",
+    }
     paths = (await client.get("/openapi.json")).json()["paths"]
     if "/api/projects/{project_id}/sandbox/ensure-active" in paths:  # the sandbox routes (issue 8)
         box = await client.post(f"/api/projects/{project_id}/sandbox/ensure-active", headers=h)
         assert box.status_code == 200, box.text
         params["sandbox_id"] = box.json()["sandbox_id"]
-    return {"ada": ada, "bob": bob, "eve": eve, "team": team, "params": params,
-            "owner_data": [SECRET, ada["email"], "ada's key", "Acme", key["key"]]}
+    return {
+        "ada": ada,
+        "bob": bob,
+        "eve": eve,
+        "team": team,
+        "params": params,
+        "owner_data": [SECRET, ada["email"], "ada's key", "Acme", key["key"]],
+    }
 
 
 def _example(schema: dict, spec: dict) -> Any:
@@ -110,8 +132,11 @@ def _example(schema: dict, spec: dict) -> Any:
         return schema["enum"][-1]
     kind = schema.get("type")
     if kind == "object":
-        return {name: _example(prop, spec) for name, prop in schema.get("properties", {}).items()
-                if name in schema.get("required", [])}
+        return {
+            name: _example(prop, spec)
+            for name, prop in schema.get("properties", {}).items()
+            if name in schema.get("required", [])
+        }
     if kind == "array":
         return []
     if kind in ("integer", "number"):
@@ -135,10 +160,13 @@ def _body(op: dict, spec: dict) -> Any:
         return _example(content["application/json"]["schema"], spec)
     if "multipart/form-data" in content:  # fields first, then files, as the form declares them
         schema = content["multipart/form-data"]["schema"]
-        props = {name: prop for name, prop in schema.get("properties", {}).items()
-                 if name in schema.get("required", [])}
-        return _Multipart(data={n: _example(p, spec) for n, p in props.items() if p.get("format") != "binary"},
-                          files={n: (f"{n}.txt", b"x") for n, p in props.items() if p.get("format") == "binary"})
+        props = {
+            name: prop for name, prop in schema.get("properties", {}).items() if name in schema.get("required", [])
+        }
+        return _Multipart(
+            data={n: _example(p, spec) for n, p in props.items() if p.get("format") != "binary"},
+            files={n: (f"{n}.txt", b"x") for n, p in props.items() if p.get("format") == "binary"},
+        )
     return None
 
 
@@ -150,12 +178,16 @@ class _Multipart:
 
 def _query(op: dict, spec: dict, params: dict) -> dict:
     """The route's required query parameters, filled like its path (or with a valid example)."""
-    return {p["name"]: params.get(p["name"]) or _example(p.get("schema", {}), spec)
-            for p in op.get("parameters", []) if p.get("in") == "query" and p.get("required")}
+    return {
+        p["name"]: params.get(p["name"]) or _example(p.get("schema", {}), spec)
+        for p in op.get("parameters", [])
+        if p.get("in") == "query" and p.get("required")
+    }
 
 
-async def _call(client, method: str, path: str, params: dict, headers: dict, body: Any,
-                query: dict | None = None) -> httpx.Response:
+async def _call(
+    client, method: str, path: str, params: dict, headers: dict, body: Any, query: dict | None = None
+) -> httpx.Response:
     url = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: params[m.group(1)], path)
     if f"{method} {path}" in STREAMS:
         async with client.stream(method, url, headers=headers, params=query) as response:
@@ -176,10 +208,13 @@ async def test_every_route_has_a_tenancy_case_and_the_outsider_gets_404(client, 
     spec = (await client.get("/openapi.json")).json()
     routes = _routes(spec)
     known = set(world["params"])
-    uncovered = [f"{m} {p}" for m, p, _ in routes if f"{m} {p}" not in PUBLIC
-                 and not set(re.findall(r"\{(\w+)\}", p)) <= known]
-    assert not uncovered, (f"routes with no tenancy case (a path parameter this test cannot fill with "
-                           f"another account's resource): {uncovered}")
+    uncovered = [
+        f"{m} {p}" for m, p, _ in routes if f"{m} {p}" not in PUBLIC and not set(re.findall(r"\{(\w+)\}", p)) <= known
+    ]
+    assert not uncovered, (
+        f"routes with no tenancy case (a path parameter this test cannot fill with "
+        f"another account's resource): {uncovered}"
+    )
     eve = world["eve"]
     covered = 0
     for method, path, op in routes:
@@ -190,8 +225,9 @@ async def test_every_route_has_a_tenancy_case_and_the_outsider_gets_404(client, 
         placeholders = re.findall(r"\{(\w+)\}", path)
         if placeholders:
             # The owner's resource, asked for by the outsider: as if it did not exist.
-            _refused_like_missing(await _call(client, method, path, world["params"], eve["headers"], body, query),
-                                  world, route)
+            _refused_like_missing(
+                await _call(client, method, path, world["params"], eve["headers"], body, query), world, route
+            )
         # Any route, acting for the owner's account: the outsider is not a member of it.
         acting = {**eve["headers"], "X-Account-Id": world["team"]["id"]}
         _refused_like_missing(await _call(client, method, path, world["params"], acting, body, query), world, route)
@@ -206,7 +242,10 @@ async def test_the_owners_resources_are_intact_after_the_outsider(client, world)
     keys = (await client.get("/api/api-keys", headers=ada["headers"])).json()["api_keys"]
     assert [k["id"] for k in keys] == [params["api_key_id"]]
     members = (await client.get(f"/api/accounts/{params['account_id']}/members", headers=ada["headers"])).json()
-    assert {m["email"]: m["role"] for m in members["members"]} == {ada["email"]: "owner", world["bob"]["email"]: "member"}
+    assert {m["email"]: m["role"] for m in members["members"]} == {
+        ada["email"]: "owner",
+        world["bob"]["email"]: "member",
+    }
 
 
 async def test_a_member_without_the_role_is_refused_and_changes_nothing(client, world):
@@ -219,13 +258,18 @@ async def test_a_member_without_the_role_is_refused_and_changes_nothing(client, 
         assert response.status_code == 403, (method, path, response.text)
         assert response.json()["error"]["code"] == "role_required"
     # What a member may do: read the members, and work in the team's threads.
-    assert (await client.get(f"/api/accounts/{params['account_id']}/members", headers=bob["headers"])).status_code == 200
+    assert (
+        await client.get(f"/api/accounts/{params['account_id']}/members", headers=bob["headers"])
+    ).status_code == 200
     in_team = {**bob["headers"], "X-Account-Id": params["account_id"]}
     thread = await client.post("/api/threads", json={"name": "team work"}, headers=in_team)
     assert thread.status_code == 201
     team_thread = thread.json()["thread_id"]
-    assert (await client.get(f"/api/threads/{team_thread}/messages",
-                             headers={**ada["headers"], "X-Account-Id": params["account_id"]})).status_code == 200
+    assert (
+        await client.get(
+            f"/api/threads/{team_thread}/messages", headers={**ada["headers"], "X-Account-Id": params["account_id"]}
+        )
+    ).status_code == 200
     # ...and only while acting for the team: from Ada's personal account, it is not there.
     assert (await client.get(f"/api/threads/{team_thread}/messages", headers=ada["headers"])).status_code == 404
     members = (await client.get(f"/api/accounts/{params['account_id']}/members", headers=ada["headers"])).json()
@@ -236,8 +280,9 @@ async def test_an_api_key_acts_for_its_one_account(client, world):
     ada = world["ada"]
     key = (await client.post("/api/api-keys", json={"name": "personal"}, headers=ada["headers"])).json()["key"]
     # Ada is an owner of the team, but her personal key cannot switch to it.
-    response = await client.post("/api/threads", json={}, headers={"X-API-Key": key,
-                                                                   "X-Account-Id": world["team"]["id"]})
+    response = await client.post(
+        "/api/threads", json={}, headers={"X-API-Key": key, "X-Account-Id": world["team"]["id"]}
+    )
     assert response.status_code == 404 and response.json()["error"]["code"] == "account_not_found"
 
 
@@ -247,7 +292,8 @@ async def test_every_route_but_the_public_ones_needs_a_credential(client, world)
         route = f"{method} {path}"
         if route in PUBLIC:
             continue
-        response = await _call(client, method, path, world["params"], {}, _body(op, spec),
-                               _query(op, spec, world["params"]))
+        response = await _call(
+            client, method, path, world["params"], {}, _body(op, spec), _query(op, spec, world["params"])
+        )
         assert response.status_code == 401, f"{route}: {response.status_code}"
         assert response.headers["www-authenticate"] == "Bearer", route

@@ -20,8 +20,15 @@ from .test_run_end_to_end import sign_up_and_in, stream
 pytestmark = pytest.mark.integration
 
 KEEPALIVE_SECONDS = 1
-DURABLE = {"run_started", "message_completed", "tool_call_finished", "phase", "run_resumed", "requires_action",
-           "run_finished"}
+DURABLE = {
+    "run_started",
+    "message_completed",
+    "tool_call_finished",
+    "phase",
+    "run_resumed",
+    "requires_action",
+    "run_finished",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -37,8 +44,12 @@ async def litellm_imported() -> None:
     await asyncio.to_thread(importlib.import_module, "litellm")
 
 
-async def read_thread_sse(response: httpx.Response, *, runs: int, keepalives: list[str] | None = None,
-                          ) -> list[tuple[str, bytes]]:
+async def read_thread_sse(
+    response: httpx.Response,
+    *,
+    runs: int,
+    keepalives: list[str] | None = None,
+) -> list[tuple[str, bytes]]:
     """(id, data) of each event until `runs` runs have finished."""
     events: list[tuple[str, bytes]] = []
     event_id, data, finished = None, None, 0
@@ -59,8 +70,9 @@ async def read_thread_sse(response: httpx.Response, *, runs: int, keepalives: li
 
 
 @contextlib.asynccontextmanager
-async def thread_stream(client: httpx.AsyncClient, thread_id: str, headers: dict, *,
-                        last_event_id: str | None = None) -> AsyncIterator[httpx.Response]:
+async def thread_stream(
+    client: httpx.AsyncClient, thread_id: str, headers: dict, *, last_event_id: str | None = None
+) -> AsyncIterator[httpx.Response]:
     extra = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
     async with client.stream("GET", f"/api/threads/{thread_id}/stream", headers={**headers, **extra}) as response:
         assert response.status_code == 200, (await response.aread()).decode()
@@ -88,10 +100,12 @@ async def start(client, thread_id, headers, model: str, prompt: str, strategy: s
     return response.json()
 
 
-def check_spliced(events: list[tuple[str, bytes]], run_id: str, thread_seq: int,
-                  run_stream: list[tuple[int, bytes]]) -> None:
+def check_spliced(
+    events: list[tuple[str, bytes]], run_id: str, thread_seq: int, run_stream: list[tuple[int, bytes]]
+) -> None:
     """The thread stream carries the run's events byte for byte, its run_id spliced in first
     (run_started names its run already and is carried as it is)."""
+
     def spliced(data: bytes) -> bytes:
         if b'"type":"run_started"' in data:
             return data
@@ -127,17 +141,22 @@ async def test_one_stream_sees_every_run_of_the_thread_in_order_and_resumes_acro
         assert [e["seq"] for e in one] == list(range(1, len(one) + 1))
         assert [e["seq"] for e in two] == list(range(1, len(two) + 1))
         assert (one[0]["type"], one[-1]["type"], two[0]["type"], two[-1]["type"]) == (
-            "run_started", "run_finished", "run_started", "run_finished")
+            "run_started",
+            "run_finished",
+            "run_started",
+            "run_finished",
+        )
         assert any(e["type"] == "tool_call_finished" for e in two)
-        check_spliced(live[:len(one)], first["agent_run_id"], 1, await stream(client, first["agent_run_id"], headers))
-        check_spliced(live[len(one):], second["agent_run_id"], 2,
-                      await stream(client, second["agent_run_id"], headers))
+        check_spliced(live[: len(one)], first["agent_run_id"], 1, await stream(client, first["agent_run_id"], headers))
+        check_spliced(
+            live[len(one) :], second["agent_run_id"], 2, await stream(client, second["agent_run_id"], headers)
+        )
 
         # Resume from the middle of the first run: exactly the rest, the second run included.
         middle = len(one) // 2
-        assert await replay(client, thread, headers, runs=2, last_event_id=ids[middle]) == live[middle + 1:]
+        assert await replay(client, thread, headers, runs=2, last_event_id=ids[middle]) == live[middle + 1 :]
         # From the first run's last event: exactly the second run.
-        assert await replay(client, thread, headers, runs=1, last_event_id=ids[len(one) - 1]) == live[len(one):]
+        assert await replay(client, thread, headers, runs=1, last_event_id=ids[len(one) - 1]) == live[len(one) :]
         # Opened after both ended: both replayed, in order.
         assert await replay(client, thread, headers, runs=2) == live
 
@@ -175,12 +194,24 @@ async def test_thread_stream_tenancy_tokens_and_cursors(system):
         assert issued.status_code == 200, issued.text
         token = issued.json()["token"]
         assert (await client.post(f"/api/threads/{thread}/stream-token", headers=other)).status_code == 404
-        async with client.stream("GET", f"/api/threads/{thread}/stream", params={"access_token": token},
-                                 headers={"Last-Event-ID": events[0][0]}) as response:
+        async with client.stream(
+            "GET",
+            f"/api/threads/{thread}/stream",
+            params={"access_token": token},
+            headers={"Last-Event-ID": events[0][0]},
+        ) as response:
             assert response.status_code == 200
             assert await asyncio.wait_for(read_thread_sse(response, runs=1), 30) == events[1:]
 
-        for bad in ("5", "1.x", "0.1", "1.-1", "1.\u00b2".encode("latin-1"), "1." + "9" * 20, "2.1"):  # 2.1: the thread has one run
+        for bad in (
+            "5",
+            "1.x",
+            "0.1",
+            "1.-1",
+            "1.\u00b2".encode("latin-1"),
+            "1." + "9" * 20,
+            "2.1",
+        ):  # 2.1: the thread has one run
             response = await client.get(f"/api/threads/{thread}/stream", headers={**owner, "Last-Event-ID": bad})
             assert response.status_code == 422, (bad, response.text)
             assert response.json()["error"]["code"] == "invalid_last_event_id"
@@ -189,8 +220,12 @@ async def test_thread_stream_tenancy_tokens_and_cursors(system):
 @pytest.fixture
 async def dev(fake_llm, tmp_path):
     async with contextlib.AsyncExitStack() as stack:
-        dev = await start_dev_stack(stack, data_dir=tmp_path, llm_api_base=fake_llm.base_url,
-                                    ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0})
+        dev = await start_dev_stack(
+            stack,
+            data_dir=tmp_path,
+            llm_api_base=fake_llm.base_url,
+            ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
+        )
         await litellm_imported()
         yield dev
 
@@ -209,5 +244,7 @@ async def test_runs_whose_live_buffer_expired_are_replayed_from_the_database(dev
         durable = [(event_id, data) for event_id, data in live if orjson.loads(data)["type"] in DURABLE]
         assert await replay(client, thread, headers, runs=2) == durable
         resume_at = next(i for i, (event_id, _) in enumerate(durable) if event_id.startswith("2."))
-        assert await replay(client, thread, headers, runs=2, last_event_id=durable[resume_at - 2][0]) == \
-            durable[resume_at - 1:]
+        assert (
+            await replay(client, thread, headers, runs=2, last_event_id=durable[resume_at - 2][0])
+            == durable[resume_at - 1 :]
+        )

@@ -16,8 +16,8 @@ from .test_run_end_to_end import sign_up_and_in, stream
 pytestmark = pytest.mark.integration
 
 XML_CALL = (
-    "I will run it now. <function_calls><invoke name=\"run_command\">"
-    "<parameter name=\"command\">echo xml-mode-works</parameter></invoke></function_calls>"
+    'I will run it now. <function_calls><invoke name="run_command">'
+    '<parameter name="command">echo xml-mode-works</parameter></invoke></function_calls>'
 )
 
 
@@ -26,15 +26,22 @@ async def test_xml_tool_calls_are_parsed_executed_and_streamed(tmp_path):
     with ThreadedFakeLLMServer({"xml-model": script}) as llm:
         async with contextlib.AsyncExitStack() as stack:
             dev = await start_dev_stack(
-                stack, data_dir=tmp_path, llm_api_base=llm.base_url,
+                stack,
+                data_dir=tmp_path,
+                llm_api_base=llm.base_url,
                 ports={"auth": 0, "billing": 0, "sandbox": 0, "runner": 0, "gateway": 0},
-                runner_overrides={"tool_calling": "xml"})
+                runner_overrides={"tool_calling": "xml"},
+            )
             async with httpx.AsyncClient(base_url=dev.gateway_url, timeout=60) as client:
                 user = await sign_up_and_in(client, "xml@example.com")
                 thread_id = (await client.post("/api/threads", json={}, headers=user["headers"])).json()["thread_id"]
-                run_id = (await client.post(f"/api/threads/{thread_id}/agent/start",
-                                            json={"model_name": "openai/xml-model", "prompt": "run it"},
-                                            headers=user["headers"])).json()["agent_run_id"]
+                run_id = (
+                    await client.post(
+                        f"/api/threads/{thread_id}/agent/start",
+                        json={"model_name": "openai/xml-model", "prompt": "run it"},
+                        headers=user["headers"],
+                    )
+                ).json()["agent_run_id"]
                 events = [orjson.loads(data) for _, data in await stream(client, run_id, user["headers"])]
     finished = [e for e in events if e["type"] == "tool_call_finished"]
     assert [f["name"] for f in finished] == ["run_command"]

@@ -47,14 +47,20 @@ class Harness:
         return "".join(e.text for e in self.events.of_type("text_delta"))  # type: ignore[attr-defined]
 
 
-def make_harness(history: list[Message] | None = None, *, sandbox: MemorySandbox | None = None,
-                 budget_usd: float | None = None, prompt: str = "hello") -> Harness:
+def make_harness(
+    history: list[Message] | None = None,
+    *,
+    sandbox: MemorySandbox | None = None,
+    budget_usd: float | None = None,
+    prompt: str = "hello",
+) -> Harness:
     store = MemoryMessageStore(history if history is not None else [UserMessage(text=prompt)])
     events = RecordingEventSink()
     usage = RecordingUsageSink(budget_usd)
     sb = sandbox or MemorySandbox()
-    ctx = RunContext(run_id="r1", thread_id="t1", messages=store, sandbox=sb, usage=usage, events=events,
-                     cancel=asyncio.Event())
+    ctx = RunContext(
+        run_id="r1", thread_id="t1", messages=store, sandbox=sb, usage=usage, events=events, cancel=asyncio.Event()
+    )
     return Harness(ctx, store, events, sb, usage)
 
 

@@ -13,9 +13,21 @@ def reg() -> ToolRegistry:
 
 
 def test_exact_names():
-    assert sorted(t.name for t in default_tools()) == sorted([
-        "run_command", "start_process", "read_process_output", "stop_process", "create_file", "read_file",
-        "replace_in_file", "delete_file", "list_files", "ask", "complete"])
+    assert sorted(t.name for t in default_tools()) == sorted(
+        [
+            "run_command",
+            "start_process",
+            "read_process_output",
+            "stop_process",
+            "create_file",
+            "read_file",
+            "replace_in_file",
+            "delete_file",
+            "list_files",
+            "ask",
+            "complete",
+        ]
+    )
     assert [t.name for t in default_tools(include=["ask", "complete"], exclude=["ask"])] == ["complete"]
     with pytest.raises(UserError):
         default_tools(include=["browse"])
@@ -28,8 +40,9 @@ async def test_run_command_reports_exit_code_and_timeout(make_harness):
     h = make_harness(sandbox=MemorySandbox(handler))
     reg = ToolRegistry(default_tools())
     assert (await reg.execute(h.ctx, "run_command", '{"command": "x"}', "native")).output == "[exit code 3]\nbad\n"
-    assert (await reg.execute(h.ctx, "run_command", '{"command": "slow", "timeout_seconds": 5}', "native")).output \
-        .startswith("[timed out]")
+    assert (
+        await reg.execute(h.ctx, "run_command", '{"command": "slow", "timeout_seconds": 5}', "native")
+    ).output.startswith("[timed out]")
 
 
 async def test_file_tools(harness, reg):
@@ -37,6 +50,7 @@ async def test_file_tools(harness, reg):
 
     async def run(name: str, **args):
         import orjson
+
         return await reg.execute(ctx, name, orjson.dumps(args).decode(), "native")
 
     assert (await run("create_file", path="src/a.txt", content="one\ntwo\nthree\n")).error is None
@@ -62,11 +76,13 @@ async def test_file_tools(harness, reg):
 async def test_process_tools_read_only_new_output(harness, reg):
     started = await reg.execute(harness.ctx, "start_process", '{"command": "serve"}', "native")
     pid = started.output.removeprefix("started process ")
-    assert (await reg.execute(harness.ctx, "read_process_output", f'{{"process_id": "{pid}"}}', "native")).output \
-        == "[running]\n$ serve\n"
+    assert (
+        await reg.execute(harness.ctx, "read_process_output", f'{{"process_id": "{pid}"}}', "native")
+    ).output == "[running]\n$ serve\n"
     harness.sandbox.processes[pid]["output"] = "$ serve\nlistening\n"
-    assert (await reg.execute(harness.ctx, "read_process_output", f'{{"process_id": "{pid}"}}', "native")).output \
-        == "[running]\nlistening\n"
+    assert (
+        await reg.execute(harness.ctx, "read_process_output", f'{{"process_id": "{pid}"}}', "native")
+    ).output == "[running]\nlistening\n"
     assert (await reg.execute(harness.ctx, "stop_process", f'{{"process_id": "{pid}"}}', "native")).error is None
     assert harness.sandbox.processes[pid]["running"] is False
     unknown = await reg.execute(harness.ctx, "stop_process", '{"process_id": "nope"}', "native")

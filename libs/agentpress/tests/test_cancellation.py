@@ -70,9 +70,18 @@ async def test_cancel_during_long_tool(make_harness, when):
         return ExecResult(exit_code=0, output="fast")
 
     h = make_harness(sandbox=MemorySandbox(slow))
-    model = ScriptedModel([ScriptedReply(text="Running.", tool_calls=[
-        ScriptedCall("run_command", {"command": "echo hi"}), ScriptedCall("run_command", {"command": "sleep 60"}),
-        ScriptedCall("create_file", {"path": "never.txt", "content": ""})])])
+    model = ScriptedModel(
+        [
+            ScriptedReply(
+                text="Running.",
+                tool_calls=[
+                    ScriptedCall("run_command", {"command": "echo hi"}),
+                    ScriptedCall("run_command", {"command": "sleep 60"}),
+                    ScriptedCall("create_file", {"path": "never.txt", "content": ""}),
+                ],
+            )
+        ]
+    )
     agent = _agent(model, tool_execution=ToolExecution(when))  # type: ignore[arg-type]
     task = asyncio.create_task(agent.run(h.ctx))
     await running.wait()
@@ -84,8 +93,10 @@ async def test_cancel_during_long_tool(make_harness, when):
     h.assert_calls_paired()
     results = [m for m in h.store.messages if isinstance(m, ToolResultMessage)]
     assert [(r.output, r.error) for r in results] == [
-        ("[exit code 0]\nfast", None), ("cancelled before it finished", "cancelled"),
-        ("cancelled before it finished", "cancelled")]
+        ("[exit code 0]\nfast", None),
+        ("cancelled before it finished", "cancelled"),
+        ("cancelled before it finished", "cancelled"),
+    ]
     assert "/workspace/never.txt" not in h.sandbox.files
 
 

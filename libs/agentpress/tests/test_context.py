@@ -31,8 +31,16 @@ def long_thread(n_messages: int = 500, output_chars: int = 3_000) -> list:
     i = 0
     while len(history) < n_messages:
         history.append(UserMessage(text=f"request {i}: please check the logs"))
-        history.append(AssistantMessage(text=f"Checking {i}.", tool_calls=(
-            ToolCall(call_id=f"c{i}", name="run_command", arguments=orjson.dumps({"command": f"cat log{i}"}).decode()),)))
+        history.append(
+            AssistantMessage(
+                text=f"Checking {i}.",
+                tool_calls=(
+                    ToolCall(
+                        call_id=f"c{i}", name="run_command", arguments=orjson.dumps({"command": f"cat log{i}"}).decode()
+                    ),
+                ),
+            )
+        )
         history.append(ToolResultMessage(call_id=f"c{i}", name="run_command", output=f"log {i} " + "z" * output_chars))
         history.append(AssistantMessage(text=f"Log {i} looks fine."))
         i += 1
@@ -52,8 +60,11 @@ def assert_paired(messages: list[dict]) -> None:
 
 
 def prompt_tokens(model: str, request: ModelRequest) -> int:
-    tools = litellm_token_counter(model, [{"role": "system", "content": orjson.dumps(request.tools).decode()}]) \
-        if request.tools else 0
+    tools = (
+        litellm_token_counter(model, [{"role": "system", "content": orjson.dumps(request.tools).decode()}])
+        if request.tools
+        else 0
+    )
     return litellm_token_counter(model, request.messages) + tools
 
 
@@ -73,14 +84,22 @@ async def test_500_message_thread_fits_a_small_window(make_harness):
 
     async def build(command: str, timeout: float):
         from agentpress import ExecResult
+
         return ExecResult(exit_code=0, output="build output " + "b" * 4_000)
 
     from agentpress import MemorySandbox
+
     h.ctx.sandbox = MemorySandbox(build)
     model = FunctionModel(work, name="small-model", context_window=WINDOW)
     summary_model = FunctionModel(summarise, name="cheap-model")
-    agent = Agent(model=model, summary_model=summary_model, tools=default_tools(), system_prompt="You build things.",
-                  context=ContextConfig(reserve_tokens=1_000), max_steps=10)
+    agent = Agent(
+        model=model,
+        summary_model=summary_model,
+        tools=default_tools(),
+        system_prompt="You build things.",
+        context=ContextConfig(reserve_tokens=1_000),
+        max_steps=10,
+    )
     result = await agent.run(h.ctx)
     assert result.reason is FinishReason.COMPLETED, result.error
     assert len(model.requests) == 7
@@ -113,9 +132,11 @@ async def test_summary_is_reused_by_the_next_run(make_harness):
 
 
 async def test_single_huge_tool_output_is_cut_to_fit(make_harness):
-    history = [UserMessage(text="go"),
-               AssistantMessage(tool_calls=(ToolCall(call_id="c", name="run_command", arguments="{}"),)),
-               ToolResultMessage(call_id="c", name="run_command", output="start " + "q" * 200_000 + " end")]
+    history = [
+        UserMessage(text="go"),
+        AssistantMessage(tool_calls=(ToolCall(call_id="c", name="run_command", arguments="{}"),)),
+        ToolResultMessage(call_id="c", name="run_command", output="start " + "q" * 200_000 + " end"),
+    ]
     h = make_harness(history)
     model = ScriptedModel(["the user said go", "ok"], name="small", context_window=WINDOW)
     await Agent(model=model, context=ContextConfig(reserve_tokens=1_000)).run(h.ctx)
@@ -140,8 +161,9 @@ def test_window_override_and_litellm_lookup():
 
 
 def test_anthropic_cache_markers(harness):
-    marked = with_cache_markers([{"role": "system", "content": "S"}, {"role": "user", "content": "a"},
-                                 {"role": "user", "content": "b"}])
+    marked = with_cache_markers(
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    )
     assert marked[0]["content"] == [{"type": "text", "text": "S", "cache_control": {"type": "ephemeral"}}]
     assert marked[1]["content"] == "a"
     assert marked[2]["content"][0]["cache_control"] == {"type": "ephemeral"}

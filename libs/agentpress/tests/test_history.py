@@ -50,10 +50,18 @@ def _sent(history, family="openai"):
 
 
 def test_duplicate_ids_are_renamed_and_results_pair_in_order():
-    a = AssistantMessage(tool_calls=(ToolCall(call_id="dup", name="echo", arguments='{"text": "A"}'),
-                                     ToolCall(call_id="dup", name="echo", arguments='{"text": "B"}')))
-    history = [UserMessage(text="go"), a, ToolResultMessage(call_id="dup", name="echo", output="A out"),
-               ToolResultMessage(call_id="dup", name="echo", output="B out")]
+    a = AssistantMessage(
+        tool_calls=(
+            ToolCall(call_id="dup", name="echo", arguments='{"text": "A"}'),
+            ToolCall(call_id="dup", name="echo", arguments='{"text": "B"}'),
+        )
+    )
+    history = [
+        UserMessage(text="go"),
+        a,
+        ToolResultMessage(call_id="dup", name="echo", output="A out"),
+        ToolResultMessage(call_id="dup", name="echo", output="B out"),
+    ]
     sent = _sent(history)
     assert check(sent) is None and check(sent, "anthropic") is None
     ids = [c["id"] for c in sent[2]["tool_calls"]]
@@ -63,11 +71,18 @@ def test_duplicate_ids_are_renamed_and_results_pair_in_order():
 
 
 def test_orphan_and_second_results_are_left_out_and_a_missing_one_is_filled():
-    history = [UserMessage(text="go"), ToolResultMessage(call_id="ghost", name="echo", output="?"),
-               AssistantMessage(tool_calls=(ToolCall(call_id="c1", name="echo", arguments="{}"),
-                                            ToolCall(call_id="c2", name="echo", arguments="{}"))),
-               ToolResultMessage(call_id="c1", name="echo", output="one"),
-               ToolResultMessage(call_id="c1", name="echo", output="one again")]
+    history = [
+        UserMessage(text="go"),
+        ToolResultMessage(call_id="ghost", name="echo", output="?"),
+        AssistantMessage(
+            tool_calls=(
+                ToolCall(call_id="c1", name="echo", arguments="{}"),
+                ToolCall(call_id="c2", name="echo", arguments="{}"),
+            )
+        ),
+        ToolResultMessage(call_id="c1", name="echo", output="one"),
+        ToolResultMessage(call_id="c1", name="echo", output="one again"),
+    ]
     sent = _sent(history)
     assert check(sent) is None
     tools = [(m["tool_call_id"], m["content"]) for m in sent if m["role"] == "tool"]
@@ -76,9 +91,11 @@ def test_orphan_and_second_results_are_left_out_and_a_missing_one_is_filled():
 
 def test_invalid_arguments_are_replaced_by_a_marked_placeholder():
     for raw in ('{"command": "echo hi', "[]", "null", "42"):
-        history = [UserMessage(text="go"), AssistantMessage(tool_calls=(ToolCall(call_id="c", name="echo",
-                                                                                 arguments=raw),)),
-                   ToolResultMessage(call_id="c", name="echo", output="bad arguments", error="invalid_call")]
+        history = [
+            UserMessage(text="go"),
+            AssistantMessage(tool_calls=(ToolCall(call_id="c", name="echo", arguments=raw),)),
+            ToolResultMessage(call_id="c", name="echo", output="bad arguments", error="invalid_call"),
+        ]
         sent = _sent(history, "anthropic")
         assert check(sent, "anthropic") is None and check(sent) is None
         assert orjson.loads(sent[2]["tool_calls"][0]["function"]["arguments"]) == {INVALID_ARGUMENTS_KEY: raw}
@@ -86,11 +103,16 @@ def test_invalid_arguments_are_replaced_by_a_marked_placeholder():
 
 
 def test_empty_messages_get_marked_text_and_anthropic_turns_alternate():
-    history = [AssistantMessage(text="hello first"), UserMessage(text=""), UserMessage(text="again"),
-               AssistantMessage(text="  "), AssistantMessage(text="continued"),
-               AssistantMessage(tool_calls=(ToolCall(call_id="functions.echo:0", name="echo", arguments=""),)),
-               ToolResultMessage(call_id="functions.echo:0", name="echo", output=""),
-               UserMessage(text="bad \ud800 text \x00")]
+    history = [
+        AssistantMessage(text="hello first"),
+        UserMessage(text=""),
+        UserMessage(text="again"),
+        AssistantMessage(text="  "),
+        AssistantMessage(text="continued"),
+        AssistantMessage(tool_calls=(ToolCall(call_id="functions.echo:0", name="echo", arguments=""),)),
+        ToolResultMessage(call_id="functions.echo:0", name="echo", output=""),
+        UserMessage(text="bad \ud800 text \x00"),
+    ]
     assert check(_sent(history)) is None
     sent = _sent(history, "anthropic")
     assert check(sent, "anthropic") is None, check(sent, "anthropic")
@@ -102,19 +124,25 @@ def test_empty_messages_get_marked_text_and_anthropic_turns_alternate():
 # -- the property: any turns, any interruption, the next history is accepted ----------------------
 
 _IDS = st.one_of(st.none(), st.sampled_from(["call_dup", "call_1", "functions.echo:0", "a b", "", "x" * 80]))
-_ARGS = st.one_of(st.fixed_dictionaries({"text": st.text(max_size=4)}),
-                  st.sampled_from(['{"text": "x', "[]", "null", "", "42", '{"text": 1}', "{}"]))
-_CALL = st.builds(ScriptedCall, name=st.sampled_from(["echo", "echo", "no_such_tool", "bad name!", "x" * 70]),
-                  arguments=_ARGS,
-                  call_id=_IDS)
+_ARGS = st.one_of(
+    st.fixed_dictionaries({"text": st.text(max_size=4)}),
+    st.sampled_from(['{"text": "x', "[]", "null", "", "42", '{"text": 1}', "{}"]),
+)
+_CALL = st.builds(
+    ScriptedCall,
+    name=st.sampled_from(["echo", "echo", "no_such_tool", "bad name!", "x" * 70]),
+    arguments=_ARGS,
+    call_id=_IDS,
+)
 _TEXT = st.one_of(st.sampled_from(["", " ", "\n\t", "ok", "bad \ud800", "nul \x00"]), st.text(max_size=8))
 _REPLY = st.one_of(
     _TEXT,
     st.builds(ScriptedReply, text=_TEXT, tool_calls=st.lists(_CALL, max_size=3)),
     st.builds(ScriptedReply, text=_TEXT, finish_reason=st.just("length")),
 )
-_RUN = st.tuples(_TEXT, st.lists(_REPLY, min_size=1, max_size=4), st.sampled_from(["none", "stop", "lost"]),
-                 st.integers(0, 3))
+_RUN = st.tuples(
+    _TEXT, st.lists(_REPLY, min_size=1, max_size=4), st.sampled_from(["none", "stop", "lost"]), st.integers(0, 3)
+)
 
 
 async def _drive(runs, name: str) -> list:
@@ -134,8 +162,15 @@ async def _drive(runs, name: str) -> list:
             return queue.pop(0) if queue else "done"
 
         model = FunctionModel(reply, name=name, chunk_size=3)
-        ctx = RunContext(run_id="r", thread_id="t", messages=store, sandbox=MemorySandbox(),
-                         usage=RecordingUsageSink(None), events=RecordingEventSink(), cancel=cancel)
+        ctx = RunContext(
+            run_id="r",
+            thread_id="t",
+            messages=store,
+            sandbox=MemorySandbox(),
+            usage=RecordingUsageSink(None),
+            events=RecordingEventSink(),
+            cancel=cancel,
+        )
         agent = Agent(model=model, tools=[echo], max_steps=4, retry=FAST, context=CTX)
         result = await agent.run(ctx)
         rejections += model.rejections
@@ -151,8 +186,15 @@ async def _drive(runs, name: str) -> list:
                     for m in close_interrupted_calls(store.messages, ()):
                         await store.append(m)
     final = FunctionModel(lambda request: "the end", name=name)
-    ctx = RunContext(run_id="r", thread_id="t", messages=store, sandbox=MemorySandbox(),
-                     usage=RecordingUsageSink(None), events=RecordingEventSink(), cancel=asyncio.Event())
+    ctx = RunContext(
+        run_id="r",
+        thread_id="t",
+        messages=store,
+        sandbox=MemorySandbox(),
+        usage=RecordingUsageSink(None),
+        events=RecordingEventSink(),
+        cancel=asyncio.Event(),
+    )
     await store.append(UserMessage(text="and now?"))
     result = await Agent(model=final, tools=[echo], retry=FAST, context=CTX).run(ctx)
     assert result.reason is FinishReason.COMPLETED, result.error
@@ -166,6 +208,7 @@ def test_any_model_turns_leave_a_history_the_strict_model_accepts(runs, name):
 
 
 # -- empty replies ------------------------------------------------------------------------------
+
 
 async def test_an_empty_reply_is_asked_again_once(harness):
     model = ScriptedModel(["  ", "Here it is."])
@@ -187,14 +230,27 @@ async def test_two_empty_replies_end_the_run_empty_response_never_stored_as_an_a
 
 async def test_a_summary_request_is_valid_whatever_the_transcript_holds():
     """The summary call quotes old turns: their unsafe text is replaced there too."""
-    store = MemoryMessageStore([UserMessage(text="old \ud800 turn \x00 " + "x" * 4000),
-                                AssistantMessage(text="old answer " * 300), UserMessage(text="new question")])
+    store = MemoryMessageStore(
+        [
+            UserMessage(text="old \ud800 turn \x00 " + "x" * 4000),
+            AssistantMessage(text="old answer " * 300),
+            UserMessage(text="new question"),
+        ]
+    )
     summariser = ScriptedModel(["the summary"], name="summariser")
     model = ScriptedModel(["answer"], name="main")
-    ctx = RunContext(run_id="r", thread_id="t", messages=store, sandbox=MemorySandbox(),
-                     usage=RecordingUsageSink(None), events=RecordingEventSink(), cancel=asyncio.Event())
-    config = ContextConfig(context_window=1_500, reserve_tokens=200,
-                           token_counter=lambda model, messages: len(orjson.dumps(messages)) // 4)
+    ctx = RunContext(
+        run_id="r",
+        thread_id="t",
+        messages=store,
+        sandbox=MemorySandbox(),
+        usage=RecordingUsageSink(None),
+        events=RecordingEventSink(),
+        cancel=asyncio.Event(),
+    )
+    config = ContextConfig(
+        context_window=1_500, reserve_tokens=200, token_counter=lambda model, messages: len(orjson.dumps(messages)) // 4
+    )
     result = await Agent(model=model, summary_model=summariser, retry=FAST, context=config).run(ctx)
     assert result.reason is FinishReason.COMPLETED, result.error
     assert len(summariser.requests) == 1 and summariser.rejections == [] and model.rejections == []

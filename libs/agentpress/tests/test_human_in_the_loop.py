@@ -62,10 +62,14 @@ async def test_a_rejected_call_returns_the_rejection_to_the_model(harness):
 
 
 async def test_calls_after_a_paused_one_wait_and_can_pause_again(harness):
-    model = ScriptedModel([
-        ScriptedReply(tool_calls=[call("run_command", command="echo one"), call("run_command", command="echo two")]),
-        "Both done.",
-    ])
+    model = ScriptedModel(
+        [
+            ScriptedReply(
+                tool_calls=[call("run_command", command="echo one"), call("run_command", command="echo two")]
+            ),
+            "Both done.",
+        ]
+    )
     a, result = await pause(harness, model, approval_tools=["run_command"])
     again = await a.resolve_pending(harness.ctx, result.pending, {"decision": "approve"})
     assert again is not None and again["arguments"] == {"command": "echo two"}

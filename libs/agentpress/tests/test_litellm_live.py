@@ -23,8 +23,13 @@ from agentpress.models import LiteLLMModel, ModelRequest
 
 
 def _chunk(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> str:
-    body: dict = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "agentry-test",
-                  "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    body: dict = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "agentry-test",
+        "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     if usage:
         body["usage"] = usage
     return f"data: {json.dumps(body)}\n\n"
@@ -35,12 +40,32 @@ def _tool_turn() -> list[str]:
     return [
         _chunk({"role": "assistant", "content": "Creating "}),
         _chunk({"content": "the file."}),
-        _chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                                "function": {"name": "create_file", "arguments": args[:9]}}]}),
+        _chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "create_file", "arguments": args[:9]},
+                    }
+                ]
+            }
+        ),
         _chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[9:20]}}]}),
         _chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[20:]}}]}),
-        _chunk({"tool_calls": [{"index": 1, "id": "call_2", "type": "function",
-                                "function": {"name": "run_command", "arguments": '{"command": "python hello.py"}'}}]}),
+        _chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 1,
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "run_command", "arguments": '{"command": "python hello.py"}'},
+                    }
+                ]
+            }
+        ),
         _chunk({}, "tool_calls"),
         _chunk(None, usage={"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}),
         "data: [DONE]\n\n",
@@ -48,8 +73,12 @@ def _tool_turn() -> list[str]:
 
 
 def _text_turn() -> list[str]:
-    return [_chunk({"role": "assistant", "content": "All "}), _chunk({"content": "done."}, "stop"),
-            _chunk(None, usage={"prompt_tokens": 90, "completion_tokens": 3, "total_tokens": 93}), "data: [DONE]\n\n"]
+    return [
+        _chunk({"role": "assistant", "content": "All "}),
+        _chunk({"content": "done."}, "stop"),
+        _chunk(None, usage={"prompt_tokens": 90, "completion_tokens": 3, "total_tokens": 93}),
+        "data: [DONE]\n\n",
+    ]
 
 
 @pytest.fixture(params=["litellm", "direct"], autouse=True)
@@ -100,8 +129,14 @@ async def serve(provider: FakeProvider):
 async def test_run_through_litellm(harness):
     provider = FakeProvider()
     async with serve(provider) as base:
-        agent = Agent(model="openai/agentry-test", api_base=base, api_key="sk-test", system_prompt="Be brief.",
-                      tools=default_tools(), context=ContextConfig(context_window=16_000))
+        agent = Agent(
+            model="openai/agentry-test",
+            api_base=base,
+            api_key="sk-test",
+            system_prompt="Be brief.",
+            tools=default_tools(),
+            context=ContextConfig(context_window=16_000),
+        )
         result = await agent.run(harness.ctx)
     assert result.reason is FinishReason.COMPLETED, result.error
     assert harness.sandbox.files == {"/workspace/hello.py": b"print('hi')"}
@@ -122,33 +157,60 @@ async def test_run_through_litellm(harness):
 async def test_5xx_is_retried_through_litellm(harness):
     provider = FakeProvider(fail_first=1)
     async with serve(provider) as base:
-        agent = Agent(model="openai/agentry-test", api_base=base, api_key="sk-test", tools=default_tools(),
-                      retry=RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05),
-                      context=ContextConfig(context_window=16_000))
+        agent = Agent(
+            model="openai/agentry-test",
+            api_base=base,
+            api_key="sk-test",
+            tools=default_tools(),
+            retry=RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05),
+            context=ContextConfig(context_window=16_000),
+        )
         result = await agent.run(harness.ctx)
     assert result.reason is FinishReason.COMPLETED, result.error
     assert len(provider.requests) == 3, "one failed call, then the two turns"
 
 
 async def test_unreachable_provider_ends_with_error(harness):
-    agent = Agent(model="openai/agentry-test", api_base="http://127.0.0.1:9/v1", api_key="sk-test",
-                  retry=RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02),
-                  context=ContextConfig(context_window=16_000))
+    agent = Agent(
+        model="openai/agentry-test",
+        api_base="http://127.0.0.1:9/v1",
+        api_key="sk-test",
+        retry=RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02),
+        context=ContextConfig(context_window=16_000),
+    )
     result = await agent.run(harness.ctx)
     assert result.reason is FinishReason.ERROR and result.error
     assert harness.types()[-1] == "run_finished"
 
 
-@pytest.mark.parametrize(("status", "body", "headers", "kind", "retry_after"), [
-    (429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}},
-     {"retry-after": "2"}, "rate_limit", 2.0),
-    (429, {"error": {"message": "slow down"}}, {"retry-after-ms": "1500"}, "rate_limit", 1.5),
-    (400, {"error": {"message": "This model's maximum context length is 8192 tokens.",
-                     "code": "context_length_exceeded"}}, {}, "context_window", None),
-    (401, {"error": {"message": "Incorrect API key provided"}}, {}, "auth", None),
-    (503, {"error": {"message": "overloaded"}}, {}, "overloaded", None),
-    (400, {"error": {"message": "messages: bad role"}}, {}, "bad_request", None),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "kind", "retry_after"),
+    [
+        (
+            429,
+            {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}},
+            {"retry-after": "2"},
+            "rate_limit",
+            2.0,
+        ),
+        (429, {"error": {"message": "slow down"}}, {"retry-after-ms": "1500"}, "rate_limit", 1.5),
+        (
+            400,
+            {
+                "error": {
+                    "message": "This model's maximum context length is 8192 tokens.",
+                    "code": "context_length_exceeded",
+                }
+            },
+            {},
+            "context_window",
+            None,
+        ),
+        (401, {"error": {"message": "Incorrect API key provided"}}, {}, "auth", None),
+        (503, {"error": {"message": "overloaded"}}, {}, "overloaded", None),
+        (400, {"error": {"message": "messages: bad role"}}, {}, "bad_request", None),
+    ],
+)
 async def test_errors_are_classified_alike_on_both_lanes(status, body, headers, kind, retry_after):
     provider = FakeProvider(error=(status, body, headers))
     async with serve(provider) as base:
@@ -172,10 +234,13 @@ async def test_the_direct_lane_sends_the_request_litellm_would(lane):
     assert sent["model"] == "agentry-test" and sent["messages"] == [{"role": "user", "content": "hi"}]
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     calls = [c for d in deltas for c in d.tool_calls]
-    assert [(c.index, c.call_id, c.name) for c in calls if c.name] == [(0, "call_1", "create_file"),
-                                                                         (1, "call_2", "run_command")]
+    assert [(c.index, c.call_id, c.name) for c in calls if c.name] == [
+        (0, "call_1", "create_file"),
+        (1, "call_2", "run_command"),
+    ]
     assert "".join(c.arguments for c in calls if c.index == 0) == json.dumps(
-        {"path": "hello.py", "content": "print('hi')"})
+        {"path": "hello.py", "content": "print('hi')"}
+    )
     assert [(d.prompt_tokens, d.completion_tokens) for d in deltas if d.prompt_tokens] == [(50, 20)]
     assert [d.finish_reason for d in deltas if d.finish_reason] == ["tool_calls"]
 
@@ -183,12 +248,21 @@ async def test_the_direct_lane_sends_the_request_litellm_would(lane):
 async def test_a_rate_limited_call_is_attempted_three_times_in_all_on_each_lane(harness):
     """The default policy's 3 attempts are all the provider sees: neither the OpenAI SDK's
     max_retries nor LiteLLM's num_retries adds any (issue 14, case 4)."""
-    provider = FakeProvider(error=(429, {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}},
-                                   {"retry-after-ms": "20"}))
+    provider = FakeProvider(
+        error=(
+            429,
+            {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}},
+            {"retry-after-ms": "20"},
+        )
+    )
     async with serve(provider) as base:
-        agent = Agent(model="openai/agentry-test", api_base=base, api_key="sk-test",
-                      retry=RetryPolicy(initial_wait=0.001, max_wait=0.002),
-                      context=ContextConfig(context_window=16_000))
+        agent = Agent(
+            model="openai/agentry-test",
+            api_base=base,
+            api_key="sk-test",
+            retry=RetryPolicy(initial_wait=0.001, max_wait=0.002),
+            context=ContextConfig(context_window=16_000),
+        )
         result = await agent.run(harness.ctx)
     assert result.reason is FinishReason.ERROR and result.error.startswith("rate limit reached (HTTP 429)")
     assert len(provider.requests) == 3

@@ -44,11 +44,16 @@ def finished_once(h) -> None:
 
 
 async def test_tools_then_complete(harness):
-    model = ScriptedModel([
-        ScriptedReply(text="Working.", tool_calls=[call("run_command", command="ls"),
-                                                   call("create_file", path="a.py", content="print(1)")]),
-        ScriptedReply(tool_calls=[call("complete", summary="made a.py")]),
-    ], chunk_size=3)
+    model = ScriptedModel(
+        [
+            ScriptedReply(
+                text="Working.",
+                tool_calls=[call("run_command", command="ls"), call("create_file", path="a.py", content="print(1)")],
+            ),
+            ScriptedReply(tool_calls=[call("complete", summary="made a.py")]),
+        ],
+        chunk_size=3,
+    )
     result = await agent(model).run(harness.ctx)
     assert result.reason is FinishReason.COMPLETED and result.steps == 2
     finished_once(harness)
@@ -74,7 +79,9 @@ async def test_plain_answer_completes(harness):
 
 
 async def test_ask_ends_with_asked_user(harness):
-    result = await agent(ScriptedModel([ScriptedReply(tool_calls=[call("ask", question="Which file?")])])).run(harness.ctx)
+    result = await agent(ScriptedModel([ScriptedReply(tool_calls=[call("ask", question="Which file?")])])).run(
+        harness.ctx
+    )
     assert result.reason is FinishReason.ASKED_USER
     assert harness.store.messages[-1].output == "Which file?"
 
@@ -121,8 +128,7 @@ async def test_fallback_model_used_after_retries(harness):
 
 async def test_budget_exceeded_after_current_step(make_harness):
     h = make_harness(budget_usd=0.5)
-    model = ScriptedModel([ScriptedReply(tool_calls=[call("run_command", command="ls")]), "never"],
-                          cost_per_token=1.0)
+    model = ScriptedModel([ScriptedReply(tool_calls=[call("run_command", command="ls")]), "never"], cost_per_token=1.0)
     result = await agent(model).run(h.ctx)
     assert result.reason is FinishReason.BUDGET_EXCEEDED
     assert h.sandbox.commands == ["ls"], "the step's tools still ran"
@@ -166,8 +172,15 @@ async def test_tool_errors_go_back_to_the_model(harness):
     assert harness.store.messages[-1].text == "done"
 
 
-@pytest.mark.parametrize("execution", [ToolExecution("on_stream", False), ToolExecution("on_stream", True),
-                                       ToolExecution("after_turn", False), ToolExecution("after_turn", True)])
+@pytest.mark.parametrize(
+    "execution",
+    [
+        ToolExecution("on_stream", False),
+        ToolExecution("on_stream", True),
+        ToolExecution("after_turn", False),
+        ToolExecution("after_turn", True),
+    ],
+)
 async def test_results_in_call_order_for_every_strategy(harness, execution):
     import asyncio
 
@@ -177,8 +190,9 @@ async def test_results_in_call_order_for_every_strategy(harness, execution):
         await asyncio.sleep(ms / 1000)
         return str(ms)
 
-    model = ScriptedModel([ScriptedReply(tool_calls=[call("sleepy", ms=30), call("sleepy", ms=1), call("sleepy", ms=10)]),
-                           "done"])
+    model = ScriptedModel(
+        [ScriptedReply(tool_calls=[call("sleepy", ms=30), call("sleepy", ms=1), call("sleepy", ms=10)]), "done"]
+    )
     await agent(model, tools=[sleepy], tool_execution=execution).run(harness.ctx)
     outputs = [m.output for m in harness.store.messages if isinstance(m, ToolResultMessage)]
     assert outputs == ["30", "1", "10"]

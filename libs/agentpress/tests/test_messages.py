@@ -46,12 +46,19 @@ ANY_TEXT = st.text(st.characters(exclude_categories=()))
 def test_assistant_round_trip_any_text(text, reasoning, calls):
     """Whatever the text, it serialises; an unpaired surrogate (which JSON and UTF-8 cannot hold)
     comes back as U+FFFD, everything else (NUL and control characters too) exactly."""
-    message = AssistantMessage(text=text, reasoning=reasoning,
-                               tool_calls=tuple(ToolCall(call_id=f"c{i}", name=n, arguments=a)
-                                                for i, (n, a) in enumerate(calls)))
-    expected = replace(message, text=encodable(text), reasoning=encodable(reasoning),
-                       tool_calls=tuple(replace(c, name=encodable(c.name), arguments=encodable(c.arguments))
-                                        for c in message.tool_calls))
+    message = AssistantMessage(
+        text=text,
+        reasoning=reasoning,
+        tool_calls=tuple(ToolCall(call_id=f"c{i}", name=n, arguments=a) for i, (n, a) in enumerate(calls)),
+    )
+    expected = replace(
+        message,
+        text=encodable(text),
+        reasoning=encodable(reasoning),
+        tool_calls=tuple(
+            replace(c, name=encodable(c.name), arguments=encodable(c.arguments)) for c in message.tool_calls
+        ),
+    )
     back = message_from_dict(orjson.loads(message.to_json()))
     assert back == expected
     if encodable(all_text := text + reasoning + "".join(n + a for n, a in calls)) is all_text:

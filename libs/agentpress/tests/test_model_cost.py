@@ -17,4 +17,3 @@ def test_a_known_model_has_a_price_and_an_unknown_one_is_nan_with_a_warning(capl
     assert "no price known for model openai/no-such-model-xyz" in caplog.text
     assert models.model_context_window("openai/no-such-model-xyz") is None
     assert models.model_context_window("openai/gpt-4o-mini") > 0
-

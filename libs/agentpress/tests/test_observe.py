@@ -28,14 +28,25 @@ def add(a: int, b: int) -> str:
 
 
 def _ctx(observer: RunObserver | None) -> RunContext:
-    return RunContext(run_id="r1", thread_id="t1", messages=MemoryMessageStore([UserMessage(text="add 2 and 3")]),
-                      sandbox=MemorySandbox(), usage=RecordingUsageSink(), events=RecordingEventSink(),
-                      observer=observer)
+    return RunContext(
+        run_id="r1",
+        thread_id="t1",
+        messages=MemoryMessageStore([UserMessage(text="add 2 and 3")]),
+        sandbox=MemorySandbox(),
+        usage=RecordingUsageSink(),
+        events=RecordingEventSink(),
+        observer=observer,
+    )
 
 
 async def test_every_model_call_and_tool_call_is_observed():
-    model = ScriptedModel([ScriptedReply(text="adding", tool_calls=[ScriptedCall("add", {"a": 2, "b": 3})]),
-                           ScriptedReply(text="it is 5")], cost_per_token=0.001)
+    model = ScriptedModel(
+        [
+            ScriptedReply(text="adding", tool_calls=[ScriptedCall("add", {"a": 2, "b": 3})]),
+            ScriptedReply(text="it is 5"),
+        ],
+        cost_per_token=0.001,
+    )
     observer = RecordingObserver()
     result = await Agent(model, tools=[add]).run(_ctx(observer))
     assert result.reason == "completed"
@@ -45,9 +56,16 @@ async def test_every_model_call_and_tool_call_is_observed():
     assert first["tool_calls"][0]["name"] == "add" and '"a"' in first["tool_calls"][0]["arguments"]
     assert observer.model_calls[1]["messages"][-1]["role"] == "tool"
     assert first["cost_usd"] is None or first["cost_usd"] >= 0
-    assert observer.tool_calls == [{"name": "add", "call_id": observer.tool_calls[0]["call_id"],
-                                    "arguments": observer.tool_calls[0]["arguments"], "output": "5", "error": None,
-                                    "duration_ms": observer.tool_calls[0]["duration_ms"]}]
+    assert observer.tool_calls == [
+        {
+            "name": "add",
+            "call_id": observer.tool_calls[0]["call_id"],
+            "arguments": observer.tool_calls[0]["arguments"],
+            "output": "5",
+            "error": None,
+            "duration_ms": observer.tool_calls[0]["duration_ms"],
+        }
+    ]
 
 
 async def test_a_failed_model_call_is_reported_as_failed_and_the_run_ends_as_without_observer():
@@ -84,4 +102,6 @@ async def test_a_cancelled_stream_is_finished_as_interrupted():
         await asyncio.sleep(0.01)
     ctx.cancel.set()
     assert (await task).reason == "cancelled"
-    assert observer.model_calls[0]["finish_reason"] == "interrupted" and observer.model_calls[0]["text"].startswith("hel")
+    assert observer.model_calls[0]["finish_reason"] == "interrupted" and observer.model_calls[0]["text"].startswith(
+        "hel"
+    )

@@ -34,6 +34,7 @@ class Sleeps(list):
 def failing(error: ModelCallError, name: str = "m") -> FunctionModel:
     def reply(request):
         return error
+
     return FunctionModel(reply, name=name)
 
 
@@ -53,8 +54,11 @@ def test_litellm_exceptions_are_classified_with_retry_after():
     litellm = import_litellm()
     args = {"llm_provider": "openai", "model": "gpt-x"}
     cases = [
-        (litellm.RateLimitError("slow down", response=_response(429, {"retry-after": "3"}), **args),
-         ErrorKind.RATE_LIMIT, 3.0),
+        (
+            litellm.RateLimitError("slow down", response=_response(429, {"retry-after": "3"}), **args),
+            ErrorKind.RATE_LIMIT,
+            3.0,
+        ),
         (litellm.ContextWindowExceededError("too long", **args), ErrorKind.CONTEXT_WINDOW, None),
         (litellm.ContentPolicyViolationError("no", **args), ErrorKind.CONTENT_FILTER, None),
         (litellm.AuthenticationError("bad key", **args), ErrorKind.AUTH, None),
@@ -68,8 +72,9 @@ def test_litellm_exceptions_are_classified_with_retry_after():
     for exc, kind, retry_after in cases:
         error = classify(exc, litellm)
         assert (error.kind, error.retry_after) == (kind, retry_after), exc
-        assert isinstance(error, ModelTransientError) == (kind in {"rate_limit", "overloaded", "timeout",
-                                                                    "server_error", "connection"})
+        assert isinstance(error, ModelTransientError) == (
+            kind in {"rate_limit", "overloaded", "timeout", "server_error", "connection"}
+        )
     assert str(classify(cases[0][0], litellm)).startswith("rate limit reached (HTTP 429)")
 
 
@@ -119,7 +124,9 @@ async def test_context_window_compresses_first_then_takes_the_larger_model(harne
     too_long = ModelCallError("context_length_exceeded", kind="context_window")
     small = ScriptedModel([too_long, too_long], name="small")
     big = ScriptedModel(["fits here"], name="big")
-    agent = Agent(model=small, context_fallback_models=[big], retry=POLICY, context=ContextConfig(context_window=10_000))
+    agent = Agent(
+        model=small, context_fallback_models=[big], retry=POLICY, context=ContextConfig(context_window=10_000)
+    )
     result = await agent.run(harness.ctx)
     assert result.reason is FinishReason.COMPLETED
     assert len(small.requests) == 2 and len(big.requests) == 1

@@ -21,8 +21,10 @@ def invoke(name: str, **params: str) -> str:
 
 
 def test_text_around_and_between_blocks():
-    stream = (f"Before <function_calls>\n{invoke('a', x='1')}{invoke('b', y='two words')}</function_calls>"
-              f" between <function_calls>{invoke('c')}</function_calls> after")
+    stream = (
+        f"Before <function_calls>\n{invoke('a', x='1')}{invoke('b', y='two words')}</function_calls>"
+        f" between <function_calls>{invoke('c')}</function_calls> after"
+    )
     text, calls = parse([stream])
     assert text == "Before  between  after"
     assert calls == [XmlCall("a", {"x": "1"}), XmlCall("b", {"y": "two words"}), XmlCall("c", {})]
@@ -46,8 +48,12 @@ def test_lookalike_text_is_not_swallowed():
 
 
 def test_malformed_and_unterminated_are_reported():
-    _, calls = parse(['<function_calls><invoke name="">x</invoke><invoke name="a"><oops/></invoke>'
-                      '<invoke name="b"></function_calls><function_calls><invoke name="c">'])
+    _, calls = parse(
+        [
+            '<function_calls><invoke name="">x</invoke><invoke name="a"><oops/></invoke>'
+            '<invoke name="b"></function_calls><function_calls><invoke name="c">'
+        ]
+    )
     assert [type(c) for c in calls] == [XmlError, XmlError, XmlError, XmlError]
     assert "without a tool name" in calls[0].message
     assert calls[1].name == "a" and "unexpected content" in calls[1].message
@@ -72,8 +78,13 @@ def valid_streams(draw):
         prose = draw(_prose)
         parts.append(prose)
         expected_text.append(prose)
-        invokes = draw(st.lists(st.tuples(_names, st.dictionaries(st.sampled_from(["a", "b", "path"]), _values,
-                                                                  max_size=3)), min_size=1, max_size=3))
+        invokes = draw(
+            st.lists(
+                st.tuples(_names, st.dictionaries(st.sampled_from(["a", "b", "path"]), _values, max_size=3)),
+                min_size=1,
+                max_size=3,
+            )
+        )
         parts.append("<function_calls>\n" + "".join(invoke(n, **p) for n, p in invokes) + "</function_calls>")
         expected_calls += [XmlCall(n, p) for n, p in invokes]
     tail = draw(_prose)
@@ -103,9 +114,28 @@ def test_one_char_chunks(case, data):
     assert parse(list(stream)) == (text, calls)
 
 
-_xmlish = st.lists(st.one_of(st.sampled_from(["<function_calls>", "</function_calls>", '<invoke name="a">',
-                                              "</invoke>", '<parameter name="p">', "</parameter>", "<", ">", '"',
-                                              "<invoke", "</", "\n"]), st.text(max_size=8)), max_size=30)
+_xmlish = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                "<function_calls>",
+                "</function_calls>",
+                '<invoke name="a">',
+                "</invoke>",
+                '<parameter name="p">',
+                "</parameter>",
+                "<",
+                ">",
+                '"',
+                "<invoke",
+                "</",
+                "\n",
+            ]
+        ),
+        st.text(max_size=8),
+    ),
+    max_size=30,
+)
 
 
 @settings(max_examples=500, deadline=None)

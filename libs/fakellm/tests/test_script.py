@@ -60,7 +60,13 @@ def test_script_from_json_accepts_a_list_or_an_object_with_pacing() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [[], "text", [{"text": 3}], [{"tool_calls": [{"arguments": {}}]}], [{"tool_calls": [{"name": "t", "arguments": []}]}]],
+    [
+        [],
+        "text",
+        [{"text": 3}],
+        [{"tool_calls": [{"arguments": {}}]}],
+        [{"tool_calls": [{"name": "t", "arguments": []}]}],
+    ],
 )
 def test_script_from_json_rejects_bad_shapes(bad: object) -> None:
     with pytest.raises(ScriptError):

@@ -207,7 +207,17 @@ def test_cli_serves_scripts_from_a_file(tmp_path) -> None:
     with ThreadedFakeLLMServer() as probe:
         port = probe.port  # a port that was free a moment ago
     process = subprocess.Popen(
-        [sys.executable, "-m", "agentry.fakellm", "--port", str(port), "--scripts", str(scripts), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "agentry.fakellm",
+            "--port",
+            str(port),
+            "--scripts",
+            str(scripts),
+            "--log-level",
+            "warning",
+        ],
         env={**os.environ},
     )
     try:

@@ -29,16 +29,20 @@ class Receiver:
 
         async def hook(request: Request) -> Response:
             try:
-                event = stripe.Webhook.construct_event(await request.body(), request.headers["stripe-signature"],
-                                                       SECRET)
+                event = stripe.Webhook.construct_event(
+                    await request.body(), request.headers["stripe-signature"], SECRET
+                )
             except stripe.SignatureVerificationError:
                 self.refused += 1
                 return Response(status_code=400)
             self.events.append(event)
             return Response(status_code=200)
 
-        self.server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/hook", hook, methods=["POST"])]),
-                                                    port=0, lifespan="off", log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                Starlette(routes=[Route("/hook", hook, methods=["POST"])]), port=0, lifespan="off", log_level="warning"
+            )
+        )
 
     async def __aenter__(self) -> str:
         self.task = asyncio.create_task(self.server.serve())
@@ -59,43 +63,74 @@ async def fake():
 
 @pytest.fixture
 def client(fake):
-    return stripe.StripeClient(KEY, base_addresses={"api": fake.base_url}, max_network_retries=0,
-                               http_client=stripe.HTTPXClient())
+    return stripe.StripeClient(
+        KEY, base_addresses={"api": fake.base_url}, max_network_retries=0, http_client=stripe.HTTPXClient()
+    )
 
 
 def test_bracket_decoding_matches_the_librarys_encoding():
-    assert decode([("line_items[0][price]", "p"), ("line_items[0][quantity]", "1"), ("expand[0]", "a.b"),
-                   ("metadata[account_id]", "acc"), ("mode", "payment")]) == {
-        "line_items": [{"price": "p", "quantity": "1"}], "expand": ["a.b"], "metadata": {"account_id": "acc"},
-        "mode": "payment"}
+    assert decode(
+        [
+            ("line_items[0][price]", "p"),
+            ("line_items[0][quantity]", "1"),
+            ("expand[0]", "a.b"),
+            ("metadata[account_id]", "acc"),
+            ("mode", "payment"),
+        ]
+    ) == {
+        "line_items": [{"price": "p", "quantity": "1"}],
+        "expand": ["a.b"],
+        "metadata": {"account_id": "acc"},
+        "mode": "payment",
+    }
 
 
 async def test_products_prices_by_lookup_key_customers_checkout_and_portal(client):
     product = await client.v1.products.create_async({"name": "Pro", "metadata": {"plan_id": "pro"}})
-    price = await client.v1.prices.create_async({"product": product.id, "unit_amount": 2000, "currency": "usd",
-                                                 "recurring": {"interval": "month"}, "lookup_key": "agentry_pro"})
+    price = await client.v1.prices.create_async(
+        {
+            "product": product.id,
+            "unit_amount": 2000,
+            "currency": "usd",
+            "recurring": {"interval": "month"},
+            "lookup_key": "agentry_pro",
+        }
+    )
     assert (price.type, price.recurring.interval, price.unit_amount) == ("recurring", "month", 2000)
     found = await client.v1.prices.list_async({"lookup_keys": ["agentry_pro", "nope"], "expand": ["data.product"]})
     assert [p.id for p in found.data] == [price.id] and found.data[0].product.metadata["plan_id"] == "pro"
     with pytest.raises(stripe.InvalidRequestError) as taken:
-        await client.v1.prices.create_async({"product": product.id, "unit_amount": 1, "currency": "usd",
-                                             "lookup_key": "agentry_pro"})
+        await client.v1.prices.create_async(
+            {"product": product.id, "unit_amount": 1, "currency": "usd", "lookup_key": "agentry_pro"}
+        )
     assert taken.value.code == "lookup_key_exists"
 
     customer = await client.v1.customers.create_async({"metadata": {"account_id": "acc_1"}})
-    session = await client.v1.checkout.sessions.create_async({
-        "mode": "subscription", "customer": customer.id, "line_items": [{"price": price.id, "quantity": 1}],
-        "success_url": "https://app.example/ok", "client_reference_id": "acc_1",
-        "subscription_data": {"metadata": {"account_id": "acc_1"}}})
+    session = await client.v1.checkout.sessions.create_async(
+        {
+            "mode": "subscription",
+            "customer": customer.id,
+            "line_items": [{"price": price.id, "quantity": 1}],
+            "success_url": "https://app.example/ok",
+            "client_reference_id": "acc_1",
+            "subscription_data": {"metadata": {"account_id": "acc_1"}},
+        }
+    )
     assert session.id.startswith("cs_test_") and session.url.startswith("http") and session.status == "open"
     assert (await client.v1.checkout.sessions.retrieve_async(session.id)).mode == "subscription"
     with pytest.raises(stripe.InvalidRequestError) as wrong_mode:
-        await client.v1.checkout.sessions.create_async({
-            "mode": "payment", "customer": customer.id, "line_items": [{"price": price.id, "quantity": 1}],
-            "success_url": "https://app.example/ok"})
+        await client.v1.checkout.sessions.create_async(
+            {
+                "mode": "payment",
+                "customer": customer.id,
+                "line_items": [{"price": price.id, "quantity": 1}],
+                "success_url": "https://app.example/ok",
+            }
+        )
     assert wrong_mode.value.param == "line_items[0][price]"
-    portal = await client.v1.billing_portal.sessions.create_async({"customer": customer.id,
-                                                                   "return_url": "https://app.example"})
+    portal = await client.v1.billing_portal.sessions.create_async(
+        {"customer": customer.id, "return_url": "https://app.example"}
+    )
     assert portal.url.startswith("http") and portal.customer == customer.id
     with pytest.raises(stripe.InvalidRequestError) as gone:
         await client.v1.customers.retrieve_async("cus_nope")
@@ -111,8 +146,9 @@ async def test_idempotency_key_replays_the_first_answer_and_refuses_other_parame
 
 
 async def test_a_wrong_api_key_is_refused(fake):
-    bad = stripe.StripeClient("sk_test_other", base_addresses={"api": fake.base_url}, max_network_retries=0,
-                              http_client=stripe.HTTPXClient())
+    bad = stripe.StripeClient(
+        "sk_test_other", base_addresses={"api": fake.base_url}, max_network_retries=0, http_client=stripe.HTTPXClient()
+    )
     with pytest.raises(stripe.AuthenticationError):
         await bad.v1.customers.create_async({})
 
@@ -122,15 +158,26 @@ async def test_paying_renewing_failing_and_cancelling_send_signed_events(fake, c
     async with receiver as url:
         fake.configure_webhooks(url, SECRET)
         product = await client.v1.products.create_async({"name": "Pro"})
-        price = await client.v1.prices.create_async({"product": product.id, "unit_amount": 2000, "currency": "usd",
-                                                     "recurring": {"interval": "month"}})
+        price = await client.v1.prices.create_async(
+            {"product": product.id, "unit_amount": 2000, "currency": "usd", "recurring": {"interval": "month"}}
+        )
         customer = await client.v1.customers.create_async({})
-        session = await client.v1.checkout.sessions.create_async({
-            "mode": "subscription", "customer": customer.id, "line_items": [{"price": price.id, "quantity": 1}],
-            "success_url": "https://app.example/ok", "subscription_data": {"metadata": {"account_id": "acc"}}})
+        session = await client.v1.checkout.sessions.create_async(
+            {
+                "mode": "subscription",
+                "customer": customer.id,
+                "line_items": [{"price": price.id, "quantity": 1}],
+                "success_url": "https://app.example/ok",
+                "subscription_data": {"metadata": {"account_id": "acc"}},
+            }
+        )
         paid = await fake.pay(session.id)
-        assert [d.type for d in paid] == ["customer.subscription.created", "invoice.paid",
-                                          "invoice.payment_succeeded", "checkout.session.completed"]
+        assert [d.type for d in paid] == [
+            "customer.subscription.created",
+            "invoice.paid",
+            "invoice.payment_succeeded",
+            "checkout.session.completed",
+        ]
         assert all(d.status == 200 for d in paid)
         completed = receiver.events[-1].data.object
         assert (completed.status, completed.payment_status) == ("complete", "paid")

@@ -29,18 +29,21 @@ class _Sqlstate(Exception):
         self.sqlstate = sqlstate
 
 
-@pytest.mark.parametrize(("exc", "transient"), [
-    (ConnectionRefusedError(111, "refused"), True),
-    (ConnectionResetError(104, "reset"), True),
-    (sa_exc.TimeoutError("QueuePool limit reached"), True),
-    (sa_exc.DBAPIError("SELECT 1", {}, Exception("closed"), connection_invalidated=True), True),
-    (sa_exc.OperationalError("SELECT 1", {}, _Sqlstate("57P01")), True),  # admin shutdown
-    (sa_exc.OperationalError("SELECT 1", {}, _Sqlstate("57P03")), True),  # starting up
-    (sa_exc.OperationalError("SELECT 1", {}, _Sqlstate("08006")), True),  # connection failure
-    (sa_exc.IntegrityError("INSERT", {}, _Sqlstate("23505")), False),  # unique violation
-    (sa_exc.ProgrammingError("SELEC", {}, _Sqlstate("42601")), False),  # syntax error
-    (ValueError("not a database error"), False),
-])
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (ConnectionRefusedError(111, "refused"), True),
+        (ConnectionResetError(104, "reset"), True),
+        (sa_exc.TimeoutError("QueuePool limit reached"), True),
+        (sa_exc.DBAPIError("SELECT 1", {}, Exception("closed"), connection_invalidated=True), True),
+        (sa_exc.OperationalError("SELECT 1", {}, _Sqlstate("57P01")), True),  # admin shutdown
+        (sa_exc.OperationalError("SELECT 1", {}, _Sqlstate("57P03")), True),  # starting up
+        (sa_exc.OperationalError("SELECT 1", {}, _Sqlstate("08006")), True),  # connection failure
+        (sa_exc.IntegrityError("INSERT", {}, _Sqlstate("23505")), False),  # unique violation
+        (sa_exc.ProgrammingError("SELEC", {}, _Sqlstate("42601")), False),  # syntax error
+        (ValueError("not a database error"), False),
+    ],
+)
 def test_is_transient_db_error(exc: BaseException, transient: bool) -> None:
     assert is_transient_db_error(exc) is transient
 

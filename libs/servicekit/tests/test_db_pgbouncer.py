@@ -83,21 +83,29 @@ async def test_transaction_mode_works_behind_pgbouncer(pgbouncer, postgres_url, 
     async with __import__("contextlib").AsyncExitStack() as stack:
         # Opening the database re-checks the migrations (at head: a no-op) through the pooler.
         kwargs = {"pool_mode": "transaction"} if how == "setting" else {}
-        engine = await open_database(url if how == "setting" else f"{url}?pgbouncer=true",
-                                     migrations_dir=BILLING_MIGRATIONS, version_table="alembic_version_billing",
-                                     stack=stack, pool_size=4, max_overflow=4, **kwargs)
+        engine = await open_database(
+            url if how == "setting" else f"{url}?pgbouncer=true",
+            migrations_dir=BILLING_MIGRATIONS,
+            version_table="alembic_version_billing",
+            stack=stack,
+            pool_size=4,
+            max_overflow=4,
+            **kwargs,
+        )
         assert await _statement_on_another_server_connection(engine) == 3
-        assert await _distinct_statements(engine, rounds=10) == [
-            v for i in range(10) for v in (i + 1, i + 1001)]
+        assert await _distinct_statements(engine, rounds=10) == [v for i in range(10) for v in (i + 1, i + 1001)]
 
         async def client(n: int) -> int:
             async with engine.begin() as conn:  # a transaction of several statements
                 await conn.execute(sa.text("CREATE TEMP TABLE IF NOT EXISTS t_scratch (n int) ON COMMIT DROP"))
                 await conn.execute(sa.text("INSERT INTO t_scratch VALUES (:n), (:m)"), {"n": n, "m": n})
                 total = (await conn.execute(sa.text("SELECT sum(n) FROM t_scratch"))).scalar_one()
-                tables = (await conn.execute(sa.text(
-                    "SELECT count(*) FROM information_schema.tables WHERE table_name = :t"),
-                    {"t": "alembic_version_billing"})).scalar_one()
+                tables = (
+                    await conn.execute(
+                        sa.text("SELECT count(*) FROM information_schema.tables WHERE table_name = :t"),
+                        {"t": "alembic_version_billing"},
+                    )
+                ).scalar_one()
                 return total * tables
 
         assert await asyncio.gather(*(client(n) for n in range(40))) == [2 * n for n in range(40)]

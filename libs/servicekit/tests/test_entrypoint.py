@@ -43,21 +43,23 @@ def test_migrate_brings_tables_to_head_and_exits(tmp_path, monkeypatch):
     migrations = Path(__import__("agentry.billing.main", fromlist=["x"]).__file__).parent / "migrations"
     db = tmp_path / "billing.db"
     monkeypatch.setenv("AGENTRY_DEMO_DATABASE_URL", f"sqlite+aiosqlite:///{db}")
-    assert service_command(["migrate"], DemoSettings,
-                           migrations=Migrations(migrations, "alembic_version_billing")) == 0
+    assert service_command(["migrate"], DemoSettings, migrations=Migrations(migrations, "alembic_version_billing")) == 0
     with sqlite3.connect(db) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "alembic_version_billing" in tables and "credit_ledger" in tables
 
 
-@pytest.mark.parametrize(("url", "configured", "mode"), [
-    ("postgresql+asyncpg://u@db:5432/app", None, "session"),
-    ("postgresql+asyncpg://u@pooler.supabase.com:6543/postgres", None, "transaction"),
-    ("postgresql+asyncpg://u@pgbouncer:5432/app?pgbouncer=true", None, "transaction"),
-    ("postgresql+asyncpg://u@pooler:6543/postgres", "session", "session"),
-    ("postgresql+asyncpg://u@db:5432/app", "transaction", "transaction"),
-    ("sqlite+aiosqlite:///./var/x.db", None, "session"),
-])
+@pytest.mark.parametrize(
+    ("url", "configured", "mode"),
+    [
+        ("postgresql+asyncpg://u@db:5432/app", None, "session"),
+        ("postgresql+asyncpg://u@pooler.supabase.com:6543/postgres", None, "transaction"),
+        ("postgresql+asyncpg://u@pgbouncer:5432/app?pgbouncer=true", None, "transaction"),
+        ("postgresql+asyncpg://u@pooler:6543/postgres", "session", "session"),
+        ("postgresql+asyncpg://u@db:5432/app", "transaction", "transaction"),
+        ("sqlite+aiosqlite:///./var/x.db", None, "session"),
+    ],
+)
 def test_pool_mode_from_settings_or_url(url, configured, mode):
     resolved, got = resolve_pool_mode(url, configured)
     assert got == mode

@@ -120,9 +120,11 @@ async def test_tcp_proxy_forwards_cuts_and_restores() -> None:
 def test_tcp_proxy_url_for_keeps_user_path_and_query() -> None:
     proxy = TcpProxy("127.0.0.1", 5672, port=1234)
     assert proxy.url_for("amqp://guest:guest@127.0.0.1:5672/vhost?heartbeat=5") == (
-        "amqp://guest:guest@127.0.0.1:1234/vhost?heartbeat=5")
+        "amqp://guest:guest@127.0.0.1:1234/vhost?heartbeat=5"
+    )
     assert proxy.url_for("postgresql+asyncpg://postgres@localhost/db") == (
-        "postgresql+asyncpg://postgres@127.0.0.1:1234/db")
+        "postgresql+asyncpg://postgres@127.0.0.1:1234/db"
+    )
     assert TcpProxy.for_url("amqp://guest:guest@127.0.0.1/").target == ("127.0.0.1", 5672)
 
 

@@ -23,9 +23,16 @@ async def test_readiness_follows_dependencies_and_drains_while_liveness_stays():
 
     async with contextlib.AsyncExitStack() as stack:
         running = await start_grpc_server(
-            name="ready", register=lambda server: None, service_names=[SERVICE], host="127.0.0.1", port=0,
-            internal_token=DEV_INTERNAL_TOKEN, grace=0.1, readiness_checks={"database": database},
-            readiness_interval=3600)
+            name="ready",
+            register=lambda server: None,
+            service_names=[SERVICE],
+            host="127.0.0.1",
+            port=0,
+            internal_token=DEV_INTERNAL_TOKEN,
+            grace=0.1,
+            readiness_checks={"database": database},
+            readiness_interval=3600,
+        )
         channel = open_channel(running.target, DEV_INTERNAL_TOKEN)
         stack.push_async_callback(channel.close)
         health = health_pb2_grpc.HealthStub(channel)

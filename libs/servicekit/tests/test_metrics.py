@@ -46,10 +46,17 @@ async def _parts(request: bytes, context):
 
 def _register(server: grpc.aio.Server) -> None:
     identity = lambda b: b  # noqa: E731
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
-        "Echo": grpc.unary_unary_rpc_method_handler(_echo, identity, identity),
-        "Parts": grpc.unary_stream_rpc_method_handler(_parts, identity, identity),
-    }),))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                SERVICE,
+                {
+                    "Echo": grpc.unary_unary_rpc_method_handler(_echo, identity, identity),
+                    "Parts": grpc.unary_stream_rpc_method_handler(_parts, identity, identity),
+                },
+            ),
+        )
+    )
 
 
 def value(name: str, **labels: str) -> float:
@@ -59,23 +66,40 @@ def value(name: str, **labels: str) -> float:
 @pytest.fixture
 async def server():
     async with contextlib.AsyncExitStack() as stack:
-        yield await start_grpc_server(name="metered", register=_register, service_names=[SERVICE],
-                                      host="127.0.0.1", port=0, internal_token=DEV_INTERNAL_TOKEN,
-                                      stack=stack, grace=0.1)
+        yield await start_grpc_server(
+            name="metered",
+            register=_register,
+            service_names=[SERVICE],
+            host="127.0.0.1",
+            port=0,
+            internal_token=DEV_INTERNAL_TOKEN,
+            stack=stack,
+            grace=0.1,
+        )
 
 
 async def test_grpc_calls_are_counted_per_method_and_code_on_server_and_client(server):
     def server_count(method, code, kind="unary"):
-        return value("grpc_server_handled_total", grpc_service=SERVICE, grpc_method=method, grpc_type=kind,
-                     grpc_code=code)
+        return value(
+            "grpc_server_handled_total", grpc_service=SERVICE, grpc_method=method, grpc_type=kind, grpc_code=code
+        )
 
     def client_count(method, code, kind="unary"):
-        return value("grpc_client_handled_total", grpc_service=SERVICE, grpc_method=method, grpc_type=kind,
-                     grpc_code=code)
+        return value(
+            "grpc_client_handled_total", grpc_service=SERVICE, grpc_method=method, grpc_type=kind, grpc_code=code
+        )
 
-    before = {key: fn(*key[1:]) for fn in (server_count, client_count) for key in [
-        (fn, "Echo", "OK"), (fn, "Echo", "NOT_FOUND"), (fn, "Echo", "INTERNAL"), (fn, "Echo", "UNAUTHENTICATED"),
-        (fn, "Parts", "OK", "server_stream")]}
+    before = {
+        key: fn(*key[1:])
+        for fn in (server_count, client_count)
+        for key in [
+            (fn, "Echo", "OK"),
+            (fn, "Echo", "NOT_FOUND"),
+            (fn, "Echo", "INTERNAL"),
+            (fn, "Echo", "UNAUTHENTICATED"),
+            (fn, "Parts", "OK", "server_stream"),
+        ]
+    }
     timed = value("grpc_server_handling_seconds_count", grpc_service=SERVICE, grpc_method="Echo", grpc_type="unary")
 
     async with open_channel(server.target, DEV_INTERNAL_TOKEN) as channel:
@@ -99,8 +123,10 @@ async def test_grpc_calls_are_counted_per_method_and_code_on_server_and_client(s
         assert fn("Echo", "INTERNAL") - before[(fn, "Echo", "INTERNAL")] == 1
         assert fn("Echo", "UNAUTHENTICATED") - before[(fn, "Echo", "UNAUTHENTICATED")] == 1
         assert fn("Parts", "OK", "server_stream") - before[(fn, "Parts", "OK", "server_stream")] == 1
-    assert value("grpc_server_handling_seconds_count", grpc_service=SERVICE, grpc_method="Echo",
-                 grpc_type="unary") - timed == 5
+    assert (
+        value("grpc_server_handling_seconds_count", grpc_service=SERVICE, grpc_method="Echo", grpc_type="unary") - timed
+        == 5
+    )
 
 
 def test_bounded_label_maps_the_overflow_to_other():
@@ -143,8 +169,13 @@ def test_prefork_children_are_summed_by_one_metrics_endpoint(tmp_path):
         port = serve_metrics("127.0.0.1", 0)
         print(urllib.request.urlopen(f"http://127.0.0.1:{{port}}/metrics", timeout=5).read().decode())
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+    )
     assert out.returncode == 0, out.stderr
     samples = {s.name: s.value for f in text_string_to_metric_families(out.stdout) for s in f.samples}
     assert samples["agentry_test_jobs_total"] == 6.0
@@ -161,7 +192,7 @@ def test_json_log_lines_carry_the_ids():
     log.propagate = False
     tokens = [request_id_var.set("req-1"), run_id_var.set("run-2"), account_id_var.set("acct-3")]
     try:
-        log.warning("quote \" and newline\n in %s", "a message")
+        log.warning('quote " and newline\n in %s', "a message")
         try:
             raise ValueError("bad")
         except ValueError:
@@ -171,9 +202,13 @@ def test_json_log_lines_carry_the_ids():
             var.reset(token)
         log.removeHandler(handler)
     first, second = (orjson.loads(line) for line in stream.getvalue().splitlines())
-    assert first["msg"] == "quote \" and newline\n in a message"
+    assert first["msg"] == 'quote " and newline\n in a message'
     assert (first["request_id"], first["run_id"], first["account_id"], first["trace_id"]) == (
-        "req-1", "run-2", "acct-3", "-")
+        "req-1",
+        "run-2",
+        "acct-3",
+        "-",
+    )
     assert first["level"] == "WARNING" and first["logger"] == "agentry.test.jsonlog"
     assert second["msg"] == "failed" and "ValueError: bad" in second["exc"]
 

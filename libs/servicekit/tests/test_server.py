@@ -50,8 +50,14 @@ def _register(server: grpc.aio.Server) -> None:
 async def server():
     async with contextlib.AsyncExitStack() as stack:
         yield await start_grpc_server(
-            name="test", register=_register, service_names=[SERVICE], host="127.0.0.1", port=0,
-            internal_token=DEV_INTERNAL_TOKEN, stack=stack, grace=0.1,
+            name="test",
+            register=_register,
+            service_names=[SERVICE],
+            host="127.0.0.1",
+            port=0,
+            internal_token=DEV_INTERNAL_TOKEN,
+            stack=stack,
+            grace=0.1,
         )
 
 

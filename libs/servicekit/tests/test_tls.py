@@ -28,8 +28,16 @@ async def _check(channel: grpc.aio.Channel) -> int:
 
 async def test_only_callers_with_a_certificate_from_the_ca_get_through(pki):
     async with contextlib.AsyncExitStack() as stack:
-        server = await start_grpc_server(name="t", register=lambda s: None, service_names=[], host="127.0.0.1",
-                                         port=0, internal_token=DEV_INTERNAL_TOKEN, stack=stack, tls=pki["server"])
+        server = await start_grpc_server(
+            name="t",
+            register=lambda s: None,
+            service_names=[],
+            host="127.0.0.1",
+            port=0,
+            internal_token=DEV_INTERNAL_TOKEN,
+            stack=stack,
+            tls=pki["server"],
+        )
         async with open_channel(server.target, DEV_INTERNAL_TOKEN, tls=pki["client"]) as channel:
             assert await _check(channel) == health_pb2.HealthCheckResponse.SERVING
         refused = [
@@ -47,8 +55,16 @@ async def test_only_callers_with_a_certificate_from_the_ca_get_through(pki):
 
 async def test_a_client_refuses_a_server_from_another_ca(pki):
     async with contextlib.AsyncExitStack() as stack:
-        server = await start_grpc_server(name="t", register=lambda s: None, service_names=[], host="127.0.0.1",
-                                         port=0, internal_token=DEV_INTERNAL_TOKEN, stack=stack, tls=pki["rogue"])
+        server = await start_grpc_server(
+            name="t",
+            register=lambda s: None,
+            service_names=[],
+            host="127.0.0.1",
+            port=0,
+            internal_token=DEV_INTERNAL_TOKEN,
+            stack=stack,
+            tls=pki["rogue"],
+        )
         async with open_channel(server.target, DEV_INTERNAL_TOKEN, tls=pki["client"]) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await _check(channel)
@@ -58,8 +74,11 @@ async def test_a_client_refuses_a_server_from_another_ca(pki):
 def test_settings_take_all_three_files_or_none(pki, monkeypatch):
     assert ServiceSettings().tls() is None
     files = pki["client"]
-    for name, value in (("AGENTRY_TLS_CERT_FILE", files.cert_file), ("AGENTRY_TLS_KEY_FILE", files.key_file),
-                        ("AGENTRY_TLS_CA_FILE", files.ca_file)):
+    for name, value in (
+        ("AGENTRY_TLS_CERT_FILE", files.cert_file),
+        ("AGENTRY_TLS_KEY_FILE", files.key_file),
+        ("AGENTRY_TLS_CA_FILE", files.ca_file),
+    ):
         monkeypatch.setenv(name, str(value))
     assert ServiceSettings().tls() == files
     monkeypatch.delenv("AGENTRY_TLS_CA_FILE")

@@ -30,10 +30,18 @@ class PlanGate:
         return BillingCheck(True, max_concurrent_runs=self.cap)
 
 
-def service_with(engine: AsyncEngine, gate: PlanGate, *, default_model: str = "openai/ok-default",
-                 account_cap: int = 0) -> RunnerService:
-    return RunnerService(SqlRunnerRepository(engine), MemoryRunQueue(), MemoryEventStream(), MemoryStopSignal(),
-                         default_model=default_model, billing=gate, max_active_runs_per_account=account_cap)
+def service_with(
+    engine: AsyncEngine, gate: PlanGate, *, default_model: str = "openai/ok-default", account_cap: int = 0
+) -> RunnerService:
+    return RunnerService(
+        SqlRunnerRepository(engine),
+        MemoryRunQueue(),
+        MemoryEventStream(),
+        MemoryStopSignal(),
+        default_model=default_model,
+        billing=gate,
+        max_active_runs_per_account=account_cap,
+    )
 
 
 async def test_billing_sees_the_default_model_when_none_is_named(sqlite_engine):

@@ -25,9 +25,14 @@ async def _tied_messages(env: Env, thread_id: str, count: int, at: float) -> lis
     ids = []
     for n in range(count):
         message = AssistantMessage(text=f"m{n}")
-        await env.repo.add_message(thread_id=thread_id, account_id=ALICE, type="assistant",
-                                   content_json=message.to_json().decode(), message_id=message.message_id,
-                                   created_at=at)
+        await env.repo.add_message(
+            thread_id=thread_id,
+            account_id=ALICE,
+            type="assistant",
+            content_json=message.to_json().decode(),
+            message_id=message.message_id,
+            created_at=at,
+        )
         ids.append(message.message_id)
     return ids
 
@@ -83,8 +88,11 @@ async def test_runs_list_newest_first_in_pages(env: Env) -> None:
 @pytest.mark.parametrize("cursor", ["garbage!", "W10", "WyJ4IiwieSJd", "x" * 600])
 async def test_a_cursor_that_is_not_ours_is_invalid_input(env: Env, cursor: str) -> None:
     thread = await env.thread()
-    for call in (env.service.list_threads(ALICE, 5, cursor), env.service.list_runs(ALICE, thread, 5, cursor),
-                 env.service.page_messages(ALICE, thread, 5, cursor, "asc")):
+    for call in (
+        env.service.list_threads(ALICE, 5, cursor),
+        env.service.list_runs(ALICE, thread, 5, cursor),
+        env.service.page_messages(ALICE, thread, 5, cursor, "asc"),
+    ):
         with pytest.raises(InvalidInput, match="cursor"):
             await call
 
@@ -121,7 +129,8 @@ async def test_deleting_a_message_is_refused_while_a_run_holds_the_thread(env: E
 
 
 async def test_delete_stops_the_active_run_and_removes_everything_and_the_project_with_its_last_thread(
-        env: Env) -> None:
+    env: Env,
+) -> None:
     thread = await env.thread()
     project = (await env.service.get_thread(ALICE, thread)).project_id
     done = await env.start(thread, "first")

@@ -30,7 +30,9 @@ ALICE, MALLORY = "acct-alice", "acct-mallory"
 @pytest.fixture
 async def server(sqlite_url: str) -> AsyncIterator[RunningServer]:
     async with contextlib.AsyncExitStack() as stack:
-        yield await start(RunnerSettings(port=0, database_url=sqlite_url, role="api", grace_seconds=1, check_billing=False), stack)
+        yield await start(
+            RunnerSettings(port=0, database_url=sqlite_url, role="api", grace_seconds=1, check_billing=False), stack
+        )
 
 
 @pytest.fixture
@@ -50,15 +52,24 @@ async def test_threads_messages_and_runs_round_trip(stub: runner_pb2_grpc.Runner
     assert uuid.UUID(thread.thread_id) and uuid.UUID(thread.project_id) and thread.created_at > 0
     assert await stub.GetThread(pb.GetThreadRequest(account_id=ALICE, thread_id=thread.thread_id)) == thread
 
-    added = await stub.AddMessage(pb.AddMessageRequest(account_id=ALICE, thread_id=thread.thread_id,
-                                                       content="context first"))
+    added = await stub.AddMessage(
+        pb.AddMessageRequest(account_id=ALICE, thread_id=thread.thread_id, content="context first")
+    )
     assert (added.thread_id, added.type) == (thread.thread_id, "user")
     assert orjson.loads(added.content_json)["text"] == "context first"
 
-    run = await stub.StartRun(pb.StartRunRequest(account_id=ALICE, thread_id=thread.thread_id,
-                                                 model_name="openai/some-model", prompt="now do it"))
+    run = await stub.StartRun(
+        pb.StartRunRequest(
+            account_id=ALICE, thread_id=thread.thread_id, model_name="openai/some-model", prompt="now do it"
+        )
+    )
     assert (run.thread_id, run.account_id, run.status, run.model, run.error) == (
-        thread.thread_id, ALICE, "queued", "openai/some-model", "")
+        thread.thread_id,
+        ALICE,
+        "queued",
+        "openai/some-model",
+        "",
+    )
     assert not run.HasField("started_at") and not run.HasField("completed_at")
     assert await stub.GetRun(pb.GetRunRequest(account_id=ALICE, agent_run_id=run.agent_run_id)) == run
 
@@ -75,8 +86,9 @@ async def test_threads_messages_and_runs_round_trip(stub: runner_pb2_grpc.Runner
     [event] = events.events
     assert (event.seq, event.terminal) == (1, True)
     assert orjson.loads(event.data) == {"seq": 1, "type": "run_finished", "reason": "cancelled", "error": None}
-    after = await stub.ListRunEvents(pb.ListRunEventsRequest(account_id=ALICE, agent_run_id=run.agent_run_id,
-                                                             after_seq=1))
+    after = await stub.ListRunEvents(
+        pb.ListRunEventsRequest(account_id=ALICE, agent_run_id=run.agent_run_id, after_seq=1)
+    )
     assert list(after.events) == []
 
 
@@ -140,7 +152,8 @@ async def test_a_call_without_the_internal_credential_is_unauthenticated(server:
     try:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await runner_pb2_grpc.RunnerServiceStub(channel).CreateThread(
-                pb.CreateThreadRequest(account_id=ALICE, name="x"))
+                pb.CreateThreadRequest(account_id=ALICE, name="x")
+            )
     finally:
         await channel.close()
 
@@ -152,7 +165,8 @@ async def test_a_wrong_internal_credential_is_unauthenticated(server: RunningSer
     try:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await runner_pb2_grpc.RunnerServiceStub(channel).GetThread(
-                pb.GetThreadRequest(account_id=ALICE, thread_id=str(uuid.uuid4())))
+                pb.GetThreadRequest(account_id=ALICE, thread_id=str(uuid.uuid4()))
+            )
     finally:
         await channel.close()
 
@@ -172,14 +186,22 @@ class UnreachableBroker:
         return None
 
 
-async def test_a_start_the_broker_refuses_is_still_accepted_and_left_for_the_sweeper(sqlite_engine: AsyncEngine) -> None:
+async def test_a_start_the_broker_refuses_is_still_accepted_and_left_for_the_sweeper(
+    sqlite_engine: AsyncEngine,
+) -> None:
     repo = SqlRunnerRepository(sqlite_engine)
     service = RunnerService(repo, UnreachableBroker(), MemoryEventStream(), MemoryStopSignal(), default_model="m")
     async with contextlib.AsyncExitStack() as stack:
         server = await start_grpc_server(
-            name="runner-test", service_names=[SERVICE_NAME], host="127.0.0.1", port=0,
-            internal_token=DEV_INTERNAL_TOKEN, stack=stack, grace=1,
-            register=lambda s: runner_pb2_grpc.add_RunnerServiceServicer_to_server(RunnerServicer(service), s))
+            name="runner-test",
+            service_names=[SERVICE_NAME],
+            host="127.0.0.1",
+            port=0,
+            internal_token=DEV_INTERNAL_TOKEN,
+            stack=stack,
+            grace=1,
+            register=lambda s: runner_pb2_grpc.add_RunnerServiceServicer_to_server(RunnerServicer(service), s),
+        )
         channel = open_channel(server.target, DEV_INTERNAL_TOKEN)
         stack.push_async_callback(channel.close)
         stub = runner_pb2_grpc.RunnerServiceStub(channel)

@@ -10,10 +10,14 @@ from agentry.runner.config import RunnerSettings
 
 def test_secrets_are_redacted_and_long_strings_cut():
     mask = Masker(max_chars=120, secrets=["internal-token-123456"])
-    out = mask({
-        "content": "use sk-abcdefghijklmnopqrstuvwxyz and Bearer abc.def.ghi12345 with internal-token-123456",
-        "api_key": "anything", "nested": [{"text": "password=hunter22 ok"}], "long": "x" * 500,
-    })
+    out = mask(
+        {
+            "content": "use sk-abcdefghijklmnopqrstuvwxyz and Bearer abc.def.ghi12345 with internal-token-123456",
+            "api_key": "anything",
+            "nested": [{"text": "password=hunter22 ok"}],
+            "long": "x" * 500,
+        }
+    )
     assert "sk-abcdefghijklmnop" not in str(out) and "abc.def.ghi12345" not in str(out)
     assert "internal-token-123456" not in str(out) and "hunter22" not in str(out)
     assert out["api_key"] == REDACTED and "password=" in out["nested"][0]["text"]
@@ -56,8 +60,13 @@ def test_a_dead_langfuse_drops_and_counts_never_raises():
         return REGISTRY.get_sample_value("agentry_langfuse_spans_dropped_total", {"reason": "export_failed"}) or 0.0
 
     before = dropped()
-    tracer = LangfuseTracer(public_key=f"pk-lf-{uuid.uuid4().hex[:8]}", secret_key="sk-lf-x",
-                            base_url=f"http://127.0.0.1:{port}", masker=Masker(), export_timeout_seconds=0.5)
+    tracer = LangfuseTracer(
+        public_key=f"pk-lf-{uuid.uuid4().hex[:8]}",
+        secret_key="sk-lf-x",
+        base_url=f"http://127.0.0.1:{port}",
+        masker=Masker(),
+        export_timeout_seconds=0.5,
+    )
     run = tracer.start_run(run_id="r-dead", thread_id="t", account_id="a", user_id="u", model="m", attempt=1)
     run.tool_call("run_command", "c1", '{"command": "ls"}')
     run.end(outcome="completed")

@@ -12,6 +12,8 @@ MIGRATIONS = Path(agentry.runner.__file__).parent / "migrations"
 
 
 async def test_migrations_build_exactly_the_declared_tables(postgres_url):
-    drift = await schema_drift(postgres_url, metadata, migrations_dir=MIGRATIONS, version_table="alembic_version_runner")
+    drift = await schema_drift(
+        postgres_url, metadata, migrations_dir=MIGRATIONS, version_table="alembic_version_runner"
+    )
     assert drift == [], "a migration and adapters/sql.py disagree:\n" + "\n".join(drift)
     assert metadata.tables, "the adapter declares its tables"

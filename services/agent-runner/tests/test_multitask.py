@@ -79,8 +79,10 @@ class Env:
         return await self.service.get_run(ALICE, run_id)
 
     async def texts(self, thread_id: str) -> list[str]:
-        return [message_from_json(m.content_json).text  # type: ignore[union-attr]
-                for m in await self.service.list_messages(ALICE, thread_id)]
+        return [
+            message_from_json(m.content_json).text  # type: ignore[union-attr]
+            for m in await self.service.list_messages(ALICE, thread_id)
+        ]
 
     async def claim(self, run_id: str) -> int:
         """A worker takes the run; returns its lease epoch."""
@@ -92,15 +94,28 @@ class Env:
         """The worker holding the run persists an assistant message (fenced, as sinks.py does)."""
         run = await self.run(run_id)
         message = AssistantMessage(text=text)
-        await self.repo.add_message(thread_id=run.thread_id, account_id=ALICE, type=message.kind,
-                                    content_json=message.to_json().decode(), message_id=message.message_id,
-                                    created_at=message.created_at, fence=(run_id, epoch))
+        await self.repo.add_message(
+            thread_id=run.thread_id,
+            account_id=ALICE,
+            type=message.kind,
+            content_json=message.to_json().decode(),
+            message_id=message.message_id,
+            created_at=message.created_at,
+            fence=(run_id, epoch),
+        )
 
     async def end(self, run_id: str, epoch: int, reason: str = "completed") -> None:
         """The worker ends the run, as RunEventSink does: end_run with the terminal event."""
         seq = await self.repo.max_event_seq(run_id) + 1
-        assert await end_run(self.repo, self.events, run_id, seq=seq, event=RunFinished(reason=reason),
-                             from_=[RunStatus.RUNNING, RunStatus.CANCELLING], epoch=epoch)
+        assert await end_run(
+            self.repo,
+            self.events,
+            run_id,
+            seq=seq,
+            event=RunFinished(reason=reason),
+            from_=[RunStatus.RUNNING, RunStatus.CANCELLING],
+            epoch=epoch,
+        )
 
 
 def make_env(engine: AsyncEngine, *, cap: int = 0) -> Env:
@@ -108,9 +123,16 @@ def make_env(engine: AsyncEngine, *, cap: int = 0) -> Env:
     events, stops = MemoryEventStream(), MemoryStopSignal()
     sweeper = Sweeper(repo, queue, engine, interval=60, redispatch_after=60)
     woken: list[bool] = []
-    service = RunnerService(repo, queue, events, stops, default_model="m",
-                            on_undispatched=lambda: woken.append(True),
-                            max_active_runs_per_account=cap, active_runs_retry_after_seconds=7)
+    service = RunnerService(
+        repo,
+        queue,
+        events,
+        stops,
+        default_model="m",
+        on_undispatched=lambda: woken.append(True),
+        max_active_runs_per_account=cap,
+        active_runs_retry_after_seconds=7,
+    )
     return Env(service, repo, queue, events, stops, sweeper, woken)
 
 
@@ -205,7 +227,10 @@ async def test_enqueued_runs_wait_and_start_in_order_each_prompt_joining_when_it
     assert await env.texts(thread) == ["one", "answer one", "two", "answer two", "three"]
     assert env.queue.published() == [first.run_id, second.run_id, third.run_id]
     assert [(await env.run(r.run_id)).status for r in (first, second, third)] == [
-        RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.COMPLETED]
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.COMPLETED,
+    ]
 
 
 async def test_a_reject_start_is_refused_while_runs_wait(env: Env) -> None:
@@ -320,8 +345,14 @@ async def test_rollback_deletes_what_the_stopped_run_added_before_the_new_run_st
 
     assert (second.status, second.interrupts_run_id) == (RunStatus.PENDING, first.run_id)
     # Until the stopped run has ended nothing is deleted (its worker may still be writing).
-    assert await env.texts(thread) == ["context", "earlier", "earlier answer", "one",
-                                       "answer to be rolled back", "more of it"]
+    assert await env.texts(thread) == [
+        "context",
+        "earlier",
+        "earlier answer",
+        "one",
+        "answer to be rolled back",
+        "more of it",
+    ]
     await env.end(first.run_id, epoch, reason="cancelled")
 
     ended = await env.run(first.run_id)
@@ -390,8 +421,7 @@ async def test_the_sweeper_starts_runs_left_waiting_on_a_free_thread(env: Env, e
     second = await env.start(thread, "two", "enqueue")
     # A path that ends runs without promoting (an older release, a manual fix in the database).
     async with engine.begin() as conn:
-        await conn.execute(sa.text("UPDATE agent_runs SET status = 'failed' WHERE run_id = :r"),
-                           {"r": first.run_id})
+        await conn.execute(sa.text("UPDATE agent_runs SET status = 'failed' WHERE run_id = :r"), {"r": first.run_id})
 
     assert await env.sweeper.sweep_once() == 1
 
@@ -439,8 +469,11 @@ async def test_a_burst_of_starts_cannot_exceed_the_cap(engine: AsyncEngine) -> N
     assert len(started) == 5
     assert all(isinstance(o, TooManyActiveRuns) for o in refused), refused
     async with engine.connect() as conn:
-        active = (await conn.execute(sa.text(
-            "SELECT count(*) FROM agent_runs WHERE account_id = :a AND status = 'queued'"), {"a": ALICE})).scalar()
+        active = (
+            await conn.execute(
+                sa.text("SELECT count(*) FROM agent_runs WHERE account_id = :a AND status = 'queued'"), {"a": ALICE}
+            )
+        ).scalar()
     assert active == 5
 
 
@@ -456,9 +489,18 @@ async def test_a_cap_of_zero_is_unlimited(engine: AsyncEngine) -> None:
 @pytest.fixture
 async def capped_stub(sqlite_url: str) -> AsyncIterator[runner_pb2_grpc.RunnerServiceStub]:
     async with contextlib.AsyncExitStack() as stack:
-        server = await start_runner(RunnerSettings(
-            port=0, database_url=sqlite_url, role="api", grace_seconds=1, check_billing=False,
-            max_active_runs_per_account=1, active_runs_retry_after_seconds=9), stack)
+        server = await start_runner(
+            RunnerSettings(
+                port=0,
+                database_url=sqlite_url,
+                role="api",
+                grace_seconds=1,
+                check_billing=False,
+                max_active_runs_per_account=1,
+                active_runs_retry_after_seconds=9,
+            ),
+            stack,
+        )
         channel = open_channel(server.target, DEV_INTERNAL_TOKEN)
         stack.push_async_callback(channel.close)
         yield runner_pb2_grpc.RunnerServiceStub(channel)
@@ -471,8 +513,9 @@ async def test_grpc_start_run_takes_a_strategy_and_answers_the_cap_with_retry_af
     start = pb.StartRunRequest(account_id=ALICE, thread_id=thread.thread_id, prompt="go")
 
     with pytest.raises(grpc.aio.AioRpcError) as bad:
-        await capped_stub.StartRun(pb.StartRunRequest(account_id=ALICE, thread_id=thread.thread_id,
-                                                      prompt="go", multitask_strategy="later"))
+        await capped_stub.StartRun(
+            pb.StartRunRequest(account_id=ALICE, thread_id=thread.thread_id, prompt="go", multitask_strategy="later")
+        )
     assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert bad.value.details().startswith("multitask_strategy: ")
 
@@ -480,30 +523,35 @@ async def test_grpc_start_run_takes_a_strategy_and_answers_the_cap_with_retry_af
     assert first.status == "queued"
 
     with pytest.raises(grpc.aio.AioRpcError) as full:
-        await capped_stub.StartRun(pb.StartRunRequest(account_id=ALICE, thread_id=thread.thread_id,
-                                                      prompt="more", multitask_strategy="enqueue"))
+        await capped_stub.StartRun(
+            pb.StartRunRequest(
+                account_id=ALICE, thread_id=thread.thread_id, prompt="more", multitask_strategy="enqueue"
+            )
+        )
     assert full.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     trailers = dict(full.value.trailing_metadata() or ())
     assert (trailers[ERROR_CODE_KEY], trailers["retry-after"]) == ("too_many_active_runs", "9")
 
     await capped_stub.StopRun(pb.StopRunRequest(account_id=ALICE, agent_run_id=first.agent_run_id))
-    second = await capped_stub.StartRun(pb.StartRunRequest(account_id=ALICE, thread_id=thread.thread_id,
-                                                           prompt="again", multitask_strategy="enqueue"))
+    second = await capped_stub.StartRun(
+        pb.StartRunRequest(account_id=ALICE, thread_id=thread.thread_id, prompt="again", multitask_strategy="enqueue")
+    )
     assert second.status == "queued"
 
 
 async def test_a_waiting_run_reads_back_as_pending_over_grpc(sqlite_url: str) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        server = await start_runner(RunnerSettings(port=0, database_url=sqlite_url, role="api", grace_seconds=1,
-                                                   check_billing=False),
-                                    stack)
+        server = await start_runner(
+            RunnerSettings(port=0, database_url=sqlite_url, role="api", grace_seconds=1, check_billing=False), stack
+        )
         channel = open_channel(server.target, DEV_INTERNAL_TOKEN)
         stack.push_async_callback(channel.close)
         stub = runner_pb2_grpc.RunnerServiceStub(channel)
         thread = await stub.CreateThread(pb.CreateThreadRequest(account_id=ALICE, name="t"))
         await stub.StartRun(pb.StartRunRequest(account_id=ALICE, thread_id=thread.thread_id, prompt="one"))
-        waiting = await stub.StartRun(pb.StartRunRequest(account_id=ALICE, thread_id=thread.thread_id,
-                                                         prompt="two", multitask_strategy="enqueue"))
+        waiting = await stub.StartRun(
+            pb.StartRunRequest(account_id=ALICE, thread_id=thread.thread_id, prompt="two", multitask_strategy="enqueue")
+        )
         assert (waiting.status, waiting.phase) == ("pending", "waiting_for_thread")
         assert await stub.GetRun(pb.GetRunRequest(account_id=ALICE, agent_run_id=waiting.agent_run_id)) == waiting
         assert uuid.UUID(waiting.agent_run_id)
@@ -533,12 +581,18 @@ async def test_migration_0004_upgrades_a_0003_database_with_active_runs_and_down
         async with engine.begin() as conn:
             await conn.run_sync(_alembic, "upgrade", "0003")
             await conn.execute(sa.text("INSERT INTO projects VALUES ('p', :a, 'p', 0)"), {"a": ALICE})
-            await conn.execute(sa.text("INSERT INTO threads VALUES ('00000000-0000-0000-0000-000000000001', 'p', :a, "
-                                       "'t', 0)"), {"a": ALICE})
-            await conn.execute(sa.text(
-                "INSERT INTO agent_runs (run_id, thread_id, account_id, status, model, error, finish_reason, "
-                "created_at) VALUES ('00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-000000000001', "
-                ":a, 'running', 'm', '', '', 0)"), {"a": ALICE})
+            await conn.execute(
+                sa.text("INSERT INTO threads VALUES ('00000000-0000-0000-0000-000000000001', 'p', :a, 't', 0)"),
+                {"a": ALICE},
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO agent_runs (run_id, thread_id, account_id, status, model, error, finish_reason, "
+                    "created_at) VALUES ('00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-000000000001', "
+                    ":a, 'running', 'm', '', '', 0)"
+                ),
+                {"a": ALICE},
+            )
         async with engine.begin() as conn:
             await conn.run_sync(_alembic, "upgrade", "head")
 
@@ -552,15 +606,19 @@ async def test_migration_0004_upgrades_a_0003_database_with_active_runs_and_down
 
         async with engine.begin() as conn:
             await conn.run_sync(_alembic, "downgrade", "0003")
-            status = (await conn.execute(sa.text("SELECT status FROM agent_runs WHERE run_id = :r"),
-                                         {"r": waiting.run_id})).scalar_one()
+            status = (
+                await conn.execute(sa.text("SELECT status FROM agent_runs WHERE run_id = :r"), {"r": waiting.run_id})
+            ).scalar_one()
             assert status == "cancelled"  # no pending runs without 0004
             with pytest.raises(sa.exc.IntegrityError):  # the old index is back: one active run per thread
                 async with conn.begin_nested():
-                    await conn.execute(sa.text(
-                        "INSERT INTO agent_runs (run_id, thread_id, account_id, status, model, error, finish_reason, "
-                        "created_at) VALUES ('00000000-0000-0000-0000-00000000000b', :t, :a, 'queued', 'm', '', '', 0)"),
-                        {"t": thread, "a": ALICE})
+                    await conn.execute(
+                        sa.text(
+                            "INSERT INTO agent_runs (run_id, thread_id, account_id, status, model, error, finish_reason, "
+                            "created_at) VALUES ('00000000-0000-0000-0000-00000000000b', :t, :a, 'queued', 'm', '', '', 0)"
+                        ),
+                        {"t": thread, "a": ALICE},
+                    )
         async with engine.begin() as conn:
             await conn.run_sync(_alembic, "upgrade", "head")
     finally:

@@ -58,8 +58,9 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
         await admin_channel.declare_queue(name, passive=True)  # declared by the handle under test
         await admin_channel.default_exchange.publish(aio_pika.Message(body), routing_key=name)
 
-    h = Harness(open_handle=lambda: RabbitRunQueue(url, queue_name=name, requeue_delay=REQUEUE_DELAY),
-                publish_raw=publish_raw)
+    h = Harness(
+        open_handle=lambda: RabbitRunQueue(url, queue_name=name, requeue_delay=REQUEUE_DELAY), publish_raw=publish_raw
+    )
     try:
         yield h
     finally:
@@ -105,8 +106,14 @@ def test_run_job_ignores_unknown_keys() -> None:
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"", b"not json", b"[1, 2]", b'{"run_id": "r"}', b'{"run_id":"r","thread_id":"t",'
-     b'"account_id":"a","attempt":0}', b'{"run_id":1,"thread_id":"t","account_id":"a"}'],
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'{"run_id": "r"}',
+        b'{"run_id":"r","thread_id":"t","account_id":"a","attempt":0}',
+        b'{"run_id":1,"thread_id":"t","account_id":"a"}',
+    ],
 )
 def test_run_job_decode_rejects_garbage_with_value_error(garbage: bytes) -> None:
     with pytest.raises(ValueError):
@@ -246,9 +253,7 @@ async def test_failing_handler_does_not_block_other_jobs(harness: Harness) -> No
     )
 
 
-async def test_undecodable_message_is_rejected_and_logged(
-    harness: Harness, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_undecodable_message_is_rejected_and_logged(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
     queue = harness.connect()
     recorder = Recorder()
     consumer = await queue.consume(recorder, concurrency=1)

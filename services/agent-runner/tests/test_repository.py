@@ -26,19 +26,30 @@ def repo(engine: AsyncEngine, clock: FakeClock) -> SqlRunnerRepository:
 
 def prompt(thread: Thread, text: str, created_at: float | None = None) -> StoredMessage:
     message = UserMessage(text=text)
-    return StoredMessage(message.message_id, thread.thread_id, "user", message.to_json().decode(),
-                         message.created_at if created_at is None else created_at)
+    return StoredMessage(
+        message.message_id,
+        thread.thread_id,
+        "user",
+        message.to_json().decode(),
+        message.created_at if created_at is None else created_at,
+    )
 
 
 async def add(repo: SqlRunnerRepository, message: StoredMessage) -> StoredMessage:
-    return await repo.add_message(thread_id=message.thread_id, account_id=ACCOUNT, type=message.type,
-                                  content_json=message.content_json, message_id=message.message_id,
-                                  created_at=message.created_at)
+    return await repo.add_message(
+        thread_id=message.thread_id,
+        account_id=ACCOUNT,
+        type=message.type,
+        content_json=message.content_json,
+        message_id=message.message_id,
+        created_at=message.created_at,
+    )
 
 
 async def new_run(repo: SqlRunnerRepository, thread: Thread, first: StoredMessage | None = None) -> Run:
-    return await repo.create_run(run_id=str(uuid.uuid4()), thread_id=thread.thread_id, account_id=ACCOUNT,
-                                 model="scripted", first_message=first)
+    return await repo.create_run(
+        run_id=str(uuid.uuid4()), thread_id=thread.thread_id, account_id=ACCOUNT, model="scripted", first_message=first
+    )
 
 
 async def test_created_thread_reads_back_identically(repo: SqlRunnerRepository, clock: FakeClock) -> None:
@@ -70,7 +81,12 @@ async def test_create_run_stores_the_queued_run_and_its_prompt(repo: SqlRunnerRe
 
     assert run.status is RunStatus.QUEUED
     assert (run.created_at, run.started_at, run.completed_at, run.error, run.finish_reason) == (
-        clock.now, None, None, "", "")
+        clock.now,
+        None,
+        None,
+        "",
+        "",
+    )
     assert await repo.get_run(run.run_id) == run
     assert await repo.list_messages(thread.thread_id) == [first]
 
@@ -82,17 +98,25 @@ async def test_prompt_is_not_stored_when_the_thread_already_has_an_active_run(re
     run_id = str(uuid.uuid4())
 
     with pytest.raises(RunAlreadyActive):
-        await repo.create_run(run_id=run_id, thread_id=thread.thread_id, account_id=ACCOUNT, model="m",
-                              first_message=prompt(thread, "second"))
+        await repo.create_run(
+            run_id=run_id,
+            thread_id=thread.thread_id,
+            account_id=ACCOUNT,
+            model="m",
+            first_message=prompt(thread, "second"),
+        )
 
     assert await repo.get_run(run_id) is None
     assert await repo.list_messages(thread.thread_id) == [first]
 
 
-@pytest.mark.parametrize("path", [
-    [RunStatus.RUNNING],
-    [RunStatus.RUNNING, RunStatus.CANCELLING],
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        [RunStatus.RUNNING],
+        [RunStatus.RUNNING, RunStatus.CANCELLING],
+    ],
+)
 async def test_a_run_that_is_still_active_blocks_a_new_one(repo: SqlRunnerRepository, path: list[RunStatus]) -> None:
     thread = await repo.create_thread(account_id=ACCOUNT, name="t")
     run = await new_run(repo, thread)
@@ -105,14 +129,18 @@ async def test_a_run_that_is_still_active_blocks_a_new_one(repo: SqlRunnerReposi
         await new_run(repo, thread)
 
 
-@pytest.mark.parametrize("path", [
-    [RunStatus.CANCELLED],
-    [RunStatus.RUNNING, RunStatus.COMPLETED],
-    [RunStatus.RUNNING, RunStatus.FAILED],
-    [RunStatus.RUNNING, RunStatus.CANCELLING, RunStatus.CANCELLED],
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        [RunStatus.CANCELLED],
+        [RunStatus.RUNNING, RunStatus.COMPLETED],
+        [RunStatus.RUNNING, RunStatus.FAILED],
+        [RunStatus.RUNNING, RunStatus.CANCELLING, RunStatus.CANCELLED],
+    ],
+)
 async def test_a_new_run_may_start_once_the_previous_one_ended(
-    repo: SqlRunnerRepository, path: list[RunStatus],
+    repo: SqlRunnerRepository,
+    path: list[RunStatus],
 ) -> None:
     thread = await repo.create_thread(account_id=ACCOUNT, name="t")
     first = await new_run(repo, thread)
@@ -146,8 +174,9 @@ async def test_transition_moves_only_from_the_expected_statuses(repo: SqlRunnerR
     thread = await repo.create_thread(account_id=ACCOUNT, name="t")
     run = await new_run(repo, thread)
 
-    assert not await repo.transition(run.run_id, from_=[RunStatus.RUNNING], to=RunStatus.COMPLETED,
-                                     error="x", finish_reason="completed")
+    assert not await repo.transition(
+        run.run_id, from_=[RunStatus.RUNNING], to=RunStatus.COMPLETED, error="x", finish_reason="completed"
+    )
     assert await repo.get_run(run.run_id) == run
 
     started = clock.advance(5)
@@ -157,12 +186,22 @@ async def test_transition_moves_only_from_the_expected_statuses(repo: SqlRunnerR
     assert (running.status, running.started_at, running.completed_at) == (RunStatus.RUNNING, started, None)
 
     ended = clock.advance(7)
-    assert await repo.transition(run.run_id, from_=[RunStatus.RUNNING, RunStatus.CANCELLING], to=RunStatus.FAILED,
-                                 error="agent error", finish_reason="error")
+    assert await repo.transition(
+        run.run_id,
+        from_=[RunStatus.RUNNING, RunStatus.CANCELLING],
+        to=RunStatus.FAILED,
+        error="agent error",
+        finish_reason="error",
+    )
     failed = await repo.get_run(run.run_id)
     assert failed is not None
     assert (failed.status, failed.started_at, failed.completed_at, failed.error, failed.finish_reason) == (
-        RunStatus.FAILED, started, ended, "agent error", "error")
+        RunStatus.FAILED,
+        started,
+        ended,
+        "agent error",
+        "error",
+    )
 
     clock.advance(1)
     assert not await repo.transition(run.run_id, from_=[RunStatus.RUNNING], to=RunStatus.COMPLETED)
@@ -211,7 +250,8 @@ async def test_an_event_sequence_number_is_stored_once(repo: SqlRunnerRepository
 
 
 async def test_claim_run_moves_a_queued_run_to_running_once_and_returns_its_project(
-    repo: SqlRunnerRepository, clock: FakeClock,
+    repo: SqlRunnerRepository,
+    clock: FakeClock,
 ) -> None:
     thread = await repo.create_thread(account_id=ACCOUNT, name="t")
     run = await new_run(repo, thread)

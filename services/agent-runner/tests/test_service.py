@@ -191,7 +191,11 @@ async def test_start_run_stores_the_prompt_and_publishes_the_job(env: Env) -> No
     run = await env.service.start_run(ALICE, thread.thread_id, "  ", "count the files")
 
     assert (run.status, run.model, run.thread_id, run.account_id) == (
-        RunStatus.QUEUED, "openai/default-model", thread.thread_id, ALICE)
+        RunStatus.QUEUED,
+        "openai/default-model",
+        thread.thread_id,
+        ALICE,
+    )
     assert await env.service.get_run(ALICE, run.run_id) == run
     [stored] = await env.service.list_messages(ALICE, thread.thread_id)
     assert stored.type == "user"
@@ -305,7 +309,12 @@ async def test_stopping_an_ended_run_changes_nothing(env: Env, status: RunStatus
 async def test_a_run_the_queue_refused_is_accepted_and_the_sweeper_dispatches_it(sqlite_engine: AsyncEngine) -> None:
     from agentry.runner.sweeper import Sweeper
 
-    repo, queue, events, stops = SqlRunnerRepository(sqlite_engine), FlakyQueue(), MemoryEventStream(), MemoryStopSignal()
+    repo, queue, events, stops = (
+        SqlRunnerRepository(sqlite_engine),
+        FlakyQueue(),
+        MemoryEventStream(),
+        MemoryStopSignal(),
+    )
     woken: list[bool] = []
     service = RunnerService(repo, queue, events, stops, default_model="m", on_undispatched=lambda: woken.append(True))
     sweeper = Sweeper(repo, queue, sqlite_engine, interval=60, redispatch_after=60)
@@ -349,8 +358,9 @@ async def test_concurrent_stops_of_a_queued_run_write_one_terminal_event(env: En
 async def test_inputs_postgresql_cannot_store_are_invalid_on_every_database(engine: AsyncEngine) -> None:
     """NUL characters and over-long account ids used to be stored by SQLite and be an internal
     error on PostgreSQL; now both databases see the same InvalidInput before any write."""
-    service = RunnerService(SqlRunnerRepository(engine), MemoryRunQueue(), MemoryEventStream(), MemoryStopSignal(),
-                            default_model="m")
+    service = RunnerService(
+        SqlRunnerRepository(engine), MemoryRunQueue(), MemoryEventStream(), MemoryStopSignal(), default_model="m"
+    )
     thread = await service.create_thread(ALICE, "t")
     for call, field in [
         (service.create_thread(ALICE, "a\x00b"), "name"),

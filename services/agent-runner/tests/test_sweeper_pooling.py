@@ -36,8 +36,14 @@ def _pgbouncer(postgres_url: str, pool_size: int) -> tuple[PrivatePgBouncer, str
 
 
 def sweeper(engine, *, lock_per_pass: bool) -> Sweeper:
-    return Sweeper(NoRuns(), queue=None, engine=engine, interval=60, redispatch_after=60,  # type: ignore[arg-type]
-                   lock_per_pass=lock_per_pass)
+    return Sweeper(
+        NoRuns(),
+        queue=None,
+        engine=engine,
+        interval=60,
+        redispatch_after=60,  # type: ignore[arg-type]
+        lock_per_pass=lock_per_pass,
+    )
 
 
 async def test_a_session_lock_elects_two_sweepers_behind_a_transaction_pooler(postgres_url):

@@ -107,9 +107,9 @@ async def test_a_start_is_not_held_up_by_an_event_stream_that_fails(env: Env, ca
 
 async def test_list_thread_runs_over_grpc_checks_the_account(sqlite_url: str) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        server = await start_runner(RunnerSettings(port=0, database_url=sqlite_url, role="api", grace_seconds=1,
-                                                   check_billing=False),
-                                    stack)
+        server = await start_runner(
+            RunnerSettings(port=0, database_url=sqlite_url, role="api", grace_seconds=1, check_billing=False), stack
+        )
         channel = open_channel(server.target, DEV_INTERNAL_TOKEN)
         stack.push_async_callback(channel.close)
         stub = runner_pb2_grpc.RunnerServiceStub(channel)
@@ -118,7 +118,8 @@ async def test_list_thread_runs_over_grpc_checks_the_account(sqlite_url: str) ->
 
         listed = await stub.ListThreadRuns(pb.ListThreadRunsRequest(account_id=ALICE, thread_id=thread.thread_id))
         assert [(r.thread_seq, r.run.agent_run_id, r.run.status) for r in listed.runs] == [
-            (1, run.agent_run_id, "queued")]
+            (1, run.agent_run_id, "queued")
+        ]
         for account, thread_id in (("acct-mallory", thread.thread_id), (ALICE, "not-a-uuid")):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.ListThreadRuns(pb.ListThreadRunsRequest(account_id=account, thread_id=thread_id))
@@ -142,21 +143,36 @@ async def test_migration_0006_places_existing_runs_in_creation_order(database_ur
             await conn.execute(sa.text("INSERT INTO projects VALUES ('p', :a, 'p', 0)"), {"a": ALICE})
             await conn.execute(sa.text("INSERT INTO threads VALUES (:t, 'p', :a, 't', 0)"), {"t": thread, "a": ALICE})
             for run_id, status, created_at in runs:
-                await conn.execute(sa.text(
-                    "INSERT INTO agent_runs (run_id, thread_id, account_id, status, model, error, finish_reason, "
-                    "created_at, queue_order) VALUES (:r, :t, :a, :s, 'm', '', '', :c, :q)"),
-                    {"r": run_id, "t": thread, "a": ALICE, "s": status, "c": created_at,
-                     "q": 1 if status == "pending" else None})
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO agent_runs (run_id, thread_id, account_id, status, model, error, finish_reason, "
+                        "created_at, queue_order) VALUES (:r, :t, :a, :s, 'm', '', '', :c, :q)"
+                    ),
+                    {
+                        "r": run_id,
+                        "t": thread,
+                        "a": ALICE,
+                        "s": status,
+                        "c": created_at,
+                        "q": 1 if status == "pending" else None,
+                    },
+                )
         async with engine.begin() as conn:
             await conn.run_sync(_alembic, "upgrade", "0006")
-            placed = (await conn.execute(sa.text(
-                "SELECT run_id, thread_seq FROM agent_runs ORDER BY created_at, run_id"))).all()
-            assert [tuple(row) for row in placed] == [(runs[0][0], 1), (runs[1][0], 2), (runs[2][0], 3),
-                                                      (runs[3][0], None)]
+            placed = (
+                await conn.execute(sa.text("SELECT run_id, thread_seq FROM agent_runs ORDER BY created_at, run_id"))
+            ).all()
+            assert [tuple(row) for row in placed] == [
+                (runs[0][0], 1),
+                (runs[1][0], 2),
+                (runs[2][0], 3),
+                (runs[3][0], None),
+            ]
             with pytest.raises(sa.exc.IntegrityError):  # one run per place
                 async with conn.begin_nested():
-                    await conn.execute(sa.text("UPDATE agent_runs SET thread_seq = 1 WHERE run_id = :r"),
-                                       {"r": runs[3][0]})
+                    await conn.execute(
+                        sa.text("UPDATE agent_runs SET thread_seq = 1 WHERE run_id = :r"), {"r": runs[3][0]}
+                    )
         async with engine.begin() as conn:
             await conn.run_sync(_alembic, "downgrade", "0005")
             await conn.run_sync(_alembic, "upgrade", "head")

@@ -54,8 +54,9 @@ ACCOUNT = "acct-worker"
 WAIT = 10.0
 STOP_DEADLINE = 2.0
 # Counting tokens without LiteLLM keeps its multi-second import out of the suite.
-OFFLINE_CONTEXT = ContextConfig(context_window=32_000,
-                                token_counter=lambda model, messages: len(orjson.dumps(messages)) // 4)
+OFFLINE_CONTEXT = ContextConfig(
+    context_window=32_000, token_counter=lambda model, messages: len(orjson.dumps(messages)) // 4
+)
 
 
 @dataclass
@@ -73,8 +74,13 @@ class World:
     def use(self, model, **kwargs) -> None:
         def build(run: Run) -> Agent:
             self.agents_built.append(run)
-            return Agent(model=model, system_prompt="You are a test agent.", tools=default_tools(),
-                         context=OFFLINE_CONTEXT, **kwargs)
+            return Agent(
+                model=model,
+                system_prompt="You are a test agent.",
+                tools=default_tools(),
+                context=OFFLINE_CONTEXT,
+                **kwargs,
+            )
 
         self.build_agent = build
 
@@ -110,32 +116,58 @@ def billing_credit() -> int:
 @pytest.fixture
 async def world(tmp_path: Path, sqlite_engine: AsyncEngine, billing_credit: int) -> AsyncIterator[World]:
     async with contextlib.AsyncExitStack() as stack:
-        sandbox = await start_sandbox(SandboxSettings(
-            port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}",
-            root_dir=tmp_path / "sandboxes", isolation="none", allow_unisolated=True, grace_seconds=1), stack)
-        billing = await start_billing(BillingSettings(
-            port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}",
-            # Sandbox exec seconds are free here, so balances are the model calls' cost exactly.
-            initial_credit_micros=billing_credit, sandbox_usd_per_hour=0, grace_seconds=1), stack)
+        sandbox = await start_sandbox(
+            SandboxSettings(
+                port=0,
+                database_url=f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}",
+                root_dir=tmp_path / "sandboxes",
+                isolation="none",
+                allow_unisolated=True,
+                grace_seconds=1,
+            ),
+            stack,
+        )
+        billing = await start_billing(
+            BillingSettings(
+                port=0,
+                database_url=f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}",
+                # Sandbox exec seconds are free here, so balances are the model calls' cost exactly.
+                initial_credit_micros=billing_credit,
+                sandbox_usd_per_hour=0,
+                grace_seconds=1,
+            ),
+            stack,
+        )
         sandbox_channel = open_channel(sandbox.target, DEV_INTERNAL_TOKEN)
         billing_channel = open_channel(billing.target, DEV_INTERNAL_TOKEN)
         stack.push_async_callback(sandbox_channel.close)
         stack.push_async_callback(billing_channel.close)
 
-        repo, events, stops, queue = SqlRunnerRepository(sqlite_engine), MemoryEventStream(), MemoryStopSignal(), MemoryRunQueue()
+        repo, events, stops, queue = (
+            SqlRunnerRepository(sqlite_engine),
+            MemoryEventStream(),
+            MemoryStopSignal(),
+            MemoryRunQueue(),
+        )
         stack.push_async_callback(queue.close)
         service = RunnerService(repo, queue, events, stops, default_model="unused")
         holder: list[World] = []
         worker = RunWorker(
-            repo=repo, events=events, stops=stops,
+            repo=repo,
+            events=events,
+            stops=stops,
             sandboxes=lambda account_id, project_id, on_start=None, on_ready=None: GrpcSandbox(
-                sandbox_channel, account_id=account_id, project_id=project_id, on_start=on_start, on_ready=on_ready),
+                sandbox_channel, account_id=account_id, project_id=project_id, on_start=on_start, on_ready=on_ready
+            ),
             usage=lambda account_id, run_id, attempt=1: GrpcUsageSink(
-                billing_channel, account_id=account_id, run_id=run_id, attempt=attempt),
+                billing_channel, account_id=account_id, run_id=run_id, attempt=attempt
+            ),
             agent_factory=lambda run: holder[0].build_agent(run),
-            policy=WorkerPolicy(lease_seconds=2.0, write_retry_seconds=0.2))
-        world = World(service, repo, events, stops, worker, billing_pb2_grpc.BillingServiceStub(billing_channel),
-                      billing_channel)
+            policy=WorkerPolicy(lease_seconds=2.0, write_retry_seconds=0.2),
+        )
+        world = World(
+            service, repo, events, stops, worker, billing_pb2_grpc.BillingServiceStub(billing_channel), billing_channel
+        )
         holder.append(world)
         yield world
 
@@ -145,10 +177,15 @@ def decoded(entries: list[StreamEntry] | list[StoredEvent]) -> list[dict]:
 
 
 async def test_a_run_with_a_tool_call_completes_with_numbered_events_and_stored_messages(world: World) -> None:
-    model = ScriptedModel([
-        ScriptedReply(text="Let me look.", tool_calls=[ScriptedCall("run_command", {"command": "echo hello-sandbox"})]),
-        "All done.",
-    ], chunk_size=4)
+    model = ScriptedModel(
+        [
+            ScriptedReply(
+                text="Let me look.", tool_calls=[ScriptedCall("run_command", {"command": "echo hello-sandbox"})]
+            ),
+            "All done.",
+        ],
+        chunk_size=4,
+    )
     world.use(model)
     run, job = await world.start("say hello")
 
@@ -159,8 +196,13 @@ async def test_a_run_with_a_tool_call_completes_with_numbered_events_and_stored_
     assert [e.terminal for e in stream] == [False] * (len(stream) - 1) + [True]
     events = decoded(stream)
     assert [e["seq"] for e in events] == [e.seq for e in stream]
-    assert events[0] == {"seq": 1, "type": "run_started", "run_id": run.run_id, "thread_id": run.thread_id,
-                         "model": "scripted"}
+    assert events[0] == {
+        "seq": 1,
+        "type": "run_started",
+        "run_id": run.run_id,
+        "thread_id": run.thread_id,
+        "model": "scripted",
+    }
     assert events[-1] == {"seq": len(stream), "type": "run_finished", "reason": "completed", "error": None}
     assert {"text_delta", "tool_call_started", "usage"} <= {e["type"] for e in events}
     [finished_call] = [e for e in events if e["type"] == "tool_call_finished"]
@@ -168,8 +210,9 @@ async def test_a_run_with_a_tool_call_completes_with_numbered_events_and_stored_
     assert "hello-sandbox" in finished_call["output"]
 
     # The durable subset is in the database with the same numbers and the very same bytes.
-    durable = [StoredEvent(e.seq, e.data, e.terminal) for e in stream
-               if orjson.loads(e.data)["type"] in DURABLE_EVENT_TYPES]
+    durable = [
+        StoredEvent(e.seq, e.data, e.terminal) for e in stream if orjson.loads(e.data)["type"] in DURABLE_EVENT_TYPES
+    ]
     assert await world.repo.list_events(run.run_id, 0) == durable
     # Tools run while the model streams, so where tool_call_finished falls among the first
     # messages depends on how fast the sandbox answers.
@@ -178,8 +221,13 @@ async def test_a_run_with_a_tool_call_completes_with_numbered_events_and_stored_
     assert sorted(durable_types[1:-1]) == ["message_completed"] * 3 + ["tool_call_finished"]
     # Phases: the model, the sandbox starting for the tool, the tool, the model again.
     phases = [(e["phase"], e["tool"]) for e in events if e["type"] == "phase"]
-    assert phases == [("calling_model", None), ("running_tool", "run_command"), ("starting_sandbox", None),
-                      ("running_tool", "run_command"), ("calling_model", None)]
+    assert phases == [
+        ("calling_model", None),
+        ("running_tool", "run_command"),
+        ("starting_sandbox", None),
+        ("running_tool", "run_command"),
+        ("calling_model", None),
+    ]
     [announced] = [e for e in events if e["type"] == "phase" and e["call"]]
     assert announced["call"]["name"] == "run_command" and announced["seq"] < finished_call["seq"]
 
@@ -295,8 +343,9 @@ async def test_a_tool_call_interrupted_by_a_lost_worker_is_closed_not_run_again(
     await lost_worker(world, run)
     call = ToolCall(call_id="call-1", name="run_command", arguments='{"command": "echo once >> f"}')
     marker = encode_event(2, PhaseChanged(phase="running_tool", tool="run_command", call=call))
-    await world.repo.append_events(run.run_id, [StoredEvent(1, b'{"seq":1,"type":"run_started"}', False),
-                                                StoredEvent(2, marker, False)])
+    await world.repo.append_events(
+        run.run_id, [StoredEvent(1, b'{"seq":1,"type":"run_started"}', False), StoredEvent(2, marker, False)]
+    )
 
     await world.worker.handle(job)
 
@@ -340,10 +389,14 @@ async def test_stopping_a_run_while_the_model_is_slow_cancels_it_promptly(world:
 
 
 async def test_stopping_a_run_during_a_long_sandbox_command_cancels_it_promptly(world: World) -> None:
-    world.use(ScriptedModel([
-        ScriptedReply(tool_calls=[ScriptedCall("run_command", {"command": "sleep 30"})]),
-        "unreachable",
-    ]))
+    world.use(
+        ScriptedModel(
+            [
+                ScriptedReply(tool_calls=[ScriptedCall("run_command", {"command": "sleep 30"})]),
+                "unreachable",
+            ]
+        )
+    )
     run, job = await world.start()
     handling = asyncio.create_task(world.worker.handle(job))
     await world.wait_for_event(run.run_id, "tool_call_started")
@@ -363,10 +416,13 @@ async def test_stopping_a_run_during_a_long_sandbox_command_cancels_it_promptly(
 @pytest.mark.parametrize("billing_credit", [0, 1])
 async def test_a_run_that_uses_up_the_credit_ends_failed(world: World, billing_credit: int) -> None:
     # At most one micro-dollar of credit; every token costs one, so the first step crosses zero.
-    model = ScriptedModel([
-        ScriptedReply(text="Working.", tool_calls=[ScriptedCall("run_command", {"command": "echo step"})]),
-        "never reached",
-    ], cost_per_token=1e-6)
+    model = ScriptedModel(
+        [
+            ScriptedReply(text="Working.", tool_calls=[ScriptedCall("run_command", {"command": "echo step"})]),
+            "never reached",
+        ],
+        cost_per_token=1e-6,
+    )
     world.use(model)
     run, job = await world.start()
 
@@ -374,7 +430,10 @@ async def test_a_run_that_uses_up_the_credit_ends_failed(world: World, billing_c
 
     ended = await world.run_row(run.run_id)
     assert (ended.status, ended.finish_reason, ended.error) == (
-        RunStatus.FAILED, "budget_exceeded", "credit balance used up")
+        RunStatus.FAILED,
+        "budget_exceeded",
+        "credit balance used up",
+    )
     assert model.remaining == 1
     events = decoded(await world.stream(run.run_id))
     assert events[-1]["type"] == "run_finished" and events[-1]["reason"] == "budget_exceeded"
@@ -437,13 +496,20 @@ async def test_a_worker_shutdown_mid_run_hands_the_run_back_and_another_worker_r
     assert [message_from_json(m.content_json).kind for m in await world.repo.list_messages(run.thread_id)] == ["user"]
 
     world.use(ScriptedModel(["finished on the next worker"]))
-    successor = RunWorker(repo=world.repo, events=world.events, stops=world.stops,
-                          sandboxes=world.worker._sandboxes, usage=world.worker._usage,
-                          agent_factory=lambda r: world.build_agent(r), policy=WorkerPolicy(lease_seconds=2.0))
+    successor = RunWorker(
+        repo=world.repo,
+        events=world.events,
+        stops=world.stops,
+        sandboxes=world.worker._sandboxes,
+        usage=world.worker._usage,
+        agent_factory=lambda r: world.build_agent(r),
+        policy=WorkerPolicy(lease_seconds=2.0),
+    )
     await asyncio.wait_for(successor.handle(job), WAIT)
     events = decoded(await world.stream(run.run_id))
     assert {"type": "run_resumed", "attempt": 2, "reason": "handed_back"}.items() <= [
-        e for e in events if e["type"] == "run_resumed"][0].items()
+        e for e in events if e["type"] == "run_resumed"
+    ][0].items()
     assert events[-1]["reason"] == "completed"
     assert (await world.run_row(run.run_id)).status is RunStatus.COMPLETED
 
@@ -460,7 +526,6 @@ async def test_a_job_that_arrives_during_shutdown_goes_back_to_the_queue(world: 
 async def test_a_job_for_an_unknown_run_is_dropped(world: World) -> None:
     await world.worker.handle(RunJob(run_id="00000000-0000-0000-0000-000000000000", thread_id="t", account_id="a"))
     assert world.agents_built == []
-
 
 
 class GatedRepo:
@@ -551,8 +616,12 @@ async def test_a_failed_durable_write_fails_the_run_visibly() -> None:
     assert repo.finished == [(RunStatus.FAILED, "error", "the run's events could not be stored", [])]
     stream = await events.read("r", 0)
     assert [(e.seq, e.terminal) for e in stream] == [(1, False), (2, True)]
-    assert decoded(stream)[-1] == {"seq": 2, "type": "run_finished", "reason": "error",
-                                   "error": "the run's events could not be stored"}
+    assert decoded(stream)[-1] == {
+        "seq": 2,
+        "type": "run_finished",
+        "reason": "error",
+        "error": "the run's events could not be stored",
+    }
     # The failed event gets one more try together with the terminal event.
     assert repo.stored == [StoredEvent(1, stream[0].data, False), StoredEvent(2, stream[1].data, True)]
 
@@ -571,7 +640,10 @@ async def test_a_run_whose_events_cannot_be_stored_ends_failed(world: World, mon
 
     ended = await world.run_row(run.run_id)
     assert (ended.status, ended.finish_reason, ended.error) == (
-        RunStatus.FAILED, "error", "the run's events could not be stored")
+        RunStatus.FAILED,
+        "error",
+        "the run's events could not be stored",
+    )
     stream = await world.stream(run.run_id)
     assert [e.terminal for e in stream].count(True) == 1 and stream[-1].terminal
     stored = await world.repo.list_events(run.run_id, 0)
@@ -581,11 +653,13 @@ async def test_a_run_whose_events_cannot_be_stored_ends_failed(world: World, mon
 
 # -- human in the loop -------------------------------------------------------------------------
 
+
 async def test_ask_pauses_the_run_without_a_worker_and_an_answer_continues_the_same_run(world: World) -> None:
     from agentry.runner.errors import RunNotWaiting
 
-    model = ScriptedModel([ScriptedReply(tool_calls=[ScriptedCall("ask", {"question": "Which file?"})]),
-                           "Editing b.py."])
+    model = ScriptedModel(
+        [ScriptedReply(tool_calls=[ScriptedCall("ask", {"question": "Which file?"})]), "Editing b.py."]
+    )
     world.use(model, pause_on_ask=True)
     run, job = await world.start()
 
@@ -624,17 +698,21 @@ async def test_ask_pauses_the_run_without_a_worker_and_an_answer_continues_the_s
 
 @pytest.mark.parametrize("decision", ["approve", "reject"])
 async def test_a_call_waiting_for_approval_runs_or_is_refused(world: World, decision: str) -> None:
-    world.use(ScriptedModel([
-        ScriptedReply(tool_calls=[ScriptedCall("run_command", {"command": "echo approved-ran"})]), "Done."]),
-        approval_tools=["run_command"])
+    world.use(
+        ScriptedModel(
+            [ScriptedReply(tool_calls=[ScriptedCall("run_command", {"command": "echo approved-ran"})]), "Done."]
+        ),
+        approval_tools=["run_command"],
+    )
     run, job = await world.start()
     await world.worker.handle(job)
     paused = await world.run_row(run.run_id)
     assert paused.pending["kind"] == "approval" and paused.pending["tool"] == "run_command"
     assert paused.pending["arguments"] == {"command": "echo approved-ran"}
 
-    await world.service.resume_run(ACCOUNT, run.run_id, content="not now" if decision == "reject" else None,
-                                   decision=decision)
+    await world.service.resume_run(
+        ACCOUNT, run.run_id, content="not now" if decision == "reject" else None, decision=decision
+    )
     await world.worker.handle(job)
 
     assert (await world.run_row(run.run_id)).status is RunStatus.COMPLETED
@@ -647,8 +725,9 @@ async def test_a_call_waiting_for_approval_runs_or_is_refused(world: World, deci
 
 
 async def test_a_paused_run_can_be_stopped_and_expires(world: World) -> None:
-    world.use(ScriptedModel([ScriptedReply(tool_calls=[ScriptedCall("ask", {"question": "?"})])] * 2),
-              pause_on_ask=True)
+    world.use(
+        ScriptedModel([ScriptedReply(tool_calls=[ScriptedCall("ask", {"question": "?"})])] * 2), pause_on_ask=True
+    )
     stopped, job = await world.start()
     await world.worker.handle(job)
     assert (await world.service.stop_run(ACCOUNT, stopped.run_id)).status is RunStatus.CANCELLED
@@ -666,6 +745,7 @@ async def test_a_paused_run_can_be_stopped_and_expires(world: World) -> None:
 
 
 # -- deadlines --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("limit", ["max_run_seconds", "max_idle_seconds"])
 async def test_a_run_past_its_deadline_ends_failed_with_reason_timeout(world: World, limit: str) -> None:
@@ -711,11 +791,15 @@ def _host_processes(marker: str) -> list[int]:
 
 async def test_a_background_process_left_running_when_the_run_is_stopped_is_killed(world: World) -> None:
     marker = "sleep 3599.25"
-    world.use(ScriptedModel([
-        ScriptedReply(tool_calls=[ScriptedCall("start_process", {"command": marker})]),
-        ScriptedReply(tool_calls=[ScriptedCall("run_command", {"command": "sleep 30"})]),
-        "unreachable",
-    ]))
+    world.use(
+        ScriptedModel(
+            [
+                ScriptedReply(tool_calls=[ScriptedCall("start_process", {"command": marker})]),
+                ScriptedReply(tool_calls=[ScriptedCall("run_command", {"command": "sleep 30"})]),
+                "unreachable",
+            ]
+        )
+    )
     run, job = await world.start()
     handling = asyncio.create_task(world.worker.handle(job))
     await world.wait_for_event(run.run_id, "tool_call_finished")
@@ -731,8 +815,7 @@ async def test_a_background_process_left_running_when_the_run_is_stopped_is_kill
         await asyncio.sleep(0.05)
 
 
-async def test_the_background_process_of_a_run_whose_worker_died_is_killed_when_it_is_taken_over(
-        world: World) -> None:
+async def test_the_background_process_of_a_run_whose_worker_died_is_killed_when_it_is_taken_over(world: World) -> None:
     from agentry.servicekit.context import run_id_var
 
     marker = "sleep 3599.75"

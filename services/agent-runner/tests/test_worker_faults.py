@@ -69,15 +69,28 @@ async def test_messages_are_stored_and_loaded_once_the_database_is_back() -> Non
 async def test_a_run_ends_once_the_database_is_back_when_asked_to_wait() -> None:
     stream = MemoryEventStream()
     repo = _FlakyRepo(failures=2)
-    assert await end_run(repo, stream, "r1", seq=1, event=RunFinished(reason="completed"),  # type: ignore[arg-type]
-                         from_=[RunStatus.RUNNING], retry_seconds=10)
+    assert await end_run(
+        repo,
+        stream,
+        "r1",
+        seq=1,
+        event=RunFinished(reason="completed"),  # type: ignore[arg-type]
+        from_=[RunStatus.RUNNING],
+        retry_seconds=10,
+    )
     assert repo.finished == [("r1", RunStatus.COMPLETED)]
     assert [e.seq for e in await stream.read("r1", 0)] == [1]
     # Without a wait (the API's path, which answers 503 instead) the failure is the caller's.
     repo.failures = 1
     with pytest.raises(ConnectionRefusedError):
-        await end_run(repo, stream, "r2", seq=1, event=RunFinished(reason="completed"),  # type: ignore[arg-type]
-                      from_=[RunStatus.RUNNING])
+        await end_run(
+            repo,
+            stream,
+            "r2",
+            seq=1,
+            event=RunFinished(reason="completed"),  # type: ignore[arg-type]
+            from_=[RunStatus.RUNNING],
+        )
 
 
 async def test_a_tool_call_announced_after_the_lease_was_lost_is_refused() -> None:
@@ -92,8 +105,13 @@ async def test_a_tool_call_announced_after_the_lease_was_lost_is_refused() -> No
         await sink.emit(PhaseChanged(phase="running_tool", tool="run_command", call=call))
     # An idempotent tool is not on record first, so nothing is refused for it.
     sink.idempotent_tools = frozenset({"read_file"})
-    await sink.emit(PhaseChanged(phase="running_tool", tool="read_file",
-                                 call=ToolCall(call_id="c2", name="read_file", arguments='{"path": "f"}')))
+    await sink.emit(
+        PhaseChanged(
+            phase="running_tool",
+            tool="read_file",
+            call=ToolCall(call_id="c2", name="read_file", arguments='{"path": "f"}'),
+        )
+    )
 
 
 class _FlakyBilling:
@@ -161,12 +179,15 @@ async def test_a_command_refused_because_the_sandbox_store_is_away_is_sent_again
     assert (result.exit_code, result.output, stub.execs) == (0, "once\n", 3)
 
 
-@pytest.mark.parametrize("stub", [
-    # Lost on the way: the command may have run.
-    _FlakySandbox([_rpc_error(grpc.StatusCode.UNAVAILABLE)]),
-    # Failed after it started: it ran.
-    _FlakySandbox([_rpc_error(grpc.StatusCode.UNAVAILABLE, store=True)], after_output=True),
-])
+@pytest.mark.parametrize(
+    "stub",
+    [
+        # Lost on the way: the command may have run.
+        _FlakySandbox([_rpc_error(grpc.StatusCode.UNAVAILABLE)]),
+        # Failed after it started: it ran.
+        _FlakySandbox([_rpc_error(grpc.StatusCode.UNAVAILABLE, store=True)], after_output=True),
+    ],
+)
 async def test_a_command_that_may_have_run_is_never_sent_again(stub: _FlakySandbox) -> None:
     with pytest.raises(SandboxToolError):
         await _sandbox(stub).exec("echo once", timeout=5)
@@ -198,8 +219,16 @@ async def test_a_stored_end_reaches_the_stream_even_if_the_run_is_cancelled_mean
             await super().append(run_id, seq, data, terminal=terminal)
 
     stream = _SlowStream()
-    ending = asyncio.create_task(end_run(_FlakyRepo(0), stream, "r1", seq=1,  # type: ignore[arg-type]
-                                         event=RunFinished(reason="completed"), from_=[RunStatus.RUNNING]))
+    ending = asyncio.create_task(
+        end_run(
+            _FlakyRepo(0),
+            stream,
+            "r1",
+            seq=1,  # type: ignore[arg-type]
+            event=RunFinished(reason="completed"),
+            from_=[RunStatus.RUNNING],
+        )
+    )
     await asyncio.sleep(0.05)
     ending.cancel()
     stream.back.set()
@@ -216,8 +245,9 @@ async def test_a_heartbeat_renews_only_the_runs_its_worker_still_drives(sqlite_e
     runs = []
     for _ in range(2):
         thread = await repo.create_thread(account_id="a1", name="t")
-        run = await repo.create_run(run_id=str(uuid.uuid4()), thread_id=thread.thread_id, account_id="a1",
-                                    model="m", first_message=None)
+        run = await repo.create_run(
+            run_id=str(uuid.uuid4()), thread_id=thread.thread_id, account_id="a1", model="m", first_message=None
+        )
         assert await repo.claim_run(run.run_id, worker_id="w1", lease_seconds=5) is not None
         runs.append(run.run_id)
     driven, stopped = runs

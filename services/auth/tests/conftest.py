@@ -63,4 +63,6 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
     async with contextlib.AsyncExitStack() as stack:
-        yield await open_database(sqlite_url, migrations_dir=MIGRATIONS, version_table="alembic_version_auth", stack=stack)
+        yield await open_database(
+            sqlite_url, migrations_dir=MIGRATIONS, version_table="alembic_version_auth", stack=stack
+        )

@@ -26,7 +26,9 @@ def accounts(engine, clock):
 
 @pytest.fixture
 def people(engine, hasher, tokens, clock):
-    provider = LocalIdentityProvider(SqlUserRepository(engine), hasher, tokens, SqlSessionRepository(engine), clock=clock)
+    provider = LocalIdentityProvider(
+        SqlUserRepository(engine), hasher, tokens, SqlSessionRepository(engine), clock=clock
+    )
 
     async def make(name: str) -> Principal:
         signed_up = await provider.sign_up(f"{name}@example.com", "correct horse")
@@ -85,7 +87,10 @@ async def test_roles_decide_who_may_invite_and_manage(accounts, people):
     with pytest.raises(AccountNotFound):
         await accounts.members(dan, team.account_id)
     assert {m.email: m.role for m in await accounts.members(carl, team.account_id)} == {
-        "ada@example.com": "owner", "bob@example.com": "admin", "carl@example.com": "member"}
+        "ada@example.com": "owner",
+        "bob@example.com": "admin",
+        "carl@example.com": "member",
+    }
     with pytest.raises(RoleRequired):
         await accounts.change_role(carl, team.account_id, carl.user_id, "admin")
     with pytest.raises(RoleRequired):

@@ -18,8 +18,20 @@ def test_emails_are_trimmed_and_lower_cased(raw, expected):
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "   ", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "ada@@example.com",
-     "ada@example..com", "ada@.example.com", "x" * 65 + "@example.com", "a@" + "b" * 250 + ".com"],
+    [
+        "",
+        "   ",
+        "ada",
+        "ada@",
+        "@example.com",
+        "ada@example",
+        "a b@example.com",
+        "ada@@example.com",
+        "ada@example..com",
+        "ada@.example.com",
+        "x" * 65 + "@example.com",
+        "a@" + "b" * 250 + ".com",
+    ],
 )
 def test_malformed_emails_are_refused_naming_the_field(raw):
     with pytest.raises(InvalidEmail) as caught:

@@ -47,7 +47,9 @@ async def test_sign_up_sign_in_verify(stub, clock):
     verified = await stub.VerifyToken(auth_pb2.VerifyTokenRequest(token=signed_in.access_token))
     assert verified.principal.session_id
     assert verified.principal == auth_pb2.Principal(
-        user_id=signed_up.user_id, account_id=signed_up.account_id, email="ada@example.com",
+        user_id=signed_up.user_id,
+        account_id=signed_up.account_id,
+        email="ada@example.com",
         session_id=verified.principal.session_id,
     )
     assert verified.expires_at == int(clock()) + 900
@@ -63,7 +65,10 @@ async def test_duplicate_sign_up_is_already_exists(stub):
 
 @pytest.mark.parametrize(
     ("email", "password", "field", "code"),
-    [("not-an-email", PASSWORD, "email", "invalid_email"), ("ada@example.com", "short", "password", "invalid_password")],
+    [
+        ("not-an-email", PASSWORD, "email", "invalid_email"),
+        ("ada@example.com", "short", "password", "invalid_password"),
+    ],
 )
 async def test_bad_sign_up_input_is_invalid_argument_naming_the_field(stub, email, password, field, code):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -119,8 +124,14 @@ async def test_jwks_verifies_tokens_independently(stub):
     by_kid = {jwk["kid"]: jwt.PyJWK(jwk) for jwk in jwks["keys"]}
     key = by_kid[jwt.get_unverified_header(token)["kid"]]
     # Real time here: the fake clock sits in the past, and these claims are PyJWT's to judge.
-    claims = jwt.decode(token, key, algorithms=["ES256"], audience="authenticated", issuer="agentry-local",
-                        options={"verify_exp": False, "verify_iat": False})
+    claims = jwt.decode(
+        token,
+        key,
+        algorithms=["ES256"],
+        audience="authenticated",
+        issuer="agentry-local",
+        options={"verify_exp": False, "verify_iat": False},
+    )
     assert claims["sub"] == signed_up.user_id and claims["account_id"] == signed_up.account_id
     assert all("d" not in jwk for jwk in jwks["keys"])
 
@@ -139,8 +150,9 @@ async def test_refresh_sign_out_api_keys_and_stream_tokens_over_grpc(stub):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.CreateApiKey(auth_pb2.CreateApiKeyRequest(principal=principal, name="ci"))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED  # no session token: no key
-    created = await stub.CreateApiKey(auth_pb2.CreateApiKeyRequest(principal=principal, name="ci",
-                                                                   token=again.access_token))
+    created = await stub.CreateApiKey(
+        auth_pb2.CreateApiKeyRequest(principal=principal, name="ci", token=again.access_token)
+    )
     assert created.key.startswith("agentry_sk_") and created.api_key.name == "ci"
     via_key = await stub.VerifyApiKey(auth_pb2.VerifyApiKeyRequest(key=created.key))
     assert via_key.principal.api_key_id == created.api_key.api_key_id
@@ -148,8 +160,9 @@ async def test_refresh_sign_out_api_keys_and_stream_tokens_over_grpc(stub):
     listed = await stub.ListApiKeys(auth_pb2.ListApiKeysRequest(account_id=signed_up.account_id))
     assert [k.api_key_id for k in listed.api_keys] == [created.api_key.api_key_id]
     assert created.key not in str(listed)
-    await stub.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(account_id=signed_up.account_id,
-                                                         api_key_id=created.api_key.api_key_id))
+    await stub.RevokeApiKey(
+        auth_pb2.RevokeApiKeyRequest(account_id=signed_up.account_id, api_key_id=created.api_key.api_key_id)
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.VerifyApiKey(auth_pb2.VerifyApiKeyRequest(key=created.key))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -160,8 +173,11 @@ async def test_refresh_sign_out_api_keys_and_stream_tokens_over_grpc(stub):
         await stub.IssueStreamToken(auth_pb2.IssueStreamTokenRequest(principal=principal, resource="anything"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
-    await stub.ChangePassword(auth_pb2.ChangePasswordRequest(token=again.access_token, current_password=PASSWORD,
-                                                             new_password="a brand new password"))
+    await stub.ChangePassword(
+        auth_pb2.ChangePasswordRequest(
+            token=again.access_token, current_password=PASSWORD, new_password="a brand new password"
+        )
+    )
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.Refresh(auth_pb2.RefreshRequest(refresh_token=refreshed.refresh_token))
     await stub.SignOut(auth_pb2.SignOutRequest(token=again.access_token, scope="local"))

@@ -35,7 +35,11 @@ def _clean_environment(monkeypatch):
 def test_settings_defaults_and_environment(monkeypatch, tmp_path):
     defaults = AuthSettings()
     assert defaults.database_url == "sqlite+aiosqlite:///./var/auth.db"
-    assert (defaults.issuer, defaults.audience, defaults.access_token_ttl_seconds) == ("agentry-local", "authenticated", 900)
+    assert (defaults.issuer, defaults.audience, defaults.access_token_ttl_seconds) == (
+        "agentry-local",
+        "authenticated",
+        900,
+    )
     assert defaults.provider == "local" and defaults.signing_key is None
     pem = _pem()
     monkeypatch.setenv("AGENTRY_AUTH_SIGNING_KEY", pem)

@@ -78,8 +78,12 @@ async def test_sign_up_validates_before_hashing_or_storing(provider, repo):
 
 @pytest.mark.parametrize(
     ("email", "password"),
-    [("ada@example.com", "wrong horse"), ("nobody@example.com", "correct horse"), ("not-an-email", "correct horse"),
-     ("ada@example.com", "x" * 1025)],
+    [
+        ("ada@example.com", "wrong horse"),
+        ("nobody@example.com", "correct horse"),
+        ("not-an-email", "correct horse"),
+        ("ada@example.com", "x" * 1025),
+    ],
 )
 async def test_every_bad_sign_in_gets_the_same_answer(provider, email, password):
     await provider.sign_up("ada@example.com", "correct horse")
@@ -100,10 +104,14 @@ async def test_unknown_email_still_runs_a_password_verification(repo, hasher, to
 
 
 async def test_sign_in_upgrades_an_outdated_hash(repo, make_hasher, tokens, sessions, clock):
-    await LocalIdentityProvider(repo, make_hasher(), tokens, sessions, clock=clock).sign_up("ada@example.com", "correct horse")
+    await LocalIdentityProvider(repo, make_hasher(), tokens, sessions, clock=clock).sign_up(
+        "ada@example.com", "correct horse"
+    )
     old = (await repo.find_user_by_email("ada@example.com")).password_hash
     stronger = make_hasher(time_cost=2)
-    await LocalIdentityProvider(repo, stronger, tokens, sessions, clock=clock).sign_in("ada@example.com", "correct horse")
+    await LocalIdentityProvider(repo, stronger, tokens, sessions, clock=clock).sign_in(
+        "ada@example.com", "correct horse"
+    )
     new = (await repo.find_user_by_email("ada@example.com")).password_hash
     assert new != old and "t=2" in new and not stronger.needs_rehash(new)
     assert await stronger.verify(new, "correct horse")

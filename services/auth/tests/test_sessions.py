@@ -42,8 +42,9 @@ def users(engine):
 
 @pytest.fixture
 def provider(engine, users, hasher, tokens, clock):
-    return LocalIdentityProvider(users, hasher, tokens, SqlSessionRepository(engine),
-                                 refresh_ttl_seconds=86_400, clock=clock)
+    return LocalIdentityProvider(
+        users, hasher, tokens, SqlSessionRepository(engine), refresh_ttl_seconds=86_400, clock=clock
+    )
 
 
 @pytest.fixture
@@ -92,8 +93,7 @@ async def test_a_reused_refresh_token_revokes_its_whole_family(provider, engine)
 
 async def test_two_refreshes_racing_with_one_token_leave_one_winner_and_a_revoked_family(provider):
     _, first = await _ada(provider)
-    results = await asyncio.gather(*(provider.refresh(first.refresh_token) for _ in range(4)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(provider.refresh(first.refresh_token) for _ in range(4)), return_exceptions=True)
     assert any(isinstance(r, RefreshTokenReused) for r in results)
     assert all(isinstance(r, InvalidToken) or hasattr(r, "refresh_token") for r in results)
     # Whoever won, the family is now revoked.
@@ -149,14 +149,17 @@ async def test_change_password_ends_the_other_sessions(provider):
     await provider.sign_in("ada@example.com", "a new long password")
 
 
-@pytest.mark.parametrize("email,password,error,field", [
-    ("ada\x00@example.com", PASSWORD, InvalidEmail, "email"),
-    ("ad\ud800a@example.com", PASSWORD, InvalidEmail, "email"),
-    ("a" * 5000 + "@example.com", PASSWORD, InvalidEmail, "email"),
-    ("ada@example.com", "correct\x00horse", InvalidPassword, "password"),
-    ("ada@example.com", "correct horse\udfff", InvalidPassword, "password"),
-    ("ada@example.com", "p" * 1025, InvalidPassword, "password"),
-])
+@pytest.mark.parametrize(
+    "email,password,error,field",
+    [
+        ("ada\x00@example.com", PASSWORD, InvalidEmail, "email"),
+        ("ad\ud800a@example.com", PASSWORD, InvalidEmail, "email"),
+        ("a" * 5000 + "@example.com", PASSWORD, InvalidEmail, "email"),
+        ("ada@example.com", "correct\x00horse", InvalidPassword, "password"),
+        ("ada@example.com", "correct horse\udfff", InvalidPassword, "password"),
+        ("ada@example.com", "p" * 1025, InvalidPassword, "password"),
+    ],
+)
 async def test_unstorable_input_names_the_field(provider, email, password, error, field):
     with pytest.raises(error) as caught:
         await provider.sign_up(email, password)
@@ -165,14 +168,14 @@ async def test_unstorable_input_names_the_field(provider, email, password, error
 
 async def test_emails_are_normalized(provider):
     await provider.sign_up(" Ade\u0301le@Example.COM ", PASSWORD)  # decomposed é
-    await provider.sign_in("ad\u00e9le@example.com", PASSWORD)      # composed é
+    await provider.sign_in("ad\u00e9le@example.com", PASSWORD)  # composed é
 
 
 async def test_api_key_lifecycle(provider, keys, engine, clock):
     signed_up, _ = await _ada(provider)
     ada = Principal(user_id=signed_up.user_id, account_id=signed_up.account_id, email="ada@example.com")
     key, secret = await keys.create(ada, "ci", None)
-    assert secret.startswith(API_KEY_PREFIX) and key.display_prefix == secret[:len(key.display_prefix)]
+    assert secret.startswith(API_KEY_PREFIX) and key.display_prefix == secret[: len(key.display_prefix)]
     verified = await keys.verify(secret)
     assert (verified.principal.account_id, verified.principal.api_key_id) == (ada.account_id, key.api_key_id)
     listed = await keys.list(ada.account_id)
@@ -219,13 +222,16 @@ async def test_key_rotation_signs_nobody_out(clock):
     ada = Principal(user_id="u", account_id="a", email="ada@example.com", session_id="s")
     before = TokenService(old, issuer="i", audience="authenticated", ttl_seconds=900, clock=clock)
     issued_before = before.issue(ada)
-    after = TokenService(new, issuer="i", audience="authenticated", ttl_seconds=900, clock=clock,
-                         retired_keys=[old.public_key()])
+    after = TokenService(
+        new, issuer="i", audience="authenticated", ttl_seconds=900, clock=clock, retired_keys=[old.public_key()]
+    )
     assert after.verify(issued_before.access_token).principal == ada
     issued_after = after.issue(ada)
     assert jwt.get_unverified_header(issued_after.access_token)["kid"] == public_jwk(new.public_key())["kid"]
-    assert [k["kid"] for k in after.jwks()["keys"]] == [public_jwk(new.public_key())["kid"],
-                                                        public_jwk(old.public_key())["kid"]]
+    assert [k["kid"] for k in after.jwks()["keys"]] == [
+        public_jwk(new.public_key())["kid"],
+        public_jwk(old.public_key())["kid"],
+    ]
     # Once the operator drops the retired key, its tokens (expired by then) no longer verify.
     dropped = TokenService(new, issuer="i", audience="authenticated", ttl_seconds=900, clock=clock)
     with pytest.raises(InvalidToken):

@@ -32,9 +32,14 @@ PASSWORD = "correct horse battery"
 
 @contextlib.asynccontextmanager
 async def provider_for(gotrue: FakeGoTrue, engine, tokens):
-    provider = SupabaseIdentityProvider(url=gotrue.url, anon_key=gotrue.anon_key,
-                                        service_role_key=gotrue.service_role_key, jwt_secret=gotrue.jwt_secret,
-                                        users=SqlUserRepository(engine), stream_tokens=tokens)
+    provider = SupabaseIdentityProvider(
+        url=gotrue.url,
+        anon_key=gotrue.anon_key,
+        service_role_key=gotrue.service_role_key,
+        jwt_secret=gotrue.jwt_secret,
+        users=SqlUserRepository(engine),
+        stream_tokens=tokens,
+    )
     try:
         yield provider
     finally:
@@ -74,7 +79,8 @@ async def test_a_user_created_elsewhere_gets_a_personal_account_on_first_sight(p
     session = gotrue.new_session(user)
     assert (await provider.verify(session["access_token"])).principal.account_id == other.account_id
     gotrue.state.users["0d7b7c9e-0000-4000-8000-000000000000"] = type(user)(
-        id="0d7b7c9e-0000-4000-8000-000000000000", email="carol@example.com", password="x" * 10, created_at=0)
+        id="0d7b7c9e-0000-4000-8000-000000000000", email="carol@example.com", password="x" * 10, created_at=0
+    )
     carol = gotrue.new_session(gotrue.state.users["0d7b7c9e-0000-4000-8000-000000000000"])
     first = await provider.verify(carol["access_token"])
     again = await provider.verify(carol["access_token"])
@@ -132,33 +138,54 @@ def _b64(data: bytes) -> str:
 
 def _forge(gotrue: FakeGoTrue, claims: dict, kind: str) -> str:
     other = ec.generate_private_key(ec.SECP256R1())
-    public_pem = gotrue.key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                      serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = gotrue.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     now = int(time.time())
     if kind == "alg-none":
-        return ".".join((_b64(json.dumps({"alg": "none", "kid": gotrue.kid}).encode()),
-                         _b64(json.dumps(claims).encode()), ""))
+        return ".".join(
+            (_b64(json.dumps({"alg": "none", "kid": gotrue.kid}).encode()), _b64(json.dumps(claims).encode()), "")
+        )
     if kind == "hs256-with-the-public-key":
-        signing_input = ".".join((_b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": gotrue.kid}).encode()),
-                                  _b64(json.dumps(claims).encode())))
+        signing_input = ".".join(
+            (
+                _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": gotrue.kid}).encode()),
+                _b64(json.dumps(claims).encode()),
+            )
+        )
         return f"{signing_input}.{_b64(hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest())}"
     if kind == "wrong-key":
         return jwt.encode(claims, other, algorithm="ES256", headers={"kid": gotrue.kid})
     if kind == "unknown-kid":
         return jwt.encode(claims, other, algorithm="ES256", headers={"kid": "someone-elses"})
-    changes = {"expired": {"iat": now - 7200, "exp": now - 3600}, "not-yet-valid": {"nbf": now + 3600},
-               "wrong-audience": {"aud": "anon"}, "wrong-issuer": {"iss": "https://attacker.example/auth/v1"},
-               "no-expiry": {"exp": None}}
+    changes = {
+        "expired": {"iat": now - 7200, "exp": now - 3600},
+        "not-yet-valid": {"nbf": now + 3600},
+        "wrong-audience": {"aud": "anon"},
+        "wrong-issuer": {"iss": "https://attacker.example/auth/v1"},
+        "no-expiry": {"exp": None},
+    }
     if kind in changes:
         return gotrue.sign({k: v for k, v in {**claims, **changes[kind]}.items() if v is not None})
     assert kind == "tampered-payload"
     header, _, signature = gotrue.sign(claims).split(".")
-    return ".".join((header, _b64(json.dumps({**claims, "sub": "00000000-0000-4000-8000-000000000000"}).encode()),
-                     signature))
+    return ".".join(
+        (header, _b64(json.dumps({**claims, "sub": "00000000-0000-4000-8000-000000000000"}).encode()), signature)
+    )
 
 
-FORGERIES = ["alg-none", "hs256-with-the-public-key", "wrong-key", "unknown-kid", "expired", "not-yet-valid",
-             "wrong-audience", "wrong-issuer", "no-expiry", "tampered-payload"]
+FORGERIES = [
+    "alg-none",
+    "hs256-with-the-public-key",
+    "wrong-key",
+    "unknown-kid",
+    "expired",
+    "not-yet-valid",
+    "wrong-audience",
+    "wrong-issuer",
+    "no-expiry",
+    "tampered-payload",
+]
 
 
 @pytest.mark.parametrize("kind", FORGERIES)
@@ -187,10 +214,11 @@ async def test_legacy_hs256_projects(sqlite_engine, tokens):
             assert jwt.get_unverified_header(issued.access_token)["alg"] == "HS256"
             assert (await provider.verify(issued.access_token)).principal.email == "ada@example.com"
             claims = jwt.decode(issued.access_token, options={"verify_signature": False})
-            for forged in (jwt.encode(claims, "another-secret-of-at-least-32-chars", algorithm="HS256"),
-                           jwt.encode({**claims, "aud": "anon"}, gotrue.jwt_secret, algorithm="HS256"),
-                           jwt.encode({**claims, "iss": "https://x.example/auth/v1"}, gotrue.jwt_secret,
-                                      algorithm="HS256")):
+            for forged in (
+                jwt.encode(claims, "another-secret-of-at-least-32-chars", algorithm="HS256"),
+                jwt.encode({**claims, "aud": "anon"}, gotrue.jwt_secret, algorithm="HS256"),
+                jwt.encode({**claims, "iss": "https://x.example/auth/v1"}, gotrue.jwt_secret, algorithm="HS256"),
+            ):
                 with pytest.raises(InvalidToken):
                     await provider.verify(forged)
     # A project with asymmetric keys and no secret refuses HS256 outright.

@@ -26,8 +26,16 @@ def _b64(data: dict) -> str:
 
 def _claims(clock, **overrides) -> dict:
     now = int(clock())
-    claims = {"iss": "agentry-local", "aud": "authenticated", "sub": "u-1", "account_id": "a-1",
-              "email": "ada@example.com", "iat": now, "exp": now + 60, "jti": "j"}
+    claims = {
+        "iss": "agentry-local",
+        "aud": "authenticated",
+        "sub": "u-1",
+        "account_id": "a-1",
+        "email": "ada@example.com",
+        "iat": now,
+        "exp": now + 60,
+        "jti": "j",
+    }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -70,8 +78,12 @@ def test_expired_token_is_token_expired(tokens, clock):
 
 
 def test_token_from_the_future_is_invalid(tokens, signing_key, clock):
-    token = jwt.encode(_claims(clock, iat=int(clock()) + 3600, exp=int(clock()) + 7200), signing_key,
-                       algorithm="ES256", headers={"kid": tokens.kid})
+    token = jwt.encode(
+        _claims(clock, iat=int(clock()) + 3600, exp=int(clock()) + 7200),
+        signing_key,
+        algorithm="ES256",
+        headers={"kid": tokens.kid},
+    )
     with pytest.raises(InvalidToken) as caught:
         tokens.verify(token)
     assert caught.value.code == "invalid_token"
@@ -186,8 +198,11 @@ def test_no_key_outside_dev_mode_refuses(tmp_path):
 
 @pytest.mark.parametrize(
     "pem",
-    ["not a pem", _pem(ec.generate_private_key(ec.SECP384R1())),
-     _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))],
+    [
+        "not a pem",
+        _pem(ec.generate_private_key(ec.SECP384R1())),
+        _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+    ],
 )
 def test_unusable_keys_are_refused(tmp_path, pem):
     with pytest.raises(SigningKeyError):

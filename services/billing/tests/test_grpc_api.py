@@ -33,7 +33,12 @@ async def stub(running: RunningServer) -> AsyncIterator[billing_pb2_grpc.Billing
 
 def usage(step: int, cost: int, **changes) -> billing_pb2.RecordUsageRequest:
     fields = dict(
-        account_id="acct", run_id="run-1", step=step, model="gpt-small", prompt_tokens=120, completion_tokens=30,
+        account_id="acct",
+        run_id="run-1",
+        step=step,
+        model="gpt-small",
+        prompt_tokens=120,
+        completion_tokens=30,
         cost_micros=cost,
     )
     return billing_pb2.RecordUsageRequest(**{**fields, **changes})
@@ -90,8 +95,15 @@ async def test_get_balance_opens_a_new_account(stub):
         lambda stub: stub.RecordUsage(usage(0, 10, run_id="")),
         lambda stub: stub.RecordUsage(usage(0, 10, account_id="")),
     ],
-    ids=["check-no-account", "balance-no-account", "negative-cost", "negative-tokens", "negative-step",
-         "no-run", "usage-no-account"],
+    ids=[
+        "check-no-account",
+        "balance-no-account",
+        "negative-cost",
+        "negative-tokens",
+        "negative-step",
+        "no-run",
+        "usage-no-account",
+    ],
 )
 async def test_bad_input_is_invalid_argument(stub, call):
     with pytest.raises(grpc.aio.AioRpcError) as caught:

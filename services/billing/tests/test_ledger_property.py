@@ -50,31 +50,65 @@ def checkout_credit(n: int) -> int:
 @pytest.fixture
 async def pg_engine(postgres_url):
     async with contextlib.AsyncExitStack() as stack:
-        yield await open_database(postgres_url, migrations_dir=MIGRATIONS, version_table="alembic_version_billing",
-                                  stack=stack, pool_size=12, max_overflow=0)
+        yield await open_database(
+            postgres_url,
+            migrations_dir=MIGRATIONS,
+            version_table="alembic_version_billing",
+            stack=stack,
+            pool_size=12,
+            max_overflow=0,
+        )
 
 
 async def _apply(service: BillingService, account: str, op: tuple[str, int, int]) -> None:
     kind, n, _ = op
     if kind == "usage":
         async with service.transaction() as tx:
-            await tx.post(LedgerWrite(account_id=account, amount_micros=-usage_cost(n), kind="usage",
-                                      key=usage_key(f"run-{n % 4}", n), run_id=f"run-{n % 4}", step=n,  # same keys in every example: per account
-                                      model="m", source="model"))
+            await tx.post(
+                LedgerWrite(
+                    account_id=account,
+                    amount_micros=-usage_cost(n),
+                    kind="usage",
+                    key=usage_key(f"run-{n % 4}", n),
+                    run_id=f"run-{n % 4}",
+                    step=n,  # same keys in every example: per account
+                    model="m",
+                    source="model",
+                )
+            )
     elif kind == "event":
         event_id = f"evt_{account}_{n}"
         async with service.transaction() as tx:
             if not await tx.record_event(event_id, "invoice.paid", 1_700_000_000 + n):
                 return
-            await tx.post(LedgerWrite(account_id=account, amount_micros=event_credit(n), kind="monthly_allowance",
-                                      key=stripe_event_key(event_id)))
-            await tx.upsert_subscription(Subscription(
-                account_id=account, plan_id="pro" if n % 2 else "free", status="active",
-                current_period_start=float(n), stripe_subscription_id=f"sub_{n}", event_created=1_700_000_000 + n))
+            await tx.post(
+                LedgerWrite(
+                    account_id=account,
+                    amount_micros=event_credit(n),
+                    kind="monthly_allowance",
+                    key=stripe_event_key(event_id),
+                )
+            )
+            await tx.upsert_subscription(
+                Subscription(
+                    account_id=account,
+                    plan_id="pro" if n % 2 else "free",
+                    status="active",
+                    current_period_start=float(n),
+                    stripe_subscription_id=f"sub_{n}",
+                    event_created=1_700_000_000 + n,
+                )
+            )
     else:
         async with service.transaction() as tx:
-            await tx.post(LedgerWrite(account_id=account, amount_micros=checkout_credit(n), kind="top_up",
-                                      key=checkout_key(f"cs_{account}_{n}")))
+            await tx.post(
+                LedgerWrite(
+                    account_id=account,
+                    amount_micros=checkout_credit(n),
+                    kind="top_up",
+                    key=checkout_key(f"cs_{account}_{n}"),
+                )
+            )
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -98,8 +132,12 @@ async def test_any_interleaving_keeps_balance_equal_to_entries(pg_engine, ops, o
     usages = {n for kind, n, _ in ops if kind == "usage"}
     events = {n for kind, n, _ in ops if kind == "event"}
     checkouts = {n for kind, n, _ in ops if kind == "checkout"}
-    expected = (OPENING - sum(usage_cost(n) for n in usages) + sum(event_credit(n) for n in events)
-                + sum(checkout_credit(n) for n in checkouts))
+    expected = (
+        OPENING
+        - sum(usage_cost(n) for n in usages)
+        + sum(event_credit(n) for n in events)
+        + sum(checkout_credit(n) for n in checkouts)
+    )
     assert balance == expected
     charged = sorted(e.step for e in entries if e.kind == "usage")
     assert charged == sorted(usages), "each usage key is charged exactly once"
@@ -107,8 +145,9 @@ async def test_any_interleaving_keeps_balance_equal_to_entries(pg_engine, ops, o
     assert await service.balance(account) == balance
 
     async with pg_engine.connect() as conn:
-        processed = await conn.scalar(sa.text("SELECT count(*) FROM processed_events WHERE event_id LIKE :p"),
-                                      {"p": f"evt_{account}_%"})
+        processed = await conn.scalar(
+            sa.text("SELECT count(*) FROM processed_events WHERE event_id LIKE :p"), {"p": f"evt_{account}_%"}
+        )
     assert processed == len(events)
     sub = await store.subscription(account)
     if events:

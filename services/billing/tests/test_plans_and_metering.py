@@ -40,10 +40,25 @@ credits_usd = 5.5
 """
 
 
-def usage(step: int, *, model: str = "openai/gpt-4o-mini", cost: int = 1_000, run: str = "run-1",
-          account: str = "acct", prompt: int = 1_000, completion: int = 100) -> Usage:
-    return Usage(account_id=account, run_id=run, step=step, model=model, prompt_tokens=prompt,
-                 completion_tokens=completion, cost_micros=cost)
+def usage(
+    step: int,
+    *,
+    model: str = "openai/gpt-4o-mini",
+    cost: int = 1_000,
+    run: str = "run-1",
+    account: str = "acct",
+    prompt: int = 1_000,
+    completion: int = 100,
+) -> Usage:
+    return Usage(
+        account_id=account,
+        run_id=run,
+        step=step,
+        model=model,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_micros=cost,
+    )
 
 
 @pytest.fixture
@@ -80,15 +95,18 @@ def test_the_built_in_catalog_has_a_free_default():
 A = {"id": "a", "name": "A"}
 
 
-@pytest.mark.parametrize("data,field", [
-    ({"plans": []}, "plans"),
-    ({"default_plan": "a", "plans": [{**A, "price_usd": -1}]}, "price_usd"),
-    ({"default_plan": "a", "plans": [{**A, "colour": "red"}]}, "colour"),
-    ({"default_plan": "a b", "plans": [{**A, "id": "a b"}]}, "id"),
-    ({"default_plan": "x", "plans": [A]}, "default_plan"),
-    ({"default_plan": "a", "plans": [A, {**A, "name": "B"}]}, "unique"),
-    ({"default_plan": "a", "plans": [A], "credit_packs": [{**A, "price_usd": 0, "credits_usd": 1}]}, "price_usd"),
-])
+@pytest.mark.parametrize(
+    "data,field",
+    [
+        ({"plans": []}, "plans"),
+        ({"default_plan": "a", "plans": [{**A, "price_usd": -1}]}, "price_usd"),
+        ({"default_plan": "a", "plans": [{**A, "colour": "red"}]}, "colour"),
+        ({"default_plan": "a b", "plans": [{**A, "id": "a b"}]}, "id"),
+        ({"default_plan": "x", "plans": [A]}, "default_plan"),
+        ({"default_plan": "a", "plans": [A, {**A, "name": "B"}]}, "unique"),
+        ({"default_plan": "a", "plans": [A], "credit_packs": [{**A, "price_usd": 0, "credits_usd": 1}]}, "price_usd"),
+    ],
+)
 def test_a_bad_plans_file_names_the_field(data, field):
     with pytest.raises(pydantic.ValidationError, match=field):
         catalog_from_dict(data)
@@ -99,8 +117,12 @@ def test_usd_rounds_to_the_micro():
 
 
 def test_pricing_markup_overrides_and_unknown_models():
-    pricing = Pricing(markup_percent=Decimal(20), model_prices={"my/model": (Decimal(2), Decimal(6))},
-                      unknown_price=(Decimal(10), Decimal(30)), sandbox_usd_per_hour=Decimal("0.36"))
+    pricing = Pricing(
+        markup_percent=Decimal(20),
+        model_prices={"my/model": (Decimal(2), Decimal(6))},
+        unknown_price=(Decimal(10), Decimal(30)),
+        sandbox_usd_per_hour=Decimal("0.36"),
+    )
     assert pricing.model_cost("openai/gpt-4o-mini", 1_000, 100, 1_000, cost_unknown=False) == 1_200
     # The override wins over the measured price: (2 * 1000 + 6 * 100) / 1e6 USD = 2600 µUSD, +20 %.
     assert pricing.model_cost("my/model", 1_000, 100, 999_999, cost_unknown=False) == 3_120
@@ -119,8 +141,9 @@ async def test_an_unknown_model_is_refused_not_free(store):
 
 async def test_sandbox_time_is_metered_by_the_second(store):
     service = service_on(store, pricing=Pricing(sandbox_usd_per_hour=Decimal("3.6")))
-    charge = await service.record_usage(usage(7, model="", cost=0, prompt=0, completion=0), source="sandbox",
-                                        sandbox_seconds=12.5)
+    charge = await service.record_usage(
+        usage(7, model="", cost=0, prompt=0, completion=0), source="sandbox", sandbox_seconds=12.5
+    )
     assert (charge.charged, charge.cost_micros, charge.balance_micros) == (True, 12_500, 987_500)
     entry = [e for e in await store.entries("acct") if e.kind == "usage"][0]
     assert (entry.source, entry.quantity, entry.key) == ("sandbox", 12.5, "usage:run-1:7")
@@ -182,9 +205,16 @@ async def test_subscription_changes_apply_newest_first_and_refresh_check_run(sto
     service = service_on(store, catalog=load_catalog(path), cache_ttl=3600)
     assert (await service.check_run("acct", "openai/gpt-4o")).reason == "model_not_allowed"  # basic, cached
 
-    newer = Subscription(account_id="acct", plan_id="team", status="active", current_period_start=1.0,
-                         current_period_end=2.0, stripe_customer_id="cus_1", stripe_subscription_id="sub_1",
-                         event_created=200)
+    newer = Subscription(
+        account_id="acct",
+        plan_id="team",
+        status="active",
+        current_period_start=1.0,
+        current_period_end=2.0,
+        stripe_customer_id="cus_1",
+        stripe_subscription_id="sub_1",
+        event_created=200,
+    )
     async with service.transaction() as tx:
         assert await tx.record_event("evt_2", "customer.subscription.updated", 200)
         assert await tx.upsert_subscription(newer)
@@ -194,16 +224,21 @@ async def test_subscription_changes_apply_newest_first_and_refresh_check_run(sto
     async with service.transaction() as tx:
         assert not await tx.record_event("evt_2", "customer.subscription.updated", 200), "a replay"
         assert await tx.record_event("evt_1", "customer.subscription.created", 100)
-        assert not await tx.upsert_subscription(Subscription(account_id="acct", plan_id="basic", status="active",
-                                                             event_created=100)), "older than stored"
+        assert not await tx.upsert_subscription(
+            Subscription(account_id="acct", plan_id="basic", status="active", event_created=100)
+        ), "older than stored"
     assert (await store.subscription("acct")).plan_id == "team"
     assert await store.stripe_customer("acct") == "cus_1"
     async with service.transaction() as tx:
         assert await tx.account_for_customer("cus_1") == "acct"
         assert await tx.downgrade_to_free("acct", free_plan_id="basic", status="canceled", event_created=300)
     plan, sub, _ = await service.subscription("acct")
-    assert (plan.id, sub.status, sub.stripe_customer_id, sub.stripe_subscription_id) == ("basic", "canceled",
-                                                                                       "cus_1", None)
+    assert (plan.id, sub.status, sub.stripe_customer_id, sub.stripe_subscription_id) == (
+        "basic",
+        "canceled",
+        "cus_1",
+        None,
+    )
     assert (await service.check_run("acct", "openai/gpt-4o")).reason == "model_not_allowed"
 
 

@@ -13,13 +13,19 @@ GRANT = 1_000_000
 
 @pytest.fixture
 def service(ledger) -> BillingService:
-    return BillingService(ledger.store, load_catalog(None), opening_grant_micros=GRANT,
-                          blocked_models=frozenset({"gpt-huge"}))
+    return BillingService(
+        ledger.store, load_catalog(None), opening_grant_micros=GRANT, blocked_models=frozenset({"gpt-huge"})
+    )
 
 
 def step(n: int, cost: int, *, account_id: str = "acct", run_id: str = "run-1") -> Usage:
     return Usage(
-        account_id=account_id, run_id=run_id, step=n, model="gpt-small", prompt_tokens=1, completion_tokens=1,
+        account_id=account_id,
+        run_id=run_id,
+        step=n,
+        model="gpt-small",
+        prompt_tokens=1,
+        completion_tokens=1,
         cost_micros=cost,
     )
 

@@ -33,14 +33,19 @@ async def fake() -> AsyncIterator[FakeStripeServer]:
 
 
 def _settings(base: str, plans_file: Path | None = None, key: str = KEY) -> BillingSettings:
-    return BillingSettings(provider="stripe", STRIPE_SECRET_KEY=key, STRIPE_WEBHOOK_SECRET=WHSEC,
-                           stripe_api_base=base, plans_file=str(plans_file or ""), initial_credit_micros=0)
+    return BillingSettings(
+        provider="stripe",
+        STRIPE_SECRET_KEY=key,
+        STRIPE_WEBHOOK_SECRET=WHSEC,
+        stripe_api_base=base,
+        plans_file=str(plans_file or ""),
+        initial_credit_micros=0,
+    )
 
 
 @contextlib.asynccontextmanager
 async def _provider(engine: AsyncEngine, settings: BillingSettings) -> AsyncIterator[StripePaymentsProvider]:
-    provider = StripePaymentsProvider(settings, build_service(settings, SqlBillingStore(engine)),
-                                      max_network_retries=0)
+    provider = StripePaymentsProvider(settings, build_service(settings, SqlBillingStore(engine)), max_network_retries=0)
     try:
         yield provider
     finally:
@@ -80,14 +85,19 @@ async def test_replicas_starting_together_create_each_price_once(fake, sqlite_en
         await asyncio.gather(a.start(), b.start())
         prices = _prices(fake)
         assert sorted(p["lookup_key"] for p in prices) == ["agentry_pack_credits_10", "agentry_plan_pro"]
-        assert a._service.catalog.find_plan("pro").stripe_price_id == b._service.catalog.find_plan("pro").stripe_price_id
+        assert (
+            a._service.catalog.find_plan("pro").stripe_price_id == b._service.catalog.find_plan("pro").stripe_price_id
+        )
         assert sum(o["object"] == "product" for o in fake.fake.objects.values()) == 2
     async with _provider(sqlite_engine, settings) as c:  # a restart finds them by lookup_key
         await c.start()
         assert len(_prices(fake)) == 2
         pro = fake.fake.objects[c._service.catalog.find_plan("pro").stripe_price_id]
         assert (pro["unit_amount"], pro["recurring"]["interval"], pro["metadata"]) == (
-            2000, "month", {"agentry_plan_id": "pro"})
+            2000,
+            "month",
+            {"agentry_plan_id": "pro"},
+        )
 
 
 async def test_a_changed_price_gets_a_new_price_and_the_lookup_key_moves(fake, sqlite_engine, tmp_path):
@@ -129,19 +139,20 @@ async def test_stripe_failures_become_billing_errors_without_secrets(fake, sqlit
         await provider.start()
         await fake.stop()  # Stripe goes away
         with pytest.raises(PaymentsProviderUnavailable):
-            await provider.checkout("acct-down", plan_id="pro", credit_pack_id=None, success_url=None,
-                                    cancel_url=None)
+            await provider.checkout("acct-down", plan_id="pro", credit_pack_id=None, success_url=None, cancel_url=None)
 
 
 async def test_checkout_arguments_are_checked_before_stripe_is_called(fake, sqlite_engine):
     async with _provider(sqlite_engine, _settings(fake.base_url)) as provider:
         await provider.start()
         before = len(fake.fake.objects)
-        for kwargs, error in [({"plan_id": None, "credit_pack_id": None}, InvalidBillingRequest),
-                              ({"plan_id": "pro", "credit_pack_id": "credits_10"}, InvalidBillingRequest),
-                              ({"plan_id": "gold", "credit_pack_id": None}, UnknownPlan),
-                              ({"plan_id": "free", "credit_pack_id": None}, InvalidBillingRequest),
-                              ({"plan_id": None, "credit_pack_id": "nope"}, UnknownPlan)]:
+        for kwargs, error in [
+            ({"plan_id": None, "credit_pack_id": None}, InvalidBillingRequest),
+            ({"plan_id": "pro", "credit_pack_id": "credits_10"}, InvalidBillingRequest),
+            ({"plan_id": "gold", "credit_pack_id": None}, UnknownPlan),
+            ({"plan_id": "free", "credit_pack_id": None}, InvalidBillingRequest),
+            ({"plan_id": None, "credit_pack_id": "nope"}, UnknownPlan),
+        ]:
             with pytest.raises(error):
                 await provider.checkout("acct-args", success_url=None, cancel_url=None, **kwargs)
         assert len(fake.fake.objects) == before  # not even a customer was created
@@ -152,8 +163,13 @@ async def test_checkout_arguments_are_checked_before_stripe_is_called(fake, sqli
 async def test_one_event_delivered_many_times_at_once_is_applied_once(fake, engine):
     async with _provider(engine, _settings(fake.base_url)) as provider:
         await provider.start()
-        session = await provider.checkout("acct-race", plan_id=None, credit_pack_id="credits_10",
-                                          success_url="https://app.example/ok", cancel_url=None)
+        session = await provider.checkout(
+            "acct-race",
+            plan_id=None,
+            credit_pack_id="credits_10",
+            success_url="https://app.example/ok",
+            cancel_url=None,
+        )
         [completed] = await fake.pay(session.session_id, deliver=False)
         body = json.dumps(completed.event).encode()
         outcomes = await asyncio.gather(*(provider.handle_webhook(body, sign(body, WHSEC)) for _ in range(5)))
@@ -175,8 +191,9 @@ async def test_a_plan_change_in_the_portal_follows_the_subscription(fake, sqlite
                 outcomes.append((await provider.handle_webhook(body, sign(body, WHSEC))).applied)
             return outcomes
 
-        session = await provider.checkout("acct-team", plan_id="pro", credit_pack_id=None, success_url=None,
-                                          cancel_url=None)
+        session = await provider.checkout(
+            "acct-team", plan_id="pro", credit_pack_id=None, success_url=None, cancel_url=None
+        )
         await deliver(await fake.pay(session.session_id, deliver=False))
         plan, sub, balance = await provider._service.subscription("acct-team")
         assert (plan.id, sub.status, balance) == ("pro", "active", 20 * USD)
@@ -184,8 +201,11 @@ async def test_a_plan_change_in_the_portal_follows_the_subscription(fake, sqlite
         team_price = provider._service.catalog.find_plan("team").stripe_price_id
         sub_id = fake.fake.objects[session.session_id]["subscription"]
         changed = await fake.change_price(sub_id, team_price, deliver=False)
-        assert [d.type for d in changed] == ["customer.subscription.updated", "invoice.paid",
-                                             "invoice.payment_succeeded"]
+        assert [d.type for d in changed] == [
+            "customer.subscription.updated",
+            "invoice.paid",
+            "invoice.payment_succeeded",
+        ]
         await deliver(changed)
         plan, sub, balance = await provider._service.subscription("acct-team")
         assert (plan.id, sub.stripe_subscription_id) == ("team", sub_id)
@@ -198,5 +218,5 @@ def test_the_operators_guide_names_every_event_to_subscribe_to():
     from agentry.billing.adapters.stripe import HANDLED_EVENTS
 
     guide = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
-    section = guide[guide.index("## Stripe payments"):]
+    section = guide[guide.index("## Stripe payments") :]
     assert all(f"`{event}`" in section for event in HANDLED_EVENTS)

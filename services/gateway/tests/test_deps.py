@@ -26,14 +26,14 @@ class FakeAuth:
     async def VerifyToken(self, request: auth_pb2.VerifyTokenRequest) -> auth_pb2.VerifyTokenResponse:
         self.seen.append(request.token)
         assert request.token == self.good
-        return auth_pb2.VerifyTokenResponse(principal=auth_pb2.Principal(
-            user_id="u1", account_id="a1", email="a@example.com"))
+        return auth_pb2.VerifyTokenResponse(
+            principal=auth_pb2.Principal(user_id="u1", account_id="a1", email="a@example.com")
+        )
 
 
 def request(path: str, *, query: str = "", authorization: str | None = None) -> Request:
     headers = [(b"authorization", authorization.encode())] if authorization is not None else []
-    return Request({"type": "http", "method": "GET", "path": path, "query_string": query.encode(),
-                    "headers": headers})
+    return Request({"type": "http", "method": "GET", "path": path, "query_string": query.encode(), "headers": headers})
 
 
 @pytest.fixture
@@ -61,8 +61,16 @@ async def test_query_token_is_ignored_by_the_ordinary_dependency(upstreams, auth
 
 
 def stream_request(path: str, path_params: dict, *, query: str = "", headers=()) -> Request:
-    return Request({"type": "http", "method": "GET", "path": path, "query_string": query.encode(),
-                    "headers": list(headers), "path_params": path_params})
+    return Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": path,
+            "query_string": query.encode(),
+            "headers": list(headers),
+            "path_params": path_params,
+        }
+    )
 
 
 class StreamAuth(FakeAuth):
@@ -78,10 +86,19 @@ class StreamAuth(FakeAuth):
 
     def sign(self, *, aud: str = "agentry-stream", resource: str | None = "run:r1") -> str:
         now = int(time.time())
-        claims = {"iss": "agentry-local", "aud": aud, "sub": "u1", "account_id": "a1", "email": "a@example.com",
-                  "iat": now, "exp": now + 300, "resource": resource}
-        return jwt.encode({k: v for k, v in claims.items() if v is not None}, self.key, algorithm="ES256",
-                          headers={"kid": "k1"})
+        claims = {
+            "iss": "agentry-local",
+            "aud": aud,
+            "sub": "u1",
+            "account_id": "a1",
+            "email": "a@example.com",
+            "iat": now,
+            "exp": now + 300,
+            "resource": resource,
+        }
+        return jwt.encode(
+            {k: v for k, v in claims.items() if v is not None}, self.key, algorithm="ES256", headers={"kid": "k1"}
+        )
 
 
 async def test_stream_dependency_accepts_only_a_stream_token_for_this_stream_in_the_url():
@@ -91,14 +108,13 @@ async def test_stream_dependency_accepts_only_a_stream_token_for_this_stream_in_
     caller = await get_stream_caller(stream_request(*run, query=f"access_token={auth.sign()}"), upstreams)
     assert (caller.user_id, caller.account_id) == ("u1", "a1")
     thread = ("/api/threads/t1/stream", {"thread_id": "t1"})
-    await get_stream_caller(stream_request(*thread, query=f"access_token={auth.sign(resource='thread:t1')}"),
-                            upstreams)
+    await get_stream_caller(stream_request(*thread, query=f"access_token={auth.sign(resource='thread:t1')}"), upstreams)
     refused = [
-        (run, auth.sign(resource="run:r2")),        # another run's stream token
-        (run, auth.sign(resource="thread:r1")),     # a thread's, for a run with the same id
-        (run, auth.sign(resource=None)),            # no resource at all
-        (thread, auth.sign()),                      # a run's token on a thread stream
-        (run, auth.sign(aud="authenticated")),      # an access token: never in a URL
+        (run, auth.sign(resource="run:r2")),  # another run's stream token
+        (run, auth.sign(resource="thread:r1")),  # a thread's, for a run with the same id
+        (run, auth.sign(resource=None)),  # no resource at all
+        (thread, auth.sign()),  # a run's token on a thread stream
+        (run, auth.sign(aud="authenticated")),  # an access token: never in a URL
         (run, "tok"),
         (run, "agentry_sk_an-api-key"),
     ]
@@ -108,8 +124,9 @@ async def test_stream_dependency_accepts_only_a_stream_token_for_this_stream_in_
         assert caught.value.status == 401
     assert auth.seen == [], "a credential from the URL never reached VerifyToken"
     # A header credential still works on the stream routes, and wins over the query.
-    await get_stream_caller(stream_request(*run, query="access_token=x", headers=[(b"authorization", b"Bearer tok")]),
-                            upstreams)
+    await get_stream_caller(
+        stream_request(*run, query="access_token=x", headers=[(b"authorization", b"Bearer tok")]), upstreams
+    )
     assert auth.seen == ["tok"]
 
 
@@ -117,14 +134,17 @@ async def test_x_api_key_header(upstreams, auth):
     class KeyAuth(FakeAuth):
         async def VerifyApiKey(self, request):
             self.seen.append(request.key)
-            return auth_pb2.VerifyTokenResponse(principal=auth_pb2.Principal(
-                user_id="u1", account_id="a1", email="a@example.com", api_key_id="k1"))
+            return auth_pb2.VerifyTokenResponse(
+                principal=auth_pb2.Principal(user_id="u1", account_id="a1", email="a@example.com", api_key_id="k1")
+            )
 
     keys = KeyAuth("unused")
     up = Upstreams(auth=keys, billing=None, runner=None, events=None)  # type: ignore[arg-type]
     for headers in ([(b"x-api-key", b"agentry_sk_abc")], [(b"authorization", b"Bearer agentry_sk_abc")]):
-        caller = await get_caller(Request({"type": "http", "method": "GET", "path": "/api/threads",
-                                           "query_string": b"", "headers": headers}), up)
+        caller = await get_caller(
+            Request({"type": "http", "method": "GET", "path": "/api/threads", "query_string": b"", "headers": headers}),
+            up,
+        )
         assert caller.api_key_id == "k1"
     assert keys.seen == ["agentry_sk_abc", "agentry_sk_abc"]
 

@@ -13,8 +13,9 @@ from agentry.gateway.main import start
 
 async def test_live_needs_no_upstream():
     nowhere = f"127.0.0.1:{free_port()}"
-    settings = GatewaySettings(port=0, auth_target=nowhere, billing_target=nowhere, sandbox_target=nowhere,
-                               runner_target=nowhere)
+    settings = GatewaySettings(
+        port=0, auth_target=nowhere, billing_target=nowhere, sandbox_target=nowhere, runner_target=nowhere
+    )
     async with contextlib.AsyncExitStack() as stack:
         gateway = await start(settings, stack)
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:

@@ -167,10 +167,14 @@ def test_scoped_keys_separate_accounts_and_routes_and_hide_the_key() -> None:
     base = scoped_key("acct-1", "POST /a", "key-1")
     assert len(base) == 64 and all(c in "0123456789abcdef" for c in base)
     assert base == scoped_key("acct-1", "POST /a", "key-1")
-    others = {scoped_key("acct-2", "POST /a", "key-1"), scoped_key("acct-1", "POST /b", "key-1"),
-              scoped_key("acct-1", "POST /a", "key-2"),
-              # no ambiguity from where one part ends and the next begins
-              scoped_key("acct-1POST /a", "", "key-1"), scoped_key("acct-1", "POST /akey-1", "")}
+    others = {
+        scoped_key("acct-2", "POST /a", "key-1"),
+        scoped_key("acct-1", "POST /b", "key-1"),
+        scoped_key("acct-1", "POST /a", "key-2"),
+        # no ambiguity from where one part ends and the next begins
+        scoped_key("acct-1POST /a", "", "key-1"),
+        scoped_key("acct-1", "POST /akey-1", ""),
+    }
     assert base not in others and len(others) == 5
 
 

@@ -24,8 +24,12 @@ async def test_keys_work_again_at_once_after_a_restart() -> None:
             held = await asyncio.gather(*(store.reserve(f"k{i}", "f") for i in range(8)))
             assert all(isinstance(h, Reserved) for h in held)
             await server.arestart(0.2)
-            answers = await asyncio.gather(*(store.complete(f"k{i}", h.token, "f", ANSWER)  # type: ignore[union-attr]
-                                             for i, h in enumerate(held)))
+            answers = await asyncio.gather(
+                *(
+                    store.complete(f"k{i}", h.token, "f", ANSWER)  # type: ignore[union-attr]
+                    for i, h in enumerate(held)
+                )
+            )
             assert answers == [True] * 8
             assert isinstance(await store.reserve("k0", "f"), Completed)
             await server.astop()

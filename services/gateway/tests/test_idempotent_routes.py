@@ -25,8 +25,7 @@ MESSAGES = "/api/threads/t-1/messages"
 
 def rpc_error(code: grpc.StatusCode, error_code: str = "", details: str = "upstream said no"):
     trailing = grpc.aio.Metadata((ERROR_CODE_KEY, error_code)) if error_code else grpc.aio.Metadata()
-    return grpc.aio.AioRpcError(code, initial_metadata=grpc.aio.Metadata(), trailing_metadata=trailing,
-                                details=details)
+    return grpc.aio.AioRpcError(code, initial_metadata=grpc.aio.Metadata(), trailing_metadata=trailing, details=details)
 
 
 class FakeVerifier:
@@ -78,13 +77,21 @@ class Gateway:
     def __init__(self, store) -> None:
         self.runner, self.billing = FakeRunner(), FakeBilling()
         app = create_app(GatewaySettings())
-        app.state.upstreams = Upstreams(auth=None, billing=self.billing, runner=self.runner, events=None,  # type: ignore[arg-type]
-                                        verifier=FakeVerifier(), idempotency=store)
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-                                        base_url="http://gateway")
+        app.state.upstreams = Upstreams(
+            auth=None,
+            billing=self.billing,
+            runner=self.runner,
+            events=None,  # type: ignore[arg-type]
+            verifier=FakeVerifier(),
+            idempotency=store,
+        )
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://gateway"
+        )
 
-    async def post(self, path: str, *, key: str | bytes | None = None, account: str = "acct-a",
-                   **kwargs) -> httpx.Response:
+    async def post(
+        self, path: str, *, key: str | bytes | None = None, account: str = "acct-a", **kwargs
+    ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {account}"}
         if key is not None:
             headers["Idempotency-Key"] = key  # type: ignore[assignment]
@@ -123,8 +130,10 @@ async def test_without_a_key_every_request_runs(gateway: Gateway) -> None:
     assert len(gateway.runner.messages) == 2
 
 
-@pytest.mark.parametrize("path,body,status,field", [
-    (START, {"prompt": "go"}, 202, "agent_run_id"), (MESSAGES, {"content": "hi"}, 201, "message_id")])
+@pytest.mark.parametrize(
+    "path,body,status,field",
+    [(START, {"prompt": "go"}, 202, "agent_run_id"), (MESSAGES, {"content": "hi"}, 201, "message_id")],
+)
 async def test_a_retry_gets_the_first_answer_and_runs_nothing(gateway: Gateway, path, body, status, field) -> None:
     first = await gateway.post(path, key="k-1", json=body)
     assert first.status_code == status
@@ -150,8 +159,10 @@ async def test_start_without_a_body_and_with_an_empty_one_are_the_same_request(g
 
 async def test_the_same_key_on_a_different_request_is_422(gateway: Gateway) -> None:
     assert (await gateway.post(MESSAGES, key="k-1", json={"content": "hi"})).status_code == 201
-    for path, body in ((MESSAGES, {"content": "something else"}),            # another body
-                       ("/api/threads/t-2/messages", {"content": "hi"})):   # another thread
+    for path, body in (
+        (MESSAGES, {"content": "something else"}),  # another body
+        ("/api/threads/t-2/messages", {"content": "hi"}),
+    ):  # another thread
         response = await gateway.post(path, key="k-1", json=body)
         assert response.status_code == 422
         error = response.json()["error"]
@@ -190,13 +201,17 @@ async def test_a_retry_while_the_first_runs_is_409_with_retry_after(gateway: Gat
     assert len(gateway.runner.starts) == 1
 
 
-@pytest.mark.parametrize("error,status", [
-    (rpc_error(grpc.StatusCode.UNAVAILABLE), 503),
-    (rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited"), 429),
-    (rpc_error(grpc.StatusCode.INTERNAL, "internal"), 500),
-    (rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED), 504),
-    (RuntimeError("a bug"), 500),
-], ids=["unavailable", "resource-exhausted", "internal", "deadline", "exception"])
+@pytest.mark.parametrize(
+    "error,status",
+    [
+        (rpc_error(grpc.StatusCode.UNAVAILABLE), 503),
+        (rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited"), 429),
+        (rpc_error(grpc.StatusCode.INTERNAL, "internal"), 500),
+        (rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED), 504),
+        (RuntimeError("a bug"), 500),
+    ],
+    ids=["unavailable", "resource-exhausted", "internal", "deadline", "exception"],
+)
 async def test_a_failure_a_retry_may_fix_releases_the_key(gateway: Gateway, error, status) -> None:
     gateway.runner.errors = [error]
     failed = await gateway.post(START, key="k-1", json={"prompt": "go"})
@@ -209,10 +224,14 @@ async def test_a_failure_a_retry_may_fix_releases_the_key(gateway: Gateway, erro
     assert len(gateway.runner.starts) == 2
 
 
-@pytest.mark.parametrize("error,status,code", [
-    (rpc_error(grpc.StatusCode.FAILED_PRECONDITION, "run_active", "a run is already active"), 409, "run_active"),
-    (rpc_error(grpc.StatusCode.NOT_FOUND, "thread_not_found", "thread t-1 not found"), 404, "thread_not_found"),
-], ids=["run-active", "not-found"])
+@pytest.mark.parametrize(
+    "error,status,code",
+    [
+        (rpc_error(grpc.StatusCode.FAILED_PRECONDITION, "run_active", "a run is already active"), 409, "run_active"),
+        (rpc_error(grpc.StatusCode.NOT_FOUND, "thread_not_found", "thread t-1 not found"), 404, "thread_not_found"),
+    ],
+    ids=["run-active", "not-found"],
+)
 async def test_a_4xx_answer_is_kept_and_replayed(gateway: Gateway, error, status, code) -> None:
     gateway.runner.errors = [error]
     first = await gateway.post(START, key="k-1", json={"prompt": "go"})
@@ -235,8 +254,11 @@ async def test_a_refusal_by_the_gateway_itself_is_kept_too(gateway: Gateway) -> 
     assert (await gateway.post(START, key="k-2", json={"prompt": "go"})).status_code == 202
 
 
-@pytest.mark.parametrize("key", ["", "a" * 256, "caf\xe9", "tab\there", "del\x7f", "nul\x00"],
-                         ids=["empty", "256-chars", "latin-1", "tab", "del", "nul"])
+@pytest.mark.parametrize(
+    "key",
+    ["", "a" * 256, "caf\xe9", "tab\there", "del\x7f", "nul\x00"],
+    ids=["empty", "256-chars", "latin-1", "tab", "del", "nul"],
+)
 async def test_an_invalid_key_is_400_and_runs_nothing(gateway: Gateway, key: str) -> None:
     for path, body in ((START, {"prompt": "go"}), (MESSAGES, {"content": "hi"})):
         response = await gateway.post(path, key=key.encode("latin-1"), json=body)

@@ -31,8 +31,9 @@ class FakeRunner:
         self.lists = 0
 
     def place(self, run_id: str, status: str = "queued") -> pb.ThreadRun:
-        placed = pb.ThreadRun(thread_seq=len(self.runs) + 1,
-                              run=pb.Run(agent_run_id=run_id, thread_id=THREAD, status=status))
+        placed = pb.ThreadRun(
+            thread_seq=len(self.runs) + 1, run=pb.Run(agent_run_id=run_id, thread_id=THREAD, status=status)
+        )
         self.runs.append(placed)
         return placed
 
@@ -51,13 +52,13 @@ class FakeRunner:
 
 
 async def emit(events: MemoryEventStream, run_id: str, seq: int, kind: str = "text_delta") -> None:
-    await events.append(run_id, seq, b'{"seq":%d,"type":"%s"}' % (seq, kind.encode()),
-                        terminal=kind == "run_finished")
+    await events.append(run_id, seq, b'{"seq":%d,"type":"%s"}' % (seq, kind.encode()), terminal=kind == "run_finished")
 
 
 class Reader:
-    def __init__(self, runner: FakeRunner, events: MemoryEventStream, *, resume=None, runs=None,
-                 keepalive: float = KEEPALIVE) -> None:
+    def __init__(
+        self, runner: FakeRunner, events: MemoryEventStream, *, resume=None, runs=None, keepalive: float = KEEPALIVE
+    ) -> None:
         self.keepalive = keepalive
         self.frames: list[bytes] = []
         after = resume[0] - 1 if resume else 0
@@ -66,9 +67,16 @@ class Reader:
         self.task = asyncio.create_task(self._read(runner, events, resume, after, runs))
 
     async def _read(self, runner, events, resume, after, runs) -> None:
-        async for chunk in thread_events(thread_id=THREAD, account_id="a", runs=runs, listed_after=after,
-                                         resume=resume, events=events, runner=runner,
-                                         keepalive_seconds=self.keepalive):
+        async for chunk in thread_events(
+            thread_id=THREAD,
+            account_id="a",
+            runs=runs,
+            listed_after=after,
+            resume=resume,
+            events=events,
+            runner=runner,
+            keepalive_seconds=self.keepalive,
+        ):
             self.frames.append(chunk)
 
     def ids(self) -> list[str]:
@@ -93,7 +101,9 @@ async def events():
 
 
 async def test_frames_splice_the_run_id_into_the_event() -> None:
-    assert thread_frame(3, 7, "r-1", b'{"seq":7,"type":"x"}') == b'id: 3.7\ndata: {"run_id":"r-1","seq":7,"type":"x"}\n\n'
+    assert (
+        thread_frame(3, 7, "r-1", b'{"seq":7,"type":"x"}') == b'id: 3.7\ndata: {"run_id":"r-1","seq":7,"type":"x"}\n\n'
+    )
     assert parse_cursor(" 3.7 ") == (3, 7)
     for bad in ("3", "3.", ".7", "0.7", "3.7.1", "-3.7", "3.+7", "3.\u00b2"):
         with pytest.raises(ApiError):

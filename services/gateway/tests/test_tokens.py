@@ -36,8 +36,16 @@ class FakeAuth:
 
 def token(key, kid: str, **overrides) -> str:
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "u1", "account_id": "a1", "email": "a@example.com",
-              "iat": now, "exp": now + 600, **overrides}
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "u1",
+        "account_id": "a1",
+        "email": "a@example.com",
+        "iat": now,
+        "exp": now + 600,
+        **overrides,
+    }
     claims = {k: v for k, v in claims.items() if v is not None}
     return jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid})
 
@@ -84,10 +92,18 @@ async def test_expired_token(verifier, key):
     assert err.code == "token_expired"
 
 
-@pytest.mark.parametrize("claims", [
-    {"aud": "someone-else"}, {"iss": "https://evil.example"}, {"sub": None}, {"exp": None}, {"iat": None},
-    {"account_id": None}, {"email": ""},
-])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"aud": "someone-else"},
+        {"iss": "https://evil.example"},
+        {"sub": None},
+        {"exp": None},
+        {"iat": None},
+        {"account_id": None},
+        {"email": ""},
+    ],
+)
 async def test_wrong_or_missing_claims(verifier, key, claims):
     err = await refused(verifier, token(key, "k1", **claims))
     assert err.code == "invalid_token"
@@ -99,11 +115,19 @@ async def test_signature_by_another_key_under_a_known_kid(verifier):
 
 
 async def test_algorithm_confusion_is_refused(verifier, key):
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "u1", "account_id": "a1", "email": "a@example.com",
-              "iat": int(time.time()), "exp": int(time.time()) + 600}
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "u1",
+        "account_id": "a1",
+        "email": "a@example.com",
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 600,
+    }
     await refused(verifier, jwt.encode(claims, None, algorithm="none", headers={"kid": "k1"}))
-    await refused(verifier, jwt.encode(claims, "a-shared-secret-of-enough-length!!", algorithm="HS256",
-                                       headers={"kid": "k1"}))
+    await refused(
+        verifier, jwt.encode(claims, "a-shared-secret-of-enough-length!!", algorithm="HS256", headers={"kid": "k1"})
+    )
 
 
 @pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "eyJhbGciOiJFUzI1NiJ9.e30.", "Bearer x"])

@@ -41,7 +41,9 @@ def traversable(path: Path) -> Path:
 
 @pytest.fixture
 async def provider(tmp_path: Path, isolation: str) -> AsyncIterator[LocalSandboxProvider]:
-    provider = LocalSandboxProvider(traversable(tmp_path) / "sandboxes", isolation=isolation, allow_unisolated=True, max_output_bytes=10_000)
+    provider = LocalSandboxProvider(
+        traversable(tmp_path) / "sandboxes", isolation=isolation, allow_unisolated=True, max_output_bytes=10_000
+    )
     yield provider
     await provider.close()
 

@@ -46,7 +46,10 @@ def test_daytona_is_chosen_with_its_own_variables(monkeypatch) -> None:
     monkeypatch.setenv("DAYTONA_TARGET", "eu")
     settings = SandboxSettings()
     assert (settings.provider, settings.daytona_api_url, settings.daytona_target) == (
-        "daytona", "http://127.0.0.1:9999/api", "eu")
+        "daytona",
+        "http://127.0.0.1:9999/api",
+        "eu",
+    )
     assert "dtn_secret" not in repr(settings)
 
 

@@ -141,7 +141,9 @@ async def test_background_process_over_grpc(stub, eventually) -> None:
     deadline = loop.time() + 10
     while b"ready" not in output:
         assert loop.time() < deadline
-        read = await stub.ReadProcess(sandbox_pb2.ReadProcessRequest(**ids, process_id=started.process_id, offset=offset))
+        read = await stub.ReadProcess(
+            sandbox_pb2.ReadProcessRequest(**ids, process_id=started.process_id, offset=offset)
+        )
         output += read.output
         offset = read.next_offset
         await asyncio.sleep(0.02)
@@ -255,9 +257,14 @@ async def test_upload_and_download_stream_in_chunks(stub) -> None:
 
 
 async def test_lifecycle_over_grpc(stub) -> None:
-    lazy = await stub.CreateSandbox(sandbox_pb2.CreateSandboxRequest(
-        account_id="acct_a", project_id="proj_9", lazy=True,
-        spec=sandbox_pb2.SandboxSpec(memory_mb=256, env={"A": "1"}, labels={"k": "v"})))
+    lazy = await stub.CreateSandbox(
+        sandbox_pb2.CreateSandboxRequest(
+            account_id="acct_a",
+            project_id="proj_9",
+            lazy=True,
+            spec=sandbox_pb2.SandboxSpec(memory_mb=256, env={"A": "1"}, labels={"k": "v"}),
+        )
+    )
     assert lazy.state == "creating" and lazy.spec.memory_mb == 256
     ids = {"account_id": "acct_a", "sandbox_id": lazy.sandbox_id}
     assert (await stub.StartSandbox(sandbox_pb2.SandboxRequest(**ids))).state == "started"
@@ -265,6 +272,7 @@ async def test_lifecycle_over_grpc(stub) -> None:
     assert (await stub.ArchiveSandbox(sandbox_pb2.SandboxRequest(**ids))).state == "archived"
     listed = await stub.ListSandboxes(sandbox_pb2.ListSandboxesRequest(account_id="acct_a", project_id="proj_9"))
     assert [(b.sandbox_id, b.state, dict(b.spec.labels)) for b in listed.sandboxes] == [
-        (lazy.sandbox_id, "archived", {"k": "v"})]
+        (lazy.sandbox_id, "archived", {"k": "v"})
+    ]
     await stub.DeleteSandbox(sandbox_pb2.SandboxRequest(**ids))
     assert list((await stub.ListSandboxes(sandbox_pb2.ListSandboxesRequest(account_id="acct_a"))).sandboxes) == []

@@ -29,8 +29,12 @@ from .conftest import traversable  # noqa: TID252 - the shared helper
 @pytest.fixture(params=["local", "daytona"])
 async def provider(request, tmp_path: Path) -> AsyncIterator:
     if request.param == "local":
-        provider = LocalSandboxProvider(traversable(tmp_path) / "sandboxes", isolation=choose_isolation("auto")[0],
-                                        allow_unisolated=True, max_file_bytes=1_000_000)
+        provider = LocalSandboxProvider(
+            traversable(tmp_path) / "sandboxes",
+            isolation=choose_isolation("auto")[0],
+            allow_unisolated=True,
+            max_file_bytes=1_000_000,
+        )
         yield provider
         await provider.close()
         return

@@ -36,15 +36,23 @@ class Clock:
 @pytest.fixture
 async def parts(sqlite_url: str, tmp_path: Path) -> AsyncIterator[tuple[SandboxService, SqlSandboxRepository, Clock]]:
     async with contextlib.AsyncExitStack() as stack:
-        engine = await open_database(sqlite_url, migrations_dir=MIGRATIONS_DIR, version_table=VERSION_TABLE, stack=stack)
+        engine = await open_database(
+            sqlite_url, migrations_dir=MIGRATIONS_DIR, version_table=VERSION_TABLE, stack=stack
+        )
         repository = SqlSandboxRepository(engine)
-        provider = LocalSandboxProvider(traversable(tmp_path) / "sandboxes", isolation=choose_isolation("auto")[0],
-                                        allow_unisolated=True)
+        provider = LocalSandboxProvider(
+            traversable(tmp_path) / "sandboxes", isolation=choose_isolation("auto")[0], allow_unisolated=True
+        )
         stack.push_async_callback(provider.close)
         counter = itertools.count(1)
         clock = Clock()
         service = SandboxService(
-            repository, provider, default_timeout=5, max_timeout=10, clock=clock, new_id=lambda: f"sbx_{next(counter)}",
+            repository,
+            provider,
+            default_timeout=5,
+            max_timeout=10,
+            clock=clock,
+            new_id=lambda: f"sbx_{next(counter)}",
             lifecycle=Lifecycle(auto_stop_seconds=600, auto_archive_seconds=3600),
         )
         yield service, repository, clock
@@ -207,7 +215,10 @@ async def test_kill_run_processes_kills_only_that_runs(parts) -> None:
 
 async def test_bad_specs_are_refused_naming_the_field(parts) -> None:
     service, _, _ = parts
-    for spec, field in ((SandboxSpec(memory_mb=-1), "spec.memory_mb"), (SandboxSpec(env={"A=B": "x"}), "spec.env"),
-                        (SandboxSpec(labels={"bad label": "x"}), "spec.labels")):
+    for spec, field in (
+        (SandboxSpec(memory_mb=-1), "spec.memory_mb"),
+        (SandboxSpec(env={"A=B": "x"}), "spec.env"),
+        (SandboxSpec(labels={"bad label": "x"}), "spec.labels"),
+    ):
         with pytest.raises(InvalidSandboxRequest, match=field):
             await service.create_sandbox("acct_a", "proj_1", spec)

@@ -40,8 +40,11 @@ async def grant(target: str, account_id: str, amount_micros: int, *, key: str, n
     settings = BillingSettings()
     async with open_channel(target, settings.internal_token.get_secret_value(), tls=settings.tls()) as channel:
         stub = billing_pb2_grpc.BillingServiceStub(channel)
-        return await stub.Grant(pb.GrantRequest(account_id=account_id, amount_micros=amount_micros,
-                                                idempotency_key=key, note=note, kind="grant"))
+        return await stub.Grant(
+            pb.GrantRequest(
+                account_id=account_id, amount_micros=amount_micros, idempotency_key=key, note=note, kind="grant"
+            )
+        )
 
 
 def grant_command(account: str, amount: str, target: str, key: str, note: str) -> tuple[int, str]:

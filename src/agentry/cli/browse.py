@@ -54,8 +54,7 @@ def _items(page: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return items
 
 
-def list_threads(gw: Gateway, console: Console, json_out: JsonLines | None, *, limit: int,
-                 cursor: str | None) -> int:
+def list_threads(gw: Gateway, console: Console, json_out: JsonLines | None, *, limit: int, cursor: str | None) -> int:
     """GET /api/threads: id, name, last run's status, message count, last update."""
     page = gw.get("/api/threads", "list threads", limit=limit, cursor=cursor)
     items = _items(page, "threads")
@@ -63,17 +62,29 @@ def list_threads(gw: Gateway, console: Console, json_out: JsonLines | None, *, l
         for item in items:
             json_out.record(item)
     elif not items:
-        console.print("no threads yet: start one with `agentry chat \"...\"`")
+        console.print('no threads yet: start one with `agentry chat "..."`')
     else:
-        _table(console, ["thread", "name", "last run", "messages", "updated"],
-               [[t.get("thread_id"), t.get("name"), t.get("last_run_status") or "-", t.get("message_count"),
-                 _when(t.get("updated_at") or t.get("created_at"))] for t in items])
+        _table(
+            console,
+            ["thread", "name", "last run", "messages", "updated"],
+            [
+                [
+                    t.get("thread_id"),
+                    t.get("name"),
+                    t.get("last_run_status") or "-",
+                    t.get("message_count"),
+                    _when(t.get("updated_at") or t.get("created_at")),
+                ]
+                for t in items
+            ],
+        )
     _page(console, json_out, page, "agentry threads")
     return 0
 
 
-def list_runs(gw: Gateway, console: Console, json_out: JsonLines | None, thread_id: str, *, limit: int,
-              cursor: str | None) -> int:
+def list_runs(
+    gw: Gateway, console: Console, json_out: JsonLines | None, thread_id: str, *, limit: int, cursor: str | None
+) -> int:
     """GET /api/threads/{id}/runs: id, status, how it ended, when."""
     page = gw.get(f"/api/threads/{thread_id}/runs", "list runs", limit=limit, cursor=cursor)
     items = _items(page, "runs")
@@ -83,9 +94,20 @@ def list_runs(gw: Gateway, console: Console, json_out: JsonLines | None, thread_
     elif not items:
         console.print(f"thread {thread_id} has no runs yet")
     else:
-        _table(console, ["run", "status", "finish", "created", "completed"],
-               [[r.get("agent_run_id"), r.get("status"), r.get("finish_reason") or r.get("error") or "",
-                 _when(r.get("created_at")), _when(r.get("completed_at"))] for r in items])
+        _table(
+            console,
+            ["run", "status", "finish", "created", "completed"],
+            [
+                [
+                    r.get("agent_run_id"),
+                    r.get("status"),
+                    r.get("finish_reason") or r.get("error") or "",
+                    _when(r.get("created_at")),
+                    _when(r.get("completed_at")),
+                ]
+                for r in items
+            ],
+        )
     _page(console, json_out, page, f"agentry runs {thread_id}")
     return 0
 
@@ -108,8 +130,9 @@ def _sandbox(gw: Gateway, thread_id: str) -> str:
     return sandbox_id
 
 
-def files(gw: Gateway, console: Console, json_out: JsonLines | None, thread_id: str, path: str, *,
-          output: str | None) -> int:
+def files(
+    gw: Gateway, console: Console, json_out: JsonLines | None, thread_id: str, path: str, *, output: str | None
+) -> int:
     """Lists the directory `path` of the thread's sandbox workspace ("" is its root), or, when
     `path` names a file, downloads it: to `output` ("-" is stdout), else to its name in the
     current directory (an existing file is not overwritten unless `output` names it)."""
@@ -133,16 +156,25 @@ def files(gw: Gateway, console: Console, json_out: JsonLines | None, thread_id: 
         elif not entries:
             console.print(Text(f"{clean or 'the workspace'} is empty"))
         else:
-            _table(console, ["path", "size", "modified"],
-                   [[f.get("path", f.get("name")) + ("/" if f.get("is_dir") else ""), "" if f.get("is_dir") else
-                     f.get("size"), _when(datetime.fromtimestamp(f["modified_at"]).isoformat())
-                     if f.get("modified_at") else ""] for f in entries])
+            _table(
+                console,
+                ["path", "size", "modified"],
+                [
+                    [
+                        f.get("path", f.get("name")) + ("/" if f.get("is_dir") else ""),
+                        "" if f.get("is_dir") else f.get("size"),
+                        _when(datetime.fromtimestamp(f["modified_at"]).isoformat()) if f.get("modified_at") else "",
+                    ]
+                    for f in entries
+                ],
+            )
         return 0
     return _download(gw, console, json_out, sandbox_id, clean, output)
 
 
-def _download(gw: Gateway, console: Console, json_out: JsonLines | None, sandbox_id: str, path: str,
-              output: str | None) -> int:
+def _download(
+    gw: Gateway, console: Console, json_out: JsonLines | None, sandbox_id: str, path: str, output: str | None
+) -> int:
     target = output or PurePosixPath(path).name
     if target != "-" and output is None and Path(target).exists():
         raise CliError(f"{target} exists here: pass --output {target} to overwrite it, or another name")

@@ -38,9 +38,15 @@ class Cursor:
 Renderer = Human | JsonLines
 
 
-def follow(gw: Gateway, run_id: str, out: Renderer, cursor: Cursor, *,
-           on_pending: Callable[[dict[str, Any]], None] | None = None,
-           max_reconnects: int = 8) -> int:
+def follow(
+    gw: Gateway,
+    run_id: str,
+    out: Renderer,
+    cursor: Cursor,
+    *,
+    on_pending: Callable[[dict[str, Any]], None] | None = None,
+    max_reconnects: int = 8,
+) -> int:
     """Renders the run's events after `cursor.seq` until its terminal event; returns the exit
     status (0 completed or waiting for the user, 2 any other end). Reconnects after a broken
     connection, at most `max_reconnects` times in a row without an event in between."""
@@ -60,35 +66,55 @@ def follow(gw: Gateway, run_id: str, out: Renderer, cursor: Cursor, *,
                     kind = event.get("type")
                     if kind == "requires_action":
                         if on_pending is None:
-                            out.note("waiting", f"run {run_id} waits for your input: answer it with "
-                                     f"POST /api/agent-run/{run_id}/resume", run_id=run_id)
+                            out.note(
+                                "waiting",
+                                f"run {run_id} waits for your input: answer it with "
+                                f"POST /api/agent-run/{run_id}/resume",
+                                run_id=run_id,
+                            )
                             return 0
                         try:
                             on_pending(event.get("pending") or {})
                         except EOFError:
-                            out.note("waiting", "no answer given: the run stays paused "
-                                     f"(answer it with POST /api/agent-run/{run_id}/resume)", run_id=run_id)
+                            out.note(
+                                "waiting",
+                                "no answer given: the run stays paused "
+                                f"(answer it with POST /api/agent-run/{run_id}/resume)",
+                                run_id=run_id,
+                            )
                             return 0
                     elif kind == "run_finished":
                         return 0 if event.get("reason") in OK_REASONS else 2
         except RunOver:
             run = gw.get(f"/api/agent-run/{run_id}", "get run")
-            out.note("over", f"run {run_id} is over ({run.get('status')}, {run.get('finish_reason') or 'no reason'}) "
-                     f"and has no events after {cursor.seq}", run_id=run_id, status=run.get("status"),
-                     finish_reason=run.get("finish_reason"))
+            out.note(
+                "over",
+                f"run {run_id} is over ({run.get('status')}, {run.get('finish_reason') or 'no reason'}) "
+                f"and has no events after {cursor.seq}",
+                run_id=run_id,
+                status=run.get("status"),
+                finish_reason=run.get("finish_reason"),
+            )
             return 0 if run.get("finish_reason") in OK_REASONS else 2
         except httpx.TransportError as exc:
             problem = f"the connection broke ({type(exc).__name__})"
         failures += 1
         if failures > max_reconnects:
-            raise CliError(f"{problem}, {max_reconnects} times in a row; re-attach later with "
-                           f"`agentry attach {run_id}`")
+            raise CliError(
+                f"{problem}, {max_reconnects} times in a row; re-attach later with `agentry attach {run_id}`"
+            )
         out.note("reconnect", f"{problem}: resuming after event {cursor.seq}", run_id=run_id, after=cursor.seq)
         time.sleep(min(0.1 * 2 ** (failures - 1), 3.0))
 
 
-def watch(gw: Gateway, run_id: str, out: Renderer, cursor: Cursor, *,
-          on_pending: Callable[[dict[str, Any]], None] | None = None) -> int:
+def watch(
+    gw: Gateway,
+    run_id: str,
+    out: Renderer,
+    cursor: Cursor,
+    *,
+    on_pending: Callable[[dict[str, Any]], None] | None = None,
+) -> int:
     """`follow`, with Ctrl-C: the first stops the run (and follows it to its end), the second
     leaves it running."""
     try:
@@ -101,14 +127,27 @@ def watch(gw: Gateway, run_id: str, out: Renderer, cursor: Cursor, *,
         follow(gw, run_id, out, cursor)
         return INTERRUPTED
     except KeyboardInterrupt:
-        out.note("detached", f"left run {run_id} running; re-attach with: agentry attach {run_id} --url {gw.url}",
-                 run_id=run_id)
+        out.note(
+            "detached",
+            f"left run {run_id} running; re-attach with: agentry attach {run_id} --url {gw.url}",
+            run_id=run_id,
+        )
         return INTERRUPTED
 
 
-def run_chat(*, url: str, email: str, password: str, prompt: str, thread_id: str | None,
-             model: str | None, console: Console, json_out: bool = False, token: str | None = None,
-             transport: httpx.BaseTransport | None = None) -> int:
+def run_chat(
+    *,
+    url: str,
+    email: str,
+    password: str,
+    prompt: str,
+    thread_id: str | None,
+    model: str | None,
+    console: Console,
+    json_out: bool = False,
+    token: str | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> int:
     """Signs in, creates a thread (unless `thread_id`), starts a run with `prompt` and follows it.
     Returns the exit status (see the module docstring)."""
     out: Renderer = JsonLines() if json_out else Human(console)
@@ -130,9 +169,18 @@ def run_chat(*, url: str, email: str, password: str, prompt: str, thread_id: str
         out.close()
 
 
-def run_attach(*, url: str, email: str, password: str, run_id: str, after: int, console: Console,
-               json_out: bool = False, token: str | None = None,
-               transport: httpx.BaseTransport | None = None) -> int:
+def run_attach(
+    *,
+    url: str,
+    email: str,
+    password: str,
+    run_id: str,
+    after: int,
+    console: Console,
+    json_out: bool = False,
+    token: str | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> int:
     """Follows an existing run from just after event `after` (0: from its first event)."""
     out: Renderer = JsonLines() if json_out else Human(console)
     try:
@@ -155,8 +203,9 @@ def _answer(gw: Gateway, run_id: str, pending: dict, console: Console) -> None:
         body: dict[str, Any] = {"content": console.input("[bold]your answer> [/]")}
     else:
         arguments = orjson.dumps(pending.get("arguments", {})).decode()
-        console.print(Text.assemble(("The agent wants to run ", "bold yellow"),
-                                    f"{pending.get('tool')}({arguments[:300]})"))
+        console.print(
+            Text.assemble(("The agent wants to run ", "bold yellow"), f"{pending.get('tool')}({arguments[:300]})")
+        )
         approve = console.input("[bold]approve? [y/N]> [/]").strip().lower() in ("y", "yes")
         body = {"decision": "approve" if approve else "reject"}
         if not approve:

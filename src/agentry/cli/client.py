@@ -27,8 +27,10 @@ class CliError(Exception):
 
 
 def unreachable(url: str, exc: BaseException) -> CliError:
-    return CliError(f"cannot reach the Agentry gateway at {url} ({type(exc).__name__}: {exc or 'no answer'}). "
-                    "Start one with `agentry dev` (or `make run`), or point --url / AGENTRY_URL at yours.")
+    return CliError(
+        f"cannot reach the Agentry gateway at {url} ({type(exc).__name__}: {exc or 'no answer'}). "
+        "Start one with `agentry dev` (or `make run`), or point --url / AGENTRY_URL at yours."
+    )
 
 
 def api_error(response: httpx.Response, what: str) -> CliError:

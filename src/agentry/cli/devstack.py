@@ -47,9 +47,11 @@ DEFAULT_PORTS = {"auth": 50051, "billing": 50052, "sandbox": 50053, "runner": 50
 
 BASE_URL_VARS = ("OPENAI_API_BASE", "OPENAI_BASE_URL")
 # Variables that name a provider other than by `<PROVIDER>_API_KEY`.
-_OTHER_KEYS = {"GOOGLE_API_KEY": "gemini/gemini-2.5-flash",
-               "TOGETHERAI_API_KEY": "together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo",
-               "AWS_ACCESS_KEY_ID": "bedrock/anthropic.claude-3-5-haiku-20241022-v1:0"}
+_OTHER_KEYS = {
+    "GOOGLE_API_KEY": "gemini/gemini-2.5-flash",
+    "TOGETHERAI_API_KEY": "together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo",
+    "AWS_ACCESS_KEY_ID": "bedrock/anthropic.claude-3-5-haiku-20241022-v1:0",
+}
 
 
 @dataclass(frozen=True)
@@ -231,32 +233,71 @@ async def start_dev_stack(
         default_model = DEMO_MODEL
         runner_extra = {"llm_api_base": llm_api_base, "force_model": DEMO_MODEL}
 
-    auth = await start_auth(AuthSettings(port=ports["auth"], database_url=db("auth"),
-                                         key_path=data_dir / "auth-signing-key.pem", **(auth_overrides or {})),
-                            stack)
-    billing = await start_billing(BillingSettings(port=ports["billing"], database_url=db("billing"),
-                                                  **(billing_overrides or {})), stack)
+    auth = await start_auth(
+        AuthSettings(
+            port=ports["auth"],
+            database_url=db("auth"),
+            key_path=data_dir / "auth-signing-key.pem",
+            **(auth_overrides or {}),
+        ),
+        stack,
+    )
+    billing = await start_billing(
+        BillingSettings(port=ports["billing"], database_url=db("billing"), **(billing_overrides or {})), stack
+    )
     # Dev mode runs sandbox commands unisolated when bubblewrap is missing (the sandbox service
     # logs a loud warning); AGENTRY_SANDBOX_ALLOW_UNISOLATED=false refuses them instead.
-    sandbox = await start_sandbox(SandboxSettings(port=ports["sandbox"], database_url=db("sandbox"),
-                                                  root_dir=data_dir / "sandboxes",
-                                                  allow_unisolated=os.environ.get(  # pyright: ignore[reportArgumentType] - pydantic parses it
-                                                      "AGENTRY_SANDBOX_ALLOW_UNISOLATED", "true")), stack)
+    sandbox = await start_sandbox(
+        SandboxSettings(
+            port=ports["sandbox"],
+            database_url=db("sandbox"),
+            root_dir=data_dir / "sandboxes",
+            allow_unisolated=os.environ.get(  # pyright: ignore[reportArgumentType] - pydantic parses it
+                "AGENTRY_SANDBOX_ALLOW_UNISOLATED", "true"
+            ),
+        ),
+        stack,
+    )
     events = MemoryEventStream()
     stack.push_async_callback(events.close)
     runner = await start_runner(
-        RunnerSettings(port=ports["runner"], database_url=db("runner"), role="all",
-                       sandbox_target=sandbox.target, billing_target=billing.target,
-                       **{"default_model": default_model, **runner_extra, **(runner_overrides or {})}),
-        stack, events=events, agents=agents)
+        RunnerSettings(
+            port=ports["runner"],
+            database_url=db("runner"),
+            role="all",
+            sandbox_target=sandbox.target,
+            billing_target=billing.target,
+            **{"default_model": default_model, **runner_extra, **(runner_overrides or {})},
+        ),
+        stack,
+        events=events,
+        agents=agents,
+    )
     gateway = await start_gateway(
-        GatewaySettings(port=ports["gateway"], auth_target=auth.target, billing_target=billing.target,
-                        sandbox_target=sandbox.target, runner_target=runner.target, **(gateway_overrides or {})),
-        stack, events=events)
+        GatewaySettings(
+            port=ports["gateway"],
+            auth_target=auth.target,
+            billing_target=billing.target,
+            sandbox_target=sandbox.target,
+            runner_target=runner.target,
+            **(gateway_overrides or {}),
+        ),
+        stack,
+        events=events,
+    )
     return DevStack(
         gateway_url=gateway.base_url,
-        ports={"auth": auth.port, "billing": billing.port, "sandbox": sandbox.port, "runner": runner.port,
-               "gateway": gateway.port},
-        demo=demo, llm_base_url=llm_api_base, default_model=default_model, events=events,
-        model_source=choice.source, model_var=choice.key_var,
+        ports={
+            "auth": auth.port,
+            "billing": billing.port,
+            "sandbox": sandbox.port,
+            "runner": runner.port,
+            "gateway": gateway.port,
+        },
+        demo=demo,
+        llm_base_url=llm_api_base,
+        default_model=default_model,
+        events=events,
+        model_source=choice.source,
+        model_var=choice.key_var,
     )

@@ -16,8 +16,12 @@ from rich.console import Console
 from rich.text import Text
 
 # No local variables in tracebacks: they would print passwords and tokens.
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
-                  help="Agentry: a self-hostable backend for tool-using AI agents.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="Agentry: a self-hostable backend for tool-using AI agents.",
+)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -31,9 +35,13 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Print the version and exit.")] = False) -> None:
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """Agentry: a self-hostable backend for tool-using AI agents."""
+
 
 SERVICES = {
     "auth": "agentry.auth.main",
@@ -48,11 +56,18 @@ SERVICES = {
 @app.command()
 def dev(
     data_dir: Annotated[Path, typer.Option(help="Where SQLite files, keys and sandboxes live.")] = Path("var"),
-    port: Annotated[int, typer.Option(envvar="AGENTRY_DEV_PORT", min=0, max=65535,
-                                      help="The gateway's HTTP port (0: any free one).")] = 8000,
-    free_grpc_ports: Annotated[bool, typer.Option(
-        "--free-grpc-ports", envvar="AGENTRY_DEV_FREE_GRPC_PORTS",
-        help="Put the gRPC services (auth, billing, sandbox, runner) on free ports instead of 50051-50054.")] = False,
+    port: Annotated[
+        int,
+        typer.Option(envvar="AGENTRY_DEV_PORT", min=0, max=65535, help="The gateway's HTTP port (0: any free one)."),
+    ] = 8000,
+    free_grpc_ports: Annotated[
+        bool,
+        typer.Option(
+            "--free-grpc-ports",
+            envvar="AGENTRY_DEV_FREE_GRPC_PORTS",
+            help="Put the gRPC services (auth, billing, sandbox, runner) on free ports instead of 50051-50054.",
+        ),
+    ] = False,
 ) -> None:
     """Run every service in this process on embedded defaults (SQLite, in-process queue and stream)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -61,8 +76,9 @@ def dev(
     from .devstack import PortInUse, start_dev_stack
 
     # Readable text lines here (AGENTRY_LOG_FORMAT=json for JSON, as in production).
-    configure_logging(os.environ.get("AGENTRY_LOG_LEVEL", "WARNING"),
-                      json=os.environ.get("AGENTRY_LOG_FORMAT") == "json")
+    configure_logging(
+        os.environ.get("AGENTRY_LOG_LEVEL", "WARNING"), json=os.environ.get("AGENTRY_LOG_FORMAT") == "json"
+    )
     ports = {"gateway": port}
     if free_grpc_ports:
         ports |= {"auth": 0, "billing": 0, "sandbox": 0, "runner": 0}
@@ -88,8 +104,10 @@ def dev(
 def _port_in_use(exc, command: str, make_target: str) -> None:
     """One line naming the port, its service and the option that moves it; exit status 1."""
     if exc.service == "gateway":
-        fix = (f"choose another with `agentry {command} --port {exc.port + 1}` "
-               f"(or `make {make_target} PORT={exc.port + 1}`)")
+        fix = (
+            f"choose another with `agentry {command} --port {exc.port + 1}` "
+            f"(or `make {make_target} PORT={exc.port + 1}`)"
+        )
     else:
         fix = f"let the gRPC services take free ports with `agentry {command} --free-grpc-ports`"
     err_console.print(Text(f"{exc}: stop what uses it, or {fix}.", style="red"), soft_wrap=True)
@@ -102,8 +120,13 @@ def _banner(dev_stack) -> None:
     ports = ", ".join(f"{k} :{v}" for k, v in dev_stack.ports.items() if k != "gateway")
     console.print(f"gRPC services on 127.0.0.1: {ports}", highlight=False)
     console.print(Text(_model_line(dev_stack), style="yellow" if dev_stack.demo else ""))
-    console.print(Text.assemble("Try it: ", (f'{_cli_command()} chat --url {url} "list the files in the workspace"',
-                                             "bold"), "  (Ctrl-C stops)"))
+    console.print(
+        Text.assemble(
+            "Try it: ",
+            (f'{_cli_command()} chat --url {url} "list the files in the workspace"', "bold"),
+            "  (Ctrl-C stops)",
+        )
+    )
 
 
 def _cli_command() -> str:
@@ -121,17 +144,21 @@ def _cli_command() -> str:
 def _model_line(dev_stack) -> str:
     """The banner's line on the model: which one runs use by default, where it is served, and why."""
     if dev_stack.demo:
-        return (f"Model: {dev_stack.default_model} (the scripted demo model, served locally at "
-                f"{dev_stack.llm_base_url}): no LLM provider is configured. Set a provider key LiteLLM knows "
-                "(OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) or OPENAI_API_BASE for a local server "
-                "(Ollama, vLLM, LM Studio).")
+        return (
+            f"Model: {dev_stack.default_model} (the scripted demo model, served locally at "
+            f"{dev_stack.llm_base_url}): no LLM provider is configured. Set a provider key LiteLLM knows "
+            "(OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) or OPENAI_API_BASE for a local server "
+            "(Ollama, vLLM, LM Studio)."
+        )
     where = dev_stack.llm_base_url or "the provider's own API"
     why = f" (from {dev_stack.model_var})" if dev_stack.model_var else ""
     return f"Model: {dev_stack.default_model} at {where}{why}; a request's model_name overrides it."
 
 
 @app.command()
-def serve(service: Annotated[str, typer.Argument(help="auth | billing | sandbox | runner | gateway | fake-llm")]) -> None:
+def serve(
+    service: Annotated[str, typer.Argument(help="auth | billing | sandbox | runner | gateway | fake-llm")],
+) -> None:
     """Run one service alone; it reads its settings from AGENTRY_* environment variables."""
     if service not in SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
@@ -146,17 +173,24 @@ def serve(service: Annotated[str, typer.Argument(help="auth | billing | sandbox 
 
 @app.command()
 def up(
-    database_url: Annotated[str, typer.Option(envvar="AGENTRY_DATABASE_URL")] =
-        "postgresql+asyncpg://postgres@127.0.0.1:5432/agentry",
+    database_url: Annotated[
+        str, typer.Option(envvar="AGENTRY_DATABASE_URL")
+    ] = "postgresql+asyncpg://postgres@127.0.0.1:5432/agentry",
     redis_url: Annotated[str, typer.Option(envvar="AGENTRY_REDIS_URL")] = "redis://127.0.0.1:6379/0",
     amqp_url: Annotated[str, typer.Option(envvar="AGENTRY_AMQP_URL")] = "amqp://guest:guest@127.0.0.1:5672/",
     port: Annotated[int, typer.Option(help="The gateway's HTTP port.")] = 8000,
     data_dir: Annotated[Path, typer.Option()] = Path("var/split"),
-    workers: Annotated[int, typer.Option(envvar="AGENTRY_UP_WORKERS", min=1,
-                                         help="How many worker processes consume runs.")] = 1,
-    free_grpc_ports: Annotated[bool, typer.Option(
-        "--free-grpc-ports", envvar="AGENTRY_UP_FREE_GRPC_PORTS",
-        help="Put the gRPC services on free ports instead of 50051-50055.")] = False,
+    workers: Annotated[
+        int, typer.Option(envvar="AGENTRY_UP_WORKERS", min=1, help="How many worker processes consume runs.")
+    ] = 1,
+    free_grpc_ports: Annotated[
+        bool,
+        typer.Option(
+            "--free-grpc-ports",
+            envvar="AGENTRY_UP_FREE_GRPC_PORTS",
+            help="Put the gRPC services on free ports instead of 50051-50055.",
+        ),
+    ] = False,
 ) -> None:
     """Split mode: every service in its own process, on PostgreSQL, Redis and RabbitMQ.
 
@@ -164,8 +198,14 @@ def up(
     from .devstack import PortInUse, check_ports_free
     from .split import SplitConfig, free_port, run_split_forever
 
-    config = SplitConfig(database_url=database_url, redis_url=redis_url, amqp_url=amqp_url,
-                         gateway_port=port, data_dir=data_dir, workers=workers)
+    config = SplitConfig(
+        database_url=database_url,
+        redis_url=redis_url,
+        amqp_url=amqp_url,
+        gateway_port=port,
+        data_dir=data_dir,
+        workers=workers,
+    )
     if free_grpc_ports:
         config.grpc_ports = {name: free_port() for name in config.grpc_ports}
     try:
@@ -180,8 +220,9 @@ def up(
 UrlOpt = Annotated[str, typer.Option(envvar="AGENTRY_URL", help="The gateway's base URL.")]
 EmailOpt = Annotated[str, typer.Option(envvar="AGENTRY_EMAIL", help="Sign in as (signed up on first use).")]
 PasswordOpt = Annotated[str, typer.Option(envvar="AGENTRY_PASSWORD")]
-TokenOpt = Annotated[str | None, typer.Option(envvar="AGENTRY_TOKEN",
-                                              help="An access token or API key (instead of email and password).")]
+TokenOpt = Annotated[
+    str | None, typer.Option(envvar="AGENTRY_TOKEN", help="An access token or API key (instead of email and password).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON lines (one object per line) for scripts.")]
 LimitOpt = Annotated[int, typer.Option(min=1, max=100, help="How many to show (newest first).")]
 CursorOpt = Annotated[str | None, typer.Option(help="Show the page after this cursor (printed under a list).")]
@@ -206,8 +247,19 @@ def chat(
     Ctrl-C stops the run; a second Ctrl-C leaves it running (re-attach with `agentry attach RUN`)."""
     from .chat import run_chat
 
-    raise typer.Exit(run_chat(url=url, email=email, password=password, prompt=prompt, thread_id=thread,
-                              model=model, console=console, json_out=json, token=token))
+    raise typer.Exit(
+        run_chat(
+            url=url,
+            email=email,
+            password=password,
+            prompt=prompt,
+            thread_id=thread,
+            model=model,
+            console=console,
+            json_out=json,
+            token=token,
+        )
+    )
 
 
 @app.command()
@@ -223,8 +275,18 @@ def attach(
     """Follow a run's stream (again): its events so far, then live until it ends. Ctrl-C stops it."""
     from .chat import run_attach
 
-    raise typer.Exit(run_attach(url=url, email=email, password=password, run_id=run, after=after,
-                                console=console, json_out=json, token=token))
+    raise typer.Exit(
+        run_attach(
+            url=url,
+            email=email,
+            password=password,
+            run_id=run,
+            after=after,
+            console=console,
+            json_out=json,
+            token=token,
+        )
+    )
 
 
 def _call(url: str, email: str, password: str, token: str | None, json: bool, action) -> None:
@@ -248,8 +310,13 @@ def _call(url: str, email: str, password: str, token: str | None, json: bool, ac
 
 @app.command()
 def threads(
-    url: UrlOpt = DEFAULT_URL, email: EmailOpt = DEFAULT_EMAIL, password: PasswordOpt = DEFAULT_PASSWORD,
-    token: TokenOpt = None, json: JsonOpt = False, limit: LimitOpt = 20, cursor: CursorOpt = None,
+    url: UrlOpt = DEFAULT_URL,
+    email: EmailOpt = DEFAULT_EMAIL,
+    password: PasswordOpt = DEFAULT_PASSWORD,
+    token: TokenOpt = None,
+    json: JsonOpt = False,
+    limit: LimitOpt = 20,
+    cursor: CursorOpt = None,
 ) -> None:
     """List your threads, newest first."""
     from .browse import list_threads
@@ -260,21 +327,35 @@ def threads(
 @app.command()
 def runs(
     thread: Annotated[str, typer.Argument(help="The thread's id.")],
-    url: UrlOpt = DEFAULT_URL, email: EmailOpt = DEFAULT_EMAIL, password: PasswordOpt = DEFAULT_PASSWORD,
-    token: TokenOpt = None, json: JsonOpt = False, limit: LimitOpt = 20, cursor: CursorOpt = None,
+    url: UrlOpt = DEFAULT_URL,
+    email: EmailOpt = DEFAULT_EMAIL,
+    password: PasswordOpt = DEFAULT_PASSWORD,
+    token: TokenOpt = None,
+    json: JsonOpt = False,
+    limit: LimitOpt = 20,
+    cursor: CursorOpt = None,
 ) -> None:
     """List a thread's runs, newest first."""
     from .browse import list_runs
 
-    _call(url, email, password, token, json,
-          lambda gw, out: list_runs(gw, console, out, thread, limit=limit, cursor=cursor))
+    _call(
+        url,
+        email,
+        password,
+        token,
+        json,
+        lambda gw, out: list_runs(gw, console, out, thread, limit=limit, cursor=cursor),
+    )
 
 
 @app.command()
 def stop(
     run: Annotated[str, typer.Argument(help="The run's id.")],
-    url: UrlOpt = DEFAULT_URL, email: EmailOpt = DEFAULT_EMAIL, password: PasswordOpt = DEFAULT_PASSWORD,
-    token: TokenOpt = None, json: JsonOpt = False,
+    url: UrlOpt = DEFAULT_URL,
+    email: EmailOpt = DEFAULT_EMAIL,
+    password: PasswordOpt = DEFAULT_PASSWORD,
+    token: TokenOpt = None,
+    json: JsonOpt = False,
 ) -> None:
     """Ask the gateway to stop a run (it ends `cancelled`)."""
     from .browse import stop_run
@@ -286,10 +367,14 @@ def stop(
 def files(
     thread: Annotated[str, typer.Argument(help="The thread's id.")],
     path: Annotated[str, typer.Argument(help="A directory to list or a file to download.")] = "",
-    output: Annotated[str | None, typer.Option("--output", "-o",
-                                               help="Where to save a downloaded file ('-' for stdout).")] = None,
-    url: UrlOpt = DEFAULT_URL, email: EmailOpt = DEFAULT_EMAIL, password: PasswordOpt = DEFAULT_PASSWORD,
-    token: TokenOpt = None, json: JsonOpt = False,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Where to save a downloaded file ('-' for stdout).")
+    ] = None,
+    url: UrlOpt = DEFAULT_URL,
+    email: EmailOpt = DEFAULT_EMAIL,
+    password: PasswordOpt = DEFAULT_PASSWORD,
+    token: TokenOpt = None,
+    json: JsonOpt = False,
 ) -> None:
     """List the files of the thread's sandbox workspace, or download one."""
     from .browse import files as files_
@@ -305,8 +390,9 @@ app.add_typer(billing_app, name="billing")
 def billing_grant(
     account: Annotated[str, typer.Argument(help="The account id to credit.")],
     amount: Annotated[str, typer.Argument(help="USD to grant, e.g. 5 or 2.50.")],
-    target: Annotated[str, typer.Option(envvar="AGENTRY_BILLING_TARGET", help="The billing service's gRPC address.")]
-    = "127.0.0.1:50052",
+    target: Annotated[
+        str, typer.Option(envvar="AGENTRY_BILLING_TARGET", help="The billing service's gRPC address.")
+    ] = "127.0.0.1:50052",
     key: Annotated[str, typer.Option(help="Idempotency key: the same key grants once. Default: a new one.")] = "",
     note: Annotated[str, typer.Option(help="Why (kept with the ledger entry).")] = "agentry billing grant",
 ) -> None:

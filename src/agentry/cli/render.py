@@ -102,8 +102,10 @@ class Human:
         elif kind == "usage":
             self._usage(event)
         elif kind == "run_resumed":
-            self.note("reconnect", f"the run continues on another worker (attempt {event.get('attempt')}, "
-                                   f"{event.get('reason')})")
+            self.note(
+                "reconnect",
+                f"the run continues on another worker (attempt {event.get('attempt')}, {event.get('reason')})",
+            )
         elif kind == "run_finished":
             self._spin(None)
             self._newline()
@@ -112,8 +114,9 @@ class Human:
             if error:
                 line.append(f" — {error}")
             if self._tokens_in or self._tokens_out or self._cost:
-                line.append(f"  ({self._tokens_in} tokens in, {self._tokens_out} out, {money(self._cost)})",
-                            style="dim")
+                line.append(
+                    f"  ({self._tokens_in} tokens in, {self._tokens_out} out, {money(self._cost)})", style="dim"
+                )
             self.console.print(line)
 
     def close(self) -> None:
@@ -162,10 +165,16 @@ class Human:
         duration = event.get("duration_ms")
         if isinstance(duration, int | float):
             subtitle_parts.append(f"{duration / 1000:.1f}s")
-        self.console.print(Panel(
-            Text(body or "(no output)"), title=Text(title), title_align="left",
-            subtitle=Text(" · ".join(subtitle_parts)) if subtitle_parts else None, subtitle_align="right",
-            border_style="red" if failed else "cyan"))
+        self.console.print(
+            Panel(
+                Text(body or "(no output)"),
+                title=Text(title),
+                title_align="left",
+                subtitle=Text(" · ".join(subtitle_parts)) if subtitle_parts else None,
+                subtitle_align="right",
+                border_style="red" if failed else "cyan",
+            )
+        )
 
     def _usage(self, event: dict[str, Any]) -> None:
         tokens_in, tokens_out = int(event.get("prompt_tokens") or 0), int(event.get("completion_tokens") or 0)
@@ -174,5 +183,6 @@ class Human:
         self._tokens_out += tokens_out
         self._cost += cost
         self._newline()
-        self.console.print(Text(f"· {event.get('model')}: {tokens_in} tokens in, {tokens_out} out, {money(cost)}",
-                                style="dim"))
+        self.console.print(
+            Text(f"· {event.get('model')}: {tokens_in} tokens in, {tokens_out} out, {money(cost)}", style="dim")
+        )

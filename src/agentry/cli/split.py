@@ -25,8 +25,14 @@ from rich.console import Console
 from .devstack import DEMO_MODEL, resolve_model
 from .supervisor import ProcessSpec, RestartPolicy, Supervisor
 
-MODULES = {"auth": "agentry.auth", "billing": "agentry.billing", "sandbox": "agentry.sandbox",
-           "runner": "agentry.runner", "worker": "agentry.runner", "gateway": "agentry.gateway"}
+MODULES = {
+    "auth": "agentry.auth",
+    "billing": "agentry.billing",
+    "sandbox": "agentry.sandbox",
+    "runner": "agentry.runner",
+    "worker": "agentry.runner",
+    "gateway": "agentry.gateway",
+}
 
 
 def free_port() -> int:
@@ -42,8 +48,9 @@ class SplitConfig:
     amqp_url: str
     data_dir: Path
     gateway_port: int = 8000
-    grpc_ports: dict[str, int] = field(default_factory=lambda: {
-        "auth": 50051, "billing": 50052, "sandbox": 50053, "runner": 50054, "worker": 50055})
+    grpc_ports: dict[str, int] = field(
+        default_factory=lambda: {"auth": 50051, "billing": 50052, "sandbox": 50053, "runner": 50054, "worker": 50055}
+    )
     # When set, runs go to this OpenAI-compatible server (tests, or a local model server).
     llm_api_base: str | None = None
     default_model: str | None = None
@@ -77,8 +84,9 @@ class SplitProcesses:
         self.ports = {**config.grpc_ports}
         for name in self.worker_names[1:]:
             self.ports.setdefault(name, free_port())
-        self.supervisor = Supervisor(self._specs(), log_path=self.log_dir / "supervisor.log",
-                                     policy=config.restart_policy, on_event=on_event)
+        self.supervisor = Supervisor(
+            self._specs(), log_path=self.log_dir / "supervisor.log", policy=config.restart_policy, on_event=on_event
+        )
 
     @property
     def procs(self) -> dict[str, subprocess.Popen[bytes]]:
@@ -93,51 +101,92 @@ class SplitProcesses:
                 env = {**env, f"AGENTRY_{service}_METRICS_PORT": str(self.config.metrics_ports[name])}
             module = MODULES["worker" if name.startswith("worker") else name]
             port = self.config.gateway_port if name == "gateway" else self.ports[name]
-            healthy = (lambda: _http_ok(f"{self.gateway_url}/api/health")) if name == "gateway" else (
-                lambda port=port: grpc_serving(port))
-            specs.append(ProcessSpec(name=name, argv=[sys.executable, "-m", module], env={**os.environ, **env},
-                                     log_path=self.log_dir / f"{name}.log", healthy=healthy))
+            healthy = (
+                (lambda: _http_ok(f"{self.gateway_url}/api/health"))
+                if name == "gateway"
+                else (lambda port=port: grpc_serving(port))
+            )
+            specs.append(
+                ProcessSpec(
+                    name=name,
+                    argv=[sys.executable, "-m", module],
+                    env={**os.environ, **env},
+                    log_path=self.log_dir / f"{name}.log",
+                    healthy=healthy,
+                )
+            )
         return specs
 
     def _env(self) -> dict[str, dict[str, str]]:
         c, p = self.config, self.ports
         target = {name: f"127.0.0.1:{port}" for name, port in p.items()}
         common = {
-            "AGENTRY_INTERNAL_TOKEN": self.internal_token, "AGENTRY_DEV_MODE": "true",
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1", **c.extra_env,
+            "AGENTRY_INTERNAL_TOKEN": self.internal_token,
+            "AGENTRY_DEV_MODE": "true",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "PYTHONUNBUFFERED": "1",
+            **c.extra_env,
         }
         runner_common = {
-            "AGENTRY_RUNNER_DATABASE_URL": c.database_url, "AGENTRY_RUNNER_QUEUE": "rabbitmq",
-            "AGENTRY_RUNNER_AMQP_URL": c.amqp_url, "AGENTRY_RUNNER_QUEUE_NAME": c.queue_name,
-            "AGENTRY_RUNNER_EVENTS": "redis", "AGENTRY_RUNNER_REDIS_URL": c.redis_url,
+            "AGENTRY_RUNNER_DATABASE_URL": c.database_url,
+            "AGENTRY_RUNNER_QUEUE": "rabbitmq",
+            "AGENTRY_RUNNER_AMQP_URL": c.amqp_url,
+            "AGENTRY_RUNNER_QUEUE_NAME": c.queue_name,
+            "AGENTRY_RUNNER_EVENTS": "redis",
+            "AGENTRY_RUNNER_REDIS_URL": c.redis_url,
             "AGENTRY_RUNNER_REDIS_PREFIX": c.redis_prefix,
-            "AGENTRY_RUNNER_SANDBOX_TARGET": target["sandbox"], "AGENTRY_RUNNER_BILLING_TARGET": target["billing"],
+            "AGENTRY_RUNNER_SANDBOX_TARGET": target["sandbox"],
+            "AGENTRY_RUNNER_BILLING_TARGET": target["billing"],
         }
         if c.default_model:
             runner_common["AGENTRY_RUNNER_DEFAULT_MODEL"] = c.default_model
         if c.llm_api_base:
             runner_common["AGENTRY_RUNNER_LLM_API_BASE"] = c.llm_api_base
         return {
-            "auth": {**common, "AGENTRY_AUTH_PORT": str(p["auth"]), "AGENTRY_AUTH_DATABASE_URL": c.database_url,
-                     "AGENTRY_AUTH_KEY_PATH": str(c.data_dir / "auth-signing-key.pem")},
-            "billing": {**common, "AGENTRY_BILLING_PORT": str(p["billing"]),
-                        "AGENTRY_BILLING_DATABASE_URL": c.database_url},
-            "sandbox": {**common, "AGENTRY_SANDBOX_PORT": str(p["sandbox"]),
-                        "AGENTRY_SANDBOX_DATABASE_URL": c.database_url,
-                        "AGENTRY_SANDBOX_ROOT_DIR": str(c.data_dir / "sandboxes"),
-                        # Like `agentry dev`: without bubblewrap, commands run unisolated (the
-                        # sandbox logs a loud warning) unless this is set to false.
-                        "AGENTRY_SANDBOX_ALLOW_UNISOLATED": c.extra_env.get(
-                            "AGENTRY_SANDBOX_ALLOW_UNISOLATED", os.environ.get("AGENTRY_SANDBOX_ALLOW_UNISOLATED", "true"))},
-            "runner": {**common, **runner_common, "AGENTRY_RUNNER_ROLE": "api", "AGENTRY_RUNNER_PORT": str(p["runner"])},
-            **{name: {**common, **runner_common, "AGENTRY_RUNNER_ROLE": "worker", "AGENTRY_RUNNER_PORT": str(p[name])}
-               for name in self.worker_names},
-            "gateway": {**common, "AGENTRY_GATEWAY_PORT": str(c.gateway_port),
-                        "AGENTRY_GATEWAY_AUTH_TARGET": target["auth"], "AGENTRY_GATEWAY_BILLING_TARGET": target["billing"],
-                        "AGENTRY_GATEWAY_SANDBOX_TARGET": target["sandbox"],
-                        "AGENTRY_GATEWAY_RUNNER_TARGET": target["runner"], "AGENTRY_GATEWAY_EVENTS": "redis",
-                        "AGENTRY_GATEWAY_REDIS_URL": c.redis_url, "AGENTRY_GATEWAY_REDIS_PREFIX": c.redis_prefix,
-                        "AGENTRY_GATEWAY_RATE_LIMIT_PREFIX": f"{c.redis_prefix}rl:"},
+            "auth": {
+                **common,
+                "AGENTRY_AUTH_PORT": str(p["auth"]),
+                "AGENTRY_AUTH_DATABASE_URL": c.database_url,
+                "AGENTRY_AUTH_KEY_PATH": str(c.data_dir / "auth-signing-key.pem"),
+            },
+            "billing": {
+                **common,
+                "AGENTRY_BILLING_PORT": str(p["billing"]),
+                "AGENTRY_BILLING_DATABASE_URL": c.database_url,
+            },
+            "sandbox": {
+                **common,
+                "AGENTRY_SANDBOX_PORT": str(p["sandbox"]),
+                "AGENTRY_SANDBOX_DATABASE_URL": c.database_url,
+                "AGENTRY_SANDBOX_ROOT_DIR": str(c.data_dir / "sandboxes"),
+                # Like `agentry dev`: without bubblewrap, commands run unisolated (the
+                # sandbox logs a loud warning) unless this is set to false.
+                "AGENTRY_SANDBOX_ALLOW_UNISOLATED": c.extra_env.get(
+                    "AGENTRY_SANDBOX_ALLOW_UNISOLATED", os.environ.get("AGENTRY_SANDBOX_ALLOW_UNISOLATED", "true")
+                ),
+            },
+            "runner": {
+                **common,
+                **runner_common,
+                "AGENTRY_RUNNER_ROLE": "api",
+                "AGENTRY_RUNNER_PORT": str(p["runner"]),
+            },
+            **{
+                name: {**common, **runner_common, "AGENTRY_RUNNER_ROLE": "worker", "AGENTRY_RUNNER_PORT": str(p[name])}
+                for name in self.worker_names
+            },
+            "gateway": {
+                **common,
+                "AGENTRY_GATEWAY_PORT": str(c.gateway_port),
+                "AGENTRY_GATEWAY_AUTH_TARGET": target["auth"],
+                "AGENTRY_GATEWAY_BILLING_TARGET": target["billing"],
+                "AGENTRY_GATEWAY_SANDBOX_TARGET": target["sandbox"],
+                "AGENTRY_GATEWAY_RUNNER_TARGET": target["runner"],
+                "AGENTRY_GATEWAY_EVENTS": "redis",
+                "AGENTRY_GATEWAY_REDIS_URL": c.redis_url,
+                "AGENTRY_GATEWAY_REDIS_PREFIX": c.redis_prefix,
+                "AGENTRY_GATEWAY_RATE_LIMIT_PREFIX": f"{c.redis_prefix}rl:",
+            },
         }
 
     def start(self, timeout: float = 90.0) -> None:
@@ -157,8 +206,9 @@ class SplitProcesses:
         try:
             self.supervisor.wait_healthy(timeout=timeout, on_exit=self._exited_while_starting)
         except TimeoutError as exc:
-            raise TimeoutError(f"split mode did not become healthy in {timeout:.0f}s ({exc}); "
-                               f"see {self.log_dir}/") from None
+            raise TimeoutError(
+                f"split mode did not become healthy in {timeout:.0f}s ({exc}); see {self.log_dir}/"
+            ) from None
 
     def _exited_while_starting(self, name: str, returncode: int) -> None:
         # A process that exits by itself is misconfigured: show it. One killed by a signal (a rare
@@ -213,8 +263,13 @@ def ensure_database(url: str) -> None:
     parsed = make_url(url)
 
     async def _create() -> None:
-        conn = await asyncpg.connect(user=parsed.username, password=parsed.password, host=parsed.host,
-                                     port=parsed.port or 5432, database="postgres")
+        conn = await asyncpg.connect(
+            user=parsed.username,
+            password=parsed.password,
+            host=parsed.host,
+            port=parsed.port or 5432,
+            database="postgres",
+        )
         try:
             exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", parsed.database)
             if not exists:
@@ -248,13 +303,18 @@ def run_split_forever(config: SplitConfig, console: Console) -> None:
     with console.status("starting services (PostgreSQL, Redis, RabbitMQ)..."):
         procs.start()
     workers = f"{config.workers} worker processes" if config.workers > 1 else "1 worker process"
-    console.print(f"[bold green]Agentry split mode is running[/] — gateway {procs.gateway_url}, {workers}; "
-                  f"logs in {procs.log_dir}/ (Ctrl-C stops; a service that dies is restarted)")
+    console.print(
+        f"[bold green]Agentry split mode is running[/] — gateway {procs.gateway_url}, {workers}; "
+        f"logs in {procs.log_dir}/ (Ctrl-C stops; a service that dies is restarted)"
+    )
     if demo_llm:
         console.print("[yellow]No LLM provider is configured: runs use the scripted demo model.[/]")
     else:
-        console.print(f"Model: {config.default_model or choice.model} at {config.llm_api_base or 'the provider API'}",
-                      highlight=False, markup=False)
+        console.print(
+            f"Model: {config.default_model or choice.model} at {config.llm_api_base or 'the provider API'}",
+            highlight=False,
+            markup=False,
+        )
     import threading
 
     stop = threading.Event()

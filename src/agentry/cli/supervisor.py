@@ -177,12 +177,20 @@ class Supervisor:
         spec = child.spec
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(spec.log_path, "ab") as log:
-            proc = subprocess.Popen(spec.argv, env=spec.env, stdout=log, stderr=subprocess.STDOUT, cwd=spec.cwd,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
+            proc = subprocess.Popen(
+                spec.argv,
+                env=spec.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=spec.cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         exited = threading.Event()
         child.proc, child.exited, child.started_at = proc, exited, time.monotonic()
-        threading.Thread(target=self._await_exit, args=(child, proc, exited), daemon=True,
-                         name=f"wait-{spec.name}-{proc.pid}").start()
+        threading.Thread(
+            target=self._await_exit, args=(child, proc, exited), daemon=True, name=f"wait-{spec.name}-{proc.pid}"
+        ).start()
 
     def _await_exit(self, child: _Child, proc: subprocess.Popen[bytes], exited: threading.Event) -> None:
         proc.wait()
@@ -218,8 +226,11 @@ class Supervisor:
         delay = self.policy.next_delay(child.last_delay, uptime)
         child.last_delay = delay
         due[child.spec.name] = time.monotonic() + delay
-        self._event(f"{child.spec.name} (pid {proc.pid}) {_describe_exit(proc.returncode)} after "
-                    f"{uptime:.1f}s; restarting it in {delay:.1f}s", child)
+        self._event(
+            f"{child.spec.name} (pid {proc.pid}) {_describe_exit(proc.returncode)} after "
+            f"{uptime:.1f}s; restarting it in {delay:.1f}s",
+            child,
+        )
 
     def _restart(self, child: _Child, due: dict[str, float]) -> None:
         try:
@@ -227,8 +238,9 @@ class Supervisor:
         except OSError as exc:
             child.last_delay = self.policy.next_delay(child.last_delay, 0.0)
             due[child.spec.name] = time.monotonic() + child.last_delay
-            self._event(f"{child.spec.name} could not be started ({exc}); trying again in "
-                        f"{child.last_delay:.1f}s", child)
+            self._event(
+                f"{child.spec.name} could not be started ({exc}); trying again in {child.last_delay:.1f}s", child
+            )
             return
         child.restarts += 1
         assert child.proc is not None

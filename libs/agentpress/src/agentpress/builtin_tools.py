@@ -177,8 +177,18 @@ async def complete(summary: str) -> str:
 
 def default_tools(*, include: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> list[Tool]:
     """A fresh list of the built-in tools (optionally a subset) for one agent."""
-    tools = [run_command, start_process, *_process_tools(), create_file, read_file, replace_in_file,
-             delete_file, list_files, ask, complete]
+    tools = [
+        run_command,
+        start_process,
+        *_process_tools(),
+        create_file,
+        read_file,
+        replace_in_file,
+        delete_file,
+        list_files,
+        ask,
+        complete,
+    ]
     names = {t.name for t in tools}
     wanted = set(include) if include is not None else names
     unknown = (wanted | set(exclude)) - names

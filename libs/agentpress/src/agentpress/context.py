@@ -77,12 +77,24 @@ class ContextManager:
         self._tools_tokens: dict[tuple[str, str], int] = {}
 
     def window(self, model_name: str, model_window: int | None) -> int:
-        return (self._config.context_window or model_window or litellm_context_window(model_name)
-                or self._config.default_context_window)
+        return (
+            self._config.context_window
+            or model_window
+            or litellm_context_window(model_name)
+            or self._config.default_context_window
+        )
 
-    async def build(self, history: list[Message], system_prompt: str, tools: list[dict[str, Any]],
-                    model_name: str, model_window: int | None,
-                    persist: Callable[[Message], Awaitable[None]], *, budget_scale: float = 1.0) -> BuiltPrompt:
+    async def build(
+        self,
+        history: list[Message],
+        system_prompt: str,
+        tools: list[dict[str, Any]],
+        model_name: str,
+        model_window: int | None,
+        persist: Callable[[Message], Awaitable[None]],
+        *,
+        budget_scale: float = 1.0,
+    ) -> BuiltPrompt:
         """Prompt for the next call; may summarise old turns and persist (and append) the summary.
         `budget_scale` < 1 compresses harder: the provider said the prompt did not fit after all."""
         window = self.window(model_name, model_window)
@@ -139,7 +151,8 @@ class ContextManager:
         key = (model_name, tools_json)
         if key not in self._tools_tokens:  # the same tools on every step of the run
             self._tools_tokens[key] = self._config.token_counter(
-                model_name, [{"role": "system", "content": tools_json}])
+                model_name, [{"role": "system", "content": tools_json}]
+            )
         return self._tools_tokens[key]
 
     def _size(self, model_name: str, unit: list[Message]) -> int:
@@ -157,8 +170,9 @@ class ContextManager:
         parts.append(f"Conversation to add to the summary:\n{transcript}")
         text = await self._summarize("\n".join(parts))
         logger.info("summarised %d messages into %d chars", len(old), len(text))
-        return StatusMessage(status="summary", text=text, data={"covers_through": old[-1].message_id,
-                                                               "messages": len(old)})
+        return StatusMessage(
+            status="summary", text=text, data={"covers_through": old[-1].message_id, "messages": len(old)}
+        )
 
 
 def _split_at_summary(history: list[Message]) -> tuple[StatusMessage | None, list[Message]]:
@@ -189,6 +203,7 @@ def _transcript(messages: list[Message], tool_chars: int) -> str:
 
 def _shrink_largest(active: list[Message]) -> list[Message] | None:
     """Halve the longest text in the prompt (middle cut); None when nothing is worth cutting."""
+
     def size(m: Message) -> int:
         return len(m.output) if isinstance(m, ToolResultMessage) else len(getattr(m, "text", ""))
 

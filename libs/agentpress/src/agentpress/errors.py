@@ -39,8 +39,9 @@ class ModelCallError(AgentpressError):
 
     default_kind = "unknown"
 
-    def __init__(self, message: str = "", *, kind: str | None = None, retry_after: float | None = None,
-                 status: int | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, kind: str | None = None, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind or self.default_kind
         self.retry_after = retry_after

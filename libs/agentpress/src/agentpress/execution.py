@@ -29,8 +29,14 @@ class ToolExecution:
 
 
 class ToolExecutor:
-    def __init__(self, registry: ToolRegistry, ctx: RunContext, emit: Emit, config: ToolExecution,
-                 needs_input: NeedsInput | None = None) -> None:
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        ctx: RunContext,
+        emit: Emit,
+        config: ToolExecution,
+        needs_input: NeedsInput | None = None,
+    ) -> None:
         self._registry = registry
         self._needs_input = needs_input
         # The first call of the turn that waits for the user; it and every later call of the
@@ -69,8 +75,11 @@ class ToolExecutor:
             # first, so a run resumed elsewhere knows the call may have had its effect.
             await self._emit(PhaseChanged(phase="running_tool", tool=call.name, call=call))
             observer = self._ctx.observer
-            observation = None if observer is None else _guard("tool_call", observer.tool_call, call.name,
-                                                               call.call_id, call.arguments)
+            observation = (
+                None
+                if observer is None
+                else _guard("tool_call", observer.tool_call, call.name, call.call_id, call.arguments)
+            )
             try:
                 outcome = await self._registry.execute(self._ctx, call.name, call.arguments, call.format)
             except asyncio.CancelledError:
@@ -80,10 +89,16 @@ class ToolExecutor:
             if observation is not None:
                 _guard("tool finish", observation.finish, outcome)
         self.results[call.call_id] = outcome
-        await self._emit(ToolCallFinished(
-            call_id=call.call_id, name=call.name, arguments=outcome.arguments, output=outcome.output,
-            error=outcome.error, duration_ms=round(outcome.duration_ms, 3),
-        ))
+        await self._emit(
+            ToolCallFinished(
+                call_id=call.call_id,
+                name=call.name,
+                arguments=outcome.arguments,
+                output=outcome.output,
+                error=outcome.error,
+                duration_ms=round(outcome.duration_ms, 3),
+            )
+        )
         return outcome
 
     async def finish(self) -> list[tuple[PendingCall, ToolOutcome]]:

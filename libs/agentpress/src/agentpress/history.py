@@ -186,4 +186,3 @@ def _join(a: Any, b: Any) -> Any:
 def family_for(model_names: Iterable[str]) -> Family:
     """The strictest family among the models a call may go to (the primary and its fallbacks)."""
     return "anthropic" if any(family_of(n) == "anthropic" for n in model_names) else "openai"
-

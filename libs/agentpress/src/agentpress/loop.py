@@ -127,8 +127,9 @@ class Agent:
             return {"kind": "question", "question": str(arguments.get("question", "")), "call_id": call.call_id}
         return {"kind": "approval", "tool": t.name, "arguments": arguments, "call_id": call.call_id}
 
-    async def resolve_pending(self, ctx: RunContext, pending: dict[str, Any],
-                              resolution: dict[str, Any]) -> dict[str, Any] | None:
+    async def resolve_pending(
+        self, ctx: RunContext, pending: dict[str, Any], resolution: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """Applies the user's input to a paused run's last turn and stores the results: the
         answer becomes the ask call's result; an approved call runs; a rejected one gets a result
         saying so (error "rejected"); calls of the turn after it run now (or pause again: the new
@@ -145,12 +146,18 @@ class Agent:
             await ctx.events.emit(MessageCompleted(message=result))
 
         async def run_call(call: ToolCall, *, ask_first: bool) -> dict[str, Any] | None:
-            executor = ToolExecutor(self.tools, ctx, ctx.events.emit, ToolExecution(when="after_turn"),
-                                    self.needs_input if ask_first else None)
+            executor = ToolExecutor(
+                self.tools,
+                ctx,
+                ctx.events.emit,
+                ToolExecution(when="after_turn"),
+                self.needs_input if ask_first else None,
+            )
             executor.submit(PendingCall(call=call))
             for _, outcome in await executor.finish():
-                await store(ToolResultMessage(call_id=call.call_id, name=call.name, output=outcome.output,
-                                              error=outcome.error))
+                await store(
+                    ToolResultMessage(call_id=call.call_id, name=call.name, output=outcome.output, error=outcome.error)
+                )
             return executor.paused
 
         for call in dangling:
@@ -162,8 +169,14 @@ class Agent:
                     await run_call(call, ask_first=False)
                 else:
                     note = f": {content}" if content else ""
-                    await store(ToolResultMessage(call_id=call.call_id, name=call.name,
-                                                  output=f"the user rejected this call{note}", error="rejected"))
+                    await store(
+                        ToolResultMessage(
+                            call_id=call.call_id,
+                            name=call.name,
+                            output=f"the user rejected this call{note}",
+                            error="rejected",
+                        )
+                    )
                 continue
             again = await run_call(call, ask_first=True)
             if again is not None:
@@ -273,8 +286,11 @@ class _Run:
                 if empty < 2:
                     continue
                 error = "the model returned an empty reply (no text, no tool call) twice in a row"
-                await self.persist(StatusMessage(status=FinishReason.EMPTY_RESPONSE.value, text=error,
-                                                 data={"model": self.agent.model.name}))
+                await self.persist(
+                    StatusMessage(
+                        status=FinishReason.EMPTY_RESPONSE.value, text=error, data={"model": self.agent.model.name}
+                    )
+                )
                 return RunResult(FinishReason.EMPTY_RESPONSE, error, self.steps)
             empty = 0
             if outcome == "length" and continues < self.agent.max_auto_continues:
@@ -294,8 +310,9 @@ class _Run:
         except ModelCallError as exc:
             return RunResult(FinishReason.ERROR, str(exc), self.steps)
         step.executor = ToolExecutor(agent.tools, ctx, self.emit, agent.tool_execution, agent.needs_input)
-        step.processor = StreamProcessor(self.emit, step.executor.submit, agent.tool_calling, opened.model.name,
-                                         taken_ids=call_ids(self.history))
+        step.processor = StreamProcessor(
+            self.emit, step.executor.submit, agent.tool_calling, opened.model.name, taken_ids=call_ids(self.history)
+        )
         try:
             await step.processor.consume(opened.first, opened.rest)
         except Exception as exc:  # noqa: BLE001 - a stream that dies midway: keep what arrived, stop the tools
@@ -303,8 +320,7 @@ class _Run:
             message = str(exc) if isinstance(exc, ModelCallError) else f"{type(exc).__name__}: {exc}"
             return RunResult(FinishReason.ERROR, message, self.steps)
         prompt = self._prompt
-        within_budget = await self._record_usage(opened.model, step.processor,
-                                                 lambda: prompt.tokens if prompt else 0)
+        within_budget = await self._record_usage(opened.model, step.processor, lambda: prompt.tokens if prompt else 0)
         if not step.processor.calls and not step.processor.text.strip():
             return "empty" if within_budget else RunResult(FinishReason.BUDGET_EXCEEDED, None, self.steps)
         await self.persist(step.processor.message())
@@ -312,8 +328,9 @@ class _Run:
         terminal: FinishReason | None = None
         for pending, outcome in await step.executor.finish():
             call = pending.call
-            await self.persist(ToolResultMessage(call_id=call.call_id, name=call.name, output=outcome.output,
-                                                 error=outcome.error))
+            await self.persist(
+                ToolResultMessage(call_id=call.call_id, name=call.name, output=outcome.output, error=outcome.error)
+            )
             step.results_persisted.add(call.call_id)
             t = agent.tools.get(call.name)
             if t is not None and t.terminates and outcome.error is None and terminal is None:
@@ -337,8 +354,15 @@ class _Run:
         family = family_for(m.name for m in [*models, *agent.context_fallback_models])
 
         async def request(scale: float) -> ModelRequest:
-            prompt = await self.context.build(repair(self.history), agent._system_prompt(), tools, agent.model.name,
-                                              agent.model.context_window, self.persist, budget_scale=scale)
+            prompt = await self.context.build(
+                repair(self.history),
+                agent._system_prompt(),
+                tools,
+                agent.model.name,
+                agent.model.context_window,
+                self.persist,
+                budget_scale=scale,
+            )
             self._prompt = prompt
             messages = finalize(prompt.messages, family)
             messages = with_cache_markers(messages) if is_anthropic(agent.model.name) else messages
@@ -356,11 +380,13 @@ class _Run:
         except ModelCallError as exc:
             if exc.kind != ErrorKind.CONTEXT_WINDOW or not agent.context_fallback_models:
                 raise
-        return await open_stream(observed(agent.context_fallback_models, self.ctx.observer), smaller, agent.retry,
-                                 self.retry_budget)
+        return await open_stream(
+            observed(agent.context_fallback_models, self.ctx.observer), smaller, agent.retry, self.retry_budget
+        )
 
-    async def _record_usage(self, model: Model, processor: StreamProcessor,
-                            estimated_prompt: Callable[[], int]) -> bool:
+    async def _record_usage(
+        self, model: Model, processor: StreamProcessor, estimated_prompt: Callable[[], int]
+    ) -> bool:
         # The provider's count when it reported one; counting the prompt ourselves (a tokenizer
         # pass over the whole prompt) only when it did not.
         prompt_tokens = processor.prompt_tokens if processor.prompt_tokens is not None else estimated_prompt()
@@ -369,10 +395,17 @@ class _Run:
             completion = max(1, len(processor.text) // 4) if processor.text else 0
         cost = model.cost(prompt_tokens, completion)
         # NaN: the model has no known price. The event shows 0; the usage sink gets NaN and decides.
-        await self.emit(UsageReported(model=model.name, prompt_tokens=prompt_tokens,
-                                      completion_tokens=completion, cost_usd=0.0 if math.isnan(cost) else cost))
-        usage = Usage(model=model.name, prompt_tokens=prompt_tokens, completion_tokens=completion,
-                      cost_usd=cost, step=self.steps)
+        await self.emit(
+            UsageReported(
+                model=model.name,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion,
+                cost_usd=0.0 if math.isnan(cost) else cost,
+            )
+        )
+        usage = Usage(
+            model=model.name, prompt_tokens=prompt_tokens, completion_tokens=completion, cost_usd=cost, step=self.steps
+        )
         return await self.ctx.usage.record(usage)
 
     async def finish_cancelled(self) -> None:
@@ -395,17 +428,24 @@ class _Run:
             if call.call_id in step.results_persisted:
                 continue
             outcome = results.get(call.call_id)
-            result = (ToolResultMessage(call_id=call.call_id, name=call.name, output=outcome.output, error=outcome.error)
-                      if outcome else ToolResultMessage(call_id=call.call_id, name=call.name,
-                                                        output="cancelled before it finished", error="cancelled"))
+            result = (
+                ToolResultMessage(call_id=call.call_id, name=call.name, output=outcome.output, error=outcome.error)
+                if outcome
+                else ToolResultMessage(
+                    call_id=call.call_id, name=call.name, output="cancelled before it finished", error="cancelled"
+                )
+            )
             await self.persist(result)
             step.results_persisted.add(call.call_id)
 
     async def _summarize(self, transcript: str) -> str:
         model = self.agent.summary_model
         messages = [{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": transcript}]
-        request = ModelRequest(finalize(messages, family_for([model.name])), [],  # the transcript quotes any text
-                               ModelSettings(max_tokens=self.agent._context_config.reserve_tokens))
+        request = ModelRequest(
+            finalize(messages, family_for([model.name])),
+            [],  # the transcript quotes any text
+            ModelSettings(max_tokens=self.agent._context_config.reserve_tokens),
+        )
         opened = await open_stream(observed([model], self.ctx.observer), request, self.agent.retry, self.retry_budget)
         processor = StreamProcessor(_discard, lambda _: None, "native", model.name)
         await processor.consume(opened.first, opened.rest)

@@ -101,7 +101,7 @@ class MemorySandbox:
         for full, data in sorted(self.files.items()):
             if not full.startswith(base):
                 continue
-            head, _, rest = full[len(base):].partition("/")
+            head, _, rest = full[len(base) :].partition("/")
             rel = posixpath.relpath(base + head, self.root)
             entries.setdefault(head, FileEntry(name=head, path=rel, is_dir=bool(rest), size=0 if rest else len(data)))
         return list(entries.values())
@@ -114,8 +114,12 @@ class MemorySandbox:
     async def read_process(self, process_id: str, offset: int) -> ProcessState:
         proc = self._process(process_id)
         output = str(proc["output"])
-        return ProcessState(output=output[offset:], next_offset=len(output), running=bool(proc["running"]),
-                            exit_code=None if proc["running"] else -15)
+        return ProcessState(
+            output=output[offset:],
+            next_offset=len(output),
+            running=bool(proc["running"]),
+            exit_code=None if proc["running"] else -15,
+        )
 
     async def stop_process(self, process_id: str) -> None:
         self._process(process_id)["running"] = False

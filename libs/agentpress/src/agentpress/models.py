@@ -17,8 +17,21 @@ from agentpress.errors import ModelCallError
 from agentpress.openai_stream import direct_lane
 from agentpress.retries import OpenedStream, RetryPolicy, classify, open_stream
 
-__all__ = ["LiteLLMModel", "Model", "ModelDelta", "ModelRequest", "ModelSettings", "OpenedStream", "RetryPolicy",
-           "ToolCallChunk", "count_tokens", "import_litellm", "model_context_window", "open_stream", "warm_up"]
+__all__ = [
+    "LiteLLMModel",
+    "Model",
+    "ModelDelta",
+    "ModelRequest",
+    "ModelSettings",
+    "OpenedStream",
+    "RetryPolicy",
+    "ToolCallChunk",
+    "count_tokens",
+    "import_litellm",
+    "model_context_window",
+    "open_stream",
+    "warm_up",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +65,16 @@ class ModelSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_kwargs(self) -> dict[str, Any]:
-        kwargs = {k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens),
-                                    ("reasoning_effort", self.reasoning_effort), ("thinking", self.thinking))
-                  if v is not None}
+        kwargs = {
+            k: v
+            for k, v in (
+                ("temperature", self.temperature),
+                ("max_tokens", self.max_tokens),
+                ("reasoning_effort", self.reasoning_effort),
+                ("thinking", self.thinking),
+            )
+            if v is not None
+        }
         return {**kwargs, **self.extra}
 
 
@@ -107,8 +127,13 @@ def warm_up(*, call: bool = False) -> None:
         return
 
     async def one() -> None:
-        stream = await litellm.acompletion(model="openai/warm-up", messages=[{"role": "user", "content": "hi"}],
-                                           mock_response="ok", stream=True, api_key="warm-up")
+        stream = await litellm.acompletion(
+            model="openai/warm-up",
+            messages=[{"role": "user", "content": "hi"}],
+            mock_response="ok",
+            stream=True,
+            api_key="warm-up",
+        )
         async for _ in stream:
             pass
 
@@ -122,8 +147,10 @@ def count_tokens(model: str, messages: list[dict[str, Any]]) -> int:
 
 def _not_mapped(litellm: ModuleType) -> tuple[type[BaseException], ...]:
     """LiteLLM's own "unknown model" errors: the only ones a price or window lookup may swallow."""
-    found = [getattr(litellm, "exceptions", None) and getattr(litellm.exceptions, "ModelNotMappedError", None),
-             getattr(litellm, "NotFoundError", None)]
+    found = [
+        getattr(litellm, "exceptions", None) and getattr(litellm.exceptions, "ModelNotMappedError", None),
+        getattr(litellm, "NotFoundError", None),
+    ]
     return tuple(t for t in found if isinstance(t, type)) or (ValueError,)
 
 
@@ -144,8 +171,15 @@ _unpriced: set[str] = set()
 class LiteLLMModel:
     """Adapter from LiteLLM's streaming chunks to ModelDelta; LiteLLM objects never leave it."""
 
-    def __init__(self, name: str, *, api_base: str | None = None, api_key: str | None = None,
-                 timeout: float = 600.0, context_window: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 600.0,
+        context_window: int | None = None,
+    ) -> None:
         self.name = name
         self.api_base = api_base
         self.api_key = api_key
@@ -173,11 +207,15 @@ class LiteLLMModel:
             kwargs["api_key"] = self.api_key
         try:
             response = await litellm.acompletion(
-                model=self.name, messages=request.messages, stream=True,
-                stream_options={"include_usage": True}, timeout=self.timeout,
+                model=self.name,
+                messages=request.messages,
+                stream=True,
+                stream_options={"include_usage": True},
+                timeout=self.timeout,
                 # One retry layer only, ours (agentpress.retries): neither the OpenAI SDK's
                 # max_retries nor LiteLLM's num_retries may multiply the attempts.
-                max_retries=0, num_retries=0,
+                max_retries=0,
+                num_retries=0,
                 **kwargs,
             )
             async for chunk in response:
@@ -193,7 +231,8 @@ class LiteLLMModel:
         try:
             # cost_per_token reads the price table; completion_cost would first build a response.
             prompt_cost, completion_cost = litellm.cost_per_token(
-                model=self.name, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                model=self.name, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+            )
         except _not_mapped(litellm):
             # No price known: NaN says so, and billing decides (refuse, or a default price; never free).
             if self.name not in _unpriced:
@@ -211,10 +250,14 @@ def _translate_dict(data: dict[str, Any]) -> ModelDelta:
     choice = choices[0] if choices else None
     delta = (choice.get("delta") or {}) if choice else {}
     calls = tuple(
-        ToolCallChunk(index=tc.get("index") or 0, call_id=tc.get("id") or None,
-                      name=(tc.get("function") or {}).get("name") or None,
-                      arguments=(tc.get("function") or {}).get("arguments") or "")
-        for tc in delta.get("tool_calls") or ())
+        ToolCallChunk(
+            index=tc.get("index") or 0,
+            call_id=tc.get("id") or None,
+            name=(tc.get("function") or {}).get("name") or None,
+            arguments=(tc.get("function") or {}).get("arguments") or "",
+        )
+        for tc in delta.get("tool_calls") or ()
+    )
     return ModelDelta(
         text=delta.get("content") or "",
         reasoning=delta.get("reasoning_content") or delta.get("reasoning") or "",
@@ -233,9 +276,14 @@ def _translate(chunk: Any) -> ModelDelta:
     calls: list[ToolCallChunk] = []
     for tc in (getattr(delta, "tool_calls", None) or []) if delta is not None else []:
         fn = getattr(tc, "function", None)
-        calls.append(ToolCallChunk(index=tc.index or 0, call_id=tc.id or None,
-                                   name=getattr(fn, "name", None) or None,
-                                   arguments=getattr(fn, "arguments", None) or ""))
+        calls.append(
+            ToolCallChunk(
+                index=tc.index or 0,
+                call_id=tc.id or None,
+                name=getattr(fn, "name", None) or None,
+                arguments=getattr(fn, "arguments", None) or "",
+            )
+        )
     return ModelDelta(
         text=(getattr(delta, "content", None) or "") if delta is not None else "",
         reasoning=(getattr(delta, "reasoning_content", None) or "") if delta is not None else "",

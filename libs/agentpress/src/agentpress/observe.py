@@ -33,8 +33,17 @@ class ModelCallObservation(Protocol):
         """The first delta arrived (time to first token = now - the call's start)."""
         ...
 
-    def finish(self, *, text: str, reasoning: str, tool_calls: list[dict[str, Any]], finish_reason: str | None,
-               prompt_tokens: int | None, completion_tokens: int | None, cost_usd: float | None) -> None:
+    def finish(
+        self,
+        *,
+        text: str,
+        reasoning: str,
+        tool_calls: list[dict[str, Any]],
+        finish_reason: str | None,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        cost_usd: float | None,
+    ) -> None:
         """The stream ended (or was closed by its consumer: `finish_reason` "interrupted").
         Tokens are the provider's counts (None when it sent none); cost in US dollars, None when
         the model's price is unknown."""
@@ -133,11 +142,20 @@ class ObservedModel:
                 cost = None
                 if prompt_tokens is not None or completion_tokens is not None:
                     cost = _guard("cost", self.inner.cost, prompt_tokens or 0, completion_tokens or 0)
-                _guard("finish", observation.finish, text="".join(text), reasoning="".join(reasoning),
-                       tool_calls=[{"id": c["id"], "name": c["name"], "arguments": "".join(c["arguments"])}
-                                   for _, c in sorted(calls.items())],
-                       finish_reason=finish_reason, prompt_tokens=prompt_tokens,
-                       completion_tokens=completion_tokens, cost_usd=cost)
+                _guard(
+                    "finish",
+                    observation.finish,
+                    text="".join(text),
+                    reasoning="".join(reasoning),
+                    tool_calls=[
+                        {"id": c["id"], "name": c["name"], "arguments": "".join(c["arguments"])}
+                        for _, c in sorted(calls.items())
+                    ],
+                    finish_reason=finish_reason,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost_usd=cost,
+                )
 
 
 def observed(models: list[Model], observer: RunObserver | None) -> list[Model]:
@@ -155,8 +173,13 @@ class RecordingObserver:
         self.tool_calls: list[dict[str, Any]] = []
 
     def model_call(self, model: str, request: ModelRequest) -> ModelCallObservation:
-        record: dict[str, Any] = {"model": model, "messages": request.messages, "start": time.monotonic(),
-                                  "first_token": None, "error": None}
+        record: dict[str, Any] = {
+            "model": model,
+            "messages": request.messages,
+            "start": time.monotonic(),
+            "first_token": None,
+            "error": None,
+        }
         self.model_calls.append(record)
         return _RecordedModelCall(record)
 

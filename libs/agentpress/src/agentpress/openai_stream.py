@@ -53,7 +53,9 @@ def _client() -> httpx.AsyncClient:
     if client is None or client.is_closed:
         client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=1000, keepalive_expiry=60),
-            timeout=httpx.Timeout(600.0, connect=10.0), follow_redirects=False)
+            timeout=httpx.Timeout(600.0, connect=10.0),
+            follow_redirects=False,
+        )
         _clients[loop] = client
     return client
 
@@ -62,8 +64,16 @@ class DirectLane:
     """Streams one OpenAI-compatible model. Build it with `direct_lane`, which says whether the
     model may take this lane at all."""
 
-    def __init__(self, litellm: ModuleType, *, model: str, provider_model: str, base_url: str,
-                 api_key: str | None, timeout: float) -> None:
+    def __init__(
+        self,
+        litellm: ModuleType,
+        *,
+        model: str,
+        provider_model: str,
+        base_url: str,
+        api_key: str | None,
+        timeout: float,
+    ) -> None:
         self._litellm = litellm
         self.model = model  # as the caller named it, e.g. "openai/gpt-4o-mini"
         self.provider_model = provider_model  # as the server knows it, e.g. "gpt-4o-mini"
@@ -86,19 +96,27 @@ class DirectLane:
     async def stream(self, messages: list[dict[str, Any]], settings: Mapping[str, Any]) -> AsyncIterator[dict]:
         """The decoded `data:` objects of the server's stream, in order (usage in the last one).
         Raises the LiteLLM exception LiteLLM would raise for the same answer."""
-        body = orjson.dumps({"model": self.provider_model, "messages": messages, "stream": True,
-                             "stream_options": {"include_usage": True}, **settings})
+        body = orjson.dumps(
+            {
+                "model": self.provider_model,
+                "messages": messages,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                **settings,
+            }
+        )
         client = _client()
         try:
-            request = client.build_request("POST", self.url, content=body, headers=self._headers,
-                                           timeout=self._timeout)
+            request = client.build_request("POST", self.url, content=body, headers=self._headers, timeout=self._timeout)
             response = await client.send(request, stream=True)
         except httpx.TimeoutException as exc:
-            raise self._litellm.Timeout(message=f"request timed out: {exc!r}", model=self.model,
-                                        llm_provider="openai") from exc
+            raise self._litellm.Timeout(
+                message=f"request timed out: {exc!r}", model=self.model, llm_provider="openai"
+            ) from exc
         except httpx.HTTPError as exc:
-            raise self._litellm.APIConnectionError(message=f"could not reach {self.url}: {exc!r}",
-                                                   llm_provider="openai", model=self.model) from exc
+            raise self._litellm.APIConnectionError(
+                message=f"could not reach {self.url}: {exc!r}", llm_provider="openai", model=self.model
+            ) from exc
         try:
             if response.status_code != 200:
                 await response.aread()
@@ -118,19 +136,28 @@ class DirectLane:
                 except orjson.JSONDecodeError as exc:
                     data = _lenient_loads(payload)  # only on this rare path: nothing per chunk
                     if data is None:
-                        raise self._litellm.APIError(status_code=500,
-                                                     message=f"unreadable stream chunk: {payload[:200]!r}",
-                                                     llm_provider="openai", model=self.model) from exc
+                        raise self._litellm.APIError(
+                            status_code=500,
+                            message=f"unreadable stream chunk: {payload[:200]!r}",
+                            llm_provider="openai",
+                            model=self.model,
+                        ) from exc
                 if isinstance(data, dict) and data.get("error"):
-                    raise self._litellm.APIError(status_code=500, message=f"error in stream: {data['error']!r}"[:1000],
-                                                 llm_provider="openai", model=self.model)
+                    raise self._litellm.APIError(
+                        status_code=500,
+                        message=f"error in stream: {data['error']!r}"[:1000],
+                        llm_provider="openai",
+                        model=self.model,
+                    )
                 yield data
         except httpx.TimeoutException as exc:
-            raise self._litellm.Timeout(message=f"stream timed out: {exc!r}", model=self.model,
-                                        llm_provider="openai") from exc
+            raise self._litellm.Timeout(
+                message=f"stream timed out: {exc!r}", model=self.model, llm_provider="openai"
+            ) from exc
         except httpx.HTTPError as exc:
-            raise self._litellm.APIConnectionError(message=f"stream from {self.url} broke: {exc!r}",
-                                                   llm_provider="openai", model=self.model) from exc
+            raise self._litellm.APIConnectionError(
+                message=f"stream from {self.url} broke: {exc!r}", llm_provider="openai", model=self.model
+            ) from exc
         finally:
             await response.aclose()
 
@@ -144,10 +171,18 @@ class DirectLane:
             return lit.ContextWindowExceededError(response=response, **common)
         if status == 400 and ("content_filter" in lowered or "content_policy" in lowered):
             return lit.ContentPolicyViolationError(response=response, **common)
-        by_status = {400: lit.BadRequestError, 401: lit.AuthenticationError, 403: lit.PermissionDeniedError,
-                     404: lit.NotFoundError, 408: lit.Timeout, 422: lit.UnprocessableEntityError,
-                     429: lit.RateLimitError, 500: lit.InternalServerError, 502: lit.BadGatewayError,
-                     503: lit.ServiceUnavailableError}
+        by_status = {
+            400: lit.BadRequestError,
+            401: lit.AuthenticationError,
+            403: lit.PermissionDeniedError,
+            404: lit.NotFoundError,
+            408: lit.Timeout,
+            422: lit.UnprocessableEntityError,
+            429: lit.RateLimitError,
+            500: lit.InternalServerError,
+            502: lit.BadGatewayError,
+            503: lit.ServiceUnavailableError,
+        }
         cls = by_status.get(status)
         if cls is lit.Timeout:
             return lit.Timeout(**common)
@@ -156,8 +191,9 @@ class DirectLane:
         return lit.APIError(status_code=status, request=response.request, **common)
 
 
-def direct_lane(litellm: ModuleType, model: str, *, api_base: str | None, api_key: str | None,
-                timeout: float) -> DirectLane | None:
+def direct_lane(
+    litellm: ModuleType, model: str, *, api_base: str | None, api_key: str | None, timeout: float
+) -> DirectLane | None:
     """The direct lane for `model`, or None when it must go through LiteLLM (not an OpenAI
     protocol provider by LiteLLM's own reckoning, or the lane is turned off). Cached per model."""
     if not _enabled():
@@ -175,11 +211,17 @@ def direct_lane(litellm: ModuleType, model: str, *, api_base: str | None, api_ke
         pass
     else:
         if provider == "openai":
-            base = (resolved_base or api_base or os.environ.get("OPENAI_API_BASE")
-                    or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1")
+            base = (
+                resolved_base
+                or api_base
+                or os.environ.get("OPENAI_API_BASE")
+                or os.environ.get("OPENAI_BASE_URL")
+                or "https://api.openai.com/v1"
+            )
             key_ = api_key or dynamic_key or os.environ.get("OPENAI_API_KEY")
-            lane = DirectLane(litellm, model=model, provider_model=provider_model, base_url=base, api_key=key_,
-                              timeout=timeout)
+            lane = DirectLane(
+                litellm, model=model, provider_model=provider_model, base_url=base, api_key=key_, timeout=timeout
+            )
     if len(_lanes) > 1024:
         _lanes.clear()
     _lanes[key] = lane

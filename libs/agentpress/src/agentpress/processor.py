@@ -43,9 +43,14 @@ class StreamProcessor:
     calls one after another). An XML call is complete at its </invoke>.
     """
 
-    def __init__(self, emit: Emit, on_call: Callable[[PendingCall], None],
-                 tool_calling: Literal["native", "xml"] = "native", model: str = "",
-                 taken_ids: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        emit: Emit,
+        on_call: Callable[[PendingCall], None],
+        tool_calling: Literal["native", "xml"] = "native",
+        model: str = "",
+        taken_ids: set[str] | None = None,
+    ) -> None:
         """`taken_ids`: call ids the thread already holds; a call whose provider id repeats one
         (or another call of this reply) gets an id of its own (history.unique_call_id)."""
         self._emit = emit
@@ -102,8 +107,11 @@ class StreamProcessor:
     def message(self, *, partial: bool = False) -> AssistantMessage:
         """The assistant message so far; calls still being written are left out when partial."""
         return AssistantMessage(
-            message_id=self.message_id, text=self.text, reasoning="".join(self._reasoning),
-            tool_calls=tuple(p.call for p in self.calls), model=self.model,
+            message_id=self.message_id,
+            text=self.text,
+            reasoning="".join(self._reasoning),
+            tool_calls=tuple(p.call for p in self.calls),
+            model=self.model,
             finish_reason="interrupted" if partial else self.finish_reason,
         )
 
@@ -130,8 +138,17 @@ class StreamProcessor:
         if not state.started:
             await self._emit(ToolCallStarted(call_id=call_id, name=state.name or ""))
         error = None if state.name else "the tool call has no tool name"
-        self._add(PendingCall(ToolCall(call_id=call_id, name=state.name or "", arguments="".join(state.arguments),
-                                       provider_id=state.provider_id), error))
+        self._add(
+            PendingCall(
+                ToolCall(
+                    call_id=call_id,
+                    name=state.name or "",
+                    arguments="".join(state.arguments),
+                    provider_id=state.provider_id,
+                ),
+                error,
+            )
+        )
 
     def _claim(self, state: _NativeCall) -> str:
         """Once per call: the provider's id if the thread does not hold it yet, else a new one."""
@@ -147,7 +164,9 @@ class StreamProcessor:
                 continue
             call_id = f"xml_{len(self.calls)}_{uuid.uuid4().hex[:8]}"
             if isinstance(item, XmlCall):
-                call = ToolCall(call_id=call_id, name=item.name, arguments=orjson.dumps(item.parameters).decode(), format="xml")
+                call = ToolCall(
+                    call_id=call_id, name=item.name, arguments=orjson.dumps(item.parameters).decode(), format="xml"
+                )
                 pending = PendingCall(call)
             else:
                 call = ToolCall(call_id=call_id, name=item.name or "invalid_xml", arguments="{}", format="xml")

@@ -13,13 +13,13 @@ INTERRUPTED_OUTPUT = (
     "taken effect. It was not run again; check its effect before repeating it."
 )
 NOT_RUN_OUTPUT = (
-    "not run: the worker was lost before this call ran (or it is read-only and may simply be "
-    "called again)."
+    "not run: the worker was lost before this call ran (or it is read-only and may simply be called again)."
 )
 
 
-def close_interrupted_calls(history: Sequence[Message], started: Iterable[ToolCall],
-                            registry: ToolRegistry | None = None) -> list[Message]:
+def close_interrupted_calls(
+    history: Sequence[Message], started: Iterable[ToolCall], registry: ToolRegistry | None = None
+) -> list[Message]:
     """The messages that make `history` whole again after a lost worker, to be appended in order.
 
     `started`: calls the lost host announced as running (`phase` events with a `call`), in
@@ -48,7 +48,12 @@ def close_interrupted_calls(history: Sequence[Message], started: Iterable[ToolCa
         out.append(AssistantMessage(tool_calls=tuple(orphans), finish_reason=INTERRUPTED))
     for call in [*(c for cid, c in in_history.items() if cid not in answered), *orphans]:
         ran = call.call_id in started_calls and not _idempotent(call)
-        out.append(ToolResultMessage(call_id=call.call_id, name=call.name,
-                                     output=INTERRUPTED_OUTPUT if ran else NOT_RUN_OUTPUT,
-                                     error=INTERRUPTED))
+        out.append(
+            ToolResultMessage(
+                call_id=call.call_id,
+                name=call.name,
+                output=INTERRUPTED_OUTPUT if ran else NOT_RUN_OUTPUT,
+                error=INTERRUPTED,
+            )
+        )
     return out

@@ -31,8 +31,9 @@ class ErrorKind(StrEnum):
     UNKNOWN = "unknown"
 
 
-TRANSIENT = frozenset({ErrorKind.RATE_LIMIT, ErrorKind.OVERLOADED, ErrorKind.TIMEOUT, ErrorKind.SERVER_ERROR,
-                       ErrorKind.CONNECTION})
+TRANSIENT = frozenset(
+    {ErrorKind.RATE_LIMIT, ErrorKind.OVERLOADED, ErrorKind.TIMEOUT, ErrorKind.SERVER_ERROR, ErrorKind.CONNECTION}
+)
 
 # What a run's error says first: the cause, in words a user can act on.
 LABELS = {
@@ -188,8 +189,14 @@ class OpenedStream:
 Sleep = Callable[[float], Awaitable[None]]
 
 
-async def open_stream(models: list[Model], request: ModelRequest, policy: RetryPolicy,
-                      budget: RetryBudget | None = None, *, sleep: Sleep = asyncio.sleep) -> OpenedStream:
+async def open_stream(
+    models: list[Model],
+    request: ModelRequest,
+    policy: RetryPolicy,
+    budget: RetryBudget | None = None,
+    *,
+    sleep: Sleep = asyncio.sleep,
+) -> OpenedStream:
     """Start a stream on the first model that answers. Transient errors are retried on the same
     model (at most `policy.attempts` attempts, within the run's budget), then the next model is
     tried; any other error fails at once (a context-window error too: the caller compresses or
@@ -212,8 +219,12 @@ async def open_stream(models: list[Model], request: ModelRequest, policy: RetryP
             except ModelCallError as exc:
                 last = exc
                 if not is_transient(exc):
-                    raise ModelCallError(f"{exc} (model {model.name}, not retried)", kind=exc.kind,
-                                         retry_after=exc.retry_after, status=exc.status) from exc
+                    raise ModelCallError(
+                        f"{exc} (model {model.name}, not retried)",
+                        kind=exc.kind,
+                        retry_after=exc.retry_after,
+                        status=exc.status,
+                    ) from exc
                 why = _stop_reason(exc, attempt, policy, budget)
                 if why is not None:
                     errors.append(f"{exc} (model {model.name}: {why})")
@@ -229,9 +240,10 @@ def _stop_reason(exc: ModelCallError, attempt: int, policy: RetryPolicy, budget:
     if attempt >= policy.attempts:
         return f"gave up after {attempt} attempts"
     if exc.retry_after is not None and exc.retry_after > policy.max_retry_after:
-        return (f"the provider asks to retry after {exc.retry_after:g} s, more than the "
-                f"{policy.max_retry_after:g} s allowed; not retried")
+        return (
+            f"the provider asks to retry after {exc.retry_after:g} s, more than the "
+            f"{policy.max_retry_after:g} s allowed; not retried"
+        )
     if not budget.take():
         return f"the run's retry budget is spent, after {attempt} attempts"
     return None
-

@@ -19,8 +19,9 @@ class ProviderRejected(ModelCallError):
     """A strict fake model refused the request as the provider would: HTTP 400 with its body."""
 
     def __init__(self, rejection: ProviderRejection) -> None:
-        super().__init__(f"the provider rejected the request: {rejection.message}", kind="bad_request",
-                         status=rejection.status)
+        super().__init__(
+            f"the provider rejected the request: {rejection.message}", kind="bad_request", status=rejection.status
+        )
         self.rejection = rejection
         self.body = rejection.body
 
@@ -50,8 +51,10 @@ Reply = ScriptedReply | str | BaseException
 
 def xml_call(name: str, **parameters: Any) -> str:
     """The XML a model without native tool calling would write for one call."""
-    params = "".join(f'<parameter name="{k}">{v if isinstance(v, str) else orjson.dumps(v).decode()}</parameter>\n'
-                     for k, v in parameters.items())
+    params = "".join(
+        f'<parameter name="{k}">{v if isinstance(v, str) else orjson.dumps(v).decode()}</parameter>\n'
+        for k, v in parameters.items()
+    )
     return f'<function_calls>\n<invoke name="{name}">\n{params}</invoke>\n</function_calls>'
 
 
@@ -70,8 +73,16 @@ class _StreamingModel:
     Anthropic) would refuse raises ProviderRejected with that provider's 400 body, and is kept in
     `rejections`. `strict`: True (the family from the name), "openai", "anthropic", or False."""
 
-    def __init__(self, name: str, chunk_size: int, delay: float, tool_calling: Literal["native", "xml"],
-                 context_window: int | None, cost_per_token: float, strict: bool | Family = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        chunk_size: int,
+        delay: float,
+        tool_calling: Literal["native", "xml"],
+        context_window: int | None,
+        cost_per_token: float,
+        strict: bool | Family = True,
+    ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         self.strict: Family | None = (family_of(name) if strict is True else strict) or None
@@ -102,8 +113,9 @@ class _StreamingModel:
             reply = ScriptedReply(text=reply)
         text = reply.text
         if self._format == "xml" and reply.tool_calls:
-            text += "".join(xml_call(c.name, **(c.arguments if isinstance(c.arguments, dict) else {}))
-                            for c in reply.tool_calls)
+            text += "".join(
+                xml_call(c.name, **(c.arguments if isinstance(c.arguments, dict) else {})) for c in reply.tool_calls
+            )
         for piece in _pieces(reply.reasoning, self._chunk):
             yield await self._paced(ModelDelta(reasoning=piece))
         for piece in _pieces(text, self._chunk):
@@ -129,10 +141,18 @@ class _StreamingModel:
 class ScriptedModel(_StreamingModel):
     """Replies from a list, in order; an exception in the list is raised by that call."""
 
-    def __init__(self, replies: Sequence[Reply], *, name: str = "scripted", chunk_size: int = 8,
-                 delay: float = 0.0, tool_calling: Literal["native", "xml"] = "native",
-                 context_window: int | None = None, cost_per_token: float = 0.0,
-                 strict: bool | Family = True) -> None:
+    def __init__(
+        self,
+        replies: Sequence[Reply],
+        *,
+        name: str = "scripted",
+        chunk_size: int = 8,
+        delay: float = 0.0,
+        tool_calling: Literal["native", "xml"] = "native",
+        context_window: int | None = None,
+        cost_per_token: float = 0.0,
+        strict: bool | Family = True,
+    ) -> None:
         super().__init__(name, chunk_size, delay, tool_calling, context_window, cost_per_token, strict)
         self._replies = list(replies)
         self._next = 0
@@ -152,10 +172,18 @@ class ScriptedModel(_StreamingModel):
 class FunctionModel(_StreamingModel):
     """A Python function (sync or async) decides each reply from the request it is sent."""
 
-    def __init__(self, function: Callable[[ModelRequest], Reply | Awaitable[Reply]], *, name: str = "function",
-                 chunk_size: int = 8, delay: float = 0.0, tool_calling: Literal["native", "xml"] = "native",
-                 context_window: int | None = None, cost_per_token: float = 0.0,
-                 strict: bool | Family = True) -> None:
+    def __init__(
+        self,
+        function: Callable[[ModelRequest], Reply | Awaitable[Reply]],
+        *,
+        name: str = "function",
+        chunk_size: int = 8,
+        delay: float = 0.0,
+        tool_calling: Literal["native", "xml"] = "native",
+        context_window: int | None = None,
+        cost_per_token: float = 0.0,
+        strict: bool | Family = True,
+    ) -> None:
         super().__init__(name, chunk_size, delay, tool_calling, context_window, cost_per_token, strict)
         self._function = function
 

@@ -77,8 +77,7 @@ class Tool:
             return self.args_model.model_validate(arguments)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
-                for err in exc.errors()
+                f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}" for err in exc.errors()
             )
             raise ToolCallError(f"invalid arguments for tool {self.name!r}: {problems}") from None
 
@@ -103,10 +102,12 @@ def _schema_json(name: str, description: str, args_model: type[BaseModel]) -> by
     for prop in params.get("properties", {}).values():
         prop.pop("title", None)
     params.setdefault("properties", {})
-    return orjson.dumps({
-        "type": "function",
-        "function": {"name": name, "description": description, "parameters": params},
-    })
+    return orjson.dumps(
+        {
+            "type": "function",
+            "function": {"name": name, "description": description, "parameters": params},
+        }
+    )
 
 
 def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
@@ -146,8 +147,12 @@ def _is_context(annotation: Any) -> bool:
 
 
 def _build(
-    func: Callable[..., Any], name: str | None, description: str | None, terminates: Terminates | None,
-    idempotent: bool = False, requires_approval: bool = False,
+    func: Callable[..., Any],
+    name: str | None,
+    description: str | None,
+    terminates: Terminates | None,
+    idempotent: bool = False,
+    requires_approval: bool = False,
 ) -> Tool:
     tool_name = name or func.__name__
     if not _NAME_RE.match(tool_name):
@@ -253,9 +258,7 @@ class ToolRegistry:
             f"Available tools:\n\n{usage}"
         )
 
-    async def execute(
-        self, ctx: RunContext, name: str, arguments: str | dict[str, str], fmt: str
-    ) -> ToolOutcome:
+    async def execute(self, ctx: RunContext, name: str, arguments: str | dict[str, str], fmt: str) -> ToolOutcome:
         """Run one call. Never raises except CancelledError: every failure becomes an outcome."""
         start = time.perf_counter()
         parsed: dict[str, Any] = {}

@@ -57,7 +57,7 @@ def _parse_invoke(element: str) -> XmlItem:
         match = _PARAM.match(body, pos)
         if match is None:
             if body[pos:].strip():
-                return XmlError(name, f"unexpected content in <invoke name=\"{name}\">: {body[pos:pos + 80]!r}")
+                return XmlError(name, f'unexpected content in <invoke name="{name}">: {body[pos : pos + 80]!r}')
             break
         params[match.group(1)] = match.group(2)
         pos = match.end()
@@ -85,7 +85,10 @@ class XmlCallParser:
                 index = self._buffer.find(OPEN)
                 if index < 0:
                     keep = _partial_suffix(self._buffer, OPEN)
-                    text, self._buffer = self._buffer[: len(self._buffer) - keep], self._buffer[len(self._buffer) - keep :]
+                    text, self._buffer = (
+                        self._buffer[: len(self._buffer) - keep],
+                        self._buffer[len(self._buffer) - keep :],
+                    )
                     if text:
                         items.append(XmlText(text))
                     return items

@@ -13,7 +13,11 @@ from agentry.auth.errors import EmailTaken
 def _rows(n: int, email: str = "ada@example.com"):
     user = User(user_id=f"u-{n}", email=email, password_hash="$argon2id$h", created_at=100.5)
     account = Account(account_id=f"a-{n}", name="ada's account", personal=True, created_at=100.5)
-    return user, account, Membership(account_id=account.account_id, user_id=user.user_id, role="owner", created_at=100.5)
+    return (
+        user,
+        account,
+        Membership(account_id=account.account_id, user_id=user.user_id, role="owner", created_at=100.5),
+    )
 
 
 async def _count(engine, table) -> int:

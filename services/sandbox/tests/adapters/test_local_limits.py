@@ -18,7 +18,9 @@ from ..conftest import requires_bwrap, traversable  # noqa: TID252 - the shared 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="per-sandbox users need root")
 
 
-async def run(provider: LocalSandboxProvider, ref: str, command: str, timeout: float = 60.0) -> tuple[bytes, ExecOutcome]:
+async def run(
+    provider: LocalSandboxProvider, ref: str, command: str, timeout: float = 60.0
+) -> tuple[bytes, ExecOutcome]:
     output, outcome = b"", None
     async for item in provider.exec(ref, command, timeout=timeout):
         if isinstance(item, ExecOutcome):
@@ -32,8 +34,11 @@ async def run(provider: LocalSandboxProvider, ref: str, command: str, timeout: f
 @pytest.fixture
 async def hardened(tmp_path: Path):
     provider = LocalSandboxProvider(
-        traversable(tmp_path) / "sandboxes", isolation="bwrap", max_output_bytes=100_000,
-        limits=LocalLimits(cpu_seconds=20, memory_mb=256, processes=64, disk_mb=8, quota_check_seconds=0.2))
+        traversable(tmp_path) / "sandboxes",
+        isolation="bwrap",
+        max_output_bytes=100_000,
+        limits=LocalLimits(cpu_seconds=20, memory_mb=256, processes=64, disk_mb=8, quota_check_seconds=0.2),
+    )
     yield provider
     await provider.close()
 
@@ -48,7 +53,9 @@ async def test_no_network_unless_the_sandbox_was_created_with_it(hardened) -> No
     assert offline.split() == [b"lo"]  # only a loopback of its own
     assert len(online.split()) > 1
     # A connection out (to this host's loopback, where PostgreSQL and Redis listen) is refused.
-    connect = "python3 -c \"import socket; socket.create_connection(('127.0.0.1', 5432), timeout=3); print('CONNECTED')\""
+    connect = (
+        "python3 -c \"import socket; socket.create_connection(('127.0.0.1', 5432), timeout=3); print('CONNECTED')\""
+    )
     output, outcome = await run(hardened, "sbx_offline", connect)
     assert b"CONNECTED" not in output and outcome.exit_code != 0
     with pytest.raises(NoNetwork):
@@ -119,7 +126,10 @@ async def test_the_disk_quota_and_file_size_limit(hardened) -> None:
     output, outcome = await run(hardened, "sbx_disk", "head -c 20000000 /dev/zero > big.bin; echo exit=$?")
     assert b"exit=0" not in output  # RLIMIT_FSIZE at the quota stops one file
     output, outcome = await run(
-        hardened, "sbx_disk", "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do head -c 1000000 /dev/urandom > f$i; done; sleep 5")
+        hardened,
+        "sbx_disk",
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do head -c 1000000 /dev/urandom > f$i; done; sleep 5",
+    )
     assert b"disk quota" in output and not outcome.timed_out
     with pytest.raises(QuotaExceeded):
         await hardened.write_file("sbx_disk", "more.bin", b"x" * 4_000_000)
@@ -137,8 +147,9 @@ async def test_without_bubblewrap_commands_are_refused_unless_allowed(tmp_path) 
 
 
 async def test_100_mb_of_exec_output_streams_in_bounded_chunks(tmp_path) -> None:
-    provider = LocalSandboxProvider(traversable(tmp_path) / "sandboxes", isolation="none", allow_unisolated=True,
-                                    max_output_bytes=200 * 1024 * 1024)
+    provider = LocalSandboxProvider(
+        traversable(tmp_path) / "sandboxes", isolation="none", allow_unisolated=True, max_output_bytes=200 * 1024 * 1024
+    )
     await provider.create("sbx_out", SandboxSpec())
     total, largest, chunks = 0, 0, 0
     async for item in provider.exec("sbx_out", "head -c 104857600 /dev/zero", timeout=120):

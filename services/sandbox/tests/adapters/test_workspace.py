@@ -22,7 +22,9 @@ def workspace(tmp_path: Path) -> Workspace:
     return Workspace(root)
 
 
-@pytest.mark.parametrize("path", ["a.txt", "sub/a.txt", "./sub/../a.txt", "", ".", "/workspace/sub/a.txt", "/workspace"])
+@pytest.mark.parametrize(
+    "path", ["a.txt", "sub/a.txt", "./sub/../a.txt", "", ".", "/workspace/sub/a.txt", "/workspace"]
+)
 def test_paths_inside_resolve_under_the_root(workspace: Workspace, path: str) -> None:
     resolved = workspace.resolve(path)
     assert resolved == workspace.root or workspace.root in resolved.parents

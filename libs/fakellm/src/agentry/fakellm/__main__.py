@@ -18,8 +18,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ttft", type=float, default=0.0, help="seconds before the first token")
     parser.add_argument("--tps", type=float, default=None, help="tokens per second (default: no pacing)")
     parser.add_argument("--scripts", default=None, help='JSON file: {"model-name": [turns...]}')
-    parser.add_argument("--strict", action="store_true",
-                        help="refuse, with the provider's 400 body, any history OpenAI or Anthropic would refuse")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse, with the provider's 400 body, any history OpenAI or Anthropic would refuse",
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 

@@ -67,8 +67,9 @@ class LoggedRequest:
 
 
 class _Handlers:
-    def __init__(self, scripts: Mapping[str, Script], ttft_seconds: float, tokens_per_second: float | None,
-                 strict: bool) -> None:
+    def __init__(
+        self, scripts: Mapping[str, Script], ttft_seconds: float, tokens_per_second: float | None, strict: bool
+    ) -> None:
         self.scripts = dict(scripts)
         self.ttft_seconds = ttft_seconds
         self.tokens_per_second = tokens_per_second
@@ -106,10 +107,17 @@ class _Handlers:
         turn = script.turn_for(chat.messages)
         if turn.error is not None:
             self.requests.append(_with_status(log, turn.error.status))
-            body = turn.error.body or error_body(f"scripted error {turn.error.status}", type_="requests",
-                                                 code="rate_limit_exceeded" if turn.error.status == 429 else "error")
-            return Response(orjson.dumps(body), status_code=turn.error.status, media_type="application/json",
-                            headers=dict(turn.error.headers))
+            body = turn.error.body or error_body(
+                f"scripted error {turn.error.status}",
+                type_="requests",
+                code="rate_limit_exceeded" if turn.error.status == 429 else "error",
+            )
+            return Response(
+                orjson.dumps(body),
+                status_code=turn.error.status,
+                media_type="application/json",
+                headers=dict(turn.error.headers),
+            )
         self.requests.append(log)
         completion = Completion.render(turn, chat)
         pacing = _Pacing(

@@ -11,9 +11,7 @@ DEMO_SCRIPT = Script(
         Turn(
             text="[scripted demo model] I will look around the sandbox first.",
             tool_calls=(
-                ScriptedToolCall(
-                    "run_command", {"command": "echo 'Hello from the Agentry sandbox' && uname -s"}
-                ),
+                ScriptedToolCall("run_command", {"command": "echo 'Hello from the Agentry sandbox' && uname -s"}),
             ),
         ),
         Turn(

@@ -89,7 +89,8 @@ class Completion:
                 RenderedToolCall(
                     id=call.id or f"call_{uuid.uuid4().hex[:24]}",
                     name=call.name,
-                    arguments=call.raw_arguments if call.raw_arguments is not None
+                    arguments=call.raw_arguments
+                    if call.raw_arguments is not None
                     else orjson.dumps(context.render(call.arguments)).decode(),
                 )
                 for call in turn.tool_calls

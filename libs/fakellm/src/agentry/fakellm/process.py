@@ -30,17 +30,35 @@ class FakeLLMProcess:
     form of a Script: a list of turns, or {"turns", "ttft_seconds", "tokens_per_second"}).
     `base_url` is the OpenAI-compatible base (…/v1). A context manager; `stop()` ends it."""
 
-    def __init__(self, scripts: Mapping[str, Any], *, ttft_seconds: float = 0.05,
-                 tokens_per_second: float | None = None, data_dir: Path | None = None,
-                 start_timeout: float = 30.0, strict: bool = False) -> None:
+    def __init__(
+        self,
+        scripts: Mapping[str, Any],
+        *,
+        ttft_seconds: float = 0.05,
+        tokens_per_second: float | None = None,
+        data_dir: Path | None = None,
+        start_timeout: float = 30.0,
+        strict: bool = False,
+    ) -> None:
         self._dir = data_dir or Path(tempfile.mkdtemp(prefix="fakellm-"))
         self._dir.mkdir(parents=True, exist_ok=True)
         script_file = self._dir / "scripts.json"
         script_file.write_bytes(orjson.dumps(dict(scripts)))
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        argv = [sys.executable, "-m", "agentry.fakellm", "--port", str(self.port), "--scripts", str(script_file),
-                "--ttft", str(ttft_seconds), "--log-level", "warning"]
+        argv = [
+            sys.executable,
+            "-m",
+            "agentry.fakellm",
+            "--port",
+            str(self.port),
+            "--scripts",
+            str(script_file),
+            "--ttft",
+            str(ttft_seconds),
+            "--log-level",
+            "warning",
+        ]
         if tokens_per_second is not None:
             argv += ["--tps", str(tokens_per_second)]
         if strict:

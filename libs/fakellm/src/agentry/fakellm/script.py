@@ -60,8 +60,7 @@ class ScriptedError:
         body = data.get("body")
         if not isinstance(headers, Mapping) or (body is not None and not isinstance(body, Mapping)):
             raise ScriptError("an error's 'headers' and 'body' must be objects")
-        return cls(status=data.get("status", 429), headers={str(k): str(v) for k, v in headers.items()},
-                   body=body)
+        return cls(status=data.get("status", 429), headers={str(k): str(v) for k, v in headers.items()}, body=body)
 
 
 @dataclass(frozen=True, slots=True)

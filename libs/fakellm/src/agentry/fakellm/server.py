@@ -43,8 +43,7 @@ class FakeLLMServer:
         port: int = 0,
         strict: bool = False,
     ) -> None:
-        self._app = create_app(scripts, ttft_seconds=ttft_seconds, tokens_per_second=tokens_per_second,
-                               strict=strict)
+        self._app = create_app(scripts, ttft_seconds=ttft_seconds, tokens_per_second=tokens_per_second, strict=strict)
         self._host = host
         self._requested_port = port
         self._server: _EmbeddedServer | None = None
@@ -115,7 +114,11 @@ class ThreadedFakeLLMServer:
         strict: bool = False,
     ) -> None:
         self._server = FakeLLMServer(
-            scripts, ttft_seconds=ttft_seconds, tokens_per_second=tokens_per_second, host=host, port=port,
+            scripts,
+            ttft_seconds=ttft_seconds,
+            tokens_per_second=tokens_per_second,
+            host=host,
+            port=port,
             strict=strict,
         )
         self._thread: threading.Thread | None = None

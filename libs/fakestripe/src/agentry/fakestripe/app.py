@@ -61,8 +61,11 @@ class Webhooks:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=30)
         payload = json.dumps(event, indent=2).encode()  # Stripe's bodies are pretty-printed JSON
-        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
-                   "Stripe-Signature": sign(payload, self.secret)}
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+            "Stripe-Signature": sign(payload, self.secret),
+        }
         try:
             response = await self._client.post(self.url, content=payload, headers=headers)
         except httpx.HTTPError as exc:
@@ -76,8 +79,13 @@ class Webhooks:
             self._client = None
 
 
-def create_app(*, api_key: str | None = None, webhook_url: str | None = None,
-               webhook_secret: str | None = None, fake: FakeStripe | None = None) -> Starlette:
+def create_app(
+    *,
+    api_key: str | None = None,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+    fake: FakeStripe | None = None,
+) -> Starlette:
     """The ASGI app. `api_key`: the only secret key accepted (None: any `sk_` key)."""
     fake = fake or FakeStripe()
     hooks = Webhooks()
@@ -85,16 +93,23 @@ def create_app(*, api_key: str | None = None, webhook_url: str | None = None,
     idempotent: dict[tuple[str, str], tuple[str, int, dict[str, Any]]] = {}
 
     def answer(obj: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
-        return JSONResponse(obj, status_code=status, headers={"Request-Id": f"req_{time.time_ns()}",
-                                                              "Stripe-Version": API_VERSION, **(headers or {})})
+        return JSONResponse(
+            obj,
+            status_code=status,
+            headers={"Request-Id": f"req_{time.time_ns()}", "Stripe-Version": API_VERSION, **(headers or {})},
+        )
 
     def stripe_route(handler):
         async def endpoint(request: Request) -> Response:
             auth = request.headers.get("authorization", "")
             scheme, _, key = auth.partition(" ")
             if scheme.lower() != "bearer" or not key.startswith(("sk_", "rk_")) or (api_key and key != api_key):
-                return answer(StripeError(401, "Invalid API Key provided.", code="api_key_invalid",
-                                          type="invalid_request_error").body(), 401)
+                return answer(
+                    StripeError(
+                        401, "Invalid API Key provided.", code="api_key_invalid", type="invalid_request_error"
+                    ).body(),
+                    401,
+                )
             try:
                 if request.method == "GET":
                     params = forms.decode(request.query_params.multi_items())
@@ -109,9 +124,15 @@ def create_app(*, api_key: str | None = None, webhook_url: str | None = None,
                 seen = idempotent.get((key, idem_key))
                 if seen is not None:
                     if seen[0] != fingerprint:
-                        return answer(StripeError(
-                            400, "Keys for idempotent requests can only be used with the same parameters they "
-                            "were first used with.", type="idempotency_error").body(), 400)
+                        return answer(
+                            StripeError(
+                                400,
+                                "Keys for idempotent requests can only be used with the same parameters they "
+                                "were first used with.",
+                                type="idempotency_error",
+                            ).body(),
+                            400,
+                        )
                     return answer(seen[2], seen[1], {"Idempotent-Replayed": "true", "Idempotency-Key": idem_key})
             try:
                 status, obj = 200, handler(request, params)
@@ -120,28 +141,36 @@ def create_app(*, api_key: str | None = None, webhook_url: str | None = None,
             if idem_key and status < 500:
                 idempotent[(key, idem_key)] = (fingerprint, status, obj)
             return answer(obj, status, {"Idempotency-Key": idem_key} if idem_key else None)
+
         return endpoint
 
     def listing(url: str, data: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
         limit = forms.as_int(params.get("limit", 10), "limit")
         paths = [p.removeprefix("data.") for p in forms.as_list(params.get("expand")) if p.startswith("data.")]
-        return {"object": "list", "data": [expand(fake, o, paths) for o in data[:limit]],
-                "has_more": len(data) > limit, "url": url}
+        return {
+            "object": "list",
+            "data": [expand(fake, o, paths) for o in data[:limit]],
+            "has_more": len(data) > limit,
+            "url": url,
+        }
 
     def one(kind: str, param: str = "id"):
         def handler(request: Request, params: dict[str, Any]) -> dict[str, Any]:
             obj = fake.get(kind, request.path_params[param])
             return expand(fake, obj, forms.as_list(params.get("expand")))
+
         return handler
 
     def created(factory):
         def handler(request: Request, params: dict[str, Any]) -> dict[str, Any]:
             return expand(fake, factory(params), forms.as_list(params.get("expand")))
+
         return handler
 
     def list_products(request: Request, params: dict[str, Any]) -> dict[str, Any]:
-        products = sorted((o for o in fake.objects.values() if o["object"] == "product"),
-                          key=lambda p: p["created"], reverse=True)
+        products = sorted(
+            (o for o in fake.objects.values() if o["object"] == "product"), key=lambda p: p["created"], reverse=True
+        )
         return listing("/v1/products", products, params)
 
     routes = [
@@ -149,8 +178,7 @@ def create_app(*, api_key: str | None = None, webhook_url: str | None = None,
         Route("/v1/products", stripe_route(list_products), methods=["GET"]),
         Route("/v1/products/{id}", stripe_route(one("product")), methods=["GET"]),
         Route("/v1/prices", stripe_route(created(fake.create_price)), methods=["POST"]),
-        Route("/v1/prices", stripe_route(lambda r, p: listing("/v1/prices", fake.list_prices(p), p)),
-              methods=["GET"]),
+        Route("/v1/prices", stripe_route(lambda r, p: listing("/v1/prices", fake.list_prices(p), p)), methods=["GET"]),
         Route("/v1/prices/{id}", stripe_route(one("price")), methods=["GET"]),
         Route("/v1/customers", stripe_route(created(fake.create_customer)), methods=["POST"]),
         Route("/v1/customers/{id}", stripe_route(one("customer")), methods=["GET"]),
@@ -196,8 +224,7 @@ def create_app(*, api_key: str | None = None, webhook_url: str | None = None,
     ]
 
     async def not_found(request: Request) -> Response:
-        return answer(StripeError(404, f"Unrecognized request URL ({request.method}: {request.url.path}).")
-                      .body(), 404)
+        return answer(StripeError(404, f"Unrecognized request URL ({request.method}: {request.url.path}).").body(), 404)
 
     routes.append(Route("/{path:path}", not_found, methods=["GET", "POST", "DELETE"]))
 

@@ -45,12 +45,18 @@ class FakeStripeServer:
     (again, or out of order).
     """
 
-    def __init__(self, *, api_key: str | None = None, webhook_url: str | None = None,
-                 webhook_secret: str | None = None, host: str = "127.0.0.1", port: int = 0,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.fake = FakeStripe(clock=clock) if clock else FakeStripe()
-        self._app = create_app(api_key=api_key, webhook_url=webhook_url, webhook_secret=webhook_secret,
-                               fake=self.fake)
+        self._app = create_app(api_key=api_key, webhook_url=webhook_url, webhook_secret=webhook_secret, fake=self.fake)
         self._host, self._requested_port = host, port
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -70,8 +76,15 @@ class FakeStripeServer:
         self.webhooks.url, self.webhooks.secret = url, secret
 
     async def start(self) -> None:
-        config = uvicorn.Config(self._app, host=self._host, port=self._requested_port, lifespan="off",
-                                log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self._app,
+            host=self._host,
+            port=self._requested_port,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
         server = _EmbeddedServer(config)
 
         async def serve() -> None:
@@ -103,8 +116,9 @@ class FakeStripeServer:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.stop()
 
     # ---- test controls ---------------------------------------------------------------------------

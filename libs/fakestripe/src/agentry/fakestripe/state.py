@@ -23,8 +23,15 @@ PERIOD_SECONDS = 30 * 24 * 3600
 class StripeError(Exception):
     """An error answered in Stripe's shape: `{"error": {"type", "message", "code"?, "param"?}}`."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
 
@@ -42,8 +49,9 @@ def missing(kind: str, object_id: str, param: str = "id") -> StripeError:
 
 
 def bad(message: str, param: str | None = None) -> StripeError:
-    return StripeError(400, message, code="parameter_missing" if "Missing" in message else "parameter_invalid",
-                       param=param)
+    return StripeError(
+        400, message, code="parameter_missing" if "Missing" in message else "parameter_invalid", param=param
+    )
 
 
 @dataclass
@@ -76,11 +84,19 @@ class FakeStripe:
         data: dict[str, Any] = {"object": _snapshot(self, obj)}
         if previous is not None:
             data["previous_attributes"] = previous
-        event = self._new("evt", {
-            "object": "event", "api_version": API_VERSION, "created": self.now(), "data": data,
-            "livemode": False, "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None},
-            "type": type_,
-        })
+        event = self._new(
+            "evt",
+            {
+                "object": "event",
+                "api_version": API_VERSION,
+                "created": self.now(),
+                "data": data,
+                "livemode": False,
+                "pending_webhooks": 1,
+                "request": {"id": None, "idempotency_key": None},
+                "type": type_,
+            },
+        )
         self.events.append(event)
         return event
 
@@ -92,13 +108,30 @@ class FakeStripe:
         if params.get("id") and params["id"] in self.objects:
             raise StripeError(400, "Product already exists.", code="resource_already_exists", param="id")
         now = self.now()
-        return self._new("prod", {
-            "id": params.get("id"), "object": "product", "active": _bool(params.get("active", "true")),
-            "created": now, "updated": now, "default_price": None, "description": params.get("description"),
-            "images": [], "livemode": False, "marketing_features": [], "metadata": params.get("metadata") or {},
-            "name": params["name"], "package_dimensions": None, "shippable": None,
-            "statement_descriptor": None, "tax_code": None, "type": "service", "unit_label": None, "url": None,
-        })
+        return self._new(
+            "prod",
+            {
+                "id": params.get("id"),
+                "object": "product",
+                "active": _bool(params.get("active", "true")),
+                "created": now,
+                "updated": now,
+                "default_price": None,
+                "description": params.get("description"),
+                "images": [],
+                "livemode": False,
+                "marketing_features": [],
+                "metadata": params.get("metadata") or {},
+                "name": params["name"],
+                "package_dimensions": None,
+                "shippable": None,
+                "statement_descriptor": None,
+                "tax_code": None,
+                "type": "service",
+                "unit_label": None,
+                "url": None,
+            },
+        )
 
     def create_price(self, params: dict[str, Any]) -> dict[str, Any]:
         product = params.get("product")
@@ -115,31 +148,55 @@ class FakeStripe:
             holder = self.price_by_lookup_key(lookup_key)
             if holder is not None:
                 if not _bool(params.get("transfer_lookup_key", "false")):
-                    raise StripeError(400, f"A price (`{holder['id']}`) already uses that lookup key.",
-                                      code="lookup_key_exists", param="lookup_key")
+                    raise StripeError(
+                        400,
+                        f"A price (`{holder['id']}`) already uses that lookup key.",
+                        code="lookup_key_exists",
+                        param="lookup_key",
+                    )
                 holder["lookup_key"] = None
         recurring = params.get("recurring")
         if recurring is not None:
             interval = recurring.get("interval")
             if interval not in ("day", "week", "month", "year"):
-                raise bad("Invalid recurring[interval]: must be one of day, week, month, or year",
-                          "recurring[interval]")
-            recurring = {"interval": interval, "interval_count": _int(recurring.get("interval_count", 1),
-                                                                       "recurring[interval_count]"),
-                         "meter": None, "trial_period_days": None, "usage_type": "licensed"}
-        return self._new("price", {
-            "object": "price", "active": True, "billing_scheme": "per_unit", "created": self.now(),
-            "currency": params["currency"].lower(), "custom_unit_amount": None, "livemode": False,
-            "lookup_key": lookup_key, "metadata": params.get("metadata") or {},
-            "nickname": params.get("nickname"), "product": product, "recurring": recurring,
-            "tax_behavior": "unspecified", "tiers_mode": None, "transform_quantity": None,
-            "type": "recurring" if recurring else "one_time", "unit_amount": amount,
-            "unit_amount_decimal": str(amount),
-        })
+                raise bad(
+                    "Invalid recurring[interval]: must be one of day, week, month, or year", "recurring[interval]"
+                )
+            recurring = {
+                "interval": interval,
+                "interval_count": _int(recurring.get("interval_count", 1), "recurring[interval_count]"),
+                "meter": None,
+                "trial_period_days": None,
+                "usage_type": "licensed",
+            }
+        return self._new(
+            "price",
+            {
+                "object": "price",
+                "active": True,
+                "billing_scheme": "per_unit",
+                "created": self.now(),
+                "currency": params["currency"].lower(),
+                "custom_unit_amount": None,
+                "livemode": False,
+                "lookup_key": lookup_key,
+                "metadata": params.get("metadata") or {},
+                "nickname": params.get("nickname"),
+                "product": product,
+                "recurring": recurring,
+                "tax_behavior": "unspecified",
+                "tiers_mode": None,
+                "transform_quantity": None,
+                "type": "recurring" if recurring else "one_time",
+                "unit_amount": amount,
+                "unit_amount_decimal": str(amount),
+            },
+        )
 
     def price_by_lookup_key(self, lookup_key: str) -> dict[str, Any] | None:
-        return next((o for o in self.objects.values() if o["object"] == "price" and o["lookup_key"] == lookup_key),
-                    None)
+        return next(
+            (o for o in self.objects.values() if o["object"] == "price" and o["lookup_key"] == lookup_key), None
+        )
 
     def list_prices(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         prices = [o for o in self.objects.values() if o["object"] == "price"]
@@ -155,24 +212,47 @@ class FakeStripe:
     # ---- customers ---------------------------------------------------------------------------
 
     def create_customer(self, params: dict[str, Any]) -> dict[str, Any]:
-        return self._new("cus", {
-            "object": "customer", "address": None, "balance": 0, "created": self.now(), "currency": None,
-            "default_source": None, "delinquent": False, "description": params.get("description"),
-            "email": params.get("email"), "invoice_prefix": secrets.token_hex(4).upper(),
-            "invoice_settings": {"custom_fields": None, "default_payment_method": None, "footer": None,
-                                 "rendering_options": None},
-            "livemode": False, "metadata": params.get("metadata") or {}, "name": params.get("name"),
-            "phone": None, "preferred_locales": [], "shipping": None, "tax_exempt": "none",
-            "test_clock": None,
-        })
+        return self._new(
+            "cus",
+            {
+                "object": "customer",
+                "address": None,
+                "balance": 0,
+                "created": self.now(),
+                "currency": None,
+                "default_source": None,
+                "delinquent": False,
+                "description": params.get("description"),
+                "email": params.get("email"),
+                "invoice_prefix": secrets.token_hex(4).upper(),
+                "invoice_settings": {
+                    "custom_fields": None,
+                    "default_payment_method": None,
+                    "footer": None,
+                    "rendering_options": None,
+                },
+                "livemode": False,
+                "metadata": params.get("metadata") or {},
+                "name": params.get("name"),
+                "phone": None,
+                "preferred_locales": [],
+                "shipping": None,
+                "tax_exempt": "none",
+                "test_clock": None,
+            },
+        )
 
     # ---- checkout and the portal ---------------------------------------------------------------
 
     def create_checkout_session(self, params: dict[str, Any]) -> dict[str, Any]:
         mode = params.get("mode")
         if mode not in ("payment", "subscription"):
-            raise bad("Missing required param: mode." if mode is None else
-                      "Invalid mode: must be one of payment, setup, or subscription", "mode")
+            raise bad(
+                "Missing required param: mode."
+                if mode is None
+                else "Invalid mode: must be one of payment, setup, or subscription",
+                "mode",
+            )
         if not params.get("success_url"):
             raise bad("Missing required param: success_url.", "success_url")
         customer = params.get("customer")
@@ -187,28 +267,50 @@ class FakeStripe:
             price = self.get("price", item.get("price", ""), f"line_items[{i}][price]")
             quantity = _int(item.get("quantity", 1), f"line_items[{i}][quantity]")
             if mode == "subscription" and price["type"] != "recurring":
-                raise bad("You must provide at least one recurring price in `subscription` mode when "
-                          "using prices.", f"line_items[{i}][price]")
+                raise bad(
+                    "You must provide at least one recurring price in `subscription` mode when using prices.",
+                    f"line_items[{i}][price]",
+                )
             if mode == "payment" and price["type"] == "recurring":
-                raise bad("You specified `payment` mode but passed a recurring price. Either switch to "
-                          "`subscription` mode or use only one-time prices.", f"line_items[{i}][price]")
+                raise bad(
+                    "You specified `payment` mode but passed a recurring price. Either switch to "
+                    "`subscription` mode or use only one-time prices.",
+                    f"line_items[{i}][price]",
+                )
             total += price["unit_amount"] * quantity
             lines.append({"price": price["id"], "quantity": quantity})
         now = self.now()
         session_id = f"cs_test_{secrets.token_hex(24)}"
-        return self._new("cs", {
-            "id": session_id, "object": "checkout.session", "amount_subtotal": total, "amount_total": total,
-            "cancel_url": params.get("cancel_url"), "client_reference_id": params.get("client_reference_id"),
-            "created": now, "currency": "usd", "customer": customer,
-            "customer_email": params.get("customer_email"), "expires_at": now + 24 * 3600, "invoice": None,
-            "livemode": False, "metadata": params.get("metadata") or {}, "mode": mode,
-            "payment_intent": None, "payment_status": "unpaid", "status": "open",
-            "subscription": None, "success_url": params["success_url"], "ui_mode": "hosted",
-            "url": f"{self.base_url}/c/pay/{session_id}",
-            "_line_items": lines,
-            "_subscription_metadata": (params.get("subscription_data") or {}).get("metadata") or {},
-            "_payment_metadata": (params.get("payment_intent_data") or {}).get("metadata") or {},
-        })
+        return self._new(
+            "cs",
+            {
+                "id": session_id,
+                "object": "checkout.session",
+                "amount_subtotal": total,
+                "amount_total": total,
+                "cancel_url": params.get("cancel_url"),
+                "client_reference_id": params.get("client_reference_id"),
+                "created": now,
+                "currency": "usd",
+                "customer": customer,
+                "customer_email": params.get("customer_email"),
+                "expires_at": now + 24 * 3600,
+                "invoice": None,
+                "livemode": False,
+                "metadata": params.get("metadata") or {},
+                "mode": mode,
+                "payment_intent": None,
+                "payment_status": "unpaid",
+                "status": "open",
+                "subscription": None,
+                "success_url": params["success_url"],
+                "ui_mode": "hosted",
+                "url": f"{self.base_url}/c/pay/{session_id}",
+                "_line_items": lines,
+                "_subscription_metadata": (params.get("subscription_data") or {}).get("metadata") or {},
+                "_payment_metadata": (params.get("payment_intent_data") or {}).get("metadata") or {},
+            },
+        )
 
     def create_portal_session(self, params: dict[str, Any]) -> dict[str, Any]:
         customer = params.get("customer")
@@ -216,12 +318,22 @@ class FakeStripe:
             raise bad("Missing required param: customer.", "customer")
         self.get("customer", customer, "customer")
         session_id = f"bps_{secrets.token_hex(12)}"
-        return self._new("bps", {
-            "id": session_id, "object": "billing_portal.session", "configuration": "bpc_default",
-            "created": self.now(), "customer": customer, "flow": None, "livemode": False, "locale": None,
-            "on_behalf_of": None, "return_url": params.get("return_url"),
-            "url": f"{self.base_url}/p/session/{session_id}",
-        })
+        return self._new(
+            "bps",
+            {
+                "id": session_id,
+                "object": "billing_portal.session",
+                "configuration": "bpc_default",
+                "created": self.now(),
+                "customer": customer,
+                "flow": None,
+                "livemode": False,
+                "locale": None,
+                "on_behalf_of": None,
+                "return_url": params.get("return_url"),
+                "url": f"{self.base_url}/p/session/{session_id}",
+            },
+        )
 
     # ---- what customers and the billing engine do (test controls) ------------------------------
 
@@ -299,24 +411,56 @@ class FakeStripe:
     def _create_subscription(self, session: dict[str, Any]) -> dict[str, Any]:
         now = self.now()
         sub_id = f"sub_{secrets.token_hex(12)}"
-        items = [{
-            "id": f"si_{secrets.token_hex(12)}", "object": "subscription_item", "created": now,
-            "current_period_start": now, "current_period_end": now + PERIOD_SECONDS, "discounts": [],
-            "metadata": {}, "price": _snapshot(self, self.objects[line["price"]]), "quantity": line["quantity"], "subscription": sub_id,
-            "tax_rates": [],
-        } for line in session["_line_items"]]
-        return self._new("sub", {
-            "id": sub_id, "object": "subscription", "billing_cycle_anchor": now, "cancel_at": None,
-            "cancel_at_period_end": False, "canceled_at": None,
-            "cancellation_details": {"comment": None, "feedback": None, "reason": None},
-            "collection_method": "charge_automatically", "created": now, "currency": "usd",
-            "customer": session["customer"], "default_payment_method": f"pm_{secrets.token_hex(12)}",
-            "description": None, "discounts": [], "ended_at": None,
-            "items": {"object": "list", "data": items, "has_more": False,
-                      "url": f"/v1/subscription_items?subscription={sub_id}"},
-            "latest_invoice": None, "livemode": False, "metadata": session["_subscription_metadata"],
-            "start_date": now, "status": "active", "test_clock": None, "trial_end": None, "trial_start": None,
-        })
+        items = [
+            {
+                "id": f"si_{secrets.token_hex(12)}",
+                "object": "subscription_item",
+                "created": now,
+                "current_period_start": now,
+                "current_period_end": now + PERIOD_SECONDS,
+                "discounts": [],
+                "metadata": {},
+                "price": _snapshot(self, self.objects[line["price"]]),
+                "quantity": line["quantity"],
+                "subscription": sub_id,
+                "tax_rates": [],
+            }
+            for line in session["_line_items"]
+        ]
+        return self._new(
+            "sub",
+            {
+                "id": sub_id,
+                "object": "subscription",
+                "billing_cycle_anchor": now,
+                "cancel_at": None,
+                "cancel_at_period_end": False,
+                "canceled_at": None,
+                "cancellation_details": {"comment": None, "feedback": None, "reason": None},
+                "collection_method": "charge_automatically",
+                "created": now,
+                "currency": "usd",
+                "customer": session["customer"],
+                "default_payment_method": f"pm_{secrets.token_hex(12)}",
+                "description": None,
+                "discounts": [],
+                "ended_at": None,
+                "items": {
+                    "object": "list",
+                    "data": items,
+                    "has_more": False,
+                    "url": f"/v1/subscription_items?subscription={sub_id}",
+                },
+                "latest_invoice": None,
+                "livemode": False,
+                "metadata": session["_subscription_metadata"],
+                "start_date": now,
+                "status": "active",
+                "test_clock": None,
+                "trial_end": None,
+                "trial_start": None,
+            },
+        )
 
     def _advance(self, sub: dict[str, Any]) -> dict[str, Any]:
         if sub["status"] == "canceled":
@@ -327,41 +471,81 @@ class FakeStripe:
             item["current_period_start"], item["current_period_end"] = start, start + PERIOD_SECONDS
         return {"items": previous_items}
 
-    def _invoice(self, sub: dict[str, Any], reason: str, *, paid: bool, line_start: int | None = None) -> dict[str, Any]:
+    def _invoice(
+        self, sub: dict[str, Any], reason: str, *, paid: bool, line_start: int | None = None
+    ) -> dict[str, Any]:
         now = self.now()
         lines, total = [], 0
         for item in sub["items"]["data"]:
             price = item["price"]
             amount = price["unit_amount"] * item["quantity"]
             total += amount
-            lines.append({
-                "id": f"il_{secrets.token_hex(12)}", "object": "line_item", "amount": amount, "currency": "usd",
-                "description": None, "livemode": False, "metadata": {},
-                "parent": {"type": "subscription_item_details", "subscription_item_details": {
-                    "invoice_item": None, "proration": False, "subscription": sub["id"],
-                    "subscription_item": item["id"]}},
-                "period": {"start": item["current_period_start"] if line_start is None else line_start,
-                           "end": item["current_period_end"]},
-                "pricing": {"type": "price_details", "unit_amount_decimal": str(price["unit_amount"]),
-                            "price_details": {"price": price["id"], "product": price["product"]}},
-                "quantity": item["quantity"],
-            })
+            lines.append(
+                {
+                    "id": f"il_{secrets.token_hex(12)}",
+                    "object": "line_item",
+                    "amount": amount,
+                    "currency": "usd",
+                    "description": None,
+                    "livemode": False,
+                    "metadata": {},
+                    "parent": {
+                        "type": "subscription_item_details",
+                        "subscription_item_details": {
+                            "invoice_item": None,
+                            "proration": False,
+                            "subscription": sub["id"],
+                            "subscription_item": item["id"],
+                        },
+                    },
+                    "period": {
+                        "start": item["current_period_start"] if line_start is None else line_start,
+                        "end": item["current_period_end"],
+                    },
+                    "pricing": {
+                        "type": "price_details",
+                        "unit_amount_decimal": str(price["unit_amount"]),
+                        "price_details": {"price": price["id"], "product": price["product"]},
+                    },
+                    "quantity": item["quantity"],
+                }
+            )
         period = sub["items"]["data"][0]
-        invoice = self._new("in", {
-            "object": "invoice", "amount_due": total, "amount_paid": total if paid else 0,
-            "amount_remaining": 0 if paid else total, "attempt_count": 1, "attempted": True,
-            "billing_reason": reason, "collection_method": "charge_automatically", "created": now,
-            "currency": "usd", "customer": sub["customer"], "livemode": False,
-            "lines": {"object": "list", "data": lines, "has_more": False, "url": "/v1/invoices/lines"},
-            "metadata": {}, "next_payment_attempt": None if paid else now + 3 * 24 * 3600,
-            "parent": {"type": "subscription_details", "quote_details": None,
-                       "subscription_details": {"metadata": dict(sub["metadata"]), "subscription": sub["id"]}},
-            "period_start": period["current_period_start"], "period_end": period["current_period_end"],
-            "status": "paid" if paid else "open",
-            "status_transitions": {"finalized_at": now, "paid_at": now if paid else None, "voided_at": None,
-                                   "marked_uncollectible_at": None},
-            "total": total,
-        })
+        invoice = self._new(
+            "in",
+            {
+                "object": "invoice",
+                "amount_due": total,
+                "amount_paid": total if paid else 0,
+                "amount_remaining": 0 if paid else total,
+                "attempt_count": 1,
+                "attempted": True,
+                "billing_reason": reason,
+                "collection_method": "charge_automatically",
+                "created": now,
+                "currency": "usd",
+                "customer": sub["customer"],
+                "livemode": False,
+                "lines": {"object": "list", "data": lines, "has_more": False, "url": "/v1/invoices/lines"},
+                "metadata": {},
+                "next_payment_attempt": None if paid else now + 3 * 24 * 3600,
+                "parent": {
+                    "type": "subscription_details",
+                    "quote_details": None,
+                    "subscription_details": {"metadata": dict(sub["metadata"]), "subscription": sub["id"]},
+                },
+                "period_start": period["current_period_start"],
+                "period_end": period["current_period_end"],
+                "status": "paid" if paid else "open",
+                "status_transitions": {
+                    "finalized_at": now,
+                    "paid_at": now if paid else None,
+                    "voided_at": None,
+                    "marked_uncollectible_at": None,
+                },
+                "total": total,
+            },
+        )
         return invoice
 
     def _invoice_events(self, invoice: dict[str, Any]) -> None:

@@ -28,9 +28,7 @@ def _details(details: grpc.aio.ClientCallDetails, token: str, default_timeout: f
         metadata[ACCOUNT_ID_KEY] = account_id
     grpc_client_metadata(metadata)  # traceparent, when tracing is on
     timeout = details.timeout if details.timeout is not None else default_timeout
-    return grpc.aio.ClientCallDetails(
-        details.method, timeout, metadata, details.credentials, details.wait_for_ready
-    )
+    return grpc.aio.ClientCallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready)
 
 
 class _Unary(grpc.aio.UnaryUnaryClientInterceptor):
@@ -73,8 +71,11 @@ def open_channel(
     """
     interceptors: list[grpc.aio.ClientInterceptor] = client_interceptors()
     if internal_token is not None:
-        interceptors += [_Unary(internal_token, default_timeout), _UnaryStream(internal_token, stream_timeout),
-                        _StreamUnary(internal_token, stream_timeout)]
+        interceptors += [
+            _Unary(internal_token, default_timeout),
+            _UnaryStream(internal_token, stream_timeout),
+            _StreamUnary(internal_token, stream_timeout),
+        ]
     options = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     if tls is not None:  # mutual TLS: our certificate out, the server's checked against the CA
         return grpc.aio.secure_channel(target, tls.channel_credentials(), interceptors=interceptors, options=options)

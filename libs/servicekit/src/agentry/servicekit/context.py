@@ -49,9 +49,13 @@ class JsonFormatter(logging.Formatter):
 
         line = {
             "ts": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
-            "request_id": getattr(record, "request_id", "-"), "run_id": getattr(record, "run_id", "-"),
-            "account_id": getattr(record, "account_id", "-"), "trace_id": getattr(record, "trace_id", "-"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+            "run_id": getattr(record, "run_id", "-"),
+            "account_id": getattr(record, "account_id", "-"),
+            "trace_id": getattr(record, "trace_id", "-"),
         }
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
@@ -79,9 +83,12 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     if json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)-7s %(name)s [req=%(request_id)s run=%(run_id)s "
-            "acct=%(account_id)s trace=%(trace_id)s] %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)-7s %(name)s [req=%(request_id)s run=%(run_id)s "
+                "acct=%(account_id)s trace=%(trace_id)s] %(message)s"
+            )
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

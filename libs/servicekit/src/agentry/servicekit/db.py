@@ -82,8 +82,11 @@ def _transaction_pooling_args() -> dict:
     # No statement survives a transaction on its server connection: asyncpg's cache off, and a
     # unique name for each statement SQLAlchemy prepares (the default numbering collides when two
     # clients share a server connection). A Close of a name the server no longer has is no error.
-    return {"statement_cache_size": 0, "prepared_statement_cache_size": 0,
-            "prepared_statement_name_func": lambda: f"__asyncpg_{uuid.uuid4().hex}__"}
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": lambda: f"__asyncpg_{uuid.uuid4().hex}__",
+    }
 
 
 def create_engine(
@@ -173,8 +176,17 @@ def _ping_when_idle(engine: AsyncEngine, idle_seconds: float = IDLE_PING_SECONDS
 # SQLSTATEs of a server that is going away, starting up or full: the same statement may succeed
 # on a new connection. Class 08 is "connection exception".
 _TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
-_TRANSIENT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
-                               errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH})
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+    }
+)
 
 
 def is_transient_db_error(exc: BaseException) -> bool:
@@ -234,8 +246,9 @@ async def retrying(
             delay = min(max_delay, base_delay * 2**attempt)
             delay = min(remaining, delay / 2 + random.uniform(0, delay / 2))
             attempt += 1
-            logger.warning("unavailable (%s: %s); attempt %d again in %.2fs",
-                           type(exc).__name__, exc, attempt + 1, delay)
+            logger.warning(
+                "unavailable (%s: %s); attempt %d again in %.2fs", type(exc).__name__, exc, attempt + 1, delay
+            )
             await asyncio.sleep(delay)
 
 
@@ -292,7 +305,9 @@ async def open_database(
     max_connections (100 by default), or put PgBouncer in front (then `pool_mode`, see
     `create_engine`).
     """
-    pool: dict[str, Any] = {k: v for k, v in (("pool_size", pool_size), ("max_overflow", max_overflow)) if v is not None}
+    pool: dict[str, Any] = {
+        k: v for k, v in (("pool_size", pool_size), ("max_overflow", max_overflow)) if v is not None
+    }
     if pool_mode is not None and not url.startswith("sqlite"):
         pool["pool_mode"] = pool_mode
     engine = create_engine(url, **({} if url.startswith("sqlite") else pool))

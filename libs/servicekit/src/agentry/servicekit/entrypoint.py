@@ -43,11 +43,15 @@ def settings_env(settings_cls: type[BaseSettings]) -> dict[str, str]:
 
 
 def usage(settings_cls: type[BaseSettings], *, prog: str, migrations: Migrations | None) -> str:
-    lines = [f"usage: {prog} [migrate | --help]", "",
-             "  (no argument)  serve until SIGTERM",
-             *(["  migrate        bring this service's tables to the newest migration, then exit"]
-               if migrations else []),
-             "  --help         this text", "", "Settings (environment variables):"]
+    lines = [
+        f"usage: {prog} [migrate | --help]",
+        "",
+        "  (no argument)  serve until SIGTERM",
+        *(["  migrate        bring this service's tables to the newest migration, then exit"] if migrations else []),
+        "  --help         this text",
+        "",
+        "Settings (environment variables):",
+    ]
     preferred = {field_name: env for env, field_name in reversed(settings_env(settings_cls).items())}
     for field_name, env in sorted(preferred.items(), key=lambda item: item[1]):
         field = settings_cls.model_fields[field_name]
@@ -77,8 +81,10 @@ def service_command(
     if argv[0] == "migrate" and migrations is not None and len(argv) == 1:
         migrate_now(settings_cls(), migrations)
         return 0
-    print(f"{prog}: unexpected arguments {' '.join(argv)!r}\n{usage(settings_cls, prog=prog, migrations=migrations)}",
-          file=sys.stderr)
+    print(
+        f"{prog}: unexpected arguments {' '.join(argv)!r}\n{usage(settings_cls, prog=prog, migrations=migrations)}",
+        file=sys.stderr,
+    )
     return 2
 
 

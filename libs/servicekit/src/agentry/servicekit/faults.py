@@ -148,8 +148,22 @@ class PrivateRedis(_Server):
     def start(self, timeout: float = 10.0) -> None:
         if self.running:
             return
-        args = [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no", *self._extra]
+        args = [
+            self._binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+            "--daemonize",
+            "no",
+            *self._extra,
+        ]
         log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - the child holds it
         with log:
             self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
@@ -187,8 +201,10 @@ def _postgres_bindir() -> Path:
     if explicit:
         return Path(explicit)
     # Debian's layout; the newest major version wins.
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                      key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
     if versions:
         return versions[-1].parent
     initdb = shutil.which("initdb")
@@ -249,14 +265,28 @@ class PrivatePostgres(_Server):
         if done.returncode != 0:
             log = self.dir / "postgres.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{args[0]} {args[1] if len(args) > 1 else ''} failed "
-                               f"({done.returncode}): {done.stderr.decode(errors='replace')}{tail}")
+            raise RuntimeError(
+                f"{args[0]} {args[1] if len(args) > 1 else ''} failed "
+                f"({done.returncode}): {done.stderr.decode(errors='replace')}{tail}"
+            )
 
     def _init(self) -> None:
         if self._as_postgres:
             shutil.chown(self.dir, "postgres", "postgres")
-        self._run("initdb", "-D", str(self._data), "-A", "trust", "-U", self.user, "-E", "UTF8",
-                  "--locale=C", "--no-sync", "--no-instructions")
+        self._run(
+            "initdb",
+            "-D",
+            str(self._data),
+            "-A",
+            "trust",
+            "-U",
+            self.user,
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        )
         self._initialised = True
 
     def start(self, timeout: float = 60.0) -> None:
@@ -264,10 +294,24 @@ class PrivatePostgres(_Server):
             self._init()
         # fsync off keeps start and stop fast and only loses data when the machine crashes; an
         # `immediate` stop (a server crash) keeps every commit, as synchronous_commit stays on.
-        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c full_page_writes=off -c max_connections=200")
-        self._run("pg_ctl", "-D", str(self._data), "-l", str(self.dir / "postgres.log"), "-o", options,
-                  "-w", "-t", str(int(timeout)), "start", timeout=timeout + 5)
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self._data),
+            "-l",
+            str(self.dir / "postgres.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+            timeout=timeout + 5,
+        )
 
     def stop(self, *, mode: str = "fast", timeout: float = 60.0) -> None:
         """`fast` ends sessions and shuts down cleanly; `immediate` is a crash (recovery on start)."""
@@ -275,8 +319,9 @@ class PrivatePostgres(_Server):
             raise ValueError(f"unknown shutdown mode {mode!r}")
         if not self.running:
             return
-        self._run("pg_ctl", "-D", str(self._data), "-m", mode, "-w", "-t", str(int(timeout)), "stop",
-                  timeout=timeout + 5)
+        self._run(
+            "pg_ctl", "-D", str(self._data), "-m", mode, "-w", "-t", str(int(timeout)), "stop", timeout=timeout + 5
+        )
 
     @property
     def running(self) -> bool:
@@ -299,8 +344,15 @@ class PrivatePgBouncer(_Server):
     PgBouncer refuses to run as root: as root it runs as the `postgres` OS user via `runuser`.
     """
 
-    def __init__(self, target_host: str = "127.0.0.1", target_port: int = 5432, *, pool_mode: str = "transaction",
-                 pool_size: int = 1, user: str = "postgres") -> None:
+    def __init__(
+        self,
+        target_host: str = "127.0.0.1",
+        target_port: int = 5432,
+        *,
+        pool_mode: str = "transaction",
+        pool_size: int = 1,
+        user: str = "postgres",
+    ) -> None:
         super().__init__()
         self.user = user
         self._as_postgres = os.geteuid() == 0
@@ -313,7 +365,8 @@ class PrivatePgBouncer(_Server):
             f"default_pool_size = {pool_size}\nmin_pool_size = 0\nreserve_pool_size = 0\n"
             f"max_client_conn = 200\nserver_lifetime = 3600\n"
             f"ignore_startup_parameters = extra_float_digits,options\n"
-            f"logfile = {self.dir / 'pgbouncer.log'}\n")
+            f"logfile = {self.dir / 'pgbouncer.log'}\n"
+        )
         if self._as_postgres:
             shutil.chown(self.dir, "postgres", "postgres")
             for name in ("users.txt", "pgbouncer.ini"):
@@ -322,7 +375,8 @@ class PrivatePgBouncer(_Server):
     @staticmethod
     def available() -> bool:
         return shutil.which("pgbouncer") is not None and (
-            os.geteuid() != 0 or (_os_user_exists("postgres") and shutil.which("runuser") is not None))
+            os.geteuid() != 0 or (_os_user_exists("postgres") and shutil.which("runuser") is not None)
+        )
 
     def url(self, database: str) -> str:
         """The SQLAlchemy asyncpg URL of `database` through this pooler."""
@@ -336,14 +390,17 @@ class PrivatePgBouncer(_Server):
         command = [shutil.which("pgbouncer") or "pgbouncer", str(self.dir / "pgbouncer.ini")]
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
-        self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self._proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
         def listening() -> bool:
             if self._proc is not None and self._proc.poll() is not None:
                 log = self.dir / "pgbouncer.log"
-                raise RuntimeError(f"pgbouncer exited ({self._proc.returncode}): "
-                                   f"{log.read_text(errors='replace')[-2000:] if log.exists() else ''}")
+                raise RuntimeError(
+                    f"pgbouncer exited ({self._proc.returncode}): "
+                    f"{log.read_text(errors='replace')[-2000:] if log.exists() else ''}"
+                )
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                 return True
             return False
@@ -376,8 +433,7 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self.port = port or free_port()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"tcp-proxy-{self.port}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"tcp-proxy-{self.port}", daemon=True)
         self._server: asyncio.AbstractServer | None = None
         self._transports: set[asyncio.WriteTransport] = set()
         self._handlers: set[asyncio.Task[None]] = set()

@@ -27,17 +27,28 @@ SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.Health
 def _status_gauge():
     from .metrics import family
 
-    return family("gauge", "agentry_dependency_up",
-                  "1 while this process's last check of a dependency passed, 0 while it fails.",
-                  ("dependency",), multiprocess_mode="max")
+    return family(
+        "gauge",
+        "agentry_dependency_up",
+        "1 while this process's last check of a dependency passed, 0 while it fails.",
+        ("dependency",),
+        multiprocess_mode="max",
+    )
 
 
 class Readiness:
     """Checks every dependency every `interval` seconds (each within `timeout`) and sets the
     readiness statuses to match; `drain()` turns them NOT_SERVING for good."""
 
-    def __init__(self, health: health_aio.HealthServicer, service_names: Sequence[str],
-                 checks: Mapping[str, Check], *, interval: float = 5.0, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        health: health_aio.HealthServicer,
+        service_names: Sequence[str],
+        checks: Mapping[str, Check],
+        *,
+        interval: float = 5.0,
+        timeout: float = 2.0,
+    ) -> None:
         self._health = health
         self._names = ("", *service_names)
         self._checks = dict(checks)

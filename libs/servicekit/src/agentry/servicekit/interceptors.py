@@ -82,8 +82,11 @@ async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, meth
         # The database (or Redis) is restarting, refusing connections or out of them: the caller
         # may retry shortly (the gateway answers 503 with Retry-After), it is not our bug.
         logger.warning("%s: a backing store is unavailable: %r", method, exc)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; try again",
-                            trailing_metadata=((ERROR_CODE_KEY, "unavailable"), ("retry-after", "1")))
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            "a backing store is unavailable; try again",
+            trailing_metadata=((ERROR_CODE_KEY, "unavailable"), ("retry-after", "1")),
+        )
     logger.error("unhandled error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error", trailing_metadata=((ERROR_CODE_KEY, "internal"),))
 
@@ -191,8 +194,9 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     result = await behaviour(request, context)
                 except BaseException as exc:
-                    tracing.end_span(span, exc if not isinstance(exc, AbortError) else None,
-                                     code=str(context.code() or "") or None)
+                    tracing.end_span(
+                        span, exc if not isinstance(exc, AbortError) else None, code=str(context.code() or "") or None
+                    )
                     raise
                 else:
                     tracing.end_span(span)

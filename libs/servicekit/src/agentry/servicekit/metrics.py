@@ -111,6 +111,7 @@ class BoundedLabel:
 
 # -- multiprocess (prefork workers) -------------------------------------------------------------
 
+
 def enable_multiprocess(directory: str) -> None:
     """Switches this process (and the children it forks afterwards) to prometheus-client's
     multiprocess mode, writing values under `directory` (its old `*.db` value files removed
@@ -182,28 +183,47 @@ async def _run_in_thread(fn: Callable[[], None]) -> None:
 
 # -- gRPC ---------------------------------------------------------------------------------------
 
+
 def _split(method: str) -> tuple[str, str]:
-    """"/agentry.runner.v1.RunnerService/StartRun" -> ("agentry.runner.v1.RunnerService", "StartRun")."""
+    """ "/agentry.runner.v1.RunnerService/StartRun" -> ("agentry.runner.v1.RunnerService", "StartRun")."""
     service, _, name = method.lstrip("/").rpartition("/")
     return service or "unknown", name or "unknown"
 
 
 def _server_families() -> tuple[Any, Any]:
-    return (family("counter", "grpc_server_handled_total",
-                   "gRPC calls this server completed, by method, type and status code.",
-                   ("grpc_service", "grpc_method", "grpc_type", "grpc_code")),
-            family("histogram", "grpc_server_handling_seconds",
-                   "Time this server took to complete a gRPC call (a stream: until it ended).",
-                   ("grpc_service", "grpc_method", "grpc_type"), buckets=LATENCY_BUCKETS))
+    return (
+        family(
+            "counter",
+            "grpc_server_handled_total",
+            "gRPC calls this server completed, by method, type and status code.",
+            ("grpc_service", "grpc_method", "grpc_type", "grpc_code"),
+        ),
+        family(
+            "histogram",
+            "grpc_server_handling_seconds",
+            "Time this server took to complete a gRPC call (a stream: until it ended).",
+            ("grpc_service", "grpc_method", "grpc_type"),
+            buckets=LATENCY_BUCKETS,
+        ),
+    )
 
 
 def _client_families() -> tuple[Any, Any]:
-    return (family("counter", "grpc_client_handled_total",
-                   "gRPC calls this process made that completed, by method, type and status code.",
-                   ("grpc_service", "grpc_method", "grpc_type", "grpc_code")),
-            family("histogram", "grpc_client_handling_seconds",
-                   "Time a gRPC call this process made took to complete, by method.",
-                   ("grpc_service", "grpc_method", "grpc_type"), buckets=LATENCY_BUCKETS))
+    return (
+        family(
+            "counter",
+            "grpc_client_handled_total",
+            "gRPC calls this process made that completed, by method, type and status code.",
+            ("grpc_service", "grpc_method", "grpc_type", "grpc_code"),
+        ),
+        family(
+            "histogram",
+            "grpc_client_handling_seconds",
+            "Time a gRPC call this process made took to complete, by method.",
+            ("grpc_service", "grpc_method", "grpc_type"),
+            buckets=LATENCY_BUCKETS,
+        ),
+    )
 
 
 def _type_of(handler: grpc.RpcMethodHandler) -> str:

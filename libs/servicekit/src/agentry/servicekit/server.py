@@ -71,8 +71,12 @@ async def start_grpc_server(
     interceptors; with `stack`, stopped gracefully when the stack closes."""
     tracing.configure_tracing(name)  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set; first call wins
     server = grpc.aio.server(
-        interceptors=[*([TracingInterceptor()] if tracing.enabled() else []),
-                      MetricsInterceptor(), InternalAuthInterceptor(internal_token), ContextInterceptor()],
+        interceptors=[
+            *([TracingInterceptor()] if tracing.enabled() else []),
+            MetricsInterceptor(),
+            InternalAuthInterceptor(internal_token),
+            ContextInterceptor(),
+        ],
         options=[("grpc.so_reuseport", 0)],
     )
     register(server)
@@ -84,8 +88,11 @@ async def start_grpc_server(
     )
     # With TLS files every caller must present a certificate from the CA (mutual TLS), on top of
     # the internal credential the interceptor checks.
-    bound = (server.add_secure_port(f"{host}:{port}", tls.server_credentials()) if tls
-             else server.add_insecure_port(f"{host}:{port}"))
+    bound = (
+        server.add_secure_port(f"{host}:{port}", tls.server_credentials())
+        if tls
+        else server.add_insecure_port(f"{host}:{port}")
+    )
     if bound == 0:
         raise RuntimeError(f"{name}: could not bind {host}:{port}")
     await server.start()
@@ -93,8 +100,9 @@ async def start_grpc_server(
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     readiness = Readiness(health, service_names, readiness_checks or {}, interval=readiness_interval)
     readiness.start()
-    running = RunningServer(name=name, server=server, port=bound, health=health, service_names=service_names,
-                            readiness=readiness)
+    running = RunningServer(
+        name=name, server=server, port=bound, health=health, service_names=service_names, readiness=readiness
+    )
     if stack is not None:
         stack.push_async_callback(running.stop, grace)
     logger.info("%s serving gRPC on %s:%d", name, host, bound)

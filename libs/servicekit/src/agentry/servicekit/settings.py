@@ -30,12 +30,8 @@ class ServiceSettings(BaseSettings):
         default=SecretStr(DEV_INTERNAL_TOKEN),
         validation_alias=AliasChoices("AGENTRY_INTERNAL_TOKEN", "internal_token"),
     )
-    dev_mode: bool = Field(
-        default=True, validation_alias=AliasChoices("AGENTRY_DEV_MODE", "dev_mode")
-    )
-    log_level: str = Field(
-        default="INFO", validation_alias=AliasChoices("AGENTRY_LOG_LEVEL", "log_level")
-    )
+    dev_mode: bool = Field(default=True, validation_alias=AliasChoices("AGENTRY_DEV_MODE", "dev_mode"))
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("AGENTRY_LOG_LEVEL", "log_level"))
     # "json": one JSON object per line (production); "text": readable lines. Unset: text in dev
     # mode, JSON otherwise. Read from AGENTRY_LOG_FORMAT whatever the service's prefix.
     log_format: Literal["json", "text"] | None = Field(
@@ -59,12 +55,13 @@ class ServiceSettings(BaseSettings):
 
     # Mutual TLS between services, when all three are set (shared by every service, like the
     # internal credential): this process's certificate and key, and the CA that signs them all.
-    tls_cert_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_CERT_FILE",
-                                                                                   "tls_cert_file"))
-    tls_key_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_KEY_FILE",
-                                                                                  "tls_key_file"))
-    tls_ca_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_CA_FILE",
-                                                                                 "tls_ca_file"))
+    tls_cert_file: Path | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTRY_TLS_CERT_FILE", "tls_cert_file")
+    )
+    tls_key_file: Path | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTRY_TLS_KEY_FILE", "tls_key_file")
+    )
+    tls_ca_file: Path | None = Field(default=None, validation_alias=AliasChoices("AGENTRY_TLS_CA_FILE", "tls_ca_file"))
 
     def log_json(self) -> bool:
         """Whether log lines are JSON: as AGENTRY_LOG_FORMAT says, else JSON outside dev mode."""

@@ -50,26 +50,42 @@ def make_test_pki(directory, names):
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
     def builder(subject: str, issuer: str, public_key) -> x509.CertificateBuilder:
-        return (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
-                .public_key(public_key).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1)))
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (builder("agentry-test-ca", "agentry-test-ca", ca_key.public_key())
-               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-               .sign(ca_key, hashes.SHA256()))
+    ca_cert = (
+        builder("agentry-test-ca", "agentry-test-ca", ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     ca_file = directory / "ca.pem"
     ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files = {}
     for service in names:
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = (builder(service, "agentry-test-ca", key.public_key())
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                               critical=False)
-                .sign(ca_key, hashes.SHA256()))
+        cert = (
+            builder(service, "agentry-test-ca", key.public_key())
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
         (directory / f"{service}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (directory / f"{service}.key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        (directory / f"{service}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         files[service] = TlsFiles(directory / f"{service}.crt", directory / f"{service}.key", ca_file)
     return files

@@ -35,6 +35,8 @@ def tls_files(cert: Path | None, key: Path | None, ca: Path | None) -> TlsFiles 
     if not given:
         return None
     if len(given) != 3:
-        raise ValueError("AGENTRY_TLS_CERT_FILE, AGENTRY_TLS_KEY_FILE and AGENTRY_TLS_CA_FILE go together: "
-                         "set all three for mutual TLS, or none")
+        raise ValueError(
+            "AGENTRY_TLS_CERT_FILE, AGENTRY_TLS_KEY_FILE and AGENTRY_TLS_CA_FILE go together: "
+            "set all three for mutual TLS, or none"
+        )
     return TlsFiles(Path(cert), Path(key), Path(ca))  # type: ignore[arg-type]

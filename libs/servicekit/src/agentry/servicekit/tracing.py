@@ -103,6 +103,7 @@ def tracer() -> _trace.Tracer:
 
 # -- propagation ----------------------------------------------------------------------------
 
+
 def inject(carrier: MutableMapping[str, str]) -> None:
     """Adds `traceparent` (and `tracestate`) of the current span to `carrier`, if tracing is on."""
     if _enabled:
@@ -124,20 +125,27 @@ def extract(carrier: Mapping[str, str]) -> Any:
 
 
 @contextlib.contextmanager
-def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, parent: Mapping[str, str] | None = None,
-         attributes: Mapping[str, Any] | None = None) -> Iterator[Any]:
+def span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent: Mapping[str, str] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Iterator[Any]:
     """A span, current within the block, continuing `parent` (a carrier holding a traceparent)
     when given. An exception escaping the block marks it ERROR. A no-op (yields None) when off."""
     if not _enabled:
         yield None
         return
     ctx = _PROPAGATOR.extract(parent) if parent else None
-    with tracer().start_as_current_span(name, context=ctx, kind=kind, attributes=attributes,
-                                        record_exception=True, set_status_on_exception=True) as s:
+    with tracer().start_as_current_span(
+        name, context=ctx, kind=kind, attributes=attributes, record_exception=True, set_status_on_exception=True
+    ) as s:
         yield s
 
 
 # -- gRPC -----------------------------------------------------------------------------------
+
 
 def grpc_client_metadata(metadata: Any) -> Any:
     """Called by servicekit's client interceptor with the call's grpc.aio.Metadata: adds the
@@ -158,8 +166,12 @@ def grpc_server_span(method: str, metadata: Mapping[str, str]) -> Any:
         return None
     ctx = _PROPAGATOR.extract(metadata) if TRACEPARENT in metadata else None
     service, _, name = method.lstrip("/").rpartition("/")
-    return tracer().start_span(method.lstrip("/"), context=ctx, kind=SpanKind.SERVER,
-                               attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name})
+    return tracer().start_span(
+        method.lstrip("/"),
+        context=ctx,
+        kind=SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+    )
 
 
 def attach_span(s: Any) -> Any:
@@ -179,7 +191,6 @@ def end_span(s: Any, error: BaseException | None = None, code: str | None = None
     if code is not None:
         s.set_attribute("rpc.grpc.status_code", code)
     s.end()
-
 
 
 # -- HTTP (the gateway) ---------------------------------------------------------------------

@@ -43,8 +43,9 @@ def resident_mb() -> float:
 class Admission:
     """See the module docstring. `memory_budget_mb` 0 or `max_loop_lag_ms` 0 turns that check off."""
 
-    def __init__(self, *, memory_budget_mb: float, max_loop_lag_ms: float, max_per_second: float = 0,
-                 interval: float = 0.1) -> None:
+    def __init__(
+        self, *, memory_budget_mb: float, max_loop_lag_ms: float, max_per_second: float = 0, interval: float = 0.1
+    ) -> None:
         self.memory_budget_mb = memory_budget_mb
         self.max_loop_lag_ms = max_loop_lag_ms
         self._interval = interval
@@ -120,8 +121,12 @@ class Admission:
                 self._room.set()
             else:
                 if not full:
-                    logger.warning("admission paused: rss %.0f MB (budget %.0f), loop lag %.0f ms (max %.0f); "
-                                   "new runs wait", self.rss_mb, self.memory_budget_mb, self.lag_ms,
-                                   self.max_loop_lag_ms)
+                    logger.warning(
+                        "admission paused: rss %.0f MB (budget %.0f), loop lag %.0f ms (max %.0f); new runs wait",
+                        self.rss_mb,
+                        self.memory_budget_mb,
+                        self.lag_ms,
+                        self.max_loop_lag_ms,
+                    )
                 full = True
                 self._room.clear()

@@ -110,12 +110,15 @@ class RunnerSettings(ServiceSettings):
     # Langfuse: every run is traced when both keys are set (the SDK's own variable names,
     # unprefixed); off, at no cost, when either is missing. LANGFUSE_HOST is accepted for the URL.
     langfuse_public_key: str | None = Field(
-        default=None, validation_alias=AliasChoices("LANGFUSE_PUBLIC_KEY", "langfuse_public_key"))
+        default=None, validation_alias=AliasChoices("LANGFUSE_PUBLIC_KEY", "langfuse_public_key")
+    )
     langfuse_secret_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("LANGFUSE_SECRET_KEY", "langfuse_secret_key"))
+        default=None, validation_alias=AliasChoices("LANGFUSE_SECRET_KEY", "langfuse_secret_key")
+    )
     langfuse_base_url: str = Field(
         default="https://cloud.langfuse.com",
-        validation_alias=AliasChoices("LANGFUSE_BASE_URL", "LANGFUSE_HOST", "langfuse_base_url"))
+        validation_alias=AliasChoices("LANGFUSE_BASE_URL", "LANGFUSE_HOST", "langfuse_base_url"),
+    )
     # Every string sent to Langfuse (messages, tool arguments and outputs) is cut to this length,
     # after known secrets and secret-looking values are redacted; then the operator's masking hook
     # ("package.module:function", called with the value, returning the value to send) runs.

@@ -27,8 +27,9 @@ class RunStatus(str, enum.Enum):
 
 TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 # The statuses of the one run that holds its thread (a partial unique index allows one per thread).
-THREAD_HOLDING_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLING,
-                                     RunStatus.REQUIRES_ACTION})
+THREAD_HOLDING_STATUSES = frozenset(
+    {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLING, RunStatus.REQUIRES_ACTION}
+)
 # Every run that has not ended, waiting ones included: what the per-account cap counts.
 ACTIVE_STATUSES = THREAD_HOLDING_STATUSES | {RunStatus.PENDING}
 
@@ -36,10 +37,10 @@ ACTIVE_STATUSES = THREAD_HOLDING_STATUSES | {RunStatus.PENDING}
 class MultitaskStrategy(str, enum.Enum):
     """What a start does when its thread already has an active run (LangGraph's names)."""
 
-    REJECT = "reject"        # refuse: run_active
-    ENQUEUE = "enqueue"      # wait (pending) until the runs ahead of it on the thread have ended, FIFO
+    REJECT = "reject"  # refuse: run_active
+    ENQUEUE = "enqueue"  # wait (pending) until the runs ahead of it on the thread have ended, FIFO
     INTERRUPT = "interrupt"  # stop the active run, keep what it wrote, then start (first in line)
-    ROLLBACK = "rollback"    # as interrupt, and delete what the stopped run added after its prompt
+    ROLLBACK = "rollback"  # as interrupt, and delete what the stopped run added after its prompt
 
     @classmethod
     def parse(cls, value: str) -> MultitaskStrategy | None:
@@ -48,6 +49,7 @@ class MultitaskStrategy(str, enum.Enum):
             return cls(value or cls.REJECT.value)
         except ValueError:
             return None
+
 
 # agentpress finish reason -> (run status, error shown to the user)
 FINISH_TO_STATUS: dict[str, tuple[RunStatus, str]] = {
@@ -70,11 +72,22 @@ def final_status(reason: str, error: str | None) -> tuple[RunStatus, str]:
         return status, error or default_error
     return status, error or ""
 
+
 # Event types whose effect is durable: also written to the database with their sequence number.
 # `phase` events are durable too: the run's row shows the latest one (GET /api/agent-run/{id}),
 # and a running_tool phase carries the call a resumed run must not repeat.
-DURABLE_EVENT_TYPES = frozenset({"run_started", "message_completed", "tool_call_finished", "phase",
-                                 "run_resumed", "requires_action", "run_finished"})
+DURABLE_EVENT_TYPES = frozenset(
+    {
+        "run_started",
+        "message_completed",
+        "tool_call_finished",
+        "phase",
+        "run_resumed",
+        "requires_action",
+        "run_finished",
+    }
+)
+
 
 # Run phases (the `phase` event and the run's `phase` field). agentpress emits calling_model and
 # running_tool; the runner adds the rest.

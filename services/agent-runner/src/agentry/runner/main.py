@@ -55,8 +55,12 @@ def _warm_up_for_fork() -> None:
 
 def build_event_stream(settings: RunnerSettings) -> EventStream:
     if settings.events == "redis":
-        return RedisEventStream(settings.redis_url, key_prefix=settings.redis_prefix,
-                                maxlen=settings.event_maxlen, ttl_seconds=settings.event_ttl_seconds)
+        return RedisEventStream(
+            settings.redis_url,
+            key_prefix=settings.redis_prefix,
+            maxlen=settings.event_maxlen,
+            ttl_seconds=settings.event_ttl_seconds,
+        )
     return MemoryEventStream(maxlen=settings.event_maxlen, ttl_seconds=settings.event_ttl_seconds)
 
 
@@ -102,9 +106,15 @@ async def start(
     """Starts the roles `settings.role` asks for. `events` lets `agentry dev` share one
     in-process stream with the gateway; `agents` lets tests choose the agent."""
     tracing.configure_tracing(f"runner-{settings.role}")  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
-    engine = await open_database(settings.database_url, migrations_dir=Path(__file__).parent / "migrations",
-                                 version_table="alembic_version_runner", stack=stack, pool_size=settings.database_pool_size,
-        max_overflow=settings.database_max_overflow, pool_mode=settings.database_pool_mode)
+    engine = await open_database(
+        settings.database_url,
+        migrations_dir=Path(__file__).parent / "migrations",
+        version_table="alembic_version_runner",
+        stack=stack,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_mode=settings.database_pool_mode,
+    )
     repo = SqlRunnerRepository(engine)
     if events is None:
         events = build_event_stream(settings)
@@ -129,14 +139,18 @@ async def start(
         checks["sandbox"], checks["billing"] = grpc_check(sandbox_channel), grpc_check(billing_channel)
 
         def sandboxes(account_id, project_id, on_start=None, on_ready=None):
-            return GrpcSandbox(sandbox_channel, account_id=account_id, project_id=project_id,
-                               on_start=on_start, on_ready=on_ready)
+            return GrpcSandbox(
+                sandbox_channel, account_id=account_id, project_id=project_id, on_start=on_start, on_ready=on_ready
+            )
 
         def usage(account_id, run_id, attempt=1):
             return GrpcUsageSink(billing_channel, account_id=account_id, run_id=run_id, attempt=attempt)
 
-        admission = Admission(memory_budget_mb=settings.memory_budget_mb, max_loop_lag_ms=settings.max_loop_lag_ms,
-                              max_per_second=settings.max_admissions_per_second)
+        admission = Admission(
+            memory_budget_mb=settings.memory_budget_mb,
+            max_loop_lag_ms=settings.max_loop_lag_ms,
+            max_per_second=settings.max_admissions_per_second,
+        )
         admission.start()
         stack.push_async_callback(admission.close)
         tracer = None
@@ -147,9 +161,17 @@ async def start(
             if tracer is not None:
                 stack.push_async_callback(tracer.close)
                 logger.info("runs are traced to Langfuse at %s", settings.langfuse_base_url)
-        worker = RunWorker(repo=repo, events=events, stops=stops, sandboxes=sandboxes, usage=usage,
-                           agent_factory=agents or agent_factory(settings), policy=policy_from(settings),
-                           admission=admission, tracer=tracer)
+        worker = RunWorker(
+            repo=repo,
+            events=events,
+            stops=stops,
+            sandboxes=sandboxes,
+            usage=usage,
+            agent_factory=agents or agent_factory(settings),
+            policy=policy_from(settings),
+            admission=admission,
+            tracer=tracer,
+        )
         worker.start()
         stack.push_async_callback(worker.close)
         if settings.role == "worker":
@@ -182,8 +204,11 @@ async def start(
             stopping = asyncio.create_task(consumer.stop())
             done, _ = await asyncio.wait([stopping], timeout=settings.grace_seconds)
             if not done:
-                logger.info("handing back %d runs that did not finish within %.0fs",
-                            len(worker.held_runs), settings.grace_seconds)
+                logger.info(
+                    "handing back %d runs that did not finish within %.0fs",
+                    len(worker.held_runs),
+                    settings.grace_seconds,
+                )
                 await worker.hand_back_all()
             await stopping
 
@@ -191,9 +216,14 @@ async def start(
 
     from agentry.servicekit.db import resolve_pool_mode
 
-    sweeper = Sweeper(repo, queue, engine, interval=settings.sweep_interval_seconds,
-                      redispatch_after=settings.redispatch_after_seconds,
-                      lock_per_pass=resolve_pool_mode(settings.database_url, settings.database_pool_mode)[1] == "transaction")
+    sweeper = Sweeper(
+        repo,
+        queue,
+        engine,
+        interval=settings.sweep_interval_seconds,
+        redispatch_after=settings.redispatch_after_seconds,
+        lock_per_pass=resolve_pool_mode(settings.database_url, settings.database_pool_mode)[1] == "transaction",
+    )
     billing_gate = None
     if settings.role in ("api", "all") and settings.check_billing:
         from .adapters.billing_grpc import GrpcBillingGate
@@ -201,10 +231,18 @@ async def start(
         gate_channel = open_channel(settings.billing_target, token, tls=settings.tls())
         stack.push_async_callback(gate_channel.close)
         billing_gate = GrpcBillingGate(gate_channel)
-    service = RunnerService(repo, queue, events, stops, default_model=settings.default_model,
-                            force_model=settings.force_model, on_undispatched=sweeper.wake, billing=billing_gate,
-                            max_active_runs_per_account=settings.max_active_runs_per_account,
-                            active_runs_retry_after_seconds=settings.active_runs_retry_after_seconds)
+    service = RunnerService(
+        repo,
+        queue,
+        events,
+        stops,
+        default_model=settings.default_model,
+        force_model=settings.force_model,
+        on_undispatched=sweeper.wake,
+        billing=billing_gate,
+        max_active_runs_per_account=settings.max_active_runs_per_account,
+        active_runs_retry_after_seconds=settings.active_runs_retry_after_seconds,
+    )
     # Runs that waited for the user too long end `cancelled` (reason expired), once per pass.
     sweeper.housekeeping.append(lambda: service.expire_paused(settings.pause_ttl_seconds))
     sweeper.start()
@@ -226,10 +264,20 @@ async def start(
     if settings.role in ("api", "all"):
         service_names = [SERVICE_NAME]
         register = lambda server: runner_pb2_grpc.add_RunnerServiceServicer_to_server(  # noqa: E731
-            RunnerServicer(service), server)
-    return await start_grpc_server(name=f"runner-{settings.role}", register=register, service_names=service_names,
-                                   host=settings.host, port=settings.port, internal_token=token, stack=stack,
-                                   grace=settings.grace_seconds, tls=settings.tls(), readiness_checks=checks)
+            RunnerServicer(service), server
+        )
+    return await start_grpc_server(
+        name=f"runner-{settings.role}",
+        register=register,
+        service_names=service_names,
+        host=settings.host,
+        port=settings.port,
+        internal_token=token,
+        stack=stack,
+        grace=settings.grace_seconds,
+        tls=settings.tls(),
+        readiness_checks=checks,
+    )
 
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -240,7 +288,9 @@ def main() -> None:
 
     from agentry.servicekit.entrypoint import Migrations, service_command
 
-    code = service_command(sys.argv[1:], RunnerSettings, migrations=Migrations(MIGRATIONS_DIR, "alembic_version_runner"))
+    code = service_command(
+        sys.argv[1:], RunnerSettings, migrations=Migrations(MIGRATIONS_DIR, "alembic_version_runner")
+    )
     if code is not None:
         raise SystemExit(code)
     settings = RunnerSettings()
@@ -261,6 +311,7 @@ def main() -> None:
 
             enable_multiprocess(os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="agentry-metrics-"))
         warnings.filterwarnings("ignore", message=".*ReadOnly.*", category=UserWarning)
-        sys.exit(serve_prefork(settings.processes, lambda: run_service(start, RunnerSettings),
-                               warm_up=_warm_up_for_fork))
+        sys.exit(
+            serve_prefork(settings.processes, lambda: run_service(start, RunnerSettings), warm_up=_warm_up_for_fork)
+        )
     run_service(start, RunnerSettings)

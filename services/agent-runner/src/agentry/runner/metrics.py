@@ -20,89 +20,142 @@ tool_label = BoundedLabel(limit=100)
 
 
 def runs_started():
-    return family("counter", "agentry_runs_started_total",
-                  "Runs the runner api accepted (POST /agent/start), by model.", ("model",))
+    return family(
+        "counter",
+        "agentry_runs_started_total",
+        "Runs the runner api accepted (POST /agent/start), by model.",
+        ("model",),
+    )
 
 
 def runs_finished():
-    return family("counter", "agentry_runs_finished_total",
-                  "Runs that ended, by final status (completed, failed, cancelled, ...) and finish reason.",
-                  ("status", "reason"))
+    return family(
+        "counter",
+        "agentry_runs_finished_total",
+        "Runs that ended, by final status (completed, failed, cancelled, ...) and finish reason.",
+        ("status", "reason"),
+    )
 
 
 def run_duration():
-    return family("histogram", "agentry_run_duration_seconds",
-                  "Wall time of a run from its first start to its end (ended by a worker), by status.",
-                  ("status",), buckets=LONG_BUCKETS)
+    return family(
+        "histogram",
+        "agentry_run_duration_seconds",
+        "Wall time of a run from its first start to its end (ended by a worker), by status.",
+        ("status",),
+        buckets=LONG_BUCKETS,
+    )
 
 
 def time_to_first_token():
-    return family("histogram", "agentry_run_time_to_first_token_seconds",
-                  "From a run's creation to the first text the model streamed (first attempt only), by model.",
-                  ("model",), buckets=LONG_BUCKETS)
+    return family(
+        "histogram",
+        "agentry_run_time_to_first_token_seconds",
+        "From a run's creation to the first text the model streamed (first attempt only), by model.",
+        ("model",),
+        buckets=LONG_BUCKETS,
+    )
 
 
 def queue_wait():
-    return family("histogram", "agentry_run_queue_wait_seconds",
-                  "Age of a run's job when a worker claimed it for the first time (created -> claimed).",
-                  buckets=LONG_BUCKETS)
+    return family(
+        "histogram",
+        "agentry_run_queue_wait_seconds",
+        "Age of a run's job when a worker claimed it for the first time (created -> claimed).",
+        buckets=LONG_BUCKETS,
+    )
 
 
 def queue_depth():
-    return family("gauge", "agentry_run_queue_depth",
-                  "Runs waiting for a worker (status queued), sampled by the runner api.",
-                  multiprocess_mode="max")
+    return family(
+        "gauge",
+        "agentry_run_queue_depth",
+        "Runs waiting for a worker (status queued), sampled by the runner api.",
+        multiprocess_mode="max",
+    )
 
 
 def queue_oldest_age():
-    return family("gauge", "agentry_run_queue_oldest_age_seconds",
-                  "Age of the oldest run waiting for a worker (0 when none waits), sampled by the runner api.",
-                  multiprocess_mode="max")
+    return family(
+        "gauge",
+        "agentry_run_queue_oldest_age_seconds",
+        "Age of the oldest run waiting for a worker (0 when none waits), sampled by the runner api.",
+        multiprocess_mode="max",
+    )
 
 
 def active_runs():
-    return family("gauge", "agentry_runner_active_runs",
-                  "Runs this worker process drives now (holding their lease).", multiprocess_mode="livesum")
+    return family(
+        "gauge",
+        "agentry_runner_active_runs",
+        "Runs this worker process drives now (holding their lease).",
+        multiprocess_mode="livesum",
+    )
 
 
 def events_emitted():
-    return family("counter", "agentry_run_events_total",
-                  "Run events the workers emitted to the live stream (token deltas included).")
+    return family(
+        "counter",
+        "agentry_run_events_total",
+        "Run events the workers emitted to the live stream (token deltas included).",
+    )
 
 
 def tokens():
-    return family("counter", "agentry_llm_tokens_total",
-                  "Tokens the models used, by model and kind (prompt, completion).", ("model", "kind"))
+    return family(
+        "counter",
+        "agentry_llm_tokens_total",
+        "Tokens the models used, by model and kind (prompt, completion).",
+        ("model", "kind"),
+    )
 
 
 def cost():
-    return family("counter", "agentry_llm_cost_usd_total", "Cost of the model calls in US dollars, by model.",
-                  ("model",))
+    return family(
+        "counter", "agentry_llm_cost_usd_total", "Cost of the model calls in US dollars, by model.", ("model",)
+    )
 
 
 def tool_calls():
-    return family("counter", "agentry_tool_calls_total",
-                  "Tool calls that finished, by tool and outcome (ok, error).", ("tool", "outcome"))
+    return family(
+        "counter",
+        "agentry_tool_calls_total",
+        "Tool calls that finished, by tool and outcome (ok, error).",
+        ("tool", "outcome"),
+    )
 
 
 def tool_duration():
-    return family("histogram", "agentry_tool_call_duration_seconds", "Duration of a tool call, by tool.",
-                  ("tool",), buckets=LONG_BUCKETS)
+    return family(
+        "histogram",
+        "agentry_tool_call_duration_seconds",
+        "Duration of a tool call, by tool.",
+        ("tool",),
+        buckets=LONG_BUCKETS,
+    )
 
 
 def lease_losses():
-    return family("counter", "agentry_runner_lease_losses_total",
-                  "Runs a worker stopped driving because it lost their lease (it stalled or was cut off).")
+    return family(
+        "counter",
+        "agentry_runner_lease_losses_total",
+        "Runs a worker stopped driving because it lost their lease (it stalled or was cut off).",
+    )
 
 
 def runs_resumed():
-    return family("counter", "agentry_runs_resumed_total",
-                  "Runs a worker continued, by reason (worker_lost, handed_back, user_input).", ("reason",))
+    return family(
+        "counter",
+        "agentry_runs_resumed_total",
+        "Runs a worker continued, by reason (worker_lost, handed_back, user_input).",
+        ("reason",),
+    )
 
 
 def runs_handed_back():
-    return family("counter", "agentry_runs_handed_back_total",
-                  "Runs a worker gave back at shutdown for another worker to resume.")
+    return family(
+        "counter", "agentry_runs_handed_back_total", "Runs a worker gave back at shutdown for another worker to resume."
+    )
 
 
 def record_finished(status: str, reason: str) -> None:

@@ -41,16 +41,25 @@ class RunnerRepository(Protocol):
 
     async def get_thread(self, thread_id: str) -> Thread | None: ...
 
-    async def add_message(self, *, thread_id: str, account_id: str, type: str, content_json: str,
-                          message_id: str, created_at: float,
-                          fence: tuple[str, int] | None = None) -> StoredMessage:
+    async def add_message(
+        self,
+        *,
+        thread_id: str,
+        account_id: str,
+        type: str,
+        content_json: str,
+        message_id: str,
+        created_at: float,
+        fence: tuple[str, int] | None = None,
+    ) -> StoredMessage:
         """With `fence` (run id, lease epoch): only while that lease is held, else LeaseLost."""
         ...
 
     async def list_messages(self, thread_id: str) -> list[StoredMessage]: ...
 
-    async def page_messages(self, thread_id: str, *, limit: int, after: tuple[float, int] | None = None,
-                            descending: bool = False) -> list[tuple[StoredMessage, int]]:
+    async def page_messages(
+        self, thread_id: str, *, limit: int, after: tuple[float, int] | None = None, descending: bool = False
+    ) -> list[tuple[StoredMessage, int]]:
         """A page ordered by (created_at, position), with each message's position (its key)."""
         ...
 
@@ -58,8 +67,9 @@ class RunnerRepository(Protocol):
         """RunAlreadyActive while a run holds the thread; False when there is no such message."""
         ...
 
-    async def list_threads(self, account_id: str, *, limit: int, after: tuple[float, str] | None = None,
-                           thread_id: str | None = None) -> list[Thread]:
+    async def list_threads(
+        self, account_id: str, *, limit: int, after: tuple[float, str] | None = None, thread_id: str | None = None
+    ) -> list[Thread]:
         """Newest first (created_at, thread_id) with the summary fields filled; or the one thread."""
         ...
 
@@ -73,10 +83,19 @@ class RunnerRepository(Protocol):
         """Newest first (created_at, run_id)."""
         ...
 
-    async def create_run(self, *, run_id: str, thread_id: str, account_id: str, model: str,
-                         first_message: StoredMessage | None, reasoning_effort: str = "",
-                         multitask: MultitaskStrategy | str = MultitaskStrategy.REJECT,
-                         max_active_runs: int = 0, user_id: str = "") -> Run:
+    async def create_run(
+        self,
+        *,
+        run_id: str,
+        thread_id: str,
+        account_id: str,
+        model: str,
+        first_message: StoredMessage | None,
+        reasoning_effort: str = "",
+        multitask: MultitaskStrategy | str = MultitaskStrategy.REJECT,
+        max_active_runs: int = 0,
+        user_id: str = "",
+    ) -> Run:
         """Inserts the run atomically: `queued` with its prompt when it gets the thread now,
         else (enqueue, interrupt, rollback) `pending` with the prompt kept back until a run
         ending gives it the thread. RunAlreadyActive for reject while a run holds the thread;
@@ -89,8 +108,15 @@ class RunnerRepository(Protocol):
 
     async def get_run(self, run_id: str) -> Run | None: ...
 
-    async def transition(self, run_id: str, *, from_: Iterable[RunStatus], to: RunStatus,
-                         error: str | None = None, finish_reason: str | None = None) -> bool:
+    async def transition(
+        self,
+        run_id: str,
+        *,
+        from_: Iterable[RunStatus],
+        to: RunStatus,
+        error: str | None = None,
+        finish_reason: str | None = None,
+    ) -> bool:
         """Moves the run to `to` only if it is in one of `from_`; True when it moved."""
         ...
 
@@ -100,16 +126,16 @@ class RunnerRepository(Protocol):
         its thread's project. None when the run does not exist, has ended or is leased."""
         ...
 
-    async def renew_leases(self, worker_id: str, lease_seconds: float,
-                           run_ids: Iterable[str] | None = None) -> dict[str, int]:
+    async def renew_leases(
+        self, worker_id: str, lease_seconds: float, run_ids: Iterable[str] | None = None
+    ) -> dict[str, int]:
         """Extends the worker's leases (of `run_ids` only, when given); run id -> epoch of every
         run it still holds."""
         ...
 
     async def release_lease(self, run_id: str, epoch: int) -> bool: ...
 
-    async def pause_run(self, run_id: str, epoch: int, pending: dict,
-                        events: Sequence[StoredEvent] = ()) -> bool: ...
+    async def pause_run(self, run_id: str, epoch: int, pending: dict, events: Sequence[StoredEvent] = ()) -> bool: ...
 
     async def resume_paused(self, run_id: str, resolution: dict) -> bool: ...
 
@@ -123,14 +149,29 @@ class RunnerRepository(Protocol):
 
     async def dispatch_candidates(self, *, redispatch_after: float, limit: int = 500) -> list[DispatchJob]: ...
 
-    async def finish_run(self, run_id: str, *, from_: Iterable[RunStatus], to: RunStatus, error: str,
-                         finish_reason: str, events: Sequence[StoredEvent], epoch: int | None = None) -> bool:
+    async def finish_run(
+        self,
+        run_id: str,
+        *,
+        from_: Iterable[RunStatus],
+        to: RunStatus,
+        error: str,
+        finish_reason: str,
+        events: Sequence[StoredEvent],
+        epoch: int | None = None,
+    ) -> bool:
         """Ends the run and stores its final durable events atomically (fenced on `epoch`); in the
         same transaction the thread's first pending run, if any, gets the thread."""
         ...
 
-    async def append_events(self, run_id: str, events: Sequence[StoredEvent], *, epoch: int | None = None,
-                            phase: tuple[str, str, float] | None = None) -> None: ...
+    async def append_events(
+        self,
+        run_id: str,
+        events: Sequence[StoredEvent],
+        *,
+        epoch: int | None = None,
+        phase: tuple[str, str, float] | None = None,
+    ) -> None: ...
 
     async def list_events(self, run_id: str, after_seq: int, limit: int = 1000) -> list[StoredEvent]: ...
 

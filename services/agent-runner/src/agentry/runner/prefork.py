@@ -95,8 +95,14 @@ def serve_prefork(processes: int, run_child, *, warm_up) -> int:
         uptime = time.monotonic() - started[slot]
         delay = 0.0 if uptime > 30 else min(max(delays.get(slot, 0.0) * 2, 0.05), 5.0)
         delays[slot] = delay
-        logger.warning("worker process %d (slot %d) ended (%s) after %.1fs; replacing it in %.2fs",
-                       pid, slot, _describe(status), uptime, delay)
+        logger.warning(
+            "worker process %d (slot %d) ended (%s) after %.1fs; replacing it in %.2fs",
+            pid,
+            slot,
+            _describe(status),
+            uptime,
+            delay,
+        )
         if delay:
             time.sleep(delay)
         if not stopping:

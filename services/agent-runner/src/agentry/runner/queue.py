@@ -63,8 +63,11 @@ class RunJob:
             raise ValueError(f"run job has an invalid attempt: {attempt!r}")
         traceparent = raw.get("traceparent", "")
         return cls(
-            run_id=ids["run_id"], thread_id=ids["thread_id"], account_id=ids["account_id"],
-            attempt=attempt, traceparent=traceparent if isinstance(traceparent, str) else "",
+            run_id=ids["run_id"],
+            thread_id=ids["thread_id"],
+            account_id=ids["account_id"],
+            attempt=attempt,
+            traceparent=traceparent if isinstance(traceparent, str) else "",
         )
 
 

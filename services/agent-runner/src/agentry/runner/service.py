@@ -52,11 +52,21 @@ DELETE_STOP_WAIT_SECONDS = 5.0
 
 
 class RunnerService:
-    def __init__(self, repo: RunnerRepository, queue: RunQueue, events: EventStream, stops: StopSignal,
-                 *, default_model: str, force_model: str | None = None, clock=time.time,
-                 on_undispatched: Callable[[], None] | None = None,
-                 max_active_runs_per_account: int = 0, active_runs_retry_after_seconds: int = 1,
-                 billing: BillingGate | None = None) -> None:
+    def __init__(
+        self,
+        repo: RunnerRepository,
+        queue: RunQueue,
+        events: EventStream,
+        stops: StopSignal,
+        *,
+        default_model: str,
+        force_model: str | None = None,
+        clock=time.time,
+        on_undispatched: Callable[[], None] | None = None,
+        max_active_runs_per_account: int = 0,
+        active_runs_retry_after_seconds: int = 1,
+        billing: BillingGate | None = None,
+    ) -> None:
         self._repo = repo
         self._billing = billing
         self._queue = queue
@@ -153,8 +163,9 @@ class RunnerService:
             if entries:
                 last = entries[-1].seq
 
-    async def page_messages(self, account_id: str, thread_id: str, limit: int, cursor: str,
-                            order: str) -> tuple[list[StoredMessage], str]:
+    async def page_messages(
+        self, account_id: str, thread_id: str, limit: int, cursor: str, order: str
+    ) -> tuple[list[StoredMessage], str]:
         """A page of the thread's messages ordered by (created_at, position), `order` "asc" (or "")
         or "desc", and the cursor of the next page ("" at the end)."""
         thread = await self.get_thread(account_id, thread_id)
@@ -162,8 +173,12 @@ class RunnerService:
             raise InvalidInput("order: must be asc or desc")
         size = page_size(limit, default=DEFAULT_PAGE, maximum=MAX_MESSAGE_PAGE)
         after = decode_cursor(cursor, float, int)
-        page = await self._repo.page_messages(thread.thread_id, limit=size + 1, after=after,  # type: ignore[arg-type]
-                                              descending=order == "desc")
+        page = await self._repo.page_messages(
+            thread.thread_id,
+            limit=size + 1,
+            after=after,  # type: ignore[arg-type]
+            descending=order == "desc",
+        )
         more, page = len(page) > size, page[:size]
         return [m for m, _ in page], encode_cursor(page[-1][0].created_at, page[-1][1]) if more else ""
 
@@ -186,15 +201,29 @@ class RunnerService:
         thread = await self.get_thread(account_id, thread_id)
         message = self._user_message(thread, content)
         return await self._repo.add_message(
-            thread_id=thread.thread_id, account_id=account_id, type=message.type,
-            content_json=message.content_json, message_id=message.message_id, created_at=message.created_at)
+            thread_id=thread.thread_id,
+            account_id=account_id,
+            type=message.type,
+            content_json=message.content_json,
+            message_id=message.message_id,
+            created_at=message.created_at,
+        )
 
     async def list_messages(self, account_id: str, thread_id: str) -> list[StoredMessage]:
         thread = await self.get_thread(account_id, thread_id)
         return await self._repo.list_messages(thread.thread_id)
 
-    async def start_run(self, account_id: str, thread_id: str, model: str, prompt: str,
-                        reasoning_effort: str = "", multitask_strategy: str = "", *, user_id: str = "") -> Run:
+    async def start_run(
+        self,
+        account_id: str,
+        thread_id: str,
+        model: str,
+        prompt: str,
+        reasoning_effort: str = "",
+        multitask_strategy: str = "",
+        *,
+        user_id: str = "",
+    ) -> Run:
         """Starts a run on the thread. When another run is active there, `multitask_strategy`
         decides: reject (the default: RunAlreadyActive), enqueue (the run waits, `pending`, until
         the runs ahead of it have ended), interrupt (the active run is stopped and this one runs
@@ -221,10 +250,17 @@ class RunnerService:
                 max_active = min(max_active, check.max_concurrent_runs) if max_active else check.max_concurrent_runs
         first = self._user_message(thread, prompt) if prompt.strip() else None
         try:
-            run = await self._repo.create_run(run_id=str(uuid.uuid4()), thread_id=thread.thread_id,
-                                              account_id=account_id, model=model, first_message=first,
-                                              reasoning_effort=reasoning_effort, multitask=strategy,
-                                              max_active_runs=max_active, user_id=user_id[:64])
+            run = await self._repo.create_run(
+                run_id=str(uuid.uuid4()),
+                thread_id=thread.thread_id,
+                account_id=account_id,
+                model=model,
+                first_message=first,
+                reasoning_effort=reasoning_effort,
+                multitask=strategy,
+                max_active_runs=max_active,
+                user_id=user_id[:64],
+            )
         except TooManyActiveRuns as exc:
             exc.retry_after_seconds = self._retry_after
             raise
@@ -244,8 +280,14 @@ class RunnerService:
 
     async def _publish(self, run: Run) -> None:
         try:
-            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=run.thread_id, account_id=run.account_id,
-                                             traceparent=tracing.current_traceparent()))
+            await self._queue.publish(
+                RunJob(
+                    run_id=run.run_id,
+                    thread_id=run.thread_id,
+                    account_id=run.account_id,
+                    traceparent=tracing.current_traceparent(),
+                )
+            )
         except QueueUnavailable as exc:
             # The run is accepted (it is in the database): the sweeper publishes its job as soon
             # as the broker is back. The caller gets its 202 like any other start.
@@ -284,8 +326,7 @@ class RunnerService:
                 await self._stops.request_stop(run.run_id)
                 return
 
-    async def resume_run(self, account_id: str, run_id: str, *, content: str | None,
-                         decision: str | None) -> Run:
+    async def resume_run(self, account_id: str, run_id: str, *, content: str | None, decision: str | None) -> Run:
         """Continues a run waiting for the user (requires_action) with their answer (`content`,
         for a question) or decision (`decision` approve/reject, optional `content`, for an
         approval): the same run, its stream going on. RunNotWaiting (409) when it is not waiting;
@@ -309,8 +350,14 @@ class RunnerService:
         if not await self._repo.resume_paused(run.run_id, resolution):
             raise RunNotWaiting(f"agent run {run_id} is no longer waiting for the user")
         try:
-            await self._queue.publish(RunJob(run_id=run.run_id, thread_id=run.thread_id, account_id=account_id,
-                                             traceparent=tracing.current_traceparent()))
+            await self._queue.publish(
+                RunJob(
+                    run_id=run.run_id,
+                    thread_id=run.thread_id,
+                    account_id=account_id,
+                    traceparent=tracing.current_traceparent(),
+                )
+            )
         except QueueUnavailable as exc:
             logger.warning("run %s resumed but not yet dispatched: %s", run.run_id, exc)
             await self._repo.mark_undispatched(run.run_id)
@@ -321,8 +368,14 @@ class RunnerService:
     async def end_paused(self, run_id: str, reason: str) -> bool:
         """Ends a run waiting for the user (stopped: cancelled; waited too long: expired)."""
         seq = await self._repo.max_event_seq(run_id) + 1
-        return await end_run(self._repo, self._events, run_id, seq=seq, event=RunFinished(reason=FinishReason(reason)),
-                             from_=[RunStatus.REQUIRES_ACTION])
+        return await end_run(
+            self._repo,
+            self._events,
+            run_id,
+            seq=seq,
+            event=RunFinished(reason=FinishReason(reason)),
+            from_=[RunStatus.REQUIRES_ACTION],
+        )
 
     async def expire_paused(self, ttl_seconds: float) -> int:
         """Ends every run that has waited for the user longer than `ttl_seconds` (sweeper)."""
@@ -339,9 +392,14 @@ class RunnerService:
         """Ends a queued (or pending) run no worker has taken, with its one terminal event."""
         del status  # the reason decides it (domain.final_status)
         seq = await self._repo.max_event_seq(run_id) + 1
-        return await end_run(self._repo, self._events, run_id, seq=seq,
-                             event=RunFinished(reason=FinishReason(reason), error=error or None),
-                             from_=[RunStatus.QUEUED, RunStatus.PENDING])
+        return await end_run(
+            self._repo,
+            self._events,
+            run_id,
+            seq=seq,
+            event=RunFinished(reason=FinishReason(reason), error=error or None),
+            from_=[RunStatus.QUEUED, RunStatus.PENDING],
+        )
 
     def _user_message(self, thread: Thread, content: str) -> StoredMessage:
         if not content.strip():
@@ -349,11 +407,13 @@ class RunnerService:
         if len(content) > MAX_MESSAGE_CHARS:
             raise InvalidInput(f"content: at most {MAX_MESSAGE_CHARS} characters")
         message = UserMessage(text=content)
-        return StoredMessage(message.message_id, thread.thread_id, "user",
-                             message.to_json().decode(), message.created_at)
+        return StoredMessage(
+            message.message_id, thread.thread_id, "user", message.to_json().decode(), message.created_at
+        )
 
-    async def list_thread_runs(self, account_id: str, thread_id: str, after_thread_seq: int,
-                               limit: int = 0) -> list[Run]:
+    async def list_thread_runs(
+        self, account_id: str, thread_id: str, after_thread_seq: int, limit: int = 0
+    ) -> list[Run]:
         """The thread's runs in the order they held it, after `after_thread_seq` (at most `limit`,
         100 when 0 or more)."""
         thread = await self.get_thread(account_id, thread_id)

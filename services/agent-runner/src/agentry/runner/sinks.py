@@ -57,8 +57,7 @@ class ThreadMessageStore:
     dropped (the run's new holder owns the thread now), never raised into agentpress.
     """
 
-    def __init__(self, repo: RunnerRepository, *, thread_id: str, account_id: str,
-                 lease: Lease | None = None) -> None:
+    def __init__(self, repo: RunnerRepository, *, thread_id: str, account_id: str, lease: Lease | None = None) -> None:
         self._repo = repo
         self._thread_id = thread_id
         self._account_id = account_id
@@ -76,11 +75,18 @@ class ThreadMessageStore:
             logger.info("message of a run this worker no longer holds dropped")
             return
         try:  # a database that restarts is waited for, as the durable-event writer does
-            await retrying(lambda: self._repo.add_message(
-                thread_id=self._thread_id, account_id=self._account_id, type=message.kind,
-                content_json=message.to_json().decode(), message_id=message.message_id,
-                created_at=message.created_at, fence=(lease.run_id, lease.epoch) if lease else None),
-                deadline=WRITE_RETRY_SECONDS)
+            await retrying(
+                lambda: self._repo.add_message(
+                    thread_id=self._thread_id,
+                    account_id=self._account_id,
+                    type=message.kind,
+                    content_json=message.to_json().decode(),
+                    message_id=message.message_id,
+                    created_at=message.created_at,
+                    fence=(lease.run_id, lease.epoch) if lease else None,
+                ),
+                deadline=WRITE_RETRY_SECONDS,
+            )
         except LeaseLost:
             assert lease is not None
             lease.mark_lost()
@@ -99,10 +105,19 @@ class EventStoreFailed(Exception):
     """Durable events of the run could not be written to the database."""
 
 
-async def end_run(repo: RunnerRepository, stream: EventStream, run_id: str, *, seq: int, event: RunFinished,
-                  from_: list[RunStatus], epoch: int | None = None,
-                  pending: list[StoredEvent] | None = None, retry_seconds: float = 0.0,
-                  started_at: float | None = None) -> bool:
+async def end_run(
+    repo: RunnerRepository,
+    stream: EventStream,
+    run_id: str,
+    *,
+    seq: int,
+    event: RunFinished,
+    from_: list[RunStatus],
+    epoch: int | None = None,
+    pending: list[StoredEvent] | None = None,
+    retry_seconds: float = 0.0,
+    started_at: float | None = None,
+) -> bool:
     """The one place a run ends: its status, its remaining durable events and the terminal event
     (numbered `seq`) are stored in one transaction, then the terminal event goes to the live
     stream. Only from `from_` (and only at lease `epoch` when given); False when the run was not
@@ -115,9 +130,18 @@ async def end_run(repo: RunnerRepository, stream: EventStream, run_id: str, *, s
     if event.error != (error or None):
         event = RunFinished(reason=event.reason, error=error or None)
     data = encode_event(seq, event)
-    ended = await retrying(lambda: repo.finish_run(
-        run_id, from_=from_, to=status, error=error, finish_reason=str(event.reason),
-        events=[*(pending or ()), StoredEvent(seq, data, True)], epoch=epoch), deadline=retry_seconds)
+    ended = await retrying(
+        lambda: repo.finish_run(
+            run_id,
+            from_=from_,
+            to=status,
+            error=error,
+            finish_reason=str(event.reason),
+            events=[*(pending or ()), StoredEvent(seq, data, True)],
+            epoch=epoch,
+        ),
+        deadline=retry_seconds,
+    )
     if ended:
         from . import metrics
 
@@ -149,10 +173,19 @@ class RunEventSink:
     the run) and the terminal event says the run failed.
     """
 
-    def __init__(self, run_id: str, repo: RunnerRepository, stream: EventStream, *, last_seq: int,
-                 lease: Lease | None = None, idempotent_tools: frozenset[str] = frozenset(),
-                 on_event: Callable[[], None] | None = None,
-                 write_retry_seconds: float = WRITE_RETRY_SECONDS, write_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        repo: RunnerRepository,
+        stream: EventStream,
+        *,
+        last_seq: int,
+        lease: Lease | None = None,
+        idempotent_tools: frozenset[str] = frozenset(),
+        on_event: Callable[[], None] | None = None,
+        write_retry_seconds: float = WRITE_RETRY_SECONDS,
+        write_delay: float = 0.0,
+    ) -> None:
         self._run_id = run_id
         self._repo = repo
         self._stream = stream
@@ -228,10 +261,18 @@ class RunEventSink:
         pending, self._unwritten = self._unwritten, []  # what a failed writer left: one more try
         lease = self._lease
         try:
-            ended = await end_run(self._repo, self._stream, self._run_id, seq=self._seq, event=event,
-                                  from_=[RunStatus.RUNNING, RunStatus.CANCELLING],
-                                  epoch=lease.epoch if lease else None, pending=pending,
-                                  retry_seconds=self._write_retry_seconds, started_at=self.started_at)
+            ended = await end_run(
+                self._repo,
+                self._stream,
+                self._run_id,
+                seq=self._seq,
+                event=event,
+                from_=[RunStatus.RUNNING, RunStatus.CANCELLING],
+                epoch=lease.epoch if lease else None,
+                pending=pending,
+                retry_seconds=self._write_retry_seconds,
+                started_at=self.started_at,
+            )
         except Exception:
             # Live clients still learn that the run ended; the failure propagates to the worker,
             # which leaves the run to the sweeper (its lease lapses and another worker ends it).
@@ -255,8 +296,9 @@ class RunEventSink:
             self._seq += 1
             out.append(StoredEvent(self._seq, encode_event(self._seq, item), False))
         lease = self._lease
-        if lease is None or not await self._repo.pause_run(self._run_id, lease.epoch, event.pending,
-                                                           events=[*pending, *out]):
+        if lease is None or not await self._repo.pause_run(
+            self._run_id, lease.epoch, event.pending, events=[*pending, *out]
+        ):
             self._unwritten = pending  # not paused (stopped meanwhile, or the lease is gone)
             self._seq -= len(out)
             return
@@ -316,8 +358,9 @@ class RunEventSink:
             delay, deadline = 0.05, asyncio.get_running_loop().time() + self._write_retry_seconds
             while True:
                 try:
-                    await self._repo.append_events(self._run_id, batch, epoch=lease.epoch if lease else None,
-                                                   phase=phase)
+                    await self._repo.append_events(
+                        self._run_id, batch, epoch=lease.epoch if lease else None, phase=phase
+                    )
                     break
                 except LeaseLost:
                     assert lease is not None

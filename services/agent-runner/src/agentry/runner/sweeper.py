@@ -34,8 +34,16 @@ _LOCK_KEY = zlib.crc32(b"agentry.runner.sweeper")
 
 
 class Sweeper:
-    def __init__(self, repo: RunnerRepository, queue: RunQueue, engine: AsyncEngine, *,
-                 interval: float, redispatch_after: float, lock_per_pass: bool = False) -> None:
+    def __init__(
+        self,
+        repo: RunnerRepository,
+        queue: RunQueue,
+        engine: AsyncEngine,
+        *,
+        interval: float,
+        redispatch_after: float,
+        lock_per_pass: bool = False,
+    ) -> None:
         self._repo = repo
         # Behind a transaction pooler (PgBouncer, Supabase on 6543) a session lock belongs to
         # whichever server connection took it, which then serves other clients: elect per pass.
@@ -70,8 +78,7 @@ class Sweeper:
         published = 0
         for job in await self._repo.dispatch_candidates(redispatch_after=self._redispatch_after):
             try:
-                await self._queue.publish(RunJob(run_id=job.run_id, thread_id=job.thread_id,
-                                                 account_id=job.account_id))
+                await self._queue.publish(RunJob(run_id=job.run_id, thread_id=job.thread_id, account_id=job.account_id))
             except QueueUnavailable as exc:
                 logger.warning("sweeper could not publish run %s: %s", job.run_id, exc)
                 await self._repo.mark_undispatched(job.run_id)

@@ -99,11 +99,21 @@ def new_worker_id() -> str:
 
 
 class RunWorker:
-    def __init__(self, *, repo: RunnerRepository, events: EventStream, stops: StopSignal,
-                 sandboxes: SandboxFactory, usage: UsageFactory, agent_factory: AgentFactory,
-                 policy: WorkerPolicy = WorkerPolicy(), worker_id: str | None = None,
-                 clock: Callable[[], float] = time.time, admission: Admission | None = None,
-                 tracer: RunTracer | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        repo: RunnerRepository,
+        events: EventStream,
+        stops: StopSignal,
+        sandboxes: SandboxFactory,
+        usage: UsageFactory,
+        agent_factory: AgentFactory,
+        policy: WorkerPolicy = WorkerPolicy(),
+        worker_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+        admission: Admission | None = None,
+        tracer: RunTracer | None = None,
+    ) -> None:
         self._repo = repo
         self._tracer = tracer  # Langfuse (adapters/langfuse_tracing.py); None: runs are not traced
         self._admission = admission
@@ -174,9 +184,12 @@ class RunWorker:
         """`_handle_job` within the job's span of the request's trace (when tracing is on)."""
         if not tracing.enabled():
             return await self._handle_job(job)
-        with tracing.span("run job", kind=SpanKind.CONSUMER,
-                          parent={"traceparent": job.traceparent} if job.traceparent else None,
-                          attributes={"messaging.operation.type": "process", "agentry.run_id": job.run_id}):
+        with tracing.span(
+            "run job",
+            kind=SpanKind.CONSUMER,
+            parent={"traceparent": job.traceparent} if job.traceparent else None,
+            attributes={"messaging.operation.type": "process", "agentry.run_id": job.run_id},
+        ):
             return await self._handle_job(job)
 
     async def _handle_job(self, job: RunJob) -> None:
@@ -214,8 +227,9 @@ class RunWorker:
         if run_id in self._held:
             return None  # a duplicate job (or a lapsed lease re-published) of a run driven here
         for _ in range(3):
-            claimed = await self._repo.claim_run(run_id, worker_id=self.worker_id,
-                                                 lease_seconds=self._policy.lease_seconds)
+            claimed = await self._repo.claim_run(
+                run_id, worker_id=self.worker_id, lease_seconds=self._policy.lease_seconds
+            )
             if claimed is not None:
                 return claimed
             run = await self._repo.get_run(run_id)
@@ -253,18 +267,30 @@ class RunWorker:
         def seen_event() -> None:
             held.last_event = time.monotonic()
 
-        sink = RunEventSink(run.run_id, self._repo, self._events, last_seq=last_seq, lease=lease,
-                            on_event=seen_event, write_retry_seconds=self._policy.write_retry_seconds,
-                            write_delay=self._policy.event_write_delay)
+        sink = RunEventSink(
+            run.run_id,
+            self._repo,
+            self._events,
+            last_seq=last_seq,
+            lease=lease,
+            on_event=seen_event,
+            write_retry_seconds=self._policy.write_retry_seconds,
+            write_delay=self._policy.event_write_delay,
+        )
         sink.started_at = run.started_at
         first_start = run.attempt <= 1 and not answered
         if first_start:  # how long its job waited for a worker
             metrics.queue_wait().observe(max(self._clock() - run.created_at, 0.0))
-        observer = metrics.RunObserver(model=run.model, created_at=run.created_at if first_start else None,
-                                          seq=lambda: sink.last_seq)
+        observer = metrics.RunObserver(
+            model=run.model, created_at=run.created_at if first_start else None, seq=lambda: sink.last_seq
+        )
         if run.attempt > self._policy.max_attempts:
-            await sink.emit(RunFinished(reason=FinishReason.ERROR, error=(
-                f"the run was interrupted {run.attempt - 1} times (its worker was lost); giving up")))
+            await sink.emit(
+                RunFinished(
+                    reason=FinishReason.ERROR,
+                    error=(f"the run was interrupted {run.attempt - 1} times (its worker was lost); giving up"),
+                )
+            )
             return
         try:
             agent = self._agent_factory(run)
@@ -290,8 +316,9 @@ class RunWorker:
                     return RunResult(FinishReason.REQUIRES_ACTION, pending=again)
             if resumed:  # close what the lost worker left dangling (never re-run a side effect)
                 await _kill_run_processes(ctx.sandbox, run.run_id, find=True)  # and end the processes it started
-                for message in close_interrupted_calls(await messages.load(), await self._started_calls(run.run_id),
-                                                       agent.tools):
+                for message in close_interrupted_calls(
+                    await messages.load(), await self._started_calls(run.run_id), agent.tools
+                ):
                     await messages.append(message)
                     await sink.emit(MessageCompleted(message=message))
             return await agent.run(ctx, resumed=resumed or answered)
@@ -312,10 +339,14 @@ class RunWorker:
         try:
             async with self._stops.watch(run.run_id) as cancel:
                 ctx = RunContext(
-                    run_id=run.run_id, thread_id=run.thread_id, messages=messages,
+                    run_id=run.run_id,
+                    thread_id=run.thread_id,
+                    messages=messages,
                     sandbox=self._sandboxes(run.account_id, claimed.project_id, sandbox_starting, sandbox_ready),
                     usage=self._usage(run.account_id, run.run_id, run.attempt),
-                    events=_OverridingSink(sink, held, observer), cancel=cancel, observer=trace,
+                    events=_OverridingSink(sink, held, observer),
+                    cancel=cancel,
+                    observer=trace,
                 )
                 if isinstance(ctx.sandbox, MeteredSandbox) and isinstance(ctx.usage, SandboxTimeSink):
                     ctx.sandbox.on_exec = ctx.usage.record_sandbox  # sandbox time is billed per exec second
@@ -352,7 +383,9 @@ class RunWorker:
                 return
             logger.exception("run crashed")
             if not sink.finished:
-                await sink.emit(RunFinished(reason=FinishReason.ERROR, error="the worker failed while running the agent"))
+                await sink.emit(
+                    RunFinished(reason=FinishReason.ERROR, error="the worker failed while running the agent")
+                )
         finally:
             if trace is not None and hasattr(trace, "end"):
                 trace.end(outcome=outcome, error=error)
@@ -369,9 +402,15 @@ class RunWorker:
             return otel
         run = claimed.run
         try:
-            langfuse = self._tracer.start_run(run_id=run.run_id, thread_id=run.thread_id, account_id=run.account_id,
-                                          user_id=run.user_id, model=run.model,
-                                          attempt=run.attempt, resume_reason=claimed.resume_reason)
+            langfuse = self._tracer.start_run(
+                run_id=run.run_id,
+                thread_id=run.thread_id,
+                account_id=run.account_id,
+                user_id=run.user_id,
+                model=run.model,
+                attempt=run.attempt,
+                resume_reason=claimed.resume_reason,
+            )
         except Exception:
             logger.warning("could not start the run's trace", exc_info=True)
             return otel
@@ -402,7 +441,9 @@ class RunWorker:
             if now >= run_ends or now >= idle_ends:
                 what = "maximum duration" if now >= run_ends else "maximum idle time"
                 limit = policy.max_run_seconds if now >= run_ends else policy.max_idle_seconds
-                held.end_override = RunFinished(reason=FinishReason.TIMEOUT, error=f"the run exceeded its {what} ({limit:g} s)")
+                held.end_override = RunFinished(
+                    reason=FinishReason.TIMEOUT, error=f"the run exceeded its {what} ({limit:g} s)"
+                )
                 cancel.set()
                 return
             await asyncio.sleep(min(run_ends, idle_ends) - now)
@@ -449,8 +490,12 @@ class RunWorker:
             except Exception as exc:  # noqa: BLE001 - retried; past 70% of the lease the runs are stopped
                 failing = True
                 if time.monotonic() - last_ok > lease_seconds * 0.7:
-                    logger.error("leases could not be renewed for %.1fs; stopping %d runs: %r",
-                                 time.monotonic() - last_ok, len(self._held), exc)
+                    logger.error(
+                        "leases could not be renewed for %.1fs; stopping %d runs: %r",
+                        time.monotonic() - last_ok,
+                        len(self._held),
+                        exc,
+                    )
                     for h in list(self._held.values()):
                         h.lease.mark_lost()
                 else:
@@ -520,25 +565,39 @@ def agent_factory(settings: RunnerSettings) -> AgentFactory:
         if settings.llm_api_base:
             kwargs["api_base"] = settings.llm_api_base
             kwargs["api_key"] = settings.llm_api_key or "agentry-fake-llm"
-        return Agent(model=run.model, system_prompt=settings.system_prompt, tools=default_tools(),
-                     max_steps=settings.max_steps, tool_calling=settings.tool_calling,
-                     tool_execution=ToolExecution(when=settings.tool_execution, parallel=settings.parallel_tools),
-                     fallback_models=settings.fallback_models,
-                     context_fallback_models=settings.context_fallback_models,
-                     retry=RetryPolicy(attempts=settings.model_max_attempts, run_budget=settings.model_retry_budget,
-                                       max_retry_after=settings.model_max_retry_after_seconds,
-                                       initial_wait=settings.model_retry_initial_wait_seconds),
-                     summary_model=settings.summary_model or None,
-                     settings=ModelSettings(reasoning_effort=run.reasoning_effort or None),
-                     approval_tools=settings.approval_tools, pause_on_ask=settings.pause_on_ask, **kwargs)
+        return Agent(
+            model=run.model,
+            system_prompt=settings.system_prompt,
+            tools=default_tools(),
+            max_steps=settings.max_steps,
+            tool_calling=settings.tool_calling,
+            tool_execution=ToolExecution(when=settings.tool_execution, parallel=settings.parallel_tools),
+            fallback_models=settings.fallback_models,
+            context_fallback_models=settings.context_fallback_models,
+            retry=RetryPolicy(
+                attempts=settings.model_max_attempts,
+                run_budget=settings.model_retry_budget,
+                max_retry_after=settings.model_max_retry_after_seconds,
+                initial_wait=settings.model_retry_initial_wait_seconds,
+            ),
+            summary_model=settings.summary_model or None,
+            settings=ModelSettings(reasoning_effort=run.reasoning_effort or None),
+            approval_tools=settings.approval_tools,
+            pause_on_ask=settings.pause_on_ask,
+            **kwargs,
+        )
 
     return build
 
 
 def policy_from(settings: RunnerSettings) -> WorkerPolicy:
-    return WorkerPolicy(lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
-                        max_run_seconds=settings.max_run_seconds, max_idle_seconds=settings.max_idle_seconds,
-                        event_write_delay=settings.event_write_delay_ms / 1000)
+    return WorkerPolicy(
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+        max_run_seconds=settings.max_run_seconds,
+        max_idle_seconds=settings.max_idle_seconds,
+        event_write_delay=settings.event_write_delay_ms / 1000,
+    )
 
 
 KILL_PROCESSES_SECONDS = 10.0

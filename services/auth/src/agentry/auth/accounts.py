@@ -39,9 +39,14 @@ def _check_role(role: str) -> str:
 
 
 class AccountService:
-    def __init__(self, accounts: AccountRepository, *, clock: Clock = time.time,
-                 new_id: IdFactory = lambda: str(uuid.uuid4()),
-                 invitation_ttl_seconds: int = INVITATION_TTL_SECONDS) -> None:
+    def __init__(
+        self,
+        accounts: AccountRepository,
+        *,
+        clock: Clock = time.time,
+        new_id: IdFactory = lambda: str(uuid.uuid4()),
+        invitation_ttl_seconds: int = INVITATION_TTL_SECONDS,
+    ) -> None:
         self._accounts, self._clock, self._new_id = accounts, clock, new_id
         self._invitation_ttl = invitation_ttl_seconds
 
@@ -85,19 +90,27 @@ class AccountService:
             raise RoleRequired(f"an {membership.role} cannot invite an {role}")
         now = self._clock()
         token = INVITATION_PREFIX + secrets.token_urlsafe(32)
-        invitation = Invitation(invitation_id=self._new_id(), account_id=account_id, email=normalize_email(email),
-                                role=role, invited_by=principal.user_id, created_at=now,
-                                expires_at=now + self._invitation_ttl)
+        invitation = Invitation(
+            invitation_id=self._new_id(),
+            account_id=account_id,
+            email=normalize_email(email),
+            role=role,
+            invited_by=principal.user_id,
+            created_at=now,
+            expires_at=now + self._invitation_ttl,
+        )
         await self._accounts.add_invitation(invitation, secret_hash(token))
-        logger.info("invitation %s to account %s created by user %s", invitation.invitation_id, account_id,
-                    principal.user_id)
+        logger.info(
+            "invitation %s to account %s created by user %s", invitation.invitation_id, account_id, principal.user_id
+        )
         return invitation, token
 
     async def accept(self, principal: Principal, token: str) -> AccountMembership:
         if not token.startswith(INVITATION_PREFIX) or len(token) > 128:
             raise InvalidInvitation("invitation not found")
-        invitation = await self._accounts.accept_invitation(secret_hash(token), principal.user_id,
-                                                            normalize_email(principal.email), now=self._clock())
+        invitation = await self._accounts.accept_invitation(
+            secret_hash(token), principal.user_id, normalize_email(principal.email), now=self._clock()
+        )
         if invitation is None:
             raise InvalidInvitation("invitation not found")
         logger.info("user %s joined account %s", principal.user_id, invitation.account_id)
@@ -133,4 +146,3 @@ class AccountService:
         if member is None:
             raise MemberNotFound(f"member {user_id} not found")
         return member
-

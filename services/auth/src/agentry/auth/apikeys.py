@@ -24,8 +24,14 @@ _TOUCH_EVERY_SECONDS = 60.0
 
 
 class ApiKeyService:
-    def __init__(self, keys: ApiKeyRepository, users: UserRepository, *, clock: Clock = time.time,
-                 new_id: IdFactory = lambda: str(uuid.uuid4())) -> None:
+    def __init__(
+        self,
+        keys: ApiKeyRepository,
+        users: UserRepository,
+        *,
+        clock: Clock = time.time,
+        new_id: IdFactory = lambda: str(uuid.uuid4()),
+    ) -> None:
         self._keys, self._users, self._clock, self._new_id = keys, users, clock, new_id
 
     async def create(self, principal: Principal, name: str, expires_at: float | None) -> tuple[ApiKey, str]:
@@ -41,8 +47,15 @@ class ApiKeyService:
         if await self._users.find_principal(principal.user_id, principal.account_id) is None:
             raise InvalidToken("invalid token: the user or membership no longer exists")
         secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        key = ApiKey(api_key_id=self._new_id(), account_id=principal.account_id, user_id=principal.user_id,
-                     name=name, display_prefix=secret[:_DISPLAY_CHARS], created_at=now, expires_at=expires_at)
+        key = ApiKey(
+            api_key_id=self._new_id(),
+            account_id=principal.account_id,
+            user_id=principal.user_id,
+            name=name,
+            display_prefix=secret[:_DISPLAY_CHARS],
+            created_at=now,
+            expires_at=expires_at,
+        )
         await self._keys.add(key, secret_hash(secret))
         logger.info("api key %s created for account %s", key.api_key_id, key.account_id)
         return key, secret
@@ -69,6 +82,7 @@ class ApiKeyService:
         if member is None:
             raise InvalidToken("invalid api key: its creator is no longer a member of the account")
         await self._keys.touch(key.api_key_id, now=now, every=_TOUCH_EVERY_SECONDS)
-        principal = Principal(user_id=member.user_id, account_id=member.account_id, email=member.email,
-                              api_key_id=key.api_key_id)
+        principal = Principal(
+            user_id=member.user_id, account_id=member.account_id, email=member.email, api_key_id=key.api_key_id
+        )
         return VerifiedToken(principal=principal, expires_at=int(key.expires_at or 0))

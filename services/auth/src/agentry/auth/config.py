@@ -20,16 +20,29 @@ class AuthSettings(ServiceSettings):
     # "local": our own users table; "supabase": Supabase Auth (GoTrue) at SUPABASE_URL.
     provider: Literal["local", "supabase"] = "local"
     # The Supabase project (read without the AGENTRY_AUTH_ prefix, as Supabase names them).
-    supabase_url: str | None = Field(default=None, validation_alias=AliasChoices(
-        "SUPABASE_URL", "AGENTRY_AUTH_SUPABASE_URL", "supabase_url"))
-    supabase_anon_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices(
-        "SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY", "AGENTRY_AUTH_SUPABASE_ANON_KEY", "supabase_anon_key"))
-    supabase_service_role_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices(
-        "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY", "AGENTRY_AUTH_SUPABASE_SERVICE_ROLE_KEY",
-        "supabase_service_role_key"))
+    supabase_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SUPABASE_URL", "AGENTRY_AUTH_SUPABASE_URL", "supabase_url")
+    )
+    supabase_anon_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY", "AGENTRY_AUTH_SUPABASE_ANON_KEY", "supabase_anon_key"
+        ),
+    )
+    supabase_service_role_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "SUPABASE_SERVICE_ROLE_KEY",
+            "SUPABASE_SECRET_KEY",
+            "AGENTRY_AUTH_SUPABASE_SERVICE_ROLE_KEY",
+            "supabase_service_role_key",
+        ),
+    )
     # Only for projects still signing with the legacy HS256 secret; asymmetric keys come from the JWKS.
-    supabase_jwt_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices(
-        "SUPABASE_JWT_SECRET", "AGENTRY_AUTH_SUPABASE_JWT_SECRET", "supabase_jwt_secret"))
+    supabase_jwt_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "AGENTRY_AUTH_SUPABASE_JWT_SECRET", "supabase_jwt_secret"),
+    )
     issuer: str = "agentry-local"
     audience: str = "authenticated"
     # Short-lived: with local (JWKS) verification a signed-out session's access token works until
@@ -48,10 +61,15 @@ class AuthSettings(ServiceSettings):
     @model_validator(mode="after")
     def _require_supabase_settings(self) -> AuthSettings:
         if self.provider == "supabase":
-            missing = [name for name, value in (("SUPABASE_URL", self.supabase_url),
-                                                ("SUPABASE_ANON_KEY", self.supabase_anon_key),
-                                                ("SUPABASE_SERVICE_ROLE_KEY", self.supabase_service_role_key))
-                       if not value]
+            missing = [
+                name
+                for name, value in (
+                    ("SUPABASE_URL", self.supabase_url),
+                    ("SUPABASE_ANON_KEY", self.supabase_anon_key),
+                    ("SUPABASE_SERVICE_ROLE_KEY", self.supabase_service_role_key),
+                )
+                if not value
+            ]
             if missing:
                 raise ValueError(f"AGENTRY_AUTH_PROVIDER=supabase needs {', '.join(missing)}")
         return self
@@ -61,7 +79,6 @@ class AuthSettings(ServiceSettings):
         # A generated key on a pod's disk would differ per replica and vanish on restart.
         if not self.dev_mode and (self.signing_key is None or not self.signing_key.get_secret_value().strip()):
             raise ValueError(
-                "AGENTRY_AUTH_SIGNING_KEY must be set to an EC P-256 private key (PEM) "
-                "when AGENTRY_DEV_MODE is false"
+                "AGENTRY_AUTH_SIGNING_KEY must be set to an EC P-256 private key (PEM) when AGENTRY_DEV_MODE is false"
             )
         return self

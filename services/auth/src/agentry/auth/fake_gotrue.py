@@ -43,8 +43,14 @@ class _State:
 class FakeGoTrue:
     """`with FakeGoTrue() as gotrue:` then point SUPABASE_URL at `gotrue.url`."""
 
-    def __init__(self, *, anon_key: str = "anon-key-for-tests", service_role_key: str = "service-role-key-for-tests",
-                 jwt_secret: str | None = None, access_token_ttl: int = 3600) -> None:
+    def __init__(
+        self,
+        *,
+        anon_key: str = "anon-key-for-tests",
+        service_role_key: str = "service-role-key-for-tests",
+        jwt_secret: str | None = None,
+        access_token_ttl: int = 3600,
+    ) -> None:
         self.anon_key, self.service_role_key, self.jwt_secret = anon_key, service_role_key, jwt_secret
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.kid = uuid.uuid4().hex
@@ -91,20 +97,41 @@ class FakeGoTrue:
 
     def claims(self, user: _User, session_id: str, now: int | None = None) -> dict:
         now = int(time.time()) if now is None else now
-        return {"iss": self.issuer, "aud": "authenticated", "sub": user.id, "exp": now + self.ttl, "iat": now,
-                "email": user.email, "phone": "", "role": "authenticated", "aal": "aal1",
-                "amr": [{"method": "password", "timestamp": now}], "session_id": session_id,
-                "is_anonymous": False, "app_metadata": {"provider": "email", "providers": ["email"]},
-                "user_metadata": {}}
+        return {
+            "iss": self.issuer,
+            "aud": "authenticated",
+            "sub": user.id,
+            "exp": now + self.ttl,
+            "iat": now,
+            "email": user.email,
+            "phone": "",
+            "role": "authenticated",
+            "aal": "aal1",
+            "amr": [{"method": "password", "timestamp": now}],
+            "session_id": session_id,
+            "is_anonymous": False,
+            "app_metadata": {"provider": "email", "providers": ["email"]},
+            "user_metadata": {},
+        }
 
     # --- the server's rules, called with the lock held ---
 
     def user_json(self, user: _User) -> dict:
         created = datetime.fromtimestamp(user.created_at, UTC).isoformat()
-        return {"id": user.id, "aud": "authenticated", "role": "authenticated", "email": user.email,
-                "email_confirmed_at": created, "confirmed_at": created, "created_at": created,
-                "updated_at": created, "app_metadata": {"provider": "email", "providers": ["email"]},
-                "user_metadata": {}, "identities": [], "is_anonymous": False}
+        return {
+            "id": user.id,
+            "aud": "authenticated",
+            "role": "authenticated",
+            "email": user.email,
+            "email_confirmed_at": created,
+            "confirmed_at": created,
+            "created_at": created,
+            "updated_at": created,
+            "app_metadata": {"provider": "email", "providers": ["email"]},
+            "user_metadata": {},
+            "identities": [],
+            "is_anonymous": False,
+        }
 
     def new_session(self, user: _User, session_id: str | None = None) -> dict:
         session_id = session_id or str(uuid.uuid4())
@@ -112,9 +139,14 @@ class FakeGoTrue:
         refresh = secrets.token_urlsafe(12)
         self.state.refresh[refresh] = (session_id, False)
         now = int(time.time())
-        return {"access_token": self.sign(self.claims(user, session_id, now)), "token_type": "bearer",
-                "expires_in": self.ttl, "expires_at": now + self.ttl, "refresh_token": refresh,
-                "user": self.user_json(user)}
+        return {
+            "access_token": self.sign(self.claims(user, session_id, now)),
+            "token_type": "bearer",
+            "expires_in": self.ttl,
+            "expires_at": now + self.ttl,
+            "refresh_token": refresh,
+            "user": self.user_json(user),
+        }
 
     def end_sessions(self, session_ids: set[str]) -> None:
         for sid in session_ids:

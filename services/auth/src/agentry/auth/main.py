@@ -30,12 +30,14 @@ async def start(
 ) -> RunningServer:
     """Starts the auth gRPC server; `clock` and `hasher` exist so tests can control time and cost."""
     checks: dict = {}  # readiness: the dependencies _build_provider opened
-    provider, api_keys, accounts = await _build_provider(settings, stack, clock=clock,
-                                                         hasher=hasher or Argon2Hasher(), checks=checks)
+    provider, api_keys, accounts = await _build_provider(
+        settings, stack, clock=clock, hasher=hasher or Argon2Hasher(), checks=checks
+    )
     return await start_grpc_server(
         name="auth",
         register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(
-            AuthServicer(provider, api_keys, accounts), server),
+            AuthServicer(provider, api_keys, accounts), server
+        ),
         service_names=[auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name],
         host=settings.host,
         port=settings.port,
@@ -48,7 +50,11 @@ async def start(
 
 
 async def _build_provider(
-    settings: AuthSettings, stack: contextlib.AsyncExitStack, *, clock: Clock, hasher: PasswordHasher,
+    settings: AuthSettings,
+    stack: contextlib.AsyncExitStack,
+    *,
+    clock: Clock,
+    hasher: PasswordHasher,
     checks: dict | None = None,
 ) -> tuple[IdentityProvider, ApiKeyService, AccountService]:
     if settings.provider not in ("local", "supabase"):
@@ -60,7 +66,8 @@ async def _build_provider(
         allow_generate=settings.dev_mode,
     )
     retired = load_retired_keys(
-        settings.retired_signing_keys.get_secret_value() if settings.retired_signing_keys else None)
+        settings.retired_signing_keys.get_secret_value() if settings.retired_signing_keys else None
+    )
     tokens = TokenService(
         key,
         issuer=settings.issuer,
@@ -74,8 +81,10 @@ async def _build_provider(
         settings.database_url,
         migrations_dir=Path(__file__).parent / "migrations",
         version_table="alembic_version_auth",
-        stack=stack, pool_size=settings.database_pool_size,
-        max_overflow=settings.database_max_overflow, pool_mode=settings.database_pool_mode,
+        stack=stack,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_mode=settings.database_pool_mode,
     )
     if checks is not None:
         from agentry.servicekit.health import database_check
@@ -90,19 +99,35 @@ async def _build_provider(
             return value.get_secret_value() if value else None
 
         supabase = SupabaseIdentityProvider(
-            url=settings.supabase_url or "", anon_key=secret(settings.supabase_anon_key) or "",
+            url=settings.supabase_url or "",
+            anon_key=secret(settings.supabase_anon_key) or "",
             service_role_key=secret(settings.supabase_service_role_key) or "",
-            jwt_secret=secret(settings.supabase_jwt_secret), users=users, stream_tokens=tokens, clock=clock)
+            jwt_secret=secret(settings.supabase_jwt_secret),
+            users=users,
+            stream_tokens=tokens,
+            clock=clock,
+        )
         stack.push_async_callback(supabase.close)
         provider = supabase
     else:
-        provider = LocalIdentityProvider(users, hasher, tokens, SqlSessionRepository(engine),
-                                         refresh_ttl_seconds=settings.refresh_token_ttl_seconds, clock=clock)
-    return (provider, ApiKeyService(SqlApiKeyRepository(engine), users, clock=clock),
-            AccountService(SqlAccountRepository(engine), clock=clock))
+        provider = LocalIdentityProvider(
+            users,
+            hasher,
+            tokens,
+            SqlSessionRepository(engine),
+            refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
+            clock=clock,
+        )
+    return (
+        provider,
+        ApiKeyService(SqlApiKeyRepository(engine), users, clock=clock),
+        AccountService(SqlAccountRepository(engine), clock=clock),
+    )
 
 
 def main() -> None:
     from agentry.servicekit.entrypoint import Migrations
 
-    run_service(start, AuthSettings, migrations=Migrations(Path(__file__).parent / "migrations", "alembic_version_auth"))
+    run_service(
+        start, AuthSettings, migrations=Migrations(Path(__file__).parent / "migrations", "alembic_version_auth")
+    )

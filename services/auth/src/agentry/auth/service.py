@@ -66,7 +66,9 @@ class LocalIdentityProvider:
         email = normalize_email(email)
         check_password_policy(password)
         now = self._clock()
-        user = User(user_id=self._new_id(), email=email, password_hash=await self._hasher.hash(password), created_at=now)
+        user = User(
+            user_id=self._new_id(), email=email, password_hash=await self._hasher.hash(password), created_at=now
+        )
         account = Account(account_id=self._new_id(), name=personal_account_name(email), personal=True, created_at=now)
         membership = Membership(account_id=account.account_id, user_id=user.user_id, role=OWNER, created_at=now)
         await self._repository.add_user(user, account, membership)
@@ -99,8 +101,9 @@ class LocalIdentityProvider:
         refresh_token = _new_refresh_token()
         await self._sessions.add_session(session, secret_hash(refresh_token), now + self._refresh_ttl)
         logger.info("user %s signed in (session %s)", user.user_id, session.session_id)
-        principal = Principal(user_id=user.user_id, account_id=account_id, email=user.email,
-                              session_id=session.session_id)
+        principal = Principal(
+            user_id=user.user_id, account_id=account_id, email=user.email, session_id=session.session_id
+        )
         return _with_refresh(self._tokens.issue(principal), refresh_token)
 
     async def refresh(self, refresh_token: str) -> IssuedToken:
@@ -122,11 +125,16 @@ class LocalIdentityProvider:
             raise InvalidToken("invalid refresh token: the user or membership no longer exists")
         successor = _new_refresh_token()
         # Two refreshes racing with one token: exactly one wins, the other is treated as reuse.
-        if not await self._sessions.rotate(old_hash, secret_hash(successor), now=now,
-                                           expires_at=now + self._refresh_ttl):
+        if not await self._sessions.rotate(
+            old_hash, secret_hash(successor), now=now, expires_at=now + self._refresh_ttl
+        ):
             await self._reused(session)
-        principal = Principal(user_id=principal.user_id, account_id=principal.account_id, email=principal.email,
-                              session_id=session.session_id)
+        principal = Principal(
+            user_id=principal.user_id,
+            account_id=principal.account_id,
+            email=principal.email,
+            session_id=session.session_id,
+        )
         return _with_refresh(self._tokens.issue(principal), successor)
 
     async def _reused(self, session: Session) -> None:
@@ -170,8 +178,9 @@ class LocalIdentityProvider:
             session = await self._sessions.find_session(claimed.session_id)
             if session is None or session.revoked_at is not None or session.user_id != claimed.user_id:
                 raise InvalidToken("invalid token: the session has ended")
-        principal = Principal(user_id=current.user_id, account_id=current.account_id, email=current.email,
-                              session_id=claimed.session_id)
+        principal = Principal(
+            user_id=current.user_id, account_id=current.account_id, email=current.email, session_id=claimed.session_id
+        )
         return VerifiedToken(principal=principal, expires_at=verified.expires_at)
 
     async def confirm(self, token: str) -> VerifiedToken:
@@ -195,5 +204,10 @@ def _new_refresh_token() -> str:
 
 
 def _with_refresh(issued: IssuedToken, refresh_token: str) -> IssuedToken:
-    return IssuedToken(access_token=issued.access_token, expires_in=issued.expires_in,
-                       expires_at=issued.expires_at, token_type=issued.token_type, refresh_token=refresh_token)
+    return IssuedToken(
+        access_token=issued.access_token,
+        expires_in=issued.expires_in,
+        expires_at=issued.expires_at,
+        token_type=issued.token_type,
+        refresh_token=refresh_token,
+    )

@@ -86,9 +86,7 @@ def _parse_pem(data: bytes, *, source: str) -> ec.EllipticCurvePrivateKey:
 
 def _create_key_file(key_path: Path) -> ec.EllipticCurvePrivateKey:
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     key_path.parent.mkdir(parents=True, exist_ok=True)
     # Written to a private temp file, then linked into place: a reader never sees half a key, and
     # when two dev processes race, the loser adopts the winner's key instead of overwriting it.
@@ -161,8 +159,10 @@ class TokenService:
         """A token that opens only `resource`'s event stream, for a few minutes."""
         now = int(self._clock())
         expires_at = now + self._stream_ttl
-        claims = {**self._claims(principal, audience=STREAM_AUDIENCE, now=now, expires_at=expires_at),
-                  "resource": resource}
+        claims = {
+            **self._claims(principal, audience=STREAM_AUDIENCE, now=now, expires_at=expires_at),
+            "resource": resource,
+        }
         token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
         return IssuedToken(access_token=token, expires_in=self._stream_ttl, expires_at=expires_at)
 
@@ -223,8 +223,14 @@ def _is_number(value: object) -> bool:
 
 def _principal(claims: dict[str, Any]) -> Principal:
     user_id, account_id, email = (claims.get("sub"), claims.get("account_id"), claims.get("email"))
-    if not (isinstance(user_id, str) and user_id and isinstance(account_id, str) and account_id
-            and isinstance(email, str) and email):
+    if not (
+        isinstance(user_id, str)
+        and user_id
+        and isinstance(account_id, str)
+        and account_id
+        and isinstance(email, str)
+        and email
+    ):
         raise InvalidToken("invalid token: sub, account_id and email must be non-empty strings")
     session_id = claims.get("sid", "")
     if not isinstance(session_id, str):

@@ -56,10 +56,12 @@ class BillingSettings(ServiceSettings):
 
     # Stripe (provider = "stripe").
     stripe_secret_key: SecretStr = Field(
-        default=SecretStr(""), validation_alias=AliasChoices("STRIPE_SECRET_KEY", "AGENTRY_BILLING_STRIPE_SECRET_KEY"))
+        default=SecretStr(""), validation_alias=AliasChoices("STRIPE_SECRET_KEY", "AGENTRY_BILLING_STRIPE_SECRET_KEY")
+    )
     stripe_webhook_secret: SecretStr = Field(
         default=SecretStr(""),
-        validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET", "AGENTRY_BILLING_STRIPE_WEBHOOK_SECRET"))
+        validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET", "AGENTRY_BILLING_STRIPE_WEBHOOK_SECRET"),
+    )
     # Another base URL for the Stripe API (a Stripe-compatible server); empty = api.stripe.com.
     stripe_api_base: str = ""
     # Where Checkout/portal send the user back when the request names no URL.
@@ -68,9 +70,14 @@ class BillingSettings(ServiceSettings):
     @model_validator(mode="after")
     def _stripe_needs_keys(self) -> BillingSettings:
         if self.provider == "stripe":
-            missing = [name for name, value in (("STRIPE_SECRET_KEY", self.stripe_secret_key),
-                                                ("STRIPE_WEBHOOK_SECRET", self.stripe_webhook_secret))
-                       if not value.get_secret_value()]
+            missing = [
+                name
+                for name, value in (
+                    ("STRIPE_SECRET_KEY", self.stripe_secret_key),
+                    ("STRIPE_WEBHOOK_SECRET", self.stripe_webhook_secret),
+                )
+                if not value.get_secret_value()
+            ]
             if missing:
                 raise ValueError(f"AGENTRY_BILLING_PROVIDER=stripe needs {', '.join(missing)}")
         return self

@@ -188,8 +188,17 @@ class Posted:
     applied: bool
 
 
-SUBSCRIPTION_STATUSES = ("free", "active", "trialing", "past_due", "unpaid", "canceled", "incomplete",
-                         "incomplete_expired", "paused")
+SUBSCRIPTION_STATUSES = (
+    "free",
+    "active",
+    "trialing",
+    "past_due",
+    "unpaid",
+    "canceled",
+    "incomplete",
+    "incomplete_expired",
+    "paused",
+)
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,24 @@ def build_service(settings: BillingSettings, store: SqlBillingStore) -> BillingS
     pricing = Pricing(
         markup_percent=settings.markup_percent,
         model_prices={m: (p.input_per_million_usd, p.output_per_million_usd) for m, p in settings.model_prices.items()},
-        unknown_price=(None if settings.unknown_model_policy == "refuse" else
-                       (settings.unknown_model_price.input_per_million_usd,
-                        settings.unknown_model_price.output_per_million_usd)),
-        sandbox_usd_per_hour=settings.sandbox_usd_per_hour)
-    return BillingService(store, load_catalog(settings.plans_file), opening_grant_micros=settings.initial_credit_micros,
-                          blocked_models=frozenset(settings.blocked_models), pricing=pricing,
-                          cache_ttl=settings.cache_ttl_seconds)
+        unknown_price=(
+            None
+            if settings.unknown_model_policy == "refuse"
+            else (
+                settings.unknown_model_price.input_per_million_usd,
+                settings.unknown_model_price.output_per_million_usd,
+            )
+        ),
+        sandbox_usd_per_hour=settings.sandbox_usd_per_hour,
+    )
+    return BillingService(
+        store,
+        load_catalog(settings.plans_file),
+        opening_grant_micros=settings.initial_credit_micros,
+        blocked_models=frozenset(settings.blocked_models),
+        pricing=pricing,
+        cache_ttl=settings.cache_ttl_seconds,
+    )
 
 
 def _payments(settings: BillingSettings, service: BillingService) -> PaymentsProvider:
@@ -49,8 +60,10 @@ async def start(settings: BillingSettings, stack: contextlib.AsyncExitStack) -> 
         settings.database_url,
         migrations_dir=Path(__file__).parent / "migrations",
         version_table="alembic_version_billing",
-        stack=stack, pool_size=settings.database_pool_size,
-        max_overflow=settings.database_max_overflow, pool_mode=settings.database_pool_mode,
+        stack=stack,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_mode=settings.database_pool_mode,
     )
     service = build_service(settings, SqlBillingStore(engine))
     payments = _payments(settings, service)
@@ -75,5 +88,6 @@ async def start(settings: BillingSettings, stack: contextlib.AsyncExitStack) -> 
 def main() -> None:
     from agentry.servicekit.entrypoint import Migrations
 
-    run_service(start, BillingSettings,
-                migrations=Migrations(Path(__file__).parent / "migrations", "alembic_version_billing"))
+    run_service(
+        start, BillingSettings, migrations=Migrations(Path(__file__).parent / "migrations", "alembic_version_billing")
+    )

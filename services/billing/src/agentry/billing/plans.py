@@ -88,13 +88,20 @@ class Plan:
         runner will pick; the runner asks again with the model it resolved."""
         if model and not self.allows_model(model):
             return RunDecision(
-                allowed=False, balance_micros=balance_micros, reason=MODEL_NOT_ALLOWED,
-                message=f"The model {model!r} is not available on the {self.name} plan.", **self._limits())
+                allowed=False,
+                balance_micros=balance_micros,
+                reason=MODEL_NOT_ALLOWED,
+                message=f"The model {model!r} is not available on the {self.name} plan.",
+                **self._limits(),
+            )
         if not may_continue(balance_micros):
             return RunDecision(
-                allowed=False, balance_micros=balance_micros, reason=INSUFFICIENT_CREDITS,
+                allowed=False,
+                balance_micros=balance_micros,
+                reason=INSUFFICIENT_CREDITS,
                 message="Your credit balance is used up; add credits or upgrade your plan to start new runs.",
-                **self._limits())
+                **self._limits(),
+            )
         return RunDecision(allowed=True, balance_micros=balance_micros, **self._limits())
 
     def _limits(self) -> dict:
@@ -148,6 +155,7 @@ class Catalog:
 
 
 # --- the file format, validated with pydantic so errors name the field ---------------------------------
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -211,17 +219,31 @@ def catalog_from_dict(data: dict) -> Catalog:
     """A Catalog from the parsed file; raises pydantic.ValidationError naming the bad field."""
     parsed = _CatalogFile.model_validate(data)
     plans = tuple(
-        Plan(id=p.id, name=p.name, price_micros=usd_to_micros(p.price_usd),
-             monthly_credits_micros=usd_to_micros(p.monthly_credits_usd), models=tuple(p.models),
-             max_concurrent_runs=p.max_concurrent_runs, sandbox=SandboxLimits(**p.sandbox.model_dump()),
-             rate_limits=RateLimits(**p.rate_limits.model_dump()), stripe_price_id=p.stripe_price_id,
-             lookup_key=p.lookup_key or f"agentry_plan_{p.id}")
-        for p in parsed.plans)
+        Plan(
+            id=p.id,
+            name=p.name,
+            price_micros=usd_to_micros(p.price_usd),
+            monthly_credits_micros=usd_to_micros(p.monthly_credits_usd),
+            models=tuple(p.models),
+            max_concurrent_runs=p.max_concurrent_runs,
+            sandbox=SandboxLimits(**p.sandbox.model_dump()),
+            rate_limits=RateLimits(**p.rate_limits.model_dump()),
+            stripe_price_id=p.stripe_price_id,
+            lookup_key=p.lookup_key or f"agentry_plan_{p.id}",
+        )
+        for p in parsed.plans
+    )
     packs = tuple(
-        CreditPack(id=p.id, name=p.name, price_micros=usd_to_micros(p.price_usd),
-                   credits_micros=usd_to_micros(p.credits_usd), stripe_price_id=p.stripe_price_id,
-                   lookup_key=p.lookup_key or f"agentry_pack_{p.id}")
-        for p in parsed.credit_packs)
+        CreditPack(
+            id=p.id,
+            name=p.name,
+            price_micros=usd_to_micros(p.price_usd),
+            credits_micros=usd_to_micros(p.credits_usd),
+            stripe_price_id=p.stripe_price_id,
+            lookup_key=p.lookup_key or f"agentry_pack_{p.id}",
+        )
+        for p in parsed.credit_packs
+    )
     return Catalog(plans=plans, credit_packs=packs, default_plan_id=parsed.default_plan)
 
 

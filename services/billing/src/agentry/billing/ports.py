@@ -28,8 +28,7 @@ class BillingTx(Protocol):
         """
         ...
 
-    async def balance(self, account_id: str) -> int | None:
-        ...
+    async def balance(self, account_id: str) -> int | None: ...
 
     async def record_event(self, event_id: str, event_type: str, created: int) -> bool:
         """Marks a provider event processed; False if it had been (then apply nothing).
@@ -38,8 +37,7 @@ class BillingTx(Protocol):
         """
         ...
 
-    async def subscription(self, account_id: str) -> Subscription | None:
-        ...
+    async def subscription(self, account_id: str) -> Subscription | None: ...
 
     async def upsert_subscription(self, sub: Subscription) -> bool:
         """Stores `sub` unless the stored row has a newer `event_created` (out-of-order event).
@@ -48,8 +46,7 @@ class BillingTx(Protocol):
         """
         ...
 
-    async def downgrade_to_free(self, account_id: str, *, free_plan_id: str, status: str,
-                                event_created: int) -> bool:
+    async def downgrade_to_free(self, account_id: str, *, free_plan_id: str, status: str, event_created: int) -> bool:
         """Puts the account on `free_plan_id` with `status` (e.g. "canceled", "past_due"),
         clearing the subscription id and period but keeping the customer id, unless newer
         state is stored. True if applied."""
@@ -59,21 +56,17 @@ class BillingTx(Protocol):
         """Remembers the account's Stripe customer (creating a free-plan row if none)."""
         ...
 
-    async def account_for_customer(self, customer_id: str) -> str | None:
-        ...
+    async def account_for_customer(self, customer_id: str) -> str | None: ...
 
 
 class BillingStore(Protocol):
     """Where the ledger and subscriptions are kept (SqlBillingStore on SQLite or PostgreSQL)."""
 
-    def transaction(self) -> AbstractAsyncContextManager[BillingTx]:
-        ...
+    def transaction(self) -> AbstractAsyncContextManager[BillingTx]: ...
 
-    async def balance(self, account_id: str) -> int | None:
-        ...
+    async def balance(self, account_id: str) -> int | None: ...
 
-    async def subscription(self, account_id: str) -> Subscription | None:
-        ...
+    async def subscription(self, account_id: str) -> Subscription | None: ...
 
     async def snapshot(self, account_id: str) -> tuple[int | None, Subscription | None]:
         """Balance (None: never opened) and subscription, read together."""
@@ -83,13 +76,13 @@ class BillingStore(Protocol):
         """The account's entries, oldest first."""
         ...
 
-    async def usage(self, account_id: str, *, group_by: str, cursor: str, limit: int,
-                    since: float, until: float) -> tuple[list[dict], str]:
+    async def usage(
+        self, account_id: str, *, group_by: str, cursor: str, limit: int, since: float, until: float
+    ) -> tuple[list[dict], str]:
         """Usage rows grouped by "day" (UTC), "model" or "run", newest first, and the next cursor."""
         ...
 
-    async def stripe_customer(self, account_id: str) -> str | None:
-        ...
+    async def stripe_customer(self, account_id: str) -> str | None: ...
 
 
 class CreditLedger(Protocol):
@@ -127,15 +120,19 @@ class PaymentsProvider(Protocol):
         """Stripe: finds or creates the Products/Prices of the catalog by lookup_key, idempotently."""
         ...
 
-    async def close(self) -> None:
-        ...
+    async def close(self) -> None: ...
 
-    async def checkout(self, account_id: str, *, plan_id: str | None, credit_pack_id: str | None,
-                       success_url: str | None, cancel_url: str | None) -> CheckoutSession:
-        ...
+    async def checkout(
+        self,
+        account_id: str,
+        *,
+        plan_id: str | None,
+        credit_pack_id: str | None,
+        success_url: str | None,
+        cancel_url: str | None,
+    ) -> CheckoutSession: ...
 
-    async def portal(self, account_id: str, *, return_url: str | None) -> str:
-        ...
+    async def portal(self, account_id: str, *, return_url: str | None) -> str: ...
 
     async def handle_webhook(self, payload: bytes, signature: str) -> WebhookOutcome:
         """Verifies the signature on the raw body (InvalidSignature → 400) and applies the event

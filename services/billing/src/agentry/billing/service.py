@@ -57,8 +57,9 @@ class Pricing:
     unknown_price: tuple[Decimal, Decimal] | None = (Decimal(10), Decimal(30))
     sandbox_usd_per_hour: Decimal = Decimal("0.05")
 
-    def model_cost(self, model: str, prompt_tokens: int, completion_tokens: int, measured_micros: int,
-                   cost_unknown: bool) -> int | None:
+    def model_cost(
+        self, model: str, prompt_tokens: int, completion_tokens: int, measured_micros: int, cost_unknown: bool
+    ) -> int | None:
         """Micro-USD to charge for one model call, or None when the price is unknown and refused."""
         override = (self.model_prices or {}).get(model)
         if override is not None:
@@ -72,8 +73,11 @@ class Pricing:
         return int((base * (100 + self.markup_percent) / 100).to_integral_value(rounding="ROUND_CEILING"))
 
     def sandbox_cost(self, seconds: float) -> int:
-        return int((Decimal(str(max(seconds, 0.0))) * self.sandbox_usd_per_hour * MICROS_PER_USD / 3600)
-                   .to_integral_value(rounding="ROUND_CEILING"))
+        return int(
+            (Decimal(str(max(seconds, 0.0))) * self.sandbox_usd_per_hour * MICROS_PER_USD / 3600).to_integral_value(
+                rounding="ROUND_CEILING"
+            )
+        )
 
 
 def _per_million(price: tuple[Decimal, Decimal], prompt: int, completion: int) -> Decimal:
@@ -87,9 +91,17 @@ class BillingService:
     open:<account>), so a new user can run before anyone sets billing up.
     """
 
-    def __init__(self, store: BillingStore, catalog: Catalog, *, opening_grant_micros: int = 0,
-                 blocked_models: frozenset[str] = frozenset(), pricing: Pricing | None = None,
-                 cache_ttl: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: BillingStore,
+        catalog: Catalog,
+        *,
+        opening_grant_micros: int = 0,
+        blocked_models: frozenset[str] = frozenset(),
+        pricing: Pricing | None = None,
+        cache_ttl: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.catalog = catalog
         self._opening = opening_grant_micros
@@ -121,11 +133,23 @@ class BillingService:
         balance, sub = await self.store.snapshot(account_id)
         if balance is None:
             async with self.store.transaction() as tx:
-                posted = await tx.post(LedgerWrite(account_id=account_id, amount_micros=self._opening,
-                                                   kind="grant", key=opening_key(account_id), note="opening grant"))
+                posted = await tx.post(
+                    LedgerWrite(
+                        account_id=account_id,
+                        amount_micros=self._opening,
+                        kind="grant",
+                        key=opening_key(account_id),
+                        note="opening grant",
+                    )
+                )
             balance = posted.balance_micros
-        entry = _Cached(plan=self.catalog.plan(sub.plan_id if sub else None), subscription=sub,
-                        balance_micros=balance, read_at=self._clock(), ticket=ticket)
+        entry = _Cached(
+            plan=self.catalog.plan(sub.plan_id if sub else None),
+            subscription=sub,
+            balance_micros=balance,
+            read_at=self._clock(),
+            ticket=ticket,
+        )
         current = self._cache.get(account_id)
         if current is None or current.ticket < ticket:
             self._cache[account_id] = entry
@@ -151,9 +175,14 @@ class BillingService:
         cached = await self._account(account_id)
         plan = cached.plan
         if model in self._blocked:
-            return RunDecision(False, cached.balance_micros, "model_not_allowed",
-                               f"The model {model!r} is not available on the {plan.name} plan.",
-                               plan_id=plan.id, max_concurrent_runs=plan.max_concurrent_runs)
+            return RunDecision(
+                False,
+                cached.balance_micros,
+                "model_not_allowed",
+                f"The model {model!r} is not available on the {plan.name} plan.",
+                plan_id=plan.id,
+                max_concurrent_runs=plan.max_concurrent_runs,
+            )
         return plan.decide(cached.balance_micros, model)
 
     async def balance(self, account_id: str) -> int:
@@ -167,8 +196,9 @@ class BillingService:
 
     # --- writes ----------------------------------------------------------------------------------
 
-    async def record_usage(self, usage: Usage, *, source: str = "model", sandbox_seconds: float = 0.0,
-                           cost_unknown: bool = False) -> Charge:
+    async def record_usage(
+        self, usage: Usage, *, source: str = "model", sandbox_seconds: float = 0.0, cost_unknown: bool = False
+    ) -> Charge:
         """Charges a step once per (run_id, step): a model call priced by `pricing`, or sandbox time.
 
         The charge carries the micro-USD charged (cost_micros). A model with no known price under the
@@ -179,23 +209,36 @@ class BillingService:
             cost: int | None = self.pricing.sandbox_cost(sandbox_seconds)
         elif source in ("", "model"):
             source = "model"
-            cost = self.pricing.model_cost(usage.model, usage.prompt_tokens, usage.completion_tokens,
-                                           usage.cost_micros, cost_unknown)
+            cost = self.pricing.model_cost(
+                usage.model, usage.prompt_tokens, usage.completion_tokens, usage.cost_micros, cost_unknown
+            )
         else:
             raise InvalidBillingRequest("source must be model or sandbox")
         if cost is None:
             return Charge(balance_micros=0, charged=False)
         async with self.transaction() as tx:
-            posted = await tx.post(LedgerWrite(
-                account_id=usage.account_id, amount_micros=-cost, kind="usage",
-                key=usage_key(usage.run_id, usage.step), run_id=usage.run_id, step=usage.step,
-                model=usage.model or None, prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens, source=source, quantity=sandbox_seconds))
-        return Charge(balance_micros=posted.balance_micros, charged=posted.applied,
-                      cost_micros=cost if posted.applied else 0)
+            posted = await tx.post(
+                LedgerWrite(
+                    account_id=usage.account_id,
+                    amount_micros=-cost,
+                    kind="usage",
+                    key=usage_key(usage.run_id, usage.step),
+                    run_id=usage.run_id,
+                    step=usage.step,
+                    model=usage.model or None,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    source=source,
+                    quantity=sandbox_seconds,
+                )
+            )
+        return Charge(
+            balance_micros=posted.balance_micros, charged=posted.applied, cost_micros=cost if posted.applied else 0
+        )
 
-    async def grant(self, account_id: str, amount_micros: int, *, key: str = "", note: str = "",
-                    kind: str = "grant") -> tuple[int, bool]:
+    async def grant(
+        self, account_id: str, amount_micros: int, *, key: str = "", note: str = "", kind: str = "grant"
+    ) -> tuple[int, bool]:
         """Operator credit (or a signed adjustment), once per `key` (a fresh one when empty)."""
         require_account_id(account_id)
         if kind not in ("grant", "adjustment"):
@@ -204,6 +247,13 @@ class BillingService:
             raise InvalidBillingRequest("amount_micros must be positive")
         await self._account(account_id)
         async with self.transaction() as tx:
-            posted = await tx.post(LedgerWrite(account_id=account_id, amount_micros=amount_micros, kind=kind,  # type: ignore[arg-type]
-                                               key=f"grant:{key or uuid.uuid4().hex}", note=note))
+            posted = await tx.post(
+                LedgerWrite(
+                    account_id=account_id,
+                    amount_micros=amount_micros,
+                    kind=kind,  # type: ignore[arg-type]
+                    key=f"grant:{key or uuid.uuid4().hex}",
+                    note=note,
+                )
+            )
         return posted.balance_micros, posted.applied

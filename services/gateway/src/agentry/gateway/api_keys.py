@@ -20,9 +20,14 @@ def _time(value: float) -> datetime | None:
 
 
 def _out(key: auth_pb2.ApiKey) -> dict:
-    return {"id": key.api_key_id, "name": key.name, "prefix": key.display_prefix,
-            "created_at": _time(key.created_at), "expires_at": _time(key.expires_at),
-            "last_used_at": _time(key.last_used_at)}
+    return {
+        "id": key.api_key_id,
+        "name": key.name,
+        "prefix": key.display_prefix,
+        "created_at": _time(key.created_at),
+        "expires_at": _time(key.expires_at),
+        "last_used_at": _time(key.last_used_at),
+    }
 
 
 @router.post("/api-keys", status_code=201, response_model=auth_schemas.ApiKeyCreated, tags=["api-keys"])
@@ -34,8 +39,9 @@ async def create_api_key(body: auth_schemas.NewApiKey, request: Request, caller:
         raise ApiError(403, "session_required", "API keys are created from a signed-in session, not with an API key")
     principal = auth_pb2.Principal(user_id=caller.user_id, account_id=caller.account_id, email=caller.email)
     expires_at = body.expires_at.timestamp() if body.expires_at else 0.0
-    reply = await up.auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(principal=principal, name=body.name,
-                                                                    expires_at=expires_at, token=bearer(request)))
+    reply = await up.auth.CreateApiKey(
+        auth_pb2.CreateApiKeyRequest(principal=principal, name=body.name, expires_at=expires_at, token=bearer(request))
+    )
     return auth_schemas.ApiKeyCreated(**_out(reply.api_key), key=reply.key)
 
 

@@ -28,20 +28,33 @@ branch on `code`. Bad input is always **422** (the body, a query, path or header
 `fields` naming what was refused when the gateway can tell."""
 
 
-def create_app(settings: GatewaySettings, *, upstreams: Upstreams | None = None,
-               events: EventStream | None = None) -> FastAPI:
+def create_app(
+    settings: GatewaySettings, *, upstreams: Upstreams | None = None, events: EventStream | None = None
+) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         async with contextlib.AsyncExitStack() as stack:
             app.state.upstreams = upstreams or await open_upstreams(settings, stack, events=events)
             yield
 
-    app = FastAPI(title="Agentry", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  generate_unique_id_function=operation_id, description=DESCRIPTION)
+    app = FastAPI(
+        title="Agentry",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
+        description=DESCRIPTION,
+    )
     app.state.settings = settings
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=True,
-                           allow_methods=["*"], allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
     install_error_handlers(app)
     install_docs(app)
     app.add_middleware(HttpMetricsMiddleware)

@@ -29,8 +29,12 @@ async def _limit(up: Upstreams, what: str, name: str, identity: str, limit: int,
 
 
 def _token_answer(reply: auth_pb2.SignInResponse) -> schemas.TokenAnswer:
-    return schemas.TokenAnswer(access_token=reply.access_token, token_type="bearer", expires_in=reply.expires_in,
-                               refresh_token=reply.refresh_token)
+    return schemas.TokenAnswer(
+        access_token=reply.access_token,
+        token_type="bearer",
+        expires_in=reply.expires_in,
+        refresh_token=reply.refresh_token,
+    )
 
 
 @router.post("/auth/signup", status_code=201, response_model=schemas.SignUpAnswer, tags=["auth"])
@@ -46,11 +50,18 @@ async def token(body: schemas.Credentials, request: Request, up: UpstreamsDep):
     """Sign in. Unknown email and wrong password get the same answer; failed attempts are
     limited per email and all attempts per client address (429 with Retry-After)."""
     s = request.app.state.settings
-    await _limit(up, "sign-in attempts", "signin-ip", client_ip(request), s.signin_attempts_per_ip,
-                 s.signin_attempts_window_seconds)
+    await _limit(
+        up,
+        "sign-in attempts",
+        "signin-ip",
+        client_ip(request),
+        s.signin_attempts_per_ip,
+        s.signin_attempts_window_seconds,
+    )
     email = body.email.strip().lower()
-    wait = await up.limiter.hit("signin-fail", email, limit=s.signin_failures_per_email,
-                                window=s.signin_failures_window_seconds, count=False)
+    wait = await up.limiter.hit(
+        "signin-fail", email, limit=s.signin_failures_per_email, window=s.signin_failures_window_seconds, count=False
+    )
     if wait is not None:
         raise RateLimited("failed sign-ins for this email", wait)
     try:
@@ -72,8 +83,7 @@ async def refresh(body: auth_schemas.RefreshBody, request: Request, up: Upstream
 
 
 @router.post("/auth/logout", status_code=204, tags=["auth"])
-async def logout(request: Request, caller: CallerDep, up: UpstreamsDep,
-                 body: auth_schemas.SignOutBody | None = None):
+async def logout(request: Request, caller: CallerDep, up: UpstreamsDep, body: auth_schemas.SignOutBody | None = None):
     """Ends this session (`local`) or every session of the user (`global`): their refresh
     tokens stop working at once, their access tokens when they expire."""
     await up.auth.SignOut(auth_pb2.SignOutRequest(token=bearer(request), scope=body.scope if body else "local"))
@@ -81,11 +91,13 @@ async def logout(request: Request, caller: CallerDep, up: UpstreamsDep,
 
 
 @router.post("/auth/password", status_code=204, tags=["auth"])
-async def change_password(body: auth_schemas.PasswordChange, request: Request, caller: CallerDep,
-                          up: UpstreamsDep):
+async def change_password(body: auth_schemas.PasswordChange, request: Request, caller: CallerDep, up: UpstreamsDep):
     """Sets a new password; every other session of the user ends."""
-    await up.auth.ChangePassword(auth_pb2.ChangePasswordRequest(
-        token=bearer(request), current_password=body.current_password, new_password=body.new_password))
+    await up.auth.ChangePassword(
+        auth_pb2.ChangePasswordRequest(
+            token=bearer(request), current_password=body.current_password, new_password=body.new_password
+        )
+    )
     return Response(status_code=204)
 
 
@@ -120,6 +132,6 @@ async def thread_stream_token(thread_id: str, caller: CallerDep, up: UpstreamsDe
 async def run_start_limit(request: Request, caller: CallerDep, up: UpstreamsDep) -> None:
     """Run starts per account (a dependency of the start route)."""
     s = request.app.state.settings
-    await _limit(up, "run starts", "run-start", caller.account_id, s.run_starts_per_account,
-                 s.run_starts_window_seconds)
-
+    await _limit(
+        up, "run starts", "run-start", caller.account_id, s.run_starts_per_account, s.run_starts_window_seconds
+    )

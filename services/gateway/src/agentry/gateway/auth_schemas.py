@@ -16,7 +16,8 @@ class RefreshBody(_Body):
 
 class SignOutBody(_Body):
     scope: Literal["local", "global"] = Field(
-        default="local", description="`local`: this session; `global`: every session of the user.")
+        default="local", description="`local`: this session; `global`: every session of the user."
+    )
 
 
 class PasswordChange(_Body):

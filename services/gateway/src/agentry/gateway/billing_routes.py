@@ -108,15 +108,27 @@ class UsageOut(BaseModel):
 
 def _plan(p: bpb.Plan) -> PlanOut:
     return PlanOut(
-        id=p.id, name=p.name, price_micros=p.price_micros, price_usd=_usd(p.price_micros),
-        monthly_credits_micros=p.monthly_credits_micros, monthly_credits_usd=_usd(p.monthly_credits_micros),
-        models=list(p.models), max_concurrent_runs=p.max_concurrent_runs,
-        sandbox=SandboxLimitsOut(max_sandboxes=p.sandbox.max_sandboxes, cpu=p.sandbox.cpu,
-                                 memory_mb=p.sandbox.memory_mb, disk_gb=p.sandbox.disk_gb,
-                                 max_seconds_per_month=p.sandbox.max_seconds_per_month),
-        rate_limits=RateLimitsOut(run_starts_per_minute=p.rate_limits.run_starts_per_minute,
-                                  requests_per_minute=p.rate_limits.requests_per_minute),
-        stripe_price_id=p.stripe_price_id or None)
+        id=p.id,
+        name=p.name,
+        price_micros=p.price_micros,
+        price_usd=_usd(p.price_micros),
+        monthly_credits_micros=p.monthly_credits_micros,
+        monthly_credits_usd=_usd(p.monthly_credits_micros),
+        models=list(p.models),
+        max_concurrent_runs=p.max_concurrent_runs,
+        sandbox=SandboxLimitsOut(
+            max_sandboxes=p.sandbox.max_sandboxes,
+            cpu=p.sandbox.cpu,
+            memory_mb=p.sandbox.memory_mb,
+            disk_gb=p.sandbox.disk_gb,
+            max_seconds_per_month=p.sandbox.max_seconds_per_month,
+        ),
+        rate_limits=RateLimitsOut(
+            run_starts_per_minute=p.rate_limits.run_starts_per_minute,
+            requests_per_minute=p.rate_limits.requests_per_minute,
+        ),
+        stripe_price_id=p.stripe_price_id or None,
+    )
 
 
 @router.get("/plans", response_model=PlansOut)
@@ -124,12 +136,22 @@ async def list_plans(caller: CallerDep, up: UpstreamsDep):
     """Every plan and credit pack on offer, with ids and prices (USD)."""
     reply = await up.billing.ListPlans(bpb.ListPlansRequest())
     return PlansOut(
-        currency=reply.currency or "usd", default_plan_id=reply.default_plan_id,
+        currency=reply.currency or "usd",
+        default_plan_id=reply.default_plan_id,
         plans=[_plan(p) for p in reply.plans],
-        credit_packs=[CreditPackOut(id=c.id, name=c.name, price_micros=c.price_micros, price_usd=_usd(c.price_micros),
-                                    credits_micros=c.credits_micros, credits_usd=_usd(c.credits_micros),
-                                    stripe_price_id=c.stripe_price_id or None)
-                      for c in reply.credit_packs])
+        credit_packs=[
+            CreditPackOut(
+                id=c.id,
+                name=c.name,
+                price_micros=c.price_micros,
+                price_usd=_usd(c.price_micros),
+                credits_micros=c.credits_micros,
+                credits_usd=_usd(c.credits_micros),
+                stripe_price_id=c.stripe_price_id or None,
+            )
+            for c in reply.credit_packs
+        ],
+    )
 
 
 @router.get("/subscription", response_model=SubscriptionOut)
@@ -137,32 +159,65 @@ async def get_subscription(caller: CallerDep, up: UpstreamsDep):
     """The caller's plan, its status and period, the credit balance and the plan's limits."""
     reply = await up.billing.GetSubscription(bpb.GetSubscriptionRequest(account_id=caller.account_id))
     return SubscriptionOut(
-        plan=_plan(reply.plan), status=reply.status, current_period_start=_time(reply.current_period_start),
-        current_period_end=_time(reply.current_period_end), cancel_at_period_end=reply.cancel_at_period_end,
-        balance_micros=reply.balance_micros, balance_usd=_usd(reply.balance_micros))
+        plan=_plan(reply.plan),
+        status=reply.status,
+        current_period_start=_time(reply.current_period_start),
+        current_period_end=_time(reply.current_period_end),
+        cancel_at_period_end=reply.cancel_at_period_end,
+        balance_micros=reply.balance_micros,
+        balance_usd=_usd(reply.balance_micros),
+    )
 
 
 @router.get("/usage", response_model=UsageOut)
-async def get_usage(caller: CallerDep, up: UpstreamsDep,
-                    group_by: Literal["day", "model", "run"] = "day",
-                    limit: int = Query(50, ge=1, le=MAX_USAGE_LIMIT),
-                    cursor: str | None = Query(None, max_length=1024),
-                    since: datetime | None = None, until: datetime | None = None):
+async def get_usage(
+    caller: CallerDep,
+    up: UpstreamsDep,
+    group_by: Literal["day", "model", "run"] = "day",
+    limit: int = Query(50, ge=1, le=MAX_USAGE_LIMIT),
+    cursor: str | None = Query(None, max_length=1024),
+    since: datetime | None = None,
+    until: datetime | None = None,
+):
     """The caller's usage grouped by UTC day, model or run, most recently used first.
 
     `cursor`: `next_cursor` of the previous page (null on the last page). Costs include the markup.
     """
     if since and until and since >= until:
-        raise ApiError(400, "invalid_argument", "since must be before until",
-                       fields=[{"field": "query.since", "message": "must be before until"}])
-    reply = await up.billing.ListUsage(bpb.ListUsageRequest(
-        account_id=caller.account_id, group_by=group_by, cursor=cursor or "", limit=limit,
-        since=since.timestamp() if since else 0, until=until.timestamp() if until else 0))
-    return UsageOut(group_by=group_by, next_cursor=reply.next_cursor or None, rows=[
-        UsageRowOut(key=r.key, cost_micros=r.cost_micros, cost_usd=_usd(r.cost_micros), prompt_tokens=r.prompt_tokens,
-                    completion_tokens=r.completion_tokens, calls=r.calls, sandbox_seconds=r.sandbox_seconds,
-                    first_at=_time(r.first_at), last_at=_time(r.last_at))
-        for r in reply.rows])
+        raise ApiError(
+            400,
+            "invalid_argument",
+            "since must be before until",
+            fields=[{"field": "query.since", "message": "must be before until"}],
+        )
+    reply = await up.billing.ListUsage(
+        bpb.ListUsageRequest(
+            account_id=caller.account_id,
+            group_by=group_by,
+            cursor=cursor or "",
+            limit=limit,
+            since=since.timestamp() if since else 0,
+            until=until.timestamp() if until else 0,
+        )
+    )
+    return UsageOut(
+        group_by=group_by,
+        next_cursor=reply.next_cursor or None,
+        rows=[
+            UsageRowOut(
+                key=r.key,
+                cost_micros=r.cost_micros,
+                cost_usd=_usd(r.cost_micros),
+                prompt_tokens=r.prompt_tokens,
+                completion_tokens=r.completion_tokens,
+                calls=r.calls,
+                sandbox_seconds=r.sandbox_seconds,
+                first_at=_time(r.first_at),
+                last_at=_time(r.last_at),
+            )
+            for r in reply.rows
+        ],
+    )
 
 
 # --- Stripe routes (helper "stripe"): POST /checkout, /portal, /webhook below this line ---
@@ -185,11 +240,14 @@ class CheckoutIn(_Body):
 
     plan_id: str | None = Field(default=None, min_length=1, max_length=64)
     credit_pack_id: str | None = Field(default=None, min_length=1, max_length=64)
-    success_url: str | None = Field(default=None, max_length=2048,
-                                    description="Where Checkout sends the user after paying "
-                                                "(default: AGENTRY_BILLING_PUBLIC_URL/billing/success).")
-    cancel_url: str | None = Field(default=None, max_length=2048,
-                                   description="Where Checkout sends the user on cancel.")
+    success_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Where Checkout sends the user after paying (default: AGENTRY_BILLING_PUBLIC_URL/billing/success).",
+    )
+    cancel_url: str | None = Field(
+        default=None, max_length=2048, description="Where Checkout sends the user on cancel."
+    )
 
     _urls = field_validator("success_url", "cancel_url")(_return_url)
 
@@ -200,8 +258,9 @@ class CheckoutOut(BaseModel):
 
 
 class PortalIn(_Body):
-    return_url: str | None = Field(default=None, max_length=2048,
-                                   description="Where the portal's back link goes (default: the public URL).")
+    return_url: str | None = Field(
+        default=None, max_length=2048, description="Where the portal's back link goes (default: the public URL)."
+    )
 
     _urls = field_validator("return_url")(_return_url)
 
@@ -214,8 +273,9 @@ class WebhookOut(BaseModel):
     received: bool
     event_id: str
     event_type: str
-    applied: bool = Field(description="False for a repeat, an event older than the stored state, "
-                                              "or a type billing does not act on.")
+    applied: bool = Field(
+        description="False for a repeat, an event older than the stored state, or a type billing does not act on."
+    )
 
 
 # Who may buy for, or manage the card of, an account chosen with X-Account-Id ("" = one's own).
@@ -233,8 +293,12 @@ async def _payments_call(call):
         return await call
     except grpc.aio.AioRpcError as exc:
         if dict(exc.trailing_metadata() or ()).get(ERROR_CODE_KEY) == NOT_CONFIGURED:
-            raise ApiError(501, NOT_CONFIGURED, "card payments are not configured on this installation: "
-                           "set AGENTRY_BILLING_PROVIDER=stripe (docs/operations.md, Stripe)") from exc
+            raise ApiError(
+                501,
+                NOT_CONFIGURED,
+                "card payments are not configured on this installation: "
+                "set AGENTRY_BILLING_PROVIDER=stripe (docs/operations.md, Stripe)",
+            ) from exc
         raise
 
 
@@ -250,11 +314,23 @@ async def create_checkout(body: CheckoutIn, caller: CallerDep, up: UpstreamsDep)
     if bool(body.plan_id) == bool(body.credit_pack_id):
         field = "credit_pack_id" if body.plan_id else "plan_id"
         message = "give exactly one of plan_id or credit_pack_id"
-        raise ApiError(422, "validation_error", f"invalid request: body.{field}: {message}",
-                       fields=[{"field": f"body.{field}", "message": message}])
-    reply = await _payments_call(up.billing.CreateCheckout(bpb.CreateCheckoutRequest(
-        account_id=caller.account_id, plan_id=body.plan_id or "", credit_pack_id=body.credit_pack_id or "",
-        success_url=body.success_url or "", cancel_url=body.cancel_url or "")))
+        raise ApiError(
+            422,
+            "validation_error",
+            f"invalid request: body.{field}: {message}",
+            fields=[{"field": f"body.{field}", "message": message}],
+        )
+    reply = await _payments_call(
+        up.billing.CreateCheckout(
+            bpb.CreateCheckoutRequest(
+                account_id=caller.account_id,
+                plan_id=body.plan_id or "",
+                credit_pack_id=body.credit_pack_id or "",
+                success_url=body.success_url or "",
+                cancel_url=body.cancel_url or "",
+            )
+        )
+    )
     return CheckoutOut(checkout_session_id=reply.checkout_session_id, url=reply.url)
 
 
@@ -265,17 +341,26 @@ async def create_portal(caller: CallerDep, up: UpstreamsDep, body: PortalIn | No
     Errors: 403 `role_required` for a team member who is not an owner or admin; 501
     `payments_not_configured` without the Stripe provider; 503 when Stripe is unreachable."""
     _require_billing_role(caller)
-    reply = await _payments_call(up.billing.CreatePortal(bpb.CreatePortalRequest(
-        account_id=caller.account_id, return_url=(body.return_url if body else None) or "")))
+    reply = await _payments_call(
+        up.billing.CreatePortal(
+            bpb.CreatePortalRequest(account_id=caller.account_id, return_url=(body.return_url if body else None) or "")
+        )
+    )
     return PortalOut(url=reply.url)
 
 
-@router.post("/webhook", response_model=WebhookOut, responses={
-    400: {"description": "The `Stripe-Signature` header is missing, forged or stale (`invalid_signature`)."},
-    413: {"description": "The body is over 1 MiB (`payload_too_large`)."},
-    501: {"description": "Payments are not configured: billing runs without the Stripe provider "
-                         "(`payments_not_configured`)."},
-})
+@router.post(
+    "/webhook",
+    response_model=WebhookOut,
+    responses={
+        400: {"description": "The `Stripe-Signature` header is missing, forged or stale (`invalid_signature`)."},
+        413: {"description": "The body is over 1 MiB (`payload_too_large`)."},
+        501: {
+            "description": "Payments are not configured: billing runs without the Stripe provider "
+            "(`payments_not_configured`)."
+        },
+    },
+)
 async def stripe_webhook(request: Request, up: UpstreamsDep):
     """Stripe's webhook endpoint. No bearer token: the `Stripe-Signature` header is the credential,
     checked by billing on the raw body, which is forwarded byte for byte.
@@ -294,6 +379,7 @@ async def stripe_webhook(request: Request, up: UpstreamsDep):
         payload += chunk
         if len(payload) > MAX_WEBHOOK_BYTES:
             raise ApiError(413, "payload_too_large", f"a webhook body may be at most {MAX_WEBHOOK_BYTES} bytes")
-    reply = await _payments_call(up.billing.HandleWebhook(
-        bpb.HandleWebhookRequest(payload=bytes(payload), signature=signature)))
+    reply = await _payments_call(
+        up.billing.HandleWebhook(bpb.HandleWebhookRequest(payload=bytes(payload), signature=signature))
+    )
     return WebhookOut(received=True, event_id=reply.event_id, event_type=reply.event_type, applied=reply.applied)

@@ -24,8 +24,12 @@ def _refuse_unstorable(request: Request) -> None:
     for where, items in (("path", request.path_params.items()), ("query", request.query_params.multi_items())):
         for name, value in items:
             if isinstance(value, str) and (problem := unstorable(value)):
-                raise ApiError(422, "validation_error", f"invalid request: {where}.{name}: {problem}",
-                               fields=[{"field": f"{where}.{name}", "message": problem}])
+                raise ApiError(
+                    422,
+                    "validation_error",
+                    f"invalid request: {where}.{name}: {problem}",
+                    fields=[{"field": f"{where}.{name}", "message": problem}],
+                )
 
 
 async def get_upstreams(request: Request) -> Upstreams:
@@ -70,7 +74,8 @@ async def _active_account(request: Request, upstreams: Upstreams, caller: Caller
         raise not_found
     try:
         membership = await upstreams.auth.ResolveAccount(
-            auth_pb2.ResolveAccountRequest(user_id=caller.user_id, account_id=wanted))
+            auth_pb2.ResolveAccountRequest(user_id=caller.user_id, account_id=wanted)
+        )
     except grpc.aio.AioRpcError as exc:
         if exc.code() is grpc.StatusCode.NOT_FOUND:
             raise not_found from exc
@@ -85,8 +90,9 @@ BearerDoc = Annotated[object, Security(_BEARER)]
 ApiKeyDoc = Annotated[object, Security(_API_KEY)]
 
 
-async def get_caller(request: Request, upstreams: UpstreamsDep, _bearer: BearerDoc = None,
-                     _api_key: ApiKeyDoc = None) -> Caller:
+async def get_caller(
+    request: Request, upstreams: UpstreamsDep, _bearer: BearerDoc = None, _api_key: ApiKeyDoc = None
+) -> Caller:
     caller = await upstreams.token_verifier().verify(bearer(request))
     caller = await _active_account(request, upstreams, caller)
     account_id_var.set(caller.account_id)  # in this request's log lines and the gRPC calls it makes
@@ -104,8 +110,9 @@ def _stream_resource(request: Request) -> str:
     raise ApiError(401, "unauthenticated", _MISSING)
 
 
-async def get_stream_caller(request: Request, upstreams: UpstreamsDep, _bearer: BearerDoc = None,
-                            _api_key: ApiKeyDoc = None) -> Caller:
+async def get_stream_caller(
+    request: Request, upstreams: UpstreamsDep, _bearer: BearerDoc = None, _api_key: ApiKeyDoc = None
+) -> Caller:
     """A header credential, or (EventSource cannot set headers) a stream token for this very
     stream in `?access_token=`: a URL never carries a credential that opens anything else."""
     if request.headers.get("authorization") or request.headers.get("x-api-key"):

@@ -49,8 +49,7 @@ UNAVAILABLE_MESSAGE = "an internal service is unavailable; try again"
 class ApiError(Exception):
     """An error the gateway itself answers with (for example 401 before any upstream call)."""
 
-    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
-                 **extra) -> None:
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers
@@ -70,7 +69,11 @@ def _from_grpc(exc: grpc.aio.AioRpcError) -> tuple[int, str, str]:
     trailing = dict(exc.trailing_metadata() or ())
     if status is None:
         logger.error("upstream failed: %s %s", exc.code().name, exc.details())
-        return 502 if exc.code() is not grpc.StatusCode.INTERNAL else 500, "upstream_error", "an internal service failed"
+        return (
+            502 if exc.code() is not grpc.StatusCode.INTERNAL else 500,
+            "upstream_error",
+            "an internal service failed",
+        )
     code = str(trailing.get(ERROR_CODE_KEY) or exc.code().name.lower())
     if code == INTERNAL_CREDENTIAL_REFUSED:
         logger.error("an upstream refused the gateway's internal credential: check AGENTRY_INTERNAL_TOKEN")
@@ -112,7 +115,9 @@ def _challenge(status: int) -> dict[str, str] | None:
     return {"WWW-Authenticate": "Bearer"} if status == 401 else None
 
 
-def error_headers(status: int, retry_after: int | None = None, extra: dict[str, str] | None = None) -> dict[str, str] | None:
+def error_headers(
+    status: int, retry_after: int | None = None, extra: dict[str, str] | None = None
+) -> dict[str, str] | None:
     headers = {**(_challenge(status) or {}), **(extra or {})}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
@@ -126,13 +131,19 @@ def error_response(exc: BaseException) -> JSONResponse | None:
         retry_after = _retry_after(exc) if status in (429, 503) else None
         return JSONResponse(error_body(code, message), status_code=status, headers=error_headers(status, retry_after))
     if isinstance(exc, ApiError):
-        return JSONResponse(error_body(exc.code, exc.message, **exc.extra), status_code=exc.status,
-                            headers=error_headers(exc.status, extra=exc.headers))
+        return JSONResponse(
+            error_body(exc.code, exc.message, **exc.extra),
+            status_code=exc.status,
+            headers=error_headers(exc.status, extra=exc.headers),
+        )
     if isinstance(exc, (EventStreamUnavailable, UpstreamUnavailable, ConnectionError)):
         # Never a 500 for a dependency that cannot be reached: the client can retry.
         logger.error("upstream unreachable: %s", exc)
-        return JSONResponse(error_body("unavailable", UNAVAILABLE_MESSAGE), status_code=503,
-                            headers=error_headers(503, RETRY_AFTER_SECONDS))
+        return JSONResponse(
+            error_body("unavailable", UNAVAILABLE_MESSAGE),
+            status_code=503,
+            headers=error_headers(503, RETRY_AFTER_SECONDS),
+        )
     return None
 
 
@@ -148,12 +159,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        fields = [
-            {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()
-        ]
+        fields = [{"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()]
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        return JSONResponse(error_body("validation_error", f"invalid request: {summary}", fields=fields),
-                              status_code=422)
+        return JSONResponse(
+            error_body("validation_error", f"invalid request: {summary}", fields=fields), status_code=422
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

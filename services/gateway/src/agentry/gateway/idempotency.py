@@ -49,10 +49,14 @@ KEY_DESCRIPTION = (
     "releases the key, so the retry runs again."
 )
 IDEMPOTENCY_RESPONSES: dict[int | str, dict[str, Any]] = {
-    409: {"description": "A conflict, or `idempotency_key_in_use`: the first request with this key is "
-                         "still running (retry after `Retry-After` seconds)."},
-    422: {"description": "An invalid body, a malformed `Idempotency-Key` (`invalid_idempotency_key`), or "
-                         "`idempotency_key_reused`: the key was used with a different request."},
+    409: {
+        "description": "A conflict, or `idempotency_key_in_use`: the first request with this key is "
+        "still running (retry after `Retry-After` seconds)."
+    },
+    422: {
+        "description": "An invalid body, a malformed `Idempotency-Key` (`invalid_idempotency_key`), or "
+        "`idempotency_key_reused`: the key was used with a different request."
+    },
 }
 
 _VALID_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")
@@ -61,6 +65,7 @@ IN_USE_RETRY_AFTER_SECONDS = 1
 
 
 # --- the port ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class StoredAnswer:
@@ -119,6 +124,7 @@ def new_token() -> str:
 
 # --- in-process adapter -------------------------------------------------------------------------
 
+
 @dataclass(slots=True)
 class _Record:
     token: str
@@ -130,8 +136,9 @@ class _Record:
 class MemoryIdempotencyStore:
     """One process's keys (`agentry dev`), with the same hold and expiry rules as Redis."""
 
-    def __init__(self, *, ttl_seconds: int = 86_400, lock_seconds: int = 60,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, ttl_seconds: int = 86_400, lock_seconds: int = 60, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._ttl, self._lock, self._clock = ttl_seconds, lock_seconds, clock
         self._records: dict[str, _Record] = {}
         self._expiries: list[tuple[float, int, str]] = []  # heap of (expires_at, n, key)
@@ -210,8 +217,15 @@ return redis.call('DEL', KEYS[1])
 class RedisIdempotencyStore:
     """Keys shared by every gateway replica: `SET NX EX` holds, answers kept with `EX ttl`."""
 
-    def __init__(self, redis_url: str, *, key_prefix: str = "agentry:idem:", ttl_seconds: int = 86_400,
-                 lock_seconds: int = 60, socket_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        key_prefix: str = "agentry:idem:",
+        ttl_seconds: int = 86_400,
+        lock_seconds: int = 60,
+        socket_timeout: float = 5.0,
+    ) -> None:
         from redis import asyncio as aioredis
 
         from agentry.servicekit.eventstream.redis import connection_pool
@@ -250,10 +264,10 @@ class RedisIdempotencyStore:
         return InFlight(fingerprint)  # taken and released over and over: busy
 
     async def complete(self, key: str, token: str, fingerprint: str, answer: StoredAnswer) -> bool:
-        record = orjson.dumps({"s": "d", "t": token, "f": fingerprint, "c": answer.status,
-                               "b": answer.body.decode()})
-        done = await self._call("store the answer",
-                                self._complete(keys=[self.key(key)], args=[token, record, self._ttl]))
+        record = orjson.dumps({"s": "d", "t": token, "f": fingerprint, "c": answer.status, "b": answer.body.decode()})
+        done = await self._call(
+            "store the answer", self._complete(keys=[self.key(key)], args=[token, record, self._ttl])
+        )
         return bool(done)
 
     async def release(self, key: str, token: str) -> bool:
@@ -265,10 +279,12 @@ class RedisIdempotencyStore:
 
 # --- requests -----------------------------------------------------------------------------------
 
+
 def validate_key(value: str) -> str:
     if not _VALID_KEY.fullmatch(value):
-        raise ApiError(422, "invalid_idempotency_key",
-                       f"{KEY_HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")
+        raise ApiError(
+            422, "invalid_idempotency_key", f"{KEY_HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"
+        )
     return value
 
 
@@ -283,8 +299,9 @@ def scoped_key(account_id: str, route: str, key: str) -> str:
 
 def fingerprint(route: str, params: dict[str, str], body: BaseModel | None) -> str:
     """SHA-256 of the canonical JSON of the request: route, path parameters and (validated) body."""
-    return _digest({"route": route, "params": params,
-                    "body": body.model_dump(mode="json") if body is not None else None})
+    return _digest(
+        {"route": route, "params": params, "body": body.model_dump(mode="json") if body is not None else None}
+    )
 
 
 def retry_may_succeed(status: int) -> bool:
@@ -317,12 +334,18 @@ async def idempotent(
     held = await store.reserve(skey, request_print)
     if not isinstance(held, Reserved):
         if held.fingerprint != request_print:
-            raise ApiError(422, "idempotency_key_reused",
-                           f"this {KEY_HEADER} was already used with a different request; use a new key")
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                f"this {KEY_HEADER} was already used with a different request; use a new key",
+            )
         if isinstance(held, InFlight):
-            raise ApiError(409, "idempotency_key_in_use",
-                           f"a request with this {KEY_HEADER} is still running; retry shortly",
-                           headers={"Retry-After": str(IN_USE_RETRY_AFTER_SECONDS)})
+            raise ApiError(
+                409,
+                "idempotency_key_in_use",
+                f"a request with this {KEY_HEADER} is still running; retry shortly",
+                headers={"Retry-After": str(IN_USE_RETRY_AFTER_SECONDS)},
+            )
         return _replay(held.answer)
 
     try:
@@ -332,7 +355,9 @@ async def idempotent(
         if response is None or retry_may_succeed(response.status_code):
             await _release(store, skey, held.token)
             raise
-        await _complete(store, skey, held.token, request_print, StoredAnswer(response.status_code, bytes(response.body)))
+        await _complete(
+            store, skey, held.token, request_print, StoredAnswer(response.status_code, bytes(response.body))
+        )
         return response
     response = JSONResponse(jsonable_encoder(result), status_code=status)
     await _complete(store, skey, held.token, request_print, StoredAnswer(status, bytes(response.body)))

@@ -36,23 +36,40 @@ MAX_NAME_CHARS = 200
 TEXT_LIMITS = {"prompt": 100_000, "model_name": 200, "reasoning_effort": 10}
 REASONING_EFFORTS = ("low", "medium", "high")
 
-_FORM = {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["prompt"],
-    "properties": {
-        "prompt": {"type": "string", "minLength": 1, "maxLength": 100_000,
-                   "description": "The first user message (not empty or only spaces)."},
-        "model_name": {"type": "string", "maxLength": 200, "description": "A LiteLLM model string."},
-        "reasoning_effort": {"type": "string", "enum": list(REASONING_EFFORTS)},
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "maxItems": MAX_FILES,
-                  "description": "Repeated `files` parts, each with a filename; sent after the text fields."},
-    }},
-    "encoding": {"files": {"contentType": "application/octet-stream"}},
-}}
+_FORM = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "required": ["prompt"],
+            "properties": {
+                "prompt": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 100_000,
+                    "description": "The first user message (not empty or only spaces).",
+                },
+                "model_name": {"type": "string", "maxLength": 200, "description": "A LiteLLM model string."},
+                "reasoning_effort": {"type": "string", "enum": list(REASONING_EFFORTS)},
+                "files": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "binary"},
+                    "maxItems": MAX_FILES,
+                    "description": "Repeated `files` parts, each with a filename; sent after the text fields.",
+                },
+            },
+        },
+        "encoding": {"files": {"contentType": "application/octet-stream"}},
+    }
+}
 
 
 def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, "validation_error", f"invalid request: body.{field}: {message}",
-                    fields=[{"field": f"body.{field}", "message": message}])
+    return ApiError(
+        422,
+        "validation_error",
+        f"invalid request: body.{field}: {message}",
+        fields=[{"field": f"body.{field}", "message": message}],
+    )
 
 
 def safe_name(raw: str) -> str:
@@ -72,8 +89,9 @@ class _FileUpload:
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(UPLOAD_QUEUE_CHUNKS)
 
         async def messages() -> AsyncIterator[sandbox_pb2.UploadFileChunk]:
-            yield sandbox_pb2.UploadFileChunk(header=sandbox_pb2.UploadFileHeader(
-                account_id=account_id, sandbox_id=sandbox_id, path=path))
+            yield sandbox_pb2.UploadFileChunk(
+                header=sandbox_pb2.UploadFileHeader(account_id=account_id, sandbox_id=sandbox_id, path=path)
+            )
             while (chunk := await self._queue.get()) is not None:
                 yield sandbox_pb2.UploadFileChunk(data=chunk)
 
@@ -110,10 +128,18 @@ class _Form:
         self._header_value = b""
         self._name = ""
         self._filename: str | None = None
-        self._parser = MultipartParser(boundary, callbacks={
-            "on_part_begin": self._begin, "on_header_field": self._hfield, "on_header_value": self._hvalue,
-            "on_header_end": self._hend, "on_headers_finished": self._headers_done,
-            "on_part_data": self._data, "on_part_end": self._end})
+        self._parser = MultipartParser(
+            boundary,
+            callbacks={
+                "on_part_begin": self._begin,
+                "on_header_field": self._hfield,
+                "on_header_value": self._hvalue,
+                "on_header_end": self._hend,
+                "on_headers_finished": self._headers_done,
+                "on_part_data": self._data,
+                "on_part_end": self._end,
+            },
+        )
 
     def _begin(self) -> None:
         self._name, self._filename = "", None
@@ -197,8 +223,9 @@ class _Initiation:
                     raise _invalid(name, "sent more than once")
                 self.text[name] = bytearray()
             else:
-                raise _invalid(name or "(unnamed)", "not a field of this form (prompt, model_name, "
-                                                    "reasoning_effort, files)")
+                raise _invalid(
+                    name or "(unnamed)", "not a field of this form (prompt, model_name, reasoning_effort, files)"
+                )
             self._field = name
         elif kind == "data":
             if self._file is not None:
@@ -227,8 +254,9 @@ class _Initiation:
             raise _invalid("files", f"at most {MAX_FILES} files")
         await self.ensure_thread()
         if self.sandbox_id is None or self.up.sandbox is None:
-            raise ApiError(503, "unavailable", "the sandbox service cannot take files now; try again",
-                           headers={"Retry-After": "1"})
+            raise ApiError(
+                503, "unavailable", "the sandbox service cannot take files now; try again", headers={"Retry-After": "1"}
+            )
         name, n = safe_name(filename), 1
         stem, dot, ext = name.rpartition(".")
         while f"{UPLOAD_DIR}/{name}" in self.paths:
@@ -243,11 +271,13 @@ class _Initiation:
         if self.thread is None:
             return
         with contextlib.suppress(grpc.aio.AioRpcError):
-            await self.up.runner.DeleteThread(pb.DeleteThreadRequest(account_id=self.account_id,
-                                                                     thread_id=self.thread.thread_id))
+            await self.up.runner.DeleteThread(
+                pb.DeleteThreadRequest(account_id=self.account_id, thread_id=self.thread.thread_id)
+            )
             if self.sandbox_id and self.up.sandbox is not None:
-                await self.up.sandbox.DeleteSandbox(sandbox_pb2.SandboxRequest(account_id=self.account_id,
-                                                                               sandbox_id=self.sandbox_id))
+                await self.up.sandbox.DeleteSandbox(
+                    sandbox_pb2.SandboxRequest(account_id=self.account_id, sandbox_id=self.sandbox_id)
+                )
 
 
 def _checked_text(form: _Initiation) -> tuple[str, str, str]:
@@ -272,9 +302,15 @@ def first_message(prompt: str, paths: list[str]) -> str:
     return f"{prompt}\n\nUploaded files:\n{listed}"
 
 
-@router.post("/agent/initiate", status_code=201, response_model=schemas.Initiated, tags=["runs"],
-             operation_id="initiateAgent", dependencies=[Depends(run_start_limit)],
-             openapi_extra={"requestBody": {"required": True, "content": _FORM}})
+@router.post(
+    "/agent/initiate",
+    status_code=201,
+    response_model=schemas.Initiated,
+    tags=["runs"],
+    operation_id="initiateAgent",
+    dependencies=[Depends(run_start_limit)],
+    openapi_extra={"requestBody": {"required": True, "content": _FORM}},
+)
 async def initiate(request: Request, caller: CallerDep, up: UpstreamsDep):
     """Creates a project and its thread, writes the `files` parts into the project's sandbox under
     `uploads/` (names reduced to a safe last segment; a repeated name gets `-2`, `-3`), stores
@@ -300,11 +336,22 @@ async def initiate(request: Request, caller: CallerDep, up: UpstreamsDep):
         prompt, model, effort = _checked_text(form)
         await form.ensure_thread()
         assert form.thread is not None
-        run = await up.runner.StartRun(pb.StartRunRequest(
-            account_id=caller.account_id, thread_id=form.thread.thread_id, model_name=model,
-            prompt=first_message(prompt, form.paths), reasoning_effort=effort))
+        run = await up.runner.StartRun(
+            pb.StartRunRequest(
+                account_id=caller.account_id,
+                thread_id=form.thread.thread_id,
+                model_name=model,
+                prompt=first_message(prompt, form.paths),
+                reasoning_effort=effort,
+            )
+        )
     except BaseException:
         await asyncio.shield(form.abort())
         raise
-    return schemas.Initiated(thread_id=form.thread.thread_id, project_id=form.thread.project_id,
-                             agent_run_id=run.agent_run_id, sandbox_id=form.sandbox_id, files=form.paths)
+    return schemas.Initiated(
+        thread_id=form.thread.thread_id,
+        project_id=form.thread.project_id,
+        agent_run_id=run.agent_run_id,
+        sandbox_id=form.sandbox_id,
+        files=form.paths,
+    )

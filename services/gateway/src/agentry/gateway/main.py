@@ -29,12 +29,20 @@ class RunningGateway:
         return f"http://127.0.0.1:{self.port}"
 
 
-async def start(settings: GatewaySettings, stack: contextlib.AsyncExitStack, *,
-                events: EventStream | None = None) -> RunningGateway:
+async def start(
+    settings: GatewaySettings, stack: contextlib.AsyncExitStack, *, events: EventStream | None = None
+) -> RunningGateway:
     tracing.configure_tracing("gateway")  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     app = create_app(settings, events=events)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign] - the caller owns signals
     task = asyncio.create_task(server.serve(), name="gateway")

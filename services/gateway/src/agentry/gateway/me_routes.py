@@ -22,12 +22,16 @@ router = APIRouter(prefix="/api", tags=["accounts"])
 
 class Me(BaseModel):
     user: schemas.UserOut
-    accounts: list[auth_schemas.AccountOut] = Field(description="Every account the user may act for, personal "
-                                                    "first (as GET /api/accounts).")
+    accounts: list[auth_schemas.AccountOut] = Field(
+        description="Every account the user may act for, personal first (as GET /api/accounts)."
+    )
     active_account: schemas.ActiveAccount
     plan: str | None = Field(default=None, description="The active account's plan; null when billing names none.")
-    balance_micros: int | None = Field(description=(
-        "Credit left on the active account, in millionths of a US dollar; null when billing could not answer."))
+    balance_micros: int | None = Field(
+        description=(
+            "Credit left on the active account, in millionths of a US dollar; null when billing could not answer."
+        )
+    )
 
 
 @router.get("/me", response_model=Me, operation_id="getMe")
@@ -49,6 +53,10 @@ async def me(caller: CallerDep, up: UpstreamsDep):
         plan = getattr(answer, "plan", "") or None
     except grpc.aio.AioRpcError as exc:
         logger.warning("billing did not answer GetBalance (%s); /api/me without a balance", exc.code().name)
-    return Me(user=schemas.UserOut(id=caller.user_id, email=caller.email), accounts=accounts,
-              active_account=schemas.ActiveAccount(id=caller.account_id, role=role or "member"),
-              plan=plan, balance_micros=balance)
+    return Me(
+        user=schemas.UserOut(id=caller.user_id, email=caller.email),
+        accounts=accounts,
+        active_account=schemas.ActiveAccount(id=caller.account_id, role=role or "member"),
+        plan=plan,
+        balance_micros=balance,
+    )

@@ -22,26 +22,42 @@ async def metrics() -> Response:
 
 
 def _requests():
-    return family("counter", "agentry_http_requests_total",
-                  "HTTP requests the gateway answered, by method, route template and status code.",
-                  ("method", "route", "status"))
+    return family(
+        "counter",
+        "agentry_http_requests_total",
+        "HTTP requests the gateway answered, by method, route template and status code.",
+        ("method", "route", "status"),
+    )
 
 
 def _durations():
-    return family("histogram", "agentry_http_request_duration_seconds",
-                  "Time from a request's arrival to its response's first byte, by method and route "
-                  "template (a stream's headers, not its whole life).",
-                  ("method", "route"), buckets=LATENCY_BUCKETS)
+    return family(
+        "histogram",
+        "agentry_http_request_duration_seconds",
+        "Time from a request's arrival to its response's first byte, by method and route "
+        "template (a stream's headers, not its whole life).",
+        ("method", "route"),
+        buckets=LATENCY_BUCKETS,
+    )
 
 
 def sse_streams_open():
-    return family("gauge", "agentry_sse_streams_open", "SSE streams this gateway is serving now, by kind.",
-                  ("stream",), multiprocess_mode="livesum")
+    return family(
+        "gauge",
+        "agentry_sse_streams_open",
+        "SSE streams this gateway is serving now, by kind.",
+        ("stream",),
+        multiprocess_mode="livesum",
+    )
 
 
 def sse_events_sent():
-    return family("counter", "agentry_sse_events_sent_total",
-                  "Run events sent to SSE clients (counted per chunk sent, not per event).", ("stream",))
+    return family(
+        "counter",
+        "agentry_sse_events_sent_total",
+        "Run events sent to SSE clients (counted per chunk sent, not per event).",
+        ("stream",),
+    )
 
 
 async def metered_stream(body: AsyncIterator[bytes], stream: str) -> AsyncIterator[bytes]:

@@ -23,36 +23,57 @@ DOCS_STATIC = "/docs/static"
 
 # Every error answer: {"error": {"code", "message", "fields"?}}.
 ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object", "required": ["error"], "additionalProperties": False,
-    "properties": {"error": {
-        "type": "object", "required": ["code", "message"],
-        "properties": {
-            "code": {"type": "string", "description": "Stable, machine-readable: branch on this."},
-            "message": {"type": "string", "description": "For people; may change."},
-            "fields": {"type": "array", "description": "422 only: each field refused and why.", "items": {
-                "type": "object", "required": ["field", "message"],
-                "properties": {"field": {"type": "string", "description": "`body.<name>`, `query.<name>`, "
-                                                                         "`path.<name>` or `header.<name>`."},
-                               "message": {"type": "string"}}}},
-        }}},
-    "example": {"error": {"code": "validation_error", "message": "invalid request: body.prompt: must not be empty",
-                          "fields": [{"field": "body.prompt", "message": "must not be empty"}]}},
+    "type": "object",
+    "required": ["error"],
+    "additionalProperties": False,
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "Stable, machine-readable: branch on this."},
+                "message": {"type": "string", "description": "For people; may change."},
+                "fields": {
+                    "type": "array",
+                    "description": "422 only: each field refused and why.",
+                    "items": {
+                        "type": "object",
+                        "required": ["field", "message"],
+                        "properties": {
+                            "field": {
+                                "type": "string",
+                                "description": "`body.<name>`, `query.<name>`, `path.<name>` or `header.<name>`.",
+                            },
+                            "message": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+    },
+    "example": {
+        "error": {
+            "code": "validation_error",
+            "message": "invalid request: body.prompt: must not be empty",
+            "fields": [{"field": "body.prompt", "message": "must not be empty"}],
+        }
+    },
 }
 
 # What each error status means on every route that can answer it, with the codes it carries.
 ERROR_STATUSES: dict[int, str] = {
     400: "A webhook whose signature does not verify (`invalid_signature`), or a request the payment "
-         "provider refused (`payments_request_refused`).",
+    "provider refused (`payments_request_refused`).",
     401: "No credential, or one that is invalid or expired (`unauthenticated`, `invalid_token`). "
-         "Sent with `WWW-Authenticate: Bearer`.",
+    "Sent with `WWW-Authenticate: Bearer`.",
     402: "The account has no credit left for a run (`insufficient_credits`).",
     403: "The credential may not do this (`forbidden`, `permission_denied`).",
     404: "No such resource for this account: another account's resource is answered the same "
-         "(`thread_not_found`, `run_not_found`, `sandbox_not_found`, `not_found`, ...).",
+    "(`thread_not_found`, `run_not_found`, `sandbox_not_found`, `not_found`, ...).",
     409: "The resource's state refuses it (`run_active`, `run_not_waiting`, ...).",
     422: "The request's input is refused: a body, query, path or header value (`validation_error` "
-         "with `fields`, or a specific code such as `invalid_last_event_id`, `invalid_argument`, "
-         "`path_outside_sandbox`, `invalid_idempotency_key`).",
+    "with `fields`, or a specific code such as `invalid_last_event_id`, `invalid_argument`, "
+    "`path_outside_sandbox`, `invalid_idempotency_key`).",
     413: "The upload is over the size limit (`file_too_large`).",
     415: "The body is not of the type the route takes (`unsupported_media_type`).",
     429: "Too many requests (`rate_limited`, `too_many_active_runs`); wait `Retry-After` seconds.",
@@ -65,12 +86,28 @@ ERROR_STATUSES: dict[int, str] = {
 }
 # Statuses particular to some operations, beyond those every route of their kind answers.
 _EXTRA_STATUSES: dict[str, set[int]] = {
-    "startRun": {402, 409}, "initiateAgent": {402, 413, 415, 507}, "uploadFile": {413, 415, 507},
-    "addMessage": {409}, "resumeRun": {409}, "deleteMessage": {409}, "stopRun": {409}, "createApiKey": {409},
-    "createTeam": {409}, "createInvitation": {409}, "acceptInvitation": {409}, "changeRole": {409},
-    "removeMember": {409}, "signUp": {409}, "ensureProjectSandbox": {409}, "deleteFile": {409},
-    "getPreviewLink": {409}, "execInSandbox": {409}, "proxyPreview": {409, 502},
-    "stripeWebhook": {400, 413, 501}, "createCheckout": {400, 403, 409, 501}, "createPortal": {400, 403, 501},
+    "startRun": {402, 409},
+    "initiateAgent": {402, 413, 415, 507},
+    "uploadFile": {413, 415, 507},
+    "addMessage": {409},
+    "resumeRun": {409},
+    "deleteMessage": {409},
+    "stopRun": {409},
+    "createApiKey": {409},
+    "createTeam": {409},
+    "createInvitation": {409},
+    "acceptInvitation": {409},
+    "changeRole": {409},
+    "removeMember": {409},
+    "signUp": {409},
+    "ensureProjectSandbox": {409},
+    "deleteFile": {409},
+    "getPreviewLink": {409},
+    "execInSandbox": {409},
+    "proxyPreview": {409, 502},
+    "stripeWebhook": {400, 413, 501},
+    "createCheckout": {400, 403, 409, 501},
+    "createPortal": {400, 403, 501},
 }
 # Answered by any route that calls a service (a service's RESOURCE_EXHAUSTED is a 429).
 _UPSTREAM = {422, 429, 500, 502, 503, 504}
@@ -79,10 +116,20 @@ _LIVENESS = "/api/health/live"
 
 # Route functions whose name alone would make a vague operation id.
 _OPERATION_IDS = {
-    "signup": "signUp", "token": "signIn", "refresh": "refreshToken", "logout": "signOut", "jwks": "getJwks",
-    "live": "getLiveness", "health": "getHealth", "upload": "uploadFile", "download": "downloadFile",
-    "preview": "getPreviewLink", "preview_proxy": "proxyPreview", "invite": "createInvitation",
-    "ensure_active": "ensureProjectSandbox", "me": "getMe",
+    "signup": "signUp",
+    "token": "signIn",
+    "refresh": "refreshToken",
+    "logout": "signOut",
+    "jwks": "getJwks",
+    "live": "getLiveness",
+    "health": "getHealth",
+    "upload": "uploadFile",
+    "download": "downloadFile",
+    "preview": "getPreviewLink",
+    "preview_proxy": "proxyPreview",
+    "invite": "createInvitation",
+    "ensure_active": "ensureProjectSandbox",
+    "me": "getMe",
 }
 
 
@@ -100,25 +147,32 @@ def _event_schemas() -> dict[str, Any]:
     mapping: dict[str, str] = {}
     for event_type, cls in agentpress_events._TYPES.items():
         name = EVENT_SCHEMA_PREFIX + "".join(w.capitalize() for w in event_type.split("_"))
-        schema = pydantic.TypeAdapter(cls).json_schema(ref_template=f"#/components/schemas/{EVENT_SCHEMA_PREFIX}{{model}}")
+        schema = pydantic.TypeAdapter(cls).json_schema(
+            ref_template=f"#/components/schemas/{EVENT_SCHEMA_PREFIX}{{model}}"
+        )
         for def_name, definition in schema.pop("$defs", {}).items():
             out[EVENT_SCHEMA_PREFIX + def_name] = definition
         schema["title"] = name
-        schema["properties"] = {"seq": {"type": "integer", "minimum": 1,
-                                        "description": "The event's number in the run (the frame's id)."},
-                                **schema.get("properties", {})}
+        schema["properties"] = {
+            "seq": {"type": "integer", "minimum": 1, "description": "The event's number in the run (the frame's id)."},
+            **schema.get("properties", {}),
+        }
         schema["required"] = sorted({"seq", "type", *schema.get("required", [])})
         out[name] = schema
         mapping[event_type] = f"#/components/schemas/{name}"
-    out[EVENT_SCHEMA_PREFIX] = {"oneOf": [{"$ref": ref} for ref in mapping.values()],
-                                "discriminator": {"propertyName": "type", "mapping": mapping}}
+    out[EVENT_SCHEMA_PREFIX] = {
+        "oneOf": [{"$ref": ref} for ref in mapping.values()],
+        "discriminator": {"propertyName": "type", "mapping": mapping},
+    }
     return out
 
 
 def _error_response(status: int, existing: dict[str, Any] | None) -> dict[str, Any]:
     description = (existing or {}).get("description") or ERROR_STATUSES.get(status, "An error.")
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
@@ -136,11 +190,17 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for model in (ExecOutputLine, ExecExitLine):
         schemas[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
     security = components.setdefault("securitySchemes", {})
-    security.update({
-        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                   "description": "An access token from POST /api/auth/token, or an API key (`agentry_sk_…`)."},
-        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "An API key."},
-    })
+    security.update(
+        {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "An access token from POST /api/auth/token, or an API key (`agentry_sk_…`).",
+            },
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "An API key."},
+        }
+    )
     for path, item in doc["paths"].items():
         for op in item.values():
             responses = op.setdefault("responses", {})
@@ -173,10 +233,14 @@ def install_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url="/openapi.json", title=f"{app.title} API", oauth2_redirect_url="/docs/oauth2-redirect",
-            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js", swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+            openapi_url="/openapi.json",
+            title=f"{app.title} API",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
             swagger_favicon_url=f"{DOCS_STATIC}/favicon.png",
-            swagger_ui_parameters={"persistAuthorization": True, "displayOperationId": True})
+            swagger_ui_parameters={"persistAuthorization": True, "displayOperationId": True},
+        )
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
     async def swagger_redirect() -> HTMLResponse:
@@ -184,7 +248,10 @@ def install_docs(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} API",
-                              redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
-                              redoc_favicon_url=f"{DOCS_STATIC}/favicon.png", with_google_fonts=False)
-
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} API",
+            redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_STATIC}/favicon.png",
+            with_google_fonts=False,
+        )

@@ -16,8 +16,9 @@ from .errors import ApiError, UpstreamUnavailable
 class RateLimited(ApiError):
     def __init__(self, what: str, retry_after: float) -> None:
         seconds = max(1, math.ceil(retry_after))
-        super().__init__(429, "rate_limited", f"too many {what}; try again in {seconds} s",
-                         headers={"Retry-After": str(seconds)})
+        super().__init__(
+            429, "rate_limited", f"too many {what}; try again in {seconds} s", headers={"Retry-After": str(seconds)}
+        )
 
 
 class RateLimiter(Protocol):
@@ -121,13 +122,18 @@ class RedisRateLimiter:
             raise UpstreamUnavailable(f"rate limiter: {exc}") from exc
 
     async def hit(self, name: str, identity: str, *, limit: int, window: float, count: bool = True) -> float | None:
-        allowed, wait = await self._call(self._script(
-            keys=[self._prefix + _key(name, identity)], args=[window, limit, "1" if count else "0", uuid.uuid4().hex]))
+        allowed, wait = await self._call(
+            self._script(
+                keys=[self._prefix + _key(name, identity)],
+                args=[window, limit, "1" if count else "0", uuid.uuid4().hex],
+            )
+        )
         return None if int(allowed) == 1 else float(wait)
 
     async def record(self, name: str, identity: str, *, window: float) -> None:
-        await self._call(self._script(keys=[self._prefix + _key(name, identity)],
-                                      args=[window, 0, "1", uuid.uuid4().hex]))
+        await self._call(
+            self._script(keys=[self._prefix + _key(name, identity)], args=[window, 0, "1", uuid.uuid4().hex])
+        )
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -30,9 +30,14 @@ router = APIRouter(prefix="/api")
 
 # Documented with its limits in the OpenAPI schema, but checked by the route (422
 # invalid_idempotency_key) rather than by FastAPI (which would answer 422 validation_error).
-IdempotencyKey = Annotated[str | None, Header(
-    alias=KEY_HEADER, description=KEY_DESCRIPTION,
-    json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": "^[\\x20-\\x7E]+$"})]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=KEY_HEADER,
+        description=KEY_DESCRIPTION,
+        json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": "^[\\x20-\\x7E]+$"},
+    ),
+]
 
 
 def _time(value: float | None) -> datetime | None:
@@ -41,30 +46,60 @@ def _time(value: float | None) -> datetime | None:
 
 @router.post("/threads", status_code=201, response_model=schemas.ThreadAnswer, tags=["threads"])
 async def create_thread(caller: CallerDep, up: UpstreamsDep, body: schemas.NewThread | None = None):
-    thread = await up.runner.CreateThread(pb.CreateThreadRequest(
-        account_id=caller.account_id, name=(body.name if body and body.name else "")))
+    thread = await up.runner.CreateThread(
+        pb.CreateThreadRequest(account_id=caller.account_id, name=(body.name if body and body.name else ""))
+    )
     sandbox_id = await project_sandbox(up, caller.account_id, thread.project_id, reserve=True)
     return thread_answer(thread, sandbox_id)
 
 
-@router.post("/threads/{thread_id}/messages", status_code=201, response_model=schemas.MessageCreated,
-             tags=["threads"], responses=IDEMPOTENCY_RESPONSES)
-async def add_message(thread_id: str, body: schemas.NewMessage, caller: CallerDep, up: UpstreamsDep,
-                      idempotency_key: IdempotencyKey = None):
+@router.post(
+    "/threads/{thread_id}/messages",
+    status_code=201,
+    response_model=schemas.MessageCreated,
+    tags=["threads"],
+    responses=IDEMPOTENCY_RESPONSES,
+)
+async def add_message(
+    thread_id: str,
+    body: schemas.NewMessage,
+    caller: CallerDep,
+    up: UpstreamsDep,
+    idempotency_key: IdempotencyKey = None,
+):
     async def add() -> schemas.MessageCreated:
-        message = await up.runner.AddMessage(pb.AddMessageRequest(
-            account_id=caller.account_id, thread_id=thread_id, content=body.content))
+        message = await up.runner.AddMessage(
+            pb.AddMessageRequest(account_id=caller.account_id, thread_id=thread_id, content=body.content)
+        )
         return schemas.MessageCreated(message_id=message.message_id)
 
-    return await idempotent(up.idempotency, key=idempotency_key, account_id=caller.account_id,
-                            route="POST /api/threads/{thread_id}/messages", params={"thread_id": thread_id},
-                            body=body, status=201, call=add)
+    return await idempotent(
+        up.idempotency,
+        key=idempotency_key,
+        account_id=caller.account_id,
+        route="POST /api/threads/{thread_id}/messages",
+        params={"thread_id": thread_id},
+        body=body,
+        status=201,
+        call=add,
+    )
 
 
-@router.post("/threads/{thread_id}/agent/start", status_code=202, response_model=schemas.RunStarted,
-             tags=["runs"], responses=IDEMPOTENCY_RESPONSES, dependencies=[Depends(run_start_limit)])
-async def start_run(thread_id: str, caller: CallerDep, up: UpstreamsDep, body: schemas.StartRun | None = None,
-                    idempotency_key: IdempotencyKey = None):
+@router.post(
+    "/threads/{thread_id}/agent/start",
+    status_code=202,
+    response_model=schemas.RunStarted,
+    tags=["runs"],
+    responses=IDEMPOTENCY_RESPONSES,
+    dependencies=[Depends(run_start_limit)],
+)
+async def start_run(
+    thread_id: str,
+    caller: CallerDep,
+    up: UpstreamsDep,
+    body: schemas.StartRun | None = None,
+    idempotency_key: IdempotencyKey = None,
+):
     body = body or schemas.StartRun()  # no body and {} are the same request (and fingerprint)
     if body.prompt is not None and not body.prompt.strip():
         await _refuse_blank_prompt(up, caller.account_id, thread_id)
@@ -75,36 +110,61 @@ async def start_run(thread_id: str, caller: CallerDep, up: UpstreamsDep, body: s
         if not check.allowed:
             status = 402 if check.reason == "insufficient_credits" else 403
             raise ApiError(status, check.reason or "not_allowed", check.message or "this run is not allowed")
-        run = await up.runner.StartRun(pb.StartRunRequest(
-            account_id=caller.account_id, thread_id=thread_id, model_name=model, prompt=body.prompt or "",
-            reasoning_effort=body.reasoning_effort or "", multitask_strategy=body.multitask_strategy or "",
-            user_id=caller.user_id or ""))
+        run = await up.runner.StartRun(
+            pb.StartRunRequest(
+                account_id=caller.account_id,
+                thread_id=thread_id,
+                model_name=model,
+                prompt=body.prompt or "",
+                reasoning_effort=body.reasoning_effort or "",
+                multitask_strategy=body.multitask_strategy or "",
+                user_id=caller.user_id or "",
+            )
+        )
         return schemas.RunStarted(agent_run_id=run.agent_run_id, status=run.status)
 
-    return await idempotent(up.idempotency, key=idempotency_key, account_id=caller.account_id,
-                            route="POST /api/threads/{thread_id}/agent/start", params={"thread_id": thread_id},
-                            body=body, status=202, call=start)
+    return await idempotent(
+        up.idempotency,
+        key=idempotency_key,
+        account_id=caller.account_id,
+        route="POST /api/threads/{thread_id}/agent/start",
+        params={"thread_id": thread_id},
+        body=body,
+        status=202,
+        call=start,
+    )
 
 
 async def _refuse_blank_prompt(up, account_id: str, thread_id: str) -> None:
     """A prompt sent empty or all spaces is a mistake (422 naming it), unless the thread already
     ends with a user message for the run to answer."""
-    last = await up.runner.ListMessages(pb.ListMessagesRequest(account_id=account_id, thread_id=thread_id,
-                                                               limit=1, order="desc"))
+    last = await up.runner.ListMessages(
+        pb.ListMessagesRequest(account_id=account_id, thread_id=thread_id, limit=1, order="desc")
+    )
     if not last.messages or last.messages[0].type != "user":
         problem = "must not be empty (the thread does not end with a user message to answer)"
-        raise ApiError(422, "validation_error", f"invalid request: body.prompt: {problem}",
-                       fields=[{"field": "body.prompt", "message": problem}])
+        raise ApiError(
+            422,
+            "validation_error",
+            f"invalid request: body.prompt: {problem}",
+            fields=[{"field": "body.prompt", "message": problem}],
+        )
 
 
 def _run_out(run: pb.Run) -> schemas.RunOut:
     return schemas.RunOut(
-        agent_run_id=run.agent_run_id, thread_id=run.thread_id, status=run.status, error=run.error or None,
+        agent_run_id=run.agent_run_id,
+        thread_id=run.thread_id,
+        status=run.status,
+        error=run.error or None,
         created_at=datetime.fromtimestamp(run.created_at, UTC),
         started_at=_time(run.started_at) if run.HasField("started_at") else None,
         completed_at=_time(run.completed_at) if run.HasField("completed_at") else None,
-        finish_reason=run.finish_reason or None, phase=run.phase, phase_detail=run.phase_detail or None,
-        phase_since=_time(run.phase_since) if run.HasField("phase_since") else None, attempt=run.attempt,
+        finish_reason=run.finish_reason or None,
+        phase=run.phase,
+        phase_detail=run.phase_detail or None,
+        phase_since=_time(run.phase_since) if run.HasField("phase_since") else None,
+        attempt=run.attempt,
         pending=orjson.loads(run.pending_json) if run.pending_json else None,
     )
 
@@ -145,11 +205,18 @@ def _sequence_number(value: str) -> int:
 
 
 @router.get(
-    "/agent-run/{run_id}/stream", tags=["runs"], response_class=StreamingResponse, operation_id="streamRun",
-    responses=sse_docs.RUN_STREAM_RESPONSES, openapi_extra=sse_docs.STREAM_EXTRA,
+    "/agent-run/{run_id}/stream",
+    tags=["runs"],
+    response_class=StreamingResponse,
+    operation_id="streamRun",
+    responses=sse_docs.RUN_STREAM_RESPONSES,
+    openapi_extra=sse_docs.STREAM_EXTRA,
 )
 async def stream_run(
-    run_id: str, request: Request, caller: StreamCallerDep, up: UpstreamsDep,
+    run_id: str,
+    request: Request,
+    caller: StreamCallerDep,
+    up: UpstreamsDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description=sse_docs.RUN_LAST_EVENT_ID)] = None,
 ):
     """The run's events as server-sent events, ending after its terminal event (`run_finished`).
@@ -164,29 +231,47 @@ async def stream_run(
     if after and run.status in TERMINAL_STATUSES and await _nothing_after(up, run, caller.account_id, after):
         # At or past the end of a finished run: 204 tells an EventSource to stop reconnecting.
         return Response(status_code=204)
-    body = run_events(run=run, account_id=caller.account_id, after_seq=after, events=up.events,
-                      runner=up.runner, keepalive_seconds=request.app.state.settings.keepalive_seconds)
-    return StreamingResponse(metered_stream(body, "run"), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    body = run_events(
+        run=run,
+        account_id=caller.account_id,
+        after_seq=after,
+        events=up.events,
+        runner=up.runner,
+        keepalive_seconds=request.app.state.settings.keepalive_seconds,
+    )
+    return StreamingResponse(
+        metered_stream(body, "run"),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _nothing_after(up, run: pb.Run, account_id: str, after: int) -> bool:
     """Whether the finished run has no event after `after` (live buffer, then the database)."""
     if await up.events.read(run.agent_run_id, after, count=1):
         return False
-    durable = await up.runner.ListRunEvents(pb.ListRunEventsRequest(
-        account_id=account_id, agent_run_id=run.agent_run_id, after_seq=after))
+    durable = await up.runner.ListRunEvents(
+        pb.ListRunEventsRequest(account_id=account_id, agent_run_id=run.agent_run_id, after_seq=after)
+    )
     return not durable.events
 
 
 @router.get(
-    "/threads/{thread_id}/stream", tags=["threads"], response_class=StreamingResponse, operation_id="streamThread",
-    responses=sse_docs.THREAD_STREAM_RESPONSES, openapi_extra=sse_docs.STREAM_EXTRA,
+    "/threads/{thread_id}/stream",
+    tags=["threads"],
+    response_class=StreamingResponse,
+    operation_id="streamThread",
+    responses=sse_docs.THREAD_STREAM_RESPONSES,
+    openapi_extra=sse_docs.STREAM_EXTRA,
 )
 async def stream_thread(
-    thread_id: str, request: Request, caller: StreamCallerDep, up: UpstreamsDep,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID",
-                                                description=sse_docs.THREAD_LAST_EVENT_ID)] = None,
+    thread_id: str,
+    request: Request,
+    caller: StreamCallerDep,
+    up: UpstreamsDep,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", description=sse_docs.THREAD_LAST_EVENT_ID)
+    ] = None,
 ):
     """Live events of every run of the thread (runs started later included), from its first run
     or from just after `Last-Event-ID`."""
@@ -195,11 +280,21 @@ async def stream_thread(
     runs = await list_thread_runs(up.runner, caller.account_id, thread_id, after)  # 404 for another account's
     if resume and (not runs or runs[0].thread_seq != resume[0]):
         raise ApiError(422, "invalid_last_event_id", "Last-Event-ID names no run of this thread")
-    body = thread_events(thread_id=thread_id, account_id=caller.account_id, runs=runs, listed_after=after,
-                         resume=resume, events=up.events, runner=up.runner,
-                         keepalive_seconds=request.app.state.settings.keepalive_seconds)
-    return StreamingResponse(metered_stream(body, "thread"), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    body = thread_events(
+        thread_id=thread_id,
+        account_id=caller.account_id,
+        runs=runs,
+        listed_after=after,
+        resume=resume,
+        events=up.events,
+        runner=up.runner,
+        keepalive_seconds=request.app.state.settings.keepalive_seconds,
+    )
+    return StreamingResponse(
+        metered_stream(body, "thread"),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/health/live", tags=["health"])
@@ -223,5 +318,6 @@ async def health(up: UpstreamsDep):
     healthy = all(v == "serving" for v in results.values())
     from fastapi.responses import JSONResponse
 
-    return JSONResponse({"status": "ok" if healthy else "degraded", "upstreams": results},
-                          status_code=200 if healthy else 503)
+    return JSONResponse(
+        {"status": "ok" if healthy else "degraded", "upstreams": results}, status_code=200 if healthy else 503
+    )

@@ -53,8 +53,9 @@ async def project_sandbox(up: Upstreams, account_id: str, project_id: str, *, re
         return None
     try:
         if reserve:
-            box = await up.sandbox.CreateSandbox(pb.CreateSandboxRequest(account_id=account_id, project_id=project_id,
-                                                                         lazy=True))
+            box = await up.sandbox.CreateSandbox(
+                pb.CreateSandboxRequest(account_id=account_id, project_id=project_id, lazy=True)
+            )
             return box.sandbox_id
         found = await up.sandbox.ListSandboxes(pb.ListSandboxesRequest(account_id=account_id, project_id=project_id))
     except grpc.aio.AioRpcError as exc:
@@ -66,28 +67,34 @@ async def project_sandbox(up: Upstreams, account_id: str, project_id: str, *, re
 
 def _sandbox_out(box: pb.Sandbox) -> schemas.SandboxOut:
     return schemas.SandboxOut(
-        sandbox_id=box.sandbox_id, project_id=box.project_id, provider=box.provider, state=box.state,
-        network=box.spec.network, error=box.error or None, created_at=box.created_at or None,
-        last_used_at=box.last_used_at or None)
+        sandbox_id=box.sandbox_id,
+        project_id=box.project_id,
+        provider=box.provider,
+        state=box.state,
+        network=box.spec.network,
+        error=box.error or None,
+        created_at=box.created_at or None,
+        last_used_at=box.last_used_at or None,
+    )
 
 
 def _file_out(info: pb.FileInfo) -> schemas.FileOut:
-    return schemas.FileOut(name=info.name, path=info.path, is_dir=info.is_dir, size=info.size, mode=info.mode,
-                           modified_at=info.modified_at)
+    return schemas.FileOut(
+        name=info.name, path=info.path, is_dir=info.is_dir, size=info.size, mode=info.mode, modified_at=info.modified_at
+    )
 
 
 @router.get("/sandboxes", response_model=schemas.SandboxList)
-async def list_sandboxes(caller: CallerDep, up: UpstreamsDep,
-                         project_id: Annotated[str, Query(max_length=128)] = ""):
-    reply = await _stub(up).ListSandboxes(pb.ListSandboxesRequest(account_id=caller.account_id,
-                                                                  project_id=project_id))
+async def list_sandboxes(caller: CallerDep, up: UpstreamsDep, project_id: Annotated[str, Query(max_length=128)] = ""):
+    reply = await _stub(up).ListSandboxes(pb.ListSandboxesRequest(account_id=caller.account_id, project_id=project_id))
     return schemas.SandboxList(sandboxes=[_sandbox_out(b) for b in reply.sandboxes])
 
 
 @router.get("/sandboxes/{sandbox_id}", response_model=schemas.SandboxOut)
 async def get_sandbox(sandbox_id: str, caller: CallerDep, up: UpstreamsDep):
-    return _sandbox_out(await _stub(up).GetSandbox(pb.GetSandboxRequest(account_id=caller.account_id,
-                                                                        sandbox_id=sandbox_id)))
+    return _sandbox_out(
+        await _stub(up).GetSandbox(pb.GetSandboxRequest(account_id=caller.account_id, sandbox_id=sandbox_id))
+    )
 
 
 @router.delete("/sandboxes/{sandbox_id}", status_code=204, response_class=Response)
@@ -105,8 +112,9 @@ async def ensure_active(project_id: str, caller: CallerDep, up: UpstreamsDep):
     if not found.sandboxes:  # another account's project, or none: the same answer
         raise ApiError(404, "sandbox_not_found", f"project {project_id!r} has no sandbox")
     box = found.sandboxes[0]
-    return _sandbox_out(await stub.StartSandbox(pb.SandboxRequest(account_id=caller.account_id,
-                                                                  sandbox_id=box.sandbox_id)))
+    return _sandbox_out(
+        await stub.StartSandbox(pb.SandboxRequest(account_id=caller.account_id, sandbox_id=box.sandbox_id))
+    )
 
 
 @router.get("/sandboxes/{sandbox_id}/preview/{port}", response_model=schemas.PreviewOut)
@@ -115,33 +123,41 @@ async def preview(sandbox_id: str, port: int, request: Request, caller: CallerDe
     gateway's proxy route, which only the owner's credentials open."""
     if not 1 <= port <= 65535:
         raise ApiError(422, "invalid_port", "port must be between 1 and 65535")
-    link = await _stub(up).GetPreviewLink(pb.GetPreviewLinkRequest(account_id=caller.account_id,
-                                                                   sandbox_id=sandbox_id, port=port))
+    link = await _stub(up).GetPreviewLink(
+        pb.GetPreviewLinkRequest(account_id=caller.account_id, sandbox_id=sandbox_id, port=port)
+    )
     if link.url:
         return schemas.PreviewOut(url=link.url, token=link.token or None)
     base = str(request.base_url).rstrip("/")
     return schemas.PreviewOut(url=f"{base}/api/sandboxes/{sandbox_id}/preview/{port}/proxy/", token=None)
 
 
-@router.get("/sandboxes/{sandbox_id}/preview/{port}/proxy/{path:path}", response_class=StreamingResponse,
-            openapi_extra=STREAM_EXTRA)
-async def preview_proxy(sandbox_id: str, port: int, path: str, request: Request, caller: StreamCallerDep,
-                        up: UpstreamsDep):
+@router.get(
+    "/sandboxes/{sandbox_id}/preview/{port}/proxy/{path:path}",
+    response_class=StreamingResponse,
+    openapi_extra=STREAM_EXTRA,
+)
+async def preview_proxy(
+    sandbox_id: str, port: int, path: str, request: Request, caller: StreamCallerDep, up: UpstreamsDep
+):
     """GET through to the port inside a local sandbox (bearer header or ?access_token=)."""
     import httpx
 
     if not 1 <= port <= 65535:
         raise ApiError(422, "invalid_port", "port must be between 1 and 65535")
-    link = await _stub(up).GetPreviewLink(pb.GetPreviewLinkRequest(account_id=caller.account_id,
-                                                                   sandbox_id=sandbox_id, port=port))
+    link = await _stub(up).GetPreviewLink(
+        pb.GetPreviewLinkRequest(account_id=caller.account_id, sandbox_id=sandbox_id, port=port)
+    )
     if not link.upstream_url:
         raise ApiError(404, "not_found", "this sandbox's ports are served by its provider's preview link")
     params: list[tuple[str, str | int | float | bool | None]] = [
-        (k, v) for k, v in request.query_params.multi_items() if k != "access_token"]
+        (k, v) for k, v in request.query_params.multi_items() if k != "access_token"
+    ]
     client = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
     try:
-        upstream = await client.send(client.build_request("GET", f"{link.upstream_url}/{quote(path)}",
-                                                          params=params), stream=True)
+        upstream = await client.send(
+            client.build_request("GET", f"{link.upstream_url}/{quote(path)}", params=params), stream=True
+        )
     except httpx.HTTPError as exc:
         await client.aclose()
         raise ApiError(502, "preview_unreachable", f"nothing answered on port {port} in the sandbox") from exc
@@ -154,22 +170,33 @@ async def preview_proxy(sandbox_id: str, port: int, path: str, request: Request,
             await upstream.aclose()
             await client.aclose()
 
-    headers = {k: v for k, v in upstream.headers.items()
-               if k.lower() in ("content-type", "content-encoding", "cache-control", "etag", "last-modified")}
+    headers = {
+        k: v
+        for k, v in upstream.headers.items()
+        if k.lower() in ("content-type", "content-encoding", "cache-control", "etag", "last-modified")
+    }
     return StreamingResponse(body(), status_code=upstream.status_code, headers=headers)
 
 
 @router.get("/sandboxes/{sandbox_id}/files", response_model=schemas.FileList)
 async def list_files(sandbox_id: str, caller: CallerDep, up: UpstreamsDep, path: PathParam = ""):
-    reply = await _stub(up).ListFiles(pb.ListFilesRequest(account_id=caller.account_id, sandbox_id=sandbox_id,
-                                                          path=path))
+    reply = await _stub(up).ListFiles(
+        pb.ListFilesRequest(account_id=caller.account_id, sandbox_id=sandbox_id, path=path)
+    )
     return schemas.FileList(files=[_file_out(f) for f in reply.files])
 
 
-@router.get("/sandboxes/{sandbox_id}/files/content", response_class=StreamingResponse,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "The file, streamed."}})
-async def download(sandbox_id: str, caller: CallerDep, up: UpstreamsDep, path: Annotated[str, Query(
-        min_length=1, max_length=4096, description="The file, relative to the workspace.")]):
+@router.get(
+    "/sandboxes/{sandbox_id}/files/content",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file, streamed."}},
+)
+async def download(
+    sandbox_id: str,
+    caller: CallerDep,
+    up: UpstreamsDep,
+    path: Annotated[str, Query(min_length=1, max_length=4096, description="The file, relative to the workspace.")],
+):
     call = _stub(up).DownloadFile(pb.ReadFileRequest(account_id=caller.account_id, sandbox_id=sandbox_id, path=path))
     try:
         # The first chunk decides the status: a missing file or a refused path is a 4xx, not a cut 200.
@@ -188,23 +215,49 @@ async def download(sandbox_id: str, caller: CallerDep, up: UpstreamsDep, path: A
             call.cancel()
 
     name = path.rstrip("/").rsplit("/", 1)[-1] or "file"
-    return StreamingResponse(body(), media_type="application/octet-stream", headers={
-        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"})
+    return StreamingResponse(
+        body(),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"},
+    )
 
 
 @router.delete("/sandboxes/{sandbox_id}/files", status_code=204, response_class=Response)
-async def delete_file(sandbox_id: str, caller: CallerDep, up: UpstreamsDep,
-                      path: Annotated[str, Query(min_length=1, max_length=4096)], recursive: bool = False):
-    await _stub(up).DeleteFile(pb.DeleteFileRequest(account_id=caller.account_id, sandbox_id=sandbox_id, path=path,
-                                                    recursive=recursive))
+async def delete_file(
+    sandbox_id: str,
+    caller: CallerDep,
+    up: UpstreamsDep,
+    path: Annotated[str, Query(min_length=1, max_length=4096)],
+    recursive: bool = False,
+):
+    await _stub(up).DeleteFile(
+        pb.DeleteFileRequest(account_id=caller.account_id, sandbox_id=sandbox_id, path=path, recursive=recursive)
+    )
     return Response(status_code=204)
 
 
-@router.post("/sandboxes/{sandbox_id}/files", status_code=201, response_model=schemas.FileWritten,
-             openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                 "type": "object", "required": ["path", "file"],
-                 "properties": {"path": {"type": "string", "description": "Where to write it (sent before `file`)."},
-                                "file": {"type": "string", "format": "binary"}}}}}}})
+@router.post(
+    "/sandboxes/{sandbox_id}/files",
+    status_code=201,
+    response_model=schemas.FileWritten,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["path", "file"],
+                        "properties": {
+                            "path": {"type": "string", "description": "Where to write it (sent before `file`)."},
+                            "file": {"type": "string", "format": "binary"},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
 async def upload(sandbox_id: str, request: Request, caller: CallerDep, up: UpstreamsDep):
     """Writes a file into the sandbox from a multipart form (`path`, then `file`), streamed: the
     file is never held whole. Over the size limit: 413."""
@@ -236,11 +289,17 @@ class _MultipartUpload:
         self._file_started = False
         self._file_done = False
         self.size = 0
-        self._parser = MultipartParser(boundary, callbacks={
-            "on_part_begin": self._part_begin, "on_header_field": self._header_field_data,
-            "on_header_value": self._header_value_data, "on_header_end": self._header_end,
-            "on_part_data": self._part_data, "on_part_end": self._part_end,
-        })
+        self._parser = MultipartParser(
+            boundary,
+            callbacks={
+                "on_part_begin": self._part_begin,
+                "on_header_field": self._header_field_data,
+                "on_header_value": self._header_value_data,
+                "on_header_end": self._header_end,
+                "on_part_data": self._part_data,
+                "on_part_end": self._part_end,
+            },
+        )
 
     def _part_begin(self) -> None:
         self._field, self._disposition, self._value = "", b"", bytearray()
@@ -286,8 +345,9 @@ class _MultipartUpload:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(UPLOAD_QUEUE_CHUNKS)
 
         async def messages() -> AsyncIterator[pb.UploadFileChunk]:
-            yield pb.UploadFileChunk(header=pb.UploadFileHeader(account_id=account_id, sandbox_id=sandbox_id,
-                                                                path=self.path))
+            yield pb.UploadFileChunk(
+                header=pb.UploadFileHeader(account_id=account_id, sandbox_id=sandbox_id, path=self.path)
+            )
             while (chunk := await queue.get()) is not None:
                 yield pb.UploadFileChunk(data=chunk)
 

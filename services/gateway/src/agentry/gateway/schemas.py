@@ -60,13 +60,18 @@ class NewThread(_Body):
 class ThreadAnswer(BaseModel):
     thread_id: str
     project_id: str
-    sandbox_id: str | None = Field(default=None, description=(
-        "The project's sandbox (reserved with the thread, made on its first use); null until it exists, "
-        "or when the sandbox service could not be reached."))
+    sandbox_id: str | None = Field(
+        default=None,
+        description=(
+            "The project's sandbox (reserved with the thread, made on its first use); null until it exists, "
+            "or when the sandbox service could not be reached."
+        ),
+    )
     name: str = ""
     created_at: datetime | None = None
-    updated_at: datetime | None = Field(default=None, description=(
-        "The newest of: its creation, its last message, its last run's start."))
+    updated_at: datetime | None = Field(
+        default=None, description=("The newest of: its creation, its last message, its last run's start.")
+    )
     last_run_status: str | None = Field(default=None, description="Status of its newest run; null with no run.")
     message_count: int = 0
 
@@ -97,24 +102,31 @@ class MessageOut(BaseModel):
 
 class MessageList(BaseModel):
     messages: list[MessageOut]
-    next_cursor: str | None = Field(default=None, description=(
-        "Pass as `cursor` (with the same `order`) for the next page; null on the last page."))
+    next_cursor: str | None = Field(
+        default=None, description=("Pass as `cursor` (with the same `order`) for the next page; null on the last page.")
+    )
 
 
 class StartRun(_Body):
-    model_name: str | None = Field(default=None, max_length=200,
-                                   description="A LiteLLM model string; the deployment's default when absent.")
-    prompt: str | None = Field(default=None, max_length=100_000,
-                               description="Added to the thread as a user message before the run starts.")
+    model_name: str | None = Field(
+        default=None, max_length=200, description="A LiteLLM model string; the deployment's default when absent."
+    )
+    prompt: str | None = Field(
+        default=None, max_length=100_000, description="Added to the thread as a user message before the run starts."
+    )
     reasoning_effort: Literal["low", "medium", "high"] | None = Field(
-        default=None, description="How hard a reasoning model thinks (passed to the provider through LiteLLM).")
+        default=None, description="How hard a reasoning model thinks (passed to the provider through LiteLLM)."
+    )
     multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] | None = Field(
-        default=None, description=(
+        default=None,
+        description=(
             "What to do when the thread already has an active run: `reject` (the default) answers 409 "
             "`run_active`; `enqueue` stores the run `pending` until the runs ahead of it have ended, its "
             "prompt joining the thread when it starts; `interrupt` stops the active run (keeping what it "
             "wrote) and starts this one once it has ended; `rollback` does the same and deletes the "
-            "messages the stopped run added after its prompt."))
+            "messages the stopped run added after its prompt."
+        ),
+    )
 
 
 class RunStarted(BaseModel):
@@ -125,11 +137,18 @@ class RunStarted(BaseModel):
 class ResumeRun(_Body):
     """The user's input to a run waiting for it (status requires_action)."""
 
-    content: str | None = Field(default=None, max_length=100_000, description=(
-        "The answer to the run's question (pending.kind `question`), or a note with a decision."))
-    decision: Literal["approve", "reject"] | None = Field(default=None, description=(
-        "For a call waiting for approval (pending.kind `approval`): run it, or refuse it (the model is "
-        "told it was rejected, with `content` as the reason)."))
+    content: str | None = Field(
+        default=None,
+        max_length=100_000,
+        description=("The answer to the run's question (pending.kind `question`), or a note with a decision."),
+    )
+    decision: Literal["approve", "reject"] | None = Field(
+        default=None,
+        description=(
+            "For a call waiting for approval (pending.kind `approval`): run it, or refuse it (the model is "
+            "told it was rejected, with `content` as the reason)."
+        ),
+    )
 
 
 class RunOut(BaseModel):
@@ -140,18 +159,29 @@ class RunOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
-    finish_reason: str | None = Field(default=None, description="Why the run ended (completed, cancelled, "
-                                      "error, budget_exceeded, timeout, expired, ...).")
-    phase: str = Field(default="", description=(
-        "What the run is doing now: waiting_for_worker, waiting_for_thread, starting, starting_sandbox, "
-        "calling_model, running_tool (phase_detail: the tool), resumed, waiting_for_user, finished."))
+    finish_reason: str | None = Field(
+        default=None,
+        description="Why the run ended (completed, cancelled, error, budget_exceeded, timeout, expired, ...).",
+    )
+    phase: str = Field(
+        default="",
+        description=(
+            "What the run is doing now: waiting_for_worker, waiting_for_thread, starting, starting_sandbox, "
+            "calling_model, running_tool (phase_detail: the tool), resumed, waiting_for_user, finished."
+        ),
+    )
     phase_detail: str | None = None
     phase_since: datetime | None = None
-    attempt: int = Field(default=0, description="How many times a worker took the run; 2 and more: resumed "
-                         "after its worker was lost.")
-    pending: dict[str, Any] | None = Field(default=None, description=(
-        "While requires_action: {\"kind\": \"question\", \"question\", \"call_id\"} or "
-        "{\"kind\": \"approval\", \"tool\", \"arguments\", \"call_id\"}; answer with POST /resume."))
+    attempt: int = Field(
+        default=0, description="How many times a worker took the run; 2 and more: resumed after its worker was lost."
+    )
+    pending: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            'While requires_action: {"kind": "question", "question", "call_id"} or '
+            '{"kind": "approval", "tool", "arguments", "call_id"}; answer with POST /resume.'
+        ),
+    )
 
 
 class RunList(BaseModel):
@@ -164,8 +194,10 @@ class Initiated(BaseModel):
     project_id: str
     agent_run_id: str
     sandbox_id: str | None
-    files: list[str] = Field(default_factory=list, description=(
-        "Where the uploaded files are in the sandbox, in the order sent (the first message lists them)."))
+    files: list[str] = Field(
+        default_factory=list,
+        description=("Where the uploaded files are in the sandbox, in the order sent (the first message lists them)."),
+    )
 
 
 class UserOut(BaseModel):
@@ -175,7 +207,7 @@ class UserOut(BaseModel):
 
 class ActiveAccount(BaseModel):
     id: str
-    role: str = Field(description="owner, admin or member; \"api_key\" for a caller using an API key.")
+    role: str = Field(description='owner, admin or member; "api_key" for a caller using an API key.')
 
 
 class SandboxOut(BaseModel):

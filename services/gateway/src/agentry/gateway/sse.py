@@ -42,8 +42,15 @@ async def run_events(
     sent = sse_events_sent().labels("run")
     yield b"retry: 1000\n\n"
     batch: list[bytes] = []
-    async for entry in run_entries(run=run, account_id=account_id, after_seq=after_seq, events=events,
-                                   runner=runner, keepalive_seconds=keepalive_seconds, batches=True):
+    async for entry in run_entries(
+        run=run,
+        account_id=account_id,
+        after_seq=after_seq,
+        events=events,
+        runner=runner,
+        keepalive_seconds=keepalive_seconds,
+        batches=True,
+    ):
         if entry is None:
             yield KEEPALIVE
         elif entry is END_OF_BATCH:
@@ -85,8 +92,9 @@ async def run_entries(
     wait = False
     while True:
         ended = status in TERMINAL_STATUSES
-        entries = await events.read(run.agent_run_id, last,
-                                    block_ms=int(keepalive_seconds * 1000) if wait and not ended else 0)
+        entries = await events.read(
+            run.agent_run_id, last, block_ms=int(keepalive_seconds * 1000) if wait and not ended else 0
+        )
         if entries:
             if entries[0].seq > last + 1:
                 async for entry in _replay(runner, run, account_id, last, before=entries[0].seq):
@@ -122,8 +130,9 @@ async def run_entries(
             continue
         yield None
         try:
-            status = (await runner.GetRun(pb.GetRunRequest(
-                account_id=account_id, agent_run_id=run.agent_run_id))).status
+            status = (
+                await runner.GetRun(pb.GetRunRequest(account_id=account_id, agent_run_id=run.agent_run_id))
+            ).status
         except grpc.aio.AioRpcError:
             logger.warning("could not refresh run status; stream continues")
 
@@ -132,8 +141,9 @@ async def terminal_event(runner, run: pb.Run, account_id: str, *, unless_seq: in
     """The finished run's terminal event, or None when it is the event numbered `unless_seq` (the
     client has it) or the run has none. One call when the client stands on it; otherwise the
     durable events are read through (a Last-Event-ID past the end is rare)."""
-    at = await runner.ListRunEvents(pb.ListRunEventsRequest(
-        account_id=account_id, agent_run_id=run.agent_run_id, after_seq=unless_seq - 1))
+    at = await runner.ListRunEvents(
+        pb.ListRunEventsRequest(account_id=account_id, agent_run_id=run.agent_run_id, after_seq=unless_seq - 1)
+    )
     if at.events and at.events[0].seq == unless_seq and at.events[0].terminal:
         return None
     async for entry in _replay(runner, run, account_id, 0, before=None):
@@ -145,8 +155,9 @@ async def terminal_event(runner, run: pb.Run, account_id: str, *, unless_seq: in
 async def _replay(runner, run: pb.Run, account_id: str, after: int, *, before: int | None):
     """Yields the persisted events after `after` (and before `before`)."""
     while True:
-        reply = await runner.ListRunEvents(pb.ListRunEventsRequest(
-            account_id=account_id, agent_run_id=run.agent_run_id, after_seq=after))
+        reply = await runner.ListRunEvents(
+            pb.ListRunEventsRequest(account_id=account_id, agent_run_id=run.agent_run_id, after_seq=after)
+        )
         if not reply.events:
             return
         for event in reply.events:

@@ -39,8 +39,7 @@ def parse_cursor(value: str) -> tuple[int, int]:
     place, dot, seq = value.strip().partition(".")
     if dot and _number(place) and _number(seq) and int(place) >= 1:
         return int(place), int(seq)
-    raise ApiError(422, "invalid_last_event_id",
-                   "Last-Event-ID must be a thread stream event id: <thread_seq>.<seq>")
+    raise ApiError(422, "invalid_last_event_id", "Last-Event-ID must be a thread stream event id: <thread_seq>.<seq>")
 
 
 def _number(value: str) -> bool:
@@ -57,8 +56,9 @@ def thread_frame(thread_seq: int, seq: int, run_id: str, data: bytes) -> bytes:
 
 
 async def list_thread_runs(runner, account_id: str, thread_id: str, after: int) -> list[pb.ThreadRun]:
-    reply = await runner.ListThreadRuns(pb.ListThreadRunsRequest(
-        account_id=account_id, thread_id=thread_id, after_thread_seq=after))
+    reply = await runner.ListThreadRuns(
+        pb.ListThreadRunsRequest(account_id=account_id, thread_id=thread_id, after_thread_seq=after)
+    )
     return list(reply.runs)
 
 
@@ -84,8 +84,14 @@ async def thread_events(
         while pending:
             current = pending.popleft()
             after = resume[1] if resume is not None and current.thread_seq == resume[0] else 0
-            async for entry in run_entries(run=current.run, account_id=account_id, after_seq=after, events=events,
-                                           runner=runner, keepalive_seconds=keepalive_seconds):
+            async for entry in run_entries(
+                run=current.run,
+                account_id=account_id,
+                after_seq=after,
+                events=events,
+                runner=runner,
+                keepalive_seconds=keepalive_seconds,
+            ):
                 if entry is None:
                     yield KEEPALIVE
                 else:
@@ -96,8 +102,7 @@ async def thread_events(
                 pending.extend(more)
                 known = more[-1].thread_seq if more else known
         # Nothing to follow: wait for the doorbell (woken by the runner's write, not by polling).
-        doorbell = await events.read(thread_log_id(thread_id), max(known, rung),
-                                     block_ms=int(keepalive_seconds * 1000))
+        doorbell = await events.read(thread_log_id(thread_id), max(known, rung), block_ms=int(keepalive_seconds * 1000))
         if doorbell:
             rung = max(rung, doorbell[-1].seq)
         # Also after a quiet keep-alive period: a run placed without a doorbell (one that got the

@@ -57,15 +57,21 @@ async def _ask_auth(call, request) -> Caller:
     except grpc.aio.AioRpcError as exc:
         trailing = dict(exc.trailing_metadata() or ())
         refused_us = trailing.get(ERROR_CODE_KEY) == INTERNAL_CREDENTIAL_REFUSED
-        if not refused_us and exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT,
-                                             grpc.StatusCode.NOT_FOUND):
+        if not refused_us and exc.code() in (
+            grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.NOT_FOUND,
+        ):
             code = trailing.get(ERROR_CODE_KEY)
-            raise _invalid(exc.details() or "invalid token",
-                           code if code in ("token_expired", "api_key_expired") else "invalid_token") from exc
+            raise _invalid(
+                exc.details() or "invalid token",
+                code if code in ("token_expired", "api_key_expired") else "invalid_token",
+            ) from exc
         raise
     p = reply.principal
-    return Caller(user_id=p.user_id, account_id=p.account_id, email=p.email, session_id=p.session_id,
-                  api_key_id=p.api_key_id)
+    return Caller(
+        user_id=p.user_id, account_id=p.account_id, email=p.email, session_id=p.session_id, api_key_id=p.api_key_id
+    )
 
 
 class AuthServiceVerifier:
@@ -139,8 +145,15 @@ class JwksVerifier:
         if key is None:
             raise _invalid("token was not signed by a known key")
         try:
-            claims = jwt.decode(token, key.key, algorithms=ALGORITHMS, audience=audience,
-                                issuer=self._issuer, options={"require": REQUIRED_CLAIMS}, leeway=60)
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=ALGORITHMS,
+                audience=audience,
+                issuer=self._issuer,
+                options={"require": REQUIRED_CLAIMS},
+                leeway=60,
+            )
         except jwt.ExpiredSignatureError as exc:
             raise _invalid("token has expired", "token_expired") from exc
         except jwt.PyJWTError as exc:

@@ -46,13 +46,18 @@ class Upstreams:
         return self.stream_verifier
 
 
-async def open_upstreams(settings: GatewaySettings, stack: contextlib.AsyncExitStack,
-                         *, events: EventStream | None = None) -> Upstreams:
+async def open_upstreams(
+    settings: GatewaySettings, stack: contextlib.AsyncExitStack, *, events: EventStream | None = None
+) -> Upstreams:
     token = settings.internal_token.get_secret_value()
     channels = {
         name: open_channel(target, token, default_timeout=settings.upstream_timeout_seconds, tls=settings.tls())
-        for name, target in (("auth", settings.auth_target), ("billing", settings.billing_target),
-                             ("sandbox", settings.sandbox_target), ("runner", settings.runner_target))
+        for name, target in (
+            ("auth", settings.auth_target),
+            ("billing", settings.billing_target),
+            ("sandbox", settings.sandbox_target),
+            ("runner", settings.runner_target),
+        )
     }
     for channel in channels.values():
         stack.push_async_callback(channel.close)
@@ -66,12 +71,16 @@ async def open_upstreams(settings: GatewaySettings, stack: contextlib.AsyncExitS
     # Redis when the gateway runs in split mode (so every replica sees every key).
     idempotency: IdempotencyStore
     if settings.events == "redis":
-        idempotency = RedisIdempotencyStore(settings.redis_url, key_prefix=settings.idempotency_prefix,
-                                            ttl_seconds=settings.idempotency_ttl_seconds,
-                                            lock_seconds=settings.idempotency_lock_seconds)
+        idempotency = RedisIdempotencyStore(
+            settings.redis_url,
+            key_prefix=settings.idempotency_prefix,
+            ttl_seconds=settings.idempotency_ttl_seconds,
+            lock_seconds=settings.idempotency_lock_seconds,
+        )
     else:
-        idempotency = MemoryIdempotencyStore(ttl_seconds=settings.idempotency_ttl_seconds,
-                                             lock_seconds=settings.idempotency_lock_seconds)
+        idempotency = MemoryIdempotencyStore(
+            ttl_seconds=settings.idempotency_ttl_seconds, lock_seconds=settings.idempotency_lock_seconds
+        )
     stack.push_async_callback(idempotency.close)
     limiter: RateLimiter
     if settings.events == "redis":

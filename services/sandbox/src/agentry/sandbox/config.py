@@ -50,10 +50,12 @@ class SandboxSettings(ServiceSettings):
     dedicated_users: bool = True
 
     # Daytona provider, configured explicitly (the SDK is never left to read .env files).
-    daytona_api_key: SecretStr = Field(default=SecretStr(""),
-                                       validation_alias=AliasChoices("DAYTONA_API_KEY", "daytona_api_key"))
-    daytona_api_url: str = Field(default="https://app.daytona.io/api",
-                                 validation_alias=AliasChoices("DAYTONA_API_URL", "daytona_api_url"))
+    daytona_api_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("DAYTONA_API_KEY", "daytona_api_key")
+    )
+    daytona_api_url: str = Field(
+        default="https://app.daytona.io/api", validation_alias=AliasChoices("DAYTONA_API_URL", "daytona_api_url")
+    )
     daytona_target: str = Field(default="", validation_alias=AliasChoices("DAYTONA_TARGET", "daytona_target"))
     daytona_snapshot: str = ""
 

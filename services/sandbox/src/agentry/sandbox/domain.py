@@ -35,17 +35,30 @@ class SandboxSpec:
     network: bool = False
 
     def to_json(self) -> dict:
-        return {"image": self.image, "snapshot": self.snapshot, "cpu": self.cpu, "memory_mb": self.memory_mb,
-                "disk_mb": self.disk_mb, "env": dict(self.env), "labels": dict(self.labels),
-                "network": self.network}
+        return {
+            "image": self.image,
+            "snapshot": self.snapshot,
+            "cpu": self.cpu,
+            "memory_mb": self.memory_mb,
+            "disk_mb": self.disk_mb,
+            "env": dict(self.env),
+            "labels": dict(self.labels),
+            "network": self.network,
+        }
 
     @classmethod
     def from_json(cls, data: dict | None) -> SandboxSpec:
         data = data or {}
-        return cls(image=data.get("image", ""), snapshot=data.get("snapshot", ""), cpu=int(data.get("cpu", 0)),
-                   memory_mb=int(data.get("memory_mb", 0)), disk_mb=int(data.get("disk_mb", 0)),
-                   env=dict(data.get("env", {})), labels=dict(data.get("labels", {})),
-                   network=bool(data.get("network", False)))
+        return cls(
+            image=data.get("image", ""),
+            snapshot=data.get("snapshot", ""),
+            cpu=int(data.get("cpu", 0)),
+            memory_mb=int(data.get("memory_mb", 0)),
+            disk_mb=int(data.get("disk_mb", 0)),
+            env=dict(data.get("env", {})),
+            labels=dict(data.get("labels", {})),
+            network=bool(data.get("network", False)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +97,11 @@ class Lifecycle:
 
     def next_state(self, record: SandboxRecord, now: datetime) -> SandboxState | None:
         """What an idle sandbox should move to now, if anything."""
-        if (record.state is SandboxState.STARTED and self.auto_stop_seconds
-                and (now - record.last_used_at).total_seconds() >= self.auto_stop_seconds):
+        if (
+            record.state is SandboxState.STARTED
+            and self.auto_stop_seconds
+            and (now - record.last_used_at).total_seconds() >= self.auto_stop_seconds
+        ):
             return SandboxState.STOPPED
         if record.state is SandboxState.STOPPED and self.auto_archive_seconds:
             since = record.state_changed_at or record.last_used_at

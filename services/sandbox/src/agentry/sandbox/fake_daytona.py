@@ -61,8 +61,7 @@ class FakeDaytona:
         self.app = self._build()
 
     async def start(self) -> None:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None, access_log=False,
-                                lifespan="off")
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._task = asyncio.create_task(self._server.serve())
@@ -84,10 +83,23 @@ class FakeDaytona:
 
     def _json(self, box: _Box) -> dict:
         return {
-            "id": box.id, "organizationId": "org-1", "name": box.name, "snapshot": box.snapshot, "user": "daytona",
-            "env": box.env, "labels": box.labels, "public": False, "networkBlockAll": box.network_block_all,
-            "kvm": False, "target": "us", "cpu": box.cpu, "gpu": 0, "memory": box.memory, "disk": box.disk,
-            "state": box.state, "toolboxProxyUrl": f"{self.base_url}/toolbox",
+            "id": box.id,
+            "organizationId": "org-1",
+            "name": box.name,
+            "snapshot": box.snapshot,
+            "user": "daytona",
+            "env": box.env,
+            "labels": box.labels,
+            "public": False,
+            "networkBlockAll": box.network_block_all,
+            "kvm": False,
+            "target": "us",
+            "cpu": box.cpu,
+            "gpu": 0,
+            "memory": box.memory,
+            "disk": box.disk,
+            "state": box.state,
+            "toolboxProxyUrl": f"{self.base_url}/toolbox",
             "createdAt": datetime.now(UTC).isoformat(),
         }
 
@@ -128,9 +140,18 @@ class FakeDaytona:
             root = fake.root / box_id
             (root / "home/daytona").mkdir(parents=True)
             (root / "tmp").mkdir()
-            box = _Box(id=box_id, name=name, root=root, env=body.get("env") or {}, labels=body.get("labels") or {},
-                       network_block_all=bool(body.get("networkBlockAll")), cpu=body.get("cpu") or 1,
-                       memory=body.get("memory") or 1, disk=body.get("disk") or 3, snapshot=body.get("snapshot"))
+            box = _Box(
+                id=box_id,
+                name=name,
+                root=root,
+                env=body.get("env") or {},
+                labels=body.get("labels") or {},
+                network_block_all=bool(body.get("networkBlockAll")),
+                cpu=body.get("cpu") or 1,
+                memory=body.get("memory") or 1,
+                disk=body.get("disk") or 3,
+                snapshot=body.get("snapshot"),
+            )
             fake.boxes[box_id] = box
             return fake._json(box)
 
@@ -174,8 +195,11 @@ class FakeDaytona:
             box = box_or_404(key)
             if isinstance(box, JSONResponse):
                 return box
-            return {"sandboxId": box.id, "url": f"https://{port}-{box.id}.proxy.daytona.example",
-                    "token": f"tok-{box.id[:8]}-{port}"}
+            return {
+                "sandboxId": box.id,
+                "url": f"https://{port}-{box.id}.proxy.daytona.example",
+                "token": f"tok-{box.id[:8]}-{port}",
+            }
 
         @app.get("/sandbox/{key}/toolbox-proxy-url")
         async def toolbox_url(key: str):
@@ -198,11 +222,22 @@ class FakeDaytona:
                 return box
             body = await request.json()
             cwd = fake._host(box, body.get("cwd") or "/home/daytona")
-            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(box.root / "home/daytona"), **box.env,
-                   **(body.get("envs") or {})}
+            env = {
+                "PATH": "/usr/local/bin:/usr/bin:/bin",
+                "HOME": str(box.root / "home/daytona"),
+                **box.env,
+                **(body.get("envs") or {}),
+            }
             process = await asyncio.create_subprocess_exec(
-                "/bin/sh", "-c", fake._in_host(box, body["command"]), cwd=cwd, env=env, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True)
+                "/bin/sh",
+                "-c",
+                fake._in_host(box, body["command"]),
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             try:
                 output, _ = await asyncio.wait_for(process.communicate(), body.get("timeout") or 10)
             except TimeoutError:
@@ -303,15 +338,19 @@ class FakeDaytona:
                 for path in paths:
                     target = fake._host(box, path)
                     if target.is_file():
-                        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-                               f"filename=\"{path}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+                        yield (
+                            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                            f'filename="{path}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                        ).encode()
                         with open(target, "rb") as source:
                             while chunk := source.read(1 << 20):
                                 yield chunk
                     else:
-                        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"error\"; "
-                               f"filename=\"{path}\"\r\nContent-Type: application/json\r\n\r\n"
-                               f"{{\"message\": \"file not found: {path}\", \"statusCode\": 404}}").encode()
+                        yield (
+                            f'--{boundary}\r\nContent-Disposition: form-data; name="error"; '
+                            f'filename="{path}"\r\nContent-Type: application/json\r\n\r\n'
+                            f'{{"message": "file not found: {path}", "statusCode": 404}}'
+                        ).encode()
                     yield b"\r\n"
                 yield f"--{boundary}--\r\n".encode()
 
@@ -364,11 +403,15 @@ class FakeDaytona:
             cmd_id = str(uuid.uuid4())
             log = box.root / "tmp" / f"{cmd_id}.log"
             with open(log, "wb") as out:
-                process = subprocess.Popen(["/bin/sh", "-c", fake._in_host(box, body["command"])],
-                                           cwd=box.root / "home/daytona",
-                                           env={"PATH": "/usr/local/bin:/usr/bin:/bin", **box.env},
-                                           stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
-                                           start_new_session=True)
+                process = subprocess.Popen(
+                    ["/bin/sh", "-c", fake._in_host(box, body["command"])],
+                    cwd=box.root / "home/daytona",
+                    env={"PATH": "/usr/local/bin:/usr/bin:/bin", **box.env},
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             box.sessions[sid][cmd_id] = {"id": cmd_id, "command": body["command"], "process": process, "log": log}
             return JSONResponse({"cmdId": cmd_id}, status_code=202)
 
@@ -426,7 +469,15 @@ def _session(session_id: str, commands: dict) -> dict:
 def _info(target: Path) -> dict:
     status = os.lstat(target)
     modified = datetime.fromtimestamp(status.st_mtime, UTC)
-    return {"name": target.name, "isDir": stat.S_ISDIR(status.st_mode), "size": status.st_size,
-            "mode": stat.filemode(status.st_mode), "permissions": oct(stat.S_IMODE(status.st_mode))[2:].zfill(4),
-            "modTime": str(modified), "modifiedAt": modified.isoformat(), "owner": "daytona", "group": "daytona",
-            "path": str(target)}
+    return {
+        "name": target.name,
+        "isDir": stat.S_ISDIR(status.st_mode),
+        "size": status.st_size,
+        "mode": stat.filemode(status.st_mode),
+        "permissions": oct(stat.S_IMODE(status.st_mode))[2:].zfill(4),
+        "modTime": str(modified),
+        "modifiedAt": modified.isoformat(),
+        "owner": "daytona",
+        "group": "daytona",
+        "path": str(target),
+    }

@@ -23,14 +23,29 @@ def _seconds(value: datetime | None) -> float:
 
 
 def _spec_out(spec: SandboxSpec) -> sandbox_pb2.SandboxSpec:
-    return sandbox_pb2.SandboxSpec(image=spec.image, snapshot=spec.snapshot, cpu=spec.cpu, memory_mb=spec.memory_mb,
-                                   disk_mb=spec.disk_mb, env=spec.env, labels=spec.labels, network=spec.network)
+    return sandbox_pb2.SandboxSpec(
+        image=spec.image,
+        snapshot=spec.snapshot,
+        cpu=spec.cpu,
+        memory_mb=spec.memory_mb,
+        disk_mb=spec.disk_mb,
+        env=spec.env,
+        labels=spec.labels,
+        network=spec.network,
+    )
 
 
 def _spec_in(message: sandbox_pb2.SandboxSpec) -> SandboxSpec:
-    return SandboxSpec(image=message.image, snapshot=message.snapshot, cpu=message.cpu, memory_mb=message.memory_mb,
-                       disk_mb=message.disk_mb, env=dict(message.env), labels=dict(message.labels),
-                       network=message.network)
+    return SandboxSpec(
+        image=message.image,
+        snapshot=message.snapshot,
+        cpu=message.cpu,
+        memory_mb=message.memory_mb,
+        disk_mb=message.disk_mb,
+        env=dict(message.env),
+        labels=dict(message.labels),
+        network=message.network,
+    )
 
 
 def _sandbox(record: SandboxRecord) -> sandbox_pb2.Sandbox:
@@ -49,22 +64,28 @@ def _sandbox(record: SandboxRecord) -> sandbox_pb2.Sandbox:
 
 
 def _process(info: ProcessInfo) -> sandbox_pb2.Process:
-    message = sandbox_pb2.Process(process_id=info.process_id, running=info.running, command=info.command,
-                                  run_id=info.run_id)
+    message = sandbox_pb2.Process(
+        process_id=info.process_id, running=info.running, command=info.command, run_id=info.run_id
+    )
     if info.exit_code is not None:
         message.exit_code = info.exit_code
     return message
 
 
 def _file(info: FileInfo) -> sandbox_pb2.FileInfo:
-    return sandbox_pb2.FileInfo(name=info.name, path=info.path, is_dir=info.is_dir, size=info.size,
-                                modified_at=info.modified_at, mode=info.mode)
+    return sandbox_pb2.FileInfo(
+        name=info.name, path=info.path, is_dir=info.is_dir, size=info.size, modified_at=info.modified_at, mode=info.mode
+    )
 
 
 def _exit(outcome: ExecOutcome) -> sandbox_pb2.ExecChunk:
     return sandbox_pb2.ExecChunk(
-        exit=sandbox_pb2.ExecExit(exit_code=outcome.exit_code, timed_out=outcome.timed_out,
-                                  duration_seconds=outcome.duration_seconds, truncated=outcome.truncated)
+        exit=sandbox_pb2.ExecExit(
+            exit_code=outcome.exit_code,
+            timed_out=outcome.timed_out,
+            duration_seconds=outcome.duration_seconds,
+            truncated=outcome.truncated,
+        )
     )
 
 
@@ -81,8 +102,9 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
 
     async def CreateSandbox(self, request, context) -> sandbox_pb2.Sandbox:
         spec = _spec_in(request.spec) if request.HasField("spec") else None
-        return _sandbox(await self._service.create_sandbox(request.account_id, request.project_id, spec,
-                                                           lazy=request.lazy))
+        return _sandbox(
+            await self._service.create_sandbox(request.account_id, request.project_id, spec, lazy=request.lazy)
+        )
 
     async def GetSandbox(self, request, context) -> sandbox_pb2.Sandbox:
         return _sandbox(await self._service.get_sandbox(request.account_id, request.sandbox_id))
@@ -114,8 +136,12 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
         # A cancelled RPC (client gone, deadline) raises CancelledError here; closing the
         # stream then kills the command.
         stream = self._service.exec(
-            request.account_id, request.sandbox_id, request.command, cwd=request.cwd,
-            timeout=request.timeout_seconds, env=dict(request.env),
+            request.account_id,
+            request.sandbox_id,
+            request.command,
+            cwd=request.cwd,
+            timeout=request.timeout_seconds,
+            env=dict(request.env),
         )
         async with contextlib.aclosing(stream):
             async for item in stream:
@@ -161,22 +187,28 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
         return sandbox_pb2.ListFilesResponse(files=[_file(f) for f in files])
 
     async def DeleteFile(self, request, context) -> sandbox_pb2.DeleteFileResponse:
-        await self._service.delete_file(request.account_id, request.sandbox_id, request.path,
-                                        recursive=request.recursive)
+        await self._service.delete_file(
+            request.account_id, request.sandbox_id, request.path, recursive=request.recursive
+        )
         return sandbox_pb2.DeleteFileResponse()
 
     async def MakeDirectory(self, request, context) -> sandbox_pb2.FileInfo:
         return _file(await self._service.make_dir(request.account_id, request.sandbox_id, request.path))
 
     async def MoveFile(self, request, context) -> sandbox_pb2.FileInfo:
-        return _file(await self._service.move(request.account_id, request.sandbox_id, request.source,
-                                              request.destination))
+        return _file(
+            await self._service.move(request.account_id, request.sandbox_id, request.source, request.destination)
+        )
 
     # Background processes
 
     async def StartProcess(self, request, context) -> sandbox_pb2.Process:
         info = await self._service.start_process(
-            request.account_id, request.sandbox_id, request.command, cwd=request.cwd, env=dict(request.env),
+            request.account_id,
+            request.sandbox_id,
+            request.command,
+            cwd=request.cwd,
+            env=dict(request.env),
             run_id=request.run_id or _caller_run_id(),
         )
         return _process(info)
@@ -186,14 +218,19 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
         return sandbox_pb2.ListProcessesResponse(processes=[_process(p) for p in processes])
 
     async def ReadProcess(self, request, context) -> sandbox_pb2.ReadProcessResponse:
-        result = await self._service.read_process(request.account_id, request.sandbox_id, request.process_id,
-                                                  request.offset)
-        return sandbox_pb2.ReadProcessResponse(process=_process(result.process), output=result.output,
-                                               next_offset=result.next_offset)
+        result = await self._service.read_process(
+            request.account_id, request.sandbox_id, request.process_id, request.offset
+        )
+        return sandbox_pb2.ReadProcessResponse(
+            process=_process(result.process), output=result.output, next_offset=result.next_offset
+        )
 
     async def SendProcessInput(self, request, context) -> sandbox_pb2.Process:
-        return _process(await self._service.send_input(request.account_id, request.sandbox_id, request.process_id,
-                                                       request.data, close=request.close))
+        return _process(
+            await self._service.send_input(
+                request.account_id, request.sandbox_id, request.process_id, request.data, close=request.close
+            )
+        )
 
     async def StopProcess(self, request, context) -> sandbox_pb2.Process:
         return _process(await self._service.stop_process(request.account_id, request.sandbox_id, request.process_id))

@@ -26,10 +26,14 @@ def build_provider(settings: SandboxSettings) -> SandboxProvider:
         from .adapters.daytona import DaytonaSandboxProvider
 
         return DaytonaSandboxProvider(
-            api_key=settings.daytona_api_key.get_secret_value(), api_url=settings.daytona_api_url,
-            target=settings.daytona_target, snapshot=settings.daytona_snapshot,
-            auto_stop_minutes=settings.auto_stop_minutes, auto_archive_minutes=settings.auto_archive_minutes,
-            max_output_bytes=settings.max_output_bytes, max_file_bytes=settings.max_file_bytes,
+            api_key=settings.daytona_api_key.get_secret_value(),
+            api_url=settings.daytona_api_url,
+            target=settings.daytona_target,
+            snapshot=settings.daytona_snapshot,
+            auto_stop_minutes=settings.auto_stop_minutes,
+            auto_archive_minutes=settings.auto_archive_minutes,
+            max_output_bytes=settings.max_output_bytes,
+            max_file_bytes=settings.max_file_bytes,
             max_upload_bytes=settings.max_upload_bytes,
         )
     from .adapters.isolation import choose_isolation
@@ -38,8 +42,10 @@ def build_provider(settings: SandboxSettings) -> SandboxProvider:
     isolation, bwrap = choose_isolation(settings.isolation)
     if isolation == "none":
         if settings.allow_unisolated:
-            logger.warning("SANDBOX COMMANDS RUN UNISOLATED ON THIS HOST: the agent can read and change anything "
-                           "this process can (AGENTRY_SANDBOX_ALLOW_UNISOLATED is set)")
+            logger.warning(
+                "SANDBOX COMMANDS RUN UNISOLATED ON THIS HOST: the agent can read and change anything "
+                "this process can (AGENTRY_SANDBOX_ALLOW_UNISOLATED is set)"
+            )
         else:
             logger.warning("bubblewrap is unavailable: sandbox commands will be refused (files still work)")
     return LocalSandboxProvider(
@@ -51,8 +57,12 @@ def build_provider(settings: SandboxSettings) -> SandboxProvider:
         max_file_bytes=settings.max_file_bytes,
         max_upload_bytes=settings.max_upload_bytes,
         limits=LocalLimits(
-            cpu_seconds=settings.cpu_seconds, memory_mb=settings.memory_mb, max_memory_mb=settings.max_memory_mb,
-            processes=settings.max_processes, disk_mb=settings.disk_mb, max_disk_mb=settings.max_disk_mb,
+            cpu_seconds=settings.cpu_seconds,
+            memory_mb=settings.memory_mb,
+            max_memory_mb=settings.max_memory_mb,
+            processes=settings.max_processes,
+            disk_mb=settings.disk_mb,
+            max_disk_mb=settings.max_disk_mb,
             dedicated_users=settings.dedicated_users,
         ),
     )
@@ -72,8 +82,12 @@ async def _reap_forever(service: SandboxService, interval: float) -> None:
 
 async def start(settings: SandboxSettings, stack: contextlib.AsyncExitStack) -> RunningServer:
     engine = await open_database(
-        settings.database_url, migrations_dir=MIGRATIONS_DIR, version_table=VERSION_TABLE, stack=stack,
-        pool_size=settings.database_pool_size, max_overflow=settings.database_max_overflow,
+        settings.database_url,
+        migrations_dir=MIGRATIONS_DIR,
+        version_table=VERSION_TABLE,
+        stack=stack,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
         pool_mode=settings.database_pool_mode,
     )
     provider = build_provider(settings)
@@ -83,8 +97,9 @@ async def start(settings: SandboxSettings, stack: contextlib.AsyncExitStack) -> 
         provider,
         default_timeout=settings.default_exec_timeout_seconds,
         max_timeout=settings.max_exec_timeout_seconds,
-        lifecycle=Lifecycle(auto_stop_seconds=settings.auto_stop_minutes * 60,
-                            auto_archive_seconds=settings.auto_archive_minutes * 60),
+        lifecycle=Lifecycle(
+            auto_stop_seconds=settings.auto_stop_minutes * 60, auto_archive_seconds=settings.auto_archive_minutes * 60
+        ),
     )
     reaper = asyncio.create_task(_reap_forever(service, settings.reap_interval_seconds), name="sandbox-reaper")
 

@@ -85,9 +85,16 @@ class SandboxService:
         if record is None:
             now = self._clock()
             record = SandboxRecord(
-                sandbox_id=self._new_id(), account_id=account_id, project_id=project_id,
-                provider=self._provider.name, provider_ref="", state=SandboxState.CREATING,
-                created_at=now, last_used_at=now, spec=spec, state_changed_at=now,
+                sandbox_id=self._new_id(),
+                account_id=account_id,
+                project_id=project_id,
+                provider=self._provider.name,
+                provider_ref="",
+                state=SandboxState.CREATING,
+                created_at=now,
+                last_used_at=now,
+                spec=spec,
+                state_changed_at=now,
             )
             try:
                 await self._repository.add(record)
@@ -181,8 +188,9 @@ class SandboxService:
             record = await self._use(account_id, sandbox_id)
             effective = min(timeout or self._default_timeout, self._max_timeout)
             with self._working(sandbox_id):
-                stream = self._provider.exec(record.provider_ref, command, cwd=cwd, timeout=effective,
-                                             env={**record.spec.env, **(env or {})})
+                stream = self._provider.exec(
+                    record.provider_ref, command, cwd=cwd, timeout=effective, env={**record.spec.env, **(env or {})}
+                )
                 async with contextlib.aclosing(stream):
                     async for item in stream:
                         if isinstance(item, ExecOutcome):
@@ -240,12 +248,19 @@ class SandboxService:
     # Background processes
 
     async def start_process(
-        self, account_id: str, sandbox_id: str, command: str, *, cwd: str = "",
-        env: Mapping[str, str] | None = None, run_id: str = "",
+        self,
+        account_id: str,
+        sandbox_id: str,
+        command: str,
+        *,
+        cwd: str = "",
+        env: Mapping[str, str] | None = None,
+        run_id: str = "",
     ) -> ProcessInfo:
         record = await self._use(account_id, sandbox_id)
-        return await self._provider.start_process(record.provider_ref, command, cwd=cwd,
-                                                  env={**record.spec.env, **(env or {})}, run_id=run_id)
+        return await self._provider.start_process(
+            record.provider_ref, command, cwd=cwd, env={**record.spec.env, **(env or {})}, run_id=run_id
+        )
 
     async def list_processes(self, account_id: str, sandbox_id: str) -> list[ProcessInfo]:
         record = await self.get_sandbox(account_id, sandbox_id)
@@ -343,7 +358,9 @@ class SandboxService:
             if not self._busy[sandbox_id]:
                 del self._busy[sandbox_id]
 
-    async def _chunks(self, sandbox_id: str, first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    async def _chunks(
+        self, sandbox_id: str, first: bytes, rest: AsyncGenerator[bytes, None]
+    ) -> AsyncGenerator[bytes, None]:
         with self._working(sandbox_id):
             async with contextlib.aclosing(rest):
                 if first:

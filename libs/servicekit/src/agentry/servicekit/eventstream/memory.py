@@ -49,9 +49,7 @@ class MemoryEventStream:
             run.waiters = self._pending_waiters.pop(run_id, set())
             self._runs[run_id] = run
         if seq <= run.last_seq or seq < 1:
-            raise SequenceError(
-                f"run {run_id}: seq {seq} is not greater than the last appended seq {run.last_seq}"
-            )
+            raise SequenceError(f"run {run_id}: seq {seq} is not greater than the last appended seq {run.last_seq}")
         run.entries.append(StreamEntry(seq=seq, data=bytes(data), terminal=terminal))
         run.last_seq = seq
         if terminal:
@@ -63,9 +61,7 @@ class MemoryEventStream:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def read(
-        self, run_id: str, after_seq: int, *, count: int = 500, block_ms: int = 0
-    ) -> list[StreamEntry]:
+    async def read(self, run_id: str, after_seq: int, *, count: int = 500, block_ms: int = 0) -> list[StreamEntry]:
         entries = self._collect(run_id, after_seq, count)
         if entries or block_ms <= 0 or self._closed:
             return entries
@@ -109,9 +105,7 @@ class MemoryEventStream:
     async def close(self) -> None:
         # Blocked readers wake and return whatever is held, as a closed Redis connection ends them.
         self._closed = True
-        for waiters in [run.waiters for run in self._runs.values()] + list(
-            self._pending_waiters.values()
-        ):
+        for waiters in [run.waiters for run in self._runs.values()] + list(self._pending_waiters.values()):
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)

@@ -28,9 +28,7 @@ class EventStream(Protocol):
         """Append one entry; a terminal entry starts the run's expiry clock. Raises SequenceError."""
         ...
 
-    async def read(
-        self, run_id: str, after_seq: int, *, count: int = 500, block_ms: int = 0
-    ) -> list[StreamEntry]:
+    async def read(self, run_id: str, after_seq: int, *, count: int = 500, block_ms: int = 0) -> list[StreamEntry]:
         """Entries with seq > after_seq, oldest first, at most `count`.
 
         When there are none and block_ms > 0, wait up to block_ms for the next append

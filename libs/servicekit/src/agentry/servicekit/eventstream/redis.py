@@ -51,6 +51,7 @@ def _spawn(coro) -> None:
     _background.add(task)
     task.add_done_callback(_background.discard)
 
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -76,8 +77,12 @@ def connection_pool(
     bounded in time rather than in attempts.
     """
     return aioredis.BlockingConnectionPool.from_url(
-        redis_url, max_connections=max_connections, timeout=pool_timeout,
-        socket_timeout=socket_timeout, socket_connect_timeout=5.0, socket_keepalive=True,
+        redis_url,
+        max_connections=max_connections,
+        timeout=pool_timeout,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=5.0,
+        socket_keepalive=True,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=health_check_interval,
@@ -112,8 +117,9 @@ async def reconnecting(
             now = loop.time()
             if give_up_at is None:
                 give_up_at = now + reconnect_seconds
-                logger.warning("%s: redis connection lost (%s); reconnecting for up to %.0fs",
-                               what, exc, reconnect_seconds)
+                logger.warning(
+                    "%s: redis connection lost (%s); reconnecting for up to %.0fs", what, exc, reconnect_seconds
+                )
             if now >= give_up_at:
                 raise
             await asyncio.sleep(min(give_up_at - now, delay / 2 + random.uniform(0, delay / 2)))
@@ -163,13 +169,20 @@ class _Multiplexer:
     waiting readers with EventStreamUnavailable (as a direct read would).
     """
 
-    def __init__(self, redis_url: str, *, wake_key: str, count: int, reconnect_seconds: float,
-                 block_ms: int = 5_000) -> None:
+    def __init__(
+        self, redis_url: str, *, wake_key: str, count: int, reconnect_seconds: float, block_ms: int = 5_000
+    ) -> None:
         # A connection of its own, no pool: the blocked read holds it. No hidden retries either:
         # a lost connection surfaces here, where the loop decides.
         self._redis = aioredis.Redis.from_url(
-            redis_url, socket_timeout=block_ms / 1000 + 5, socket_connect_timeout=5.0, socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0), single_connection_client=True, health_check_interval=0)
+            redis_url,
+            socket_timeout=block_ms / 1000 + 5,
+            socket_connect_timeout=5.0,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+            single_connection_client=True,
+            health_check_interval=0,
+        )
         self._wake_key = wake_key
         self._wake_id = b"0-0"
         self._count = count
@@ -246,7 +259,9 @@ class _Multiplexer:
             try:
                 response = await self._redis.xread(
                     {self._wake_key: self._wake_id, **{key: f"{after}-0" for key, after in streams.items()}},
-                    count=self._count, block=self._block_ms)
+                    count=self._count,
+                    block=self._block_ms,
+                )
             except RedisError as exc:
                 self._inflight = None
                 now = loop.time()
@@ -286,7 +301,7 @@ class _Multiplexer:
             start = bisect.bisect_right(seqs, after)
             if start < len(entries):
                 if not future.done():
-                    future.set_result(entries[start:start + self._count])
+                    future.set_result(entries[start : start + self._count])
                     self._returning += 1
             elif not future.done():
                 keep.append((after, future))
@@ -335,14 +350,22 @@ class RedisEventStream:
         self._reconnect_seconds = reconnect_seconds
         # redis-py's default 5 s socket timeout would cut a blocked XREAD short; allow the
         # longest block plus slack instead, so a dead server still surfaces as an error.
-        self._pool = connection_pool(redis_url, max_connections=max_connections, pool_timeout=pool_timeout,
-                                     socket_timeout=MAX_BLOCK_MS / 1000 + 5)
+        self._pool = connection_pool(
+            redis_url,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            socket_timeout=MAX_BLOCK_MS / 1000 + 5,
+        )
         self._redis = aioredis.Redis.from_pool(self._pool)
         self._append = self._redis.register_script(_APPEND)
         self._pending: list[tuple[str, int, bytes, bytes, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._mux = _Multiplexer(redis_url, wake_key=f"{key_prefix}mux-wake:{uuid.uuid4().hex}",
-                                 count=500, reconnect_seconds=reconnect_seconds)
+        self._mux = _Multiplexer(
+            redis_url,
+            wake_key=f"{key_prefix}mux-wake:{uuid.uuid4().hex}",
+            count=500,
+            reconnect_seconds=reconnect_seconds,
+        )
         self._mux.bind_waker(self._redis)
 
     def key(self, run_id: str) -> str:
@@ -395,8 +418,9 @@ class RedisEventStream:
                     pipe.xadd(key, {b"d": data, b"t": flag}, id=f"{seq}-0", maxlen=self._maxlen, approximate=True)
             return await pipe.execute(raise_on_error=False)
 
-    async def _settle_duplicate(self, run_id: str, seq: int, data: bytes, flag: bytes,
-                                future: asyncio.Future[None]) -> None:
+    async def _settle_duplicate(
+        self, run_id: str, seq: int, data: bytes, flag: bytes, future: asyncio.Future[None]
+    ) -> None:
         """An append whose seq is already used: a no-op when the same entry is there (a retry of
         one that landed), a SequenceError otherwise."""
         try:
@@ -414,16 +438,13 @@ class RedisEventStream:
 
     async def _holds(self, key: str, seq: int, data: bytes, flag: bytes) -> bool:
         try:
-            found = await self._reconnecting(lambda: self._redis.xrange(key, f"{seq}-0", f"{seq}-0"),
-                                             f"check {key}")
+            found = await self._reconnecting(lambda: self._redis.xrange(key, f"{seq}-0", f"{seq}-0"), f"check {key}")
         except RedisError as exc:
             raise EventStreamUnavailable(f"cannot read {key}: {exc}") from exc
         fields = found[0][1] if found else None
         return fields is not None and fields.get(b"d") == data and fields.get(b"t") == flag
 
-    async def read(
-        self, run_id: str, after_seq: int, *, count: int = 500, block_ms: int = 0
-    ) -> list[StreamEntry]:
+    async def read(self, run_id: str, after_seq: int, *, count: int = 500, block_ms: int = 0) -> list[StreamEntry]:
         """A waiting read (block_ms > 0) is answered by the multiplexer (no connection held per
         reader); an immediate one is one XREAD on a pooled connection."""
         key = self.key(run_id)
@@ -438,13 +459,17 @@ class RedisEventStream:
             response = await self._reconnecting(xread, f"read run {run_id}")
         except RedisError as exc:
             raise EventStreamUnavailable(f"cannot read run {run_id}: {exc}") from exc
-        return [_entry(entry_id, fields) for _, stream_entries in _streams_of(response)
-                for entry_id, fields in stream_entries]
+        return [
+            _entry(entry_id, fields)
+            for _, stream_entries in _streams_of(response)
+            for entry_id, fields in stream_entries
+        ]
 
     async def first_seq(self, run_id: str) -> int | None:
         try:
-            oldest = await self._reconnecting(lambda: self._redis.xrange(self.key(run_id), count=1),
-                                              f"read run {run_id}")
+            oldest = await self._reconnecting(
+                lambda: self._redis.xrange(self.key(run_id), count=1), f"read run {run_id}"
+            )
         except RedisError as exc:
             raise EventStreamUnavailable(f"cannot read run {run_id}: {exc}") from exc
         entry_id = oldest[0][0] if oldest else None

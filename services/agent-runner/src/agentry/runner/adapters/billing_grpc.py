@@ -41,8 +41,15 @@ CHECK_SECONDS = 10.0
 
 
 class GrpcUsageSink:
-    def __init__(self, channel: grpc.aio.Channel, *, account_id: str, run_id: str, attempt: int = 1,
-                 retry_seconds: float = RETRY_SECONDS) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        account_id: str,
+        run_id: str,
+        attempt: int = 1,
+        retry_seconds: float = RETRY_SECONDS,
+    ) -> None:
         self._stub = billing_pb2_grpc.BillingServiceStub(channel)
         self._retry_seconds = retry_seconds
         self._account_id = account_id
@@ -57,15 +64,24 @@ class GrpcUsageSink:
         the tool: the loss is logged (the next model step's charge still stops a spent run)."""
         self._sandbox_calls += 1
         request = pb.RecordUsageRequest(
-            account_id=self._account_id, run_id=self._run_id,
-            step=self._step_offset + SANDBOX_STEPS_FROM + self._sandbox_calls, source="sandbox",
-            sandbox_seconds=max(0.0, seconds))
+            account_id=self._account_id,
+            run_id=self._run_id,
+            step=self._step_offset + SANDBOX_STEPS_FROM + self._sandbox_calls,
+            source="sandbox",
+            sandbox_seconds=max(0.0, seconds),
+        )
         try:
-            reply = await retrying(lambda: self._stub.RecordUsage(request), deadline=self._retry_seconds,
-                                   is_transient=is_unavailable)
+            reply = await retrying(
+                lambda: self._stub.RecordUsage(request), deadline=self._retry_seconds, is_transient=is_unavailable
+            )
         except grpc.aio.AioRpcError as exc:
-            logger.error("billing did not record %.3f sandbox seconds of run %s: %s: %s", seconds, self._run_id,
-                         exc.code().name, exc.details())
+            logger.error(
+                "billing did not record %.3f sandbox seconds of run %s: %s: %s",
+                seconds,
+                self._run_id,
+                exc.code().name,
+                exc.details(),
+            )
             return True
         return reply.may_continue
 
@@ -74,16 +90,28 @@ class GrpcUsageSink:
         # billing then applies its override table or its unknown-model policy, never "free".
         unknown = math.isnan(usage.cost_usd)
         request = pb.RecordUsageRequest(
-            account_id=self._account_id, run_id=self._run_id, step=self._step_offset + usage.step,
-            model=usage.model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            cost_micros=0 if unknown else max(0, round(usage.cost_usd * 1_000_000)), cost_unknown=unknown,
-            source="model")
+            account_id=self._account_id,
+            run_id=self._run_id,
+            step=self._step_offset + usage.step,
+            model=usage.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_micros=0 if unknown else max(0, round(usage.cost_usd * 1_000_000)),
+            cost_unknown=unknown,
+            source="model",
+        )
         try:
-            reply = await retrying(lambda: self._stub.RecordUsage(request), deadline=self._retry_seconds,
-                                   is_transient=is_unavailable)
+            reply = await retrying(
+                lambda: self._stub.RecordUsage(request), deadline=self._retry_seconds, is_transient=is_unavailable
+            )
         except grpc.aio.AioRpcError as exc:
-            logger.error("billing did not record run %s step %d: %s: %s", self._run_id, request.step,
-                         exc.code().name, exc.details())
+            logger.error(
+                "billing did not record run %s step %d: %s: %s",
+                self._run_id,
+                request.step,
+                exc.code().name,
+                exc.details(),
+            )
             raise UsageUnavailable(USER_MESSAGE) from exc
         return reply.may_continue
 
@@ -99,9 +127,15 @@ class GrpcBillingGate:
         try:
             reply = await retrying(
                 lambda: self._stub.CheckRun(pb.CheckRunRequest(account_id=account_id, model=model)),
-                deadline=self._retry_seconds, is_transient=is_unavailable)
+                deadline=self._retry_seconds,
+                is_transient=is_unavailable,
+            )
         except grpc.aio.AioRpcError as exc:
             logger.error("billing CheckRun failed: %s: %s", exc.code().name, exc.details())
             raise BillingUnavailable("billing is unavailable; try again shortly") from exc
-        return BillingCheck(allowed=reply.allowed, reason=reply.reason, message=reply.message,
-                            max_concurrent_runs=reply.max_concurrent_runs)
+        return BillingCheck(
+            allowed=reply.allowed,
+            reason=reply.reason,
+            message=reply.message,
+            max_concurrent_runs=reply.max_concurrent_runs,
+        )

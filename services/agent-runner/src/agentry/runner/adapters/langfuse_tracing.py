@@ -53,9 +53,12 @@ _SECRETISH = re.compile(
 
 
 def _dropped(reason: str) -> None:
-    family("counter", "agentry_langfuse_spans_dropped_total",
-           "Langfuse spans dropped instead of exported (reason: queue_full, export_failed)",
-           ["reason"]).labels(reason).inc()
+    family(
+        "counter",
+        "agentry_langfuse_spans_dropped_total",
+        "Langfuse spans dropped instead of exported (reason: queue_full, export_failed)",
+        ["reason"],
+    ).labels(reason).inc()
 
 
 def _exported(count: int) -> None:
@@ -86,7 +89,7 @@ class Masker:
                 value = value.replace(secret, REDACTED)
         value = _SECRETISH.sub(_redact_match, value)
         if len(value) > self.max_chars:
-            value = f"{value[:self.max_chars]}…[{len(value) - self.max_chars} more characters]"
+            value = f"{value[: self.max_chars]}…[{len(value) - self.max_chars} more characters]"
         return value
 
     def _walk(self, value: Any, depth: int) -> Any:
@@ -95,8 +98,10 @@ class Masker:
         if depth > 8:
             return "[too deep]"
         if isinstance(value, dict):
-            return {k: (REDACTED if isinstance(k, str) and _is_secret_key(k) else self._walk(v, depth + 1))
-                    for k, v in value.items()}
+            return {
+                k: (REDACTED if isinstance(k, str) and _is_secret_key(k) else self._walk(v, depth + 1))
+                for k, v in value.items()
+            }
         if isinstance(value, (list, tuple)):
             return [self._walk(v, depth + 1) for v in value]
         return value
@@ -104,8 +109,18 @@ class Masker:
 
 def _is_secret_key(key: str) -> bool:
     k = key.lower().replace("-", "_")
-    return k in {"api_key", "apikey", "password", "secret", "token", "access_token", "refresh_token",
-                 "authorization", "secret_key", "private_key"}
+    return k in {
+        "api_key",
+        "apikey",
+        "password",
+        "secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "authorization",
+        "secret_key",
+        "private_key",
+    }
 
 
 def _redact_match(match: re.Match[str]) -> str:
@@ -119,7 +134,7 @@ def _redact_match(match: re.Match[str]) -> str:
 
 
 def load_mask_hook(path: str) -> MaskHook | None:
-    """"package.module:function" -> the function (the operator's masking hook); "" -> None."""
+    """ "package.module:function" -> the function (the operator's masking hook); "" -> None."""
     if not path:
         return None
     module, _, name = path.partition(":")
@@ -132,9 +147,17 @@ class LangfuseTracer:
     """Starts one Langfuse observation tree per run attempt. Build with `from_settings` (None when
     the keys are absent: tracing off, nothing imported)."""
 
-    def __init__(self, *, public_key: str, secret_key: str, base_url: str, masker: Masker,
-                 export_timeout_seconds: float = 5.0, flush_interval_seconds: float = 1.0,
-                 environment: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        public_key: str,
+        secret_key: str,
+        base_url: str,
+        masker: Masker,
+        export_timeout_seconds: float = 5.0,
+        flush_interval_seconds: float = 1.0,
+        environment: str | None = None,
+    ) -> None:
         from langfuse import Langfuse
         from opentelemetry.exporter.otlp.proto.http import Compression
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -144,15 +167,27 @@ class LangfuseTracer:
         auth = base64.b64encode(f"{public_key}:{secret_key}".encode()).decode("ascii")
         exporter = OTLPSpanExporter(
             endpoint=f"{base_url.rstrip('/')}/api/public/otel/v1/traces",
-            headers={"Authorization": f"Basic {auth}", "x-langfuse-public-key": public_key,
-                     "x-langfuse-sdk-name": "python", "x-langfuse-ingestion-version": "4"},
-            timeout=export_timeout_seconds, compression=Compression.Gzip)
+            headers={
+                "Authorization": f"Basic {auth}",
+                "x-langfuse-public-key": public_key,
+                "x-langfuse-sdk-name": "python",
+                "x-langfuse-ingestion-version": "4",
+            },
+            timeout=export_timeout_seconds,
+            compression=Compression.Gzip,
+        )
         self.masker = masker
         # Its own TracerProvider: Langfuse's spans stay out of the OTLP collector's pipeline.
-        self.client = Langfuse(public_key=public_key, secret_key=secret_key, base_url=base_url,
-                               tracer_provider=TracerProvider(), span_exporter=_CountingExporter(exporter),
-                               flush_interval=flush_interval_seconds, environment=environment,
-                               timeout=int(max(1, export_timeout_seconds)))
+        self.client = Langfuse(
+            public_key=public_key,
+            secret_key=secret_key,
+            base_url=base_url,
+            tracer_provider=TracerProvider(),
+            span_exporter=_CountingExporter(exporter),
+            flush_interval=flush_interval_seconds,
+            environment=environment,
+            timeout=int(max(1, export_timeout_seconds)),
+        )
 
     @classmethod
     def from_settings(cls, settings: Any) -> LangfuseTracer | None:
@@ -161,14 +196,29 @@ class LangfuseTracer:
         if not public or not secret:
             return None
         secrets = [secret, settings.internal_token.get_secret_value(), settings.llm_api_key or ""]
-        masker = Masker(max_chars=settings.langfuse_max_field_chars, secrets=secrets,
-                        hook=load_mask_hook(settings.langfuse_mask))
-        return cls(public_key=public, secret_key=secret, base_url=settings.langfuse_base_url, masker=masker,
-                   export_timeout_seconds=settings.langfuse_export_timeout_seconds,
-                   flush_interval_seconds=settings.langfuse_flush_interval_seconds)
+        masker = Masker(
+            max_chars=settings.langfuse_max_field_chars, secrets=secrets, hook=load_mask_hook(settings.langfuse_mask)
+        )
+        return cls(
+            public_key=public,
+            secret_key=secret,
+            base_url=settings.langfuse_base_url,
+            masker=masker,
+            export_timeout_seconds=settings.langfuse_export_timeout_seconds,
+            flush_interval_seconds=settings.langfuse_flush_interval_seconds,
+        )
 
-    def start_run(self, *, run_id: str, thread_id: str, account_id: str, user_id: str, model: str,
-                  attempt: int, resume_reason: str = "") -> LangfuseRunObserver:
+    def start_run(
+        self,
+        *,
+        run_id: str,
+        thread_id: str,
+        account_id: str,
+        user_id: str,
+        model: str,
+        attempt: int,
+        resume_reason: str = "",
+    ) -> LangfuseRunObserver:
         """The observer of one attempt of a run (its root observation is open until `end`)."""
         trace_attributes: dict[str, Any] = {
             "langfuse.trace.name": "agent run",
@@ -184,8 +234,11 @@ class LangfuseTracer:
             trace_attributes["langfuse.trace.metadata.otel_trace_id"] = json.dumps(otel_trace_id)
         trace_id = self.client.create_trace_id(seed=run_id)
         root = self.client.start_observation(
-            trace_context={"trace_id": trace_id}, name="run", as_type="agent",
-            metadata={"run_id": run_id, "attempt": attempt, "resume_reason": resume_reason or None})
+            trace_context={"trace_id": trace_id},
+            name="run",
+            as_type="agent",
+            metadata={"run_id": run_id, "attempt": attempt, "resume_reason": resume_reason or None},
+        )
         _set(root, trace_attributes)
         return LangfuseRunObserver(root, trace_attributes, self.masker, trace_id)
 
@@ -216,14 +269,20 @@ class LangfuseRunObserver(RunObserver):
     def model_call(self, model: str, request: Any) -> ModelCallObservation:
         parameters = {k: v for k, v in request.settings.as_kwargs().items() if isinstance(v, (str, int, float, bool))}
         generation = self.root.start_observation(
-            name=f"model {model}", as_type="generation", model=model, input=self._mask(request.messages),
-            model_parameters=parameters or None, metadata={"tools": len(request.tools)} if request.tools else None)
+            name=f"model {model}",
+            as_type="generation",
+            model=model,
+            input=self._mask(request.messages),
+            model_parameters=parameters or None,
+            metadata={"tools": len(request.tools)} if request.tools else None,
+        )
         _set(generation, self._trace_attributes)
         return _Generation(generation, self._mask)
 
     def tool_call(self, name: str, call_id: str, arguments: str) -> ToolCallObservation:
-        span = self.root.start_observation(name=name, as_type="tool", input=self._mask(_decoded(arguments)),
-                                           metadata={"call_id": call_id})
+        span = self.root.start_observation(
+            name=name, as_type="tool", input=self._mask(_decoded(arguments)), metadata={"call_id": call_id}
+        )
         _set(span, self._trace_attributes)
         return _ToolSpan(span, self._mask)
 
@@ -231,9 +290,11 @@ class LangfuseRunObserver(RunObserver):
         """The attempt is over: `outcome` is the run's finish reason ("completed", "error",
         "handed_back", ...), `error` its message."""
         try:
-            self.root.update(output={"outcome": outcome, **({"error": self._mask(error)} if error else {})},
-                             level="ERROR" if outcome in ("error", "failed") else None,
-                             status_message=self._mask(error) if error else None)
+            self.root.update(
+                output={"outcome": outcome, **({"error": self._mask(error)} if error else {})},
+                level="ERROR" if outcome in ("error", "failed") else None,
+                status_message=self._mask(error) if error else None,
+            )
             self.root.end()
         except Exception:
             logger.warning("could not end the run's Langfuse observation", exc_info=True)
@@ -254,8 +315,17 @@ class _Generation(ModelCallObservation):
     def first_token(self) -> None:
         self._generation.update(completion_start_time=datetime.now(UTC))
 
-    def finish(self, *, text: str, reasoning: str, tool_calls: list[dict[str, Any]], finish_reason: str | None,
-               prompt_tokens: int | None, completion_tokens: int | None, cost_usd: float | None) -> None:
+    def finish(
+        self,
+        *,
+        text: str,
+        reasoning: str,
+        tool_calls: list[dict[str, Any]],
+        finish_reason: str | None,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        cost_usd: float | None,
+    ) -> None:
         output: dict[str, Any] = {"role": "assistant", "content": text}
         if reasoning:
             output["reasoning"] = reasoning
@@ -263,18 +333,26 @@ class _Generation(ModelCallObservation):
             output["tool_calls"] = [{**c, "arguments": _decoded(c["arguments"])} for c in tool_calls]
         usage = None
         if prompt_tokens is not None or completion_tokens is not None:
-            usage = {"input": prompt_tokens or 0, "output": completion_tokens or 0,
-                     "total": (prompt_tokens or 0) + (completion_tokens or 0)}
+            usage = {
+                "input": prompt_tokens or 0,
+                "output": completion_tokens or 0,
+                "total": (prompt_tokens or 0) + (completion_tokens or 0),
+            }
         self._generation.update(
-            output=self._mask(output), usage_details=usage,
+            output=self._mask(output),
+            usage_details=usage,
             cost_details={"total": cost_usd} if cost_usd is not None else None,
             metadata={"finish_reason": finish_reason} if finish_reason else None,
-            level="WARNING" if finish_reason == "interrupted" else None)
+            level="WARNING" if finish_reason == "interrupted" else None,
+        )
         self._generation.end()
 
     def fail(self, error: BaseException) -> None:
-        self._generation.update(level="ERROR", status_message=self._mask(f"{type(error).__name__}: {error}"),
-                                metadata={"error_kind": getattr(error, "kind", None)})
+        self._generation.update(
+            level="ERROR",
+            status_message=self._mask(f"{type(error).__name__}: {error}"),
+            metadata={"error_kind": getattr(error, "kind", None)},
+        )
         self._generation.end()
 
 
@@ -284,10 +362,12 @@ class _ToolSpan(ToolCallObservation):
         self._mask = mask
 
     def finish(self, outcome: Any) -> None:
-        self._span.update(output=self._mask(outcome.output), metadata={"duration_ms": round(outcome.duration_ms, 3),
-                                                                       "error": outcome.error},
-                          level="ERROR" if outcome.error else None,
-                          status_message=self._mask(outcome.error) if outcome.error else None)
+        self._span.update(
+            output=self._mask(outcome.output),
+            metadata={"duration_ms": round(outcome.duration_ms, 3), "error": outcome.error},
+            level="ERROR" if outcome.error else None,
+            status_message=self._mask(outcome.error) if outcome.error else None,
+        )
         self._span.end()
 
 

@@ -15,14 +15,26 @@ from agentry.servicekit import tracing
 class OtelRunObserver(RunObserver):
     def model_call(self, model: str, request: Any) -> ModelCallObservation:
         provider, _, name = model.partition("/")
-        span = tracing.tracer().start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes={
-            "gen_ai.operation.name": "chat", "gen_ai.request.model": name or provider,
-            "gen_ai.system": provider if name else "openai"})
+        span = tracing.tracer().start_span(
+            f"chat {model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": name or provider,
+                "gen_ai.system": provider if name else "openai",
+            },
+        )
         return _ModelSpan(span)
 
     def tool_call(self, name: str, call_id: str, arguments: str) -> ToolCallObservation:
-        span = tracing.tracer().start_span(f"execute_tool {name}", attributes={
-            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name, "gen_ai.tool.call.id": call_id})
+        span = tracing.tracer().start_span(
+            f"execute_tool {name}",
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": name,
+                "gen_ai.tool.call.id": call_id,
+            },
+        )
         return _ToolSpan(span)
 
 
@@ -33,8 +45,17 @@ class _ModelSpan(ModelCallObservation):
     def first_token(self) -> None:
         self.span.add_event("first_token")
 
-    def finish(self, *, text: str, reasoning: str, tool_calls: list, finish_reason: str | None,
-               prompt_tokens: int | None, completion_tokens: int | None, cost_usd: float | None) -> None:
+    def finish(
+        self,
+        *,
+        text: str,
+        reasoning: str,
+        tool_calls: list,
+        finish_reason: str | None,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        cost_usd: float | None,
+    ) -> None:
         attributes: dict[str, Any] = {}
         if prompt_tokens is not None:
             attributes["gen_ai.usage.input_tokens"] = prompt_tokens

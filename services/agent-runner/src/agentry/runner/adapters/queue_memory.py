@@ -57,8 +57,9 @@ class _Broker:
 
 
 class _MemoryConsumer:
-    def __init__(self, broker: _Broker, handler: JobHandler, concurrency: int,
-                 requeue_delay: float = REQUEUE_DELAY_SECONDS) -> None:
+    def __init__(
+        self, broker: _Broker, handler: JobHandler, concurrency: int, requeue_delay: float = REQUEUE_DELAY_SECONDS
+    ) -> None:
         self._broker = broker
         self._requeue_delay = requeue_delay
         self._handler = handler
@@ -126,8 +127,9 @@ class _MemoryConsumer:
                 # Never dropped while its run may be unfinished: back to the head of the queue
                 # after a pause (as RabbitMQ returns a rejected message), until the delivery
                 # limit dead-letters it. Cancelled meanwhile, it stays unsettled and is requeued.
-                logger.exception("run job handler failed for run %s (delivery %d); requeueing it",
-                                 job.run_id, deliveries)
+                logger.exception(
+                    "run job handler failed for run %s (delivery %d); requeueing it", job.run_id, deliveries
+                )
                 await asyncio.sleep(self._requeue_delay)
                 self._unsettled.pop(task, None)
                 if deliveries >= DELIVERY_LIMIT:

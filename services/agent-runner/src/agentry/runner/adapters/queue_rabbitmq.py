@@ -54,20 +54,29 @@ async def _declare(channel: AbstractChannel, name: str) -> AbstractQueue:
     """
     dead = f"{name}.dead"
     await channel.declare_queue(dead, durable=True, arguments={"x-queue-type": "quorum"})
-    arguments = {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT,
-                 "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}
+    arguments = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": dead,
+    }
     try:
         return await channel.declare_queue(name, durable=True, arguments=arguments)
     except ChannelPreconditionFailed:
-        logger.warning("queue %s exists with other arguments (no delivery limit or dead-letter queue); "
-                       "using it as it is", name)
+        logger.warning(
+            "queue %s exists with other arguments (no delivery limit or dead-letter queue); using it as it is", name
+        )
         await channel.reopen()
         return await channel.declare_queue(name, passive=True)
 
 
 class _RabbitConsumer:
     def __init__(
-        self, channel: AbstractChannel, queue: AbstractQueue, handler: JobHandler, concurrency: int,
+        self,
+        channel: AbstractChannel,
+        queue: AbstractQueue,
+        handler: JobHandler,
+        concurrency: int,
         requeue_delay: float = REQUEUE_DELAY_SECONDS,
     ) -> None:
         self._requeue_delay = requeue_delay
@@ -130,7 +139,9 @@ class _RabbitConsumer:
         except ValueError as exc:
             logger.error(
                 "rejecting an undecodable run job message %s (%d bytes): %s",
-                message.message_id, len(message.body), exc,
+                message.message_id,
+                len(message.body),
+                exc,
             )
             await self._settle_raw(message, requeue=False)
             return
@@ -163,7 +174,8 @@ class _RabbitConsumer:
         except _BROKER_ERRORS as exc:
             logger.warning(
                 "could not settle run %s (connection lost?); it will be redelivered: %s",
-                job.run_id, exc,
+                job.run_id,
+                exc,
             )
 
 
@@ -251,7 +263,8 @@ class RabbitRunQueue:
             if self._connection is None:
                 try:
                     self._connection = await aio_pika.connect_robust(
-                        self._url, reconnect_interval=self._reconnect_interval)
+                        self._url, reconnect_interval=self._reconnect_interval
+                    )
                 except _BROKER_ERRORS as exc:
                     raise QueueUnavailable(f"cannot reach the broker: {exc!r}") from exc
             return self._connection
@@ -263,9 +276,7 @@ class RabbitRunQueue:
         async with self._lock:
             if self._publish_channel is None:
                 try:
-                    channel = await connection.channel(
-                        publisher_confirms=True, on_return_raises=True
-                    )
+                    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                     await _declare(channel, self._queue_name)
                 except _BROKER_ERRORS as exc:
                     raise QueueUnavailable(f"cannot open a publish channel: {exc!r}") from exc

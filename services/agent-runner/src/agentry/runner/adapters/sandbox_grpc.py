@@ -32,9 +32,15 @@ def _translate(exc: grpc.aio.AioRpcError) -> SandboxToolError:
 class GrpcSandbox:
     """The project's sandbox, created on first use, seen with the run's account."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, account_id: str, project_id: str,
-                 on_start: Callable[[], Awaitable[None]] | None = None,
-                 on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        account_id: str,
+        project_id: str,
+        on_start: Callable[[], Awaitable[None]] | None = None,
+        on_ready: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         """`on_start` / `on_ready` are awaited around the first use's CreateSandbox (the run's
         starting_sandbox phase)."""
         self._stub = sandbox_pb2_grpc.SandboxServiceStub(channel)
@@ -52,8 +58,9 @@ class GrpcSandbox:
                     await self._on_start()
                 request = pb.CreateSandboxRequest(account_id=self._account_id, project_id=self._project_id)
                 try:
-                    box = await retrying(lambda: self._stub.CreateSandbox(request), deadline=RETRY_SECONDS,
-                                         is_transient=is_unavailable)
+                    box = await retrying(
+                        lambda: self._stub.CreateSandbox(request), deadline=RETRY_SECONDS, is_transient=is_unavailable
+                    )
                 except grpc.aio.AioRpcError as exc:
                     raise _translate(exc) from exc
                 self._sandbox_id = sandbox_id = box.sandbox_id
@@ -74,8 +81,13 @@ class GrpcSandbox:
                 await asyncio.shield(self.on_exec(time.monotonic() - started))
 
     async def _exec(self, command: str, *, timeout: float, cwd: str | None = None) -> ExecResult:
-        request = pb.ExecRequest(account_id=self._account_id, sandbox_id=await self._id(),
-                                 command=command, cwd=cwd or "", timeout_seconds=timeout)
+        request = pb.ExecRequest(
+            account_id=self._account_id,
+            sandbox_id=await self._id(),
+            command=command,
+            cwd=cwd or "",
+            timeout_seconds=timeout,
+        )
         output = bytearray()
         exit_code, timed_out = -1, False
         loop = asyncio.get_running_loop()
@@ -126,8 +138,11 @@ class GrpcSandbox:
         reply = await self._call("ReadProcess", pb.ReadProcessRequest(process_id=process_id, offset=offset))
         process = reply.process
         return ProcessState(
-            output=reply.output.decode("utf-8", "replace"), next_offset=reply.next_offset,
-            running=process.running, exit_code=process.exit_code if process.HasField("exit_code") else None)
+            output=reply.output.decode("utf-8", "replace"),
+            next_offset=reply.next_offset,
+            running=process.running,
+            exit_code=process.exit_code if process.HasField("exit_code") else None,
+        )
 
     async def stop_process(self, process_id: str) -> None:
         await self._call("StopProcess", pb.StopProcessRequest(process_id=process_id))
@@ -141,13 +156,15 @@ class GrpcSandbox:
             return 0
         try:
             if sandbox_id is None:
-                found = await self._stub.ListSandboxes(pb.ListSandboxesRequest(
-                    account_id=self._account_id, project_id=self._project_id))
+                found = await self._stub.ListSandboxes(
+                    pb.ListSandboxesRequest(account_id=self._account_id, project_id=self._project_id)
+                )
                 if not found.sandboxes:
                     return 0
                 sandbox_id = found.sandboxes[0].sandbox_id
-            reply = await self._stub.KillRunProcesses(pb.KillRunProcessesRequest(
-                account_id=self._account_id, sandbox_id=sandbox_id, run_id=run_id))
+            reply = await self._stub.KillRunProcesses(
+                pb.KillRunProcessesRequest(account_id=self._account_id, sandbox_id=sandbox_id, run_id=run_id)
+            )
         except grpc.aio.AioRpcError as exc:
             raise _translate(exc) from exc
         return reply.killed
@@ -156,7 +173,8 @@ class GrpcSandbox:
         request.account_id = self._account_id
         request.sandbox_id = await self._id()
         try:
-            return await retrying(lambda: getattr(self._stub, method)(request), deadline=RETRY_SECONDS,
-                                  is_transient=is_store_unavailable)
+            return await retrying(
+                lambda: getattr(self._stub, method)(request), deadline=RETRY_SECONDS, is_transient=is_store_unavailable
+            )
         except grpc.aio.AioRpcError as exc:
             raise _translate(exc) from exc

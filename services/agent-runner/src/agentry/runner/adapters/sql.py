@@ -44,14 +44,16 @@ _PENDING_SQL = "status = 'pending'"
 _ACCOUNT_LOCK_NAMESPACE = zlib.crc32(b"agentry.runner.active-runs-per-account") - 2**31
 
 projects = sa.Table(
-    "projects", metadata,
+    "projects",
+    metadata,
     sa.Column("project_id", sa.String(36), primary_key=True),
     sa.Column("account_id", sa.String(64), nullable=False, index=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
 threads = sa.Table(
-    "threads", metadata,
+    "threads",
+    metadata,
     sa.Column("thread_id", sa.String(36), primary_key=True),
     sa.Column("project_id", sa.String(36), sa.ForeignKey("projects.project_id"), nullable=False),
     sa.Column("account_id", sa.String(64), nullable=False, index=True),
@@ -59,7 +61,8 @@ threads = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 messages = sa.Table(
-    "messages", metadata,
+    "messages",
+    metadata,
     sa.Column("position", _BigId, primary_key=True, autoincrement=True),
     sa.Column("message_id", sa.String(36), nullable=False, unique=True),
     sa.Column("thread_id", sa.String(36), sa.ForeignKey("threads.thread_id"), nullable=False),
@@ -70,7 +73,8 @@ messages = sa.Table(
     sa.Index("ix_messages_thread_position", "thread_id", "position"),
 )
 agent_runs = sa.Table(
-    "agent_runs", metadata,
+    "agent_runs",
+    metadata,
     sa.Column("run_id", sa.String(36), primary_key=True),
     sa.Column("thread_id", sa.String(36), sa.ForeignKey("threads.thread_id"), nullable=False),
     sa.Column("account_id", sa.String(64), nullable=False, index=True),
@@ -108,18 +112,33 @@ agent_runs = sa.Table(
     # (or ended without getting it), NULL while it waits; assigned under the thread's lock.
     sa.Column("thread_seq", sa.BigInteger),
     # One run holds a thread at a time, enforced by the database so concurrent starts cannot race.
-    sa.Index("ux_agent_runs_one_active_per_thread", "thread_id", unique=True,
-             postgresql_where=sa.text(_HOLDING_SQL), sqlite_where=sa.text(_HOLDING_SQL)),
-    sa.Index("ix_agent_runs_pending_per_thread", "thread_id", "queue_order",
-             postgresql_where=sa.text(_PENDING_SQL), sqlite_where=sa.text(_PENDING_SQL)),
-    sa.Index("ix_agent_runs_active_per_account", "account_id",
-             postgresql_where=sa.text(_ACTIVE_SQL), sqlite_where=sa.text(_ACTIVE_SQL)),
+    sa.Index(
+        "ux_agent_runs_one_active_per_thread",
+        "thread_id",
+        unique=True,
+        postgresql_where=sa.text(_HOLDING_SQL),
+        sqlite_where=sa.text(_HOLDING_SQL),
+    ),
+    sa.Index(
+        "ix_agent_runs_pending_per_thread",
+        "thread_id",
+        "queue_order",
+        postgresql_where=sa.text(_PENDING_SQL),
+        sqlite_where=sa.text(_PENDING_SQL),
+    ),
+    sa.Index(
+        "ix_agent_runs_active_per_account",
+        "account_id",
+        postgresql_where=sa.text(_ACTIVE_SQL),
+        sqlite_where=sa.text(_ACTIVE_SQL),
+    ),
     sa.Index("ux_agent_runs_thread_seq", "thread_id", "thread_seq", unique=True),
     # The sweeper's scan for lapsed leases (migration 0003).
     sa.Index("ix_agent_runs_status_lease", "status", "lease_expires_at"),
 )
 run_events = sa.Table(
-    "run_events", metadata,
+    "run_events",
+    metadata,
     sa.Column("run_id", sa.String(36), sa.ForeignKey("agent_runs.run_id"), primary_key=True),
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
@@ -127,30 +146,47 @@ run_events = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+
 def _event_rows(run_id: str, events: Sequence[StoredEvent], now: float) -> list[dict[str, object]]:
-    return [{"run_id": run_id, "seq": e.seq, "data": e.data, "terminal": e.terminal, "created_at": now}
-            for e in events]
+    return [{"run_id": run_id, "seq": e.seq, "data": e.data, "terminal": e.terminal, "created_at": now} for e in events]
 
 
 def _thread(row) -> Thread:
     return Thread(row.thread_id, row.project_id, row.account_id, row.name, row.created_at)
 
+
 def _message(row) -> StoredMessage:
     return StoredMessage(row.message_id, row.thread_id, row.type, row.content_json, row.created_at)
 
+
 def _run(row) -> Run:
     return Run(
-        run_id=row.run_id, thread_id=row.thread_id, account_id=row.account_id,
-        status=RunStatus(row.status), model=row.model, error=row.error or "",
-        finish_reason=row.finish_reason or "", created_at=row.created_at,
-        started_at=row.started_at, completed_at=row.completed_at, reasoning_effort=row.reasoning_effort or "",
-        attempt=row.attempt, phase=row.phase, phase_detail=row.phase_detail or "", phase_since=row.phase_since,
-        lease_epoch=row.lease_epoch, worker_id=row.worker_id, lease_expires_at=row.lease_expires_at,
-        multitask_strategy=row.multitask_strategy, interrupts_run_id=row.interrupts_run_id,
-        thread_seq=row.thread_seq, user_id=row.user_id or "",
+        run_id=row.run_id,
+        thread_id=row.thread_id,
+        account_id=row.account_id,
+        status=RunStatus(row.status),
+        model=row.model,
+        error=row.error or "",
+        finish_reason=row.finish_reason or "",
+        created_at=row.created_at,
+        started_at=row.started_at,
+        completed_at=row.completed_at,
+        reasoning_effort=row.reasoning_effort or "",
+        attempt=row.attempt,
+        phase=row.phase,
+        phase_detail=row.phase_detail or "",
+        phase_since=row.phase_since,
+        lease_epoch=row.lease_epoch,
+        worker_id=row.worker_id,
+        lease_expires_at=row.lease_expires_at,
+        multitask_strategy=row.multitask_strategy,
+        interrupts_run_id=row.interrupts_run_id,
+        thread_seq=row.thread_seq,
+        user_id=row.user_id or "",
         pending=orjson.loads(row.pending_json) if row.pending_json else None,
         resolution=orjson.loads(row.resolution_json) if row.resolution_json else None,
     )
+
 
 _LEASED = (RunStatus.RUNNING.value, RunStatus.CANCELLING.value)
 
@@ -159,23 +195,31 @@ def _fence(run_id: str, epoch: int, now: float, **values: object) -> sa.Update:
     """The statement that proves, inside a write's transaction, that the writer still holds the
     run's lease: it touches the run's row only at the writer's epoch (and locks it until commit,
     so a takeover waits for the write or the write sees the takeover)."""
-    return (agent_runs.update()
-            .where(agent_runs.c.run_id == run_id, agent_runs.c.lease_epoch == epoch,
-                   agent_runs.c.status.in_(_LEASED))
-            .values(last_event_at=now, **values))
+    return (
+        agent_runs.update()
+        .where(agent_runs.c.run_id == run_id, agent_runs.c.lease_epoch == epoch, agent_runs.c.status.in_(_LEASED))
+        .values(last_event_at=now, **values)
+    )
+
 
 def _last_position(thread_id: str) -> sa.ScalarSelect:
     """The position of the thread's newest message (0 when it has none)."""
-    return (sa.select(sa.func.coalesce(sa.func.max(messages.c.position), 0))
-            .where(messages.c.thread_id == thread_id).scalar_subquery())
+    return (
+        sa.select(sa.func.coalesce(sa.func.max(messages.c.position), 0))
+        .where(messages.c.thread_id == thread_id)
+        .scalar_subquery()
+    )
 
 
 def _next_thread_seq(thread_id: str | sa.ColumnElement) -> sa.ScalarSelect:
     """The next place on the thread (`thread_id`: a value, or the updated row's column). Taken
     under the thread's lock, so no two runs of a thread get the same place."""
     other = agent_runs.alias("thread_run")
-    return (sa.select(sa.func.coalesce(sa.func.max(other.c.thread_seq), 0) + 1)
-            .where(other.c.thread_id == thread_id).scalar_subquery())
+    return (
+        sa.select(sa.func.coalesce(sa.func.max(other.c.thread_seq), 0) + 1)
+        .where(other.c.thread_id == thread_id)
+        .scalar_subquery()
+    )
 
 
 async def _lock_thread(conn: AsyncConnection, thread_id: str) -> None:
@@ -205,8 +249,9 @@ async def _lock_account(conn: AsyncConnection, account_id: str) -> None:
     advisory lock; SQLite: the write lock `_lock_thread` took already serialises every start)."""
     if conn.dialect.name == "postgresql":
         key = zlib.crc32(account_id.encode()) - 2**31  # int4; a collision only makes two accounts take turns
-        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, :key)"),
-                           {"ns": _ACCOUNT_LOCK_NAMESPACE, "key": key})
+        await conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": _ACCOUNT_LOCK_NAMESPACE, "key": key}
+        )
 
 
 class SqlRunnerRepository:
@@ -231,10 +276,14 @@ class SqlRunnerRepository:
         now = self._clock()
         project_id, thread_id = str(uuid.uuid4()), str(uuid.uuid4())
         async with self._engine.begin() as conn:
-            await conn.execute(projects.insert().values(
-                project_id=project_id, account_id=account_id, name=name, created_at=now))
-            await conn.execute(threads.insert().values(
-                thread_id=thread_id, project_id=project_id, account_id=account_id, name=name, created_at=now))
+            await conn.execute(
+                projects.insert().values(project_id=project_id, account_id=account_id, name=name, created_at=now)
+            )
+            await conn.execute(
+                threads.insert().values(
+                    thread_id=thread_id, project_id=project_id, account_id=account_id, name=name, created_at=now
+                )
+            )
         return Thread(thread_id, project_id, account_id, name, now)
 
     async def get_thread(self, thread_id: str) -> Thread | None:
@@ -242,15 +291,30 @@ class SqlRunnerRepository:
             row = (await conn.execute(threads.select().where(threads.c.thread_id == thread_id))).first()
         return _thread(row) if row else None
 
-    async def add_message(self, *, thread_id: str, account_id: str, type: str, content_json: str,
-                          message_id: str, created_at: float,
-                          fence: tuple[str, int] | None = None) -> StoredMessage:
+    async def add_message(
+        self,
+        *,
+        thread_id: str,
+        account_id: str,
+        type: str,
+        content_json: str,
+        message_id: str,
+        created_at: float,
+        fence: tuple[str, int] | None = None,
+    ) -> StoredMessage:
         async with self._engine.begin() as conn:
             if fence is not None and (await conn.execute(_fence(*fence, self._clock()))).rowcount != 1:
                 raise LeaseLost(f"run {fence[0]}: lease epoch {fence[1]} is no longer held")
-            await conn.execute(messages.insert().values(
-                message_id=message_id, thread_id=thread_id, account_id=account_id,
-                type=type, content_json=content_json, created_at=created_at))
+            await conn.execute(
+                messages.insert().values(
+                    message_id=message_id,
+                    thread_id=thread_id,
+                    account_id=account_id,
+                    type=type,
+                    content_json=content_json,
+                    created_at=created_at,
+                )
+            )
         return StoredMessage(message_id, thread_id, type, content_json, created_at)
 
     async def list_messages(self, thread_id: str) -> list[StoredMessage]:
@@ -258,8 +322,9 @@ class SqlRunnerRepository:
         async with self._engine.connect() as conn:
             return [_message(row) for row in await conn.execute(query)]
 
-    async def page_messages(self, thread_id: str, *, limit: int, after: tuple[float, int] | None = None,
-                            descending: bool = False) -> list[tuple[StoredMessage, int]]:
+    async def page_messages(
+        self, thread_id: str, *, limit: int, after: tuple[float, int] | None = None, descending: bool = False
+    ) -> list[tuple[StoredMessage, int]]:
         """A page of the thread's messages with their positions, ordered by (created_at,
         position) ascending or descending, after the key `after` (exclusive): stable when
         timestamps tie, and under inserts."""
@@ -267,8 +332,11 @@ class SqlRunnerRepository:
         query = messages.select().where(messages.c.thread_id == thread_id)
         if after is not None:
             query = query.where(key < sa.tuple_(*after) if descending else key > sa.tuple_(*after))
-        order = ((messages.c.created_at.desc(), messages.c.position.desc()) if descending
-                 else (messages.c.created_at, messages.c.position))
+        order = (
+            (messages.c.created_at.desc(), messages.c.position.desc())
+            if descending
+            else (messages.c.created_at, messages.c.position)
+        )
         query = query.order_by(*order).limit(limit)
         async with self._engine.connect() as conn:
             return [(_message(row), row.position) for row in await conn.execute(query)]
@@ -278,29 +346,55 @@ class SqlRunnerRepository:
         reads and writes the thread's messages). False when the thread has no such message."""
         async with self._engine.begin() as conn:
             await _lock_thread(conn, thread_id)
-            holding = (await conn.execute(sa.select(agent_runs.c.run_id).where(
-                agent_runs.c.thread_id == thread_id, sa.text(_HOLDING_SQL)).limit(1))).first()
+            holding = (
+                await conn.execute(
+                    sa.select(agent_runs.c.run_id)
+                    .where(agent_runs.c.thread_id == thread_id, sa.text(_HOLDING_SQL))
+                    .limit(1)
+                )
+            ).first()
             if holding is not None:
                 raise RunAlreadyActive(f"run {holding.run_id} is active on this thread; stop it first")
-            deleted = await conn.execute(messages.delete().where(
-                messages.c.thread_id == thread_id, messages.c.message_id == message_id))
+            deleted = await conn.execute(
+                messages.delete().where(messages.c.thread_id == thread_id, messages.c.message_id == message_id)
+            )
             return deleted.rowcount == 1
 
-    async def list_threads(self, account_id: str, *, limit: int, after: tuple[float, str] | None = None,
-                           thread_id: str | None = None) -> list[Thread]:
+    async def list_threads(
+        self, account_id: str, *, limit: int, after: tuple[float, str] | None = None, thread_id: str | None = None
+    ) -> list[Thread]:
         """The account's threads newest first (created_at, thread_id), after the key `after`, with
         their message count, last run status and updated_at; or the one `thread_id`."""
-        message_count = (sa.select(sa.func.count()).select_from(messages)
-                         .where(messages.c.thread_id == threads.c.thread_id).scalar_subquery())
-        last_message = (sa.select(sa.func.max(messages.c.created_at))
-                        .where(messages.c.thread_id == threads.c.thread_id).scalar_subquery())
-        newest_run = (sa.select(agent_runs.c.status).where(agent_runs.c.thread_id == threads.c.thread_id)
-                      .order_by(agent_runs.c.created_at.desc(), agent_runs.c.run_id.desc()).limit(1)
-                      .scalar_subquery())
-        last_run = (sa.select(sa.func.max(agent_runs.c.created_at))
-                    .where(agent_runs.c.thread_id == threads.c.thread_id).scalar_subquery())
-        query = sa.select(threads, message_count.label("message_count"), last_message.label("last_message"),
-                          newest_run.label("last_run_status"), last_run.label("last_run"))
+        message_count = (
+            sa.select(sa.func.count())
+            .select_from(messages)
+            .where(messages.c.thread_id == threads.c.thread_id)
+            .scalar_subquery()
+        )
+        last_message = (
+            sa.select(sa.func.max(messages.c.created_at))
+            .where(messages.c.thread_id == threads.c.thread_id)
+            .scalar_subquery()
+        )
+        newest_run = (
+            sa.select(agent_runs.c.status)
+            .where(agent_runs.c.thread_id == threads.c.thread_id)
+            .order_by(agent_runs.c.created_at.desc(), agent_runs.c.run_id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        last_run = (
+            sa.select(sa.func.max(agent_runs.c.created_at))
+            .where(agent_runs.c.thread_id == threads.c.thread_id)
+            .scalar_subquery()
+        )
+        query = sa.select(
+            threads,
+            message_count.label("message_count"),
+            last_message.label("last_message"),
+            newest_run.label("last_run_status"),
+            last_run.label("last_run"),
+        )
         if thread_id is not None:
             query = query.where(threads.c.thread_id == thread_id)
         else:
@@ -310,15 +404,25 @@ class SqlRunnerRepository:
             query = query.order_by(threads.c.created_at.desc(), threads.c.thread_id.desc()).limit(limit)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [Thread(row.thread_id, row.project_id, row.account_id, row.name, row.created_at,
-                       updated_at=max(row.created_at, row.last_message or 0.0, row.last_run or 0.0),
-                       message_count=int(row.message_count or 0), last_run_status=row.last_run_status or "")
-                for row in rows]
+        return [
+            Thread(
+                row.thread_id,
+                row.project_id,
+                row.account_id,
+                row.name,
+                row.created_at,
+                updated_at=max(row.created_at, row.last_message or 0.0, row.last_run or 0.0),
+                message_count=int(row.message_count or 0),
+                last_run_status=row.last_run_status or "",
+            )
+            for row in rows
+        ]
 
     async def rename_thread(self, thread_id: str, name: str) -> bool:
         async with self._engine.begin() as conn:
-            return (await conn.execute(threads.update().where(threads.c.thread_id == thread_id)
-                                       .values(name=name))).rowcount == 1
+            return (
+                await conn.execute(threads.update().where(threads.c.thread_id == thread_id).values(name=name))
+            ).rowcount == 1
 
     async def delete_thread(self, thread_id: str) -> tuple[str, bool, list[str]] | None:
         """Deletes the thread with its messages, runs and run events (one transaction, under the
@@ -327,19 +431,26 @@ class SqlRunnerRepository:
         of the runs finds its lease gone (LeaseLost) at its next fenced write."""
         async with self._engine.begin() as conn:
             await _lock_thread(conn, thread_id)
-            project_id = (await conn.execute(sa.select(threads.c.project_id)
-                                             .where(threads.c.thread_id == thread_id))).scalar_one_or_none()
+            project_id = (
+                await conn.execute(sa.select(threads.c.project_id).where(threads.c.thread_id == thread_id))
+            ).scalar_one_or_none()
             if project_id is None:
                 return None
-            run_ids = list((await conn.execute(sa.select(agent_runs.c.run_id)
-                                               .where(agent_runs.c.thread_id == thread_id))).scalars())
+            run_ids = list(
+                (
+                    await conn.execute(sa.select(agent_runs.c.run_id).where(agent_runs.c.thread_id == thread_id))
+                ).scalars()
+            )
             if run_ids:
                 await conn.execute(run_events.delete().where(run_events.c.run_id.in_(run_ids)))
             await conn.execute(agent_runs.delete().where(agent_runs.c.thread_id == thread_id))
             await conn.execute(messages.delete().where(messages.c.thread_id == thread_id))
             await conn.execute(threads.delete().where(threads.c.thread_id == thread_id))
-            others = (await conn.execute(sa.select(sa.func.count()).select_from(threads)
-                                         .where(threads.c.project_id == project_id))).scalar_one()
+            others = (
+                await conn.execute(
+                    sa.select(sa.func.count()).select_from(threads).where(threads.c.project_id == project_id)
+                )
+            ).scalar_one()
             if not others:
                 await conn.execute(projects.delete().where(projects.c.project_id == project_id))
         return project_id, not others, run_ids
@@ -353,10 +464,19 @@ class SqlRunnerRepository:
         async with self._engine.connect() as conn:
             return [_run(row) for row in await conn.execute(query)]
 
-    async def create_run(self, *, run_id: str, thread_id: str, account_id: str, model: str,
-                         first_message: StoredMessage | None, reasoning_effort: str = "",
-                         multitask: MultitaskStrategy | str = MultitaskStrategy.REJECT,
-                         max_active_runs: int = 0, user_id: str = "") -> Run:
+    async def create_run(
+        self,
+        *,
+        run_id: str,
+        thread_id: str,
+        account_id: str,
+        model: str,
+        first_message: StoredMessage | None,
+        reasoning_effort: str = "",
+        multitask: MultitaskStrategy | str = MultitaskStrategy.REJECT,
+        max_active_runs: int = 0,
+        user_id: str = "",
+    ) -> Run:
         """Inserts the run under the thread's lock (and the account's, with a cap).
 
         A run that gets the thread at once is `queued`, its prompt added now; otherwise (enqueue,
@@ -375,51 +495,111 @@ class SqlRunnerRepository:
                 await _lock_thread(conn, thread_id)
                 if max_active_runs > 0:
                     await _lock_account(conn, account_id)
-                    active = (sa.select(sa.func.count()).select_from(agent_runs)
-                              .where(c.account_id == account_id, sa.text(_ACTIVE_SQL)).scalar_subquery())
+                    active = (
+                        sa.select(sa.func.count())
+                        .select_from(agent_runs)
+                        .where(c.account_id == account_id, sa.text(_ACTIVE_SQL))
+                        .scalar_subquery()
+                    )
                 else:
                     active = sa.literal(0)
                 on_thread = c.thread_id == thread_id
-                state = (await conn.execute(sa.select(
-                    sa.select(c.run_id).where(on_thread, sa.text(_HOLDING_SQL)).limit(1).scalar_subquery()
-                    .label("holder"),
-                    active.label("active"),
-                    sa.select(sa.func.min(c.queue_order)).where(on_thread, sa.text(_PENDING_SQL)).scalar_subquery()
-                    .label("first"),
-                    sa.select(sa.func.max(c.queue_order)).where(on_thread, sa.text(_PENDING_SQL)).scalar_subquery()
-                    .label("last"),
-                    sa.select(sa.func.max(c.thread_seq)).where(on_thread).scalar_subquery().label("top"),
-                ))).one()
+                state = (
+                    await conn.execute(
+                        sa.select(
+                            sa.select(c.run_id)
+                            .where(on_thread, sa.text(_HOLDING_SQL))
+                            .limit(1)
+                            .scalar_subquery()
+                            .label("holder"),
+                            active.label("active"),
+                            sa.select(sa.func.min(c.queue_order))
+                            .where(on_thread, sa.text(_PENDING_SQL))
+                            .scalar_subquery()
+                            .label("first"),
+                            sa.select(sa.func.max(c.queue_order))
+                            .where(on_thread, sa.text(_PENDING_SQL))
+                            .scalar_subquery()
+                            .label("last"),
+                            sa.select(sa.func.max(c.thread_seq)).where(on_thread).scalar_subquery().label("top"),
+                        )
+                    )
+                ).one()
                 if state.holder is not None and strategy is MultitaskStrategy.REJECT:
                     raise RunAlreadyActive("this thread already has an active run; stop it or wait for it to end")
                 if max_active_runs > 0 and state.active >= max_active_runs:
-                    raise TooManyActiveRuns(f"this account has {state.active} active runs, the most it may have "
-                                            "at once; wait for one to end")
-                values = dict(run_id=run_id, thread_id=thread_id, account_id=account_id, model=model, error="",
-                              finish_reason="", created_at=now, reasoning_effort=reasoning_effort, phase_since=now,
-                              multitask_strategy=strategy.value, user_id=user_id)
+                    raise TooManyActiveRuns(
+                        f"this account has {state.active} active runs, the most it may have "
+                        "at once; wait for one to end"
+                    )
+                values = dict(
+                    run_id=run_id,
+                    thread_id=thread_id,
+                    account_id=account_id,
+                    model=model,
+                    error="",
+                    finish_reason="",
+                    created_at=now,
+                    reasoning_effort=reasoning_effort,
+                    phase_since=now,
+                    multitask_strategy=strategy.value,
+                    user_id=user_id,
+                )
                 waits = strategy is not MultitaskStrategy.REJECT and (
-                    state.holder is not None or state.first is not None)
+                    state.holder is not None or state.first is not None
+                )
                 if not waits:
                     if first_message is not None:
-                        await conn.execute(messages.insert().values(
-                            message_id=first_message.message_id, thread_id=thread_id, account_id=account_id,
-                            type=first_message.type, content_json=first_message.content_json,
-                            created_at=first_message.created_at))
-                    await conn.execute(agent_runs.insert().values(
-                        **values, status=RunStatus.QUEUED.value, dispatched_at=now,
-                        start_position=_last_position(thread_id), thread_seq=(state.top or 0) + 1))
-                    return Run(run_id, thread_id, account_id, RunStatus.QUEUED, model, "", "", now, None, None,
-                               reasoning_effort, phase_since=now, multitask_strategy=strategy.value,
-                               thread_seq=(state.top or 0) + 1, user_id=user_id)
+                        await conn.execute(
+                            messages.insert().values(
+                                message_id=first_message.message_id,
+                                thread_id=thread_id,
+                                account_id=account_id,
+                                type=first_message.type,
+                                content_json=first_message.content_json,
+                                created_at=first_message.created_at,
+                            )
+                        )
+                    await conn.execute(
+                        agent_runs.insert().values(
+                            **values,
+                            status=RunStatus.QUEUED.value,
+                            dispatched_at=now,
+                            start_position=_last_position(thread_id),
+                            thread_seq=(state.top or 0) + 1,
+                        )
+                    )
+                    return Run(
+                        run_id,
+                        thread_id,
+                        account_id,
+                        RunStatus.QUEUED,
+                        model,
+                        "",
+                        "",
+                        now,
+                        None,
+                        None,
+                        reasoning_effort,
+                        phase_since=now,
+                        multitask_strategy=strategy.value,
+                        thread_seq=(state.top or 0) + 1,
+                        user_id=user_id,
+                    )
                 if strategy is MultitaskStrategy.ENQUEUE:
                     order = 1 if state.last is None else state.last + 1
                 else:
                     order = 0 if state.first is None else state.first - 1
-                await conn.execute(agent_runs.insert().values(
-                    **values, status=RunStatus.PENDING.value, phase=Phase.WAITING_FOR_THREAD.value,
-                    queue_order=order, interrupts_run_id=None if strategy is MultitaskStrategy.ENQUEUE else state.holder,
-                    prompt_json=None if first_message is None else first_message.content_json))
+                await conn.execute(
+                    agent_runs.insert().values(
+                        **values,
+                        status=RunStatus.PENDING.value,
+                        phase=Phase.WAITING_FOR_THREAD.value,
+                        queue_order=order,
+                        interrupts_run_id=None if strategy is MultitaskStrategy.ENQUEUE else state.holder,
+                        prompt_json=None if first_message is None else first_message.content_json,
+                    )
+                )
                 if state.holder is None:  # only runs left waiting by an earlier failure: line up behind them
                     promoted = await self._promote_next(conn, thread_id, ended_run_id=None, now=now)
                 row = (await conn.execute(agent_runs.select().where(c.run_id == run_id))).one()
@@ -428,41 +608,66 @@ class SqlRunnerRepository:
         self._promoted([promoted])
         return _run(row)
 
-    async def _promote_next(self, conn: AsyncConnection, thread_id: str, *, ended_run_id: str | None,
-                            now: float) -> str | None:
+    async def _promote_next(
+        self, conn: AsyncConnection, thread_id: str, *, ended_run_id: str | None, now: float
+    ) -> str | None:
         """Gives the thread to its first pending run when no run holds it (inside the caller's
         transaction, under the thread's lock): for a rollback of the run that just ended
         (`ended_run_id`), the messages that run added after its prompt are deleted first; the
         waiting prompt joins the thread now; the run becomes `queued` with no job
         (`dispatched_at` NULL), which the sweeper publishes. Returns the promoted run's id."""
         c = agent_runs.c
-        waiting = (await conn.execute(
-            sa.select(c.run_id, c.account_id, c.prompt_json, c.multitask_strategy, c.interrupts_run_id)
-            .where(c.thread_id == thread_id, sa.text(_PENDING_SQL))
-            .order_by(c.queue_order, c.created_at, c.run_id).limit(1))).first()
+        waiting = (
+            await conn.execute(
+                sa.select(c.run_id, c.account_id, c.prompt_json, c.multitask_strategy, c.interrupts_run_id)
+                .where(c.thread_id == thread_id, sa.text(_PENDING_SQL))
+                .order_by(c.queue_order, c.created_at, c.run_id)
+                .limit(1)
+            )
+        ).first()
         if waiting is None:
             return None
         holder = sa.select(c.run_id).where(c.thread_id == thread_id, sa.text(_HOLDING_SQL)).limit(1)
         if (await conn.execute(holder)).first() is not None:
             return None
-        if (waiting.multitask_strategy == MultitaskStrategy.ROLLBACK.value and ended_run_id is not None
-                and waiting.interrupts_run_id == ended_run_id):
+        if (
+            waiting.multitask_strategy == MultitaskStrategy.ROLLBACK.value
+            and ended_run_id is not None
+            and waiting.interrupts_run_id == ended_run_id
+        ):
             start = (await conn.execute(sa.select(c.start_position).where(c.run_id == ended_run_id))).scalar()
             if start is not None:  # runs started before migration 0004 have no start position
-                await conn.execute(messages.delete().where(messages.c.thread_id == thread_id,
-                                                           messages.c.position > start))
+                await conn.execute(
+                    messages.delete().where(messages.c.thread_id == thread_id, messages.c.position > start)
+                )
         if waiting.prompt_json:
             content = orjson.loads(waiting.prompt_json)
             if "created_at" in content:
                 content["created_at"] = now  # the prompt joins the thread now, not when it was sent
-            await conn.execute(messages.insert().values(
-                message_id=content.get("message_id") or str(uuid.uuid4()), thread_id=thread_id,
-                account_id=waiting.account_id, type="user", content_json=orjson.dumps(content).decode(),
-                created_at=now))
-        await conn.execute(agent_runs.update().where(c.run_id == waiting.run_id, sa.text(_PENDING_SQL)).values(
-            status=RunStatus.QUEUED.value, phase=Phase.WAITING_FOR_WORKER.value, phase_since=now,
-            dispatched_at=None, queue_order=None, prompt_json=None, start_position=_last_position(thread_id),
-            thread_seq=_next_thread_seq(thread_id)))
+            await conn.execute(
+                messages.insert().values(
+                    message_id=content.get("message_id") or str(uuid.uuid4()),
+                    thread_id=thread_id,
+                    account_id=waiting.account_id,
+                    type="user",
+                    content_json=orjson.dumps(content).decode(),
+                    created_at=now,
+                )
+            )
+        await conn.execute(
+            agent_runs.update()
+            .where(c.run_id == waiting.run_id, sa.text(_PENDING_SQL))
+            .values(
+                status=RunStatus.QUEUED.value,
+                phase=Phase.WAITING_FOR_WORKER.value,
+                phase_since=now,
+                dispatched_at=None,
+                queue_order=None,
+                prompt_json=None,
+                start_position=_last_position(thread_id),
+                thread_seq=_next_thread_seq(thread_id),
+            )
+        )
         return waiting.run_id
 
     async def get_run(self, run_id: str) -> Run | None:
@@ -470,8 +675,15 @@ class SqlRunnerRepository:
             row = (await conn.execute(agent_runs.select().where(agent_runs.c.run_id == run_id))).first()
         return _run(row) if row else None
 
-    async def transition(self, run_id: str, *, from_: Iterable[RunStatus], to: RunStatus,
-                         error: str | None = None, finish_reason: str | None = None) -> bool:
+    async def transition(
+        self,
+        run_id: str,
+        *,
+        from_: Iterable[RunStatus],
+        to: RunStatus,
+        error: str | None = None,
+        finish_reason: str | None = None,
+    ) -> bool:
         values: dict[str, object] = {"status": to.value}
         now = self._clock()
         if to is RunStatus.RUNNING:
@@ -511,18 +723,26 @@ class SqlRunnerRepository:
         answered = sa.and_(fresh, c.resolution_json != "")
         query = (
             agent_runs.update()
-            .where(c.run_id == run_id, sa.or_(
-                fresh, sa.and_(c.status.in_(_LEASED), sa.func.coalesce(c.lease_expires_at, 0) < now)))
+            .where(
+                c.run_id == run_id,
+                sa.or_(fresh, sa.and_(c.status.in_(_LEASED), sa.func.coalesce(c.lease_expires_at, 0) < now)),
+            )
             .values(
                 status=sa.case((fresh, RunStatus.RUNNING.value), else_=c.status),
                 started_at=sa.func.coalesce(c.started_at, now),
-                worker_id=worker_id or None, lease_epoch=c.lease_epoch + 1,
+                worker_id=worker_id or None,
+                lease_epoch=c.lease_epoch + 1,
                 lease_expires_at=now + lease_seconds,
                 attempt=sa.case((answered, c.attempt), else_=c.attempt + 1),
                 phase=sa.case((sa.and_(fresh, ~answered), Phase.STARTING.value), else_=Phase.RESUMED.value),
-                phase_detail=sa.case((answered, RESUME_USER_INPUT), (fresh, ""),
-                                     (c.worker_id.is_(None), RESUME_HANDED_BACK), else_=RESUME_WORKER_LOST),
-                phase_since=now, last_event_at=now,
+                phase_detail=sa.case(
+                    (answered, RESUME_USER_INPUT),
+                    (fresh, ""),
+                    (c.worker_id.is_(None), RESUME_HANDED_BACK),
+                    else_=RESUME_WORKER_LOST,
+                ),
+                phase_since=now,
+                last_event_at=now,
             )
             .returning(*agent_runs.c)
         )
@@ -533,23 +753,37 @@ class SqlRunnerRepository:
             # Not a subquery in RETURNING: SQLite renders its columns unqualified there, so
             # `thread_id = thread_id` matched every thread and the run got the first thread's
             # project (and so another project's sandbox).
-            project_id = (await conn.execute(sa.select(threads.c.project_id)
-                                             .where(threads.c.thread_id == row.thread_id))).scalar_one()
+            project_id = (
+                await conn.execute(sa.select(threads.c.project_id).where(threads.c.thread_id == row.thread_id))
+            ).scalar_one()
         run = _run(row)
         return ClaimedRun(run, project_id, resume_reason=run.phase_detail if run.phase == Phase.RESUMED.value else "")
 
-    async def pause_run(self, run_id: str, epoch: int, pending: dict,
-                        events: Sequence[StoredEvent] = ()) -> bool:
+    async def pause_run(self, run_id: str, epoch: int, pending: dict, events: Sequence[StoredEvent] = ()) -> bool:
         """The run waits for the user (requires_action) and gives its lease up: no worker holds
         it while it waits; `events` are stored in the same transaction. Only at `epoch` and from
         running; False otherwise (nothing written)."""
         now = self._clock()
-        query = (agent_runs.update()
-                 .where(agent_runs.c.run_id == run_id, agent_runs.c.lease_epoch == epoch,
-                        agent_runs.c.status == RunStatus.RUNNING.value)
-                 .values(status=RunStatus.REQUIRES_ACTION.value, pending_json=orjson.dumps(pending).decode(),
-                         resolution_json="", paused_at=now, worker_id=None, lease_expires_at=None,
-                         phase=Phase.WAITING_FOR_USER.value, phase_detail="", phase_since=now, last_event_at=now))
+        query = (
+            agent_runs.update()
+            .where(
+                agent_runs.c.run_id == run_id,
+                agent_runs.c.lease_epoch == epoch,
+                agent_runs.c.status == RunStatus.RUNNING.value,
+            )
+            .values(
+                status=RunStatus.REQUIRES_ACTION.value,
+                pending_json=orjson.dumps(pending).decode(),
+                resolution_json="",
+                paused_at=now,
+                worker_id=None,
+                lease_expires_at=None,
+                phase=Phase.WAITING_FOR_USER.value,
+                phase_detail="",
+                phase_since=now,
+                last_event_at=now,
+            )
+        )
         async with self._engine.begin() as conn:
             if (await conn.execute(query)).rowcount != 1:
                 return False
@@ -561,23 +795,34 @@ class SqlRunnerRepository:
         """Hands a paused run the user's input and queues it for a worker (dispatched now: the
         caller publishes its job); False when the run is not waiting for the user."""
         now = self._clock()
-        query = (agent_runs.update()
-                 .where(agent_runs.c.run_id == run_id, agent_runs.c.status == RunStatus.REQUIRES_ACTION.value)
-                 .values(status=RunStatus.QUEUED.value, resolution_json=orjson.dumps(resolution).decode(),
-                         dispatched_at=now, phase=Phase.WAITING_FOR_WORKER.value, phase_detail="", phase_since=now))
+        query = (
+            agent_runs.update()
+            .where(agent_runs.c.run_id == run_id, agent_runs.c.status == RunStatus.REQUIRES_ACTION.value)
+            .values(
+                status=RunStatus.QUEUED.value,
+                resolution_json=orjson.dumps(resolution).decode(),
+                dispatched_at=now,
+                phase=Phase.WAITING_FOR_WORKER.value,
+                phase_detail="",
+                phase_since=now,
+            )
+        )
         async with self._engine.begin() as conn:
             return (await conn.execute(query)).rowcount == 1
 
     async def paused_before(self, before: float, limit: int = 500) -> list[str]:
         """Runs that have waited for the user since before `before` (epoch seconds)."""
-        query = (sa.select(agent_runs.c.run_id)
-                 .where(agent_runs.c.status == RunStatus.REQUIRES_ACTION.value, agent_runs.c.paused_at < before)
-                 .limit(limit))
+        query = (
+            sa.select(agent_runs.c.run_id)
+            .where(agent_runs.c.status == RunStatus.REQUIRES_ACTION.value, agent_runs.c.paused_at < before)
+            .limit(limit)
+        )
         async with self._engine.connect() as conn:
             return [row.run_id for row in await conn.execute(query)]
 
-    async def renew_leases(self, worker_id: str, lease_seconds: float,
-                           run_ids: Iterable[str] | None = None) -> dict[str, int]:
+    async def renew_leases(
+        self, worker_id: str, lease_seconds: float, run_ids: Iterable[str] | None = None
+    ) -> dict[str, int]:
         """Extends every lease `worker_id` still holds (of `run_ids` only, when given: a run its
         worker stopped must lapse, not be renewed with the others), in one statement; returns run
         id -> epoch of the runs it holds (a run missing from the answer was taken over or ended)."""
@@ -585,20 +830,23 @@ class SqlRunnerRepository:
         held = [agent_runs.c.worker_id == worker_id, agent_runs.c.status.in_(_LEASED)]
         if run_ids is not None:
             held.append(agent_runs.c.run_id.in_(list(run_ids)))
-        query = (agent_runs.update()
-                 .where(*held)
-                 .values(lease_expires_at=now + lease_seconds)
-                 .returning(agent_runs.c.run_id, agent_runs.c.lease_epoch))
+        query = (
+            agent_runs.update()
+            .where(*held)
+            .values(lease_expires_at=now + lease_seconds)
+            .returning(agent_runs.c.run_id, agent_runs.c.lease_epoch)
+        )
         async with self._engine.begin() as conn:
             return {row.run_id: row.lease_epoch for row in await conn.execute(query)}
 
     async def release_lease(self, run_id: str, epoch: int) -> bool:
         """Gives the run back (worker shutting down): its lease ends now, so the next claim takes
         it over at once. False when this epoch no longer held it."""
-        query = (agent_runs.update()
-                 .where(agent_runs.c.run_id == run_id, agent_runs.c.lease_epoch == epoch,
-                        agent_runs.c.status.in_(_LEASED))
-                 .values(worker_id=None, lease_expires_at=0.0, dispatched_at=self._clock()))
+        query = (
+            agent_runs.update()
+            .where(agent_runs.c.run_id == run_id, agent_runs.c.lease_epoch == epoch, agent_runs.c.status.in_(_LEASED))
+            .values(worker_id=None, lease_expires_at=0.0, dispatched_at=self._clock())
+        )
         async with self._engine.begin() as conn:
             return (await conn.execute(query)).rowcount == 1
 
@@ -626,15 +874,26 @@ class SqlRunnerRepository:
         c = agent_runs.c
         stale = sa.or_(c.dispatched_at.is_(None), c.dispatched_at < now - redispatch_after)
         lapsed = sa.func.coalesce(c.lease_expires_at, 0)
-        due = (sa.select(c.run_id).where(sa.or_(
-            sa.and_(c.status == RunStatus.QUEUED.value, stale),
-            sa.and_(c.status.in_(_LEASED), lapsed < now, sa.or_(stale, c.dispatched_at < lapsed)),
-        )).order_by(c.created_at).limit(limit)
-               # Rows another transaction holds (a run ending, a lease renewal) are left for the
-               # next pass: the sweeper never waits on a row lock, so it cannot deadlock.
-               .with_for_update(skip_locked=True))
-        query = (agent_runs.update().where(c.run_id.in_(due.scalar_subquery())).values(dispatched_at=now)
-                 .returning(c.run_id, c.thread_id, c.account_id))
+        due = (
+            sa.select(c.run_id)
+            .where(
+                sa.or_(
+                    sa.and_(c.status == RunStatus.QUEUED.value, stale),
+                    sa.and_(c.status.in_(_LEASED), lapsed < now, sa.or_(stale, c.dispatched_at < lapsed)),
+                )
+            )
+            .order_by(c.created_at)
+            .limit(limit)
+            # Rows another transaction holds (a run ending, a lease renewal) are left for the
+            # next pass: the sweeper never waits on a row lock, so it cannot deadlock.
+            .with_for_update(skip_locked=True)
+        )
+        query = (
+            agent_runs.update()
+            .where(c.run_id.in_(due.scalar_subquery()))
+            .values(dispatched_at=now)
+            .returning(c.run_id, c.thread_id, c.account_id)
+        )
         async with self._engine.begin() as conn:
             return [DispatchJob(r.run_id, r.thread_id, r.account_id) for r in await conn.execute(query)]
 
@@ -642,10 +901,12 @@ class SqlRunnerRepository:
         """A safety net for the sweeper: threads with waiting runs but no run holding them (a run
         ended by a path that does not promote) give the thread to their first waiting run."""
         p, h = agent_runs.alias("p"), agent_runs.alias("h")
-        held = sa.select(h.c.run_id).where(h.c.thread_id == p.c.thread_id,
-                                           h.c.status.in_([s.value for s in THREAD_HOLDING_STATUSES])).exists()
-        query = (sa.select(p.c.thread_id).where(p.c.status == RunStatus.PENDING.value, ~held)
-                 .distinct().limit(limit))
+        held = (
+            sa.select(h.c.run_id)
+            .where(h.c.thread_id == p.c.thread_id, h.c.status.in_([s.value for s in THREAD_HOLDING_STATUSES]))
+            .exists()
+        )
+        query = sa.select(p.c.thread_id).where(p.c.status == RunStatus.PENDING.value, ~held).distinct().limit(limit)
         async with self._engine.connect() as conn:
             orphaned = [r.thread_id for r in await conn.execute(query)]
         for thread_id in orphaned:
@@ -654,8 +915,17 @@ class SqlRunnerRepository:
                 promoted = await self._promote_next(conn, thread_id, ended_run_id=None, now=self._clock())
             self._promoted([promoted])
 
-    async def finish_run(self, run_id: str, *, from_: Iterable[RunStatus], to: RunStatus, error: str,
-                         finish_reason: str, events: Sequence[StoredEvent], epoch: int | None = None) -> bool:
+    async def finish_run(
+        self,
+        run_id: str,
+        *,
+        from_: Iterable[RunStatus],
+        to: RunStatus,
+        error: str,
+        finish_reason: str,
+        events: Sequence[StoredEvent],
+        epoch: int | None = None,
+    ) -> bool:
         """Ends the run and stores its last durable events (the terminal one included) in one
         transaction; only from `from_`, and only at `epoch` when given. True when it ended."""
         now = self._clock()
@@ -663,13 +933,27 @@ class SqlRunnerRepository:
         conditions = [c.run_id == run_id, c.status.in_([s.value for s in from_])]
         if epoch is not None:
             conditions.append(c.lease_epoch == epoch)
-        query = agent_runs.update().where(*conditions).values(
-            status=to.value, completed_at=now, error=clean(error), finish_reason=finish_reason, worker_id=None,
-            lease_expires_at=None, phase=Phase.FINISHED.value, phase_detail="", phase_since=now, last_event_at=now,
-            pending_json="", resolution_json="",
-            # A run that waited and ends without having held the thread takes its place now.
-            thread_seq=sa.func.coalesce(c.thread_seq, _next_thread_seq(c.thread_id)),
-        ).returning(c.thread_id)
+        query = (
+            agent_runs.update()
+            .where(*conditions)
+            .values(
+                status=to.value,
+                completed_at=now,
+                error=clean(error),
+                finish_reason=finish_reason,
+                worker_id=None,
+                lease_expires_at=None,
+                phase=Phase.FINISHED.value,
+                phase_detail="",
+                phase_since=now,
+                last_event_at=now,
+                pending_json="",
+                resolution_json="",
+                # A run that waited and ends without having held the thread takes its place now.
+                thread_seq=sa.func.coalesce(c.thread_seq, _next_thread_seq(c.thread_id)),
+            )
+            .returning(c.thread_id)
+        )
         async with self._engine.begin() as conn:
             # The thread's lock first (the order every start takes): the end and the promotion of
             # the thread's next waiting run commit together, and a start that lines a run up
@@ -684,8 +968,14 @@ class SqlRunnerRepository:
         self._promoted([promoted])
         return True
 
-    async def append_events(self, run_id: str, events: Sequence[StoredEvent], *, epoch: int | None = None,
-                            phase: tuple[str, str, float] | None = None) -> None:
+    async def append_events(
+        self,
+        run_id: str,
+        events: Sequence[StoredEvent],
+        *,
+        epoch: int | None = None,
+        phase: tuple[str, str, float] | None = None,
+    ) -> None:
         """Stores durable events. With `epoch`, only while that lease is held (LeaseLost
         otherwise), and `phase` (name, detail, since) becomes the run's current phase."""
         if not events:
@@ -695,8 +985,11 @@ class SqlRunnerRepository:
             if epoch is not None:
                 # The detail is a tool name as the model wrote it: NUL or an unpaired surrogate
                 # would fail the write (PostgreSQL text, UTF-8), so they are replaced.
-                extra = {} if phase is None else {"phase": phase[0], "phase_detail": clean(phase[1])[:200],
-                                                  "phase_since": phase[2]}
+                extra = (
+                    {}
+                    if phase is None
+                    else {"phase": phase[0], "phase_detail": clean(phase[1])[:200], "phase_since": phase[2]}
+                )
                 if (await conn.execute(_fence(run_id, epoch, now, **extra))).rowcount != 1:
                     raise LeaseLost(f"run {run_id}: lease epoch {epoch} is no longer held")
             await conn.execute(run_events.insert(), _event_rows(run_id, events, now))
@@ -705,7 +998,8 @@ class SqlRunnerRepository:
         query = (
             sa.select(run_events.c.seq, run_events.c.data, run_events.c.terminal)
             .where(run_events.c.run_id == run_id, run_events.c.seq > after_seq)
-            .order_by(run_events.c.seq).limit(limit)
+            .order_by(run_events.c.seq)
+            .limit(limit)
         )
         async with self._engine.connect() as conn:
             return [StoredEvent(r.seq, bytes(r.data), bool(r.terminal)) for r in await conn.execute(query)]
@@ -714,12 +1008,16 @@ class SqlRunnerRepository:
         query = sa.select(sa.func.coalesce(sa.func.max(run_events.c.seq), 0)).where(run_events.c.run_id == run_id)
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
+
     async def list_thread_runs(self, thread_id: str, after_thread_seq: int, limit: int = 100) -> list[Run]:
         """The thread's runs placed after `after_thread_seq`, in the order they held the thread
         (waiting runs have no place yet and are left out)."""
-        query = (agent_runs.select()
-                 .where(agent_runs.c.thread_id == thread_id, agent_runs.c.thread_seq > after_thread_seq)
-                 .order_by(agent_runs.c.thread_seq).limit(limit))
+        query = (
+            agent_runs.select()
+            .where(agent_runs.c.thread_id == thread_id, agent_runs.c.thread_seq > after_thread_seq)
+            .order_by(agent_runs.c.thread_seq)
+            .limit(limit)
+        )
         async with self._engine.connect() as conn:
             return [_run(row) for row in await conn.execute(query)]
 

@@ -10,9 +10,7 @@ from contextlib import asynccontextmanager
 
 
 class MemoryStopSignal:
-    def __init__(
-        self, *, ttl_seconds: float = 86_400, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, *, ttl_seconds: float = 86_400, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl_seconds
         self._clock = clock
         # Same TTL for every request and a monotonic clock: expiry order is insertion order.

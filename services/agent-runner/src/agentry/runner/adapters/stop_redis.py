@@ -64,16 +64,19 @@ class RedisStopSignal:
                 await pipe.execute()
 
         try:
-            await reconnecting(set_and_publish, reconnect_seconds=self._reconnect_seconds,
-                               what=f"stop run {run_id}")
+            await reconnecting(set_and_publish, reconnect_seconds=self._reconnect_seconds, what=f"stop run {run_id}")
         except RedisError as exc:
             raise StopSignalUnavailable(f"cannot request a stop of run {run_id}: {exc}") from exc
 
     async def is_stop_requested(self, run_id: str) -> bool:
         try:
-            return bool(await reconnecting(lambda: self._redis.exists(self.key(run_id)),
-                                           reconnect_seconds=self._reconnect_seconds,
-                                           what=f"read the stop flag of run {run_id}"))
+            return bool(
+                await reconnecting(
+                    lambda: self._redis.exists(self.key(run_id)),
+                    reconnect_seconds=self._reconnect_seconds,
+                    what=f"read the stop flag of run {run_id}",
+                )
+            )
         except RedisError as exc:
             raise StopSignalUnavailable(f"cannot read the stop flag of run {run_id}: {exc}") from exc
 
@@ -111,13 +114,14 @@ class RedisStopSignal:
                     await self._pubsub.aclose()
                 pubsub = self._redis.pubsub()
                 try:
-                    await reconnecting(lambda: pubsub.subscribe(self._channel),
-                                       reconnect_seconds=self._reconnect_seconds, what=f"subscribe to {self._channel}")
+                    await reconnecting(
+                        lambda: pubsub.subscribe(self._channel),
+                        reconnect_seconds=self._reconnect_seconds,
+                        what=f"subscribe to {self._channel}",
+                    )
                 except RedisError as exc:
                     await pubsub.aclose()
-                    raise StopSignalUnavailable(
-                        f"cannot subscribe to {self._channel}: {exc}"
-                    ) from exc
+                    raise StopSignalUnavailable(f"cannot subscribe to {self._channel}: {exc}") from exc
                 self._pubsub = pubsub
                 self._listener = asyncio.create_task(self._listen(pubsub))
             listener = self._listener

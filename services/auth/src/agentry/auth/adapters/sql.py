@@ -215,8 +215,13 @@ api_keys = sa.Table(
 
 
 def _session(row) -> Session:
-    return Session(session_id=row.session_id, user_id=row.user_id, account_id=row.account_id,
-                   created_at=row.created_at, revoked_at=row.revoked_at)
+    return Session(
+        session_id=row.session_id,
+        user_id=row.user_id,
+        account_id=row.account_id,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
 
 
 class SqlSessionRepository:
@@ -227,12 +232,24 @@ class SqlSessionRepository:
 
     async def add_session(self, session: Session, token_hash: str, expires_at: float) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(sessions.insert().values(
-                session_id=session.session_id, user_id=session.user_id, account_id=session.account_id,
-                created_at=session.created_at, revoked_at=None))
-            await conn.execute(refresh_tokens.insert().values(
-                token_hash=token_hash, session_id=session.session_id, created_at=session.created_at,
-                expires_at=expires_at, used_at=None))
+            await conn.execute(
+                sessions.insert().values(
+                    session_id=session.session_id,
+                    user_id=session.user_id,
+                    account_id=session.account_id,
+                    created_at=session.created_at,
+                    revoked_at=None,
+                )
+            )
+            await conn.execute(
+                refresh_tokens.insert().values(
+                    token_hash=token_hash,
+                    session_id=session.session_id,
+                    created_at=session.created_at,
+                    expires_at=expires_at,
+                    used_at=None,
+                )
+            )
 
     async def find_refresh_token(self, token_hash: str) -> RefreshRecord | None:
         query = (
@@ -258,8 +275,11 @@ class SqlSessionRepository:
             session_id = used.scalar()
             if session_id is None:
                 return False
-            await conn.execute(refresh_tokens.insert().values(
-                token_hash=new_hash, session_id=session_id, created_at=now, expires_at=expires_at, used_at=None))
+            await conn.execute(
+                refresh_tokens.insert().values(
+                    token_hash=new_hash, session_id=session_id, created_at=now, expires_at=expires_at, used_at=None
+                )
+            )
         return True
 
     async def find_session(self, session_id: str) -> Session | None:
@@ -269,9 +289,11 @@ class SqlSessionRepository:
 
     async def revoke_session(self, session_id: str, *, now: float) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(sessions.update()
-                               .where(sessions.c.session_id == session_id, sessions.c.revoked_at.is_(None))
-                               .values(revoked_at=now))
+            await conn.execute(
+                sessions.update()
+                .where(sessions.c.session_id == session_id, sessions.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
 
     async def revoke_user_sessions(self, user_id: str, *, now: float, keep: str | None = None) -> int:
         where = [sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None)]
@@ -283,9 +305,17 @@ class SqlSessionRepository:
 
 
 def _api_key(row) -> ApiKey:
-    return ApiKey(api_key_id=row.api_key_id, account_id=row.account_id, user_id=row.user_id, name=row.name,
-                  display_prefix=row.display_prefix, created_at=row.created_at, expires_at=row.expires_at,
-                  last_used_at=row.last_used_at, revoked_at=row.revoked_at)
+    return ApiKey(
+        api_key_id=row.api_key_id,
+        account_id=row.account_id,
+        user_id=row.user_id,
+        name=row.name,
+        display_prefix=row.display_prefix,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+    )
 
 
 class SqlApiKeyRepository:
@@ -294,15 +324,27 @@ class SqlApiKeyRepository:
 
     async def add(self, key: ApiKey, key_hash: str) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(api_keys.insert().values(
-                api_key_id=key.api_key_id, account_id=key.account_id, user_id=key.user_id, name=key.name,
-                display_prefix=key.display_prefix, key_hash=key_hash, created_at=key.created_at,
-                expires_at=key.expires_at, last_used_at=None, revoked_at=None))
+            await conn.execute(
+                api_keys.insert().values(
+                    api_key_id=key.api_key_id,
+                    account_id=key.account_id,
+                    user_id=key.user_id,
+                    name=key.name,
+                    display_prefix=key.display_prefix,
+                    key_hash=key_hash,
+                    created_at=key.created_at,
+                    expires_at=key.expires_at,
+                    last_used_at=None,
+                    revoked_at=None,
+                )
+            )
 
     async def list_for_account(self, account_id: str) -> list[ApiKey]:
-        query = (sa.select(api_keys)
-                 .where(api_keys.c.account_id == account_id, api_keys.c.revoked_at.is_(None))
-                 .order_by(api_keys.c.created_at, api_keys.c.api_key_id))
+        query = (
+            sa.select(api_keys)
+            .where(api_keys.c.account_id == account_id, api_keys.c.revoked_at.is_(None))
+            .order_by(api_keys.c.created_at, api_keys.c.api_key_id)
+        )
         async with self._engine.connect() as conn:
             return [_api_key(row) for row in await conn.execute(query)]
 
@@ -310,9 +352,13 @@ class SqlApiKeyRepository:
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 api_keys.update()
-                .where(api_keys.c.api_key_id == api_key_id, api_keys.c.account_id == account_id,
-                       api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=now))
+                .where(
+                    api_keys.c.api_key_id == api_key_id,
+                    api_keys.c.account_id == account_id,
+                    api_keys.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            )
         return result.rowcount == 1
 
     async def find_by_hash(self, key_hash: str) -> ApiKey | None:
@@ -325,9 +371,12 @@ class SqlApiKeyRepository:
         async with self._engine.begin() as conn:
             await conn.execute(
                 api_keys.update()
-                .where(api_keys.c.api_key_id == api_key_id,
-                       sa.or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < now - every))
-                .values(last_used_at=now))
+                .where(
+                    api_keys.c.api_key_id == api_key_id,
+                    sa.or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < now - every),
+                )
+                .values(last_used_at=now)
+            )
 
 
 invitations = sa.Table(
@@ -362,43 +411,66 @@ class SqlAccountRepository:
         self._engine = engine
 
     async def membership(self, user_id: str, account_id: str) -> AccountMembership | None:
-        query = (sa.select(accounts, memberships.c.role)
-                 .join(memberships, memberships.c.account_id == accounts.c.account_id)
-                 .where(memberships.c.user_id == user_id, accounts.c.account_id == account_id))
+        query = (
+            sa.select(accounts, memberships.c.role)
+            .join(memberships, memberships.c.account_id == accounts.c.account_id)
+            .where(memberships.c.user_id == user_id, accounts.c.account_id == account_id)
+        )
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return AccountMembership(_account(row), row.role) if row is not None else None
 
     async def list_for_user(self, user_id: str) -> list[AccountMembership]:
-        query = (sa.select(accounts, memberships.c.role)
-                 .join(memberships, memberships.c.account_id == accounts.c.account_id)
-                 .where(memberships.c.user_id == user_id)
-                 .order_by(accounts.c.personal.desc(), accounts.c.created_at, accounts.c.account_id))
+        query = (
+            sa.select(accounts, memberships.c.role)
+            .join(memberships, memberships.c.account_id == accounts.c.account_id)
+            .where(memberships.c.user_id == user_id)
+            .order_by(accounts.c.personal.desc(), accounts.c.created_at, accounts.c.account_id)
+        )
         async with self._engine.connect() as conn:
             return [AccountMembership(_account(row), row.role) for row in await conn.execute(query)]
 
     async def add_account(self, account: Account, owner: Membership) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(accounts.insert().values(
-                account_id=account.account_id, name=account.name, personal=account.personal,
-                created_at=account.created_at))
-            await conn.execute(memberships.insert().values(
-                account_id=owner.account_id, user_id=owner.user_id, role=owner.role, created_at=owner.created_at))
+            await conn.execute(
+                accounts.insert().values(
+                    account_id=account.account_id,
+                    name=account.name,
+                    personal=account.personal,
+                    created_at=account.created_at,
+                )
+            )
+            await conn.execute(
+                memberships.insert().values(
+                    account_id=owner.account_id, user_id=owner.user_id, role=owner.role, created_at=owner.created_at
+                )
+            )
 
     async def members(self, account_id: str) -> list[Member]:
-        query = (sa.select(users.c.user_id, users.c.email, memberships.c.role, memberships.c.created_at)
-                 .join(memberships, memberships.c.user_id == users.c.user_id)
-                 .where(memberships.c.account_id == account_id)
-                 .order_by(memberships.c.created_at, users.c.user_id))
+        query = (
+            sa.select(users.c.user_id, users.c.email, memberships.c.role, memberships.c.created_at)
+            .join(memberships, memberships.c.user_id == users.c.user_id)
+            .where(memberships.c.account_id == account_id)
+            .order_by(memberships.c.created_at, users.c.user_id)
+        )
         async with self._engine.connect() as conn:
             return [Member(row.user_id, row.email, row.role, row.created_at) for row in await conn.execute(query)]
 
     async def add_invitation(self, invitation: Invitation, token_hash: str) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(invitations.insert().values(
-                invitation_id=invitation.invitation_id, account_id=invitation.account_id, email=invitation.email,
-                role=invitation.role, invited_by=invitation.invited_by, token_hash=token_hash,
-                created_at=invitation.created_at, expires_at=invitation.expires_at, accepted_at=None))
+            await conn.execute(
+                invitations.insert().values(
+                    invitation_id=invitation.invitation_id,
+                    account_id=invitation.account_id,
+                    email=invitation.email,
+                    role=invitation.role,
+                    invited_by=invitation.invited_by,
+                    token_hash=token_hash,
+                    created_at=invitation.created_at,
+                    expires_at=invitation.expires_at,
+                    accepted_at=None,
+                )
+            )
 
     async def accept_invitation(self, token_hash: str, user_id: str, email: str, *, now: float) -> Invitation | None:
         """Marks the invitation accepted and adds the membership in one transaction; None when the
@@ -406,32 +478,52 @@ class SqlAccountRepository:
         async with self._engine.begin() as conn:
             used = await conn.execute(
                 invitations.update()
-                .where(invitations.c.token_hash == token_hash, invitations.c.accepted_at.is_(None),
-                       invitations.c.expires_at > now, invitations.c.email == email)
+                .where(
+                    invitations.c.token_hash == token_hash,
+                    invitations.c.accepted_at.is_(None),
+                    invitations.c.expires_at > now,
+                    invitations.c.email == email,
+                )
                 .values(accepted_at=now)
-                .returning(*invitations.c))
+                .returning(*invitations.c)
+            )
             row = used.first()
             if row is None:
                 return None
-            exists = (await conn.execute(sa.select(memberships.c.role).where(
-                memberships.c.account_id == row.account_id, memberships.c.user_id == user_id))).first()
+            exists = (
+                await conn.execute(
+                    sa.select(memberships.c.role).where(
+                        memberships.c.account_id == row.account_id, memberships.c.user_id == user_id
+                    )
+                )
+            ).first()
             if exists is None:
-                await conn.execute(memberships.insert().values(
-                    account_id=row.account_id, user_id=user_id, role=row.role, created_at=now))
-        return Invitation(row.invitation_id, row.account_id, row.email, row.role, row.invited_by, row.created_at,
-                          row.expires_at, now)
+                await conn.execute(
+                    memberships.insert().values(
+                        account_id=row.account_id, user_id=user_id, role=row.role, created_at=now
+                    )
+                )
+        return Invitation(
+            row.invitation_id, row.account_id, row.email, row.role, row.invited_by, row.created_at, row.expires_at, now
+        )
 
     async def count_owners(self, account_id: str) -> int:
-        query = sa.select(sa.func.count()).select_from(memberships).where(
-            memberships.c.account_id == account_id, memberships.c.role == "owner")
+        query = (
+            sa.select(sa.func.count())
+            .select_from(memberships)
+            .where(memberships.c.account_id == account_id, memberships.c.role == "owner")
+        )
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar() or 0)
 
     async def set_role(self, account_id: str, user_id: str, role: str, *, keep_an_owner: bool) -> bool:
         """False when the change would leave the account without an owner (checked in the same
         transaction, with the account's memberships locked, so two demotions cannot both pass)."""
-        change = memberships.update().where(
-            memberships.c.account_id == account_id, memberships.c.user_id == user_id).values(role=role)
+        change = (
+            memberships.update()
+            .where(memberships.c.account_id == account_id, memberships.c.user_id == user_id)
+            .values(role=role)
+        )
         return await self._guarded(account_id, change, keep_an_owner=keep_an_owner)
 
     async def remove_member(self, account_id: str, user_id: str, *, keep_an_owner: bool) -> bool:
@@ -441,8 +533,9 @@ class SqlAccountRepository:
     async def _guarded(self, account_id: str, change, *, keep_an_owner: bool) -> bool:
         try:
             async with self._engine.begin() as conn:
-                await conn.execute(sa.select(memberships.c.user_id)
-                                   .where(memberships.c.account_id == account_id).with_for_update())
+                await conn.execute(
+                    sa.select(memberships.c.user_id).where(memberships.c.account_id == account_id).with_for_update()
+                )
                 await conn.execute(change)
                 if keep_an_owner and not await self._has_owner(conn, account_id):
                     raise _NoOwnerLeft
@@ -452,8 +545,11 @@ class SqlAccountRepository:
 
     @staticmethod
     async def _has_owner(conn, account_id: str) -> bool:
-        query = sa.select(sa.func.count()).select_from(memberships).where(
-            memberships.c.account_id == account_id, memberships.c.role == "owner")
+        query = (
+            sa.select(sa.func.count())
+            .select_from(memberships)
+            .where(memberships.c.account_id == account_id, memberships.c.role == "owner")
+        )
         return int((await conn.execute(query)).scalar() or 0) > 0
 
 

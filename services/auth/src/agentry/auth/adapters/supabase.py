@@ -98,9 +98,18 @@ class _Jwks:
 class SupabaseIdentityProvider:
     """Sign-up, sign-in, refresh, sign-out and password changes go to GoTrue; verification stays local."""
 
-    def __init__(self, *, url: str, anon_key: str, service_role_key: str, jwt_secret: str | None,
-                 users: UserRepository, stream_tokens: TokenSigner, clock: Clock = time.time,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        anon_key: str,
+        service_role_key: str,
+        jwt_secret: str | None,
+        users: UserRepository,
+        stream_tokens: TokenSigner,
+        clock: Clock = time.time,
+        timeout: float = 10.0,
+    ) -> None:
         self._auth_url = url.rstrip("/") + "/auth/v1"
         self._anon_key, self._jwt_secret = anon_key, jwt_secret
         self._users, self._stream_tokens, self._clock = users, stream_tokens, clock
@@ -111,17 +120,23 @@ class SupabaseIdentityProvider:
         self._jwks = _Jwks(self._http, f"{self._auth_url}/.well-known/jwks.json", apikey=anon_key)
         # Admin calls use the service-role key; user calls get a fresh client each (signing in
         # rewrites a client's Authorization header), all over one connection pool.
-        self._admin = AsyncGoTrueAdminAPI(url=self._auth_url, http_client=self._http,
-                                          headers={"apiKey": service_role_key,
-                                                   "Authorization": f"Bearer {service_role_key}"})
+        self._admin = AsyncGoTrueAdminAPI(
+            url=self._auth_url,
+            http_client=self._http,
+            headers={"apiKey": service_role_key, "Authorization": f"Bearer {service_role_key}"},
+        )
 
     async def close(self) -> None:
         await self._http.aclose()
 
     def _client(self) -> AsyncGoTrueClient:
-        return AsyncGoTrueClient(url=self._auth_url, http_client=self._http, auto_refresh_token=False,
-                                 persist_session=False,
-                                 headers={"apiKey": self._anon_key, "Authorization": f"Bearer {self._anon_key}"})
+        return AsyncGoTrueClient(
+            url=self._auth_url,
+            http_client=self._http,
+            auto_refresh_token=False,
+            persist_session=False,
+            headers={"apiKey": self._anon_key, "Authorization": f"Bearer {self._anon_key}"},
+        )
 
     async def sign_up(self, email: str, password: str) -> SignedUp:
         email = normalize_email(email)
@@ -230,8 +245,15 @@ class SupabaseIdentityProvider:
         else:
             raise InvalidToken("invalid token: algorithm not accepted")
         try:
-            claims = jwt.decode(token, key, algorithms=[alg], audience=AUDIENCE, issuer=self._auth_url,
-                                options={"require": REQUIRED_CLAIMS}, leeway=30)
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=AUDIENCE,
+                issuer=self._auth_url,
+                options={"require": REQUIRED_CLAIMS},
+                leeway=30,
+            )
         except jwt.ExpiredSignatureError as exc:
             raise TokenExpired("token has expired") from exc
         except jwt.PyJWTError as exc:
@@ -240,8 +262,7 @@ class SupabaseIdentityProvider:
         if not (isinstance(sub, str) and sub and isinstance(email, str) and email and isinstance(session_id, str)):
             raise InvalidToken("invalid token: sub and email must be non-empty strings")
         account_id = await self._mirror(sub, email)
-        principal = Principal(user_id=sub, account_id=account_id, email=normalize_email(email),
-                              session_id=session_id)
+        principal = Principal(user_id=sub, account_id=account_id, email=normalize_email(email), session_id=session_id)
         return VerifiedToken(principal=principal, expires_at=int(claims["exp"]))
 
     async def jwks(self) -> dict[str, Any]:
@@ -257,8 +278,9 @@ class SupabaseIdentityProvider:
         now = self._clock()
         email = normalize_email(email)
         user = User(user_id=user_id, email=email, password_hash=NO_LOCAL_PASSWORD, created_at=now)
-        account = Account(account_id=str(uuid.uuid4()), name=personal_account_name(email), personal=True,
-                          created_at=now)
+        account = Account(
+            account_id=str(uuid.uuid4()), name=personal_account_name(email), personal=True, created_at=now
+        )
         account_id = await self._users.ensure_user(user, account, Membership(account.account_id, user_id, OWNER, now))
         if len(self._personal) >= 100_000:
             self._personal.clear()
@@ -275,8 +297,12 @@ class SupabaseIdentityProvider:
 
 def _issued(session) -> IssuedToken:
     expires_at = int(session.expires_at or time.time() + session.expires_in)
-    return IssuedToken(access_token=session.access_token, expires_in=int(session.expires_in), expires_at=expires_at,
-                       refresh_token=session.refresh_token)
+    return IssuedToken(
+        access_token=session.access_token,
+        expires_in=int(session.expires_in),
+        expires_at=expires_at,
+        refresh_token=session.refresh_token,
+    )
 
 
 def _unavailable(exc: AuthError) -> Unavailable:

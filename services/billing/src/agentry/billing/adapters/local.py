@@ -20,8 +20,15 @@ class LocalPaymentsProvider:
     async def close(self) -> None:
         return None
 
-    async def checkout(self, account_id: str, *, plan_id: str | None, credit_pack_id: str | None,
-                       success_url: str | None, cancel_url: str | None) -> CheckoutSession:
+    async def checkout(
+        self,
+        account_id: str,
+        *,
+        plan_id: str | None,
+        credit_pack_id: str | None,
+        success_url: str | None,
+        cancel_url: str | None,
+    ) -> CheckoutSession:
         raise PaymentsNotConfigured(_MESSAGE)
 
     async def portal(self, account_id: str, *, return_url: str | None) -> str:

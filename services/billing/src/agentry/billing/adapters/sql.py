@@ -59,9 +59,7 @@ credit_ledger = sa.Table(
     "credit_ledger",
     metadata,
     sa.Column("entry_id", sa.String(32), primary_key=True),
-    sa.Column(
-        "account_id", sa.String(255), sa.ForeignKey("credit_accounts.account_id"), nullable=False, index=True
-    ),
+    sa.Column("account_id", sa.String(255), sa.ForeignKey("credit_accounts.account_id"), nullable=False, index=True),
     sa.Column("amount_micros", sa.BigInteger, nullable=False),
     sa.Column("kind", sa.String(24), nullable=False),
     # Every write's idempotency key (usage:<run>:<step>, stripe-event:<id>, checkout:<id>, ...),
@@ -114,8 +112,14 @@ def _dialect_insert(engine_or_conn, table: sa.Table):
 class SqlBillingTx:
     """BillingTx on one open connection inside `engine.begin()` (see SqlBillingStore.transaction)."""
 
-    def __init__(self, conn: AsyncConnection, *, clock: Callable[[], float], new_id: Callable[[], str],
-                 known_accounts: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        *,
+        clock: Callable[[], float],
+        new_id: Callable[[], str],
+        known_accounts: set[str] | None = None,
+    ) -> None:
         self._conn = conn
         self._clock = clock
         self._new_id = new_id
@@ -131,20 +135,33 @@ class SqlBillingTx:
         await self._conn.execute(
             self._insert(credit_accounts)
             .values(account_id=account_id, balance_micros=0, created_at=self._clock())
-            .on_conflict_do_nothing(index_elements=["account_id"]))
+            .on_conflict_do_nothing(index_elements=["account_id"])
+        )
 
     async def post(self, write: LedgerWrite) -> Posted:
         if write.account_id not in self._known:
             await self.ensure_account(write.account_id)
         recorded = await self._conn.execute(
             self._insert(credit_ledger)
-            .values(entry_id=self._new_id(), account_id=write.account_id, amount_micros=write.amount_micros,
-                    kind=write.kind, idempotency_key=write.key, run_id=write.run_id, step=write.step,
-                    model=write.model, prompt_tokens=write.prompt_tokens,
-                    completion_tokens=write.completion_tokens, source=write.source, quantity=write.quantity,
-                    note=write.note[:255], created_at=self._clock())
+            .values(
+                entry_id=self._new_id(),
+                account_id=write.account_id,
+                amount_micros=write.amount_micros,
+                kind=write.kind,
+                idempotency_key=write.key,
+                run_id=write.run_id,
+                step=write.step,
+                model=write.model,
+                prompt_tokens=write.prompt_tokens,
+                completion_tokens=write.completion_tokens,
+                source=write.source,
+                quantity=write.quantity,
+                note=write.note[:255],
+                created_at=self._clock(),
+            )
             .on_conflict_do_nothing(index_elements=["account_id", "idempotency_key"])
-            .returning(credit_ledger.c.entry_id))
+            .returning(credit_ledger.c.entry_id)
+        )
         if recorded.first() is None:
             return Posted(balance_micros=await _balance_in(self._conn, write.account_id), applied=False)
         balance = await _add(self._conn, write.account_id, write.amount_micros)
@@ -154,30 +171,40 @@ class SqlBillingTx:
 
     async def balance(self, account_id: str) -> int | None:
         return await self._conn.scalar(
-            sa.select(credit_accounts.c.balance_micros).where(credit_accounts.c.account_id == account_id))
+            sa.select(credit_accounts.c.balance_micros).where(credit_accounts.c.account_id == account_id)
+        )
 
     async def record_event(self, event_id: str, event_type: str, created: int) -> bool:
         inserted = await self._conn.execute(
             self._insert(processed_events)
             .values(event_id=event_id, event_type=event_type[:128], created=int(created), processed_at=self._clock())
             .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(processed_events.c.event_id))
+            .returning(processed_events.c.event_id)
+        )
         return inserted.first() is not None
 
     async def subscription(self, account_id: str) -> Subscription | None:
-        row = (await self._conn.execute(
-            sa.select(subscriptions).where(subscriptions.c.account_id == account_id))).first()
+        row = (
+            await self._conn.execute(sa.select(subscriptions).where(subscriptions.c.account_id == account_id))
+        ).first()
         return _subscription(row) if row else None
 
     async def upsert_subscription(self, sub: Subscription) -> bool:
-        values = dict(plan_id=sub.plan_id, status=sub.status, current_period_start=sub.current_period_start,
-                      current_period_end=sub.current_period_end, stripe_customer_id=sub.stripe_customer_id,
-                      stripe_subscription_id=sub.stripe_subscription_id,
-                      cancel_at_period_end=sub.cancel_at_period_end, event_created=sub.event_created,
-                      updated_at=self._clock())
+        values = dict(
+            plan_id=sub.plan_id,
+            status=sub.status,
+            current_period_start=sub.current_period_start,
+            current_period_end=sub.current_period_end,
+            stripe_customer_id=sub.stripe_customer_id,
+            stripe_subscription_id=sub.stripe_subscription_id,
+            cancel_at_period_end=sub.cancel_at_period_end,
+            event_created=sub.event_created,
+            updated_at=self._clock(),
+        )
         stmt = self._insert(subscriptions).values(account_id=sub.account_id, **values)
         stmt = stmt.on_conflict_do_update(
-            index_elements=["account_id"], set_=values,
+            index_elements=["account_id"],
+            set_=values,
             where=subscriptions.c.event_created <= sub.event_created,
         ).returning(subscriptions.c.account_id)
         applied = (await self._conn.execute(stmt)).first() is not None
@@ -185,32 +212,48 @@ class SqlBillingTx:
             self.touched.add(sub.account_id)
         return applied
 
-    async def downgrade_to_free(self, account_id: str, *, free_plan_id: str, status: str,
-                                event_created: int) -> bool:
+    async def downgrade_to_free(self, account_id: str, *, free_plan_id: str, status: str, event_created: int) -> bool:
         current = await self.subscription(account_id)
-        return await self.upsert_subscription(Subscription(
-            account_id=account_id, plan_id=free_plan_id, status=status,
-            stripe_customer_id=current.stripe_customer_id if current else None,
-            event_created=event_created))
+        return await self.upsert_subscription(
+            Subscription(
+                account_id=account_id,
+                plan_id=free_plan_id,
+                status=status,
+                stripe_customer_id=current.stripe_customer_id if current else None,
+                event_created=event_created,
+            )
+        )
 
     async def set_customer(self, account_id: str, customer_id: str) -> None:
         await self._conn.execute(
             self._insert(subscriptions)
-            .values(account_id=account_id, plan_id="", status="free", stripe_customer_id=customer_id,
-                    updated_at=self._clock())
-            .on_conflict_do_update(index_elements=["account_id"], set_={"stripe_customer_id": customer_id}))
+            .values(
+                account_id=account_id,
+                plan_id="",
+                status="free",
+                stripe_customer_id=customer_id,
+                updated_at=self._clock(),
+            )
+            .on_conflict_do_update(index_elements=["account_id"], set_={"stripe_customer_id": customer_id})
+        )
         self.touched.add(account_id)
 
     async def account_for_customer(self, customer_id: str) -> str | None:
         return await self._conn.scalar(
-            sa.select(subscriptions.c.account_id).where(subscriptions.c.stripe_customer_id == customer_id))
+            sa.select(subscriptions.c.account_id).where(subscriptions.c.stripe_customer_id == customer_id)
+        )
 
 
 class SqlBillingStore:
     """BillingStore over an AsyncEngine (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], float] = time.time,
-                 new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database dialect: {engine.dialect.name}")
         self.engine = engine
@@ -229,14 +272,18 @@ class SqlBillingStore:
     async def balance(self, account_id: str) -> int | None:
         async with self.engine.connect() as conn:
             return await conn.scalar(
-                sa.select(credit_accounts.c.balance_micros).where(credit_accounts.c.account_id == account_id))
+                sa.select(credit_accounts.c.balance_micros).where(credit_accounts.c.account_id == account_id)
+            )
 
     async def snapshot(self, account_id: str) -> tuple[int | None, Subscription | None]:
         """Balance (None: never opened) and subscription, in one statement."""
-        query = (sa.select(credit_accounts.c.balance_micros, subscriptions)
-                 .select_from(credit_accounts.outerjoin(
-                     subscriptions, subscriptions.c.account_id == credit_accounts.c.account_id))
-                 .where(credit_accounts.c.account_id == account_id))
+        query = (
+            sa.select(credit_accounts.c.balance_micros, subscriptions)
+            .select_from(
+                credit_accounts.outerjoin(subscriptions, subscriptions.c.account_id == credit_accounts.c.account_id)
+            )
+            .where(credit_accounts.c.account_id == account_id)
+        )
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
@@ -245,8 +292,7 @@ class SqlBillingStore:
 
     async def subscription(self, account_id: str) -> Subscription | None:
         async with self.engine.connect() as conn:
-            row = (await conn.execute(
-                sa.select(subscriptions).where(subscriptions.c.account_id == account_id))).first()
+            row = (await conn.execute(sa.select(subscriptions).where(subscriptions.c.account_id == account_id))).first()
         return _subscription(row) if row else None
 
     async def stripe_customer(self, account_id: str) -> str | None:
@@ -258,11 +304,13 @@ class SqlBillingStore:
             rows = await conn.execute(
                 sa.select(credit_ledger)
                 .where(credit_ledger.c.account_id == account_id)
-                .order_by(credit_ledger.c.created_at, credit_ledger.c.entry_id))
+                .order_by(credit_ledger.c.created_at, credit_ledger.c.entry_id)
+            )
             return [_entry(row) for row in rows]
 
-    async def usage(self, account_id: str, *, group_by: str, cursor: str, limit: int,
-                    since: float = 0, until: float = 0) -> tuple[list[dict], str]:
+    async def usage(
+        self, account_id: str, *, group_by: str, cursor: str, limit: int, since: float = 0, until: float = 0
+    ) -> tuple[list[dict], str]:
         """Usage grouped by "day" (UTC date), "model" or "run", ordered by last use, newest first.
 
         Keyset-paginated on (last_at, key): the cursor is opaque base64 JSON of the last row's.
@@ -284,12 +332,18 @@ class SqlBillingStore:
         if until:
             where.append(t.c.created_at < until)
         grouped = (
-            sa.select(key.label("k"), (-sa.func.sum(t.c.amount_micros)).label("cost"),
-                      sa.func.sum(t.c.prompt_tokens).label("pt"), sa.func.sum(t.c.completion_tokens).label("ct"),
-                      sa.func.count().label("calls"),
-                      sa.func.sum(sa.case((t.c.source == "sandbox", t.c.quantity), else_=0.0)).label("sbx"),
-                      sa.func.min(t.c.created_at).label("first_at"), sa.func.max(t.c.created_at).label("last_at"))
-            .where(*where).group_by(key)
+            sa.select(
+                key.label("k"),
+                (-sa.func.sum(t.c.amount_micros)).label("cost"),
+                sa.func.sum(t.c.prompt_tokens).label("pt"),
+                sa.func.sum(t.c.completion_tokens).label("ct"),
+                sa.func.count().label("calls"),
+                sa.func.sum(sa.case((t.c.source == "sandbox", t.c.quantity), else_=0.0)).label("sbx"),
+                sa.func.min(t.c.created_at).label("first_at"),
+                sa.func.max(t.c.created_at).label("last_at"),
+            )
+            .where(*where)
+            .group_by(key)
         ).subquery()
         query = sa.select(grouped).order_by(grouped.c.last_at.desc(), grouped.c.k.desc()).limit(limit + 1)
         if cursor:
@@ -298,16 +352,26 @@ class SqlBillingStore:
                 last_at = float(last_at)
             except Exception as exc:
                 raise InvalidBillingRequest("cursor is not one this API gave out") from exc
-            query = query.where(sa.or_(grouped.c.last_at < last_at,
-                                       sa.and_(grouped.c.last_at == last_at, grouped.c.k < last_key)))
+            query = query.where(
+                sa.or_(grouped.c.last_at < last_at, sa.and_(grouped.c.last_at == last_at, grouped.c.k < last_key))
+            )
         async with self.engine.connect() as conn:
             rows = list(await conn.execute(query))
         more = len(rows) > limit
         rows = rows[:limit]
-        out = [dict(key=_day(r.k) if group_by == "day" else str(r.k), cost_micros=int(r.cost or 0),
-                    prompt_tokens=int(r.pt or 0), completion_tokens=int(r.ct or 0), calls=int(r.calls),
-                    sandbox_seconds=float(r.sbx or 0), first_at=float(r.first_at), last_at=float(r.last_at))
-               for r in rows]
+        out = [
+            dict(
+                key=_day(r.k) if group_by == "day" else str(r.k),
+                cost_micros=int(r.cost or 0),
+                prompt_tokens=int(r.pt or 0),
+                completion_tokens=int(r.ct or 0),
+                calls=int(r.calls),
+                sandbox_seconds=float(r.sbx or 0),
+                first_at=float(r.first_at),
+                last_at=float(r.last_at),
+            )
+            for r in rows
+        ]
         next_cursor = ""
         if more and rows:
             last = rows[-1]
@@ -322,8 +386,13 @@ def _day(days_since_epoch) -> str:
 class SqlCreditLedger:
     """The pre-plans CreditLedger API, kept as a thin layer over SqlBillingStore's transactions."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], float] = time.time,
-                 new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
         self.store = SqlBillingStore(engine, clock=clock, new_id=new_id)
 
     async def open_account(self, account_id: str, opening_grant_micros: int) -> int:
@@ -331,8 +400,11 @@ class SqlCreditLedger:
         if existing is not None:
             return existing
         async with self.store.transaction() as tx:
-            posted = await tx.post(LedgerWrite(account_id=account_id, amount_micros=opening_grant_micros,
-                                               kind="grant", key=opening_key(account_id)))
+            posted = await tx.post(
+                LedgerWrite(
+                    account_id=account_id, amount_micros=opening_grant_micros, kind="grant", key=opening_key(account_id)
+                )
+            )
         return posted.balance_micros
 
     async def balance(self, account_id: str) -> int | None:
@@ -342,18 +414,31 @@ class SqlCreditLedger:
         async with self.store.transaction() as tx:
             if await tx.balance(usage.account_id) is None:
                 raise AccountNotFound(f"account {usage.account_id!r} has not been opened")
-            posted = await tx.post(LedgerWrite(
-                account_id=usage.account_id, amount_micros=-usage.cost_micros, kind="usage",
-                key=usage_key(usage.run_id, usage.step), run_id=usage.run_id, step=usage.step, model=usage.model,
-                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, source="model"))
+            posted = await tx.post(
+                LedgerWrite(
+                    account_id=usage.account_id,
+                    amount_micros=-usage.cost_micros,
+                    kind="usage",
+                    key=usage_key(usage.run_id, usage.step),
+                    run_id=usage.run_id,
+                    step=usage.step,
+                    model=usage.model,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    source="model",
+                )
+            )
         return Charge(balance_micros=posted.balance_micros, charged=posted.applied)
 
     async def credit(self, account_id: str, amount_micros: int, *, kind: EntryKind) -> int:
         async with self.store.transaction() as tx:
             if await tx.balance(account_id) is None:
                 raise AccountNotFound(f"account {account_id!r} has not been opened")
-            posted = await tx.post(LedgerWrite(account_id=account_id, amount_micros=amount_micros, kind=kind,
-                                               key=f"credit:{uuid.uuid4().hex}"))
+            posted = await tx.post(
+                LedgerWrite(
+                    account_id=account_id, amount_micros=amount_micros, kind=kind, key=f"credit:{uuid.uuid4().hex}"
+                )
+            )
         return posted.balance_micros
 
     async def entries(self, account_id: str) -> list[LedgerEntry]:
@@ -384,11 +469,17 @@ async def _balance_in(conn: AsyncConnection, account_id: str) -> int:
 
 def _subscription(row: Row) -> Subscription:
     return Subscription(
-        account_id=row.account_id, plan_id=row.plan_id, status=row.status,
-        current_period_start=row.current_period_start, current_period_end=row.current_period_end,
-        stripe_customer_id=row.stripe_customer_id, stripe_subscription_id=row.stripe_subscription_id,
-        cancel_at_period_end=bool(row.cancel_at_period_end), event_created=int(row.event_created),
-        updated_at=row.updated_at)
+        account_id=row.account_id,
+        plan_id=row.plan_id,
+        status=row.status,
+        current_period_start=row.current_period_start,
+        current_period_end=row.current_period_end,
+        stripe_customer_id=row.stripe_customer_id,
+        stripe_subscription_id=row.stripe_subscription_id,
+        cancel_at_period_end=bool(row.cancel_at_period_end),
+        event_created=int(row.event_created),
+        updated_at=row.updated_at,
+    )
 
 
 def _entry(row: Row) -> LedgerEntry:

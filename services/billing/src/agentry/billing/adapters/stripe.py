@@ -51,8 +51,11 @@ MICROS_PER_CENT = 10_000
 ACTIVE_STATUSES = ("active", "trialing")
 # Stripe answers at most 10 lookup keys per list call.
 LOOKUP_KEYS_PER_CALL = 10
-SUBSCRIPTION_EVENTS = ("customer.subscription.created", "customer.subscription.updated",
-                       "customer.subscription.deleted")
+SUBSCRIPTION_EVENTS = (
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+)
 INVOICE_EVENTS = ("invoice.paid", "invoice.payment_failed")
 # The invoices that open a billing period (the first one, then each renewal).
 PERIOD_INVOICES = ("subscription_create", "subscription_cycle")
@@ -87,12 +90,15 @@ def translate(exc: stripe.StripeError, action: str) -> Exception:
         param = getattr(exc, "param", None)
         logger.warning("stripe refused %s: %s (param %s, code %s)", action, exc.user_message, param, exc.code)
         where = f" ({param})" if param else ""
-        return PaymentsRequestRefused(f"the payment provider refused {action}{where}: {exc.user_message or 'invalid request'}")
+        return PaymentsRequestRefused(
+            f"the payment provider refused {action}{where}: {exc.user_message or 'invalid request'}"
+        )
     if isinstance(exc, stripe.IdempotencyError):
         logger.error("stripe idempotency conflict during %s", action)
         return FailedPrecondition(f"{action} conflicts with an earlier request; try again", code="conflict")
-    logger.error("stripe failed during %s: %s (http %s, request %s)", action, type(exc).__name__,
-                 exc.http_status, exc.request_id)
+    logger.error(
+        "stripe failed during %s: %s (http %s, request %s)", action, type(exc).__name__, exc.http_status, exc.request_id
+    )
     return PaymentsProviderUnavailable("the payment provider is unavailable; try again")
 
 
@@ -119,8 +125,14 @@ class StripePaymentsProvider:
 
     name = "stripe"
 
-    def __init__(self, settings: BillingSettings, service: BillingService, *,
-                 client: stripe.StripeClient | None = None, max_network_retries: int = 2) -> None:
+    def __init__(
+        self,
+        settings: BillingSettings,
+        service: BillingService,
+        *,
+        client: stripe.StripeClient | None = None,
+        max_network_retries: int = 2,
+    ) -> None:
         self._service = service
         self._webhook_secret = settings.stripe_webhook_secret.get_secret_value()
         self._public_url = settings.public_url.rstrip("/")
@@ -128,9 +140,14 @@ class StripePaymentsProvider:
         if client is None:
             self._http = stripe.HTTPXClient(timeout=30)
             base: BaseAddresses | None = (
-                {"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None)
-            client = stripe.StripeClient(settings.stripe_secret_key.get_secret_value(), base_addresses=base,
-                                         max_network_retries=max_network_retries, http_client=self._http)
+                {"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None
+            )
+            client = stripe.StripeClient(
+                settings.stripe_secret_key.get_secret_value(),
+                base_addresses=base,
+                max_network_retries=max_network_retries,
+                http_client=self._http,
+            )
         self._client = client
         # price id -> plan / pack, filled by start(); prices a lookup key moved away from stay known.
         self._plan_prices: dict[str, str] = {}
@@ -154,7 +171,8 @@ class StripePaymentsProvider:
         try:
             for i in range(0, len(keys), LOOKUP_KEYS_PER_CALL):
                 page = await self._client.v1.prices.list_async(
-                    {"lookup_keys": keys[i:i + LOOKUP_KEYS_PER_CALL], "active": True, "limit": 100})
+                    {"lookup_keys": keys[i : i + LOOKUP_KEYS_PER_CALL], "active": True, "limit": 100}
+                )
                 found.update({p.lookup_key: p for p in page.data if p.lookup_key})
             price_ids: dict[tuple[str, str], str] = {}
             for kind, item in items:
@@ -167,8 +185,11 @@ class StripePaymentsProvider:
                 price = found.get(key)
                 if price is not None:  # kept mapped even if replaced below: subscribers may still pay it
                     self._remember(kind, item.id, price.id)
-                if price is None or price.unit_amount != _cents(item.price_micros, item.id) or (
-                        kind == "plan") != (price.recurring is not None):
+                if (
+                    price is None
+                    or price.unit_amount != _cents(item.price_micros, item.id)
+                    or (kind == "plan") != (price.recurring is not None)
+                ):
                     price = await self._create_price(kind, item, key, transfer=price is not None)
                 price_ids[(kind, item.id)] = price.id
         except stripe.StripeError as exc:
@@ -176,13 +197,20 @@ class StripePaymentsProvider:
         for (kind, item_id), price_id in price_ids.items():
             self._remember(kind, item_id, price_id)
         self._service.catalog = Catalog(
-            plans=tuple(dataclasses.replace(p, stripe_price_id=price_ids.get(("plan", p.id), p.stripe_price_id))
-                        for p in catalog.plans),
-            credit_packs=tuple(dataclasses.replace(p, stripe_price_id=price_ids[("pack", p.id)])
-                               for p in catalog.credit_packs),
-            default_plan_id=catalog.default_plan_id)
-        logger.info("stripe catalog ready: %d plan prices, %d credit pack prices",
-                    sum(1 for k in price_ids if k[0] == "plan"), sum(1 for k in price_ids if k[0] == "pack"))
+            plans=tuple(
+                dataclasses.replace(p, stripe_price_id=price_ids.get(("plan", p.id), p.stripe_price_id))
+                for p in catalog.plans
+            ),
+            credit_packs=tuple(
+                dataclasses.replace(p, stripe_price_id=price_ids[("pack", p.id)]) for p in catalog.credit_packs
+            ),
+            default_plan_id=catalog.default_plan_id,
+        )
+        logger.info(
+            "stripe catalog ready: %d plan prices, %d credit pack prices",
+            sum(1 for k in price_ids if k[0] == "plan"),
+            sum(1 for k in price_ids if k[0] == "pack"),
+        )
 
     async def close(self) -> None:
         if self._http is not None:
@@ -198,27 +226,43 @@ class StripePaymentsProvider:
     @staticmethod
     def _check_price(kind: str, item: Plan | CreditPack, price: Any) -> None:
         if (kind == "plan") != (price.recurring is not None):
-            raise ValueError(f"{kind} {item.id}: Stripe price {price.id} must be "
-                             f"{'recurring' if kind == 'plan' else 'one-time'}")
+            raise ValueError(
+                f"{kind} {item.id}: Stripe price {price.id} must be {'recurring' if kind == 'plan' else 'one-time'}"
+            )
 
     async def _create_price(self, kind: str, item: Plan | CreditPack, key: str, *, transfer: bool) -> Any:
         cents = _cents(item.price_micros, item.id)
         meta = {f"agentry_{kind}_id": item.id}
         product = await self._client.v1.products.create_async(
-            {"name": item.name, "metadata": meta}, {"idempotency_key": f"agentry-product-{key}"})
-        params: PriceCreateParams = {"product": product.id, "currency": "usd", "unit_amount": cents,
-                                     "lookup_key": key, "metadata": meta, "nickname": item.name}
+            {"name": item.name, "metadata": meta}, {"idempotency_key": f"agentry-product-{key}"}
+        )
+        params: PriceCreateParams = {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": cents,
+            "lookup_key": key,
+            "metadata": meta,
+            "nickname": item.name,
+        }
         if kind == "plan":
             params["recurring"] = {"interval": "month"}
         if transfer:
             params["transfer_lookup_key"] = True
         return await self._client.v1.prices.create_async(
-            params, {"idempotency_key": f"agentry-price-{key}-{cents}-{'m' if kind == 'plan' else 'once'}"})
+            params, {"idempotency_key": f"agentry-price-{key}-{cents}-{'m' if kind == 'plan' else 'once'}"}
+        )
 
     # --- checkout and the portal ------------------------------------------------------------------
 
-    async def checkout(self, account_id: str, *, plan_id: str | None, credit_pack_id: str | None,
-                       success_url: str | None, cancel_url: str | None) -> CheckoutSession:
+    async def checkout(
+        self,
+        account_id: str,
+        *,
+        plan_id: str | None,
+        credit_pack_id: str | None,
+        success_url: str | None,
+        cancel_url: str | None,
+    ) -> CheckoutSession:
         """A hosted Checkout Session: a monthly subscription to `plan_id` or a one-time `credit_pack_id`.
 
         Errors: exactly one id (InvalidBillingRequest naming it), an unknown id (UnknownPlan), a
@@ -238,8 +282,10 @@ class StripePaymentsProvider:
                 raise InvalidBillingRequest(f"plan_id: the {plan.name} plan is free and needs no checkout")
             sub = await self._service.store.subscription(account_id)
             if sub is not None and sub.stripe_subscription_id and sub.status in ACTIVE_STATUSES:
-                raise AlreadySubscribed("this account already has a subscription: change plans in the "
-                                        "billing portal (POST /api/billing/portal)")
+                raise AlreadySubscribed(
+                    "this account already has a subscription: change plans in the "
+                    "billing portal (POST /api/billing/portal)"
+                )
             price_id, mode = plan.stripe_price_id, "subscription"
             metadata["plan_id"] = plan.id
         else:
@@ -250,7 +296,10 @@ class StripePaymentsProvider:
             metadata.update(credit_pack_id=pack.id, credits_micros=str(pack.credits_micros))
         customer = await self._customer(account_id)
         params: SessionCreateParams = {
-            "mode": mode, "customer": customer, "client_reference_id": account_id, "metadata": metadata,
+            "mode": mode,
+            "customer": customer,
+            "client_reference_id": account_id,
+            "metadata": metadata,
             "line_items": [{"price": price_id, "quantity": 1}],
             "success_url": success_url or f"{self._public_url}/billing/success?session_id={{CHECKOUT_SESSION_ID}}",
             "cancel_url": cancel_url or f"{self._public_url}/billing/cancel",
@@ -270,7 +319,8 @@ class StripePaymentsProvider:
         customer = await self._customer(account_id)
         try:
             session = await self._client.v1.billing_portal.sessions.create_async(
-                {"customer": customer, "return_url": return_url or f"{self._public_url}/billing"})
+                {"customer": customer, "return_url": return_url or f"{self._public_url}/billing"}
+            )
         except stripe.StripeError as exc:
             raise translate(exc, "the billing portal") from exc
         return session.url
@@ -283,7 +333,8 @@ class StripePaymentsProvider:
             return customer_id
         try:
             customer = await self._client.v1.customers.create_async(
-                {"metadata": {"account_id": account_id}}, {"idempotency_key": f"agentry-customer-{account_id}"})
+                {"metadata": {"account_id": account_id}}, {"idempotency_key": f"agentry-customer-{account_id}"}
+            )
         except stripe.StripeError as exc:
             raise translate(exc, "creating the customer") from exc
         async with self._service.transaction() as tx:
@@ -363,8 +414,15 @@ class StripePaymentsProvider:
         if amount <= 0:
             logger.warning("checkout session %s: unknown credit pack %r; nothing granted", session.id, pack_id)
             return False
-        posted = await tx.post(LedgerWrite(account_id=account, amount_micros=amount, kind="top_up",
-                                           key=checkout_key(session.id), note=f"credit pack {pack_id}"))
+        posted = await tx.post(
+            LedgerWrite(
+                account_id=account,
+                amount_micros=amount,
+                kind="top_up",
+                key=checkout_key(session.id),
+                note=f"credit pack {pack_id}",
+            )
+        )
         return posted.applied
 
     def _plan_of(self, subscription: Any) -> Plan | None:
@@ -388,18 +446,29 @@ class StripePaymentsProvider:
         if sub.status in ACTIVE_STATUSES and plan is not None:
             items = _get(sub, "items", "data") or []
             first = items[0] if items else {}
-            return await tx.upsert_subscription(Subscription(
-                account_id=account, plan_id=plan.id, status=sub.status,
-                current_period_start=_get(first, "current_period_start"),
-                current_period_end=_get(first, "current_period_end"),
-                stripe_customer_id=sub.customer, stripe_subscription_id=sub.id,
-                cancel_at_period_end=bool(sub.cancel_at_period_end), event_created=event_created))
+            return await tx.upsert_subscription(
+                Subscription(
+                    account_id=account,
+                    plan_id=plan.id,
+                    status=sub.status,
+                    current_period_start=_get(first, "current_period_start"),
+                    current_period_end=_get(first, "current_period_end"),
+                    stripe_customer_id=sub.customer,
+                    stripe_subscription_id=sub.id,
+                    cancel_at_period_end=bool(sub.cancel_at_period_end),
+                    event_created=event_created,
+                )
+            )
         if plan is None and sub.status in ACTIVE_STATUSES:
-            logger.warning("subscription %s has no price of a configured plan; account %s goes to %s",
-                           sub.id, account, free)
+            logger.warning(
+                "subscription %s has no price of a configured plan; account %s goes to %s", sub.id, account, free
+            )
         # Another subscription of this account is the live one: this one ending changes nothing.
-        if stored is not None and stored.stripe_subscription_id not in (None, sub.id) \
-                and stored.status in ACTIVE_STATUSES:
+        if (
+            stored is not None
+            and stored.stripe_subscription_id not in (None, sub.id)
+            and stored.status in ACTIVE_STATUSES
+        ):
             return False
         return await tx.downgrade_to_free(account, free_plan_id=free, status=sub.status, event_created=event_created)
 
@@ -408,8 +477,7 @@ class StripePaymentsProvider:
         # billing_reason subscription_update) grants nothing until the next period starts.
         if invoice.status != "paid" or invoice.billing_reason not in PERIOD_INVOICES:
             return False
-        account = await self._account(tx, invoice.customer, _get(invoice, "parent", "subscription_details",
-                                                                  "metadata"))
+        account = await self._account(tx, invoice.customer, _get(invoice, "parent", "subscription_details", "metadata"))
         if account is None:
             return False
         lines = _get(invoice, "lines", "data") or []
@@ -425,8 +493,13 @@ class StripePaymentsProvider:
             period_start = _get(lines[0], "period", "start") if lines else invoice.period_start
         if plan is None or plan.monthly_credits_micros <= 0:
             return False
-        posted = await tx.post(LedgerWrite(
-            account_id=account, amount_micros=plan.monthly_credits_micros, kind="monthly_allowance",
-            key=allowance_key(account, int(period_start or invoice.created)),
-            note=f"{plan.id} allowance, invoice {invoice.id}"))
+        posted = await tx.post(
+            LedgerWrite(
+                account_id=account,
+                amount_micros=plan.monthly_credits_micros,
+                kind="monthly_allowance",
+                key=allowance_key(account, int(period_start or invoice.created)),
+                note=f"{plan.id} allowance, invoice {invoice.id}",
+            )
+        )
         return posted.applied

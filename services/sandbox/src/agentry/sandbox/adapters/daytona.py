@@ -64,7 +64,9 @@ def _translated(what: str = "sandbox"):
         raise SandboxProviderError(f"Daytona timed out: {exc}") from exc
     except DaytonaError as exc:
         if getattr(exc, "status_code", None) == 404:
-            raise (SandboxNotFound("sandbox not found") if what == "sandbox" else FileNotFound(f"{what} does not exist")) from exc
+            raise (
+                SandboxNotFound("sandbox not found") if what == "sandbox" else FileNotFound(f"{what} does not exist")
+            ) from exc
         status = getattr(exc, "status_code", None)
         if status is not None and 400 <= status < 500 and status not in (401, 403, 408, 429):
             raise InvalidSandboxRequest(f"Daytona refused the request: {exc}") from exc
@@ -109,9 +111,14 @@ class DaytonaSandboxProvider:
                 existing = await client.get(sandbox_id)  # made before, by name: idempotent
             self._sandboxes[existing.id] = existing
             return existing.id
-        common: dict[str, Any] = dict(name=sandbox_id, env_vars=dict(spec.env), labels={**spec.labels, "agentry.sandbox_id": sandbox_id},
-                      network_block_all=not spec.network, auto_stop_interval=self._auto_stop or 0,
-                      auto_archive_interval=self._auto_archive or None)
+        common: dict[str, Any] = dict(
+            name=sandbox_id,
+            env_vars=dict(spec.env),
+            labels={**spec.labels, "agentry.sandbox_id": sandbox_id},
+            network_block_all=not spec.network,
+            auto_stop_interval=self._auto_stop or 0,
+            auto_archive_interval=self._auto_archive or None,
+        )
         if spec.image:
             resources = Resources(cpu=spec.cpu or None, memory=_gib(spec.memory_mb), disk=_gib(spec.disk_mb))
             params = CreateSandboxFromImageParams(image=spec.image, resources=resources, **common)
@@ -167,23 +174,32 @@ class DaytonaSandboxProvider:
         loop_started = datetime.now()
         try:
             with _translated():
-                response = await sandbox.process.exec(command, cwd=self._remote(cwd), env=dict(env or {}),
-                                                      timeout=max(1, math.ceil(timeout)))
+                response = await sandbox.process.exec(
+                    command, cwd=self._remote(cwd), env=dict(env or {}), timeout=max(1, math.ceil(timeout))
+                )
         except SandboxProviderError as exc:
             if isinstance(exc.__cause__, DaytonaTimeoutError):
-                yield ExecOutcome(exit_code=TIMEOUT_EXIT_CODE, timed_out=True,
-                                  duration_seconds=(datetime.now() - loop_started).total_seconds())
+                yield ExecOutcome(
+                    exit_code=TIMEOUT_EXIT_CODE,
+                    timed_out=True,
+                    duration_seconds=(datetime.now() - loop_started).total_seconds(),
+                )
                 return
             raise
         output = (response.result or "").encode()
         truncated = len(output) > self.max_output_bytes
         if truncated:
             output = output[: self.max_output_bytes] + (
-                f"\n[output truncated: more than {self.max_output_bytes} bytes]\n".encode())
+                f"\n[output truncated: more than {self.max_output_bytes} bytes]\n".encode()
+            )
         if output:
             yield output
-        yield ExecOutcome(exit_code=response.exit_code if response.exit_code is not None else -1, timed_out=False,
-                          duration_seconds=(datetime.now() - loop_started).total_seconds(), truncated=truncated)
+        yield ExecOutcome(
+            exit_code=response.exit_code if response.exit_code is not None else -1,
+            timed_out=False,
+            duration_seconds=(datetime.now() - loop_started).total_seconds(),
+            truncated=truncated,
+        )
 
     # Background processes (one Daytona session each; its id carries the run)
 
@@ -195,19 +211,25 @@ class DaytonaSandboxProvider:
         sandbox = await self._sandbox(ref)
         session_id = f"{SESSION_PREFIX}.{secrets.token_hex(6)}.{run_id}"
         prefix = f"cd {_quote(self._remote(cwd))} && " + "".join(
-            f"export {name}={_quote(value)}; " for name, value in (env or {}).items())
+            f"export {name}={_quote(value)}; " for name, value in (env or {}).items()
+        )
         with _translated():
             await sandbox.process.create_session(session_id)
             answer = await sandbox.process.execute_session_command(
-                session_id, SessionExecuteRequest(command=prefix + command, run_async=True))
+                session_id, SessionExecuteRequest(command=prefix + command, run_async=True)
+            )
         return ProcessInfo(process_id=f"{session_id}~{answer.cmd_id}", running=True, command=command, run_id=run_id)
 
     async def list_processes(self, ref: str) -> list[ProcessInfo]:
         sandbox = await self._sandbox(ref)
         with _translated():
             sessions = await sandbox.process.list_sessions()
-        return [_process(session.session_id, command) for session in sessions
-                if session.session_id.startswith(SESSION_PREFIX + ".") for command in session.commands or []]
+        return [
+            _process(session.session_id, command)
+            for session in sessions
+            if session.session_id.startswith(SESSION_PREFIX + ".")
+            for command in session.commands or []
+        ]
 
     async def read_process(self, ref: str, process_id: str, offset: int = 0) -> ProcessOutput:
         if offset < 0:
@@ -217,7 +239,7 @@ class DaytonaSandboxProvider:
         with _translated("process"):
             command = await sandbox.process.get_session_command(session_id, command_id)
             logs = await sandbox.process.get_session_command_logs(session_id, command_id)
-        output = (logs.output or "").encode()[offset: offset + self.max_output_bytes]
+        output = (logs.output or "").encode()[offset : offset + self.max_output_bytes]
         return ProcessOutput(process=_process(session_id, command), output=output, next_offset=offset + len(output))
 
     async def send_input(self, ref: str, process_id: str, data: bytes, *, close: bool = False) -> ProcessInfo:
@@ -225,7 +247,9 @@ class DaytonaSandboxProvider:
         session_id, command_id = _split(process_id)
         with _translated("process"):
             if data:
-                await sandbox.process.send_session_command_input(session_id, command_id, data.decode("utf-8", "replace"))
+                await sandbox.process.send_session_command_input(
+                    session_id, command_id, data.decode("utf-8", "replace")
+                )
             command = await sandbox.process.get_session_command(session_id, command_id)
         return _process(session_id, command)
 
@@ -236,9 +260,13 @@ class DaytonaSandboxProvider:
             command = await sandbox.process.get_session_command(session_id, command_id)
             await sandbox.process.delete_session(session_id)
         info = _process(session_id, command)
-        return ProcessInfo(process_id=info.process_id, running=False,
-                           exit_code=info.exit_code if info.exit_code is not None else KILLED_EXIT_CODE,
-                           command=info.command, run_id=info.run_id)
+        return ProcessInfo(
+            process_id=info.process_id,
+            running=False,
+            exit_code=info.exit_code if info.exit_code is not None else KILLED_EXIT_CODE,
+            command=info.command,
+            run_id=info.run_id,
+        )
 
     async def kill_run_processes(self, ref: str, run_id: str) -> int:
         sandbox = await self._sandbox(ref)
@@ -298,8 +326,9 @@ class DaytonaSandboxProvider:
         with _translated(repr(path)):
             entries = await sandbox.fs.list_files(remote)
         base = self._relative(remote)
-        return sorted((_file(e, posixpath.join(base, e.name) if base else e.name) for e in entries),
-                      key=lambda f: f.name)
+        return sorted(
+            (_file(e, posixpath.join(base, e.name) if base else e.name) for e in entries), key=lambda f: f.name
+        )
 
     async def delete_file(self, ref: str, path: str, *, recursive: bool = False) -> None:
         sandbox, remote = await self._sandbox(ref), self._remote(path, file=True)
@@ -361,7 +390,7 @@ class DaytonaSandboxProvider:
         return str(self.root) if relative == "." else f"{self.root}/{relative}"
 
     def _relative(self, remote: str) -> str:
-        return "" if remote == str(self.root) else remote[len(str(self.root)) + 1:]
+        return "" if remote == str(self.root) else remote[len(str(self.root)) + 1 :]
 
 
 def _gib(mb: int) -> int | None:
@@ -384,8 +413,13 @@ def _run_of(session_id: str) -> str:
 
 
 def _process(session_id: str, command) -> ProcessInfo:
-    return ProcessInfo(process_id=f"{session_id}~{command.id}", running=command.exit_code is None,
-                       exit_code=command.exit_code, command=command.command, run_id=_run_of(session_id))
+    return ProcessInfo(
+        process_id=f"{session_id}~{command.id}",
+        running=command.exit_code is None,
+        exit_code=command.exit_code,
+        command=command.command,
+        run_id=_run_of(session_id),
+    )
 
 
 def _file(entry, path: str) -> FileInfo:
@@ -398,5 +432,6 @@ def _file(entry, path: str) -> FileInfo:
         mode = int(entry.permissions, 8) & 0o7777
     except (TypeError, ValueError):
         mode = 0
-    return FileInfo(name=entry.name, path=path, is_dir=bool(entry.is_dir), size=int(entry.size or 0),
-                    modified_at=stamp, mode=mode)
+    return FileInfo(
+        name=entry.name, path=path, is_dir=bool(entry.is_dir), size=int(entry.size or 0), modified_at=stamp, mode=mode
+    )

@@ -36,9 +36,17 @@ class Limits:
     open_files: int = 0
 
     def prlimit_args(self, prlimit: str) -> list[str]:
-        args = [f"--{name}={value}:{value}" for name, value in (
-            ("cpu", self.cpu_seconds), ("as", self.memory_bytes), ("nproc", self.processes),
-            ("fsize", self.file_bytes), ("nofile", self.open_files)) if value]
+        args = [
+            f"--{name}={value}:{value}"
+            for name, value in (
+                ("cpu", self.cpu_seconds),
+                ("as", self.memory_bytes),
+                ("nproc", self.processes),
+                ("fsize", self.file_bytes),
+                ("nofile", self.open_files),
+            )
+            if value
+        ]
         return [prlimit, *args, "--"] if args else []
 
 

@@ -116,8 +116,12 @@ class LocalSandboxProvider:
         spec = self._launch(box, command, cwd, env)
         self._watch()
         stream = run_command(
-            spec, timeout=timeout, max_output_bytes=self.max_output_bytes,
-            on_start=box.execs.add, on_end=box.execs.discard, killed_because=lambda pid: box.killed.pop(pid, None),
+            spec,
+            timeout=timeout,
+            max_output_bytes=self.max_output_bytes,
+            on_start=box.execs.add,
+            on_end=box.execs.discard,
+            killed_because=lambda pid: box.killed.pop(pid, None),
         )
         async with contextlib.aclosing(stream):
             async for item in stream:
@@ -186,15 +190,21 @@ class LocalSandboxProvider:
 
     def _files(self, ref: str) -> WorkspaceFiles:
         box = self._box(ref)
-        return WorkspaceFiles(box.workspace, owner=box.uid, max_file_bytes=self.max_file_bytes,
-                              max_upload_bytes=self.max_upload_bytes, quota_bytes=self._store.quota(box))
+        return WorkspaceFiles(
+            box.workspace,
+            owner=box.uid,
+            max_file_bytes=self.max_file_bytes,
+            max_upload_bytes=self.max_upload_bytes,
+            quota_bytes=self._store.quota(box),
+        )
 
     def _launch(self, box: Box, command: str, cwd: str, env: Mapping[str, str] | None) -> Launch:
         if self.isolation == "none" and not self.allow_unisolated:
             raise IsolationUnavailable(
                 "bubblewrap is not available, and running sandbox commands unisolated on the host is not "
                 "allowed (set AGENTRY_SANDBOX_ALLOW_UNISOLATED=true only on a machine you do not mind the "
-                "agent using)")
+                "agent using)"
+            )
         if not command.strip():
             raise InvalidSandboxRequest("the command is empty")
         workspace = box.workspace
@@ -204,9 +214,19 @@ class LocalSandboxProvider:
         if not directory.is_dir():
             raise NotADirectory(f"working directory {cwd!r} is not a directory")
         env = {**box.spec.env, **(env or {})}  # the sandbox's own variables, then the call's
-        return launch(self.isolation, command, workspace=workspace.root, cwd=directory, env=env, bwrap=self._bwrap,
-                      network=box.spec.network, limits=self._store.limits_for(box), uid=box.uid,
-                      prlimit=self._prlimit, setpriv=self._setpriv)
+        return launch(
+            self.isolation,
+            command,
+            workspace=workspace.root,
+            cwd=directory,
+            env=env,
+            bwrap=self._bwrap,
+            network=box.spec.network,
+            limits=self._store.limits_for(box),
+            uid=box.uid,
+            prlimit=self._prlimit,
+            setpriv=self._setpriv,
+        )
 
     def _watch(self) -> None:
         if self._watcher is None or self._watcher.done():

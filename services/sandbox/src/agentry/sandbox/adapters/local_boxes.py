@@ -137,10 +137,14 @@ class BoxStore:
         if not self.limits.dedicated_users or isolation != "bwrap" or os.geteuid() != 0:
             return False
         # The sandbox's user must be able to reach its workspace: every directory above it needs o+x.
-        blocked = [str(p) for p in [self.root_dir, *self.root_dir.parents]
-                   if p.exists() and not os.stat(p).st_mode & 0o001]
+        blocked = [
+            str(p) for p in [self.root_dir, *self.root_dir.parents] if p.exists() and not os.stat(p).st_mode & 0o001
+        ]
         if blocked:
-            logger.warning("sandboxes share this service's user (so the process limit is not per sandbox): "
-                           "%s cannot be traversed by other users", ", ".join(blocked))
+            logger.warning(
+                "sandboxes share this service's user (so the process limit is not per sandbox): "
+                "%s cannot be traversed by other users",
+                ", ".join(blocked),
+            )
             return False
         return True

@@ -74,7 +74,6 @@ class _OutputProtocol(asyncio.SubprocessProtocol):
         return pipe
 
 
-
 async def run_command(
     spec: Launch,
     *,

@@ -53,8 +53,9 @@ def disk_usage(root: Path) -> int:
 class WorkspaceFiles:
     """One sandbox's workspace as seen by the file API (not by its commands)."""
 
-    def __init__(self, workspace: Workspace, *, owner: int | None, max_file_bytes: int,
-                 max_upload_bytes: int, quota_bytes: int) -> None:
+    def __init__(
+        self, workspace: Workspace, *, owner: int | None, max_file_bytes: int, max_upload_bytes: int, quota_bytes: int
+    ) -> None:
         self.workspace = workspace
         self.owner = owner  # host uid that owns what the API writes (the sandbox's user)
         self.max_file_bytes = max_file_bytes
@@ -96,8 +97,9 @@ class WorkspaceFiles:
                 if size > self.max_upload_bytes:
                     raise FileTooLarge(f"{path!r} is over the upload limit of {self.max_upload_bytes} bytes")
                 if self.quota_bytes and used + size > self.quota_bytes:
-                    raise QuotaExceeded(f"writing {path!r} would pass the sandbox's disk quota of "
-                                        f"{self.quota_bytes} bytes")
+                    raise QuotaExceeded(
+                        f"writing {path!r} would pass the sandbox's disk quota of {self.quota_bytes} bytes"
+                    )
                 await asyncio.to_thread(_write_all, fd, chunk)
             os.close(fd)
             fd = -1
@@ -148,8 +150,9 @@ class WorkspaceFiles:
         try:
             size = os.fstat(fd).st_size
             if size > self.max_file_bytes:
-                raise FileTooLarge(f"{path!r} is {size} bytes; the limit is {self.max_file_bytes} "
-                                   "(download it instead)")
+                raise FileTooLarge(
+                    f"{path!r} is {size} bytes; the limit is {self.max_file_bytes} (download it instead)"
+                )
             with os.fdopen(os.dup(fd), "rb") as file:
                 return file.read(self.max_file_bytes + 1)[: self.max_file_bytes]
         finally:
@@ -219,8 +222,12 @@ class WorkspaceFiles:
     def _info(self, target: Path) -> FileInfo:
         status = os.lstat(target)
         return FileInfo(
-            name=target.name, path=self.workspace.relative(target), is_dir=stat.S_ISDIR(status.st_mode),
-            size=status.st_size, modified_at=status.st_mtime, mode=stat.S_IMODE(status.st_mode),
+            name=target.name,
+            path=self.workspace.relative(target),
+            is_dir=stat.S_ISDIR(status.st_mode),
+            size=status.st_size,
+            modified_at=status.st_mtime,
+            mode=stat.S_IMODE(status.st_mode),
         )
 
     def _delete(self, target: Path, path: str, recursive: bool) -> None:

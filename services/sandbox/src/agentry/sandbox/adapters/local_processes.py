@@ -36,8 +36,9 @@ class BackgroundProcess:
 
     def info(self) -> ProcessInfo:
         code = self.process.returncode
-        return ProcessInfo(process_id=self.process_id, running=code is None, exit_code=code,
-                           command=self.command, run_id=self.run_id)
+        return ProcessInfo(
+            process_id=self.process_id, running=code is None, exit_code=code, command=self.command, run_id=self.run_id
+        )
 
 
 def _read_log(path: Path, offset: int, limit: int) -> bytes:
@@ -69,13 +70,19 @@ class ProcessTable:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             process = await asyncio.create_subprocess_exec(
-                *launch.argv, stdin=subprocess.PIPE, stdout=fd, stderr=subprocess.STDOUT, cwd=launch.cwd,
-                env=launch.env, start_new_session=True,
+                *launch.argv,
+                stdin=subprocess.PIPE,
+                stdout=fd,
+                stderr=subprocess.STDOUT,
+                cwd=launch.cwd,
+                env=launch.env,
+                start_new_session=True,
             )
         finally:
             os.close(fd)
-        background = BackgroundProcess(process_id, ref, command, run_id, process, log_path,
-                                       asyncio.ensure_future(process.wait()))
+        background = BackgroundProcess(
+            process_id, ref, command, run_id, process, log_path, asyncio.ensure_future(process.wait())
+        )
         self.processes[process_id] = background
         return background.info()
 

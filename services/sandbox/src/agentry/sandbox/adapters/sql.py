@@ -98,15 +98,20 @@ class SqlSandboxRepository:
         return [_record(row) for row in rows]
 
     async def in_states(self, states: list[SandboxState], limit: int = 500) -> list[SandboxRecord]:
-        query = (sa.select(sandboxes).where(sandboxes.c.state.in_([s.value for s in states]))
-                 .order_by(sandboxes.c.last_used_at, sandboxes.c.sandbox_id).limit(limit))
+        query = (
+            sa.select(sandboxes)
+            .where(sandboxes.c.state.in_([s.value for s in states]))
+            .order_by(sandboxes.c.last_used_at, sandboxes.c.sandbox_id)
+            .limit(limit)
+        )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_record(row) for row in rows]
 
     async def mark_ready(self, sandbox_id: str, provider_ref: str, at: datetime) -> None:
-        await self._update(sandbox_id, state=SandboxState.STARTED.value, provider_ref=provider_ref,
-                           state_changed_at=at, error="")
+        await self._update(
+            sandbox_id, state=SandboxState.STARTED.value, provider_ref=provider_ref, state_changed_at=at, error=""
+        )
 
     async def set_state(self, sandbox_id: str, state: SandboxState, at: datetime, error: str = "") -> None:
         await self._update(sandbox_id, state=state.value, state_changed_at=at, error=error)

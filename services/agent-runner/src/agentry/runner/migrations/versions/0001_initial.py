@@ -60,8 +60,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_agent_runs_account_id", "agent_runs", ["account_id"])
     op.create_index(
-        "ux_agent_runs_one_active_per_thread", "agent_runs", ["thread_id"], unique=True,
-        postgresql_where=sa.text(_ACTIVE_SQL), sqlite_where=sa.text(_ACTIVE_SQL),
+        "ux_agent_runs_one_active_per_thread",
+        "agent_runs",
+        ["thread_id"],
+        unique=True,
+        postgresql_where=sa.text(_ACTIVE_SQL),
+        sqlite_where=sa.text(_ACTIVE_SQL),
     )
     op.create_table(
         "run_events",

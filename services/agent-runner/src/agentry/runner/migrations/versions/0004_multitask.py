@@ -36,8 +36,9 @@ _COLUMNS = (
 
 
 def _partial_index(name: str, columns: list[str], where: str, *, unique: bool = False) -> None:
-    op.create_index(name, "agent_runs", columns, unique=unique,
-                    postgresql_where=sa.text(where), sqlite_where=sa.text(where))
+    op.create_index(
+        name, "agent_runs", columns, unique=unique, postgresql_where=sa.text(where), sqlite_where=sa.text(where)
+    )
 
 
 def upgrade() -> None:
@@ -53,8 +54,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Waiting runs cannot exist without this revision: they are cancelled.
-    op.execute("UPDATE agent_runs SET status = 'cancelled', finish_reason = 'cancelled', "
-               "error = 'cancelled by a database downgrade' WHERE status = 'pending'")
+    op.execute(
+        "UPDATE agent_runs SET status = 'cancelled', finish_reason = 'cancelled', "
+        "error = 'cancelled by a database downgrade' WHERE status = 'pending'"
+    )
     op.drop_index("ix_agent_runs_active_per_account", "agent_runs")
     op.drop_index("ix_agent_runs_pending_per_thread", "agent_runs")
     op.drop_index("ux_agent_runs_one_active_per_thread", "agent_runs")

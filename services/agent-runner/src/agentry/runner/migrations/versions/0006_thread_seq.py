@@ -26,7 +26,8 @@ def upgrade() -> None:
         " WHERE earlier.thread_id = agent_runs.thread_id AND earlier.status <> 'pending'"
         " AND (earlier.created_at < agent_runs.created_at"
         "      OR (earlier.created_at = agent_runs.created_at AND earlier.run_id <= agent_runs.run_id)))"
-        " WHERE status <> 'pending'")
+        " WHERE status <> 'pending'"
+    )
     op.create_index("ux_agent_runs_thread_seq", "agent_runs", ["thread_id", "thread_seq"], unique=True)
 
 

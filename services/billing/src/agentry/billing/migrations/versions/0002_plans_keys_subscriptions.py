@@ -26,11 +26,15 @@ def upgrade() -> None:
         batch.add_column(sa.Column("note", sa.String(255), nullable=False, server_default=""))
     # Keys for what was written before keys existed: usage by (run, step), the first grant of an
     # account is its opening grant, anything else keyed by its own entry id.
-    op.execute("UPDATE credit_ledger SET idempotency_key = 'usage:' || run_id || ':' || step, source = 'model' "
-               "WHERE kind = 'usage'")
-    op.execute("UPDATE credit_ledger SET idempotency_key = 'open:' || account_id WHERE kind = 'grant' AND "
-               "entry_id = (SELECT l2.entry_id FROM credit_ledger l2 WHERE l2.account_id = credit_ledger.account_id "
-               "AND l2.kind = 'grant' ORDER BY l2.created_at, l2.entry_id LIMIT 1)")
+    op.execute(
+        "UPDATE credit_ledger SET idempotency_key = 'usage:' || run_id || ':' || step, source = 'model' "
+        "WHERE kind = 'usage'"
+    )
+    op.execute(
+        "UPDATE credit_ledger SET idempotency_key = 'open:' || account_id WHERE kind = 'grant' AND "
+        "entry_id = (SELECT l2.entry_id FROM credit_ledger l2 WHERE l2.account_id = credit_ledger.account_id "
+        "AND l2.kind = 'grant' ORDER BY l2.created_at, l2.entry_id LIMIT 1)"
+    )
     op.execute("UPDATE credit_ledger SET idempotency_key = 'legacy:' || entry_id WHERE idempotency_key IS NULL")
     with op.batch_alter_table("credit_ledger") as batch:
         batch.alter_column("idempotency_key", existing_type=sa.String(512), nullable=False)
