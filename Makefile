@@ -7,6 +7,8 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 # Test files run in parallel, each whole in one worker (module fixtures are shared): most tests
 # wait on servers and subprocesses, so two workers fit two cores. PYTEST_WORKERS=0 runs serially.
+# Tests marked `serial` (worker kills, server restarts: they measure recovery against deadlines)
+# run afterwards, alone.
 PYTEST_WORKERS ?= 2
 PROTO_FILES := $(sort $(shell find proto -name "*.proto"))
 
@@ -31,11 +33,13 @@ run: setup
 	$(UV) run --frozen agentry dev --port $(PORT)
 
 test: setup
-	$(UV) run --frozen pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+	$(UV) run --frozen pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) -m "not serial" $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -m serial $(PYTEST_ARGS)
 
 # Static checks CI runs before the tests (config in pyproject.toml: [tool.ruff], [tool.pyright], [tool.importlinter]).
 lint: setup
 	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen basedpyright
 	$(UV) run --frozen lint-imports
 

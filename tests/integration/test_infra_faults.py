@@ -43,6 +43,7 @@ from .test_durable_runs import percentile, side_effects
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.serial,
     pytest.mark.postgres,
     pytest.mark.redis,
     pytest.mark.rabbitmq,
