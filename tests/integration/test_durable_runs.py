@@ -19,7 +19,13 @@ from agentry.api.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
 from agentry.fakellm import FakeLLMProcess
 from agentry.servicekit import open_channel
 
-pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.redis, pytest.mark.rabbitmq, pytest.mark.serial]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.rabbitmq,
+    pytest.mark.serial,
+]
 
 SIDE_EFFECT_FILE = "side-effects.txt"
 
