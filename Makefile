@@ -40,7 +40,7 @@ test: setup
 lint: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen basedpyright
+	$(UV) run --frozen basedpyright --project pyproject.toml
 	$(UV) run --frozen lint-imports
 
 fmt: setup
