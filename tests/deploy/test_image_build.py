@@ -49,8 +49,11 @@ def without_rebuild_flags(command: list[str]) -> list[str]:
 def uv():
     """uv, with its cache's builds of every workspace package fresh: what the Dockerfile's
     --reinstall-package flags do in each stage, done once here for all the targets."""
-    path = shutil.which("uv")
+    # `uv run` names itself in UV; a uv bootstrapped into .tools/ (make setup) is not on PATH.
+    path = os.environ.get("UV") or shutil.which("uv")
     if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("uv is not installed (UV unset and no uv on PATH)")
         pytest.skip("uv is not installed")
     command = sync_command("build-gateway")
     rebuild = [
