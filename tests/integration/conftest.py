@@ -93,7 +93,8 @@ async def system(request, fake_llm, tmp_path) -> AsyncIterator[System]:
             redis_prefix=f"agentry:{unique}:",
         )
     )
-    procs.start()
+    # Generous: two xdist workers may start stacks at once, each importing LiteLLM (seconds of CPU).
+    procs.start(timeout=240)
     try:
         yield System("split", procs.gateway_url, f"127.0.0.1:{ports['sandbox']}", tmp_path, procs.internal_token)
     finally:
