@@ -95,8 +95,10 @@ def dev(
             await stop.wait()
             console.print("stopping...")
 
+    from agentry.servicekit.server import run_on_event_loop
+
     try:
-        asyncio.run(_run())
+        run_on_event_loop(_run())
     except PortInUse as exc:
         _port_in_use(exc, "dev", "run")
 

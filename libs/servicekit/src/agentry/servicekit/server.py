@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -25,6 +25,7 @@ from .settings import ServiceSettings
 from .tls import TlsFiles
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -137,4 +138,29 @@ def run_service(start: StartFn[S], settings_cls: type[S], *, migrations: Migrati
         raise SystemExit(code)
     settings = settings_cls()
     configure_logging(settings.log_level, json=settings.log_json())
-    asyncio.run(serve_until_signalled(start, settings))
+    run_on_event_loop(serve_until_signalled(start, settings))
+
+
+def run_on_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)` on the event loop AGENTRY_EVENT_LOOP chooses (`event_loop_factory`)."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(main)
+
+
+def event_loop_factory():
+    """uvloop's event loop when it is installed (AGENTRY_EVENT_LOOP=auto, the default) or required
+    (uvloop); asyncio's own with AGENTRY_EVENT_LOOP=asyncio. None means asyncio's default."""
+    import os
+
+    choice = os.environ.get("AGENTRY_EVENT_LOOP", "auto").strip().lower() or "auto"
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise SystemExit(f"AGENTRY_EVENT_LOOP must be auto, uvloop or asyncio, not {choice!r}")
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("AGENTRY_EVENT_LOOP=uvloop, but uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop

@@ -45,8 +45,11 @@ class ServiceSettings(BaseSettings):
     grace_seconds: float = 10.0
     # PostgreSQL connections this process may hold (pool + overflow). A request that finds none
     # free waits for one (it never fails for lack of a connection within the pool timeout).
-    database_pool_size: int = Field(default=5, ge=1, le=500)
-    database_max_overflow: int = Field(default=10, ge=0, le=500)
+    # Pooled connections are opened on demand and kept; an overflow connection is closed as soon
+    # as it is returned, so a process that keeps using more than the pool would open a connection
+    # (and prepare its statements again) for almost every transaction: all 15 are pooled.
+    database_pool_size: int = Field(default=15, ge=1, le=500)
+    database_max_overflow: int = Field(default=0, ge=0, le=500)
     # "transaction" when database_url goes through a transaction-mode pooler (PgBouncer,
     # Supabase's port 6543): no prepared statement is cached. Unset: detected from the URL.
     database_pool_mode: Literal["session", "transaction"] | None = Field(

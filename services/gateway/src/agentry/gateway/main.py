@@ -84,4 +84,6 @@ def main() -> None:
         raise SystemExit(code)
     settings = GatewaySettings()
     configure_logging(settings.log_level, json=settings.log_json())
-    asyncio.run(_serve(settings))
+    from agentry.servicekit.server import run_on_event_loop
+
+    run_on_event_loop(_serve(settings))
