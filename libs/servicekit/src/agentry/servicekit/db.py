@@ -189,6 +189,15 @@ _TRANSIENT_ERRNOS = frozenset(
 )
 
 
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (and pool) with every statement committed on its own: no BEGIN before and
+    no ROLLBACK/COMMIT after, so a read or a single-statement write is one round trip instead of
+    three. For reads (each statement sees the latest committed data, as under READ COMMITTED
+    anyway) and for writes that are one statement; anything that needs several statements to
+    commit together uses `engine.begin()`."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def is_transient_db_error(exc: BaseException) -> bool:
     """True when `exc` says the connection or the server failed, not the statement.
 

@@ -9,6 +9,7 @@ re-reads the touched accounts after commit). Writes by another replica are seen 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -155,6 +156,13 @@ class BillingService:
             self._cache[account_id] = entry
         return entry
 
+    def _install_balance(self, account_id: str, balance_micros: int, ticket: int) -> None:
+        """The account's cached balance becomes what a write that took `ticket` answered, unless
+        a later read (or write) is cached already."""
+        current = self._cache.get(account_id)
+        if current is not None and current.ticket < ticket:
+            self._cache[account_id] = dataclasses.replace(current, balance_micros=balance_micros, ticket=ticket)
+
     async def _account(self, account_id: str) -> _Cached:
         cached = self._cache.get(account_id)
         if cached is None or self._clock() - cached.read_at > self._ttl:
@@ -216,22 +224,27 @@ class BillingService:
             raise InvalidBillingRequest("source must be model or sandbox")
         if cost is None:
             return Charge(balance_micros=0, charged=False)
-        async with self.transaction() as tx:
-            posted = await tx.post(
-                LedgerWrite(
-                    account_id=usage.account_id,
-                    amount_micros=-cost,
-                    kind="usage",
-                    key=usage_key(usage.run_id, usage.step),
-                    run_id=usage.run_id,
-                    step=usage.step,
-                    model=usage.model or None,
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
-                    source=source,
-                    quantity=sandbox_seconds,
-                )
+        # One write, committed on its own; the cache takes the balance it answered (a read that
+        # started later may still replace it: the ticket is taken before the write).
+        self._tickets += 1
+        ticket = self._tickets
+        posted = await self.store.post_now(
+            LedgerWrite(
+                account_id=usage.account_id,
+                amount_micros=-cost,
+                kind="usage",
+                key=usage_key(usage.run_id, usage.step),
+                run_id=usage.run_id,
+                step=usage.step,
+                model=usage.model or None,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                source=source,
+                quantity=sandbox_seconds,
             )
+        )
+        if posted.applied:
+            self._install_balance(usage.account_id, posted.balance_micros, ticket)
         return Charge(
             balance_micros=posted.balance_micros, charged=posted.applied, cost_micros=cost if posted.applied else 0
         )

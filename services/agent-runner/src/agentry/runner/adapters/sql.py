@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agentpress.safe_text import clean
+from agentry.servicekit.db import autocommit
 
 from ..domain import (
     ACTIVE_STATUSES,
@@ -259,6 +260,8 @@ class SqlRunnerRepository:
 
     def __init__(self, engine: AsyncEngine, *, clock=time.time) -> None:
         self._engine = engine
+        # Reads and single-statement writes: one round trip each, no BEGIN/ROLLBACK around them.
+        self._reads = autocommit(engine)
         self._clock = clock
         self._promotion_listeners: list[Callable[[], None]] = []
 
@@ -287,7 +290,7 @@ class SqlRunnerRepository:
         return Thread(thread_id, project_id, account_id, name, now)
 
     async def get_thread(self, thread_id: str) -> Thread | None:
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             row = (await conn.execute(threads.select().where(threads.c.thread_id == thread_id))).first()
         return _thread(row) if row else None
 
@@ -319,7 +322,7 @@ class SqlRunnerRepository:
 
     async def list_messages(self, thread_id: str) -> list[StoredMessage]:
         query = messages.select().where(messages.c.thread_id == thread_id).order_by(messages.c.position)
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             return [_message(row) for row in await conn.execute(query)]
 
     async def page_messages(
@@ -338,7 +341,7 @@ class SqlRunnerRepository:
             else (messages.c.created_at, messages.c.position)
         )
         query = query.order_by(*order).limit(limit)
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             return [(_message(row), row.position) for row in await conn.execute(query)]
 
     async def delete_message(self, thread_id: str, message_id: str) -> bool:
@@ -402,7 +405,7 @@ class SqlRunnerRepository:
             if after is not None:
                 query = query.where(sa.tuple_(threads.c.created_at, threads.c.thread_id) < sa.tuple_(*after))
             query = query.order_by(threads.c.created_at.desc(), threads.c.thread_id.desc()).limit(limit)
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [
             Thread(
@@ -461,7 +464,7 @@ class SqlRunnerRepository:
         if after is not None:
             query = query.where(sa.tuple_(agent_runs.c.created_at, agent_runs.c.run_id) < sa.tuple_(*after))
         query = query.order_by(agent_runs.c.created_at.desc(), agent_runs.c.run_id.desc()).limit(limit)
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             return [_run(row) for row in await conn.execute(query)]
 
     async def create_run(
@@ -671,7 +674,7 @@ class SqlRunnerRepository:
         return waiting.run_id
 
     async def get_run(self, run_id: str) -> Run | None:
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             row = (await conn.execute(agent_runs.select().where(agent_runs.c.run_id == run_id))).first()
         return _run(row) if row else None
 
@@ -746,16 +749,27 @@ class SqlRunnerRepository:
             )
             .returning(*agent_runs.c)
         )
-        async with self._engine.begin() as conn:
-            row = (await conn.execute(query)).first()
+        if self._engine.dialect.name == "postgresql":
+            # One statement, one round trip, committed on its own: the claim and its thread's
+            # project (a thread never changes project).
+            claimed = query.cte("claimed")
+            joined = sa.select(claimed, threads.c.project_id).join(threads, threads.c.thread_id == claimed.c.thread_id)
+            async with self._reads.connect() as conn:
+                row = (await conn.execute(joined)).first()
             if row is None:
                 return None
-            # Not a subquery in RETURNING: SQLite renders its columns unqualified there, so
-            # `thread_id = thread_id` matched every thread and the run got the first thread's
-            # project (and so another project's sandbox).
-            project_id = (
-                await conn.execute(sa.select(threads.c.project_id).where(threads.c.thread_id == row.thread_id))
-            ).scalar_one()
+            project_id = row.project_id
+        else:
+            async with self._engine.begin() as conn:
+                row = (await conn.execute(query)).first()
+                if row is None:
+                    return None
+                # Not a subquery in RETURNING: SQLite renders its columns unqualified there, so
+                # `thread_id = thread_id` matched every thread and the run got the first thread's
+                # project (and so another project's sandbox).
+                project_id = (
+                    await conn.execute(sa.select(threads.c.project_id).where(threads.c.thread_id == row.thread_id))
+                ).scalar_one()
         run = _run(row)
         return ClaimedRun(run, project_id, resume_reason=run.phase_detail if run.phase == Phase.RESUMED.value else "")
 
@@ -817,7 +831,7 @@ class SqlRunnerRepository:
             .where(agent_runs.c.status == RunStatus.REQUIRES_ACTION.value, agent_runs.c.paused_at < before)
             .limit(limit)
         )
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             return [row.run_id for row in await conn.execute(query)]
 
     async def renew_leases(
@@ -854,7 +868,7 @@ class SqlRunnerRepository:
         """Runs waiting for a worker (queued) and when the oldest was created (metrics)."""
         c = agent_runs.c
         query = sa.select(sa.func.count(), sa.func.min(c.created_at)).where(c.status == RunStatus.QUEUED.value)
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             count, oldest = (await conn.execute(query)).one()
         return int(count), (float(oldest) if oldest is not None else None)
 
@@ -907,7 +921,7 @@ class SqlRunnerRepository:
             .exists()
         )
         query = sa.select(p.c.thread_id).where(p.c.status == RunStatus.PENDING.value, ~held).distinct().limit(limit)
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             orphaned = [r.thread_id for r in await conn.execute(query)]
         for thread_id in orphaned:
             async with self._engine.begin() as conn:
@@ -1001,12 +1015,12 @@ class SqlRunnerRepository:
             .order_by(run_events.c.seq)
             .limit(limit)
         )
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             return [StoredEvent(r.seq, bytes(r.data), bool(r.terminal)) for r in await conn.execute(query)]
 
     async def max_event_seq(self, run_id: str) -> int:
         query = sa.select(sa.func.coalesce(sa.func.max(run_events.c.seq), 0)).where(run_events.c.run_id == run_id)
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
     async def list_thread_runs(self, thread_id: str, after_thread_seq: int, limit: int = 100) -> list[Run]:
@@ -1018,7 +1032,7 @@ class SqlRunnerRepository:
             .order_by(agent_runs.c.thread_seq)
             .limit(limit)
         )
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             return [_run(row) for row in await conn.execute(query)]
 
 

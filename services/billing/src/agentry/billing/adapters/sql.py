@@ -20,6 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from agentry.servicekit.db import autocommit
+
 from ..domain import (
     ENTRY_KINDS,
     Charge,
@@ -104,6 +106,26 @@ processed_events = sa.Table(
 )
 
 
+def _ledger_insert(insert, write: LedgerWrite, entry_id: str, now: float):
+    """INSERT of `write` into the ledger, nothing when its (account, key) was written before."""
+    return insert.values(
+        entry_id=entry_id,
+        account_id=write.account_id,
+        amount_micros=write.amount_micros,
+        kind=write.kind,
+        idempotency_key=write.key,
+        run_id=write.run_id,
+        step=write.step,
+        model=write.model,
+        prompt_tokens=write.prompt_tokens,
+        completion_tokens=write.completion_tokens,
+        source=write.source,
+        quantity=write.quantity,
+        note=write.note[:255],
+        created_at=now,
+    ).on_conflict_do_nothing(index_elements=["account_id", "idempotency_key"])
+
+
 def _dialect_insert(engine_or_conn, table: sa.Table):
     dialect = postgresql if engine_or_conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
@@ -142,25 +164,9 @@ class SqlBillingTx:
         if write.account_id not in self._known:
             await self.ensure_account(write.account_id)
         recorded = await self._conn.execute(
-            self._insert(credit_ledger)
-            .values(
-                entry_id=self._new_id(),
-                account_id=write.account_id,
-                amount_micros=write.amount_micros,
-                kind=write.kind,
-                idempotency_key=write.key,
-                run_id=write.run_id,
-                step=write.step,
-                model=write.model,
-                prompt_tokens=write.prompt_tokens,
-                completion_tokens=write.completion_tokens,
-                source=write.source,
-                quantity=write.quantity,
-                note=write.note[:255],
-                created_at=self._clock(),
+            _ledger_insert(self._insert(credit_ledger), write, self._new_id(), self._clock()).returning(
+                credit_ledger.c.entry_id
             )
-            .on_conflict_do_nothing(index_elements=["account_id", "idempotency_key"])
-            .returning(credit_ledger.c.entry_id)
         )
         if recorded.first() is None:
             return Posted(balance_micros=await _balance_in(self._conn, write.account_id), applied=False)
@@ -257,6 +263,8 @@ class SqlBillingStore:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database dialect: {engine.dialect.name}")
         self.engine = engine
+        # Reads and one-statement writes: one round trip each, no BEGIN/ROLLBACK around them.
+        self._reads = autocommit(engine)
         self._clock = clock
         self._new_id = new_id
         self._known: set[str] = set()
@@ -269,8 +277,33 @@ class SqlBillingStore:
         # Committed: the accounts it wrote exist for good (a rolled-back one may not).
         self._known |= tx.posted
 
+    async def post_now(self, write: LedgerWrite) -> Posted:
+        """`BillingTx.post` in a transaction of its own. On PostgreSQL, for an account known to
+        exist, one statement and one round trip: the ledger row and the balance move together
+        (a data-modifying WITH commits as one statement), nothing when the key was written."""
+        if self.engine.dialect.name != "postgresql" or write.account_id not in self._known:
+            async with self.transaction() as tx:
+                return await tx.post(write)
+        entry = (
+            _ledger_insert(postgresql.insert(credit_ledger), write, self._new_id(), self._clock())
+            .returning(credit_ledger.c.account_id, credit_ledger.c.amount_micros)
+            .cte("entry")
+        )
+        moved = (
+            sa.update(credit_accounts)
+            .where(credit_accounts.c.account_id == entry.c.account_id)
+            .values(balance_micros=credit_accounts.c.balance_micros + entry.c.amount_micros)
+            .returning(credit_accounts.c.balance_micros)
+            .add_cte(entry)
+        )
+        async with self._reads.connect() as conn:
+            balance = await conn.scalar(moved)
+            if balance is not None:
+                return Posted(balance_micros=balance, applied=True)
+            return Posted(balance_micros=await _balance_in(conn, write.account_id), applied=False)
+
     async def balance(self, account_id: str) -> int | None:
-        async with self.engine.connect() as conn:
+        async with self._reads.connect() as conn:
             return await conn.scalar(
                 sa.select(credit_accounts.c.balance_micros).where(credit_accounts.c.account_id == account_id)
             )
@@ -284,14 +317,14 @@ class SqlBillingStore:
             )
             .where(credit_accounts.c.account_id == account_id)
         )
-        async with self.engine.connect() as conn:
+        async with self._reads.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
             return None, await self.subscription(account_id)
         return row.balance_micros, (_subscription(row) if row.account_id is not None else None)
 
     async def subscription(self, account_id: str) -> Subscription | None:
-        async with self.engine.connect() as conn:
+        async with self._reads.connect() as conn:
             row = (await conn.execute(sa.select(subscriptions).where(subscriptions.c.account_id == account_id))).first()
         return _subscription(row) if row else None
 
@@ -300,7 +333,7 @@ class SqlBillingStore:
         return sub.stripe_customer_id if sub else None
 
     async def entries(self, account_id: str) -> list[LedgerEntry]:
-        async with self.engine.connect() as conn:
+        async with self._reads.connect() as conn:
             rows = await conn.execute(
                 sa.select(credit_ledger)
                 .where(credit_ledger.c.account_id == account_id)
@@ -355,7 +388,7 @@ class SqlBillingStore:
             query = query.where(
                 sa.or_(grouped.c.last_at < last_at, sa.and_(grouped.c.last_at == last_at, grouped.c.k < last_key))
             )
-        async with self.engine.connect() as conn:
+        async with self._reads.connect() as conn:
             rows = list(await conn.execute(query))
         more = len(rows) > limit
         rows = rows[:limit]
