@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentpress import (
     Agent,
+    AssistantMessage,
     ContextConfig,
     FunctionModel,
+    MessageCompleted,
     ModelRequest,
     PhaseChanged,
     RunFinished,
@@ -43,7 +45,7 @@ from agentry.runner.domain import DURABLE_EVENT_TYPES, Run, RunStatus, StoredEve
 from agentry.runner.errors import InvalidInput
 from agentry.runner.queue import RequeueJob, RunJob
 from agentry.runner.service import RunnerService
-from agentry.runner.sinks import EventStoreFailed, RunEventSink, encode_event
+from agentry.runner.sinks import EventStoreFailed, Lease, RunEventSink, ThreadMessageStore, encode_event
 from agentry.runner.worker import RunWorker, WorkerPolicy
 from agentry.sandbox.config import SandboxSettings
 from agentry.sandbox.main import start as start_sandbox
@@ -536,16 +538,26 @@ class GatedRepo:
         self.fail = False
         self.stored: list[StoredEvent] = []
         self.finished: list[tuple] = []
+        self.messages: list[str] = []  # message ids, in the order stored
+        self.transactions: list[tuple[list[int], list[str]]] = []  # (event seqs, message ids) each
 
-    async def append_events(self, run_id: str, events: list[StoredEvent], *, epoch=None, phase=None) -> None:
+    async def append_events(
+        self, run_id: str, events: list[StoredEvent], *, epoch=None, phase=None, messages=()
+    ) -> None:
         await self.gate.wait()
         if self.fail:
             raise RuntimeError("database down")
         self.stored.extend(events)
+        self.messages.extend(m.message_id for m in messages)
+        self.transactions.append(([e.seq for e in events], [m.message_id for m in messages]))
 
-    async def finish_run(self, run_id: str, *, from_, to, error, finish_reason, events, epoch=None) -> bool:
+    async def finish_run(
+        self, run_id: str, *, from_, to, error, finish_reason, events, epoch=None, messages=()
+    ) -> bool:
         self.finished.append((to, finish_reason, error, [e.seq for e in self.stored]))
         self.stored.extend(events)
+        self.messages.extend(m.message_id for m in messages)
+        self.transactions.append(([e.seq for e in events], [m.message_id for m in messages]))
         return True
 
 
@@ -600,6 +612,55 @@ async def test_with_a_write_delay_a_call_that_is_not_idempotent_is_still_stored_
     call = ToolCall(call_id="c1", name="run_command", arguments='{"command": "rm -rf x"}')
     await asyncio.wait_for(sink.emit(PhaseChanged(phase="running_tool", tool="run_command", call=call)), WAIT)
     assert [e.seq for e in repo.stored] == [1, 2] and repo.finished == []
+
+
+async def test_a_short_runs_messages_are_stored_with_its_end_in_one_transaction() -> None:
+    # The assistant's reply is queued with the durable events: a run that ends within the write
+    # delay stores its messages, events and end in one transaction, and a load meanwhile sees it.
+    repo, events = GatedRepo(), MemoryEventStream()
+    repo.gate.set()
+    repo.list_messages = _no_stored_messages  # type: ignore[attr-defined]
+    sink = RunEventSink("r", repo, events, last_seq=0, write_delay=30.0)  # type: ignore[arg-type]
+    store = ThreadMessageStore(repo, thread_id="t", account_id="a", sink=sink)  # type: ignore[arg-type]
+    await sink.emit(RunStarted(run_id="r", thread_id="t", model="m"))
+    reply = AssistantMessage(text="hello")
+    await store.append(reply)
+    await sink.emit(MessageCompleted(message=reply))
+    assert repo.transactions == []  # nothing written yet
+    assert [m.message_id for m in await store.load()] == [reply.message_id]
+    await asyncio.wait_for(sink.emit(RunFinished(reason="completed")), WAIT)
+    assert repo.transactions == [([1, 2, 3], [reply.message_id])]
+    assert store._sink is sink and sink.queued_messages() == []
+
+
+async def test_a_message_is_stored_before_a_call_that_is_not_idempotent_runs() -> None:
+    repo, events = GatedRepo(), MemoryEventStream()
+    repo.gate.set()
+    sink = RunEventSink("r", repo, events, last_seq=0, write_delay=30.0)  # type: ignore[arg-type]
+    store = ThreadMessageStore(repo, thread_id="t", account_id="a", sink=sink)  # type: ignore[arg-type]
+    call = ToolCall(call_id="c1", name="run_command", arguments='{"command": "rm -rf x"}')
+    asks = AssistantMessage(text="", tool_calls=(call,))
+    await store.append(asks)
+    await sink.emit(MessageCompleted(message=asks))
+    await asyncio.wait_for(sink.emit(PhaseChanged(phase="running_tool", tool="run_command", call=call)), WAIT)
+    assert repo.messages == [asks.message_id] and [e.seq for e in repo.stored] == [1, 2]
+
+
+async def test_messages_of_a_run_whose_lease_is_lost_are_dropped() -> None:
+    repo, events = GatedRepo(), MemoryEventStream()
+    repo.gate.set()
+    lease = Lease("r", 1)
+    sink = RunEventSink("r", repo, events, last_seq=0, lease=lease, write_delay=30.0)  # type: ignore[arg-type]
+    store = ThreadMessageStore(repo, thread_id="t", account_id="a", lease=lease, sink=sink)  # type: ignore[arg-type]
+    await store.append(AssistantMessage(text="one"))
+    lease.mark_lost()
+    await store.append(AssistantMessage(text="two"))
+    await sink.emit(RunFinished(reason="completed"))
+    assert repo.messages == [] and repo.finished == []
+
+
+async def _no_stored_messages(thread_id: str) -> list:
+    return []
 
 
 async def test_a_failed_durable_write_fails_the_run_visibly() -> None:

@@ -192,6 +192,18 @@ class DispatchJob:
 
 
 @dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message a run adds to its thread, written with the run's durable events."""
+
+    message_id: str
+    thread_id: str
+    account_id: str
+    type: str
+    content_json: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class StoredEvent:
     seq: int
     data: bytes

@@ -10,6 +10,7 @@ from .domain import (
     ClaimedRun,
     DispatchJob,
     MultitaskStrategy,
+    NewMessage,
     Run,
     RunStatus,
     StoredEvent,
@@ -135,7 +136,15 @@ class RunnerRepository(Protocol):
 
     async def release_lease(self, run_id: str, epoch: int) -> bool: ...
 
-    async def pause_run(self, run_id: str, epoch: int, pending: dict, events: Sequence[StoredEvent] = ()) -> bool: ...
+    async def pause_run(
+        self,
+        run_id: str,
+        epoch: int,
+        pending: dict,
+        events: Sequence[StoredEvent] = (),
+        *,
+        messages: Sequence[NewMessage] = (),
+    ) -> bool: ...
 
     async def resume_paused(self, run_id: str, resolution: dict) -> bool: ...
 
@@ -159,9 +168,11 @@ class RunnerRepository(Protocol):
         finish_reason: str,
         events: Sequence[StoredEvent],
         epoch: int | None = None,
+        messages: Sequence[NewMessage] = (),
     ) -> bool:
-        """Ends the run and stores its final durable events atomically (fenced on `epoch`); in the
-        same transaction the thread's first pending run, if any, gets the thread."""
+        """Ends the run and stores its final durable events and `messages` (in order, before any
+        other message) atomically (fenced on `epoch`); in the same transaction the thread's first
+        pending run, if any, gets the thread."""
         ...
 
     async def append_events(
@@ -171,7 +182,10 @@ class RunnerRepository(Protocol):
         *,
         epoch: int | None = None,
         phase: tuple[str, str, float] | None = None,
-    ) -> None: ...
+        messages: Sequence[NewMessage] = (),
+    ) -> None:
+        """Stores durable events and thread messages (in order) in one transaction."""
+        ...
 
     async def list_events(self, run_id: str, after_seq: int, limit: int = 1000) -> list[StoredEvent]: ...
 

@@ -11,7 +11,7 @@ from agentpress import Event, FinishReason, Message, PhaseChanged, RequiresActio
 from agentry.servicekit.db import retrying
 from agentry.servicekit.eventstream import EventStream
 
-from .domain import DURABLE_EVENT_TYPES, RunStatus, StoredEvent, final_status
+from .domain import DURABLE_EVENT_TYPES, NewMessage, RunStatus, StoredEvent, final_status
 from .errors import LeaseLost
 from .ports import RunnerRepository
 
@@ -57,22 +57,47 @@ class ThreadMessageStore:
     dropped (the run's new holder owns the thread now), never raised into agentpress.
     """
 
-    def __init__(self, repo: RunnerRepository, *, thread_id: str, account_id: str, lease: Lease | None = None) -> None:
+    def __init__(
+        self,
+        repo: RunnerRepository,
+        *,
+        thread_id: str,
+        account_id: str,
+        lease: Lease | None = None,
+        sink: RunEventSink | None = None,
+    ) -> None:
         self._repo = repo
         self._thread_id = thread_id
         self._account_id = account_id
         self._lease = lease
+        # With the run's event sink, messages go with its durable events: in one transaction with
+        # the events written at the same time (the run's end, for a short run), never after an
+        # event that follows them. Without, each is written at once.
+        self._sink = sink
 
     async def load(self) -> list[Message]:
         import orjson
 
         stored = await retrying(lambda: self._repo.list_messages(self._thread_id), deadline=WRITE_RETRY_SECONDS)
-        return [message_from_dict(orjson.loads(m.content_json)) for m in stored]
+        queued = self._sink.queued_messages() if self._sink is not None else []  # not yet written
+        return [message_from_dict(orjson.loads(m.content_json)) for m in [*stored, *queued]]
 
     async def append(self, message: Message) -> None:
         lease = self._lease
         if lease is not None and lease.lost:
             logger.info("message of a run this worker no longer holds dropped")
+            return
+        if self._sink is not None:
+            await self._sink.add_message(
+                NewMessage(
+                    message_id=message.message_id,
+                    thread_id=self._thread_id,
+                    account_id=self._account_id,
+                    type=message.kind,
+                    content_json=message.to_json().decode(),
+                    created_at=message.created_at,
+                )
+            )
             return
         try:  # a database that restarts is waited for, as the durable-event writer does
             await retrying(
@@ -115,11 +140,12 @@ async def end_run(
     from_: list[RunStatus],
     epoch: int | None = None,
     pending: list[StoredEvent] | None = None,
+    messages: list[NewMessage] | None = None,
     retry_seconds: float = 0.0,
     started_at: float | None = None,
 ) -> bool:
-    """The one place a run ends: its status, its remaining durable events and the terminal event
-    (numbered `seq`) are stored in one transaction, then the terminal event goes to the live
+    """The one place a run ends: its status, its remaining messages and durable events and the
+    terminal event (numbered `seq`) are stored in one transaction, then the terminal event goes to the live
     stream. Only from `from_` (and only at lease `epoch` when given); False when the run was not
     there to end (someone else ended or took it), and then nothing is written. With
     `retry_seconds`, a database that is away (restarting) is waited for that long. A run that
@@ -139,6 +165,7 @@ async def end_run(
             finish_reason=str(event.reason),
             events=[*(pending or ()), StoredEvent(seq, data, True)],
             epoch=epoch,
+            messages=messages or (),
         ),
         deadline=retry_seconds,
     )
@@ -158,7 +185,8 @@ class RunEventSink:
     """Numbers each event, encodes it once, and writes it to the live stream; events that change
     durable state also go to the database, with the same number, fenced on the run's lease.
 
-    The database write is off the live path: durable events are queued for one background writer
+    The database write is off the live path: durable events (and the thread messages the run
+    adds, `add_message`, which go in the same transactions) are queued for one background writer
     per run, which stores them in sequence order, in batches, so the database always holds a
     prefix of the run's durable events. The writer waits `write_delay` seconds before its first
     write, so the events of that interval go in one transaction, and a run that ends within it
@@ -200,6 +228,7 @@ class RunEventSink:
         # and writing happen under one lock so the stream receives events in sequence order.
         self._lock = asyncio.Lock()
         self._unwritten: list[StoredEvent] = []  # durable events not yet stored, in sequence order
+        self._messages: list[NewMessage] = []  # thread messages not yet stored, in order
         self._phase: tuple[str, str, float] | None = None  # the newest phase not yet stored
         self.current_phase: tuple[str, str, float] | None = None  # (phase, tool, since)
         self._stored_seq = last_seq
@@ -259,6 +288,7 @@ class RunEventSink:
             event = RunFinished(reason=FinishReason.ERROR, error="the run's events could not be stored")
         self._seq += 1
         pending, self._unwritten = self._unwritten, []  # what a failed writer left: one more try
+        messages, self._messages = self._messages, []
         lease = self._lease
         try:
             ended = await end_run(
@@ -270,6 +300,7 @@ class RunEventSink:
                 from_=[RunStatus.RUNNING, RunStatus.CANCELLING],
                 epoch=lease.epoch if lease else None,
                 pending=pending,
+                messages=messages,
                 retry_seconds=self._write_retry_seconds,
                 started_at=self.started_at,
             )
@@ -290,6 +321,7 @@ class RunEventSink:
         if self._write_error is not None:
             raise EventStoreFailed("the run's events could not be stored") from self._write_error
         pending, self._unwritten = self._unwritten, []
+        messages, self._messages = self._messages, []
         phase = PhaseChanged(phase="waiting_for_user")
         out = []
         for item in (event, phase):
@@ -297,15 +329,32 @@ class RunEventSink:
             out.append(StoredEvent(self._seq, encode_event(self._seq, item), False))
         lease = self._lease
         if lease is None or not await self._repo.pause_run(
-            self._run_id, lease.epoch, event.pending, events=[*pending, *out]
+            self._run_id, lease.epoch, event.pending, events=[*pending, *out], messages=messages
         ):
             self._unwritten = pending  # not paused (stopped meanwhile, or the lease is gone)
+            self._messages = messages
             self._seq -= len(out)
             return
         self.paused = True
         self._stored_seq = out[-1].seq
         for stored in out:
             await self._stream.append(self._run_id, stored.seq, stored.data, terminal=False)
+
+    def queued_messages(self) -> list[NewMessage]:
+        """Messages added and not yet stored, in order."""
+        return list(self._messages)
+
+    async def add_message(self, message: NewMessage) -> None:
+        """Queues a thread message for the writer: it is stored with the durable events written
+        at the same time (so before any event emitted after it), at the latest with the run's end
+        or pause. Dropped once the lease is lost."""
+        async with self._lock:
+            if self._lost():
+                return
+            if self._write_error is not None:
+                raise EventStoreFailed("the run's events could not be stored") from self._write_error
+            self._messages.append(message)
+            self._start_writer()
 
     async def flush(self) -> None:
         """Returns once every durable event emitted so far is stored (LeaseLost or
@@ -315,7 +364,7 @@ class RunEventSink:
         await self._stored(seq)
 
     async def _stored(self, seq: int) -> None:
-        while self._stored_seq < seq and self._unwritten:
+        while (self._stored_seq < seq and self._unwritten) or self._messages:
             if self._lost():
                 raise LeaseLost(f"run {self._run_id}: lease lost")
             if self._write_error is not None:
@@ -352,14 +401,15 @@ class RunEventSink:
             finally:
                 self._delaying = False
         lease = self._lease
-        while self._unwritten and self._write_error is None and not self._lost():
+        while (self._unwritten or self._messages) and self._write_error is None and not self._lost():
             batch = self._unwritten[:]  # emit only appends; only this task removes from the front
+            messages = self._messages[:]  # taken with the events: a message precedes its events
             phase, self._phase = self._phase, None
             delay, deadline = 0.05, asyncio.get_running_loop().time() + self._write_retry_seconds
             while True:
                 try:
                     await self._repo.append_events(
-                        self._run_id, batch, epoch=lease.epoch if lease else None, phase=phase
+                        self._run_id, batch, epoch=lease.epoch if lease else None, phase=phase, messages=messages
                     )
                     break
                 except LeaseLost:
@@ -375,4 +425,6 @@ class RunEventSink:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
             del self._unwritten[: len(batch)]
-            self._stored_seq = batch[-1].seq
+            del self._messages[: len(messages)]
+            if batch:
+                self._stored_seq = batch[-1].seq

@@ -299,7 +299,9 @@ class RunWorker:
             await sink.emit(RunFinished(reason=FinishReason.ERROR, error="the worker failed while running the agent"))
             return
         sink.idempotent_tools = frozenset(t.name for t in agent.tools if t.idempotent)
-        messages = ThreadMessageStore(self._repo, thread_id=run.thread_id, account_id=run.account_id, lease=lease)
+        messages = ThreadMessageStore(
+            self._repo, thread_id=run.thread_id, account_id=run.account_id, lease=lease, sink=sink
+        )
         if resumed or answered:
             logger.info("resuming run (attempt %d, %s)", run.attempt, claimed.resume_reason)
             metrics.runs_resumed().labels(str(claimed.resume_reason or "unknown")).inc()

@@ -25,6 +25,7 @@ from ..domain import (
     ClaimedRun,
     DispatchJob,
     MultitaskStrategy,
+    NewMessage,
     Phase,
     Run,
     RunStatus,
@@ -150,6 +151,26 @@ run_events = sa.Table(
 
 def _event_rows(run_id: str, events: Sequence[StoredEvent], now: float) -> list[dict[str, object]]:
     return [{"run_id": run_id, "seq": e.seq, "data": e.data, "terminal": e.terminal, "created_at": now} for e in events]
+
+
+def _message_rows(new: Sequence[NewMessage]) -> list[dict[str, object]]:
+    return [
+        {
+            "message_id": m.message_id,
+            "thread_id": m.thread_id,
+            "account_id": m.account_id,
+            "type": m.type,
+            "content_json": m.content_json,
+            "created_at": m.created_at,
+        }
+        for m in new
+    ]
+
+
+async def _insert_messages(conn: AsyncConnection, new: Sequence[NewMessage]) -> None:
+    # Executed row by row in list order, so each takes the next position.
+    if new:
+        await conn.execute(messages.insert(), _message_rows(new))
 
 
 def _thread(row) -> Thread:
@@ -773,7 +794,15 @@ class SqlRunnerRepository:
         run = _run(row)
         return ClaimedRun(run, project_id, resume_reason=run.phase_detail if run.phase == Phase.RESUMED.value else "")
 
-    async def pause_run(self, run_id: str, epoch: int, pending: dict, events: Sequence[StoredEvent] = ()) -> bool:
+    async def pause_run(
+        self,
+        run_id: str,
+        epoch: int,
+        pending: dict,
+        events: Sequence[StoredEvent] = (),
+        *,
+        messages: Sequence[NewMessage] = (),
+    ) -> bool:
         """The run waits for the user (requires_action) and gives its lease up: no worker holds
         it while it waits; `events` are stored in the same transaction. Only at `epoch` and from
         running; False otherwise (nothing written)."""
@@ -801,6 +830,7 @@ class SqlRunnerRepository:
         async with self._engine.begin() as conn:
             if (await conn.execute(query)).rowcount != 1:
                 return False
+            await _insert_messages(conn, messages)
             if events:
                 await conn.execute(run_events.insert(), _event_rows(run_id, events, now))
         return True
@@ -939,9 +969,11 @@ class SqlRunnerRepository:
         finish_reason: str,
         events: Sequence[StoredEvent],
         epoch: int | None = None,
+        messages: Sequence[NewMessage] = (),
     ) -> bool:
-        """Ends the run and stores its last durable events (the terminal one included) in one
-        transaction; only from `from_`, and only at `epoch` when given. True when it ended."""
+        """Ends the run and stores its last messages and durable events (the terminal one
+        included) in one transaction; only from `from_`, and only at `epoch` when given. True
+        when it ended."""
         now = self._clock()
         c = agent_runs.c
         conditions = [c.run_id == run_id, c.status.in_([s.value for s in from_])]
@@ -976,6 +1008,7 @@ class SqlRunnerRepository:
             row = (await conn.execute(query)).first()
             if row is None:
                 return False
+            await _insert_messages(conn, messages)  # before a promoted run's prompt joins the thread
             if events:
                 await conn.execute(run_events.insert(), _event_rows(run_id, events, now))
             promoted = await self._promote_next(conn, row.thread_id, ended_run_id=run_id, now=now)
@@ -989,10 +1022,12 @@ class SqlRunnerRepository:
         *,
         epoch: int | None = None,
         phase: tuple[str, str, float] | None = None,
+        messages: Sequence[NewMessage] = (),
     ) -> None:
-        """Stores durable events. With `epoch`, only while that lease is held (LeaseLost
-        otherwise), and `phase` (name, detail, since) becomes the run's current phase."""
-        if not events:
+        """Stores durable events and thread `messages` (in order) in one transaction. With
+        `epoch`, only while that lease is held (LeaseLost otherwise), and `phase` (name, detail,
+        since) becomes the run's current phase."""
+        if not events and not messages:
             return
         now = self._clock()
         async with self._engine.begin() as conn:
@@ -1006,7 +1041,9 @@ class SqlRunnerRepository:
                 )
                 if (await conn.execute(_fence(run_id, epoch, now, **extra))).rowcount != 1:
                     raise LeaseLost(f"run {run_id}: lease epoch {epoch} is no longer held")
-            await conn.execute(run_events.insert(), _event_rows(run_id, events, now))
+            await _insert_messages(conn, messages)
+            if events:
+                await conn.execute(run_events.insert(), _event_rows(run_id, events, now))
 
     async def list_events(self, run_id: str, after_seq: int, limit: int = 1000) -> list[StoredEvent]:
         query = (
