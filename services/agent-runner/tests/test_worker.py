@@ -646,6 +646,20 @@ async def test_a_message_is_stored_before_a_call_that_is_not_idempotent_runs() -
     assert repo.messages == [asks.message_id] and [e.seq for e in repo.stored] == [1, 2]
 
 
+async def test_a_message_is_stored_before_any_event_after_its_completion_goes_out() -> None:
+    repo, events = GatedRepo(), MemoryEventStream()
+    repo.gate.set()
+    sink = RunEventSink("r", repo, events, last_seq=0, write_delay=30.0)  # type: ignore[arg-type]
+    store = ThreadMessageStore(repo, thread_id="t", account_id="a", sink=sink)  # type: ignore[arg-type]
+    result = AssistantMessage(text="a tool result, say")
+    await store.append(result)
+    await sink.emit(MessageCompleted(message=result))
+    assert repo.messages == []
+    await asyncio.wait_for(sink.emit(PhaseChanged(phase="calling_model")), WAIT)
+    assert repo.transactions == [([1], [result.message_id])]  # stored before seq 2 went out
+    assert [e.seq for e in await events.read("r", 0)] == [1, 2]
+
+
 async def test_messages_of_a_run_whose_lease_is_lost_are_dropped() -> None:
     repo, events = GatedRepo(), MemoryEventStream()
     repo.gate.set()

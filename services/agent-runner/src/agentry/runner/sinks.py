@@ -7,7 +7,16 @@ import logging
 import time
 from collections.abc import Callable
 
-from agentpress import Event, FinishReason, Message, PhaseChanged, RequiresAction, RunFinished, message_from_dict
+from agentpress import (
+    Event,
+    FinishReason,
+    Message,
+    MessageCompleted,
+    PhaseChanged,
+    RequiresAction,
+    RunFinished,
+    message_from_dict,
+)
 from agentry.servicekit.db import retrying
 from agentry.servicekit.eventstream import EventStream
 
@@ -268,6 +277,14 @@ class RunEventSink:
             return 0
         if self._write_error is not None:
             raise EventStoreFailed("the run's events could not be stored") from self._write_error
+        if self._messages and not isinstance(event, MessageCompleted):
+            # A message waits for the writer only until the event that completes it: whoever sees
+            # anything after that (a tool finishing, the next model call) finds it stored. So only
+            # a run's last reply, followed by the end, goes in the end's transaction.
+            try:
+                await self._stored(self._seq)
+            except LeaseLost:
+                return 0
         self._seq += 1
         data = encode_event(self._seq, event)
         if event.type in DURABLE_EVENT_TYPES:
@@ -346,8 +363,8 @@ class RunEventSink:
 
     async def add_message(self, message: NewMessage) -> None:
         """Queues a thread message for the writer: it is stored with the durable events written
-        at the same time (so before any event emitted after it), at the latest with the run's end
-        or pause. Dropped once the lease is lost."""
+        at the same time, at the latest before any event after its `message_completed` goes out
+        (or with the run's end or pause, in their transaction). Dropped once the lease is lost."""
         async with self._lock:
             if self._lost():
                 return
