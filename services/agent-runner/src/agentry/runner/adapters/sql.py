@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 import zlib
@@ -153,6 +154,139 @@ def _event_rows(run_id: str, events: Sequence[StoredEvent], now: float) -> list[
     return [{"run_id": run_id, "seq": e.seq, "data": e.data, "terminal": e.terminal, "created_at": now} for e in events]
 
 
+# --- Statements on every run's path, built once --------------------------------------------------
+# Building a statement (and its cache key) costs more CPU than executing it: those below take
+# their values as bound parameters, so SQLAlchemy compiles each once and reuses it.
+
+
+@functools.cache
+def _claim_update() -> sa.Update:
+    """The claim (see claim_run): p_run_id, p_now, p_worker_id, p_expires; RETURNING the row."""
+    c = agent_runs.c
+    now = sa.bindparam("p_now", type_=sa.Float)
+    fresh = c.status == RunStatus.QUEUED.value
+    # A queued run with a resolution continues after the user answered (human in the loop): the
+    # same attempt goes on. Any other claim is the next attempt.
+    answered = sa.and_(fresh, c.resolution_json != "")
+    return (
+        agent_runs.update()
+        .where(
+            c.run_id == sa.bindparam("p_run_id"),
+            sa.or_(fresh, sa.and_(c.status.in_(_LEASED), sa.func.coalesce(c.lease_expires_at, 0) < now)),
+        )
+        .values(
+            status=sa.case((fresh, RunStatus.RUNNING.value), else_=c.status),
+            started_at=sa.func.coalesce(c.started_at, now),
+            worker_id=sa.bindparam("p_worker_id"),
+            lease_epoch=c.lease_epoch + 1,
+            lease_expires_at=sa.bindparam("p_expires", type_=sa.Float),
+            attempt=sa.case((answered, c.attempt), else_=c.attempt + 1),
+            phase=sa.case((sa.and_(fresh, ~answered), Phase.STARTING.value), else_=Phase.RESUMED.value),
+            phase_detail=sa.case(
+                (answered, RESUME_USER_INPUT),
+                (fresh, ""),
+                (c.worker_id.is_(None), RESUME_HANDED_BACK),
+                else_=RESUME_WORKER_LOST,
+            ),
+            phase_since=now,
+            last_event_at=now,
+        )
+        .returning(*agent_runs.c)
+    )
+
+
+@functools.cache
+def _claim_statement() -> sa.Select:
+    """PostgreSQL: the claim and its thread's project, in one statement."""
+    claimed = _claim_update().cte("claimed")
+    return sa.select(claimed, threads.c.project_id).join(threads, threads.c.thread_id == claimed.c.thread_id)
+
+
+@functools.cache
+def _finish_statement(fenced: bool, report_waiting: bool) -> sa.Update:
+    """The end of a run (see finish_run); with `report_waiting` (PostgreSQL) it also answers
+    whether the thread has runs waiting for it, read after the thread's lock was taken."""
+    c = agent_runs.c
+    now = sa.bindparam("p_now", type_=sa.Float)
+    conditions = [c.run_id == sa.bindparam("p_run_id"), c.status.in_(sa.bindparam("p_from", expanding=True))]
+    if fenced:
+        conditions.append(c.lease_epoch == sa.bindparam("p_epoch"))
+    returning: list[sa.ColumnElement] = [c.thread_id]
+    if report_waiting:
+        waiting = agent_runs.alias("waiting")
+        returning.append(
+            sa.select(waiting.c.run_id)
+            .where(waiting.c.thread_id == c.thread_id, waiting.c.status == RunStatus.PENDING.value)
+            .exists()
+            .label("has_waiting")
+        )
+    return (
+        agent_runs.update()
+        .where(*conditions)
+        .values(
+            status=sa.bindparam("p_to"),
+            completed_at=now,
+            error=sa.bindparam("p_error"),
+            finish_reason=sa.bindparam("p_finish_reason"),
+            worker_id=None,
+            lease_expires_at=None,
+            phase=Phase.FINISHED.value,
+            phase_detail="",
+            phase_since=now,
+            last_event_at=now,
+            pending_json="",
+            resolution_json="",
+            # A run that waited and ends without having held the thread takes its place now.
+            thread_seq=sa.func.coalesce(c.thread_seq, _next_thread_seq(c.thread_id)),
+        )
+        .returning(*returning)
+    )
+
+
+@functools.cache
+def _lock_thread_of_run_statement() -> sa.Select:
+    owner = sa.select(agent_runs.c.thread_id).where(agent_runs.c.run_id == sa.bindparam("p_run_id")).scalar_subquery()
+    return sa.select(threads.c.thread_id).where(threads.c.thread_id == owner).with_for_update()
+
+
+@functools.cache
+def _fence_statement(with_phase: bool) -> sa.Update:
+    """The statement that proves, inside a write's transaction, that the writer still holds the
+    run's lease: it touches the run's row only at the writer's epoch (and locks it until commit,
+    so a takeover waits for the write or the write sees the takeover). Parameters: p_run_id,
+    p_epoch, p_now (and, `with_phase`, p_phase, p_detail, p_since: the run's current phase)."""
+    c = agent_runs.c
+    extra = (
+        {
+            "phase": sa.bindparam("p_phase"),
+            "phase_detail": sa.bindparam("p_detail"),
+            "phase_since": sa.bindparam("p_since"),
+        }
+        if with_phase
+        else {}
+    )
+    return (
+        agent_runs.update()
+        .where(c.run_id == sa.bindparam("p_run_id"), c.lease_epoch == sa.bindparam("p_epoch"), c.status.in_(_LEASED))
+        .values(last_event_at=sa.bindparam("p_now", type_=sa.Float), **extra)
+    )
+
+
+@functools.cache
+def _thread_messages_statement() -> sa.Select:
+    return messages.select().where(messages.c.thread_id == sa.bindparam("p_thread_id")).order_by(messages.c.position)
+
+
+@functools.cache
+def _run_statement() -> sa.Select:
+    return agent_runs.select().where(agent_runs.c.run_id == sa.bindparam("p_run_id"))
+
+
+@functools.cache
+def _thread_statement() -> sa.Select:
+    return threads.select().where(threads.c.thread_id == sa.bindparam("p_thread_id"))
+
+
 def _message_rows(new: Sequence[NewMessage]) -> list[dict[str, object]]:
     return [
         {
@@ -213,17 +347,6 @@ def _run(row) -> Run:
 _LEASED = (RunStatus.RUNNING.value, RunStatus.CANCELLING.value)
 
 
-def _fence(run_id: str, epoch: int, now: float, **values: object) -> sa.Update:
-    """The statement that proves, inside a write's transaction, that the writer still holds the
-    run's lease: it touches the run's row only at the writer's epoch (and locks it until commit,
-    so a takeover waits for the write or the write sees the takeover)."""
-    return (
-        agent_runs.update()
-        .where(agent_runs.c.run_id == run_id, agent_runs.c.lease_epoch == epoch, agent_runs.c.status.in_(_LEASED))
-        .values(last_event_at=now, **values)
-    )
-
-
 def _last_position(thread_id: str) -> sa.ScalarSelect:
     """The position of the thread's newest message (0 when it has none)."""
     return (
@@ -261,8 +384,7 @@ async def _lock_thread_of_run(conn: AsyncConnection, run_id: str) -> None:
     """`_lock_thread` for the thread of `run_id`, taken before the run's row is updated. On SQLite
     nothing: the run's UPDATE that follows takes the write lock as the first statement."""
     if conn.dialect.name == "postgresql":
-        owner = sa.select(agent_runs.c.thread_id).where(agent_runs.c.run_id == run_id).scalar_subquery()
-        await conn.execute(sa.select(threads.c.thread_id).where(threads.c.thread_id == owner).with_for_update())
+        await conn.execute(_lock_thread_of_run_statement(), {"p_run_id": run_id})
 
 
 async def _lock_account(conn: AsyncConnection, account_id: str) -> None:
@@ -283,6 +405,7 @@ class SqlRunnerRepository:
         self._engine = engine
         # Reads and single-statement writes: one round trip each, no BEGIN/ROLLBACK around them.
         self._reads = autocommit(engine)
+        self._postgres = engine.dialect.name == "postgresql"
         self._clock = clock
         self._promotion_listeners: list[Callable[[], None]] = []
 
@@ -312,7 +435,7 @@ class SqlRunnerRepository:
 
     async def get_thread(self, thread_id: str) -> Thread | None:
         async with self._reads.connect() as conn:
-            row = (await conn.execute(threads.select().where(threads.c.thread_id == thread_id))).first()
+            row = (await conn.execute(_thread_statement(), {"p_thread_id": thread_id})).first()
         return _thread(row) if row else None
 
     async def add_message(
@@ -327,7 +450,8 @@ class SqlRunnerRepository:
         fence: tuple[str, int] | None = None,
     ) -> StoredMessage:
         async with self._engine.begin() as conn:
-            if fence is not None and (await conn.execute(_fence(*fence, self._clock()))).rowcount != 1:
+            fenced = {"p_run_id": fence[0], "p_epoch": fence[1], "p_now": self._clock()} if fence else None
+            if fenced is not None and (await conn.execute(_fence_statement(False), fenced)).rowcount != 1:
                 raise LeaseLost(f"run {fence[0]}: lease epoch {fence[1]} is no longer held")
             await conn.execute(
                 messages.insert().values(
@@ -342,9 +466,10 @@ class SqlRunnerRepository:
         return StoredMessage(message_id, thread_id, type, content_json, created_at)
 
     async def list_messages(self, thread_id: str) -> list[StoredMessage]:
-        query = messages.select().where(messages.c.thread_id == thread_id).order_by(messages.c.position)
         async with self._reads.connect() as conn:
-            return [_message(row) for row in await conn.execute(query)]
+            return [
+                _message(row) for row in await conn.execute(_thread_messages_statement(), {"p_thread_id": thread_id})
+            ]
 
     async def page_messages(
         self, thread_id: str, *, limit: int, after: tuple[float, int] | None = None, descending: bool = False
@@ -696,7 +821,7 @@ class SqlRunnerRepository:
 
     async def get_run(self, run_id: str) -> Run | None:
         async with self._reads.connect() as conn:
-            row = (await conn.execute(agent_runs.select().where(agent_runs.c.run_id == run_id))).first()
+            row = (await conn.execute(_run_statement(), {"p_run_id": run_id})).first()
         return _run(row) if row else None
 
     async def transition(
@@ -740,49 +865,18 @@ class SqlRunnerRepository:
         # or shut down): the epoch moves on, so the previous holder can write nothing more. It is
         # on the time-to-first-token path. RETURNING needs PostgreSQL or SQLite >= 3.35.
         now = self._clock()
-        c = agent_runs.c
-        fresh = c.status == RunStatus.QUEUED.value
-        # A queued run with a resolution continues after the user answered (human in the loop):
-        # the same attempt goes on. Any other claim is the next attempt.
-        answered = sa.and_(fresh, c.resolution_json != "")
-        query = (
-            agent_runs.update()
-            .where(
-                c.run_id == run_id,
-                sa.or_(fresh, sa.and_(c.status.in_(_LEASED), sa.func.coalesce(c.lease_expires_at, 0) < now)),
-            )
-            .values(
-                status=sa.case((fresh, RunStatus.RUNNING.value), else_=c.status),
-                started_at=sa.func.coalesce(c.started_at, now),
-                worker_id=worker_id or None,
-                lease_epoch=c.lease_epoch + 1,
-                lease_expires_at=now + lease_seconds,
-                attempt=sa.case((answered, c.attempt), else_=c.attempt + 1),
-                phase=sa.case((sa.and_(fresh, ~answered), Phase.STARTING.value), else_=Phase.RESUMED.value),
-                phase_detail=sa.case(
-                    (answered, RESUME_USER_INPUT),
-                    (fresh, ""),
-                    (c.worker_id.is_(None), RESUME_HANDED_BACK),
-                    else_=RESUME_WORKER_LOST,
-                ),
-                phase_since=now,
-                last_event_at=now,
-            )
-            .returning(*agent_runs.c)
-        )
-        if self._engine.dialect.name == "postgresql":
+        params = {"p_run_id": run_id, "p_now": now, "p_worker_id": worker_id or None, "p_expires": now + lease_seconds}
+        if self._postgres:
             # One statement, one round trip, committed on its own: the claim and its thread's
             # project (a thread never changes project).
-            claimed = query.cte("claimed")
-            joined = sa.select(claimed, threads.c.project_id).join(threads, threads.c.thread_id == claimed.c.thread_id)
             async with self._reads.connect() as conn:
-                row = (await conn.execute(joined)).first()
+                row = (await conn.execute(_claim_statement(), params)).first()
             if row is None:
                 return None
             project_id = row.project_id
         else:
             async with self._engine.begin() as conn:
-                row = (await conn.execute(query)).first()
+                row = (await conn.execute(_claim_update(), params)).first()
                 if row is None:
                     return None
                 # Not a subquery in RETURNING: SQLite renders its columns unqualified there, so
@@ -975,43 +1069,32 @@ class SqlRunnerRepository:
         included) in one transaction; only from `from_`, and only at `epoch` when given. True
         when it ended."""
         now = self._clock()
-        c = agent_runs.c
-        conditions = [c.run_id == run_id, c.status.in_([s.value for s in from_])]
+        query = _finish_statement(epoch is not None, self._postgres)
+        params: dict[str, object] = {
+            "p_run_id": run_id,
+            "p_from": [s.value for s in from_],
+            "p_now": now,
+            "p_to": to.value,
+            "p_error": clean(error),
+            "p_finish_reason": finish_reason,
+        }
         if epoch is not None:
-            conditions.append(c.lease_epoch == epoch)
-        query = (
-            agent_runs.update()
-            .where(*conditions)
-            .values(
-                status=to.value,
-                completed_at=now,
-                error=clean(error),
-                finish_reason=finish_reason,
-                worker_id=None,
-                lease_expires_at=None,
-                phase=Phase.FINISHED.value,
-                phase_detail="",
-                phase_since=now,
-                last_event_at=now,
-                pending_json="",
-                resolution_json="",
-                # A run that waited and ends without having held the thread takes its place now.
-                thread_seq=sa.func.coalesce(c.thread_seq, _next_thread_seq(c.thread_id)),
-            )
-            .returning(c.thread_id)
-        )
+            params["p_epoch"] = epoch
+        promoted = None
         async with self._engine.begin() as conn:
             # The thread's lock first (the order every start takes): the end and the promotion of
             # the thread's next waiting run commit together, and a start that lines a run up
             # behind this one either commits before (and is promoted here) or sees it ended.
             await _lock_thread_of_run(conn, run_id)
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(query, params)).first()
             if row is None:
                 return False
             await _insert_messages(conn, messages)  # before a promoted run's prompt joins the thread
             if events:
                 await conn.execute(run_events.insert(), _event_rows(run_id, events, now))
-            promoted = await self._promote_next(conn, row.thread_id, ended_run_id=run_id, now=now)
+            # PostgreSQL told (under the lock) whether any run waits for the thread.
+            if not self._postgres or row.has_waiting:
+                promoted = await self._promote_next(conn, row.thread_id, ended_run_id=run_id, now=now)
         self._promoted([promoted])
         return True
 
@@ -1034,12 +1117,10 @@ class SqlRunnerRepository:
             if epoch is not None:
                 # The detail is a tool name as the model wrote it: NUL or an unpaired surrogate
                 # would fail the write (PostgreSQL text, UTF-8), so they are replaced.
-                extra = (
-                    {}
-                    if phase is None
-                    else {"phase": phase[0], "phase_detail": clean(phase[1])[:200], "phase_since": phase[2]}
-                )
-                if (await conn.execute(_fence(run_id, epoch, now, **extra))).rowcount != 1:
+                params: dict[str, object] = {"p_run_id": run_id, "p_epoch": epoch, "p_now": now}
+                if phase is not None:
+                    params.update(p_phase=phase[0], p_detail=clean(phase[1])[:200], p_since=phase[2])
+                if (await conn.execute(_fence_statement(phase is not None), params)).rowcount != 1:
                     raise LeaseLost(f"run {run_id}: lease epoch {epoch} is no longer held")
             await _insert_messages(conn, messages)
             if events:
