@@ -56,7 +56,8 @@ _RUN = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def llm_base(tmp_path_factory):
-    with FakeLLMProcess({}, ttft_seconds=0.0, data_dir=tmp_path_factory.mktemp("llm")) as llm:
+    scripts = {"limited": [{"error": {"status": 429, "headers": {"retry-after": "2"}}}]}
+    with FakeLLMProcess(scripts, ttft_seconds=0.0, data_dir=tmp_path_factory.mktemp("llm")) as llm:
         yield llm.base_url
 
 
@@ -96,3 +97,40 @@ def test_a_model_outside_the_direct_lane_imports_litellm_at_warm_up(llm_base):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "True"
+
+
+_FAIL = textwrap.dedent(
+    """
+    import asyncio, json, sys
+
+    from agentpress.errors import ModelCallError
+    from agentpress.models import LiteLLMModel, ModelRequest
+
+    async def main():
+        model = LiteLLMModel("openai/limited", api_base=sys.argv[1], api_key="k")
+        before = "litellm" in sys.modules
+        try:
+            async for _ in model.stream(ModelRequest(messages=[{"role": "user", "content": "hi"}], tools=[])):
+                pass
+        except ModelCallError as exc:
+            return {"before": before, "kind": exc.kind, "retry_after": exc.retry_after, "message": str(exc),
+                    "after": "litellm" in sys.modules}
+        return {"before": before, "kind": None}
+
+    print(json.dumps(asyncio.run(main())))
+    """
+)
+
+
+def test_a_failed_direct_call_imports_litellm_for_its_error_type(llm_base):
+    # The error a direct call raises is LiteLLM's type (so both lanes classify alike): it is
+    # imported then, off the event loop, and the call fails as it would have with it imported.
+    out = subprocess.run(
+        [sys.executable, "-c", _FAIL, llm_base], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["before"] is False
+    assert result["kind"] == "rate_limit" and result["retry_after"] == 2.0, result
+    assert "RateLimitError" in result["message"], result
+    assert result["after"] is True
