@@ -29,13 +29,18 @@ import os
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from agentpress import catalog
 from agentpress.litellm_import import import_litellm_off_loop
+
+if TYPE_CHECKING:
+    import httpx
+
+# httpx is imported by the first lane built, not with agentpress: a process that never calls a
+# model (the runner's API role, the gateway's OpenAPI document) does not load it.
 
 __all__ = ["DirectLane", "direct_lane", "direct_lane_enabled"]
 
@@ -53,6 +58,8 @@ def direct_lane_enabled() -> bool:
 def _client() -> httpx.AsyncClient:
     """One client per event loop: its connections stay open between calls (no TLS handshake or
     TCP connect per call), and a client never outlives or crosses its loop."""
+    import httpx
+
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
@@ -79,6 +86,8 @@ class DirectLane:
         api_key: str | None,
         timeout: float,
     ) -> None:
+        import httpx
+
         self._litellm = litellm  # None until an error needs LiteLLM's exception types
         self.model = model  # as the caller named it, e.g. "openai/gpt-4o-mini"
         self.provider_model = provider_model  # as the server knows it, e.g. "gpt-4o-mini"
@@ -101,6 +110,8 @@ class DirectLane:
     async def stream(self, messages: list[dict[str, Any]], settings: Mapping[str, Any]) -> AsyncIterator[dict]:
         """The decoded `data:` objects of the server's stream, in order (usage in the last one).
         Raises the LiteLLM exception LiteLLM would raise for the same answer."""
+        import httpx
+
         body = orjson.dumps(
             {
                 "model": self.provider_model,
@@ -217,6 +228,8 @@ def direct_lane(
     if key in _lanes:
         lane = _lanes[key]
         if lane is not None:
+            import httpx
+
             lane._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         return lane
     lane = None
