@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from agentpress import catalog
+from agentpress.litellm_import import import_litellm_off_loop, imported
 from agentpress.messages import AssistantMessage, Message, StatusMessage, ToolResultMessage, UserMessage
 from agentpress.models import count_tokens, model_context_window
 from agentpress.prompt import render
@@ -76,6 +78,12 @@ class ContextManager:
         self._unit_tokens: dict[tuple[str, ...], int] = {}
         self._tools_tokens: dict[tuple[str, str], int] = {}
 
+    async def prepare_to_count(self) -> None:
+        """Imports LiteLLM off the event loop when the next count needs its tokenizer and it is not
+        imported yet (a host whose models all take the direct lane imports it only then)."""
+        if self._config.token_counter is litellm_token_counter and imported() is None:
+            await import_litellm_off_loop()
+
     def window(self, model_name: str, model_window: int | None) -> int:
         return (
             self._config.context_window
@@ -97,6 +105,12 @@ class ContextManager:
     ) -> BuiltPrompt:
         """Prompt for the next call; may summarise old turns and persist (and append) the summary.
         `budget_scale` < 1 compresses harder: the provider said the prompt did not fit after all."""
+        if (
+            imported() is None
+            and not (self._config.context_window or model_window)
+            and catalog.lookup(model_name) is None
+        ):
+            await import_litellm_off_loop()  # only LiteLLM knows this model's window: not on the loop
         window = self.window(model_name, model_window)
         budget = int((window - self._config.reserve_tokens) * budget_scale)
         count = self._config.token_counter
@@ -122,6 +136,7 @@ class ContextManager:
             messages = render(system_prompt, summary, active)
             if len(orjson.dumps(messages)) + len(tools_json.encode()) + _COUNT_SLACK <= budget:
                 return BuiltPrompt(messages, window, summary, lambda: estimate(summary, _units(active)))
+        await self.prepare_to_count()
         units = _units(active)
         if estimate(summary, units) > budget and len(units) > 1:
             fixed = head(summary) + self._tools_size(model_name, tools_json)

@@ -389,6 +389,8 @@ class _Run:
     ) -> bool:
         # The provider's count when it reported one; counting the prompt ourselves (a tokenizer
         # pass over the whole prompt) only when it did not.
+        if processor.prompt_tokens is None:
+            await self.context.prepare_to_count()
         prompt_tokens = processor.prompt_tokens if processor.prompt_tokens is not None else estimated_prompt()
         completion = processor.completion_tokens
         if completion is None:

@@ -6,15 +6,15 @@ import asyncio
 import functools
 import logging
 import math
-import os
-import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
+from agentpress import catalog
 from agentpress.errors import ModelCallError
-from agentpress.openai_stream import direct_lane
+from agentpress.litellm_import import import_litellm, import_litellm_off_loop, imported
+from agentpress.openai_stream import direct_lane, direct_lane_enabled
 from agentpress.retries import OpenedStream, RetryPolicy, classify, open_stream
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "count_tokens",
     "import_litellm",
     "model_context_window",
+    "needs_litellm",
     "open_stream",
     "warm_up",
 ]
@@ -99,32 +100,27 @@ class Model(Protocol):
         ...
 
 
-_litellm: ModuleType | None = None
+def needs_litellm(models: list[str] | None) -> bool:
+    """Whether calling these models may need LiteLLM at all: False when every one takes the
+    direct lane (`openai/...` while the lane is on) and agentpress.catalog knows its price and
+    window (or that it has none); None (not known) says True."""
+    if models is None:
+        return True
+    return not (direct_lane_enabled() and all(catalog.answers(m) for m in models))
 
 
-def import_litellm() -> ModuleType:
-    """Import LiteLLM on first use: it costs seconds of CPU, which `import agentpress` must not."""
-    global _litellm
-    if _litellm is None:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        with warnings.catch_warnings():
-            # LiteLLM's pydantic models warn at import time about typing details that are theirs.
-            warnings.simplefilter("ignore")
-            import litellm
-
-        litellm.suppress_debug_info = True
-        _litellm = litellm
-    return _litellm
-
-
-def warm_up(*, call: bool = False) -> None:
+def warm_up(*, call: bool = False, models: list[str] | None = None) -> bool:
     """Imports LiteLLM now (seconds of CPU: a host does it once, off its event loop, before it
     takes work) and, with `call`, makes one mocked streaming call (no network) so the lazy imports
     of a first completion are paid too (a prefork parent, before it forks). Must not be called
-    from a running event loop when `call` is set."""
+    from a running event loop when `call` is set. With `models`, does nothing when none of them
+    needs LiteLLM (`needs_litellm`): it is then imported only if a run asks for another model.
+    Returns whether LiteLLM was imported."""
+    if not needs_litellm(models):
+        return False
     litellm = import_litellm()
     if not call:
-        return
+        return True
 
     async def one() -> None:
         stream = await litellm.acompletion(
@@ -138,6 +134,7 @@ def warm_up(*, call: bool = False) -> None:
             pass
 
     asyncio.run(one())
+    return True
 
 
 def count_tokens(model: str, messages: list[dict[str, Any]]) -> int:
@@ -157,6 +154,10 @@ def _not_mapped(litellm: ModuleType) -> tuple[type[BaseException], ...]:
 @functools.lru_cache(maxsize=256)  # LiteLLM's lookup costs ~0.05 ms, more for unknown models
 def model_context_window(model: str) -> int | None:
     """The model's input window in tokens from LiteLLM's table; None for a model it does not know."""
+    if imported() is None:
+        found = catalog.lookup(model)  # no LiteLLM import for a direct-lane model
+        if found is not None:
+            return found.entry.window if found.known and found.entry else None
     litellm = import_litellm()
     try:
         info = litellm.get_model_info(model)
@@ -187,20 +188,25 @@ class LiteLLMModel:
         self.context_window = context_window
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelDelta]:
-        litellm = import_litellm()
         kwargs: dict[str, Any] = dict(request.settings.as_kwargs())
         if request.tools:
             kwargs["tools"] = request.tools
+        litellm = imported()
+        if litellm is None and not catalog.answers(self.name):
+            # Only LiteLLM knows this model's provider or price: imported now, off the event loop.
+            litellm = await import_litellm_off_loop()
         lane = direct_lane(litellm, self.name, api_base=self.api_base, api_key=self.api_key, timeout=self.timeout)
         if lane is not None and lane.accepts(kwargs):
             # OpenAI's own protocol: sent and read here, without LiteLLM's per-call and per-chunk
-            # costs (agentpress.openai_stream); errors are LiteLLM's types all the same.
+            # costs (agentpress.openai_stream) and without importing LiteLLM; errors are LiteLLM's
+            # types all the same (a failed call imports it).
             try:
                 async for data in lane.stream(request.messages, kwargs):
                     yield _translate_dict(data)
             except Exception as exc:
-                raise _translate_error(litellm, exc) from exc
+                raise _translate_error(imported(), exc) from exc
             return
+        litellm = await import_litellm_off_loop()
         if self.api_base:
             kwargs["api_base"] = self.api_base
         if self.api_key:
@@ -227,6 +233,13 @@ class LiteLLMModel:
         """US dollars for the tokens, from LiteLLM's price table; NaN for a model it has no price
         for (said once per model in the log: billing then prices its calls by its own rules). Any
         other error is a bug and raised."""
+        if imported() is None:
+            found = catalog.lookup(self.name)  # no LiteLLM import for a direct-lane model
+            if found is not None and not found.known:
+                return self._no_price()
+            if found is not None and found.entry is not None and found.entry.plain_price:
+                entry = found.entry
+                return float(prompt_tokens * (entry.input_cost or 0.0) + completion_tokens * (entry.output_cost or 0.0))
         litellm = import_litellm()
         try:
             # cost_per_token reads the price table; completion_cost would first build a response.
@@ -234,12 +247,15 @@ class LiteLLMModel:
                 model=self.name, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
             )
         except _not_mapped(litellm):
-            # No price known: NaN says so, and billing decides (refuse, or a default price; never free).
-            if self.name not in _unpriced:
-                _unpriced.add(self.name)
-                logger.warning("no price known for model %s: billing prices its calls by its own rules", self.name)
-            return math.nan
+            return self._no_price()
         return float(prompt_cost + completion_cost)
+
+    def _no_price(self) -> float:
+        # No price known: NaN says so, and billing decides (refuse, or a default price; never free).
+        if self.name not in _unpriced:
+            _unpriced.add(self.name)
+            logger.warning("no price known for model %s: billing prices its calls by its own rules", self.name)
+        return math.nan
 
 
 def _translate_dict(data: dict[str, Any]) -> ModelDelta:
@@ -294,5 +310,5 @@ def _translate(chunk: Any) -> ModelDelta:
     )
 
 
-def _translate_error(litellm: ModuleType, exc: Exception) -> ModelCallError:
+def _translate_error(litellm: ModuleType | None, exc: Exception) -> ModelCallError:
     return classify(exc, litellm)

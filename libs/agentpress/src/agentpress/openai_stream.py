@@ -9,10 +9,12 @@ of what a run costs. For the provider LiteLLM itself calls "openai" -- api.opena
 server given as `api_base` with an `openai/...` model (vLLM, Ollama, LM Studio, llama.cpp, a
 gateway) -- LiteLLM sends the request as it is, so agentpress sends it itself: one pooled HTTP
 client per event loop (keep-alive connections reused across calls), the body encoded once with
-orjson, each SSE line decoded with orjson straight into a ModelDelta. LiteLLM still decides which
-provider a model belongs to, prices the tokens and names the errors: a failed call raises the
+orjson, each SSE line decoded with orjson straight into a ModelDelta. An `openai/...` model takes
+the lane without LiteLLM even being imported (agentpress.catalog answers its provider, price and
+window from LiteLLM's own table); LiteLLM decides for any other name. A failed call raises the
 same LiteLLM exception type LiteLLM would (RateLimitError with the response and its Retry-After,
-ContextWindowExceededError, ...), so retries and fallbacks treat both lanes alike.
+ContextWindowExceededError, ...; LiteLLM is imported then, off the event loop), so retries and
+fallbacks treat both lanes alike.
 
 Everything else goes through LiteLLM: other providers, settings LiteLLM translates for OpenAI
 (`thinking`, provider-specific extras, `max_tokens`/`temperature` on reasoning models), and any
@@ -27,12 +29,20 @@ import os
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
-__all__ = ["DirectLane", "direct_lane"]
+from agentpress import catalog
+from agentpress.litellm_import import import_litellm_off_loop
+
+if TYPE_CHECKING:
+    import httpx
+
+# httpx is imported by the first lane built, not with agentpress: a process that never calls a
+# model (the runner's API role, the gateway's OpenAPI document) does not load it.
+
+__all__ = ["DirectLane", "direct_lane", "direct_lane_enabled"]
 
 # Models that LiteLLM sends with translated parameters (max_completion_tokens, no temperature).
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
@@ -41,13 +51,15 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient
 _lanes: dict[tuple[str, str | None, str | None], DirectLane | None] = {}
 
 
-def _enabled() -> bool:
+def direct_lane_enabled() -> bool:
     return os.environ.get("AGENTPRESS_DIRECT_OPENAI", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _client() -> httpx.AsyncClient:
     """One client per event loop: its connections stay open between calls (no TLS handshake or
     TCP connect per call), and a client never outlives or crosses its loop."""
+    import httpx
+
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
@@ -66,7 +78,7 @@ class DirectLane:
 
     def __init__(
         self,
-        litellm: ModuleType,
+        litellm: ModuleType | None,
         *,
         model: str,
         provider_model: str,
@@ -74,7 +86,9 @@ class DirectLane:
         api_key: str | None,
         timeout: float,
     ) -> None:
-        self._litellm = litellm
+        import httpx
+
+        self._litellm = litellm  # None until an error needs LiteLLM's exception types
         self.model = model  # as the caller named it, e.g. "openai/gpt-4o-mini"
         self.provider_model = provider_model  # as the server knows it, e.g. "gpt-4o-mini"
         self.url = base_url.rstrip("/") + "/chat/completions"
@@ -96,6 +110,8 @@ class DirectLane:
     async def stream(self, messages: list[dict[str, Any]], settings: Mapping[str, Any]) -> AsyncIterator[dict]:
         """The decoded `data:` objects of the server's stream, in order (usage in the last one).
         Raises the LiteLLM exception LiteLLM would raise for the same answer."""
+        import httpx
+
         body = orjson.dumps(
             {
                 "model": self.provider_model,
@@ -110,17 +126,17 @@ class DirectLane:
             request = client.build_request("POST", self.url, content=body, headers=self._headers, timeout=self._timeout)
             response = await client.send(request, stream=True)
         except httpx.TimeoutException as exc:
-            raise self._litellm.Timeout(
-                message=f"request timed out: {exc!r}", model=self.model, llm_provider="openai"
-            ) from exc
+            lit = await self._lit()
+            raise lit.Timeout(message=f"request timed out: {exc!r}", model=self.model, llm_provider="openai") from exc
         except httpx.HTTPError as exc:
-            raise self._litellm.APIConnectionError(
+            lit = await self._lit()
+            raise lit.APIConnectionError(
                 message=f"could not reach {self.url}: {exc!r}", llm_provider="openai", model=self.model
             ) from exc
         try:
             if response.status_code != 200:
                 await response.aread()
-                raise self._error(response)
+                raise self._error(await self._lit(), response)
             done = False
             async for line in response.aiter_lines():
                 # Read to the end of the body even after [DONE]: a response closed unread closes
@@ -136,14 +152,16 @@ class DirectLane:
                 except orjson.JSONDecodeError as exc:
                     data = _lenient_loads(payload)  # only on this rare path: nothing per chunk
                     if data is None:
-                        raise self._litellm.APIError(
+                        lit = await self._lit()
+                        raise lit.APIError(
                             status_code=500,
                             message=f"unreadable stream chunk: {payload[:200]!r}",
                             llm_provider="openai",
                             model=self.model,
                         ) from exc
                 if isinstance(data, dict) and data.get("error"):
-                    raise self._litellm.APIError(
+                    lit = await self._lit()
+                    raise lit.APIError(
                         status_code=500,
                         message=f"error in stream: {data['error']!r}"[:1000],
                         llm_provider="openai",
@@ -151,21 +169,27 @@ class DirectLane:
                     )
                 yield data
         except httpx.TimeoutException as exc:
-            raise self._litellm.Timeout(
-                message=f"stream timed out: {exc!r}", model=self.model, llm_provider="openai"
-            ) from exc
+            lit = await self._lit()
+            raise lit.Timeout(message=f"stream timed out: {exc!r}", model=self.model, llm_provider="openai") from exc
         except httpx.HTTPError as exc:
-            raise self._litellm.APIConnectionError(
+            lit = await self._lit()
+            raise lit.APIConnectionError(
                 message=f"stream from {self.url} broke: {exc!r}", llm_provider="openai", model=self.model
             ) from exc
         finally:
             await response.aclose()
 
-    def _error(self, response: httpx.Response) -> Exception:
+    async def _lit(self) -> ModuleType:
+        """LiteLLM, for its exception types: imported (off the loop) by the first error."""
+        if self._litellm is None:
+            self._litellm = await import_litellm_off_loop()
+        return self._litellm
+
+    def _error(self, lit: ModuleType, response: httpx.Response) -> Exception:
         """The LiteLLM exception for an error answer (what LiteLLM's exception mapping would raise)."""
         status, text = response.status_code, response.text[:2000]
         message = f"{status}: {text}"
-        lit, common = self._litellm, {"message": message, "llm_provider": "openai", "model": self.model}
+        common = {"message": message, "llm_provider": "openai", "model": self.model}
         lowered = text.lower()
         if status in (400, 413) and any(marker in lowered for marker in _CONTEXT_MARKERS):
             return lit.ContextWindowExceededError(response=response, **common)
@@ -192,24 +216,36 @@ class DirectLane:
 
 
 def direct_lane(
-    litellm: ModuleType, model: str, *, api_base: str | None, api_key: str | None, timeout: float
+    litellm: ModuleType | None, model: str, *, api_base: str | None, api_key: str | None, timeout: float
 ) -> DirectLane | None:
     """The direct lane for `model`, or None when it must go through LiteLLM (not an OpenAI
-    protocol provider by LiteLLM's own reckoning, or the lane is turned off). Cached per model."""
-    if not _enabled():
+    protocol provider by LiteLLM's own reckoning, or the lane is turned off). Cached per model.
+    Without `litellm` (not imported), only what agentpress.catalog resolves as LiteLLM would
+    (`openai/<name>`) takes the lane."""
+    if not direct_lane_enabled():
         return None
     key = (model, api_base, api_key)
     if key in _lanes:
         lane = _lanes[key]
         if lane is not None:
+            import httpx
+
             lane._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         return lane
     lane = None
-    try:
-        provider_model, provider, dynamic_key, resolved_base = litellm.get_llm_provider(model, api_base=api_base)
-    except Exception:  # noqa: BLE001 - LiteLLM does not know it either: let LiteLLM say so on the call
-        pass
+    if litellm is None:
+        # What LiteLLM's get_llm_provider answers for `openai/<name>`: (<name>, "openai", None, api_base).
+        name = catalog.openai_provider(model)
+        if name is None:
+            return None  # not cached: LiteLLM decides, once imported
+        resolved: tuple[str, str, str | None, str | None] | None = (name, "openai", None, api_base)
     else:
+        try:
+            resolved = litellm.get_llm_provider(model, api_base=api_base)
+        except Exception:  # noqa: BLE001 - LiteLLM does not know it either: let LiteLLM say so on the call
+            resolved = None
+    if resolved is not None:
+        provider_model, provider, dynamic_key, resolved_base = resolved
         if provider == "openai":
             base = (
                 resolved_base

@@ -20,6 +20,7 @@ name; migrations should still run over the direct connection.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import errno
@@ -291,8 +292,63 @@ def _upgrade(connection: Connection, migrations_dir: Path, version_table: str) -
     command.upgrade(config, "head")
 
 
+_REVISION_FIELDS = ("revision", "down_revision", "branch_labels", "depends_on")
+
+
+@functools.cache
+def migration_heads(migrations_dir: Path) -> frozenset[str] | None:
+    """The head revisions of a migrations directory, read from its scripts' `revision` and
+    `down_revision` (with `ast`, without importing Alembic or the scripts); None when a script
+    says more than that (branch labels, dependencies, computed values): Alembic decides then."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted((migrations_dir / "versions").glob("*.py")):
+        values: dict[str, Any] = {}
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in tree.body:
+                if isinstance(node, ast.Assign):
+                    targets, value = node.targets, node.value
+                elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                    targets, value = [node.target], node.value
+                else:
+                    continue
+                for target in targets:
+                    if isinstance(target, ast.Name) and target.id in _REVISION_FIELDS:
+                        values[target.id] = ast.literal_eval(value)
+        except (OSError, SyntaxError, ValueError):
+            return None
+        revision, down = values.get("revision"), values.get("down_revision")
+        if not isinstance(revision, str) or values.get("branch_labels") or values.get("depends_on"):
+            return None
+        revisions.add(revision)
+        if isinstance(down, str):
+            parents.add(down)
+        elif isinstance(down, tuple | list) and all(isinstance(d, str) for d in down):
+            parents.update(down)
+        elif down is not None:
+            return None
+    heads = frozenset(revisions - parents)
+    return heads or None
+
+
+def _at_head(connection: Connection, migrations_dir: Path, version_table: str) -> bool:
+    """Whether the database is at the scripts' heads already (read-only; False when unsure)."""
+    heads = migration_heads(migrations_dir)
+    if heads is None or not sa.inspect(connection).has_table(version_table):
+        return False
+    rows = connection.execute(sa.select(sa.column("version_num")).select_from(sa.table(version_table)))
+    return frozenset(row[0] for row in rows) == heads
+
+
 async def migrate(engine: AsyncEngine, *, migrations_dir: Path, version_table: str) -> None:
-    """Brings the service's tables to the newest migration (idempotent)."""
+    """Brings the service's tables to the newest migration (idempotent). A database at head
+    already (migrated by the deployment's migration job, or by another replica) is recognised
+    from its version table without importing Alembic or loading the scripts, which would keep
+    ~10 MB of RSS in every process for the rest of its life."""
+    async with engine.connect() as conn:
+        if await conn.run_sync(_at_head, migrations_dir, version_table):
+            return
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade, migrations_dir, version_table)
 

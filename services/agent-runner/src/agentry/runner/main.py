@@ -10,6 +10,7 @@ import threading
 import warnings
 from pathlib import Path
 
+from agentpress.litellm_import import after_import
 from agentpress.models import warm_up as warm_up_model_library
 from agentry.api.runner.v1 import runner_pb2, runner_pb2_grpc
 from agentry.servicekit import RunningServer, open_channel, run_service, start_grpc_server, tracing
@@ -32,20 +33,43 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = runner_pb2.DESCRIPTOR.services_by_name["RunnerService"].full_name
 
 
-def _warm_up_litellm() -> None:
+after_import(adopt_library_loggers)  # LiteLLM's lines in our format, whenever it is imported
+
+
+def configured_models(settings: RunnerSettings) -> list[str]:
+    """The models the settings name (a run may still ask for another one)."""
+    names = [
+        settings.force_model or settings.default_model,
+        *settings.fallback_models,
+        *settings.context_fallback_models,
+        settings.summary_model,
+    ]
+    return [name for name in names if name]
+
+
+def _warm_up_litellm(settings: RunnerSettings) -> None:
+    """Imports LiteLLM before the worker takes work, unless every configured model takes
+    agentpress's direct lane (then it costs ~200 MB of RSS for nothing; a run that asks for
+    another model imports it then, off the event loop)."""
     try:
-        warm_up_model_library()  # agentpress's model adapter imports its library (LiteLLM)
+        # agentpress's model adapter imports its library (LiteLLM)
+        imported = warm_up_model_library(models=configured_models(settings))
     except Exception:
         logger.warning("LiteLLM warm-up import failed", exc_info=True)
-    adopt_library_loggers()  # LiteLLM's lines in our format (JSON in production)
+        imported = True
+    if imported:
+        adopt_library_loggers()  # LiteLLM's lines in our format (JSON in production)
 
 
-def _warm_up_for_fork() -> None:
+def _warm_up_for_fork(settings: RunnerSettings) -> None:
     """Everything a worker's first run would import lazily, done once in the prefork parent:
-    LiteLLM itself and what its first streaming call pulls in (a mock call, no network). Leaves
-    no thread or event loop behind, so forking afterwards is safe."""
+    LiteLLM itself and what its first streaming call pulls in (a mock call, no network), unless
+    every configured model takes the direct lane. Leaves no thread or event loop behind, so
+    forking afterwards is safe."""
     try:
-        warm_up_model_library()  # imported first, so its lines go through ours from the start
+        # imported first, so its lines go through ours from the start
+        if not warm_up_model_library(models=configured_models(settings)):
+            return
         adopt_library_loggers()
         warm_up_model_library(call=True)
     except Exception:
@@ -175,10 +199,10 @@ async def start(
         worker.start()
         stack.push_async_callback(worker.close)
         if settings.role == "worker":
-            # A worker takes jobs only once LiteLLM is imported (seconds of CPU): a run whose first
-            # model call imported it would block the event loop - and the lease heartbeat - that
-            # long. (In a prefork child it is imported already.)
-            await asyncio.to_thread(_warm_up_litellm)
+            # A worker takes jobs only once LiteLLM is imported (seconds of CPU) if a configured
+            # model needs it (prefork children have it already). Otherwise it is never imported
+            # unless a run asks for another model, and then off the event loop (agentpress).
+            await asyncio.to_thread(_warm_up_litellm, settings)
         else:
             # Embedded: the stack starts at once and imports LiteLLM off the loop; a job that
             # arrives meanwhile waits for the import before it claims its run (no lease is held
@@ -189,7 +213,7 @@ async def start(
 
             def warm_up() -> None:
                 try:
-                    _warm_up_litellm()
+                    _warm_up_litellm(settings)
                 finally:
                     loop.call_soon_threadsafe(ready.set)
 
@@ -312,6 +336,10 @@ def main() -> None:
             enable_multiprocess(os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="agentry-metrics-"))
         warnings.filterwarnings("ignore", message=".*ReadOnly.*", category=UserWarning)
         sys.exit(
-            serve_prefork(settings.processes, lambda: run_service(start, RunnerSettings), warm_up=_warm_up_for_fork)
+            serve_prefork(
+                settings.processes,
+                lambda: run_service(start, RunnerSettings),
+                warm_up=lambda: _warm_up_for_fork(settings),
+            )
         )
     run_service(start, RunnerSettings)

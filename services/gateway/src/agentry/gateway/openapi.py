@@ -15,8 +15,6 @@ from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
-from agentpress import events as agentpress_events
-
 from .sse_docs import EVENT_SCHEMA_PREFIX
 
 DOCS_STATIC = "/docs/static"
@@ -142,7 +140,12 @@ def operation_id(route: APIRoute) -> str:
 
 
 def _event_schemas() -> dict[str, Any]:
-    """components/schemas for every run event type, and RunEvent: the one-of them by `type`."""
+    """components/schemas for every run event type, and RunEvent: the one-of them by `type`.
+    agentpress is imported here, when the document is first built: importing the package (its
+    model layer, httpx and what that pulls in) costs the gateway ~15 MB of RSS it needs for
+    nothing else."""
+    from agentpress import events as agentpress_events
+
     out: dict[str, Any] = {}
     mapping: dict[str, str] = {}
     for event_type, cls in agentpress_events._TYPES.items():
