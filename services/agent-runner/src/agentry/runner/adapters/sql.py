@@ -374,10 +374,46 @@ async def _lock_thread(conn: AsyncConnection, thread_id: str) -> None:
     lock (SQLite begins the transaction at its first write, so the reads that follow see a state
     no other writer can change before commit). Every path takes the thread first, then run rows.
     """
-    if conn.dialect.name == "postgresql":
-        await conn.execute(sa.select(threads.c.thread_id).where(threads.c.thread_id == thread_id).with_for_update())
-    else:
-        await conn.execute(threads.update().where(threads.c.thread_id == thread_id).values(name=threads.c.name))
+    await conn.execute(_lock_thread_statement(conn.dialect.name == "postgresql"), {"p_thread_id": thread_id})
+
+
+@functools.cache
+def _lock_thread_statement(postgres: bool) -> sa.Select | sa.Update:
+    on_thread = threads.c.thread_id == sa.bindparam("p_thread_id")
+    if postgres:
+        return sa.select(threads.c.thread_id).where(on_thread).with_for_update()
+    return threads.update().where(on_thread).values(name=threads.c.name)
+
+
+@functools.cache
+def _start_state_statement(capped: bool) -> sa.Select:
+    """What a start must know of its thread (and account, when `capped`), under their locks:
+    the run holding the thread, the account's active runs, the first and last place in the
+    thread's waiting line and the thread's newest run number. p_thread_id (p_account_id)."""
+    c = agent_runs.c
+    on_thread = c.thread_id == sa.bindparam("p_thread_id")
+    active: sa.ColumnElement = (
+        sa.select(sa.func.count())
+        .select_from(agent_runs)
+        .where(c.account_id == sa.bindparam("p_account_id"), sa.text(_ACTIVE_SQL))
+        .scalar_subquery()
+        if capped
+        else sa.literal(0)
+    )
+    return sa.select(
+        sa.select(c.run_id).where(on_thread, sa.text(_HOLDING_SQL)).limit(1).scalar_subquery().label("holder"),
+        active.label("active"),
+        sa.select(sa.func.min(c.queue_order)).where(on_thread, sa.text(_PENDING_SQL)).scalar_subquery().label("first"),
+        sa.select(sa.func.max(c.queue_order)).where(on_thread, sa.text(_PENDING_SQL)).scalar_subquery().label("last"),
+        sa.select(sa.func.max(c.thread_seq)).where(on_thread).scalar_subquery().label("top"),
+    )
+
+
+@functools.cache
+def _insert_queued_run_statement() -> sa.Insert:
+    """A run that gets its thread at once; its start position is the thread's newest message
+    (its prompt, inserted just before). The row's other columns come as parameters."""
+    return agent_runs.insert().values(start_position=_last_position(sa.bindparam("p_thread_id")))
 
 
 async def _lock_thread_of_run(conn: AsyncConnection, run_id: str) -> None:
@@ -642,36 +678,13 @@ class SqlRunnerRepository:
         try:
             async with self._engine.begin() as conn:
                 await _lock_thread(conn, thread_id)
-                if max_active_runs > 0:
+                capped = max_active_runs > 0
+                if capped:
                     await _lock_account(conn, account_id)
-                    active = (
-                        sa.select(sa.func.count())
-                        .select_from(agent_runs)
-                        .where(c.account_id == account_id, sa.text(_ACTIVE_SQL))
-                        .scalar_subquery()
-                    )
-                else:
-                    active = sa.literal(0)
-                on_thread = c.thread_id == thread_id
                 state = (
                     await conn.execute(
-                        sa.select(
-                            sa.select(c.run_id)
-                            .where(on_thread, sa.text(_HOLDING_SQL))
-                            .limit(1)
-                            .scalar_subquery()
-                            .label("holder"),
-                            active.label("active"),
-                            sa.select(sa.func.min(c.queue_order))
-                            .where(on_thread, sa.text(_PENDING_SQL))
-                            .scalar_subquery()
-                            .label("first"),
-                            sa.select(sa.func.max(c.queue_order))
-                            .where(on_thread, sa.text(_PENDING_SQL))
-                            .scalar_subquery()
-                            .label("last"),
-                            sa.select(sa.func.max(c.thread_seq)).where(on_thread).scalar_subquery().label("top"),
-                        )
+                        _start_state_statement(capped),
+                        {"p_thread_id": thread_id, **({"p_account_id": account_id} if capped else {})},
                     )
                 ).one()
                 if state.holder is not None and strategy is MultitaskStrategy.REJECT:
@@ -700,23 +713,25 @@ class SqlRunnerRepository:
                 if not waits:
                     if first_message is not None:
                         await conn.execute(
-                            messages.insert().values(
-                                message_id=first_message.message_id,
-                                thread_id=thread_id,
-                                account_id=account_id,
-                                type=first_message.type,
-                                content_json=first_message.content_json,
-                                created_at=first_message.created_at,
-                            )
+                            messages.insert(),
+                            {
+                                "message_id": first_message.message_id,
+                                "thread_id": thread_id,
+                                "account_id": account_id,
+                                "type": first_message.type,
+                                "content_json": first_message.content_json,
+                                "created_at": first_message.created_at,
+                            },
                         )
                     await conn.execute(
-                        agent_runs.insert().values(
+                        _insert_queued_run_statement(),
+                        {
                             **values,
-                            status=RunStatus.QUEUED.value,
-                            dispatched_at=now,
-                            start_position=_last_position(thread_id),
-                            thread_seq=(state.top or 0) + 1,
-                        )
+                            "p_thread_id": thread_id,
+                            "status": RunStatus.QUEUED.value,
+                            "dispatched_at": now,
+                            "thread_seq": (state.top or 0) + 1,
+                        },
                     )
                     return Run(
                         run_id,
