@@ -118,7 +118,8 @@ async def test_deltas_held_in_the_window_merge_into_one_event_and_others_keep_th
         {"type": "reasoning_delta", "text": "thinking"},
         {"type": "text_delta", "text": "!"},
         {"type": "tool_call_started", "call_id": "c1", "name": "run_command"},
-        {"type": "tool_call_delta", "call_id": "c1", "arguments_delta": '{"command": "ls"}'},
+        {"type": "tool_call_delta", "call_id": "c1", "arguments_delta": '{"comm'},  # first after another event
+        {"type": "tool_call_delta", "call_id": "c1", "arguments_delta": 'and": "ls"}'},
         {"type": "tool_call_delta", "call_id": "c2", "arguments_delta": "{}"},
         {"type": "usage", "model": "m", "prompt_tokens": 1, "completion_tokens": 2, "cost_usd": 0.0},
         {"type": "run_finished", "reason": "completed", "error": None},

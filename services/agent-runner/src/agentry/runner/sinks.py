@@ -188,8 +188,9 @@ class RunEventSink:
     the run) and the terminal event says the run failed.
 
     Deltas are coalesced when `delta_coalesce` (seconds) is set: a text, reasoning or tool-call
-    delta that comes at least that long after the previous delta event goes out at once (so the
-    first token of a reply is never held); one that comes sooner is held, and the deltas of the
+    delta that comes at least that long after the previous delta event, or first after another
+    event, goes out at once (so the first token of a reply is never held); one that comes sooner
+    is held, and the deltas of the
     same kind (the same call, for tool-call deltas) that follow are merged into it, until that
     much time has passed since the previous delta event. Then the merged delta is numbered and
     written as ONE event. Any other event (and the end, a pause, `flush`) first writes what is
@@ -278,6 +279,7 @@ class RunEventSink:
             return await self._delta(event)
         if self._held_kind is not None:
             await self._send_held()  # what is held goes first: order is kept
+        self._delta_sent_at = float("-inf")  # the next delta starts a new message or call: at once
         return await self._write(event)
 
     async def _write(self, event: Event) -> int:
