@@ -23,7 +23,7 @@ from agentpress import (
 from agentpress.messages import AssistantMessage
 from agentry.runner.domain import DURABLE_EVENT_TYPES, StoredEvent
 from agentry.runner.sinks import RunEventSink
-from agentry.servicekit.eventstream import MemoryEventStream, StreamEntry
+from agentry.servicekit.eventstream import EventStreamUnavailable, MemoryEventStream, StreamEntry
 
 WAIT = 10.0
 NEVER = 3600.0  # a window that never runs out during a test: only events and the end write deltas
@@ -162,6 +162,40 @@ async def test_flush_writes_what_is_held() -> None:
     await sink.emit(TextDelta(text="y"))
     await sink.flush()
     assert [e["text"] for e in decoded(await stream_of(events))] == ["x", "y"]
+
+
+class FlakyStream(MemoryEventStream):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def append(self, run_id: str, seq: int, data: bytes, *, terminal: bool = False) -> None:
+        if self.down:
+            raise EventStreamUnavailable("redis is away")
+        await super().append(run_id, seq, data, terminal=terminal)
+
+
+async def test_held_deltas_that_cannot_be_written_fail_the_run_visibly() -> None:
+    repo, events = Repo(), FlakyStream()
+    sink = RunEventSink("r", repo, events, last_seq=0, delta_coalesce=0.01)  # type: ignore[arg-type]
+    await sink.emit(TextDelta(text="a"))
+    events.down = True
+    await sink.emit(TextDelta(text="b"))  # held; its write (by the timer) fails
+    async with asyncio.timeout(WAIT):
+        while sink.last_seq < 2:
+            await asyncio.sleep(0.005)
+    with pytest.raises(EventStreamUnavailable):
+        await sink.emit(TextDelta(text="c"))  # the run learns it at its next event
+    events.down = False
+    await sink.emit(RunFinished(reason="completed"))
+    assert repo.finished == ["error"]
+    body = decoded(await stream_of(events))
+    assert body[-1] == {
+        "seq": 3,
+        "type": "run_finished",
+        "reason": "error",
+        "error": "the run's events could not be streamed",
+    }
 
 
 async def test_with_coalescing_off_every_delta_is_an_event() -> None:

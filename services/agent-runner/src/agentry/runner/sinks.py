@@ -190,10 +190,9 @@ class RunEventSink:
     Deltas are coalesced when `delta_coalesce` (seconds) is set: a text, reasoning or tool-call
     delta that comes at least that long after the previous delta event, or first after another
     event, goes out at once (so the first token of a reply is never held); one that comes sooner
-    is held, and the deltas of the
-    same kind (the same call, for tool-call deltas) that follow are merged into it, until that
-    much time has passed since the previous delta event. Then the merged delta is numbered and
-    written as ONE event. Any other event (and the end, a pause, `flush`) first writes what is
+    is held, and the deltas of the same kind (the same call, for tool-call deltas) that follow
+    are merged into it, until that much time has passed since the previous delta event. Then the
+    merged delta is numbered and written as ONE event. Any other event (and the end, a pause, `flush`) first writes what is
     held, so events keep their order and numbers stay dense: deltas are numbered only when
     written, never held with a number. Deltas are not durable, so nothing else changes. A held
     delta whose write fails makes the next emit raise (and the end says the run failed).
@@ -357,7 +356,7 @@ class RunEventSink:
         await self._wait_for_writer()
         if self._write_error is not None:
             event = RunFinished(reason=FinishReason.ERROR, error="the run's events could not be stored")
-        elif self._stream_error is not None and event.reason is FinishReason.COMPLETED:
+        elif self._stream_error is not None and event.reason == FinishReason.COMPLETED:
             event = RunFinished(reason=FinishReason.ERROR, error="the run's events could not be streamed")
         self._seq += 1
         pending, self._unwritten = self._unwritten, []  # what a failed writer left: one more try
