@@ -36,6 +36,9 @@ IT_SCRIPT = Script(
 )
 # A slow variant, so a client can disconnect while the run is still live.
 SLOW_SCRIPT = Script(turns=(Turn(text=" ".join(f"word{i}" for i in range(40))),), tokens_per_second=80)
+# A long reply at once (no pacing): the worker merges its deltas into a few events.
+BURST_WORDS = [f"w{i}" for i in range(400)]
+BURST_SCRIPT = Script(turns=(Turn(text=" ".join(BURST_WORDS)),), tokens_per_second=None)
 # Long enough (about 10 s) that a stop request always lands while the model is still talking.
 LONG_SCRIPT = Script(turns=(Turn(text=" ".join(f"token{i}" for i in range(300))),), tokens_per_second=30)
 
@@ -53,7 +56,8 @@ class System:
 def fake_llm():
     # Strict: a history OpenAI would refuse fails the test, as it would fail a real run.
     with ThreadedFakeLLMServer(
-        {"it-script": IT_SCRIPT, "it-slow": SLOW_SCRIPT, "it-long": LONG_SCRIPT}, strict=True
+        {"it-script": IT_SCRIPT, "it-slow": SLOW_SCRIPT, "it-long": LONG_SCRIPT, "it-burst": BURST_SCRIPT},
+        strict=True,
     ) as server:
         yield server
 

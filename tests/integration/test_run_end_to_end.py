@@ -12,7 +12,7 @@ import pytest
 from agentry.api.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
 from agentry.servicekit import open_channel
 
-from .conftest import FILE_CONTENT, FILE_PATH, TOOL_MARKER
+from .conftest import BURST_WORDS, FILE_CONTENT, FILE_PATH, TOOL_MARKER
 
 pytestmark = pytest.mark.integration
 
@@ -154,6 +154,33 @@ async def test_resume_after_disconnect_mid_run(system):
         assert text.split() == [f"word{i}" for i in range(40)]
         # A fresh reader from the start sees the same bytes.
         assert await stream(client, run_id, headers) == whole
+
+
+async def test_a_coalesced_stream_is_dense_and_resumes_exactly_from_every_event(system):
+    """A reply streamed faster than AGENTRY_RUNNER_DELTA_COALESCE_MS merges its deltas into fewer
+    events: the ids stay the per-run sequence, the text is the model's, and a reader that resumes
+    after any event gets exactly the rest."""
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=60) as client:
+        headers = (await sign_up_and_in(client, f"carol-{system.mode}@example.com"))["headers"]
+        thread_id = (await client.post("/api/threads", json={}, headers=headers)).json()["thread_id"]
+        run_id = (
+            await client.post(
+                f"/api/threads/{thread_id}/agent/start",
+                json={"model_name": "openai/it-burst", "prompt": "say it all"},
+                headers=headers,
+            )
+        ).json()["agent_run_id"]
+        events = await stream(client, run_id, headers)
+        assert [s for s, _ in events] == list(range(1, len(events) + 1))
+        decoded = [orjson.loads(d) for _, d in events]
+        assert decoded[-1]["type"] == "run_finished" and decoded[-1]["reason"] == "completed"
+        text = "".join(e["text"] for e in decoded if e["type"] == "text_delta")
+        assert text.split() == BURST_WORDS
+        types = [e["type"] for e in decoded]
+        last_delta = len(types) - 1 - types[::-1].index("text_delta")
+        assert last_delta < types.index("message_completed"), "every delta precedes the completed message"
+        for cut in range(1, len(events)):
+            assert await stream(client, run_id, headers, last_event_id=cut) == events[cut:], cut
 
 
 async def test_stop_really_stops(system):

@@ -46,6 +46,9 @@ def split(burst_llm, tmp_path, postgres_url, redis_url, amqp_url, unique_name):
             llm_api_base=burst_llm.base_url,
             queue_name=f"agentry.runs.{unique_name}",
             redis_prefix=f"agentry:{unique_name}:",
+            # One event per token, as before deltas were coalesced: the client must fall far
+            # behind a long stream of events (a burst's deltas would merge into a few).
+            extra_env={"AGENTRY_RUNNER_DELTA_COALESCE_MS": "0"},
         )
     )
     procs.start()

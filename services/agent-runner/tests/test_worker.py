@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -559,6 +559,29 @@ class GatedRepo:
         self.messages.extend(m.message_id for m in messages)
         self.transactions.append(([e.seq for e in events], [m.message_id for m in messages]))
         return True
+
+
+async def test_with_delta_coalescing_a_run_streams_fewer_deltas_with_its_text_intact(world: World) -> None:
+    reply = "The quick brown fox jumps over the lazy dog, twice over, and then once more."
+    world.use(ScriptedModel([reply], chunk_size=3))
+    world.worker._policy = replace(world.worker._policy, delta_coalesce=3600.0)
+    run, job = await world.start()
+
+    await world.worker.handle(job)
+
+    stream = await world.stream(run.run_id)
+    body = decoded(stream)
+    assert [e.seq for e in stream] == list(range(1, len(stream) + 1))
+    deltas = [e for e in body if e["type"] == "text_delta"]
+    assert "".join(e["text"] for e in deltas) == reply
+    assert deltas[0]["text"] == reply[:3]  # the first chunk at once
+    assert len(deltas) == 2  # the rest in one event, written before the message completed
+    types = [e["type"] for e in body]
+    assert types.index("text_delta") < types.index("message_completed")
+    assert types[-1] == "run_finished"
+    assert (await world.run_row(run.run_id)).status.value == "completed"
+    for cut in range(len(stream) + 1):
+        assert await world.events.read(run.run_id, cut, count=100_000) == stream[cut:]
 
 
 async def test_the_live_stream_does_not_wait_for_the_database_but_the_end_does() -> None:

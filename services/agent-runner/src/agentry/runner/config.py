@@ -102,6 +102,11 @@ class RunnerSettings(ServiceSettings):
     # They are in the live stream at once either way; a tool call that is not idempotent is
     # stored before it runs regardless. 0 writes each batch at once.
     event_write_delay_ms: float = Field(default=200.0, ge=0, le=5000)
+    # Text, reasoning and tool-call deltas that follow the previous delta event within this many
+    # milliseconds are merged into one event (one stream entry, one SSE frame) written when the
+    # time is up; a delta after a quiet spell (a reply's first token) goes at once. 0 = one event
+    # per model chunk.
+    delta_coalesce_ms: float = Field(default=20.0, ge=0, le=1000)
     active_runs_retry_after_seconds: int = Field(default=5, ge=1, le=3600)
     # How often the runner api samples the queue's depth and oldest waiting run for /metrics.
     queue_sample_seconds: float = Field(default=5.0, gt=0)

@@ -13,8 +13,11 @@ from agentpress import (
     Message,
     MessageCompleted,
     PhaseChanged,
+    ReasoningDelta,
     RequiresAction,
     RunFinished,
+    TextDelta,
+    ToolCallDelta,
     message_from_dict,
 )
 from agentry.servicekit.db import retrying
@@ -190,6 +193,10 @@ async def end_run(
     return ended
 
 
+# Deltas that coalesce (RunEventSink's delta_coalesce): consecutive ones of one kind merge.
+_DELTAS = (TextDelta, ReasoningDelta, ToolCallDelta)
+
+
 class RunEventSink:
     """Numbers each event, encodes it once, and writes it to the live stream; events that change
     durable state also go to the database, with the same number, fenced on the run's lease.
@@ -208,6 +215,16 @@ class RunEventSink:
     When the lease is lost, every later event is dropped: the run's new holder writes it now.
     When the writer keeps failing, the next emit raises EventStoreFailed (agentpress then ends
     the run) and the terminal event says the run failed.
+
+    Deltas are coalesced when `delta_coalesce` (seconds) is set: a text, reasoning or tool-call
+    delta that comes at least that long after the previous delta event, or first after another
+    event, goes out at once (so the first token of a reply is never held); one that comes sooner
+    is held, and the deltas of the same kind (the same call, for tool-call deltas) that follow
+    are merged into it, until that much time has passed since the previous delta event. Then the
+    merged delta is numbered and written as ONE event. Any other event (and the end, a pause, `flush`) first writes what is
+    held, so events keep their order and numbers stay dense: deltas are numbered only when
+    written, never held with a number. Deltas are not durable, so nothing else changes. A held
+    delta whose write fails makes the next emit raise (and the end says the run failed).
     """
 
     def __init__(
@@ -222,6 +239,7 @@ class RunEventSink:
         on_event: Callable[[], None] | None = None,
         write_retry_seconds: float = WRITE_RETRY_SECONDS,
         write_delay: float = 0.0,
+        delta_coalesce: float = 0.0,
     ) -> None:
         self._run_id = run_id
         self._repo = repo
@@ -246,6 +264,13 @@ class RunEventSink:
         self.started_at: float | None = None  # epoch seconds of the run's first start (its duration)
         self.finished = False
         self.paused = False  # the run waits for the user (requires_action stored with the status)
+        self._coalesce = delta_coalesce
+        self._held: list[str] = []  # the text of deltas held to be merged (not numbered yet)
+        self._held_kind: tuple[type, str] | None = None  # (delta class, call_id) of what is held
+        self._delta_sent_at = float("-inf")  # loop time the last delta event was written
+        self._timer: asyncio.TimerHandle | None = None  # writes what is held when its time is up
+        self._timer_tasks: set[asyncio.Task[None]] = set()
+        self._stream_error: Exception | None = None  # a held delta's write failed
 
     @property
     def last_seq(self) -> int:
@@ -277,6 +302,8 @@ class RunEventSink:
             return 0
         if self._write_error is not None:
             raise EventStoreFailed("the run's events could not be stored") from self._write_error
+        if self._stream_error is not None:
+            raise self._stream_error
         if self._messages and not isinstance(event, MessageCompleted):
             # A message waits for the writer only until the event that completes it: whoever sees
             # anything after that (a tool finishing, the next model call) finds it stored. So only
@@ -285,6 +312,16 @@ class RunEventSink:
                 await self._stored(self._seq)
             except LeaseLost:
                 return 0
+        if self._coalesce and isinstance(event, _DELTAS):
+            return await self._delta(event)
+        if self._held_kind is not None:
+            await self._send_held()  # what is held goes first: order is kept
+        self._delta_sent_at = float("-inf")  # the next delta starts a new message or call: at once
+        return await self._write(event)
+
+    async def _write(self, event: Event) -> int:
+        """Numbers the event, encodes it once and writes it (queues it for the database too when
+        it is durable)."""
         self._seq += 1
         data = encode_event(self._seq, event)
         if event.type in DURABLE_EVENT_TYPES:
@@ -297,12 +334,68 @@ class RunEventSink:
         await self._stream.append(self._run_id, self._seq, data, terminal=False)
         return self._seq
 
+    async def _delta(self, event: TextDelta | ReasoningDelta | ToolCallDelta) -> int:
+        if isinstance(event, ToolCallDelta):
+            kind, text = (ToolCallDelta, event.call_id), event.arguments_delta
+        else:
+            kind, text = (type(event), ""), event.text
+        if self._held_kind is not None and self._held_kind != kind:
+            await self._send_held()  # another message or call: what is held is complete
+        now = asyncio.get_running_loop().time()
+        if self._held_kind is None and now - self._delta_sent_at >= self._coalesce:
+            self._delta_sent_at = now  # after a quiet spell a delta goes at once (first tokens too)
+            return await self._write(event)
+        self._held_kind = kind
+        self._held.append(text)
+        if self._timer is None:
+            wait = max(self._delta_sent_at + self._coalesce - now, 0.0)
+            self._timer = asyncio.get_running_loop().call_later(wait, self._time_up)
+        return 0
+
+    async def _send_held(self) -> None:
+        """Writes the held deltas as one event (the caller holds the lock)."""
+        kind, text = self._held_kind, "".join(self._held)
+        self._held_kind, self._held = None, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        assert kind is not None
+        cls, call_id = kind
+        merged = ToolCallDelta(call_id=call_id, arguments_delta=text) if cls is ToolCallDelta else cls(text=text)
+        self._delta_sent_at = asyncio.get_running_loop().time()
+        await self._write(merged)
+
+    def _time_up(self) -> None:
+        self._timer = None
+        if self._held_kind is not None:
+            task = asyncio.create_task(self._write_held_now(), name=f"deltas:{self._run_id}")
+            self._timer_tasks.add(task)
+            task.add_done_callback(self._timer_tasks.discard)
+
+    async def _write_held_now(self) -> None:
+        async with self._lock:
+            if self._held_kind is None or self.finished or self._lost():
+                return
+            try:
+                await self._send_held()
+            except Exception as exc:  # noqa: BLE001 - no caller here: the run's next event raises it
+                logger.warning("held deltas of the run could not be streamed: %r", exc)
+                self._stream_error = exc
+
     async def _finish(self, event: RunFinished) -> None:
+        if self._held_kind is not None:  # the end follows every delta
+            try:
+                await self._send_held()
+            except Exception as exc:  # noqa: BLE001 - the end must still be stored; it says the run failed
+                logger.warning("held deltas of the run could not be streamed: %r", exc)
+                self._stream_error = exc
         self.finished = True
         await self._cancel_delay()  # what waits to be written goes with the end, in one transaction
         await self._wait_for_writer()
         if self._write_error is not None:
             event = RunFinished(reason=FinishReason.ERROR, error="the run's events could not be stored")
+        elif self._stream_error is not None and event.reason == FinishReason.COMPLETED:
+            event = RunFinished(reason=FinishReason.ERROR, error="the run's events could not be streamed")
         self._seq += 1
         pending, self._unwritten = self._unwritten, []  # what a failed writer left: one more try
         messages, self._messages = self._messages, []
@@ -333,6 +426,8 @@ class RunEventSink:
         """The run waits for the user: every pending durable event, the requires_action event, a
         waiting_for_user phase and the status are stored in one transaction before the events go
         out, so a client that sees requires_action can resume at once."""
+        if self._held_kind is not None:
+            await self._send_held()
         await self._cancel_delay()
         await self._wait_for_writer()
         if self._write_error is not None:
@@ -377,6 +472,8 @@ class RunEventSink:
         """Returns once every durable event emitted so far is stored (LeaseLost or
         EventStoreFailed when that cannot be)."""
         async with self._lock:
+            if self._held_kind is not None and not self.finished and not self._lost():
+                await self._send_held()
             seq = self._seq
         await self._stored(seq)
 

@@ -82,6 +82,7 @@ class WorkerPolicy:
     max_idle_seconds: float = 600.0
     write_retry_seconds: float = 60.0  # how long a failing durable write is retried
     event_write_delay: float = 0.0  # seconds a durable event may wait to be batched with others
+    delta_coalesce: float = 0.0  # seconds within which deltas are merged into one event (0: never)
 
 
 @dataclass
@@ -276,6 +277,7 @@ class RunWorker:
             on_event=seen_event,
             write_retry_seconds=self._policy.write_retry_seconds,
             write_delay=self._policy.event_write_delay,
+            delta_coalesce=self._policy.delta_coalesce,
         )
         sink.started_at = run.started_at
         first_start = run.attempt <= 1 and not answered
@@ -599,6 +601,7 @@ def policy_from(settings: RunnerSettings) -> WorkerPolicy:
         max_run_seconds=settings.max_run_seconds,
         max_idle_seconds=settings.max_idle_seconds,
         event_write_delay=settings.event_write_delay_ms / 1000,
+        delta_coalesce=settings.delta_coalesce_ms / 1000,
     )
 
 
