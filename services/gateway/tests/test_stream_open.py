@@ -109,3 +109,27 @@ async def test_a_resume_asks_the_runner_for_the_status(gateway) -> None:
     resumed = await client.get(f"/api/agent-run/{run_id}/stream", headers={**_as("acct-a"), "Last-Event-ID": "2"})
     assert resumed.status_code == 204  # past the end of a finished run: known from GetRun's status
     assert runner.gets == [("acct-a", run_id)]
+
+
+async def test_a_stream_whose_run_is_gone_ends_at_its_next_status_refresh() -> None:
+    """A run deleted under an open stream (its thread deleted): the keep-alive's status refresh
+    finds it gone and the stream ends, rather than sending keep-alives forever."""
+    from agentry.gateway.sse import run_entries
+
+    runner, events = FakeRunner(), MemoryEventStream()  # the runner knows no run: GetRun is 404
+    try:
+        seen = [
+            entry
+            async for entry in run_entries(
+                run=pb.Run(agent_run_id="run-gone", status="queued"),
+                account_id="acct-a",
+                after_seq=0,
+                events=events,
+                runner=runner,
+                keepalive_seconds=0.05,
+            )
+        ]
+    finally:
+        await events.close()
+    assert seen == [None]  # one keep-alive, then the end
+    assert runner.gets == [("acct-a", "run-gone")]
