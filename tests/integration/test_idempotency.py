@@ -39,7 +39,7 @@ SCRIPTS = {"idem-quick": Script(turns=(Turn(text="Hello from the idempotency tes
 class System:
     url: str  # the dev stack's own gateway (runs complete)
     idle_url: str  # a gateway whose runner never takes a run (memory store)
-    broken_url: str  # a gateway whose billing upstream is a closed port
+    broken_url: str  # a gateway whose billing and runner upstreams are closed ports
     idle_runner_db: Path  # the idle runner's SQLite database, to count runs
     gateway_settings: dict  # what a further gateway in front of the idle runner needs
     idle_events: MemoryEventStream
@@ -95,7 +95,8 @@ async def system(llm, tmp_path_factory) -> AsyncIterator[System]:
                 auth_target=targets["auth"],
                 billing_target=f"127.0.0.1:{closed_port()}",
                 sandbox_target=targets["sandbox"],
-                runner_target=targets["runner"],
+                # The start route's upstream is the runner (which asks billing itself).
+                runner_target=f"127.0.0.1:{closed_port()}",
             ),
             stack,
             events=dev.events,
@@ -326,9 +327,10 @@ async def test_a_finished_run_is_replayed_not_started_again(system):
 
 
 async def test_an_unreachable_upstream_is_503_with_retry_after_and_frees_the_key(system):
+    async with httpx.AsyncClient(base_url=system.url, timeout=20) as working:
+        headers = await sign_in(working)
+        thread_id = await new_thread(working, headers)  # the broken gateway cannot reach the runner
     async with httpx.AsyncClient(base_url=system.broken_url, timeout=20) as client:
-        headers = await sign_in(client)
-        thread_id = await new_thread(client, headers)
         idem = key()
         for _ in range(2):  # the key was released: the retry runs again (not 409 in use, not a replay)
             response = await client.post(

@@ -38,8 +38,10 @@ class FakeVerifier:
 class FakeBilling:
     def __init__(self) -> None:
         self.allowed = True
+        self.checks = 0
 
     async def CheckRun(self, request):
+        self.checks += 1
         if self.allowed:
             return billing_pb2.CheckRunResponse(allowed=True)
         return billing_pb2.CheckRunResponse(allowed=False, reason="insufficient_credits", message="no credit left")
@@ -243,15 +245,20 @@ async def test_a_4xx_answer_is_kept_and_replayed(gateway: Gateway, error, status
     assert len(gateway.runner.starts) == 1
 
 
-async def test_a_refusal_by_the_gateway_itself_is_kept_too(gateway: Gateway) -> None:
-    gateway.billing.allowed = False
+async def test_a_billing_refusal_is_kept_too(gateway: Gateway) -> None:
+    # Billing is asked by the runner's StartRun (the gateway no longer asks it first): its refusal
+    # arrives as PERMISSION_DENIED with billing's reason, 402 for insufficient_credits.
+    gateway.runner.errors = [rpc_error(grpc.StatusCode.PERMISSION_DENIED, "insufficient_credits", "no credit left")]
     first = await gateway.post(START, key="k-1", json={"prompt": "go"})
-    assert (first.status_code, first.json()["error"]["code"]) == (402, "insufficient_credits")
-    gateway.billing.allowed = True
+    assert (first.status_code, first.json()["error"]) == (
+        402,
+        {"code": "insufficient_credits", "message": "no credit left"},
+    )
     again = await gateway.post(START, key="k-1", json={"prompt": "go"})
     assert again.status_code == 402 and again.headers["idempotent-replayed"] == "true"
-    assert gateway.runner.starts == []
+    assert len(gateway.runner.starts) == 1
     assert (await gateway.post(START, key="k-2", json={"prompt": "go"})).status_code == 202
+    assert gateway.billing.checks == 0
 
 
 @pytest.mark.parametrize(

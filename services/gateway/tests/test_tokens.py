@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentry.api.auth.v1 import auth_pb2
 from agentry.gateway.errors import ApiError
-from agentry.gateway.tokens import JWKS_REFRESH_SECONDS, JwksVerifier
+from agentry.gateway.tokens import JWKS_REFRESH_SECONDS, VERIFIED_TOKEN_SECONDS, JwksVerifier
 from agentry.servicekit.testing import FakeClock
 
 ISSUER, AUDIENCE = "agentry-local", "authenticated"
@@ -149,3 +149,65 @@ async def test_rotation_unknown_kid_refetches_but_not_more_than_the_refresh_inte
     for _ in range(5):
         await refused(verifier, token(key, "made-up-again"))
     assert auth.fetches == 2
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """Counts the signature checks (PyJWT decodes) the verifier makes."""
+    calls = []
+    decode = jwt.decode
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    return calls
+
+
+async def test_a_verified_token_is_remembered_for_a_short_while(verifier, key, clock, decodes):
+    value = token(key, "k1")
+    for _ in range(3):
+        caller = await verifier.verify(value)
+    assert caller.account_id == "a1" and len(decodes) == 1
+    clock.advance(VERIFIED_TOKEN_SECONDS + 1)
+    await verifier.verify(value)
+    assert len(decodes) == 2
+
+
+async def test_a_remembered_token_is_checked_again_once_it_expires(auth, key, clock, decodes):
+    wall = FakeClock(time.time())
+    verifier = JwksVerifier(auth, issuer=ISSUER, audience=AUDIENCE, clock=clock, wall_clock=wall)
+    value = token(key, "k1", exp=int(wall.now) + 5)
+    await verifier.verify(value)
+    await verifier.verify(value)
+    assert len(decodes) == 1
+    clock.advance(6)
+    wall.advance(6)
+    await verifier.verify(value)  # PyJWT decides again (here: within its leeway)
+    assert len(decodes) == 2
+
+
+async def test_refused_tokens_are_not_remembered(verifier, key, decodes):
+    value = token(key, "k1", aud="someone-else")
+    await refused(verifier, value)
+    await refused(verifier, value)
+    assert len(decodes) == 2
+
+
+async def test_a_remembered_token_is_not_a_stream_token(verifier, key):
+    value = token(key, "k1")
+    await verifier.verify(value)
+    with pytest.raises(ApiError):
+        await verifier.verify_stream(value, "run:r1")
+
+
+async def test_refetched_keys_forget_the_tokens_of_a_retired_key(verifier, auth, key, clock):
+    old = token(key, "k1")
+    await verifier.verify(old)
+    rotated = ec.generate_private_key(ec.SECP256R1())
+    auth.keys = [jwk_of(rotated, "k2")]  # k1 retired
+    clock.advance(JWKS_REFRESH_SECONDS + 1)
+    await verifier.verify(token(rotated, "k2"))  # an unknown kid: the keys are fetched again
+    err = await refused(verifier, old)
+    assert "known key" in err.message

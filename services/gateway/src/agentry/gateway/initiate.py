@@ -24,7 +24,7 @@ from .deps import CallerDep, UpstreamsDep
 from .errors import ApiError
 from .sandbox_routes import MULTIPART_SLACK, UPLOAD_QUEUE_CHUNKS, _code, _put, _too_large, project_sandbox
 from .schemas import unstorable
-from .upstreams import Upstreams
+from .upstreams import StartedRun, Upstreams
 
 logger = logging.getLogger(__name__)
 
@@ -348,6 +348,7 @@ async def initiate(request: Request, caller: CallerDep, up: UpstreamsDep):
     except BaseException:
         await asyncio.shield(form.abort())
         raise
+    up.started_runs.put(run.agent_run_id, StartedRun(caller.account_id, run.status))
     return schemas.Initiated(
         thread_id=form.thread.thread_id,
         project_id=form.thread.project_id,

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import StreamingResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agentry.api.billing.v1 import billing_pb2
 from agentry.api.runner.v1 import runner_pb2 as pb
 
 from . import schemas, sse_docs
@@ -24,6 +23,7 @@ from .sandbox_routes import project_sandbox
 from .sse import TERMINAL_STATUSES, run_events
 from .thread_routes import thread_answer
 from .thread_stream import list_thread_runs, parse_cursor, thread_events
+from .upstreams import StartedRun
 
 router = APIRouter(prefix="/api")
 
@@ -105,22 +105,21 @@ async def start_run(
         await _refuse_blank_prompt(up, caller.account_id, thread_id)
 
     async def start() -> schemas.RunStarted:
-        model = body.model_name or ""
-        check = await up.billing.CheckRun(billing_pb2.CheckRunRequest(account_id=caller.account_id, model=model))
-        if not check.allowed:
-            status = 402 if check.reason == "insufficient_credits" else 403
-            raise ApiError(status, check.reason or "not_allowed", check.message or "this run is not allowed")
+        # Billing is asked by the runner's StartRun, with the model the run will really use (its
+        # refusal is 402 insufficient_credits / 403 model_not_allowed with billing's message, as
+        # the gateway's own check answered): asking here too only added a round trip.
         run = await up.runner.StartRun(
             pb.StartRunRequest(
                 account_id=caller.account_id,
                 thread_id=thread_id,
-                model_name=model,
+                model_name=body.model_name or "",
                 prompt=body.prompt or "",
                 reasoning_effort=body.reasoning_effort or "",
                 multitask_strategy=body.multitask_strategy or "",
                 user_id=caller.user_id or "",
             )
         )
+        up.started_runs.put(run.agent_run_id, StartedRun(caller.account_id, run.status))
         return schemas.RunStarted(agent_run_id=run.agent_run_id, status=run.status)
 
     return await idempotent(
@@ -224,11 +223,24 @@ async def stream_run(
     after = 0
     if last_event_id:
         after = _sequence_number(last_event_id)
-    run = await up.runner.GetRun(pb.GetRunRequest(account_id=caller.account_id, agent_run_id=run_id))
+    # A run this gateway started a moment ago for this very account is known to exist and be
+    # theirs (the first open after a start, once, and without Last-Event-ID, which needs the
+    # run's current status): no GetRun. Anything else asks the runner (404 for another account's).
+    started = None if after else up.started_runs.pop(run_id)
+    if started is not None and started.account_id == caller.account_id:
+        run = pb.Run(agent_run_id=run_id, status=started.status)
+    else:
+        run = await up.runner.GetRun(pb.GetRunRequest(account_id=caller.account_id, agent_run_id=run_id))
     # The event stream must answer before the stream starts: when it cannot (Redis down past its
-    # reconnect window) the client gets 503 with Retry-After, never a 200 cut mid-body.
-    await up.events.first_seq(run.agent_run_id)
-    if after and run.status in TERMINAL_STATUSES and await _nothing_after(up, run, caller.account_id, after):
+    # reconnect window) the client gets 503 with Retry-After, never a 200 cut mid-body. That first
+    # read is the stream's own first batch.
+    first = await up.events.read(run.agent_run_id, after)
+    if (
+        after
+        and run.status in TERMINAL_STATUSES
+        and not first
+        and await _nothing_durable_after(up, run, caller.account_id, after)
+    ):
         # At or past the end of a finished run: 204 tells an EventSource to stop reconnecting.
         return Response(status_code=204)
     body = run_events(
@@ -238,6 +250,7 @@ async def stream_run(
         events=up.events,
         runner=up.runner,
         keepalive_seconds=request.app.state.settings.keepalive_seconds,
+        first=first,
     )
     return StreamingResponse(
         metered_stream(body, "run"),
@@ -246,10 +259,8 @@ async def stream_run(
     )
 
 
-async def _nothing_after(up, run: pb.Run, account_id: str, after: int) -> bool:
-    """Whether the finished run has no event after `after` (live buffer, then the database)."""
-    if await up.events.read(run.agent_run_id, after, count=1):
-        return False
+async def _nothing_durable_after(up, run: pb.Run, account_id: str, after: int) -> bool:
+    """Whether the finished run (with nothing live after `after`) has no stored event after it."""
     durable = await up.runner.ListRunEvents(
         pb.ListRunEventsRequest(account_id=account_id, agent_run_id=run.agent_run_id, after_seq=after)
     )

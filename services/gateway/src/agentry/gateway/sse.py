@@ -33,6 +33,7 @@ async def run_events(
     events: EventStream,
     runner,
     keepalive_seconds: float,
+    first: list[StreamEntry] | None = None,
 ) -> AsyncIterator[bytes]:
     """Yields SSE frames for every event after `after_seq`, then ends after the terminal one.
     The events of one live read leave as one chunk (one send through the ASGI stack, one write
@@ -50,6 +51,7 @@ async def run_events(
         runner=runner,
         keepalive_seconds=keepalive_seconds,
         batches=True,
+        first=first,
     ):
         if entry is None:
             yield KEEPALIVE
@@ -78,6 +80,7 @@ async def run_entries(
     runner,
     keepalive_seconds: float,
     batches: bool = False,
+    first: list[StreamEntry] | None = None,
 ) -> AsyncIterator[StreamEntry | None]:
     """Every event of the run after `after_seq`, in order, ending after the terminal one; None
     each time `keepalive_seconds` passed without one (the caller sends a keep-alive). With
@@ -86,15 +89,20 @@ async def run_entries(
     One read per batch: the first read answers at once with what the run has; later ones wait
     for the next append (through the event stream's multiplexer, holding no connection). A
     batch that starts past `last + 1` means the live buffer was trimmed (or lost) under this
-    reader: the durable events from the database fill the gap first."""
+    reader: the durable events from the database fill the gap first. `first`, when given, is
+    what an immediate read after `after_seq` answered (the caller's, made before the response
+    started): it stands for the first read."""
     last = after_seq
     status = run.status
     wait = False
     while True:
         ended = status in TERMINAL_STATUSES
-        entries = await events.read(
-            run.agent_run_id, last, block_ms=int(keepalive_seconds * 1000) if wait and not ended else 0
-        )
+        if first is not None:
+            entries, first = first, None
+        else:
+            entries = await events.read(
+                run.agent_run_id, last, block_ms=int(keepalive_seconds * 1000) if wait and not ended else 0
+            )
         if entries:
             if entries[0].seq > last + 1:
                 async for entry in _replay(runner, run, account_id, last, before=entries[0].seq):
@@ -133,7 +141,9 @@ async def run_entries(
             status = (
                 await runner.GetRun(pb.GetRunRequest(account_id=account_id, agent_run_id=run.agent_run_id))
             ).status
-        except grpc.aio.AioRpcError:
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.NOT_FOUND:
+                return  # the run is gone (its thread was deleted): nothing more will come
             logger.warning("could not refresh run status; stream continues")
 
 

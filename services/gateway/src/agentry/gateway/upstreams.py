@@ -17,7 +17,24 @@ from agentry.servicekit.eventstream import EventStream, MemoryEventStream, Redis
 from .config import GatewaySettings
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from .ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from .recent import Recent
 from .tokens import AuthServiceVerifier, CredentialVerifier, JwksVerifier, TokenVerifier
+
+# A run this gateway started is remembered this long (for the stream its client opens next).
+STARTED_RUN_SECONDS = 10.0
+STARTED_RUNS_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class StartedRun:
+    """What StartRun answered this gateway: whose run it is and its status then."""
+
+    account_id: str
+    status: str
+
+
+def _started_runs() -> Recent[str, StartedRun]:
+    return Recent(STARTED_RUNS_MAX, STARTED_RUN_SECONDS)
 
 
 @dataclass
@@ -34,6 +51,9 @@ class Upstreams:
     # Stream tokens are always verified here, with auth's published keys.
     stream_verifier: JwksVerifier | None = None
     limiter: RateLimiter = field(default_factory=MemoryRateLimiter)
+    # run id -> the account that started it here a moment ago: the stream opened right after the
+    # start needs no GetRun to know the run exists and is the caller's (routes.stream_run).
+    started_runs: Recent[str, StartedRun] = field(default_factory=_started_runs)
 
     def token_verifier(self) -> TokenVerifier:
         if self.verifier is None:
