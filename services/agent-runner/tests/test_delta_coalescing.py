@@ -36,10 +36,14 @@ class Repo:
         self.stored: list[StoredEvent] = []
         self.finished: list[str] = []
 
-    async def append_events(self, run_id: str, events: list[StoredEvent], *, epoch=None, phase=None) -> None:
+    async def append_events(
+        self, run_id: str, events: list[StoredEvent], *, epoch=None, phase=None, messages=()
+    ) -> None:
         self.stored.extend(events)
 
-    async def finish_run(self, run_id: str, *, from_, to, error, finish_reason, events, epoch=None) -> bool:
+    async def finish_run(
+        self, run_id: str, *, from_, to, error, finish_reason, events, epoch=None, messages=()
+    ) -> bool:
         self.finished.append(finish_reason)
         self.stored.extend(events)
         return True
