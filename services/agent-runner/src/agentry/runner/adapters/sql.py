@@ -347,7 +347,7 @@ def _run(row) -> Run:
 _LEASED = (RunStatus.RUNNING.value, RunStatus.CANCELLING.value)
 
 
-def _last_position(thread_id: str) -> sa.ScalarSelect:
+def _last_position(thread_id: str | sa.BindParameter) -> sa.ScalarSelect:
     """The position of the thread's newest message (0 when it has none)."""
     return (
         sa.select(sa.func.coalesce(sa.func.max(messages.c.position), 0))
@@ -486,9 +486,10 @@ class SqlRunnerRepository:
         fence: tuple[str, int] | None = None,
     ) -> StoredMessage:
         async with self._engine.begin() as conn:
-            fenced = {"p_run_id": fence[0], "p_epoch": fence[1], "p_now": self._clock()} if fence else None
-            if fenced is not None and (await conn.execute(_fence_statement(False), fenced)).rowcount != 1:
-                raise LeaseLost(f"run {fence[0]}: lease epoch {fence[1]} is no longer held")
+            if fence is not None:
+                fenced = {"p_run_id": fence[0], "p_epoch": fence[1], "p_now": self._clock()}
+                if (await conn.execute(_fence_statement(False), fenced)).rowcount != 1:
+                    raise LeaseLost(f"run {fence[0]}: lease epoch {fence[1]} is no longer held")
             await conn.execute(
                 messages.insert().values(
                     message_id=message_id,
