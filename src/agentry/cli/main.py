@@ -98,7 +98,7 @@ def dev(
     from agentry.servicekit.server import run_on_event_loop
 
     try:
-        run_on_event_loop(_run())
+        run_on_event_loop(_run(), spawns_processes=True)  # it hosts the sandbox
     except PortInUse as exc:
         _port_in_use(exc, "dev", "run")
 

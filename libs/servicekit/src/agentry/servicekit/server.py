@@ -129,8 +129,16 @@ async def serve_until_signalled(start: StartFn[S], settings: S) -> None:
         logger.info("shutting down")
 
 
-def run_service(start: StartFn[S], settings_cls: type[S], *, migrations: Migrations | None = None) -> None:
-    """Entry point of `python -m agentry.<service>` (`migrate` and `--help` too: entrypoint.py)."""
+def run_service(
+    start: StartFn[S],
+    settings_cls: type[S],
+    *,
+    migrations: Migrations | None = None,
+    spawns_processes: bool = False,
+) -> None:
+    """Entry point of `python -m agentry.<service>` (`migrate` and `--help` too: entrypoint.py).
+    A service that `spawns_processes` runs on asyncio's own loop unless AGENTRY_EVENT_LOOP says
+    otherwise (see `event_loop_factory`)."""
     import sys
 
     code = service_command(sys.argv[1:], settings_cls, migrations=migrations)
@@ -138,24 +146,27 @@ def run_service(start: StartFn[S], settings_cls: type[S], *, migrations: Migrati
         raise SystemExit(code)
     settings = settings_cls()
     configure_logging(settings.log_level, json=settings.log_json())
-    run_on_event_loop(serve_until_signalled(start, settings))
+    run_on_event_loop(serve_until_signalled(start, settings), spawns_processes=spawns_processes)
 
 
-def run_on_event_loop(main: Coroutine[Any, Any, T]) -> T:
+def run_on_event_loop(main: Coroutine[Any, Any, T], *, spawns_processes: bool = False) -> T:
     """`asyncio.run(main)` on the event loop AGENTRY_EVENT_LOOP chooses (`event_loop_factory`)."""
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=event_loop_factory(spawns_processes=spawns_processes)) as runner:
         return runner.run(main)
 
 
-def event_loop_factory():
-    """uvloop's event loop when it is installed (AGENTRY_EVENT_LOOP=auto, the default) or required
-    (uvloop); asyncio's own with AGENTRY_EVENT_LOOP=asyncio. None means asyncio's default."""
+def event_loop_factory(*, spawns_processes: bool = False):
+    """The event loop to run on, from AGENTRY_EVENT_LOOP: `auto` (the default) is uvloop's when it
+    is installed, except in a process that `spawns_processes` (the sandbox service, and `agentry
+    dev`, which hosts it): uvloop starts a child with fork(), which copies the parent's page tables
+    and runs gRPC's fork handlers (they log a line per command), where asyncio uses vfork or
+    posix_spawn. `uvloop` requires uvloop; `asyncio` is asyncio's own. None means asyncio's."""
     import os
 
     choice = os.environ.get("AGENTRY_EVENT_LOOP", "auto").strip().lower() or "auto"
     if choice not in ("auto", "uvloop", "asyncio"):
         raise SystemExit(f"AGENTRY_EVENT_LOOP must be auto, uvloop or asyncio, not {choice!r}")
-    if choice == "asyncio":
+    if choice == "asyncio" or (choice == "auto" and spawns_processes):
         return None
     try:
         import uvloop

@@ -126,4 +126,4 @@ async def start(settings: SandboxSettings, stack: contextlib.AsyncExitStack) -> 
 def main() -> None:
     from agentry.servicekit.entrypoint import Migrations
 
-    run_service(start, SandboxSettings, migrations=Migrations(MIGRATIONS_DIR, VERSION_TABLE))
+    run_service(start, SandboxSettings, migrations=Migrations(MIGRATIONS_DIR, VERSION_TABLE), spawns_processes=True)
