@@ -73,3 +73,32 @@ async def test_the_plan_caps_active_runs_with_the_runner_cap(sqlite_engine, plan
         await service.start_run("acct", (await service.create_thread("acct", "t")).thread_id, "openai/ok", "go")
     with pytest.raises(TooManyActiveRuns):
         await service.start_run("acct", (await service.create_thread("acct", "t")).thread_id, "openai/ok", "go")
+
+
+async def test_billing_is_asked_while_the_thread_is_read_and_a_missing_thread_still_wins(sqlite_engine):
+    import asyncio
+
+    from agentry.runner.errors import NotFound
+
+    class SlowGate(PlanGate):
+        """Answers only once the thread was read: the two are asked at once, not in turn."""
+
+        def __init__(self) -> None:
+            super().__init__(credit=False)
+            self.answered = asyncio.Event()
+
+        async def check(self, account_id: str, model: str) -> BillingCheck:
+            await asyncio.sleep(0.05)
+            self.answered.set()
+            return await super().check(account_id, model)
+
+    gate = SlowGate()
+    service = service_with(sqlite_engine, gate)
+    # Another account's (or no) thread is 404 even though billing would refuse the run.
+    with pytest.raises(NotFound):
+        await service.start_run("acct", "no-such-thread", "", "hi")
+    thread = await service.create_thread("acct", "t")
+    with pytest.raises(RunRefusedByBilling) as refused:
+        await service.start_run("acct", thread.thread_id, "", "hi")
+    assert refused.value.code == "insufficient_credits" and gate.answered.is_set()
+    assert len(gate.asked) == 1  # the first start's check was cancelled once its thread was not found

@@ -229,21 +229,35 @@ class RunnerService:
         the runs ahead of it have ended), interrupt (the active run is stopped and this one runs
         next) or rollback (as interrupt, and what the stopped run added after its prompt is
         deleted before this one starts). TooManyActiveRuns beyond the per-account cap."""
-        thread = await self.get_thread(account_id, thread_id)
-        if reasoning_effort not in REASONING_EFFORTS:
-            raise InvalidInput("reasoning_effort: must be one of low, medium, high (or empty)")
-        strategy = MultitaskStrategy.parse(multitask_strategy)
-        if strategy is None:
-            raise InvalidInput("multitask_strategy: must be one of reject, enqueue, interrupt, rollback (or empty)")
         model = self._force_model or model.strip() or self._default_model
-        if len(model) > MAX_MODEL_CHARS:
-            raise InvalidInput(f"model_name: at most {MAX_MODEL_CHARS} characters")
-        _refuse_nul("model_name", model)
+        # Billing decides on the model the run will really use (the default when none was named),
+        # asked while the thread is read (two round trips at once, not one after the other); the
+        # plan's concurrency cap is enforced below, atomically, where runs live.
+        checking = (
+            asyncio.ensure_future(self._billing.check(account_id, model))
+            if self._billing is not None and len(model) <= MAX_MODEL_CHARS and "\x00" not in model
+            else None
+        )
+        check = None
+        try:
+            thread = await self.get_thread(account_id, thread_id)
+            if reasoning_effort not in REASONING_EFFORTS:
+                raise InvalidInput("reasoning_effort: must be one of low, medium, high (or empty)")
+            strategy = MultitaskStrategy.parse(multitask_strategy)
+            if strategy is None:
+                raise InvalidInput("multitask_strategy: must be one of reject, enqueue, interrupt, rollback (or empty)")
+            if len(model) > MAX_MODEL_CHARS:
+                raise InvalidInput(f"model_name: at most {MAX_MODEL_CHARS} characters")
+            _refuse_nul("model_name", model)
+            check = await checking if checking is not None else None
+        finally:
+            if checking is not None:
+                if not checking.done():
+                    checking.cancel()  # the start failed before billing answered: not needed
+                elif not checking.cancelled():
+                    checking.exception()  # retrieved: a failure there is reported only if awaited above
         max_active = self._max_active_runs
-        if self._billing is not None:
-            # Billing decides on the model the run will really use (the default when none was
-            # named); the plan's concurrency cap is enforced below, atomically, where runs live.
-            check = await self._billing.check(account_id, model)
+        if check is not None:
             if not check.allowed:
                 raise RunRefusedByBilling(check.reason, check.message or "billing does not allow this run")
             if check.max_concurrent_runs > 0:
