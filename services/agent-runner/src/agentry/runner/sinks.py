@@ -99,27 +99,26 @@ class ThreadMessageStore:
         if lease is not None and lease.lost:
             logger.info("message of a run this worker no longer holds dropped")
             return
+        row = NewMessage(
+            message_id=message.message_id,
+            thread_id=self._thread_id,
+            account_id=self._account_id,
+            type=message.kind,
+            content_json=message.to_json().decode(),
+            created_at=message.created_at,
+        )
         if self._sink is not None:
-            await self._sink.add_message(
-                NewMessage(
-                    message_id=message.message_id,
-                    thread_id=self._thread_id,
-                    account_id=self._account_id,
-                    type=message.kind,
-                    content_json=message.to_json().decode(),
-                    created_at=message.created_at,
-                )
-            )
+            await self._sink.add_message(row)
             return
         try:  # a database that restarts is waited for, as the durable-event writer does
             await retrying(
                 lambda: self._repo.add_message(
-                    thread_id=self._thread_id,
-                    account_id=self._account_id,
-                    type=message.kind,
-                    content_json=message.to_json().decode(),
-                    message_id=message.message_id,
-                    created_at=message.created_at,
+                    thread_id=row.thread_id,
+                    account_id=row.account_id,
+                    type=row.type,
+                    content_json=row.content_json,
+                    message_id=row.message_id,
+                    created_at=row.created_at,
                     fence=(lease.run_id, lease.epoch) if lease else None,
                 ),
                 deadline=WRITE_RETRY_SECONDS,

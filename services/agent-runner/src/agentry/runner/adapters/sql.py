@@ -490,15 +490,8 @@ class SqlRunnerRepository:
                 fenced = {"p_run_id": fence[0], "p_epoch": fence[1], "p_now": self._clock()}
                 if (await conn.execute(_fence_statement(False), fenced)).rowcount != 1:
                     raise LeaseLost(f"run {fence[0]}: lease epoch {fence[1]} is no longer held")
-            await conn.execute(
-                messages.insert().values(
-                    message_id=message_id,
-                    thread_id=thread_id,
-                    account_id=account_id,
-                    type=type,
-                    content_json=content_json,
-                    created_at=created_at,
-                )
+            await _insert_messages(
+                conn, [NewMessage(message_id, thread_id, account_id, type, content_json, created_at)]
             )
         return StoredMessage(message_id, thread_id, type, content_json, created_at)
 
@@ -713,16 +706,19 @@ class SqlRunnerRepository:
                 )
                 if not waits:
                     if first_message is not None:
-                        await conn.execute(
-                            messages.insert(),
-                            {
-                                "message_id": first_message.message_id,
-                                "thread_id": thread_id,
-                                "account_id": account_id,
-                                "type": first_message.type,
-                                "content_json": first_message.content_json,
-                                "created_at": first_message.created_at,
-                            },
+                        first = first_message
+                        await _insert_messages(
+                            conn,
+                            [
+                                NewMessage(
+                                    first.message_id,
+                                    thread_id,
+                                    account_id,
+                                    first.type,
+                                    first.content_json,
+                                    first.created_at,
+                                )
+                            ],
                         )
                     await conn.execute(
                         _insert_queued_run_statement(),
