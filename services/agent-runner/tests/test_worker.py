@@ -29,6 +29,7 @@ from agentpress import (
     ScriptedReply,
     TextDelta,
     ToolCall,
+    ToolResultMessage,
     Usage,
     default_tools,
     message_from_json,
@@ -681,6 +682,19 @@ async def test_a_message_is_stored_before_any_event_after_its_completion_goes_ou
     await asyncio.wait_for(sink.emit(PhaseChanged(phase="calling_model")), WAIT)
     assert repo.transactions == [([1], [result.message_id])]  # stored before seq 2 went out
     assert [e.seq for e in await events.read("r", 0)] == [1, 2]
+
+
+async def test_a_tool_result_is_stored_before_its_message_completed_goes_out() -> None:
+    repo, events = GatedRepo(), MemoryEventStream()
+    repo.gate.set()
+    sink = RunEventSink("r", repo, events, last_seq=0, write_delay=30.0)  # type: ignore[arg-type]
+    store = ThreadMessageStore(repo, thread_id="t", account_id="a", sink=sink)  # type: ignore[arg-type]
+    result = ToolResultMessage(call_id="c1", name="run_command", output="done")
+    await store.append(result)
+    assert repo.messages == []
+    await asyncio.wait_for(sink.emit(MessageCompleted(message=result)), WAIT)
+    assert repo.transactions == [([], [result.message_id])]  # stored before seq 1 went out
+    assert [e.seq for e in await events.read("r", 0)] == [1]
 
 
 async def test_messages_of_a_run_whose_lease_is_lost_are_dropped() -> None:

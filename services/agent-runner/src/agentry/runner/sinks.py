@@ -303,10 +303,12 @@ class RunEventSink:
             raise EventStoreFailed("the run's events could not be stored") from self._write_error
         if self._stream_error is not None:
             raise self._stream_error
-        if self._messages and not isinstance(event, MessageCompleted):
-            # A message waits for the writer only until the event that completes it: whoever sees
-            # anything after that (a tool finishing, the next model call) finds it stored. So only
-            # a run's last reply, followed by the end, goes in the end's transaction.
+        if self._messages and not (isinstance(event, MessageCompleted) and event.message.kind == "assistant"):
+            # An assistant's reply waits for the writer only until the event after its
+            # message_completed (whoever sees a tool start or the next model call finds it
+            # stored), so a run's last reply, followed by the end, goes in the end's transaction.
+            # Any other message (a tool's result) is stored before its message_completed goes out,
+            # as when it was written at once.
             try:
                 await self._stored(self._seq)
             except LeaseLost:
@@ -457,8 +459,9 @@ class RunEventSink:
 
     async def add_message(self, message: NewMessage) -> None:
         """Queues a thread message for the writer: it is stored with the durable events written
-        at the same time, at the latest before any event after its `message_completed` goes out
-        (or with the run's end or pause, in their transaction). Dropped once the lease is lost."""
+        at the same time, at the latest before its `message_completed` goes out (an assistant's
+        reply: before any event after that one, or with the run's end or pause, in their
+        transaction). Dropped once the lease is lost."""
         async with self._lock:
             if self._lost():
                 return
