@@ -202,7 +202,14 @@ async def test_rollback_deletes_the_stopped_runs_messages(client):
     thread = await api.thread()
     first = await api.started(thread, "long task", "mt-long")
     await api.wait_for(first["agent_run_id"], "tool_call_finished")
-    assert [m["type"] for m in await api.messages(thread)][:3] == ["user", "assistant", "tool"]
+    # agentpress stores a step's assistant message and tool results when the step's model reply
+    # has ended, which is after tool_call_finished: wait for them, then check.
+    for _ in range(100):
+        kinds = [m["type"] for m in await api.messages(thread)][:3]
+        if kinds == ["user", "assistant", "tool"]:
+            break
+        await asyncio.sleep(0.05)
+    assert kinds == ["user", "assistant", "tool"]
 
     second = await api.started(thread, "forget that", "mt-quick", "rollback")
 
