@@ -198,8 +198,8 @@ class LiteLLMModel:
         lane = direct_lane(litellm, self.name, api_base=self.api_base, api_key=self.api_key, timeout=self.timeout)
         if lane is not None and lane.accepts(kwargs):
             # OpenAI's own protocol: sent and read here, without LiteLLM's per-call and per-chunk
-            # costs (agentpress.openai_stream) and without importing LiteLLM; errors are LiteLLM's
-            # types all the same (a failed call imports it).
+            # costs (agentpress.openai_stream) and without importing LiteLLM; its errors are
+            # already classified as LiteLLM's would be (a failed call does not import it either).
             try:
                 async for data in lane.stream(request.messages, kwargs):
                     yield _translate_dict(data)

@@ -12,9 +12,10 @@ client per event loop (keep-alive connections reused across calls), the body enc
 orjson, each SSE line decoded with orjson straight into a ModelDelta. An `openai/...` model takes
 the lane without LiteLLM even being imported (agentpress.catalog answers its provider, price and
 window from LiteLLM's own table); LiteLLM decides for any other name. A failed call raises the
-same LiteLLM exception type LiteLLM would (RateLimitError with the response and its Retry-After,
-ContextWindowExceededError, ...; LiteLLM is imported then, off the event loop), so retries and
-fallbacks treat both lanes alike.
+ModelCallError that agentpress.retries.classify makes of LiteLLM's exception for the same answer
+(the same kind, Retry-After and transience), built here from the HTTP status, headers and body,
+so retries and fallbacks treat both lanes alike and a failure never imports LiteLLM (which costs
+seconds of CPU, once per process, when it matters least: under load, when calls fail).
 
 Everything else goes through LiteLLM: other providers, settings LiteLLM translates for OpenAI
 (`thinking`, provider-specific extras, `max_tokens`/`temperature` on reasoning models), and any
@@ -34,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agentpress import catalog
-from agentpress.litellm_import import import_litellm_off_loop
+from agentpress.errors import ModelCallError
+from agentpress.retries import ErrorKind, kind_from_status, model_error
 
 if TYPE_CHECKING:
     import httpx
@@ -78,7 +80,6 @@ class DirectLane:
 
     def __init__(
         self,
-        litellm: ModuleType | None,
         *,
         model: str,
         provider_model: str,
@@ -88,7 +89,6 @@ class DirectLane:
     ) -> None:
         import httpx
 
-        self._litellm = litellm  # None until an error needs LiteLLM's exception types
         self.model = model  # as the caller named it, e.g. "openai/gpt-4o-mini"
         self.provider_model = provider_model  # as the server knows it, e.g. "gpt-4o-mini"
         self.url = base_url.rstrip("/") + "/chat/completions"
@@ -109,7 +109,8 @@ class DirectLane:
 
     async def stream(self, messages: list[dict[str, Any]], settings: Mapping[str, Any]) -> AsyncIterator[dict]:
         """The decoded `data:` objects of the server's stream, in order (usage in the last one).
-        Raises the LiteLLM exception LiteLLM would raise for the same answer."""
+        Raises ModelCallError (ModelTransientError when worth retrying), as classify would of
+        LiteLLM's exception for the same answer."""
         import httpx
 
         body = orjson.dumps(
@@ -126,17 +127,13 @@ class DirectLane:
             request = client.build_request("POST", self.url, content=body, headers=self._headers, timeout=self._timeout)
             response = await client.send(request, stream=True)
         except httpx.TimeoutException as exc:
-            lit = await self._lit()
-            raise lit.Timeout(message=f"request timed out: {exc!r}", model=self.model, llm_provider="openai") from exc
+            raise model_error(ErrorKind.TIMEOUT, f"Timeout: request timed out: {exc!r}") from exc
         except httpx.HTTPError as exc:
-            lit = await self._lit()
-            raise lit.APIConnectionError(
-                message=f"could not reach {self.url}: {exc!r}", llm_provider="openai", model=self.model
-            ) from exc
+            raise model_error(ErrorKind.CONNECTION, f"APIConnectionError: could not reach {self.url}: {exc!r}") from exc
         try:
             if response.status_code != 200:
                 await response.aread()
-                raise self._error(await self._lit(), response)
+                raise self._error(response)
             done = False
             async for line in response.aiter_lines():
                 # Read to the end of the body even after [DONE]: a response closed unread closes
@@ -152,67 +149,34 @@ class DirectLane:
                 except orjson.JSONDecodeError as exc:
                     data = _lenient_loads(payload)  # only on this rare path: nothing per chunk
                     if data is None:
-                        lit = await self._lit()
-                        raise lit.APIError(
-                            status_code=500,
-                            message=f"unreadable stream chunk: {payload[:200]!r}",
-                            llm_provider="openai",
-                            model=self.model,
+                        raise model_error(
+                            ErrorKind.SERVER_ERROR, f"APIError: unreadable stream chunk: {payload[:200]!r}", status=500
                         ) from exc
                 if isinstance(data, dict) and data.get("error"):
-                    lit = await self._lit()
-                    raise lit.APIError(
-                        status_code=500,
-                        message=f"error in stream: {data['error']!r}"[:1000],
-                        llm_provider="openai",
-                        model=self.model,
-                    )
+                    detail = f"APIError: error in stream: {data['error']!r}"[:1000]
+                    raise model_error(ErrorKind.SERVER_ERROR, detail, status=500)
                 yield data
         except httpx.TimeoutException as exc:
-            lit = await self._lit()
-            raise lit.Timeout(message=f"stream timed out: {exc!r}", model=self.model, llm_provider="openai") from exc
+            raise model_error(ErrorKind.TIMEOUT, f"Timeout: stream timed out: {exc!r}") from exc
         except httpx.HTTPError as exc:
-            lit = await self._lit()
-            raise lit.APIConnectionError(
-                message=f"stream from {self.url} broke: {exc!r}", llm_provider="openai", model=self.model
+            raise model_error(
+                ErrorKind.CONNECTION, f"APIConnectionError: stream from {self.url} broke: {exc!r}"
             ) from exc
         finally:
             await response.aclose()
 
-    async def _lit(self) -> ModuleType:
-        """LiteLLM, for its exception types: imported (off the loop) by the first error."""
-        if self._litellm is None:
-            self._litellm = await import_litellm_off_loop()
-        return self._litellm
-
-    def _error(self, lit: ModuleType, response: httpx.Response) -> Exception:
-        """The LiteLLM exception for an error answer (what LiteLLM's exception mapping would raise)."""
+    def _error(self, response: httpx.Response) -> ModelCallError:
+        """The error for an answer other than 200: the kind LiteLLM's exception mapping gives the
+        same status and body (a context-window or content-filter message on a 400 says so)."""
         status, text = response.status_code, response.text[:2000]
-        message = f"{status}: {text}"
-        common = {"message": message, "llm_provider": "openai", "model": self.model}
         lowered = text.lower()
         if status in (400, 413) and any(marker in lowered for marker in _CONTEXT_MARKERS):
-            return lit.ContextWindowExceededError(response=response, **common)
-        if status == 400 and ("content_filter" in lowered or "content_policy" in lowered):
-            return lit.ContentPolicyViolationError(response=response, **common)
-        by_status = {
-            400: lit.BadRequestError,
-            401: lit.AuthenticationError,
-            403: lit.PermissionDeniedError,
-            404: lit.NotFoundError,
-            408: lit.Timeout,
-            422: lit.UnprocessableEntityError,
-            429: lit.RateLimitError,
-            500: lit.InternalServerError,
-            502: lit.BadGatewayError,
-            503: lit.ServiceUnavailableError,
-        }
-        cls = by_status.get(status)
-        if cls is lit.Timeout:
-            return lit.Timeout(**common)
-        if cls is not None:
-            return cls(response=response, **common)
-        return lit.APIError(status_code=status, request=response.request, **common)
+            kind = ErrorKind.CONTEXT_WINDOW
+        elif status == 400 and ("content_filter" in lowered or "content_policy" in lowered):
+            kind = ErrorKind.CONTENT_FILTER
+        else:
+            kind = kind_from_status(status)
+        return model_error(kind, f"HTTP {status} from {self.model}: {text}", status=status, headers=response.headers)
 
 
 def direct_lane(
@@ -255,9 +219,7 @@ def direct_lane(
                 or "https://api.openai.com/v1"
             )
             key_ = api_key or dynamic_key or os.environ.get("OPENAI_API_KEY")
-            lane = DirectLane(
-                litellm, model=model, provider_model=provider_model, base_url=base, api_key=key_, timeout=timeout
-            )
+            lane = DirectLane(model=model, provider_model=provider_model, base_url=base, api_key=key_, timeout=timeout)
     if len(_lanes) > 1024:
         _lanes.clear()
     _lanes[key] = lane

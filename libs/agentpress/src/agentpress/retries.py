@@ -68,7 +68,9 @@ _BY_TYPE: tuple[tuple[str, ErrorKind], ...] = (
 )
 
 
-def _kind_from_status(status: int | None) -> ErrorKind:
+def kind_from_status(status: int | None) -> ErrorKind:
+    """The error class an HTTP status alone says (429 rate_limit, 503/529 overloaded, 5xx
+    server_error, 408 timeout, 401/403 auth, 413 context_window, other 4xx bad_request)."""
     if status is None:
         return ErrorKind.UNKNOWN
     if status == 429:
@@ -126,19 +128,26 @@ def classify(exc: BaseException, litellm: ModuleType | None = None) -> ModelCall
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) else None
     if kind is None:
-        kind = _kind_from_status(status)
-    if kind in (ErrorKind.SERVER_ERROR, ErrorKind.UNKNOWN) and ("overloaded" in str(exc).lower() or status == 529):
-        kind = ErrorKind.OVERLOADED
+        kind = kind_from_status(status)
     headers = getattr(exc, "litellm_response_headers", None)
     if headers is None:
         headers = getattr(getattr(exc, "response", None), "headers", None)
+    return model_error(kind, f"{type(exc).__name__}: {exc}", status=status, headers=headers)
+
+
+def model_error(
+    kind: ErrorKind, detail: str, *, status: int | None = None, headers: Mapping[str, str] | None = None
+) -> ModelCallError:
+    """The error `classify` gives, built from what is already known (the direct lane's HTTP status
+    and headers): the same kind, Retry-After, transience and message shape, with no LiteLLM."""
+    if kind in (ErrorKind.SERVER_ERROR, ErrorKind.UNKNOWN) and ("overloaded" in detail.lower() or status == 529):
+        kind = ErrorKind.OVERLOADED
     try:
         retry_after = retry_after_seconds(headers)
     except (TypeError, ValueError):
         retry_after = None
     cls_ = ModelTransientError if kind in TRANSIENT else ModelCallError
-    detail = f"{type(exc).__name__}: {exc}".strip()
-    return cls_(f"{LABELS[kind]}: {detail}", kind=kind.value, retry_after=retry_after, status=status)
+    return cls_(f"{LABELS[kind]}: {detail}".strip(), kind=kind.value, retry_after=retry_after, status=status)
 
 
 def is_transient(error: ModelCallError) -> bool:
