@@ -266,3 +266,44 @@ async def test_a_rate_limited_call_is_attempted_three_times_in_all_on_each_lane(
         result = await agent.run(harness.ctx)
     assert result.reason is FinishReason.ERROR and result.error.startswith("rate limit reached (HTTP 429)")
     assert len(provider.requests) == 3
+
+
+class PiecesProvider(FakeProvider):
+    """Answers one stream written as the given byte pieces (a line may be cut anywhere)."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        super().__init__()
+        self.pieces = pieces
+
+    async def completions(self, request: Request):
+        self.requests.append(await request.json())
+
+        async def stream() -> AsyncIterator[bytes]:
+            for piece in self.pieces:
+                yield piece
+                await asyncio.sleep(0.001)  # each piece its own network read
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+async def test_lines_cut_anywhere_and_a_line_longer_than_any_buffer_are_read_whole():
+    # A tool call's whole arguments may come in one chunk: 300 KB on one line, more than aiohttp's
+    # own readline would take, and sent in pieces that cut lines (and \r\n endings) anywhere.
+    big = "x" * 300_000
+    text = (
+        _chunk({"role": "assistant", "content": "Hello "}).replace("\n\n", "\r\n\r\n")
+        + ": keep-alive comment\n\n"
+        + _chunk({"content": big})
+        + _chunk({"content": " world"}, "stop")
+        + _chunk(None, usage={"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8})
+        + "data: [DONE]\n\n"
+    ).encode()
+    cuts = [0, 7, 8, 30, 200, 5_000, 150_000, 300_100, len(text) - 3, len(text)]
+    provider = PiecesProvider([text[a:b] for a, b in zip(cuts, cuts[1:], strict=False)])
+    async with serve(provider) as base:
+        model = LiteLLMModel("openai/agentry-test", api_base=base, api_key="sk-test")
+        request = ModelRequest(messages=[{"role": "user", "content": "hi"}], tools=[])
+        deltas = [d async for d in model.stream(request)]
+    assert "".join(d.text for d in deltas) == "Hello " + big + " world"
+    assert [d.finish_reason for d in deltas if d.finish_reason] == ["stop"]
+    assert [(d.prompt_tokens, d.completion_tokens) for d in deltas if d.prompt_tokens] == [(5, 3)]

@@ -135,3 +135,33 @@ def test_a_failed_direct_call_is_classified_without_importing_litellm(llm_base):
     assert result["kind"] == "rate_limit" and result["retry_after"] == 2.0, result
     assert "HTTP 429" in result["message"], result
     assert result["after"] is False
+
+
+_CLOSED = textwrap.dedent(
+    """
+    import asyncio, gc, sys
+
+    from agentpress.models import LiteLLMModel, ModelRequest
+
+    async def main():
+        model = LiteLLMModel("openai/agentry-demo", api_base=sys.argv[1], api_key="k")
+        request = ModelRequest(messages=[{"role": "user", "content": "hi"}], tools=[])
+        return "".join([d.text async for d in model.stream(request)])
+
+    for _ in range(2):  # each loop has its own session, closed when the loop shuts down
+        assert asyncio.run(main())
+    gc.collect()
+    print("ok")
+    """
+)
+
+
+def test_the_direct_lanes_session_closes_with_its_event_loop(llm_base):
+    # aiohttp reports a session left open ("Unclosed client session") when it is collected:
+    # asyncio.run's shutdown closes it, so nothing is reported.
+    out = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", _CLOSED, llm_base], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "ok"
+    assert "Unclosed" not in out.stderr, out.stderr[-3000:]

@@ -7,9 +7,11 @@ building, logging objects, a success-logging thread that rebuilds the whole resp
 lookups) and about 0.55 ms per chunk (a pydantic object per chunk, wrapped twice). That is most
 of what a run costs. For the provider LiteLLM itself calls "openai" -- api.openai.com, or any
 server given as `api_base` with an `openai/...` model (vLLM, Ollama, LM Studio, llama.cpp, a
-gateway) -- LiteLLM sends the request as it is, so agentpress sends it itself: one pooled HTTP
-client per event loop (keep-alive connections reused across calls), the body encoded once with
-orjson, each SSE line decoded with orjson straight into a ModelDelta. An `openai/...` model takes
+gateway) -- LiteLLM sends the request as it is, so agentpress sends it itself: one aiohttp session
+per event loop (keep-alive connections reused across calls), the body encoded once with orjson,
+each SSE line decoded with orjson straight into a ModelDelta. aiohttp, not httpx: its C parser
+reads a chunk for ~16 µs of CPU against httpx's ~50, and a 14-chunk call costs ~0.4 ms against
+~2.9 (bench/BENCHMARKS.md, "Third sitting"). An `openai/...` model takes
 the lane without LiteLLM even being imported (agentpress.catalog answers its provider, price and
 window from LiteLLM's own table); LiteLLM decides for any other name. A failed call raises the
 ModelCallError that agentpress.retries.classify makes of LiteLLM's exception for the same answer
@@ -27,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -39,17 +40,20 @@ from agentpress.errors import ModelCallError
 from agentpress.retries import ErrorKind, kind_from_status, model_error
 
 if TYPE_CHECKING:
-    import httpx
+    import aiohttp
 
-# httpx is imported by the first lane built, not with agentpress: a process that never calls a
+# aiohttp is imported by the first lane built, not with agentpress: a process that never calls a
 # model (the runner's API role, the gateway's OpenAPI document) does not load it.
 
-__all__ = ["DirectLane", "direct_lane", "direct_lane_enabled"]
+__all__ = ["DirectLane", "aclose_sessions", "direct_lane", "direct_lane_enabled"]
 
 # Models that LiteLLM sends with translated parameters (max_completion_tokens, no temperature).
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 _CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window", "too many tokens")
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+_MAX_LINE = 16 * 1024 * 1024  # one SSE line longer than this is not a chat-completion chunk
+# The event loop's session, and the suspended generator whose close (the loop's
+# shutdown_asyncgens, which asyncio.run and asyncio.Runner call) closes it.
+_sessions: dict[asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncIterator[None]]] = {}
 _lanes: dict[tuple[str, str | None, str | None], DirectLane | None] = {}
 
 
@@ -57,21 +61,42 @@ def direct_lane_enabled() -> bool:
     return os.environ.get("AGENTPRESS_DIRECT_OPENAI", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _client() -> httpx.AsyncClient:
-    """One client per event loop: its connections stay open between calls (no TLS handshake or
-    TCP connect per call), and a client never outlives or crosses its loop."""
-    import httpx
+async def _closes(session: aiohttp.ClientSession) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await session.close()
 
+
+async def _session() -> aiohttp.ClientSession:
+    """One session per event loop: its connections stay open between calls (no TLS handshake or
+    TCP connect per call), and a session never outlives or crosses its loop: it is closed when
+    the loop shuts down its async generators (or by `aclose_sessions`)."""
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=1000, keepalive_expiry=60),
-            timeout=httpx.Timeout(600.0, connect=10.0),
-            follow_redirects=False,
-        )
-        _clients[loop] = client
-    return client
+    held = _sessions.get(loop)
+    if held is not None and not held[0].closed:
+        return held[0]
+    import aiohttp
+
+    for other in [other for other in _sessions if other.is_closed()]:
+        del _sessions[other]
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+        trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as httpx and the OpenAI SDK honour them
+        auto_decompress=True,
+        raise_for_status=False,
+    )
+    closer = _closes(session)
+    await anext(closer)  # registered with the loop: shutdown_asyncgens closes the session
+    _sessions[loop] = (session, closer)
+    return session
+
+
+async def aclose_sessions() -> None:
+    """Closes this event loop's session (its keep-alive connections); the next call opens another."""
+    held = _sessions.pop(asyncio.get_running_loop(), None)
+    if held is not None:
+        await held[0].close()
 
 
 class DirectLane:
@@ -87,8 +112,6 @@ class DirectLane:
         api_key: str | None,
         timeout: float,
     ) -> None:
-        import httpx
-
         self.model = model  # as the caller named it, e.g. "openai/gpt-4o-mini"
         self.provider_model = provider_model  # as the server knows it, e.g. "gpt-4o-mini"
         self.url = base_url.rstrip("/") + "/chat/completions"
@@ -98,7 +121,7 @@ class DirectLane:
         organization = os.environ.get("OPENAI_ORGANIZATION")
         if organization:
             self._headers["openai-organization"] = organization
-        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self.timeout = timeout
 
     def accepts(self, settings: Mapping[str, Any]) -> bool:
         """Settings sent as they are (LiteLLM would not translate them for this model)."""
@@ -110,8 +133,9 @@ class DirectLane:
     async def stream(self, messages: list[dict[str, Any]], settings: Mapping[str, Any]) -> AsyncIterator[dict]:
         """The decoded `data:` objects of the server's stream, in order (usage in the last one).
         Raises ModelCallError (ModelTransientError when worth retrying), as classify would of
-        LiteLLM's exception for the same answer."""
-        import httpx
+        LiteLLM's exception for the same answer. `timeout` (seconds) bounds the connect (at most
+        10 s) and each wait for more of the answer, as httpx's and the OpenAI SDK's timeout do."""
+        import aiohttp
 
         body = orjson.dumps(
             {
@@ -122,53 +146,78 @@ class DirectLane:
                 **settings,
             }
         )
-        client = _client()
+        session = await _session()
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=min(self.timeout, 10.0), sock_connect=min(self.timeout, 10.0), sock_read=self.timeout
+        )
         try:
-            request = client.build_request("POST", self.url, content=body, headers=self._headers, timeout=self._timeout)
-            response = await client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
+            response = await session.post(self.url, data=body, headers=self._headers, timeout=timeout)
+        except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
             raise model_error(ErrorKind.TIMEOUT, f"Timeout: request timed out: {exc!r}") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise model_error(ErrorKind.CONNECTION, f"APIConnectionError: could not reach {self.url}: {exc!r}") from exc
         try:
-            if response.status_code != 200:
-                await response.aread()
-                raise self._error(response)
+            if response.status != 200:
+                text = (await response.read()).decode("utf-8", "replace")[:2000]
+                raise self._error(response.status, text, response.headers)
             done = False
-            async for line in response.aiter_lines():
-                # Read to the end of the body even after [DONE]: a response closed unread closes
-                # its connection too, and the next call would connect again.
-                if done or not line.startswith("data:"):
-                    continue  # blank separators, comments (": keep-alive"), event: lines
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    done = True
-                    continue
-                try:
-                    data = orjson.loads(payload)
-                except orjson.JSONDecodeError as exc:
-                    data = _lenient_loads(payload)  # only on this rare path: nothing per chunk
-                    if data is None:
-                        raise model_error(
-                            ErrorKind.SERVER_ERROR, f"APIError: unreadable stream chunk: {payload[:200]!r}", status=500
-                        ) from exc
-                if isinstance(data, dict) and data.get("error"):
-                    detail = f"APIError: error in stream: {data['error']!r}"[:1000]
-                    raise model_error(ErrorKind.SERVER_ERROR, detail, status=500)
-                yield data
-        except httpx.TimeoutException as exc:
+            pending = b""
+            # Lines are split here rather than by aiohttp's readline, which refuses a line longer
+            # than its buffer: a chunk may carry a whole tool call's arguments.
+            async for data in response.content.iter_any():
+                if pending:
+                    data = pending + data
+                lines = data.split(b"\n")
+                pending = lines.pop()
+                if len(pending) > _MAX_LINE:
+                    raise model_error(ErrorKind.SERVER_ERROR, "APIError: a stream line longer than 16 MiB", status=500)
+                for line in lines:
+                    # Read to the end of the body even after [DONE]: a response left unread
+                    # closes its connection too, and the next call would connect again.
+                    if done or not line.startswith(b"data:"):
+                        continue  # blank separators, comments (": keep-alive"), event: lines
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        done = True
+                        continue
+                    chunk = self._decode(payload)
+                    if chunk is not None:
+                        yield chunk
+            if pending.startswith(b"data:") and not done:  # a last line without its newline
+                payload = pending[5:].strip()
+                if payload != b"[DONE]":
+                    chunk = self._decode(payload)
+                    if chunk is not None:
+                        yield chunk
+        except TimeoutError as exc:
             raise model_error(ErrorKind.TIMEOUT, f"Timeout: stream timed out: {exc!r}") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise model_error(
                 ErrorKind.CONNECTION, f"APIConnectionError: stream from {self.url} broke: {exc!r}"
             ) from exc
         finally:
-            await response.aclose()
+            response.release()
 
-    def _error(self, response: httpx.Response) -> ModelCallError:
+    def _decode(self, payload: bytes) -> dict | None:
+        """One `data:` payload: the chunk, None for a JSON value that is not an object, an error
+        the server sent in the stream raised as one."""
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            data = _lenient_loads(payload)  # only on this rare path: nothing per chunk
+            if data is None:
+                detail = f"APIError: unreadable stream chunk: {payload[:200]!r}"
+                raise model_error(ErrorKind.SERVER_ERROR, detail, status=500) from exc
+        if not isinstance(data, dict):
+            return None
+        if data.get("error"):
+            detail = f"APIError: error in stream: {data['error']!r}"[:1000]
+            raise model_error(ErrorKind.SERVER_ERROR, detail, status=500)
+        return data
+
+    def _error(self, status: int, text: str, headers: Mapping[str, str]) -> ModelCallError:
         """The error for an answer other than 200: the kind LiteLLM's exception mapping gives the
         same status and body (a context-window or content-filter message on a 400 says so)."""
-        status, text = response.status_code, response.text[:2000]
         lowered = text.lower()
         if status in (400, 413) and any(marker in lowered for marker in _CONTEXT_MARKERS):
             kind = ErrorKind.CONTEXT_WINDOW
@@ -176,7 +225,7 @@ class DirectLane:
             kind = ErrorKind.CONTENT_FILTER
         else:
             kind = kind_from_status(status)
-        return model_error(kind, f"HTTP {status} from {self.model}: {text}", status=status, headers=response.headers)
+        return model_error(kind, f"HTTP {status} from {self.model}: {text}", status=status, headers=headers)
 
 
 def direct_lane(
@@ -192,9 +241,7 @@ def direct_lane(
     if key in _lanes:
         lane = _lanes[key]
         if lane is not None:
-            import httpx
-
-            lane._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+            lane.timeout = timeout
         return lane
     lane = None
     if litellm is None:
@@ -226,7 +273,7 @@ def direct_lane(
     return lane
 
 
-def _lenient_loads(payload: str) -> Any:
+def _lenient_loads(payload: bytes) -> Any:
     """A chunk orjson refuses may still be JSON: an unpaired surrogate escape (\\ud800), which
     models do send. The stdlib reads it; agentpress.safe_text replaces it downstream."""
     try:
