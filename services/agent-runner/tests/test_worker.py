@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -56,6 +57,22 @@ from agentry.servicekit.eventstream import MemoryEventStream, StreamEntry
 ACCOUNT = "acct-worker"
 WAIT = 10.0
 STOP_DEADLINE = 2.0
+
+
+async def within_stop_deadline(task: asyncio.Future) -> None:
+    """Waits STOP_DEADLINE for `task`; past it, fails naming where every task of the loop waits
+    (a stop that stalls is otherwise a bare TimeoutError, hard to read from a CI log)."""
+    done, _ = await asyncio.wait({task}, timeout=STOP_DEADLINE)
+    if done:
+        return task.result()
+    stacks = io.StringIO()
+    for other in asyncio.all_tasks():
+        print(f"--- {other!r}", file=stacks)
+        other.print_stack(limit=12, file=stacks)
+    task.cancel()
+    raise AssertionError(f"not done within {STOP_DEADLINE} s; the loop's tasks:\n{stacks.getvalue()}")
+
+
 # Counting tokens without LiteLLM keeps its multi-second import out of the suite.
 OFFLINE_CONTEXT = ContextConfig(
     context_window=32_000, token_counter=lambda model, messages: len(orjson.dumps(messages)) // 4
@@ -381,7 +398,7 @@ async def test_stopping_a_run_while_the_model_is_slow_cancels_it_promptly(world:
     await asyncio.wait_for(called.wait(), WAIT)
 
     assert (await world.service.stop_run(ACCOUNT, run.run_id)).status is RunStatus.CANCELLING
-    await asyncio.wait_for(handling, STOP_DEADLINE)
+    await within_stop_deadline(handling)
 
     stream = await world.stream(run.run_id)
     assert decoded(stream)[-1] == {"seq": len(stream), "type": "run_finished", "reason": "cancelled", "error": None}
@@ -405,7 +422,7 @@ async def test_stopping_a_run_during_a_long_sandbox_command_cancels_it_promptly(
     await world.wait_for_event(run.run_id, "tool_call_started")
 
     await world.service.stop_run(ACCOUNT, run.run_id)
-    await asyncio.wait_for(handling, STOP_DEADLINE)
+    await within_stop_deadline(handling)
 
     ended = await world.run_row(run.run_id)
     assert (ended.status, ended.finish_reason) == (RunStatus.CANCELLED, "cancelled")
@@ -487,9 +504,9 @@ async def test_a_worker_shutdown_mid_run_hands_the_run_back_and_another_worker_r
     handling = asyncio.create_task(world.worker.handle(job))
     await asyncio.wait_for(called.wait(), WAIT)
 
-    await asyncio.wait_for(world.worker.hand_back_all(), STOP_DEADLINE)
+    await within_stop_deadline(asyncio.ensure_future(world.worker.hand_back_all()))
     with pytest.raises(RequeueJob):
-        await asyncio.wait_for(handling, STOP_DEADLINE)
+        await within_stop_deadline(handling)
 
     # Not cancelled: still running, its lease released so the next worker takes it at once.
     released = await world.run_row(run.run_id)
@@ -918,7 +935,7 @@ async def test_a_background_process_left_running_when_the_run_is_stopped_is_kill
     assert _host_processes(marker), "the background process should be running"
 
     await world.service.stop_run(ACCOUNT, run.run_id)
-    await asyncio.wait_for(handling, STOP_DEADLINE)
+    await within_stop_deadline(handling)
     assert (await world.run_row(run.run_id)).status is RunStatus.CANCELLED
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
