@@ -307,3 +307,13 @@ async def test_lines_cut_anywhere_and_a_line_longer_than_any_buffer_are_read_who
     assert "".join(d.text for d in deltas) == "Hello " + big + " world"
     assert [d.finish_reason for d in deltas if d.finish_reason] == ["stop"]
     assert [(d.prompt_tokens, d.completion_tokens) for d in deltas if d.prompt_tokens] == [(5, 3)]
+
+
+def test_the_direct_lane_takes_its_proxy_from_the_environment_once(monkeypatch):
+    from agentpress.openai_stream import DirectLane
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    lane = DirectLane(model="openai/m", provider_model="m", base_url="https://api.example/v1", api_key=None, timeout=5)
+    local = DirectLane(model="openai/m", provider_model="m", base_url="http://127.0.0.1:9/v1", api_key=None, timeout=5)
+    assert (lane.proxy, local.proxy) == ("http://proxy.internal:3128", None)

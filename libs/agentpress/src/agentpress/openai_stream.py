@@ -82,7 +82,10 @@ async def _session() -> aiohttp.ClientSession:
         del _sessions[other]
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
-        trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as httpx and the OpenAI SDK honour them
+        # Proxies from the environment are read once per lane (`_proxy_for`): aiohttp's trust_env
+        # looks them (and ~/.netrc) up again in a thread for every request.
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),  # a model API keeps no cookies
         auto_decompress=True,
         raise_for_status=False,
     )
@@ -122,6 +125,7 @@ class DirectLane:
         if organization:
             self._headers["openai-organization"] = organization
         self.timeout = timeout
+        self.proxy = _proxy_for(self.url)
 
     def accepts(self, settings: Mapping[str, Any]) -> bool:
         """Settings sent as they are (LiteLLM would not translate them for this model)."""
@@ -151,7 +155,7 @@ class DirectLane:
             total=None, connect=min(self.timeout, 10.0), sock_connect=min(self.timeout, 10.0), sock_read=self.timeout
         )
         try:
-            response = await session.post(self.url, data=body, headers=self._headers, timeout=timeout)
+            response = await session.post(self.url, data=body, headers=self._headers, timeout=timeout, proxy=self.proxy)
         except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
             raise model_error(ErrorKind.TIMEOUT, f"Timeout: request timed out: {exc!r}") from exc
         except aiohttp.ClientError as exc:
@@ -271,6 +275,19 @@ def direct_lane(
         _lanes.clear()
     _lanes[key] = lane
     return lane
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTP_PROXY / HTTPS_PROXY / ALL_PROXY, unless
+    NO_PROXY covers its host), as httpx and the OpenAI SDK would use; None for a direct connection."""
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all") or None
 
 
 def _lenient_loads(payload: bytes) -> Any:
