@@ -132,3 +132,25 @@ async def test_a_read_whose_wait_ran_out_during_the_outage_returns_what_is_there
 
     assert await asyncio.wait_for(reader, 10) == []
     assert time.monotonic() - started < 5
+
+
+async def test_a_terminal_append_loads_its_script_when_redis_has_forgotten_it(
+    private_redis: PrivateRedis, stream: RedisEventStream
+) -> None:
+    # Terminal appends go out as EVALSHA in the batch's pipeline (no SCRIPT EXISTS round trip
+    # first): a Redis that restarted, or flushed its scripts, answers NOSCRIPT; the stream loads
+    # the script and sends the append again, and the log still expires.
+    from redis import asyncio as aioredis
+
+    admin = aioredis.Redis.from_url(private_redis.url)
+    try:
+        for run_id in ("r1", "r2"):
+            await admin.script_flush()
+            await stream.append(run_id, 1, b"a")
+            await asyncio.gather(
+                stream.append(run_id, 2, b"done", terminal=True), stream.append("other-" + run_id, 1, b"x")
+            )
+            assert [(e.seq, e.terminal) for e in await stream.read(run_id, 0)] == [(1, False), (2, True)]
+            assert 0 < await admin.ttl(stream.key(run_id)) <= 3600
+    finally:
+        await admin.aclose()

@@ -37,7 +37,7 @@ from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentry.servicekit.eventstream.port import EventStreamUnavailable, SequenceError, StreamEntry
@@ -357,7 +357,7 @@ class RedisEventStream:
             socket_timeout=MAX_BLOCK_MS / 1000 + 5,
         )
         self._redis = aioredis.Redis.from_pool(self._pool)
-        self._append = self._redis.register_script(_APPEND)
+        self._append_sha = self._redis.register_script(_APPEND).sha
         self._pending: list[tuple[str, int, bytes, bytes, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._mux = _Multiplexer(
@@ -397,23 +397,38 @@ class RedisEventStream:
                     if not future.done():
                         future.set_exception(EventStreamUnavailable(f"cannot append to run {run_id}: {exc}"))
                 continue
-            for (run_id, seq, data, flag, future), result in zip(batch, results, strict=True):
+            unloaded = []
+            for item, result in zip(batch, results, strict=True):
+                run_id, seq, data, flag, future = item
                 if future.done():
                     continue
-                if not isinstance(result, Exception):
+                if isinstance(result, NoScriptError):  # Redis restarted or flushed its scripts
+                    unloaded.append(item)
+                elif not isinstance(result, Exception):
                     future.set_result(None)
                 elif isinstance(result, ResponseError) and "equal or smaller" in str(result):
                     _spawn(self._settle_duplicate(run_id, seq, data, flag, future))
                 else:
                     future.set_exception(EventStreamUnavailable(f"cannot append to run {run_id}: {result}"))
+            if unloaded:
+                try:
+                    await self._reconnecting(lambda: self._redis.script_load(_APPEND), "load the append script")
+                except RedisError as exc:
+                    for run_id, _, _, _, future in unloaded:
+                        if not future.done():
+                            future.set_exception(EventStreamUnavailable(f"cannot append to run {run_id}: {exc}"))
+                else:
+                    self._pending[:0] = unloaded  # sent again first, ahead of anything newer
 
     async def _send(self, batch: list) -> list:
         async with self._redis.pipeline(transaction=False) as pipe:
             for run_id, seq, data, flag, _ in batch:
                 key = self.key(run_id)
                 if flag == b"1":
-                    # XADD and EXPIRE atomically (see _APPEND).
-                    await self._append(keys=[key], args=[self._maxlen, f"{seq}-0", data, flag, self._ttl], client=pipe)
+                    # XADD and EXPIRE atomically (see _APPEND). EVALSHA itself, not redis-py's
+                    # Script, which asks SCRIPT EXISTS before every pipeline that holds one (a
+                    # round trip per run's end); a NOSCRIPT answer loads it and sends again.
+                    pipe.evalsha(self._append_sha, 1, key, self._maxlen, f"{seq}-0", data, flag, self._ttl)
                 else:
                     pipe.xadd(key, {b"d": data, b"t": flag}, id=f"{seq}-0", maxlen=self._maxlen, approximate=True)
             return await pipe.execute(raise_on_error=False)
