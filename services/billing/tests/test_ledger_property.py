@@ -155,3 +155,45 @@ async def test_any_interleaving_keeps_balance_equal_to_entries(pg_engine, ops, o
         assert (sub.stripe_subscription_id, sub.event_created) == (f"sub_{newest}", 1_700_000_000 + newest)
     else:
         assert sub is None
+
+
+async def test_post_now_moves_the_balance_once_per_key_in_one_statement(pg_engine) -> None:
+    # post_now's PostgreSQL path (an account it knows: one prebuilt statement) against the
+    # transaction path it stands in for: the same balances, the same ledger rows, a key twice once.
+    store = SqlBillingStore(pg_engine)
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    async with store.transaction() as tx:
+        await tx.post(LedgerWrite(account_id=account, amount_micros=OPENING, kind="grant", key=f"open:{account}"))
+
+    def usage(n: int) -> LedgerWrite:
+        return LedgerWrite(
+            account_id=account,
+            amount_micros=-usage_cost(n),
+            kind="usage",
+            key=usage_key("run-1", n),
+            run_id="run-1",
+            step=n,
+            model="m",
+            prompt_tokens=10 + n,
+            completion_tokens=2,
+            source="model",
+            note="x" * 300,
+        )
+
+    first = await store.post_now(usage(1))
+    again = await store.post_now(usage(1))
+    second = await store.post_now(usage(2))
+    assert (first.applied, first.balance_micros) == (True, OPENING - usage_cost(1))
+    assert (again.applied, again.balance_micros) == (False, OPENING - usage_cost(1))
+    assert (second.applied, second.balance_micros) == (True, OPENING - usage_cost(1) - usage_cost(2))
+    async with pg_engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.text(
+                    "SELECT step, prompt_tokens, source, length(note) FROM credit_ledger "
+                    "WHERE account_id = :a AND kind = 'usage' ORDER BY step"
+                ),
+                {"a": account},
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [(1, 11, "model", 255), (2, 12, "model", 255)]
