@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -172,7 +173,7 @@ def _claim_update() -> sa.Update:
         agent_runs.update()
         .where(
             c.run_id == sa.bindparam("p_run_id"),
-            sa.or_(fresh, sa.and_(c.status.in_(_LEASED), sa.func.coalesce(c.lease_expires_at, 0) < now)),
+            sa.or_(fresh, sa.and_(_is_leased(c.status), sa.func.coalesce(c.lease_expires_at, 0) < now)),
         )
         .values(
             status=sa.case((fresh, RunStatus.RUNNING.value), else_=c.status),
@@ -204,11 +205,18 @@ def _claim_statement() -> sa.Select:
 
 @functools.cache
 def _finish_statement(fenced: bool, report_waiting: bool) -> sa.Update:
-    """The end of a run (see finish_run); with `report_waiting` (PostgreSQL) it also answers
+    """The end of a run (see finish_run); with `report_waiting` (PostgreSQL only) it also answers
     whether the thread has runs waiting for it, read after the thread's lock was taken."""
     c = agent_runs.c
     now = sa.bindparam("p_now", type_=sa.Float)
-    conditions = [c.run_id == sa.bindparam("p_run_id"), c.status.in_(sa.bindparam("p_from", expanding=True))]
+    # PostgreSQL compares with an array parameter: an expanding IN list is rendered afresh at
+    # every execution.
+    from_ = (
+        c.status == sa.any_(sa.bindparam("p_from", type_=postgresql.ARRAY(sa.String)))
+        if report_waiting
+        else c.status.in_(sa.bindparam("p_from", expanding=True))
+    )
+    conditions = [c.run_id == sa.bindparam("p_run_id"), from_]
     if fenced:
         conditions.append(c.lease_epoch == sa.bindparam("p_epoch"))
     returning: list[sa.ColumnElement] = [c.thread_id]
@@ -267,7 +275,7 @@ def _fence_statement(with_phase: bool) -> sa.Update:
     )
     return (
         agent_runs.update()
-        .where(c.run_id == sa.bindparam("p_run_id"), c.lease_epoch == sa.bindparam("p_epoch"), c.status.in_(_LEASED))
+        .where(c.run_id == sa.bindparam("p_run_id"), c.lease_epoch == sa.bindparam("p_epoch"), _is_leased(c.status))
         .values(last_event_at=sa.bindparam("p_now", type_=sa.Float), **extra)
     )
 
@@ -345,6 +353,12 @@ def _run(row) -> Run:
 
 
 _LEASED = (RunStatus.RUNNING.value, RunStatus.CANCELLING.value)
+
+
+def _is_leased(status: sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """`status IN ('running', 'cancelling')` for the statements built once: written as two
+    comparisons, since SQLAlchemy renders an IN list afresh at every execution ("post-compile")."""
+    return sa.or_(*(status == value for value in _LEASED))
 
 
 def _last_position(thread_id: str | sa.BindParameter) -> sa.ScalarSelect:
