@@ -155,6 +155,37 @@ def _event_rows(run_id: str, events: Sequence[StoredEvent], now: float) -> list[
     return [{"run_id": run_id, "seq": e.seq, "data": e.data, "terminal": e.terminal, "created_at": now} for e in events]
 
 
+@functools.cache
+def _insert_events_statement() -> sa.TextClause:
+    """PostgreSQL: a batch of a run's events as one statement over arrays (one execution, its
+    parameters bound once), not one execution per row with a parameter set each."""
+    return sa.text(
+        "INSERT INTO run_events (run_id, seq, data, terminal, created_at) "
+        "SELECT CAST(:p_run_id AS VARCHAR), e.seq, e.data, e.terminal, CAST(:p_now AS DOUBLE PRECISION) "
+        "FROM unnest(CAST(:p_seqs AS BIGINT[]), CAST(:p_datas AS BYTEA[]), CAST(:p_terminals AS BOOLEAN[])) "
+        "AS e(seq, data, terminal)"
+    )
+
+
+async def _insert_events(conn: AsyncConnection, run_id: str, events: Sequence[StoredEvent], now: float) -> None:
+    """Stores `events` of `run_id` (in one statement on PostgreSQL)."""
+    if not events:
+        return
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            _insert_events_statement(),
+            {
+                "p_run_id": run_id,
+                "p_now": now,
+                "p_seqs": [e.seq for e in events],
+                "p_datas": [e.data for e in events],
+                "p_terminals": [e.terminal for e in events],
+            },
+        )
+    else:
+        await conn.execute(run_events.insert(), _event_rows(run_id, events, now))
+
+
 # --- Statements on every run's path, built once --------------------------------------------------
 # Building a statement (and its cache key) costs more CPU than executing it: those below take
 # their values as bound parameters, so SQLAlchemy compiles each once and reuses it.
@@ -951,8 +982,7 @@ class SqlRunnerRepository:
             if (await conn.execute(query)).rowcount != 1:
                 return False
             await _insert_messages(conn, messages)
-            if events:
-                await conn.execute(run_events.insert(), _event_rows(run_id, events, now))
+            await _insert_events(conn, run_id, events, now)
         return True
 
     async def resume_paused(self, run_id: str, resolution: dict) -> bool:
@@ -1116,8 +1146,7 @@ class SqlRunnerRepository:
             if row is None:
                 return False
             await _insert_messages(conn, messages)  # before a promoted run's prompt joins the thread
-            if events:
-                await conn.execute(run_events.insert(), _event_rows(run_id, events, now))
+            await _insert_events(conn, run_id, events, now)
             # PostgreSQL told (under the lock) whether any run waits for the thread.
             if not self._postgres or row.has_waiting:
                 promoted = await self._promote_next(conn, row.thread_id, ended_run_id=run_id, now=now)
@@ -1149,8 +1178,7 @@ class SqlRunnerRepository:
                 if (await conn.execute(_fence_statement(phase is not None), params)).rowcount != 1:
                     raise LeaseLost(f"run {run_id}: lease epoch {epoch} is no longer held")
             await _insert_messages(conn, messages)
-            if events:
-                await conn.execute(run_events.insert(), _event_rows(run_id, events, now))
+            await _insert_events(conn, run_id, events, now)
 
     async def list_events(self, run_id: str, after_seq: int, limit: int = 1000) -> list[StoredEvent]:
         query = (
