@@ -247,10 +247,20 @@ async def test_a_run_moves_every_services_metrics_and_its_logs_hold_ids_but_no_s
                     assert record["account_id"] == account_id
         json_lines = [ln for ln in text.splitlines() if ln.strip()]
         assert json_lines, f"{name}.log is empty"
-        not_json = [ln for ln in json_lines if not ln.startswith("{") and not _supervisor_line(ln)]
+        not_json = [
+            ln for ln in json_lines if not ln.startswith("{") and not _supervisor_line(ln) and not _grpc_core_line(ln)
+        ]
         assert not not_json, f"{name}.log has lines that are not JSON: {not_json[:3]}"
     assert run_lines >= 1  # the worker's "run finished" at least
 
 
 def _supervisor_line(line: str) -> bool:
     return bool(re.match(r"^(\[supervisor\]|-----)", line))
+
+
+def _grpc_core_line(line: str) -> bool:
+    """A line gRPC's C core wrote to stderr itself (absl's format: `E1130 19:18:12.463890 443
+    ev_epoll1_linux.cc:309] ...`), past Python's logging, which cannot make it JSON. It happens,
+    rarely, in the sandbox service (its poller reports a closed descriptor); docs/architecture.md,
+    "Logs". The secrets check above still covers it."""
+    return bool(re.match(r"^[EWIF]\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ [\w./-]+\.cc:\d+\] ", line))
