@@ -8,6 +8,10 @@ doubles with each consecutive crash up to 30 s; a child that stayed up for 60 s 
 Children die with the launcher: each is started with PR_SET_PDEATHSIG, so Linux sends it SIGTERM
 when the thread that started it ends, even if the launcher is SIGKILLed. That is a *thread*, not
 the process: restarts are therefore spawned by the monitor thread, which lives until `stop()`.
+The child sets it itself, first thing (a small trampoline that then execs the service), not in a
+`preexec_fn`: with one, Popen forks instead of vforking, and gRPC's fork handlers then run in the
+child while the launcher has live channels (its health probes) -- which now and then crashed the
+child before its exec or left `epoll_ctl failed: Bad file descriptor` in its log (grpc/grpc#43055).
 """
 
 from __future__ import annotations
@@ -178,13 +182,12 @@ class Supervisor:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(spec.log_path, "ab") as log:
             proc = subprocess.Popen(
-                spec.argv,
+                _dying_with_this_thread(spec.argv),
                 env=spec.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=spec.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
         exited = threading.Event()
         child.proc, child.exited, child.started_at = proc, exited, time.monotonic()
@@ -266,21 +269,21 @@ def _describe_exit(returncode: int | None) -> str:
     return f"exited with {returncode}"
 
 
-def _load_prctl() -> Callable[[int, int], int] | None:
+# Run by the child's own interpreter before the service: the parent-death signal (SIGTERM), a
+# check that the launcher did not die before it was set, then the service's own argv, exec'd in
+# place (same pid). argv[1] is the launcher's pid, argv[2:] the service's command.
+_TRAMPOLINE = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    os._exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _dying_with_this_thread(argv: list[str]) -> list[str]:
+    """`argv`, started so that it gets SIGTERM when the calling thread ends (Linux; elsewhere
+    `argv` as it is). No preexec_fn: see the module docstring."""
     if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    return ctypes.CDLL(None, use_errno=True).prctl
-
-
-# Looked up once in the parent: between fork and exec the child should not be loading libraries.
-_PRCTL = _load_prctl()
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: when the thread that started it ends (even by SIGKILL of the
-    whole launcher), Linux sends the child SIGTERM."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        return list(argv)
+    return [sys.executable, "-S", "-c", _TRAMPOLINE, str(os.getpid()), *argv]
