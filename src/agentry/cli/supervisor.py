@@ -177,7 +177,10 @@ class Supervisor:
         except Exception:  # noqa: BLE001 - a probe that fails is a child that is not ready
             return False
 
-    def _spawn(self, child: _Child) -> None:
+    def _spawn(self, child: _Child, before_publish: Callable[[int], None] | None = None) -> None:
+        """Starts the child's process and makes it the child's: `before_publish(pid)` runs first,
+        so what it records (a restart's count and event) is there before anyone can see the new
+        process running (wait_healthy)."""
         spec = child.spec
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(spec.log_path, "ab") as log:
@@ -189,6 +192,8 @@ class Supervisor:
                 cwd=spec.cwd,
                 start_new_session=True,
             )
+        if before_publish is not None:
+            before_publish(proc.pid)
         exited = threading.Event()
         child.proc, child.exited, child.started_at = proc, exited, time.monotonic()
         threading.Thread(
@@ -236,8 +241,12 @@ class Supervisor:
         )
 
     def _restart(self, child: _Child, due: dict[str, float]) -> None:
+        def restarted(pid: int) -> None:
+            child.restarts += 1
+            self._event(f"{child.spec.name} restarted (pid {pid}, restart {child.restarts})", child)
+
         try:
-            self._spawn(child)
+            self._spawn(child, before_publish=restarted)
         except OSError as exc:
             child.last_delay = self.policy.next_delay(child.last_delay, 0.0)
             due[child.spec.name] = time.monotonic() + child.last_delay
@@ -245,9 +254,6 @@ class Supervisor:
                 f"{child.spec.name} could not be started ({exc}); trying again in {child.last_delay:.1f}s", child
             )
             return
-        child.restarts += 1
-        assert child.proc is not None
-        self._event(f"{child.spec.name} restarted (pid {child.proc.pid}, restart {child.restarts})", child)
 
     def _event(self, message: str, child: _Child) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
