@@ -260,7 +260,8 @@ def _supervisor_line(line: str) -> bool:
 
 def _grpc_core_line(line: str) -> bool:
     """A line gRPC's C core wrote to stderr itself (absl's format: `E1130 19:18:12.463890 443
-    ev_epoll1_linux.cc:309] ...`), past Python's logging, which cannot make it JSON. It happens,
-    rarely, in the sandbox service (its poller reports a closed descriptor); docs/architecture.md,
-    "Logs". The secrets check above still covers it."""
+    ev_epoll1_linux.cc:309] ...`), past Python's logging, which cannot make it JSON. One was seen
+    once in sandbox.log, most likely from the launcher's fork before the supervisor stopped
+    forking (docs/architecture.md, "Logs"); gRPC may write others. The secrets check above still
+    covers it."""
     return bool(re.match(r"^[EWIF]\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ [\w./-]+\.cc:\d+\] ", line))
