@@ -11,7 +11,6 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import httpx
 from rich.console import Console
+
+from agentry.servicekit.faults import free_port
 
 from .devstack import DEMO_MODEL, resolve_model
 from .supervisor import ProcessSpec, RestartPolicy, Supervisor
@@ -33,12 +34,6 @@ MODULES = {
     "worker": "agentry.runner",
     "gateway": "agentry.gateway",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -35,11 +35,20 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = ["PrivatePostgres", "PrivateRedis", "TcpProxy", "free_port"]
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback TCP port nobody listens on right now, never one this process was given before:
+    the kernel may hand a port it just released out again, and two services of one stack given
+    the same port leave one of them unable to bind (seen in CI: auth and runner on one port)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _wait_until(ready: Callable[[], bool], timeout: float, what: str) -> None:
