@@ -658,11 +658,8 @@ async def test_with_a_write_delay_a_call_that_is_not_idempotent_is_still_stored_
 async def test_a_short_runs_messages_are_stored_with_its_end_in_one_transaction() -> None:
     # The assistant's reply is queued with the durable events: a run that ends within the write
     # delay stores its messages, events and end in one transaction, and a load meanwhile sees it.
-    repo, events = GatedRepo(), MemoryEventStream()
-    repo.gate.set()
+    repo, events, sink, store = _batching_sink_and_store()
     repo.list_messages = _no_stored_messages  # type: ignore[attr-defined]
-    sink = RunEventSink("r", repo, events, last_seq=0, write_delay=30.0)  # type: ignore[arg-type]
-    store = ThreadMessageStore(repo, thread_id="t", account_id="a", sink=sink)  # type: ignore[arg-type]
     await sink.emit(RunStarted(run_id="r", thread_id="t", model="m"))
     reply = AssistantMessage(text="hello")
     await store.append(reply)
@@ -675,10 +672,7 @@ async def test_a_short_runs_messages_are_stored_with_its_end_in_one_transaction(
 
 
 async def test_a_message_is_stored_before_a_call_that_is_not_idempotent_runs() -> None:
-    repo, events = GatedRepo(), MemoryEventStream()
-    repo.gate.set()
-    sink = RunEventSink("r", repo, events, last_seq=0, write_delay=30.0)  # type: ignore[arg-type]
-    store = ThreadMessageStore(repo, thread_id="t", account_id="a", sink=sink)  # type: ignore[arg-type]
+    repo, events, sink, store = _batching_sink_and_store()
     call = ToolCall(call_id="c1", name="run_command", arguments='{"command": "rm -rf x"}')
     asks = AssistantMessage(text="", tool_calls=(call,))
     await store.append(asks)
@@ -688,10 +682,7 @@ async def test_a_message_is_stored_before_a_call_that_is_not_idempotent_runs() -
 
 
 async def test_a_message_is_stored_before_any_event_after_its_completion_goes_out() -> None:
-    repo, events = GatedRepo(), MemoryEventStream()
-    repo.gate.set()
-    sink = RunEventSink("r", repo, events, last_seq=0, write_delay=30.0)  # type: ignore[arg-type]
-    store = ThreadMessageStore(repo, thread_id="t", account_id="a", sink=sink)  # type: ignore[arg-type]
+    repo, events, sink, store = _batching_sink_and_store()
     result = AssistantMessage(text="a tool result, say")
     await store.append(result)
     await sink.emit(MessageCompleted(message=result))
@@ -702,10 +693,7 @@ async def test_a_message_is_stored_before_any_event_after_its_completion_goes_ou
 
 
 async def test_a_tool_result_is_stored_before_its_message_completed_goes_out() -> None:
-    repo, events = GatedRepo(), MemoryEventStream()
-    repo.gate.set()
-    sink = RunEventSink("r", repo, events, last_seq=0, write_delay=30.0)  # type: ignore[arg-type]
-    store = ThreadMessageStore(repo, thread_id="t", account_id="a", sink=sink)  # type: ignore[arg-type]
+    repo, events, sink, store = _batching_sink_and_store()
     result = ToolResultMessage(call_id="c1", name="run_command", output="done")
     await store.append(result)
     assert repo.messages == []
@@ -729,6 +717,16 @@ async def test_messages_of_a_run_whose_lease_is_lost_are_dropped() -> None:
 
 async def _no_stored_messages(thread_id: str) -> list:
     return []
+
+
+def _batching_sink_and_store() -> tuple[GatedRepo, MemoryEventStream, RunEventSink, ThreadMessageStore]:
+    """An open repository, a run's sink that batches its writes for 30 s, and the thread's store
+    writing through it."""
+    repo, events = GatedRepo(), MemoryEventStream()
+    repo.gate.set()
+    sink = RunEventSink("r", repo, events, last_seq=0, write_delay=30.0)  # type: ignore[arg-type]
+    store = ThreadMessageStore(repo, thread_id="t", account_id="a", sink=sink)  # type: ignore[arg-type]
+    return repo, events, sink, store
 
 
 async def test_a_failed_durable_write_fails_the_run_visibly() -> None:
