@@ -309,7 +309,7 @@ async def test_lines_cut_anywhere_and_a_line_longer_than_any_buffer_are_read_who
     assert [(d.prompt_tokens, d.completion_tokens) for d in deltas if d.prompt_tokens] == [(5, 3)]
 
 
-def test_the_direct_lane_takes_its_proxy_from_the_environment_once(monkeypatch):
+def test_the_direct_lane_takes_its_proxy_from_the_environment(monkeypatch):
     from agentpress.openai_stream import DirectLane
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")

@@ -138,26 +138,10 @@ def _ledger_insert(insert, write: LedgerWrite, entry_id: str, now: float):
 def _post_now_statement() -> sa.Update:
     """`post_now`'s one statement, built once (building it cost more CPU than running it): the
     ledger row (nothing when its key was written) and the balance moved by it, the new balance
-    returned; the row's values come as `p_<column>` parameters."""
-    columns = [
-        "entry_id",
-        "account_id",
-        "amount_micros",
-        "kind",
-        "idempotency_key",
-        "run_id",
-        "step",
-        "model",
-        "prompt_tokens",
-        "completion_tokens",
-        "source",
-        "quantity",
-        "note",
-        "created_at",
-    ]
+    returned; the row's values (`_ledger_values`: every column) come as `p_<column>` parameters."""
     entry = (
         postgresql.insert(credit_ledger)
-        .values({name: sa.bindparam(f"p_{name}", type_=credit_ledger.c[name].type) for name in columns})
+        .values({column.name: sa.bindparam(f"p_{column.name}", type_=column.type) for column in credit_ledger.c})
         .on_conflict_do_nothing(index_elements=["account_id", "idempotency_key"])
         .returning(credit_ledger.c.account_id, credit_ledger.c.amount_micros)
         .cte("entry")
