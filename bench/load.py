@@ -28,7 +28,9 @@ process (sampled every 0.25 s), and CPU per streamed token (CPU of runner worker
 Redis over the measure, divided by the tokens delivered; the per-run fixed cost measured by
 `throughput` is subtracted when `--per-run-cpu-ms` is given).
 
-**idle**: RSS of every process of a started split stack after one run, once it has settled.
+**idle**: RSS of every process of a started split stack after one run, once it has settled. The
+venv must hold compiled bytecode, as `make setup` and the image leave it (otherwise, where
+PYTHONDONTWRITEBYTECODE is set, each process compiles what it imports and holds more memory).
 
 Bounded: every run has a timeout (`--run-timeout`), each measure stops issuing runs at its end,
 and every process started is stopped on exit.
@@ -399,7 +401,13 @@ async def idle(args) -> list[str]:
                 rss = stack.procs.rss()
     rss.pop("fakellm", None)
     total = sum(rss.values())
-    return [
+    import importlib.util
+
+    import grpc
+
+    compiled = importlib.util.cache_from_source(grpc.__file__)
+    warning = [] if Path(compiled).exists() else [f"WARNING: no bytecode ({compiled}): run `make setup` first"]
+    return warning + [
         f"Idle RSS after one run, MB: total {total:.0f}: "
         + ", ".join(f"{k} {v:.0f}" for k, v in sorted(rss.items(), key=lambda kv: -kv[1]))
     ]

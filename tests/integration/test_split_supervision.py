@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from agentry.cli.split import SplitConfig, SplitProcesses, free_port
+from agentry.cli.split import MIGRATED, SplitConfig, SplitProcesses, free_port
 
 from .conftest import TOOL_MARKER
 
@@ -73,6 +73,26 @@ async def _run_to_the_end(client: httpx.AsyncClient, headers: dict) -> list[dict
     assert run.status_code == 200, run.text
     assert run.json()["status"] == "completed", (run.json(), events[-1])
     return events
+
+
+async def test_the_launcher_migrates_every_service_first_so_none_runs_alembic(split: SplitProcesses) -> None:
+    # As deploy/k8s's migration Jobs: each service's tables are migrated by a short-lived
+    # `python -m agentry.<service> migrate`; the services then start at head and skip Alembic.
+    for name in MIGRATED:
+        assert "Running upgrade" in (split.log_dir / f"{name}-migrate.log").read_text(), name
+    for name in split.procs:
+        assert "Running upgrade" not in (split.log_dir / f"{name}.log").read_text(), name
+
+
+async def test_a_failing_migration_stops_the_start_and_names_its_log(tmp_path, postgres_url) -> None:
+    url = postgres_url.replace("://postgres@", "://no_such_role@")
+    procs = SplitProcesses(
+        SplitConfig(database_url=url, redis_url="redis://127.0.0.1:1", amqp_url="amqp://127.0.0.1:1", data_dir=tmp_path)
+    )
+    procs.log_dir.mkdir(parents=True)
+    with pytest.raises(RuntimeError, match=r"auth's migrations failed \(exit 1\); see .*auth-migrate\.log"):
+        await asyncio.to_thread(procs.migrate, 60.0)
+    assert "no_such_role" in (procs.log_dir / "auth-migrate.log").read_text()
 
 
 async def test_killed_services_come_back_and_a_later_run_completes(split: SplitProcesses) -> None:

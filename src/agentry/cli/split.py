@@ -13,6 +13,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ MODULES = {
     "worker": "agentry.runner",
     "gateway": "agentry.gateway",
 }
+# The services that own tables: `start()` migrates them first, as deploy/k8s's migration Jobs do.
+MIGRATED = ("auth", "billing", "sandbox", "runner")
 
 
 @dataclass
@@ -188,6 +191,7 @@ class SplitProcesses:
         """Starts every process and returns once all serve; then supervises them."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         ensure_database(self.config.database_url)
+        self.migrate(timeout)
         self.supervisor.start()
         try:
             self._wait_ready(timeout)
@@ -195,6 +199,47 @@ class SplitProcesses:
             self.stop()
             raise
         self.supervisor.supervise()
+
+    def migrate(self, timeout: float = 90.0) -> None:
+        """Brings every service's tables to the newest migration, each in a short-lived
+        `python -m agentry.<service> migrate` process (all at once), before any service starts.
+
+        Like the deployment's migration Jobs (deploy/k8s/base/migrations.yaml): a service that
+        starts at head never imports Alembic, which would keep ~10 MB of RSS in each of its
+        processes for the rest of its life. Raises RuntimeError naming the service and its log
+        (`<log_dir>/<service>-migrate.log`) when one fails, TimeoutError after `timeout` seconds.
+        """
+        envs = self._env()
+        deadline = time.monotonic() + timeout
+        running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        try:
+            for name in MIGRATED:
+                log_path = self.log_dir / f"{name}-migrate.log"
+                with log_path.open("ab") as log:
+                    running[name] = (
+                        subprocess.Popen(
+                            [sys.executable, "-m", MODULES[name], "migrate"],
+                            env={**os.environ, **envs[name]},
+                            stdin=subprocess.DEVNULL,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                        ),
+                        log_path,
+                    )
+            for name, (proc, log_path) in running.items():
+                try:
+                    returncode = proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    raise TimeoutError(
+                        f"{name}'s migrations did not finish in {timeout:.0f}s; see {log_path}"
+                    ) from None
+                if returncode != 0:
+                    raise RuntimeError(f"{name}'s migrations failed (exit {returncode}); see {log_path}")
+        finally:
+            for proc, _ in running.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
     def _wait_ready(self, timeout: float) -> None:
         # A process that exits while starting is a configuration problem to show, not to retry.
