@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agentpress import UserMessage
 from agentry.runner.adapters.sql import SqlRunnerRepository
 from agentry.runner.domain import Run, RunStatus, StoredEvent, StoredMessage, Thread
-from agentry.runner.errors import RunAlreadyActive
+from agentry.runner.errors import LeaseLost, RunAlreadyActive
 
 from .conftest import FakeClock
 
@@ -247,6 +247,39 @@ async def test_an_event_sequence_number_is_stored_once(repo: SqlRunnerRepository
     # The batch is all or nothing: seq 2 of the rejected batch is not kept either.
     assert await repo.list_events(run.run_id, 0) == [original]
     assert await repo.max_event_seq(run.run_id) == 1
+
+
+async def test_events_under_a_lease_are_stored_only_while_its_epoch_holds(
+    repo: SqlRunnerRepository, clock: FakeClock
+) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    run = await new_run(repo, thread)
+    claimed = await repo.claim_run(run.run_id, worker_id="w1")
+    assert claimed is not None
+    epoch = claimed.run.lease_epoch
+    first = [StoredEvent(1, b'{"seq":1}', False), StoredEvent(2, b'{"seq":2}', False)]
+    await repo.append_events(run.run_id, first, epoch=epoch, phase=("running_tool", "shell\x00", 5.0))
+    stored = await repo.get_run(run.run_id)
+    assert stored is not None
+    assert (stored.phase, stored.phase_detail, stored.phase_since) == ("running_tool", "shell\ufffd", 5.0)
+
+    # A batch that breaks a constraint stores nothing, the phase included.
+    with pytest.raises(IntegrityError):
+        await repo.append_events(
+            run.run_id, [StoredEvent(3, b"{}", False), StoredEvent(1, b"dup", False)], epoch=epoch, phase=("x", "", 6.0)
+        )
+    assert (await repo.get_run(run.run_id)).phase == "running_tool"  # type: ignore[union-attr]
+
+    # Another worker takes the run over (its lease lapsed): the old epoch writes nothing more.
+    clock.advance(60)
+    taken = await repo.claim_run(run.run_id, worker_id="w2")
+    assert taken is not None and taken.run.lease_epoch == epoch + 1
+    with pytest.raises(LeaseLost):
+        await repo.append_events(run.run_id, [StoredEvent(3, b'{"seq":3}', False)], epoch=epoch, phase=("y", "", 7.0))
+    assert await repo.list_events(run.run_id, 0) == first
+    assert (await repo.get_run(run.run_id)).phase == taken.run.phase != "y"  # type: ignore[union-attr]
+    await repo.append_events(run.run_id, [StoredEvent(3, b'{"seq":3}', False)], epoch=epoch + 1)
+    assert [e.seq for e in await repo.list_events(run.run_id, 0)] == [1, 2, 3]
 
 
 async def test_claim_run_moves_a_queued_run_to_running_once_and_returns_its_project(

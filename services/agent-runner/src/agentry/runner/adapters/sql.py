@@ -312,6 +312,29 @@ def _fence_statement(with_phase: bool) -> sa.Update:
 
 
 @functools.cache
+def _fenced_append_statement(with_phase: bool) -> sa.TextClause:
+    """PostgreSQL: `_fence_statement` and `_insert_events_statement` as ONE statement (run in
+    autocommit, so it is its own transaction): the events are inserted only for the run row the
+    fence updated, and the statement answers how many rows that was (1, or 0 when the lease is
+    no longer held: then nothing is stored). The fence's UPDATE locks the row as before, and
+    PostgreSQL re-checks its WHERE on the newest row version when it had to wait for a takeover.
+    Parameters: those of both statements."""
+    leased = " OR ".join(f"status = '{value}'" for value in _LEASED)
+    phase = ", phase = :p_phase, phase_detail = :p_detail, phase_since = :p_since" if with_phase else ""
+    return sa.text(
+        "WITH fence AS ("
+        f"UPDATE agent_runs SET last_event_at = :p_now{phase} "
+        f"WHERE run_id = :p_run_id AND lease_epoch = :p_epoch AND ({leased}) RETURNING run_id"
+        "), stored AS ("
+        "INSERT INTO run_events (run_id, seq, data, terminal, created_at) "
+        "SELECT fence.run_id, e.seq, e.data, e.terminal, CAST(:p_now AS DOUBLE PRECISION) "
+        "FROM fence, unnest(CAST(:p_seqs AS BIGINT[]), CAST(:p_datas AS BYTEA[]), CAST(:p_terminals AS BOOLEAN[])) "
+        "AS e(seq, data, terminal)"
+        ") SELECT count(*) FROM fence"
+    )
+
+
+@functools.cache
 def _thread_messages_statement() -> sa.Select:
     return messages.select().where(messages.c.thread_id == sa.bindparam("p_thread_id")).order_by(messages.c.position)
 
@@ -459,6 +482,29 @@ def _insert_queued_run_statement() -> sa.Insert:
     """A run that gets its thread at once; its start position is the thread's newest message
     (its prompt, inserted just before). The row's other columns come as parameters."""
     return agent_runs.insert().values(start_position=_last_position(sa.bindparam("p_thread_id")))
+
+
+@functools.cache
+def _insert_prompt_and_queued_run_statement(columns: tuple[str, ...]) -> sa.Insert:
+    """PostgreSQL: a run that gets its thread at once and its prompt, as one statement: the
+    prompt is inserted (m_message_id, m_thread_id, m_account_id, m_type, m_content_json,
+    m_created_at) and the run (`columns`, each a parameter of its own name) starts at the
+    prompt's position (what `_insert_queued_run_statement` reads back after a separate insert)."""
+    prompt = (
+        messages.insert()
+        .values(
+            message_id=sa.bindparam("m_message_id", type_=messages.c.message_id.type),
+            thread_id=sa.bindparam("m_thread_id", type_=messages.c.thread_id.type),
+            account_id=sa.bindparam("m_account_id", type_=messages.c.account_id.type),
+            type=sa.bindparam("m_type", type_=messages.c.type.type),
+            content_json=sa.bindparam("m_content_json", type_=messages.c.content_json.type),
+            created_at=sa.bindparam("m_created_at", type_=messages.c.created_at.type),
+        )
+        .returning(messages.c.position)
+        .cte("prompt")
+    )
+    row = sa.select(*(sa.bindparam(name, type_=agent_runs.c[name].type) for name in columns), prompt.c.position)
+    return agent_runs.insert().from_select([*columns, "start_position"], row)
 
 
 async def _lock_thread_of_run(conn: AsyncConnection, run_id: str) -> None:
@@ -750,7 +796,28 @@ class SqlRunnerRepository:
                     state.holder is not None or state.first is not None
                 )
                 if not waits:
-                    if first_message is not None:
+                    run_values = {
+                        **values,
+                        "status": RunStatus.QUEUED.value,
+                        "dispatched_at": now,
+                        "thread_seq": (state.top or 0) + 1,
+                    }
+                    if first_message is not None and self._postgres:
+                        # The prompt and the run in one statement: the run starts at the prompt.
+                        first = first_message
+                        await conn.execute(
+                            _insert_prompt_and_queued_run_statement(tuple(run_values)),
+                            {
+                                **run_values,
+                                "m_message_id": first.message_id,
+                                "m_thread_id": thread_id,
+                                "m_account_id": account_id,
+                                "m_type": first.type,
+                                "m_content_json": first.content_json,
+                                "m_created_at": first.created_at,
+                            },
+                        )
+                    elif first_message is not None:
                         first = first_message
                         await _insert_messages(
                             conn,
@@ -765,16 +832,8 @@ class SqlRunnerRepository:
                                 )
                             ],
                         )
-                    await conn.execute(
-                        _insert_queued_run_statement(),
-                        {
-                            **values,
-                            "p_thread_id": thread_id,
-                            "status": RunStatus.QUEUED.value,
-                            "dispatched_at": now,
-                            "thread_seq": (state.top or 0) + 1,
-                        },
-                    )
+                    if first_message is None or not self._postgres:
+                        await conn.execute(_insert_queued_run_statement(), {**run_values, "p_thread_id": thread_id})
                     return Run(
                         run_id,
                         thread_id,
@@ -1168,6 +1227,24 @@ class SqlRunnerRepository:
         if not events and not messages:
             return
         now = self._clock()
+        if self._postgres and epoch is not None and events and not messages:
+            # The common batch (a run's events, no message): fence and insert as one statement,
+            # one round trip instead of BEGIN, fence, insert, COMMIT.
+            params = {
+                "p_run_id": run_id,
+                "p_epoch": epoch,
+                "p_now": now,
+                "p_seqs": [e.seq for e in events],
+                "p_datas": [e.data for e in events],
+                "p_terminals": [e.terminal for e in events],
+            }
+            if phase is not None:
+                params.update(p_phase=phase[0], p_detail=clean(phase[1])[:200], p_since=phase[2])
+            async with self._reads.connect() as conn:
+                fenced = (await conn.execute(_fenced_append_statement(phase is not None), params)).scalar_one()
+            if fenced != 1:
+                raise LeaseLost(f"run {run_id}: lease epoch {epoch} is no longer held")
+            return
         async with self._engine.begin() as conn:
             if epoch is not None:
                 # The detail is a tool name as the model wrote it: NUL or an unpaired surrogate
