@@ -322,6 +322,9 @@ async def throughput(args) -> list[str]:
 
 async def streams(args) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="agentry-load-") as tmp:
+        if args.keep_logs:
+            tmp = args.keep_logs  # the services' logs stay there (logs/<service>.log)
+            Path(tmp).mkdir(parents=True, exist_ok=True)
         data_dir = Path(tmp)
         with FakeLLMProcess(scripts(args.tokens, args.tps, args.ttft_ms), data_dir=data_dir / "llm") as llm:
             async with split_stack(llm, data_dir, env_of(args)) as stack:
@@ -380,9 +383,13 @@ async def streams(args) -> list[str]:
         f"CPU ms per run by process: {parts}",
         "Peak RSS MB: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(peak.items(), key=lambda kv: -kv[1])),
     ]
-    errors = [r.error for r in cut + other]
-    if errors:
-        rows.append(f"First errors: {errors[:3]}")
+    if cut or other:
+        import collections
+        import re
+
+        # By kind: a run's own error text, with ids and numbers taken out.
+        kinds = collections.Counter(re.sub(r"\b\d+\b|'seq': \d+", "N", r.error or "") for r in cut + other)
+        rows.append("Errors by kind: " + "; ".join(f"{n} × {kind}" for kind, n in kinds.most_common(5)))
     return rows
 
 
@@ -487,6 +494,7 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--runs", type=int, default=500, help="streams: runs started at once")
     parser.add_argument("--start-concurrency", type=int, default=200, help="streams: start requests in flight")
     parser.add_argument("--tokens", type=int, default=None, help="tokens per model reply (14; streams: 40)")
+    parser.add_argument("--keep-logs", metavar="DIR", help="streams: run the stack in DIR and keep its logs there")
     parser.add_argument("--tps", type=float, default=20.0, help="streams: model tokens per second")
     parser.add_argument("--ttft-ms", type=float, default=50.0, help="the model's time to first token")
     parser.add_argument(

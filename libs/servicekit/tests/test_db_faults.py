@@ -165,3 +165,35 @@ async def test_an_idle_pool_reconnects_after_a_restart_without_help(private_pg: 
             assert await conn.scalar(sa.text("SELECT 2")) == 2
     finally:
         await engine.dispose()
+
+
+async def test_a_busy_pool_is_waited_for_again_only_when_queue_waits_allow(postgres_url: str) -> None:
+    # Every pooled connection stays busy longer than the pool's own timeout: without queue_waits
+    # the pool's TimeoutError ends the operation (the deadline is not what ran out), with them it
+    # waits in line again and gets the connection once it is free.
+    engine = create_engine(postgres_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    held = asyncio.Event()
+
+    async def hold(seconds: float) -> None:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+            held.set()
+            await asyncio.sleep(seconds)
+
+    async def select_one() -> int:
+        async with engine.connect() as conn:
+            return (await conn.execute(sa.text("SELECT 1"))).scalar_one()
+
+    try:
+        holder = asyncio.create_task(hold(0.5))
+        await held.wait()
+        with pytest.raises(sa_exc.TimeoutError):
+            await retrying(select_one, deadline=0.0)
+        await holder
+        held.clear()
+        holder = asyncio.create_task(hold(0.5))
+        await held.wait()
+        assert await retrying(select_one, deadline=0.0, queue_waits=5) == 1
+        await holder
+    finally:
+        await engine.dispose()

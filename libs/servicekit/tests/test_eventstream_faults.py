@@ -154,3 +154,30 @@ async def test_a_terminal_append_loads_its_script_when_redis_has_forgotten_it(
             assert 0 < await admin.ttl(stream.key(run_id)) <= 3600
     finally:
         await admin.aclose()
+
+
+async def test_a_redis_that_keeps_forgetting_the_script_fails_the_append_instead_of_looping(
+    private_redis: PrivateRedis,
+) -> None:
+    # NOSCRIPT again right after SCRIPT LOAD (a proxy that sends each command to another
+    # server): the terminal append fails with EventStreamUnavailable after one reload; the
+    # appends beside it are not affected.
+    class Forgetful(RedisEventStream):
+        async def _send(self, batch: list) -> list:
+            await self._redis.script_flush()
+            return await super()._send(batch)
+
+    stream = Forgetful(private_redis.url, key_prefix="forgetful:")
+    try:
+        await stream.append("r1", 1, b"a")
+        ended, other = await asyncio.wait_for(
+            asyncio.gather(
+                stream.append("r1", 2, b"done", terminal=True), stream.append("r2", 1, b"x"), return_exceptions=True
+            ),
+            10,
+        )
+        assert isinstance(ended, EventStreamUnavailable) and "NOSCRIPT" in str(ended)
+        assert other is None
+        assert [e.seq for e in await stream.read("r1", 0)] == [1]
+    finally:
+        await stream.close()

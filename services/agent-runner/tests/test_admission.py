@@ -60,3 +60,53 @@ async def test_a_burst_is_admitted_at_the_paced_rate() -> None:
         assert admission.waiting == 0
     finally:
         await admission.close()
+
+
+async def test_a_full_database_pool_stops_admission_until_a_connection_is_free_again() -> None:
+    full = True
+    admission = Admission(memory_budget_mb=0, max_loop_lag_ms=0, interval=0.02, database_saturated=lambda: full)
+    admission.start()
+    try:
+        await asyncio.sleep(0.3)  # every connection taken at every tick: the pool does not keep up
+        assert not admission.has_room(), admission.pool_full
+        waiting = asyncio.create_task(admission.admit())
+        await asyncio.sleep(0.1)
+        assert not waiting.done() and admission.waiting == 1
+        full = False  # runs ended, connections came back
+        await asyncio.wait_for(waiting, 1)
+        assert admission.pool_full < Admission.SATURATED
+    finally:
+        await admission.close()
+
+
+async def test_a_pool_full_now_and_then_does_not_stop_admission() -> None:
+    ticks = iter(range(10_000))
+    admission = Admission(
+        memory_budget_mb=0, max_loop_lag_ms=0, interval=0.02, database_saturated=lambda: next(ticks) % 2 == 0
+    )
+    admission.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert admission.has_room(), admission.pool_full
+        await asyncio.wait_for(admission.admit(), 1)
+    finally:
+        await admission.close()
+
+
+async def test_the_worker_sees_its_postgresql_pool_full(postgres_url: str) -> None:
+    import sqlalchemy as sa
+
+    from agentry.runner.main import _pool_saturated
+    from agentry.servicekit.db import create_engine
+
+    engine = create_engine(postgres_url, pool_size=2, max_overflow=0)
+    try:
+        saturated = _pool_saturated(engine, 2)
+        assert saturated is not None and not saturated()
+        async with engine.connect() as first, engine.connect() as second:
+            await first.execute(sa.text("SELECT 1"))
+            await second.execute(sa.text("SELECT 1"))
+            assert saturated()
+        assert not saturated()
+    finally:
+        await engine.dispose()

@@ -238,6 +238,11 @@ def is_transient_db_error(exc: BaseException) -> bool:
     return False
 
 
+def is_pool_timeout(exc: BaseException) -> bool:
+    """True when `exc` is the pool's "no connection came free in time" (QueuePool's timeout)."""
+    return isinstance(exc, sa_exc.TimeoutError)
+
+
 async def retrying(
     operation: Callable[[], Awaitable[T]],
     *,
@@ -246,9 +251,14 @@ async def retrying(
     max_delay: float = 1.0,
     is_transient: Callable[[BaseException], bool] = is_transient_db_error,
     clock: Callable[[], float] = time.monotonic,
+    queue_waits: int = 0,
 ) -> T:
     """Awaits `operation()`, calling it again after transient failures until `deadline` seconds
     have passed since the first call; then the last failure is raised.
+
+    `queue_waits`: how many times a wait for a pooled connection that ran out (the pool's own
+    timeout: every connection was busy, the database answering) may be followed by another,
+    whatever the deadline. A busy pool is a line to wait in, not a database that is away.
 
     Waits double from `base_delay` up to `max_delay`, each between half and all of its nominal
     length (jitter, so a crowd of clients does not reconnect in lock step). `operation` must be
@@ -261,6 +271,10 @@ async def retrying(
         try:
             return await operation()
         except Exception as exc:
+            if queue_waits > 0 and is_pool_timeout(exc):
+                queue_waits -= 1
+                logger.warning("every pooled database connection stayed busy; waiting in line again")
+                continue
             remaining = started + deadline - clock()
             if not is_transient(exc) or remaining <= 0:
                 raise

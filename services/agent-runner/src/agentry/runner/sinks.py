@@ -20,7 +20,7 @@ from agentpress import (
     ToolCallDelta,
     message_from_dict,
 )
-from agentry.servicekit.db import retrying
+from agentry.servicekit.db import is_pool_timeout, retrying
 from agentry.servicekit.eventstream import EventStream
 
 from .domain import DURABLE_EVENT_TYPES, NewMessage, RunStatus, StoredEvent, final_status
@@ -90,7 +90,9 @@ class ThreadMessageStore:
     async def load(self) -> list[Message]:
         import orjson
 
-        stored = await retrying(lambda: self._repo.list_messages(self._thread_id), deadline=WRITE_RETRY_SECONDS)
+        stored = await retrying(
+            lambda: self._repo.list_messages(self._thread_id), deadline=WRITE_RETRY_SECONDS, queue_waits=QUEUE_WAITS
+        )
         queued = self._sink.queued_messages() if self._sink is not None else []  # not yet written
         return [message_from_dict(orjson.loads(m.content_json)) for m in [*stored, *queued]]
 
@@ -122,6 +124,7 @@ class ThreadMessageStore:
                     fence=(lease.run_id, lease.epoch) if lease else None,
                 ),
                 deadline=WRITE_RETRY_SECONDS,
+                queue_waits=QUEUE_WAITS,
             )
         except LeaseLost:
             assert lease is not None
@@ -135,6 +138,10 @@ MAX_WRITE_LAG = 1_000
 # A durable write that fails for an infrastructure reason (a pool timeout, a dropped connection,
 # a database restarting) is retried with backoff for this long before the run gives up on it.
 WRITE_RETRY_SECONDS = 60.0
+# A run's writes that found every pooled connection busy for the pool's whole timeout wait in
+# line again, this many times, beyond WRITE_RETRY_SECONDS (bounded by the run's lease too): an
+# overloaded worker slows its runs down rather than failing them (`servicekit.db.retrying`).
+QUEUE_WAITS = 5
 
 
 class EventStoreFailed(Exception):
@@ -179,6 +186,7 @@ async def end_run(
             messages=messages or (),
         ),
         deadline=retry_seconds,
+        queue_waits=QUEUE_WAITS if retry_seconds > 0 else 0,
     )
     if ended:
         from . import metrics
@@ -522,6 +530,7 @@ class RunEventSink:
             messages = self._messages[:]  # taken with the events: a message precedes its events
             phase, self._phase = self._phase, None
             delay, deadline = 0.05, asyncio.get_running_loop().time() + self._write_retry_seconds
+            queue_waits = QUEUE_WAITS
             while True:
                 try:
                     await self._repo.append_events(
@@ -533,6 +542,10 @@ class RunEventSink:
                     lease.mark_lost()
                     return
                 except Exception as exc:
+                    if queue_waits > 0 and is_pool_timeout(exc) and not self._lost():
+                        queue_waits -= 1  # every connection stayed busy: wait in line again
+                        logger.warning("storing durable events waited for a pooled connection; waiting again")
+                        continue
                     if asyncio.get_running_loop().time() + delay > deadline or self._lost():
                         logger.exception("storing durable events of the run failed")
                         self._write_error = exc

@@ -390,35 +390,47 @@ class RedisEventStream:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            try:
-                results = await self._reconnecting(lambda batch=batch: self._send(batch), "append run events")
-            except RedisError as exc:
-                for run_id, _, _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(EventStreamUnavailable(f"cannot append to run {run_id}: {exc}"))
+            unloaded = await self._send_and_settle(batch)
+            if not unloaded:
                 continue
-            unloaded = []
-            for item, result in zip(batch, results, strict=True):
-                run_id, seq, data, flag, future = item
-                if future.done():
-                    continue
-                if isinstance(result, NoScriptError):  # Redis restarted or flushed its scripts
-                    unloaded.append(item)
-                elif not isinstance(result, Exception):
-                    future.set_result(None)
-                elif isinstance(result, ResponseError) and "equal or smaller" in str(result):
-                    _spawn(self._settle_duplicate(run_id, seq, data, flag, future))
-                else:
-                    future.set_exception(EventStreamUnavailable(f"cannot append to run {run_id}: {result}"))
-            if unloaded:
-                try:
-                    await self._reconnecting(lambda: self._redis.script_load(_APPEND), "load the append script")
-                except RedisError as exc:
-                    for run_id, _, _, _, future in unloaded:
-                        if not future.done():
-                            future.set_exception(EventStreamUnavailable(f"cannot append to run {run_id}: {exc}"))
-                else:
-                    self._pending[:0] = unloaded  # sent again first, ahead of anything newer
+            # Redis restarted or flushed its scripts: load the append script and send those
+            # appends again at once, ahead of anything newer. Once only: a Redis that still
+            # answers NOSCRIPT (a proxy sending each command to another server) fails them.
+            try:
+                await self._reconnecting(lambda: self._redis.script_load(_APPEND), "load the append script")
+            except RedisError as exc:
+                self._fail(unloaded, exc)
+                continue
+            self._fail(await self._send_and_settle(unloaded), "NOSCRIPT again after SCRIPT LOAD")
+
+    async def _send_and_settle(self, batch: list) -> list:
+        """Sends `batch` and settles each append's future; returns the appends Redis answered
+        NOSCRIPT (their futures still pending)."""
+        try:
+            results = await self._reconnecting(lambda: self._send(batch), "append run events")
+        except RedisError as exc:
+            self._fail(batch, exc)
+            return []
+        unloaded = []
+        for item, result in zip(batch, results, strict=True):
+            run_id, seq, data, flag, future = item
+            if future.done():
+                continue
+            if isinstance(result, NoScriptError):
+                unloaded.append(item)
+            elif not isinstance(result, Exception):
+                future.set_result(None)
+            elif isinstance(result, ResponseError) and "equal or smaller" in str(result):
+                _spawn(self._settle_duplicate(run_id, seq, data, flag, future))
+            else:
+                future.set_exception(EventStreamUnavailable(f"cannot append to run {run_id}: {result}"))
+        return unloaded
+
+    @staticmethod
+    def _fail(batch: list, why: object) -> None:
+        for run_id, _, _, _, future in batch:
+            if not future.done():
+                future.set_exception(EventStreamUnavailable(f"cannot append to run {run_id}: {why}"))
 
     async def _send(self, batch: list) -> list:
         async with self._redis.pipeline(transaction=False) as pipe:
