@@ -2,7 +2,7 @@
 process) on a private PostgreSQL, a private Redis and the shared RabbitMQ behind a cuttable TCP
 proxy. Mid-run, one at a time: Redis restarts, the broker connection is cut, PostgreSQL restarts.
 
-For each fault, 30 runs (each a ~1 s shell command with a side effect) are started just before
+For each fault, 30 runs (each a ~2 s shell command with a side effect) are started just before
 it, and it lands once their streams are flowing; 5 more are started while it lasts (a start then
 answers 202, or 503/429 with Retry-After, and the client retries with its Idempotency-Key; never a
 500), and 5 more clients open streams of running runs while the server is down. Every accepted
@@ -59,7 +59,7 @@ SCRIPTS = {
         {
             "text": "Working.",
             "tool_calls": [
-                {"name": "run_command", "arguments": {"command": f"echo once >> {SIDE_EFFECT_FILE} && sleep 1"}}
+                {"name": "run_command", "arguments": {"command": f"echo once >> {SIDE_EFFECT_FILE} && sleep 2"}}
             ],
         },
         {"text": "Recorded."},
@@ -377,7 +377,7 @@ class Outcome:
 
     @property
     def stalls(self) -> list[float]:
-        """Each run's longest wait between two events on its stream (the 1 s command, normally)."""
+        """Each run's longest wait between two events on its stream (the 2 s command, normally)."""
         return [max(b - a for a, b in zip(s.arrived, s.arrived[1:])) for s in self.seen if len(s.arrived) > 1]
 
     @property
@@ -474,20 +474,24 @@ async def exercise(
             live.append(Followed(run.run_id))
             followers.append(asyncio.create_task(follow(client, tally, live[-1], user["headers"], deadline=deadline)))
 
-        before = await asyncio.gather(
-            *(start_run(client, tally, user, t, f"{name}-{i}") for i, t in enumerate(threads[:runs]))
-        )
-        for run in before:
+        async def start_and_follow(i: int, thread: dict) -> None:
+            # Followed from the moment its start answers: on a slow machine the last of the
+            # starts can answer after the first runs have ended.
+            run = await start_run(client, tally, user, thread, f"{name}-{i}")
             assert run is not None, tally.unexpected
             followed(run)
+
+        await asyncio.gather(*(start_and_follow(i, t) for i, t in enumerate(threads[:runs])))
         window = None
         if fault is not None:
-            # The fault lands while the runs stream (most clients have their first events) and
-            # run their command.
+            # The fault lands while the runs stream and run their command: once most of them are
+            # mid-run (streamed, not ended). On a slow machine the starts spread out, so waiting
+            # for most clients to have their first events let the earliest runs end first.
             connected = time.monotonic() + 15
-            while sum(1 for f in live if f.ids) < 0.8 * len(live) and time.monotonic() < connected:
+            while (
+                sum(1 for f in live if f.ids and f.terminal is None) < 0.7 * len(live) and time.monotonic() < connected
+            ):
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)
             on = asyncio.Event()
             began = time.monotonic()
             faulting = asyncio.create_task(fault(on))

@@ -115,3 +115,26 @@ async def test_readiness_check_follows_the_broker_connection(proxied):
                 break
             except QueueUnavailable:
                 await asyncio.sleep(0.1)  # the robust connection reconnects every 0.2 s
+
+
+async def test_consuming_while_the_broker_is_away_starts_once_it_is_back(proxied) -> None:
+    # A worker whose first consume fails (the broker away, or answering INTERNAL_ERROR to a
+    # consume on a quorum queue just declared elsewhere) tries again instead of exiting.
+    proxy, queue = proxied
+    await queue.publish(job(1))  # connected, the queue declared
+    proxy.cut()
+    loop = asyncio.get_running_loop()
+    loop.call_later(1.0, proxy.restore)
+    seen: list[str] = []
+    arrived = asyncio.Event()
+
+    async def handler(j: RunJob) -> None:
+        seen.append(j.run_id)
+        arrived.set()
+
+    consumer = await asyncio.wait_for(queue.consume(handler, concurrency=1), WAIT)
+    try:
+        await asyncio.wait_for(arrived.wait(), WAIT)
+        assert seen == ["run-1"]
+    finally:
+        await consumer.stop()

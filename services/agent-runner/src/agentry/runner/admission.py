@@ -10,11 +10,6 @@ default 1000, that also bounds the broker's prefetch) and admits each new one on
   `max_loop_lag_ms`. A lagging loop means the process is CPU-bound; more runs would slow every
   run already going (their tokens, their lease heartbeats) rather than add throughput.
 
-- its database pool keeps up: not every connection of the pool has been checked out at
-  (nearly) every tick of the last second (`database_saturated`, smoothed like the lag). Runs
-  admitted while every connection is taken only wait in line for one and slow every run down
-  (their durable writes wait in line too: `sinks.QUEUE_WAITS`),
-
 and at most `max_per_second` new runs a second (spread over the 100 ms ticks): a burst of
 thousands of jobs delivered at once is taken in gradually, so memory and lag can say "enough"
 before the burst is all in (measured: 2,000 runs admitted in the same instant overran the
@@ -30,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -49,23 +43,11 @@ def resident_mb() -> float:
 class Admission:
     """See the module docstring. `memory_budget_mb` 0 or `max_loop_lag_ms` 0 turns that check off."""
 
-    # The share of recent ticks at which the database pool was full that pauses admission.
-    SATURATED = 0.9
-
     def __init__(
-        self,
-        *,
-        memory_budget_mb: float,
-        max_loop_lag_ms: float,
-        max_per_second: float = 0,
-        interval: float = 0.1,
-        database_saturated: Callable[[], bool] | None = None,
+        self, *, memory_budget_mb: float, max_loop_lag_ms: float, max_per_second: float = 0, interval: float = 0.1
     ) -> None:
         self.memory_budget_mb = memory_budget_mb
         self.max_loop_lag_ms = max_loop_lag_ms
-        # True while every connection of the process's database pool is checked out.
-        self._database_saturated = database_saturated
-        self.pool_full = 0.0  # share of recent ticks the pool was full (smoothed, 0..1)
         self._interval = interval
         # Admissions left in this tick (None: no rate limit).
         self._per_tick = max(1, round(max_per_second * interval)) if max_per_second > 0 else None
@@ -93,7 +75,7 @@ class Admission:
     def has_room(self) -> bool:
         over_memory = self.memory_budget_mb > 0 and self.rss_mb > self.memory_budget_mb
         lagging = self.max_loop_lag_ms > 0 and self.lag_ms > self.max_loop_lag_ms
-        return not (over_memory or lagging or self.pool_full >= self.SATURATED)
+        return not (over_memory or lagging)
 
     async def admit(self) -> None:
         """Returns once a new run may start here."""
@@ -128,8 +110,6 @@ class Admission:
             late_ms = max(0.0, (loop.time() - before - self._interval) * 1000)
             self.lag_ms = 0.7 * self.lag_ms + 0.3 * late_ms
             self.rss_mb = resident_mb()
-            if self._database_saturated is not None:
-                self.pool_full = 0.7 * self.pool_full + 0.3 * (1.0 if self._database_saturated() else 0.0)
             if self._per_tick is not None:
                 self._tokens = self._per_tick
                 self._tick.set()
@@ -142,13 +122,11 @@ class Admission:
             else:
                 if not full:
                     logger.warning(
-                        "admission paused: rss %.0f MB (budget %.0f), loop lag %.0f ms (max %.0f), database "
-                        "pool full at %.0f%% of recent ticks; new runs wait",
+                        "admission paused: rss %.0f MB (budget %.0f), loop lag %.0f ms (max %.0f); new runs wait",
                         self.rss_mb,
                         self.memory_budget_mb,
                         self.lag_ms,
                         self.max_loop_lag_ms,
-                        self.pool_full * 100,
                     )
                 full = True
                 self._room.clear()

@@ -8,7 +8,6 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 from agentpress.litellm_import import after_import
@@ -121,17 +120,6 @@ def _readiness_checks(settings: RunnerSettings, engine, queue: RunQueue) -> dict
     return checks
 
 
-def _pool_saturated(engine, capacity: int) -> Callable[[], bool] | None:
-    """Whether every connection of `engine`'s pool is checked out (PostgreSQL's QueuePool; None
-    for SQLite's pools, which have no fixed size)."""
-    from sqlalchemy.pool import QueuePool
-
-    pool = engine.sync_engine.pool
-    if not isinstance(pool, QueuePool):
-        return None
-    return lambda: pool.checkedout() >= capacity
-
-
 async def start(
     settings: RunnerSettings,
     stack: contextlib.AsyncExitStack,
@@ -186,7 +174,6 @@ async def start(
             memory_budget_mb=settings.memory_budget_mb,
             max_loop_lag_ms=settings.max_loop_lag_ms,
             max_per_second=settings.max_admissions_per_second,
-            database_saturated=_pool_saturated(engine, settings.database_pool_size + settings.database_max_overflow),
         )
         admission.start()
         stack.push_async_callback(admission.close)

@@ -15,6 +15,7 @@ channel that died fails and is logged; its redelivered copy is settled instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 
@@ -40,6 +41,8 @@ from agentry.runner.queue import (
 logger = logging.getLogger(__name__)
 
 # Everything a broken connection or a refusing broker can raise at us.
+# How long `consume` tries again when the broker refuses at start.
+CONSUME_RETRY_SECONDS = 15.0
 _BROKER_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
 
 
@@ -223,9 +226,29 @@ class RabbitRunQueue:
             raise QueueUnavailable(f"the broker did not accept run {job.run_id}: {exc!r}") from exc
 
     async def consume(self, handler: JobHandler, *, concurrency: int) -> Consumer:
+        """Starts consuming. A broker that refuses at first is tried again, with backoff, for up
+        to CONSUME_RETRY_SECONDS: RabbitMQ can answer INTERNAL_ERROR (and close the connection)
+        to a `basic.consume` on a quorum queue another connection has just declared, before the
+        queue's leader runs (seen when two workers start together); then QueueUnavailable."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + CONSUME_RETRY_SECONDS, 0.2
+        while True:
+            try:
+                return await self._consume_once(handler, concurrency)
+            except QueueUnavailable as exc:
+                if self._closed or loop.time() + delay > deadline:
+                    raise
+                logger.warning("%s; trying again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _consume_once(self, handler: JobHandler, concurrency: int) -> Consumer:
         connection = await self._connect()
+        if connection.is_closed or not connection.connected.is_set():  # reconnecting: try again later
+            raise QueueUnavailable(f"cannot consume from {self._queue_name}: not connected to the broker")
+        channel = None
         try:
             # One channel per consumer: prefetch is per channel, and a stopped consumer's channel
             # closing hands its unsettled deliveries back without touching the publisher.
@@ -235,6 +258,9 @@ class RabbitRunQueue:
             consumer = _RabbitConsumer(channel, queue, handler, concurrency, self._requeue_delay)
             await consumer.start()
         except _BROKER_ERRORS as exc:
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await channel.close()
             raise QueueUnavailable(f"cannot consume from {self._queue_name}: {exc!r}") from exc
         self._consumers.append(consumer)
         return consumer
