@@ -312,26 +312,28 @@ def _fence_statement(with_phase: bool) -> sa.Update:
 
 
 @functools.cache
-def _fenced_append_statement(with_phase: bool) -> sa.TextClause:
-    """PostgreSQL: `_fence_statement` and `_insert_events_statement` as ONE statement (run in
-    autocommit, so it is its own transaction): the events are inserted only for the run row the
-    fence updated, and the statement answers how many rows that was (1, or 0 when the lease is
-    no longer held: then nothing is stored). The fence's UPDATE locks the row as before, and
-    PostgreSQL re-checks its WHERE on the newest row version when it had to wait for a takeover.
-    Parameters: those of both statements."""
-    leased = " OR ".join(f"status = '{value}'" for value in _LEASED)
-    phase = ", phase = :p_phase, phase_detail = :p_detail, phase_since = :p_since" if with_phase else ""
-    return sa.text(
-        "WITH fence AS ("
-        f"UPDATE agent_runs SET last_event_at = :p_now{phase} "
-        f"WHERE run_id = :p_run_id AND lease_epoch = :p_epoch AND ({leased}) RETURNING run_id"
-        "), stored AS ("
-        "INSERT INTO run_events (run_id, seq, data, terminal, created_at) "
-        "SELECT fence.run_id, e.seq, e.data, e.terminal, CAST(:p_now AS DOUBLE PRECISION) "
-        "FROM fence, unnest(CAST(:p_seqs AS BIGINT[]), CAST(:p_datas AS BYTEA[]), CAST(:p_terminals AS BOOLEAN[])) "
-        "AS e(seq, data, terminal)"
-        ") SELECT count(*) FROM fence"
+def _fenced_append_statement(with_phase: bool) -> sa.Select:
+    """PostgreSQL: `_fence_statement` and a batch's insert as ONE statement (run in autocommit,
+    so it is its own transaction): the events (`unnest` over p_seqs, p_datas, p_terminals) are
+    inserted only for the run row the fence updated, and the statement answers how many rows that
+    was (1, or 0 when the lease is no longer held: then nothing is stored). The fence's UPDATE
+    locks the row as before, and PostgreSQL re-checks its WHERE on the newest row version when
+    it had to wait for a takeover. Parameters: the fence's, and the three arrays."""
+    fence = _fence_statement(with_phase).returning(agent_runs.c.run_id).cte("fence")
+    batch = (
+        sa.func.unnest(
+            sa.bindparam("p_seqs", type_=postgresql.ARRAY(sa.BigInteger)),
+            sa.bindparam("p_datas", type_=postgresql.ARRAY(sa.LargeBinary)),
+            sa.bindparam("p_terminals", type_=postgresql.ARRAY(sa.Boolean)),
+        )
+        .table_valued("seq", "data", "terminal")
+        .render_derived(name="batch")
     )
+    rows = sa.select(
+        fence.c.run_id, batch.c.seq, batch.c.data, batch.c.terminal, sa.bindparam("p_now", type_=sa.Float)
+    ).select_from(fence.join(batch, sa.true()))
+    stored = run_events.insert().from_select(["run_id", "seq", "data", "terminal", "created_at"], rows).cte("stored")
+    return sa.select(sa.func.count()).select_from(fence).add_cte(stored)
 
 
 @functools.cache
