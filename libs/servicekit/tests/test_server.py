@@ -116,3 +116,37 @@ async def test_health_answers_without_credential_and_drains_on_stop(server):
         await server.health.enter_graceful_shutdown()
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE))
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_a_started_service_freezes_its_startup_heap_before_taking_load():
+    """serve_until_signalled (every service process's main) takes what start() left alive out of
+    the collector's reach once start() returns, and shuts down on SIGTERM as before."""
+    import asyncio
+    import gc
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    from agentry.servicekit.server import serve_until_signalled
+
+    seen: dict[str, int] = {}
+    closed: list[bool] = []
+
+    async def start(settings, stack) -> None:
+        seen["during_start"] = gc.get_freeze_count()
+        stack.callback(closed.append, True)
+
+        def after_start() -> None:  # runs once start() has returned and the service waits
+            seen["after_start"] = gc.get_freeze_count()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        asyncio.get_running_loop().call_soon(after_start)
+
+    gc.unfreeze()
+    try:
+        await asyncio.wait_for(serve_until_signalled(start, SimpleNamespace(metrics_port=None)), 10)
+    finally:
+        gc.unfreeze()
+    assert seen["during_start"] == 0
+    assert seen["after_start"] > 1000  # the interpreter's and the libraries' objects, at least
+    assert closed == [True]

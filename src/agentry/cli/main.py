@@ -91,11 +91,12 @@ def dev(
         async with contextlib.AsyncExitStack() as stack:
             with console.status("starting Agentry services..."):
                 dev_stack = await start_dev_stack(stack, data_dir=data_dir, ports=ports)
+            freeze_startup_heap()
             _banner(dev_stack)
             await stop.wait()
             console.print("stopping...")
 
-    from agentry.servicekit.server import run_on_event_loop
+    from agentry.servicekit.server import freeze_startup_heap, run_on_event_loop
 
     try:
         run_on_event_loop(_run(), spawns_processes=True)  # it hosts the sandbox

@@ -125,8 +125,23 @@ async def serve_until_signalled(start: StartFn[S], settings: S) -> None:
         if settings.metrics_port is not None:
             serve_metrics(settings.metrics_host or settings.host, settings.metrics_port, stack)
         await start(settings, stack)
+        freeze_startup_heap()
         await stop.wait()
         logger.info("shutting down")
+
+
+def freeze_startup_heap() -> None:
+    """Moves every object alive once a service has started (its modules, classes, settings,
+    pools: most of its heap, and nearly all of it long-lived) out of the cyclic garbage
+    collector's reach, so the collections that run under load no longer walk them each time
+    (`gc.freeze`). Collected first, so nothing that is already garbage is kept. Called once per
+    service process, after its start and before it takes load. Measured: on Python 3.12 the
+    collector was ~30% of the runner worker's CPU under load without it (perf), and CPU per run
+    fell 13% with it; on 3.11, whose collector runs less often, the gain is within noise."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def run_service(

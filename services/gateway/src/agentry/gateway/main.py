@@ -71,6 +71,9 @@ async def _serve(settings: GatewaySettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
         await start(settings, stack)
+        from agentry.servicekit.server import freeze_startup_heap
+
+        freeze_startup_heap()
         await stop.wait()
 
 

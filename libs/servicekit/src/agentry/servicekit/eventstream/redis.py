@@ -222,7 +222,10 @@ class _Multiplexer:
             self._woken = True
             _spawn(self._wake())
         try:
-            return await asyncio.wait_for(future, timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for adds a future, a callback
+            # and a timer handle per wait, and may swallow a cancel that lands with the result.
+            async with asyncio.timeout(timeout):
+                return await future
         except TimeoutError:
             return []
         finally:
@@ -288,7 +291,8 @@ class _Multiplexer:
             if self._returning:
                 self._back.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._back.wait(), 0.001)
+                    async with asyncio.timeout(0.001):  # not wait_for: no Task per read
+                        await self._back.wait()
                 self._returning = 0
 
     def _deliver(self, key: str, entries: list[StreamEntry]) -> None:
