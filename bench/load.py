@@ -25,8 +25,10 @@ answered, each model reply `--tokens` K tokens at `--tps` tokens/s after `--ttft
 how many completed, how many streams were cut (ended without `run_finished`, or an HTTP error),
 TTFT (start sent → first `text_delta`) and total (→ `run_finished`) p50/p99, peak RSS of every
 process (sampled every 0.25 s), and CPU per streamed token (CPU of runner worker + gateway +
-Redis over the measure, divided by the tokens delivered; the per-run fixed cost measured by
-`throughput` is subtracted when `--per-run-cpu-ms` is given).
+Redis over the measure, divided by the tokens delivered, counted as the words of the text
+deltas, the fake model's tokens, so deltas the worker merged still count every token; the per-run
+fixed cost measured by `throughput` is subtracted when `--per-run-cpu-ms` is given, and without it
+that figure is mostly the runs' fixed cost).
 
 **idle**: RSS of every process of a started split stack after one run, once it has settled. The
 venv must hold compiled bytecode, as `make setup` and the image leave it (otherwise, where
@@ -224,7 +226,8 @@ async def one_run(
                     event = orjson.loads(line[5:])
                     kind = event["type"]
                     if kind == "text_delta":
-                        result.tokens += 1
+                        # The fake model's tokens are words: a merged delta counts each of them.
+                        result.tokens += len(event.get("text", "").split())
                         if result.first_token is None:
                             result.first_token = now()
                     elif kind == "run_finished":
