@@ -16,8 +16,8 @@ on uvloop like the services:
 - **LiteLLMModel**: the lane plus the translation of each chunk into a ModelDelta, as the agent
   loop receives it.
 
-And the per-event floor on the Redis side, with 10 writers each appending 200 events one at a
-time and awaiting each (as a run does):
+And the per-event floor on the Redis side, with 10 writers each appending `--events` events
+(2,000) one at a time and awaiting each (as a run does):
 
 - **bare XADD**: redis-py's `xadd` awaited per event.
 - **RedisEventStream.append**: Agentry's append (batched per process, idempotent per seq).
