@@ -36,3 +36,9 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
     async with contextlib.AsyncExitStack() as stack:
         yield await _migrated(sqlite_url, stack)
+
+
+@pytest.fixture
+async def postgres_engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    async with contextlib.AsyncExitStack() as stack:
+        yield await _migrated(postgres_url, stack)

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -168,6 +169,44 @@ async def test_concurrent_starts_on_one_thread_let_exactly_one_through(repo: Sql
     run, its_prompt = winners[0]
     assert await repo.get_run(run.run_id) == run
     assert await repo.list_messages(thread.thread_id) == [its_prompt]
+
+
+async def test_a_start_that_gets_its_thread_at_once_is_one_statement_on_postgresql(
+    postgres_engine: AsyncEngine, clock: FakeClock
+) -> None:
+    # The start is on the time-to-first-token path: on PostgreSQL the lock, the checks and both
+    # inserts are one call (migration 0008), committed on its own. The run row it writes is the
+    # one the general path writes (its place on the thread and its start position included).
+    # (SQLite keeps its transaction of several statements: in process, there is no round trip.)
+    engine = postgres_engine
+    repo = SqlRunnerRepository(engine, clock=clock)
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    first = prompt(thread, "first")
+    ended = await new_run(repo, thread, first)
+    await repo.transition(ended.run_id, from_=[RunStatus.QUEUED], to=RunStatus.CANCELLED)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        second = prompt(thread, "second")
+        with_prompt = await repo.create_run(
+            run_id=str(uuid.uuid4()),
+            thread_id=thread.thread_id,
+            account_id=ACCOUNT,
+            model="m",
+            first_message=second,
+            max_active_runs=5,
+        )
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+    assert len(statements) == 1 and "agentry_start_run" in statements[0], statements
+    assert with_prompt.thread_seq == 2
+    assert await repo.get_run(with_prompt.run_id) == with_prompt
+    assert await repo.list_messages(thread.thread_id) == [first, second]
 
 
 async def test_transition_moves_only_from_the_expected_statuses(repo: SqlRunnerRepository, clock: FakeClock) -> None:

@@ -521,10 +521,24 @@ async def _lock_account(conn: AsyncConnection, account_id: str) -> None:
     inserting one cannot interleave with another start (PostgreSQL: a transaction-scoped
     advisory lock; SQLite: the write lock `_lock_thread` took already serialises every start)."""
     if conn.dialect.name == "postgresql":
-        key = zlib.crc32(account_id.encode()) - 2**31  # int4; a collision only makes two accounts take turns
         await conn.execute(
-            sa.text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": _ACCOUNT_LOCK_NAMESPACE, "key": key}
+            sa.text("SELECT pg_advisory_xact_lock(:ns, :key)"),
+            {"ns": _ACCOUNT_LOCK_NAMESPACE, "key": _account_lock_key(account_id)},
         )
+
+
+def _account_lock_key(account_id: str) -> int:
+    """The account's advisory lock key: an int4, so a collision only makes two accounts take turns."""
+    return zlib.crc32(account_id.encode()) - 2**31
+
+
+# PostgreSQL: migration 0008's `agentry_start_run` (its docstring says what each outcome means).
+_START_RUN_SQL = sa.text(
+    "SELECT o_outcome, o_holder, o_active, o_thread_seq FROM agentry_start_run("
+    ":run_id, :thread_id, :account_id, :model, :created_at, :reasoning_effort, :multitask_strategy, "
+    ":user_id, :max_active, :lock_namespace, :lock_key, :message_id, :message_type, :message_json, "
+    ":message_at)"
+)
 
 
 class SqlRunnerRepository:
@@ -762,6 +776,65 @@ class SqlRunnerRepository:
         now = self._clock()
         c = agent_runs.c
         promoted: str | None = None
+        values = dict(
+            run_id=run_id,
+            thread_id=thread_id,
+            account_id=account_id,
+            model=model,
+            error="",
+            finish_reason="",
+            created_at=now,
+            reasoning_effort=reasoning_effort,
+            phase_since=now,
+            multitask_strategy=strategy.value,
+            user_id=user_id,
+        )
+        if self._postgres:
+            # The common case in one round trip (migration 0008's function): a run that gets its
+            # thread at once. One that must wait is started below, in a transaction of its own.
+            try:
+                async with self._reads.connect() as conn:
+                    done = (
+                        await conn.execute(
+                            _START_RUN_SQL,
+                            {
+                                **values,
+                                "max_active": max_active_runs,
+                                "lock_namespace": _ACCOUNT_LOCK_NAMESPACE,
+                                "lock_key": _account_lock_key(account_id),
+                                "message_id": None if first_message is None else first_message.message_id,
+                                "message_type": None if first_message is None else first_message.type,
+                                "message_json": None if first_message is None else first_message.content_json,
+                                "message_at": None if first_message is None else first_message.created_at,
+                            },
+                        )
+                    ).one()
+            except IntegrityError as exc:
+                raise RunAlreadyActive("this thread already has an active run; stop it or wait for it to end") from exc
+            if done.o_outcome == "busy":
+                raise RunAlreadyActive("this thread already has an active run; stop it or wait for it to end")
+            if done.o_outcome == "capped":
+                raise TooManyActiveRuns(
+                    f"this account has {done.o_active} active runs, the most it may have at once; wait for one to end"
+                )
+            if done.o_outcome == "queued":
+                return Run(
+                    run_id,
+                    thread_id,
+                    account_id,
+                    RunStatus.QUEUED,
+                    model,
+                    "",
+                    "",
+                    now,
+                    None,
+                    None,
+                    reasoning_effort,
+                    phase_since=now,
+                    multitask_strategy=strategy.value,
+                    thread_seq=done.o_thread_seq,
+                    user_id=user_id,
+                )
         try:
             async with self._engine.begin() as conn:
                 await _lock_thread(conn, thread_id)
@@ -781,19 +854,6 @@ class SqlRunnerRepository:
                         f"this account has {state.active} active runs, the most it may have "
                         "at once; wait for one to end"
                     )
-                values = dict(
-                    run_id=run_id,
-                    thread_id=thread_id,
-                    account_id=account_id,
-                    model=model,
-                    error="",
-                    finish_reason="",
-                    created_at=now,
-                    reasoning_effort=reasoning_effort,
-                    phase_since=now,
-                    multitask_strategy=strategy.value,
-                    user_id=user_id,
-                )
                 waits = strategy is not MultitaskStrategy.REJECT and (
                     state.holder is not None or state.first is not None
                 )
