@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentpress import UserMessage
 from agentry.runner.adapters.sql import SqlRunnerRepository
-from agentry.runner.domain import Run, RunStatus, StoredEvent, StoredMessage, Thread
+from agentry.runner.domain import NewMessage, Run, RunStatus, StoredEvent, StoredMessage, Thread
 from agentry.runner.errors import LeaseLost, RunAlreadyActive
 
 from .conftest import FakeClock
@@ -171,7 +171,7 @@ async def test_concurrent_starts_on_one_thread_let_exactly_one_through(repo: Sql
     assert await repo.list_messages(thread.thread_id) == [its_prompt]
 
 
-async def test_a_start_that_gets_its_thread_at_once_is_one_statement_on_postgresql(
+async def test_a_start_and_an_end_with_no_run_waiting_are_one_statement_each_on_postgresql(
     postgres_engine: AsyncEngine, clock: FakeClock
 ) -> None:
     # The start is on the time-to-first-token path: on PostgreSQL the lock, the checks and both
@@ -207,6 +207,35 @@ async def test_a_start_that_gets_its_thread_at_once_is_one_statement_on_postgres
     assert with_prompt.thread_seq == 2
     assert await repo.get_run(with_prompt.run_id) == with_prompt
     assert await repo.list_messages(thread.thread_id) == [first, second]
+
+    # Its end, with no run waiting for the thread, is one call too: the run, its messages (in
+    # order) and its events, or nothing at a lease epoch that no longer holds.
+    claimed = await repo.claim_run(with_prompt.run_id, worker_id="w")
+    assert claimed is not None
+    replies = [
+        NewMessage(str(uuid.uuid4()), thread.thread_id, ACCOUNT, "assistant", f'{{"n": {n}}}', clock.now)
+        for n in range(3)
+    ]
+    events = [StoredEvent(1, b"a", False), StoredEvent(2, b"end", True)]
+    end = dict(from_=[RunStatus.RUNNING], to=RunStatus.COMPLETED, error="", finish_reason="stop", events=events)
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        statements.clear()
+        stale = await repo.finish_run(with_prompt.run_id, epoch=claimed.run.lease_epoch - 1, messages=replies, **end)
+        ended = await repo.finish_run(with_prompt.run_id, epoch=claimed.run.lease_epoch, messages=replies, **end)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+    assert (stale, ended) == (False, True)
+    assert len(statements) == 2 and all("agentry_finish_run" in s for s in statements), statements
+    finished = await repo.get_run(with_prompt.run_id)
+    assert finished is not None and (finished.status, finished.finish_reason) == (RunStatus.COMPLETED, "stop")
+    assert [m.message_id for m in await repo.list_messages(thread.thread_id)] == [
+        first.message_id,
+        second.message_id,
+        *(r.message_id for r in replies),
+    ]
+    assert await repo.list_events(with_prompt.run_id, 0) == events
 
 
 async def test_transition_moves_only_from_the_expected_statuses(repo: SqlRunnerRepository, clock: FakeClock) -> None:

@@ -532,7 +532,12 @@ def _account_lock_key(account_id: str) -> int:
     return zlib.crc32(account_id.encode()) - 2**31
 
 
-# PostgreSQL: migration 0008's `agentry_start_run` (its docstring says what each outcome means).
+# PostgreSQL: migration 0008's functions (its docstring says what each outcome means).
+_FINISH_RUN_SQL = sa.text(
+    "SELECT agentry_finish_run(:p_run_id, CAST(:p_from AS TEXT[]), :p_to, :p_error, :p_finish_reason, :p_now, "
+    ":p_epoch, :m_ids, :m_thread_ids, :m_account_ids, :m_types, :m_contents, :m_created, "
+    ":e_seqs, :e_datas, :e_terminals)"
+)
 _START_RUN_SQL = sa.text(
     "SELECT o_outcome, o_holder, o_active, o_thread_seq FROM agentry_start_run("
     ":run_id, :thread_id, :account_id, :model, :created_at, :reasoning_effort, :multitask_strategy, "
@@ -1257,6 +1262,30 @@ class SqlRunnerRepository:
         }
         if epoch is not None:
             params["p_epoch"] = epoch
+        if self._postgres:
+            # The common end in one round trip (migration 0008's function): no run waits for the
+            # thread. Otherwise the end and the promotion of the next run are the transaction below.
+            async with self._reads.connect() as conn:
+                outcome = (
+                    await conn.execute(
+                        _FINISH_RUN_SQL,
+                        {
+                            **params,
+                            "p_epoch": epoch,
+                            "m_ids": [m.message_id for m in messages],
+                            "m_thread_ids": [m.thread_id for m in messages],
+                            "m_account_ids": [m.account_id for m in messages],
+                            "m_types": [m.type for m in messages],
+                            "m_contents": [m.content_json for m in messages],
+                            "m_created": [m.created_at for m in messages],
+                            "e_seqs": [e.seq for e in events],
+                            "e_datas": [e.data for e in events],
+                            "e_terminals": [e.terminal for e in events],
+                        },
+                    )
+                ).scalar_one()
+            if outcome != "waits":
+                return outcome == "ended"
         promoted = None
         async with self._engine.begin() as conn:
             # The thread's lock first (the order every start takes): the end and the promotion of

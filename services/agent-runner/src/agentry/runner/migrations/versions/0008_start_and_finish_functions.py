@@ -1,21 +1,30 @@
-"""PostgreSQL: `agentry_start_run`, a run's start in one round trip (issue 15).
+"""PostgreSQL: a run's start and its end, each in one round trip (issue 15).
 
 A start locks its thread (and, with a cap, its account), reads what it must know of them, then
 inserts the prompt and the run: five round trips from the runner when sent one by one (BEGIN,
-the lock, the state, the insert, COMMIT), ~2.6 ms on the time-to-first-token path. This function
+the lock, the state, the insert, COMMIT), ~2.6 ms on the time-to-first-token path. An end locks
+the run's thread, updates the run, inserts its last messages and events: six. Each function here
 does the same work in one call, committed on its own.
 
-It decides only the common case, a run that gets its thread at once; the others it leaves to the
-runner's own transaction (see `SqlRunnerRepository.create_run`, which keeps the same rules for
-SQLite and for runs that wait). Each of its statements takes a fresh snapshot (READ COMMITTED,
-a volatile function), so what it reads after the lock includes every start committed before.
+Each decides only the common case and leaves the others to the runner's own transaction (see
+`SqlRunnerRepository.create_run` and `finish_run`, which keep the same rules for SQLite and for
+what these leave): a start whose run must wait for its thread, an end while runs wait for it
+(the next one is promoted in Python). Each statement in them takes a fresh snapshot (READ
+COMMITTED, volatile functions), so what they read after the lock includes every commit before.
 
-Its outcome (`o_outcome`):
+`agentry_start_run`'s outcome (`o_outcome`):
 - `queued`: the prompt (when given) and the run were inserted; `o_thread_seq` is the run's place.
 - `busy`: a run holds the thread and the strategy is reject (`o_holder`); nothing was written.
 - `capped`: the account has `o_active` active runs, at least `p_max_active`; nothing written.
 - `waits`: the strategy lets the run wait (a run holds the thread or others wait for it);
   nothing was written, the caller starts it in a transaction of its own.
+
+`agentry_finish_run`'s outcome:
+- `ended`: the run moved from one of `p_from` (at lease epoch `p_epoch`, unless NULL) to `p_to`;
+  its messages (in array order, so in that order of positions) and events were stored.
+- `refused`: the run is not in one of `p_from` (or not at that epoch); nothing was written.
+- `waits`: runs wait for the thread; nothing was written, the caller ends the run and promotes
+  the next in a transaction of its own.
 
 Revision ID: 0008
 Revises: 0007
@@ -91,17 +100,63 @@ END
 $$
 """
 
+FINISH_RUN = """
+CREATE OR REPLACE FUNCTION agentry_finish_run(
+    p_run_id text, p_from text[], p_to text, p_error text, p_finish_reason text,
+    p_now double precision, p_epoch integer,
+    m_ids text[], m_thread_ids text[], m_account_ids text[], m_types text[], m_contents text[],
+    m_created double precision[],
+    e_seqs bigint[], e_datas bytea[], e_terminals boolean[]
+) RETURNS text LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_thread text;
+BEGIN
+    SELECT thread_id INTO v_thread FROM agent_runs WHERE run_id = p_run_id;
+    IF v_thread IS NULL THEN
+        RETURN 'refused';
+    END IF;
+    PERFORM 1 FROM threads WHERE thread_id = v_thread FOR UPDATE;
+    IF EXISTS (SELECT 1 FROM agent_runs WHERE thread_id = v_thread AND status = 'pending') THEN
+        RETURN 'waits';
+    END IF;
+    UPDATE agent_runs SET
+        status = p_to, completed_at = p_now, error = p_error, finish_reason = p_finish_reason,
+        worker_id = NULL, lease_expires_at = NULL, phase = 'finished', phase_detail = '',
+        phase_since = p_now, last_event_at = p_now, pending_json = '', resolution_json = '',
+        thread_seq = coalesce(thread_seq,
+            (SELECT coalesce(max(other.thread_seq), 0) + 1 FROM agent_runs AS other
+             WHERE other.thread_id = v_thread))
+    WHERE run_id = p_run_id AND status = ANY(p_from) AND (p_epoch IS NULL OR lease_epoch = p_epoch);
+    IF NOT FOUND THEN
+        RETURN 'refused';
+    END IF;
+    FOR i IN 1 .. coalesce(array_length(m_ids, 1), 0) LOOP
+        INSERT INTO messages (message_id, thread_id, account_id, type, content_json, created_at)
+            VALUES (m_ids[i], m_thread_ids[i], m_account_ids[i], m_types[i], m_contents[i], m_created[i]);
+    END LOOP;
+    INSERT INTO run_events (run_id, seq, data, terminal, created_at)
+        SELECT p_run_id, e.seq, e.data, e.terminal, p_now
+        FROM unnest(e_seqs, e_datas, e_terminals) AS e(seq, data, terminal);
+    RETURN 'ended';
+END
+$$
+"""
+
 DROP = (
     "DROP FUNCTION IF EXISTS agentry_start_run(text, text, text, text, double precision, text, text, text, "
-    "integer, integer, integer, text, text, text, double precision)"
+    "integer, integer, integer, text, text, text, double precision)",
+    "DROP FUNCTION IF EXISTS agentry_finish_run(text, text[], text, text, text, double precision, integer, "
+    "text[], text[], text[], text[], text[], double precision[], bigint[], bytea[], boolean[])",
 )
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(START_RUN)
+        op.execute(FINISH_RUN)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(DROP)
+        for statement in DROP:
+            op.execute(statement)
