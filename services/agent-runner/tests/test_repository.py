@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import event
@@ -171,6 +173,40 @@ async def test_concurrent_starts_on_one_thread_let_exactly_one_through(repo: Sql
     assert await repo.list_messages(thread.thread_id) == [its_prompt]
 
 
+@contextlib.asynccontextmanager
+async def recorded_statements(engine: AsyncEngine) -> AsyncIterator[list[str]]:
+    """Every statement sent meanwhile: through SQLAlchemy's execution, and (PostgreSQL) straight
+    on a pooled asyncpg connection (servicekit.db_direct), as asyncpg's query logger sees them
+    (it reports each with `call_soon`: one turn of the loop before the block ends)."""
+    statements: list[str] = []
+    logged: list[object] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+
+    def log(record) -> None:
+        # Not asyncpg's own type introspection (the first use of a type on a connection).
+        if "jit" not in record.query and "pg_catalog.pg_type" not in record.query:
+            statements.append(record.query)
+
+    def checkout(dbapi_connection, connection_record, proxy) -> None:
+        driver = dbapi_connection.driver_connection
+        if driver not in logged:
+            driver.add_query_logger(log)
+            logged.append(driver)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    event.listen(engine.sync_engine.pool, "checkout", checkout)
+    try:
+        yield statements
+        await asyncio.sleep(0)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        event.remove(engine.sync_engine.pool, "checkout", checkout)
+        for driver in logged:
+            driver.remove_query_logger(log)  # type: ignore[attr-defined]
+
+
 async def test_a_start_and_an_end_with_no_run_waiting_are_one_statement_each_on_postgresql(
     postgres_engine: AsyncEngine, clock: FakeClock
 ) -> None:
@@ -184,13 +220,7 @@ async def test_a_start_and_an_end_with_no_run_waiting_are_one_statement_each_on_
     first = prompt(thread, "first")
     ended = await new_run(repo, thread, first)
     await repo.transition(ended.run_id, from_=[RunStatus.QUEUED], to=RunStatus.CANCELLED)
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        statements.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
+    async with recorded_statements(engine) as statements:
         second = prompt(thread, "second")
         with_prompt = await repo.create_run(
             run_id=str(uuid.uuid4()),
@@ -200,8 +230,6 @@ async def test_a_start_and_an_end_with_no_run_waiting_are_one_statement_each_on_
             first_message=second,
             max_active_runs=5,
         )
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
 
     assert len(statements) == 1 and "agentry_start_run" in statements[0], statements
     assert with_prompt.thread_seq == 2
@@ -218,13 +246,9 @@ async def test_a_start_and_an_end_with_no_run_waiting_are_one_statement_each_on_
     ]
     events = [StoredEvent(1, b"a", False), StoredEvent(2, b"end", True)]
     end = dict(from_=[RunStatus.RUNNING], to=RunStatus.COMPLETED, error="", finish_reason="stop", events=events)
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        statements.clear()
+    async with recorded_statements(engine) as statements:
         stale = await repo.finish_run(with_prompt.run_id, epoch=claimed.run.lease_epoch - 1, messages=replies, **end)
         ended = await repo.finish_run(with_prompt.run_id, epoch=claimed.run.lease_epoch, messages=replies, **end)
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
 
     assert (stale, ended) == (False, True)
     assert len(statements) == 2 and all("agentry_finish_run" in s for s in statements), statements

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agentry.servicekit.db import autocommit
+from agentry.servicekit.db_direct import DirectStatement
 
 from ..domain import (
     ENTRY_KINDS,
@@ -153,6 +154,11 @@ def _post_now_statement() -> sa.Update:
         .returning(credit_accounts.c.balance_micros)
         .add_cte(entry)
     )
+
+
+@functools.cache
+def _post_now_direct() -> DirectStatement:
+    return DirectStatement(_post_now_statement())
 
 
 def _dialect_insert(engine_or_conn, table: sa.Table):
@@ -314,10 +320,11 @@ class SqlBillingStore:
             async with self.transaction() as tx:
                 return await tx.post(write)
         params = {f"p_{name}": value for name, value in _ledger_values(write, self._new_id(), self._clock()).items()}
-        async with self._reads.connect() as conn:
-            balance = await conn.scalar(_post_now_statement(), params)
-            if balance is not None:
-                return Posted(balance_micros=balance, applied=True)
+        # Every run's usage: on the pooled asyncpg connection itself (servicekit.db_direct).
+        balance = await _post_now_direct().value(self.engine, params)
+        if balance is not None:
+            return Posted(balance_micros=balance, applied=True)
+        async with self._reads.connect() as conn:  # the key was written before: what it left
             return Posted(balance_micros=await _balance_in(conn, write.account_id), applied=False)
 
     async def balance(self, account_id: str) -> int | None:
