@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
 Row = Any  # an asyncpg Record of `_row_class()`: columns by name, index or attribute
@@ -61,7 +62,7 @@ class DirectStatement:
 
     __slots__ = ("_compiled", "_statement")
 
-    def __init__(self, statement: sa.Executable) -> None:
+    def __init__(self, statement: sa.ClauseElement) -> None:
         self._statement = statement
         self._compiled: tuple[object, str, tuple[tuple[str, bool, Any, Any], ...]] | None = None
 
@@ -74,7 +75,7 @@ class DirectStatement:
         if compiled is None or compiled[0] is not dialect:
             if dialect.driver != "asyncpg":
                 raise TypeError(f"DirectStatement runs on asyncpg only, not {dialect.name}+{dialect.driver}")
-            c = self._statement.compile(dialect=dialect)
+            c = cast(SQLCompiler, self._statement.compile(dialect=dialect))
             processors = getattr(c, "_bind_processors", {}) or {}
             slots = []
             for name in c.positiontup or ():

@@ -536,7 +536,7 @@ def _account_lock_key(account_id: str) -> int:
 _DIRECT: dict[int, DirectStatement] = {}
 
 
-def _direct(statement: sa.Executable) -> DirectStatement:
+def _direct(statement: sa.ClauseElement) -> DirectStatement:
     """PostgreSQL: `statement` (one of those built once, below) run past SQLAlchemy's execution
     layer on the pooled asyncpg connection (servicekit.db_direct: a third of the CPU per statement)."""
     direct = _DIRECT.get(id(statement))
@@ -833,6 +833,7 @@ class SqlRunnerRepository:
                         "message_at": None if first_message is None else first_message.created_at,
                     },
                 )
+                assert done is not None  # a function's call answers one row
             except IntegrityError as exc:
                 raise RunAlreadyActive("this thread already has an active run; stop it or wait for it to end") from exc
             if done.o_outcome == "busy":
