@@ -109,3 +109,17 @@ async def test_transaction_mode_works_behind_pgbouncer(pgbouncer, postgres_url, 
                 return total * tables
 
         assert await asyncio.gather(*(client(n) for n in range(40))) == [2 * n for n in range(40)]
+
+        # Statements past SQLAlchemy's execution layer (servicekit.db_direct) on the same engine:
+        # asyncpg prepares each without caching it (the pooler settings), so neither a statement
+        # run again on another server connection nor many clients at once find a stale one.
+        from agentry.servicekit.db_direct import DirectStatement
+
+        plus = DirectStatement(sa.text("SELECT CAST(:n AS int) + 1"))
+
+        async def direct_client(n: int) -> list[int]:
+            return [await plus.value(engine, {"n": n + k}) for k in range(10)]
+
+        assert await asyncio.gather(*(direct_client(100 * n) for n in range(20))) == [
+            [100 * n + k + 1 for k in range(10)] for n in range(20)
+        ]
