@@ -816,6 +816,27 @@ class SqlRunnerRepository:
             multitask_strategy=strategy.value,
             user_id=user_id,
         )
+
+        def queued(thread_seq: int) -> Run:
+            """The run as its row now holds it, when it got its thread at once."""
+            return Run(
+                run_id,
+                thread_id,
+                account_id,
+                RunStatus.QUEUED,
+                model,
+                "",
+                "",
+                now,
+                None,
+                None,
+                reasoning_effort,
+                phase_since=now,
+                multitask_strategy=strategy.value,
+                thread_seq=thread_seq,
+                user_id=user_id,
+            )
+
         if self._postgres:
             # The common case in one round trip (migration 0008's function): a run that gets its
             # thread at once. One that must wait is started below, in a transaction of its own.
@@ -843,23 +864,7 @@ class SqlRunnerRepository:
                     f"this account has {done.o_active} active runs, the most it may have at once; wait for one to end"
                 )
             if done.o_outcome == "queued":
-                return Run(
-                    run_id,
-                    thread_id,
-                    account_id,
-                    RunStatus.QUEUED,
-                    model,
-                    "",
-                    "",
-                    now,
-                    None,
-                    None,
-                    reasoning_effort,
-                    phase_since=now,
-                    multitask_strategy=strategy.value,
-                    thread_seq=done.o_thread_seq,
-                    user_id=user_id,
-                )
+                return queued(done.o_thread_seq)
         try:
             async with self._engine.begin() as conn:
                 await _lock_thread(conn, thread_id)
@@ -921,23 +926,7 @@ class SqlRunnerRepository:
                         )
                     if first_message is None or not self._postgres:
                         await conn.execute(_insert_queued_run_statement(), {**run_values, "p_thread_id": thread_id})
-                    return Run(
-                        run_id,
-                        thread_id,
-                        account_id,
-                        RunStatus.QUEUED,
-                        model,
-                        "",
-                        "",
-                        now,
-                        None,
-                        None,
-                        reasoning_effort,
-                        phase_since=now,
-                        multitask_strategy=strategy.value,
-                        thread_seq=(state.top or 0) + 1,
-                        user_id=user_id,
-                    )
+                    return queued((state.top or 0) + 1)
                 if strategy is MultitaskStrategy.ENQUEUE:
                     order = 1 if state.last is None else state.last + 1
                 else:
