@@ -145,3 +145,32 @@ async def test_it_refuses_a_database_other_than_postgresql(sqlite_url: str) -> N
             await DirectStatement(sa.text("SELECT 1")).value(engine)
     finally:
         await engine.dispose()
+
+
+async def test_callers_cancelled_at_any_moment_leave_every_connection_in_the_pool(postgres_url: str) -> None:
+    # A run's task is cancelled when the run is stopped, whatever its statement is doing: taking
+    # a connection, waiting on the server, or giving the connection back (an overflow connection
+    # is closed on its way back: that awaits the server).
+    engine = create_engine(postgres_url, pool_size=1, max_overflow=3)
+    try:
+        await _cancel_callers_at_many_moments(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _cancel_callers_at_many_moments(engine: AsyncEngine) -> None:
+    statement = DirectStatement(sa.text("SELECT pg_sleep(CAST(:s AS float))"))
+
+    async def caller(n: int) -> None:
+        for k in range(5):
+            await statement.rows(engine, {"s": 0.001 * ((n + k) % 4)})
+
+    for delay in [0.00025 * step for step in range(60)]:
+        callers = [asyncio.create_task(caller(n)) for n in range(8)]  # more callers than connections
+        await asyncio.sleep(delay)
+        for task in callers:
+            task.cancel()
+        await asyncio.gather(*callers, return_exceptions=True)
+        assert engine.sync_engine.pool.checkedout() == 0  # pyright: ignore[reportAttributeAccessIssue]
+
+    assert await asyncio.gather(*(DirectStatement(sa.text("SELECT 7")).value(engine) for _ in range(4))) == [7] * 4

@@ -26,6 +26,7 @@ PostgreSQL (asyncpg) only: SQLite callers keep `conn.execute`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Mapping
 from typing import Any, cast
@@ -125,7 +126,26 @@ class DirectStatement:
                 fairy.invalidate()
                 raise
         finally:
-            await greenlet_spawn(fairy.close)
+            await _returned(fairy)
+
+
+async def _returned(fairy) -> None:
+    """Returns the connection to the pool, to the end even when the caller is cancelled meanwhile
+    (as SQLAlchemy's own `AsyncConnection` does on exit): a return abandoned partway (an overflow
+    connection closing, say) would leave the pool a connection short for good. A cancellation
+    that arrived meanwhile is raised once the connection is back."""
+    returning = asyncio.ensure_future(greenlet_spawn(fairy.close))
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            await asyncio.shield(returning)
+            break
+        except asyncio.CancelledError as exc:
+            if returning.done():
+                raise
+            cancelled = exc
+    if cancelled is not None:
+        raise cancelled
 
 
 def _translated(engine: AsyncEngine, fairy, sql: str, args: list[Any], exc: Exception) -> BaseException:
