@@ -121,7 +121,10 @@ class DirectStatement:
             try:
                 return await getattr(driver, method)(sql, *args, record_class=_row_class())
             except Exception as exc:
-                raise _translated(engine, fairy, sql, args, exc) from exc
+                translated = _translated(engine, fairy, sql, args, exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
             except BaseException:
                 # Cancelled (or interrupted) mid-statement: what the connection holds is unknown.
                 fairy.invalidate()
