@@ -487,29 +487,6 @@ def _insert_queued_run_statement() -> sa.Insert:
     return agent_runs.insert().values(start_position=_last_position(sa.bindparam("p_thread_id")))
 
 
-@functools.cache
-def _insert_prompt_and_queued_run_statement(columns: tuple[str, ...]) -> sa.Insert:
-    """PostgreSQL: a run that gets its thread at once and its prompt, as one statement: the
-    prompt is inserted (m_message_id, m_thread_id, m_account_id, m_type, m_content_json,
-    m_created_at) and the run (`columns`, each a parameter of its own name) starts at the
-    prompt's position (what `_insert_queued_run_statement` reads back after a separate insert)."""
-    prompt = (
-        messages.insert()
-        .values(
-            message_id=sa.bindparam("m_message_id", type_=messages.c.message_id.type),
-            thread_id=sa.bindparam("m_thread_id", type_=messages.c.thread_id.type),
-            account_id=sa.bindparam("m_account_id", type_=messages.c.account_id.type),
-            type=sa.bindparam("m_type", type_=messages.c.type.type),
-            content_json=sa.bindparam("m_content_json", type_=messages.c.content_json.type),
-            created_at=sa.bindparam("m_created_at", type_=messages.c.created_at.type),
-        )
-        .returning(messages.c.position)
-        .cte("prompt")
-    )
-    row = sa.select(*(sa.bindparam(name, type_=agent_runs.c[name].type) for name in columns), prompt.c.position)
-    return agent_runs.insert().from_select([*columns, "start_position"], row)
-
-
 async def _lock_thread_of_run(conn: AsyncConnection, run_id: str) -> None:
     """`_lock_thread` for the thread of `run_id`, taken before the run's row is updated. On SQLite
     nothing: the run's UPDATE that follows takes the write lock as the first statement."""
@@ -894,22 +871,9 @@ class SqlRunnerRepository:
                         "dispatched_at": now,
                         "thread_seq": (state.top or 0) + 1,
                     }
-                    if first_message is not None and self._postgres:
-                        # The prompt and the run in one statement: the run starts at the prompt.
-                        first = first_message
-                        await conn.execute(
-                            _insert_prompt_and_queued_run_statement(tuple(run_values)),
-                            {
-                                **run_values,
-                                "m_message_id": first.message_id,
-                                "m_thread_id": thread_id,
-                                "m_account_id": account_id,
-                                "m_type": first.type,
-                                "m_content_json": first.content_json,
-                                "m_created_at": first.created_at,
-                            },
-                        )
-                    elif first_message is not None:
+                    if first_message is not None:
+                        # On PostgreSQL this path is rare (the common start is the function
+                        # above): the prompt, then the run, which starts at the prompt's position.
                         first = first_message
                         await _insert_messages(
                             conn,
@@ -924,8 +888,7 @@ class SqlRunnerRepository:
                                 )
                             ],
                         )
-                    if first_message is None or not self._postgres:
-                        await conn.execute(_insert_queued_run_statement(), {**run_values, "p_thread_id": thread_id})
+                    await conn.execute(_insert_queued_run_statement(), {**run_values, "p_thread_id": thread_id})
                     return queued((state.top or 0) + 1)
                 if strategy is MultitaskStrategy.ENQUEUE:
                     order = 1 if state.last is None else state.last + 1
