@@ -15,6 +15,12 @@ on uvloop like the services:
 - **DirectLane**: agentpress's lane for OpenAI-protocol models (lines split, each chunk decoded).
 - **LiteLLMModel**: the lane plus the translation of each chunk into a ModelDelta, as the agent
   loop receives it.
+- **Agent.run**: agentpress's whole loop for a one-step run (prompt, call, processor, events),
+  its events dropped.
+- **Agent.run + RunEventSink**: the same with the worker's event sink (numbering, encoding,
+  deltas coalesced in its default 20 ms window) appending to `RedisEventStream`, as a worker
+  streams a run. Its durable writes go to a repository that only accepts them (the database's
+  cost is per run, not per token, and cancels out of the difference).
 
 And the per-event floor on the Redis side, with 10 writers each appending `--events` events
 (2,000) one at a time and awaiting each (as a run does):
@@ -36,9 +42,14 @@ import uuid
 import aiohttp
 import uvloop
 
+from agentpress.loop import Agent
+from agentpress.memory import MemoryMessageStore, MemorySandbox, RecordingUsageSink
+from agentpress.messages import UserMessage
 from agentpress.models import LiteLLMModel, ModelRequest
 from agentpress.openai_stream import DirectLane
+from agentpress.ports import RunContext
 from agentry.fakellm import FakeLLMProcess
+from agentry.runner.sinks import RunEventSink
 from agentry.servicekit.eventstream.redis import RedisEventStream
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -77,7 +88,7 @@ async def _per_reply(one, seconds: float, concurrency: int) -> float:
     return (_cpu() - before) * 1000 / max(calls, 1)
 
 
-async def model_layers(base_url: str, seconds: float, concurrency: int) -> list[tuple[str, float]]:
+async def model_layers(base_url: str, redis_url: str, seconds: float, concurrency: int) -> list[tuple[str, float]]:
     rows = []
     async with aiohttp.ClientSession() as session:
 
@@ -110,11 +121,71 @@ async def model_layers(base_url: str, seconds: float, concurrency: int) -> list[
 
             return one
 
-        for name, make in (("bare aiohttp", bare), ("DirectLane", lane), ("LiteLLMModel", translated)):
+        def agent_run(model: str, stream: RedisEventStream | None = None):
+            agent = Agent(f"openai/{model}", api_base=base_url, api_key="x", max_steps=1)
+
+            async def one() -> None:
+                run_id = str(uuid.uuid4())
+                events = (
+                    _Dropped()
+                    if stream is None
+                    else RunEventSink(run_id, _Accepting(), stream, last_seq=0, delta_coalesce=0.02)
+                )
+                ctx = RunContext(
+                    run_id=run_id,
+                    thread_id="floor",
+                    messages=MemoryMessageStore([UserMessage(text="hi")]),
+                    sandbox=MemorySandbox(),
+                    usage=RecordingUsageSink(),
+                    events=events,
+                )
+                await agent.run(ctx)
+
+            return one
+
+        prefix = f"agentry:floor:{uuid.uuid4().hex[:8]}:"
+        stream = RedisEventStream(redis_url, key_prefix=prefix)
+        layers = (
+            ("bare aiohttp", bare),
+            ("DirectLane", lane),
+            ("LiteLLMModel", translated),
+            ("Agent.run", agent_run),
+            ("Agent.run + RunEventSink", lambda model: agent_run(model, stream)),
+        )
+        for name, make in layers:
             short = await _per_reply(make("t14"), seconds, concurrency)
             long = await _per_reply(make("t214"), seconds, concurrency)
             rows.append((name, (long - short) / 200 * 1000))
+        await stream.close()
+        await _delete_keys(redis_url, prefix)
     return rows
+
+
+async def _delete_keys(redis_url: str, prefix: str) -> None:
+    from redis import asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+class _Dropped:
+    async def emit(self, event) -> None:
+        pass
+
+
+class _Accepting:
+    """A run repository that accepts every write (the sink's durable events and the run's end)."""
+
+    def __getattr__(self, name: str):
+        async def accept(*args, **kwargs) -> bool:
+            return True
+
+        return accept
 
 
 async def append_layers(redis_url: str, events: int, concurrency: int) -> list[tuple[str, float]]:
@@ -145,16 +216,14 @@ async def append_layers(redis_url: str, events: int, concurrency: int) -> list[t
             rows.append((name, (_cpu() - before) * 1e6 / (events * concurrency)))
         await stream.close()
     finally:
-        keys = [key async for key in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
         await client.aclose()
+        await _delete_keys(redis_url, prefix)
     return rows
 
 
 async def main(args) -> None:
     with FakeLLMProcess(_scripts()) as llm:
-        model = await model_layers(llm.base_url, args.seconds, args.concurrency)
+        model = await model_layers(llm.base_url, args.redis_url, args.seconds, args.concurrency)
     appends = await append_layers(args.redis_url, args.events, args.concurrency)
     print(f"CPU per streamed token, this process only ({args.concurrency} at a time, 214 - 14 tokens):\n")
     print("| layer (runner side) | µs per token |\n|---|---:|")

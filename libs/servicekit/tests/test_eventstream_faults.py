@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 
 import pytest
+from redis import asyncio as aioredis
 
 from agentry.servicekit.eventstream import EventStreamUnavailable, RedisEventStream, SequenceError
+from agentry.servicekit.eventstream import redis as redis_stream
 from agentry.servicekit.faults import PrivateRedis
 from agentry.servicekit.testing import needs
 
@@ -71,6 +75,38 @@ async def test_appends_during_a_restart_are_neither_lost_nor_duplicated(
     assert [e.data for e in entries] == [f"event-{n}".encode() for n in range(1, total + 1)]
     assert entries[-1].terminal
     assert 0.9 < slowest < 8, "one append waited out the downtime"
+
+
+async def test_an_append_whose_answer_never_comes_is_sent_again_on_a_new_connection(
+    private_redis: PrivateRedis, stream: RedisEventStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A frozen server (SIGSTOP) accepts the bytes and never answers, as a hung or partitioned
+    # Redis does: the append's own connection must give up on it and the batch go out again.
+    monkeypatch.setattr(redis_stream, "APPEND_REPLY_SECONDS", 0.3)
+    await stream.append("r1", 1, b"a")
+    before = await _connections_received(private_redis)
+    pid = private_redis._proc.pid  # noqa: SLF001 - the test owns this server process
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        writer = asyncio.create_task(stream.append("r1", 2, b"b"))
+        await asyncio.sleep(1.0)  # its answer timed out, and the connects after it too
+        assert not writer.done()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await asyncio.wait_for(writer, 10)  # the first send landed: the one sent again is a no-op
+    await stream.append("r1", 3, b"c", terminal=True)  # and the connection after it works
+    assert [(e.seq, e.data) for e in await stream.read("r1", 0)] == [(1, b"a"), (2, b"b"), (3, b"c")]
+    # Given up on, not waited out: connections were opened again while the server was frozen
+    # (the test's own INFO client is one more).
+    assert await _connections_received(private_redis) - before >= 3
+
+
+async def _connections_received(server: PrivateRedis) -> int:
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        return int((await client.info("stats"))["total_connections_received"])
+    finally:
+        await client.aclose()
 
 
 async def test_sending_the_same_append_again_is_a_no_op(stream: RedisEventStream) -> None:

@@ -28,12 +28,14 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import math
 import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from redis import asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -139,6 +141,9 @@ return id
 
 # The longest a read may block; longer requests are shortened (callers loop anyway).
 MAX_BLOCK_MS = 60_000
+# How long an append's answer is waited for before its connection counts as lost (and the batch
+# is sent again on a new one, within `reconnect_seconds`).
+APPEND_REPLY_SECONDS = 5.0
 
 
 def _seq_of(entry_id: bytes | str) -> int:
@@ -148,6 +153,24 @@ def _seq_of(entry_id: bytes | str) -> int:
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> StreamEntry:
     return StreamEntry(seq=_seq_of(entry_id), data=fields[b"d"], terminal=fields.get(b"t") == b"1")
+
+
+def _entry_of_pairs(entry_id: bytes, fields: list | dict) -> StreamEntry:
+    """An entry as Redis sends it, its fields a flat [name, value, ...] list (RESP2 and RESP3)."""
+    if not isinstance(fields, dict):
+        pairs = iter(fields)
+        fields = dict(zip(pairs, pairs, strict=False))
+    return _entry(entry_id, fields)
+
+
+def _raw_streams_of(response) -> list[tuple[bytes, list]]:
+    """XREAD's answer as Redis sends it, as (key, entries) pairs: RESP2 [[key, entries]], RESP3
+    {key: entries}; None (the block ran out) is no pairs."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        return list(response.items())
+    return [(key, entries) for key, entries in response]
 
 
 def _streams_of(response) -> list[tuple[bytes, list]]:
@@ -173,16 +196,19 @@ class _Multiplexer:
         self, redis_url: str, *, wake_key: str, count: int, reconnect_seconds: float, block_ms: int = 5_000
     ) -> None:
         # A connection of its own, no pool: the blocked read holds it. No hidden retries either:
-        # a lost connection surfaces here, where the loop decides.
-        self._redis = aioredis.Redis.from_url(
+        # a lost connection surfaces here, where the loop decides. Commands go straight onto it
+        # (`_xread`), not through a client: no socket timeout (redis-py sends under one in
+        # `wait_for`, a Task per read on Python 3.11), no lock, no retry wrapper, no reply callback;
+        # the read's own deadline is `_read_deadline`.
+        self._conn = aioredis.ConnectionPool.from_url(
             redis_url,
-            socket_timeout=block_ms / 1000 + 5,
+            socket_timeout=None,
             socket_connect_timeout=5.0,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
-            single_connection_client=True,
             health_check_interval=0,
-        )
+        ).make_connection()
+        self._read_deadline = block_ms / 1000 + 5
         self._wake_key = wake_key
         self._wake_id = b"0-0"
         self._count = count
@@ -260,11 +286,7 @@ class _Multiplexer:
             streams = {key: min(after for after, _ in watchers) for key, watchers in self._watchers.items()}
             self._inflight, self._woken = streams, False
             try:
-                response = await self._redis.xread(
-                    {self._wake_key: self._wake_id, **{key: f"{after}-0" for key, after in streams.items()}},
-                    count=self._count,
-                    block=self._block_ms,
-                )
+                response = await self._xread(streams)
             except RedisError as exc:
                 self._inflight = None
                 now = loop.time()
@@ -278,14 +300,14 @@ class _Multiplexer:
                 continue
             self._inflight = None
             failing_since, delay = None, 0.05
-            for raw_key, raw_entries in _streams_of(response):
+            for raw_key, raw_entries in _raw_streams_of(response):
                 key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
                 if key == self._wake_key:
                     if raw_entries:
                         last = raw_entries[-1][0]
                         self._wake_id = last if isinstance(last, bytes) else last.encode()
                     continue
-                self._deliver(key, [_entry(entry_id, fields) for entry_id, fields in raw_entries])
+                self._deliver(key, [_entry_of_pairs(entry_id, fields) for entry_id, fields in raw_entries])
             # Let the readers just answered take their entries and come back (up to 1 ms; one
             # whose stream ended never does), so the next read covers them without a wake.
             if self._returning:
@@ -294,6 +316,28 @@ class _Multiplexer:
                     async with asyncio.timeout(0.001):  # not wait_for: no Task per read
                         await self._back.wait()
                 self._returning = 0
+
+    async def _xread(self, streams: dict[str, int]):
+        """`XREAD COUNT .. BLOCK .. STREAMS` over the wake stream and `streams` (key -> after), as
+        Redis answers it (None when the block ran out). A connect or an answer that takes longer
+        than its deadline is a TimeoutError, and the connection is closed (a late answer must not
+        be read as the next one's)."""
+        conn = self._conn
+        args = ["XREAD", "COUNT", self._count, "BLOCK", self._block_ms, "STREAMS", self._wake_key, *streams]
+        args.append(self._wake_id)
+        args.extend(f"{after}-0" for after in streams.values())
+        try:
+            async with asyncio.timeout(self._read_deadline):
+                if not conn.is_connected:
+                    await conn.connect()
+                await conn.send_packed_command(conn.pack_command(*args), check_health=False)
+                return await conn.read_response(timeout=math.inf)  # under the deadline above
+        except TimeoutError:
+            await conn.disconnect(nowait=True)
+            raise RedisTimeoutError(f"no answer to XREAD within {self._read_deadline:g} s") from None
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
 
     def _deliver(self, key: str, entries: list[StreamEntry]) -> None:
         watchers = self._watchers.get(key)
@@ -333,7 +377,7 @@ class _Multiplexer:
                 if not future.done():
                     future.set_result([])
         self._watchers.clear()
-        await self._redis.aclose()
+        await self._conn.disconnect()
 
 
 class RedisEventStream:
@@ -364,6 +408,7 @@ class RedisEventStream:
         self._append_sha = self._redis.register_script(_APPEND).sha
         self._pending: list[tuple[str, int, bytes, bytes, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._appender: AbstractConnection | None = None  # the flusher's connection (see _send)
         self._mux = _Multiplexer(
             redis_url,
             wake_key=f"{key_prefix}mux-wake:{uuid.uuid4().hex}",
@@ -437,17 +482,57 @@ class RedisEventStream:
                 future.set_exception(EventStreamUnavailable(f"cannot append to run {run_id}: {why}"))
 
     async def _send(self, batch: list) -> list:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for run_id, seq, data, flag, _ in batch:
-                key = self.key(run_id)
-                if flag == b"1":
-                    # XADD and EXPIRE atomically (see _APPEND). EVALSHA itself, not redis-py's
-                    # Script, which asks SCRIPT EXISTS before every pipeline that holds one (a
-                    # round trip per run's end); a NOSCRIPT answer loads it and sends again.
-                    pipe.evalsha(self._append_sha, 1, key, self._maxlen, f"{seq}-0", data, flag, self._ttl)
+        """The batch in one round trip on the appends' own connection: one answer per append, in
+        order (an error answer as its ResponseError, as a pipeline's `raise_on_error=False` gives).
+
+        Not a redis-py pipeline on the pool: batches go out one at a time (one flusher), so a
+        connection of their own needs no checkout, and a pooled checkout and release (a condition,
+        a timeout, a readability check, metrics hooks) plus the pipeline object cost more CPU than
+        the round trip itself (~0.2 ms a batch, bench/floor.py). The connection has no socket
+        timeout, so a send makes no Task (redis-py wraps a send under a socket timeout in
+        `wait_for`, a Task each on Python 3.11); the connect and each answer are waited for
+        APPEND_REPLY_SECONDS.
+        A send or read that fails, times out or is cancelled closes it (answers may be left
+        unread), and the next batch connects again."""
+        conn = self._appender
+        if conn is None:
+            kwargs = {**self._pool.connection_kwargs, "socket_timeout": None}
+            conn = self._appender = self._pool.connection_class(**kwargs)
+        commands = []
+        for run_id, seq, data, flag, _ in batch:
+            key = self.key(run_id)
+            if flag == b"1":
+                # XADD and EXPIRE atomically (see _APPEND). EVALSHA itself, not redis-py's Script,
+                # which asks SCRIPT EXISTS before every batch that holds one (a round trip per
+                # run's end); a NOSCRIPT answer loads it and sends again.
+                commands.append(("EVALSHA", self._append_sha, 1, key, self._maxlen, f"{seq}-0", data, flag, self._ttl))
+            else:
+                commands.append(("XADD", key, "MAXLEN", "~", self._maxlen, f"{seq}-0", b"d", data, b"t", flag))
+        try:
+            if not conn.is_connected:
+                # The handshake's answers are read under the connection's (absent) socket timeout.
+                try:
+                    async with asyncio.timeout(APPEND_REPLY_SECONDS):
+                        await conn.connect()
+                except TimeoutError:
+                    raise RedisTimeoutError(f"no answer to a connect within {APPEND_REPLY_SECONDS:g} s") from None
+            # No health check: its PING would be read without a timeout; a dead connection shows
+            # in the answers' timeout instead.
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            results: list = []
+            for _ in commands:
+                try:
+                    answer = await conn.read_response(timeout=APPEND_REPLY_SECONDS)
+                except ResponseError as exc:  # this append's own error; the connection is fine
+                    answer = exc
                 else:
-                    pipe.xadd(key, {b"d": data, b"t": flag}, id=f"{seq}-0", maxlen=self._maxlen, approximate=True)
-            return await pipe.execute(raise_on_error=False)
+                    if answer is None:  # redis-py's answer to a read that timed out
+                        raise RedisTimeoutError(f"no answer to an append within {APPEND_REPLY_SECONDS:g} s")
+                results.append(answer)
+            return results
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
 
     async def _settle_duplicate(
         self, run_id: str, seq: int, data: bytes, flag: bytes, future: asyncio.Future[None]
@@ -522,4 +607,6 @@ class RedisEventStream:
 
     async def close(self) -> None:
         await self._mux.close()
+        if self._appender is not None:
+            await self._appender.disconnect()
         await self._redis.aclose()
