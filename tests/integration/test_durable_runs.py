@@ -202,27 +202,28 @@ async def sign_up(client: httpx.AsyncClient, email: str) -> dict:
     return {**signup.json(), "headers": {"Authorization": f"Bearer {token.json()['access_token']}"}}
 
 
+async def start_run(client: httpx.AsyncClient, user: dict, i: int, model: str) -> tuple[str, str]:
+    """(run_id, project_id) of a run on a thread of its own (so its own sandbox)."""
+    created = await post(client, "/api/threads", headers=user["headers"], json={})
+    assert created.status_code == 201, created.text
+    thread = created.json()
+    started = await post(
+        client,
+        f"/api/threads/{thread['thread_id']}/agent/start",
+        headers={**user["headers"], "Idempotency-Key": f"start-{thread['thread_id']}"},
+        json={"model_name": f"openai/{model}", "prompt": f"run {i}"},
+    )
+    assert started.status_code == 202, started.text
+    return started.json()["agent_run_id"], thread["project_id"]
+
+
 async def start_runs(client: httpx.AsyncClient, user: dict, n: int, model: str) -> list[tuple[str, str]]:
     """(run_id, project_id) of n runs, each on its own thread (so its own sandbox)."""
-
-    async def one(i: int) -> tuple[str, str]:
-        created = await post(client, "/api/threads", headers=user["headers"], json={})
-        assert created.status_code == 201, created.text
-        thread = created.json()
-        started = await post(
-            client,
-            f"/api/threads/{thread['thread_id']}/agent/start",
-            headers={**user["headers"], "Idempotency-Key": f"start-{thread['thread_id']}"},
-            json={"model_name": f"openai/{model}", "prompt": f"run {i}"},
-        )
-        assert started.status_code == 202, started.text
-        return started.json()["agent_run_id"], thread["project_id"]
-
     limit = asyncio.Semaphore(20)
 
     async def bounded(i: int) -> tuple[str, str]:
         async with limit:
-            return await one(i)
+            return await start_run(client, user, i, model)
 
     return await asyncio.gather(*(bounded(i) for i in range(n)))
 
@@ -283,11 +284,9 @@ async def test_chaos_sigkill_a_worker_every_3s_loses_no_run_and_repeats_no_side_
     kills: list[float] = []
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=httpx.Timeout(60, read=120)) as client:
         user = await sign_up(client, "chaos@example.com")
-        runs = await start_runs(client, user, n, "durable-tool")
         deadline = time.monotonic() + 420
-        followers = [
-            asyncio.create_task(follow(client, run_id, user["headers"], deadline=deadline)) for run_id, _ in runs
-        ]
+        runs: list[tuple[str, str]] = []
+        followers: list[asyncio.Task] = []
 
         async def killer() -> None:
             # Three worker processes (forked by one prefork parent, which replaces a dead one
@@ -301,6 +300,15 @@ async def test_chaos_sigkill_a_worker_every_3s_loses_no_run_and_repeats_no_side_
 
         killing = asyncio.create_task(killer())
         try:
+            # One start every 50 ms, each run followed from its start: runs are in flight for the
+            # ~10 s of starts and after, whatever the host's speed, so the kills land among them
+            # (started all at once, 200 runs could end on a fast host before the first kill).
+            began = time.monotonic()
+            for i in range(n):
+                await asyncio.sleep(max(0.0, began + i * 0.05 - time.monotonic()))
+                run_id, project_id = await start_run(client, user, i, "durable-tool")
+                runs.append((run_id, project_id))
+                followers.append(asyncio.create_task(follow(client, run_id, user["headers"], deadline=deadline)))
             seen = await asyncio.gather(*followers)
         finally:
             killing.cancel()
