@@ -393,6 +393,43 @@ async def test_claim_run_moves_a_queued_run_to_running_once_and_returns_its_proj
     assert await repo.claim_run(str(uuid.uuid4())) is None
 
 
+async def test_a_claim_with_history_returns_the_threads_messages_as_list_messages_does(
+    repo: SqlRunnerRepository, engine: AsyncEngine
+) -> None:
+    thread = await repo.create_thread(account_id=ACCOUNT, name="t")
+    other = await repo.create_thread(account_id=ACCOUNT, name="other")
+    earlier = prompt(thread, "earlier", created_at=5.0)
+    await repo.add_message(
+        thread_id=thread.thread_id,
+        account_id=ACCOUNT,
+        type=earlier.type,
+        content_json=earlier.content_json,
+        message_id=earlier.message_id,
+        created_at=earlier.created_at,
+    )
+    await new_run(repo, other, prompt(other, "not this thread's"))
+    run = await new_run(repo, thread, prompt(thread, "now", created_at=1.0))  # an older timestamp: order is position
+
+    if engine.dialect.name == "postgresql":
+        # The claim and the history are one statement: one round trip less before the model call.
+        async with recorded_statements(engine) as statements:
+            claimed = await repo.claim_run(run.run_id, with_history=True)
+        assert len(statements) == 1, statements
+    else:
+        claimed = await repo.claim_run(run.run_id, with_history=True)
+
+    assert claimed is not None and claimed.run == await repo.get_run(run.run_id)
+    assert claimed.history == tuple(await repo.list_messages(thread.thread_id))
+    assert [m.message_id for m in claimed.history][0] == earlier.message_id and len(claimed.history) == 2
+
+    # A thread without messages has an empty history; without asking, none is read.
+    bare = await repo.create_thread(account_id=ACCOUNT, name="bare")
+    silent = await new_run(repo, bare)
+    again = await new_run(repo, await repo.create_thread(account_id=ACCOUNT, name="x"))
+    assert (await repo.claim_run(silent.run_id, with_history=True)).history == ()  # type: ignore[union-attr]
+    assert (await repo.claim_run(again.run_id)).history is None  # type: ignore[union-attr]
+
+
 async def test_claim_run_leaves_a_run_that_is_no_longer_queued_alone(repo: SqlRunnerRepository) -> None:
     thread = await repo.create_thread(account_id=ACCOUNT, name="t")
     run = await new_run(repo, thread)

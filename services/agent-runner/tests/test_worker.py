@@ -32,6 +32,7 @@ from agentpress import (
     ToolCall,
     ToolResultMessage,
     Usage,
+    UserMessage,
     default_tools,
     message_from_json,
 )
@@ -43,7 +44,7 @@ from agentry.runner.adapters.queue_memory import MemoryRunQueue
 from agentry.runner.adapters.sandbox_grpc import GrpcSandbox
 from agentry.runner.adapters.sql import SqlRunnerRepository
 from agentry.runner.adapters.stop_memory import MemoryStopSignal
-from agentry.runner.domain import DURABLE_EVENT_TYPES, Run, RunStatus, StoredEvent
+from agentry.runner.domain import DURABLE_EVENT_TYPES, Run, RunStatus, StoredEvent, StoredMessage
 from agentry.runner.errors import InvalidInput
 from agentry.runner.queue import RequeueJob, RunJob
 from agentry.runner.service import RunnerService
@@ -713,6 +714,32 @@ async def test_messages_of_a_run_whose_lease_is_lost_are_dropped() -> None:
     await store.append(AssistantMessage(text="two"))
     await sink.emit(RunFinished(reason="completed"))
     assert repo.messages == [] and repo.finished == []
+
+
+async def test_the_history_read_with_the_claim_answers_the_first_load_only() -> None:
+    class Thread:
+        def __init__(self) -> None:
+            self.reads = 0
+
+        async def list_messages(self, thread_id: str) -> list:
+            self.reads += 1
+            return []
+
+        async def add_message(self, **row) -> None:
+            pass
+
+    repo = Thread()
+    first = UserMessage(text="from the claim")
+    history = [StoredMessage(first.message_id, "t", "user", first.to_json().decode(), first.created_at)]
+    store = ThreadMessageStore(repo, thread_id="t", account_id="a", history=history)  # type: ignore[arg-type]
+    assert [m.message_id for m in await store.load()] == [first.message_id] and repo.reads == 0
+    assert await store.load() == [] and repo.reads == 1  # later loads read the thread
+
+    # A message appended before the first load may be written by then: the thread is read.
+    store = ThreadMessageStore(repo, thread_id="t", account_id="a", history=history)  # type: ignore[arg-type]
+    await store.append(AssistantMessage(text="written at once"))
+    await store.load()
+    assert repo.reads == 2
 
 
 async def _no_stored_messages(thread_id: str) -> list:

@@ -180,6 +180,9 @@ class ClaimedRun:
     run: Run
     project_id: str  # of the run's thread: the sandbox is per project
     resume_reason: str = ""  # RESUME_WORKER_LOST or RESUME_HANDED_BACK when run.attempt > 1
+    # The thread's messages as the claim found them, oldest first (claim_run(with_history=True));
+    # None when they were not read.
+    history: tuple[StoredMessage, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

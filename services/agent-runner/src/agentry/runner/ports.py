@@ -121,10 +121,14 @@ class RunnerRepository(Protocol):
         """Moves the run to `to` only if it is in one of `from_`; True when it moved."""
         ...
 
-    async def claim_run(self, run_id: str, *, worker_id: str = "", lease_seconds: float = 10.0) -> ClaimedRun | None:
+    async def claim_run(
+        self, run_id: str, *, worker_id: str = "", lease_seconds: float = 10.0, with_history: bool = False
+    ) -> ClaimedRun | None:
         """Takes a queued run (moving it to running), or a running/cancelling one whose lease
         lapsed, for `worker_id` with a fresh lease and the next epoch and attempt; returns it with
-        its thread's project. None when the run does not exist, has ended or is leased."""
+        its thread's project, and with `with_history` its thread's messages as `list_messages`
+        would (read with the claim: on PostgreSQL in the same statement). None when the run does
+        not exist, has ended or is leased."""
         ...
 
     async def renew_leases(

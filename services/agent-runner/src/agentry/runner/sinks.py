@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from agentpress import (
     Event,
@@ -23,7 +23,7 @@ from agentpress import (
 from agentry.servicekit.db import is_pool_timeout, retrying
 from agentry.servicekit.eventstream import EventStream
 
-from .domain import DURABLE_EVENT_TYPES, NewMessage, RunStatus, StoredEvent, final_status
+from .domain import DURABLE_EVENT_TYPES, NewMessage, RunStatus, StoredEvent, StoredMessage, final_status
 from .errors import LeaseLost
 from .ports import RunnerRepository
 
@@ -77,7 +77,10 @@ class ThreadMessageStore:
         account_id: str,
         lease: Lease | None = None,
         sink: RunEventSink | None = None,
+        history: Sequence[StoredMessage] | None = None,
     ) -> None:
+        """`history`: the thread's messages as the run's claim read them; the first `load`
+        answers them instead of reading again, unless a message was appended before it."""
         self._repo = repo
         self._thread_id = thread_id
         self._account_id = account_id
@@ -86,17 +89,23 @@ class ThreadMessageStore:
         # the events written at the same time (the run's end, for a short run), never after an
         # event that follows them. Without, each is written at once.
         self._sink = sink
+        self._history = history
 
     async def load(self) -> list[Message]:
         import orjson
 
-        stored = await retrying(
-            lambda: self._repo.list_messages(self._thread_id), deadline=WRITE_RETRY_SECONDS, queue_waits=QUEUE_WAITS
-        )
+        stored, self._history = self._history, None
+        if stored is None:
+            stored = await retrying(
+                lambda: self._repo.list_messages(self._thread_id),
+                deadline=WRITE_RETRY_SECONDS,
+                queue_waits=QUEUE_WAITS,
+            )
         queued = self._sink.queued_messages() if self._sink is not None else []  # not yet written
         return [message_from_dict(orjson.loads(m.content_json)) for m in [*stored, *queued]]
 
     async def append(self, message: Message) -> None:
+        self._history = None  # it may be written before the next load: read the thread then
         lease = self._lease
         if lease is not None and lease.lost:
             logger.info("message of a run this worker no longer holds dropped")

@@ -229,7 +229,7 @@ class RunWorker:
             return None  # a duplicate job (or a lapsed lease re-published) of a run driven here
         for _ in range(3):
             claimed = await self._repo.claim_run(
-                run_id, worker_id=self.worker_id, lease_seconds=self._policy.lease_seconds
+                run_id, worker_id=self.worker_id, lease_seconds=self._policy.lease_seconds, with_history=True
             )
             if claimed is not None:
                 return claimed
@@ -302,7 +302,12 @@ class RunWorker:
             return
         sink.idempotent_tools = frozenset(t.name for t in agent.tools if t.idempotent)
         messages = ThreadMessageStore(
-            self._repo, thread_id=run.thread_id, account_id=run.account_id, lease=lease, sink=sink
+            self._repo,
+            thread_id=run.thread_id,
+            account_id=run.account_id,
+            lease=lease,
+            sink=sink,
+            history=claimed.history,
         )
         if resumed or answered:
             logger.info("resuming run (attempt %d, %s)", run.attempt, claimed.resume_reason)

@@ -229,10 +229,30 @@ def _claim_update() -> sa.Update:
 
 
 @functools.cache
-def _claim_statement() -> sa.Select:
-    """PostgreSQL: the claim and its thread's project, in one statement."""
+def _claim_statement(with_history: bool = False) -> sa.Select:
+    """PostgreSQL: the claim and its thread's project, in one statement; `with_history` adds the
+    thread's messages as four arrays in position order (h_ids, h_types, h_contents, h_created;
+    NULL for a thread without messages)."""
     claimed = _claim_update().cte("claimed")
-    return sa.select(claimed, threads.c.project_id).join(threads, threads.c.thread_id == claimed.c.thread_id)
+    query = sa.select(claimed, threads.c.project_id).join(threads, threads.c.thread_id == claimed.c.thread_id)
+    if not with_history:
+        return query
+    m = messages.c
+
+    def in_order(column: sa.ColumnElement) -> sa.ColumnElement:
+        return sa.func.array_agg(postgresql.aggregate_order_by(column, m.position))
+
+    history = (
+        sa.select(
+            in_order(m.message_id).label("h_ids"),
+            in_order(m.type).label("h_types"),
+            in_order(m.content_json).label("h_contents"),
+            in_order(m.created_at).label("h_created"),
+        )
+        .where(m.thread_id == claimed.c.thread_id)
+        .lateral("history")
+    )
+    return query.add_columns(history).join(history, sa.true())
 
 
 @functools.cache
@@ -1018,19 +1038,31 @@ class SqlRunnerRepository:
         self._promoted([promoted])
         return row is not None
 
-    async def claim_run(self, run_id: str, *, worker_id: str = "", lease_seconds: float = 10.0) -> ClaimedRun | None:
+    async def claim_run(
+        self, run_id: str, *, worker_id: str = "", lease_seconds: float = 10.0, with_history: bool = False
+    ) -> ClaimedRun | None:
         # One statement takes a queued run, or a running one whose lease lapsed (its worker died
         # or shut down): the epoch moves on, so the previous holder can write nothing more. It is
         # on the time-to-first-token path. RETURNING needs PostgreSQL or SQLite >= 3.35.
         now = self._clock()
         params = {"p_run_id": run_id, "p_now": now, "p_worker_id": worker_id or None, "p_expires": now + lease_seconds}
+        history: tuple[StoredMessage, ...] | None = None
         if self._postgres:
             # One statement, one round trip, committed on its own: the claim and its thread's
-            # project (a thread never changes project).
-            row = await _direct(_claim_statement()).row(self._engine, params)
+            # project (a thread never changes project), and with_history the thread's messages,
+            # read in the claim's snapshot (the run's prompt was committed before its job was
+            # published) instead of in a round trip of their own on the time-to-first-token path.
+            row = await _direct(_claim_statement(with_history)).row(self._engine, params)
             if row is None:
                 return None
             project_id = row.project_id
+            if with_history:
+                history = tuple(
+                    StoredMessage(message_id, row.thread_id, type_, content, created_at)
+                    for message_id, type_, content, created_at in zip(
+                        row.h_ids or (), row.h_types or (), row.h_contents or (), row.h_created or (), strict=True
+                    )
+                )
         else:
             async with self._engine.begin() as conn:
                 row = (await conn.execute(_claim_update(), params)).first()
@@ -1042,8 +1074,12 @@ class SqlRunnerRepository:
                 project_id = (
                     await conn.execute(sa.select(threads.c.project_id).where(threads.c.thread_id == row.thread_id))
                 ).scalar_one()
+                if with_history:
+                    found = await conn.execute(_thread_messages_statement(), {"p_thread_id": row.thread_id})
+                    history = tuple(_message(message) for message in found)
         run = _run(row)
-        return ClaimedRun(run, project_id, resume_reason=run.phase_detail if run.phase == Phase.RESUMED.value else "")
+        resume_reason = run.phase_detail if run.phase == Phase.RESUMED.value else ""
+        return ClaimedRun(run, project_id, resume_reason=resume_reason, history=history)
 
     async def pause_run(
         self,
