@@ -398,15 +398,7 @@ async def test_a_claim_with_history_returns_the_threads_messages_as_list_message
 ) -> None:
     thread = await repo.create_thread(account_id=ACCOUNT, name="t")
     other = await repo.create_thread(account_id=ACCOUNT, name="other")
-    earlier = prompt(thread, "earlier", created_at=5.0)
-    await repo.add_message(
-        thread_id=thread.thread_id,
-        account_id=ACCOUNT,
-        type=earlier.type,
-        content_json=earlier.content_json,
-        message_id=earlier.message_id,
-        created_at=earlier.created_at,
-    )
+    earlier = await add(repo, prompt(thread, "earlier", created_at=5.0))
     await new_run(repo, other, prompt(other, "not this thread's"))
     run = await new_run(repo, thread, prompt(thread, "now", created_at=1.0))  # an older timestamp: order is position
 
