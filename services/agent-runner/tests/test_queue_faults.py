@@ -117,6 +117,32 @@ async def test_readiness_check_follows_the_broker_connection(proxied):
                 await asyncio.sleep(0.1)  # the robust connection reconnects every 0.2 s
 
 
+async def test_a_first_publish_while_the_broker_is_away_is_queue_unavailable(proxied) -> None:
+    # No publish channel yet and the robust connection reconnecting: aio-pika raises RuntimeError
+    # ("Connection was not opened") when asked for a channel; callers (the start, the sweeper)
+    # must see QueueUnavailable, which they handle.
+    proxy, queue = proxied
+    await queue.check()  # connected
+    await asyncio.to_thread(proxy.cut)
+    async with asyncio.timeout(WAIT):  # the client notices the cut connection
+        while True:
+            try:
+                await queue.check()
+            except QueueUnavailable:
+                break
+            await asyncio.sleep(0.05)
+    with pytest.raises(QueueUnavailable):
+        await queue.publish(job(1))
+    await asyncio.to_thread(proxy.restore)
+    async with asyncio.timeout(WAIT):
+        while True:
+            try:
+                await queue.publish(job(2))
+                break
+            except QueueUnavailable:
+                await asyncio.sleep(0.1)
+
+
 async def test_consuming_while_the_broker_is_away_starts_once_it_is_back(proxied) -> None:
     # A worker whose first consume fails (the broker away, or answering INTERNAL_ERROR to a
     # consume on a quorum queue just declared elsewhere) tries again instead of exiting.

@@ -335,6 +335,37 @@ async def test_a_run_the_queue_refused_is_accepted_and_the_sweeper_dispatches_it
     assert await sweeper.sweep_once() == 0
 
 
+async def test_runs_a_sweep_could_not_publish_for_an_unexpected_error_are_due_again_at_once(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    # dispatch_candidates marks the runs dispatched as it selects them; a publish that fails with
+    # anything but QueueUnavailable (seen: aio-pika's RuntimeError "Connection was not opened" while
+    # reconnecting) must not leave them marked, to wait out `redispatch_after`.
+    from agentry.runner.sweeper import Sweeper
+
+    class BrokenQueue(FlakyQueue):
+        broken = False
+
+        async def publish(self, job: RunJob) -> None:
+            if self.broken:
+                raise RuntimeError("Connection was not opened")
+            await super().publish(job)
+
+    repo, queue = SqlRunnerRepository(sqlite_engine), BrokenQueue()
+    service = RunnerService(repo, queue, MemoryEventStream(), MemoryStopSignal(), default_model="m")
+    sweeper = Sweeper(repo, queue, sqlite_engine, interval=60, redispatch_after=3600)
+    threads = [await service.create_thread(ALICE, f"t{n}") for n in range(3)]
+    queue.available = False
+    runs = [await service.start_run(ALICE, t.thread_id, "", "go") for t in threads]  # not dispatched
+
+    queue.broken = True
+    with pytest.raises(RuntimeError):
+        await sweeper.sweep_once()
+    queue.broken, queue.available = False, True
+    assert await sweeper.sweep_once() == 3  # the next pass, not an hour later
+    assert sorted(j.run_id for j in queue.accepted) == sorted(r.run_id for r in runs)
+
+
 async def test_list_run_events_treats_a_negative_position_as_the_start(env: Env) -> None:
     thread = await env.service.create_thread(ALICE, "t")
     run = await env.service.start_run(ALICE, thread.thread_id, "", "go")

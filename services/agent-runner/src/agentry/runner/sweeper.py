@@ -76,13 +76,23 @@ class Sweeper:
     async def sweep_once(self) -> int:
         """One pass; returns how many jobs were published."""
         published = 0
-        for job in await self._repo.dispatch_candidates(redispatch_after=self._redispatch_after):
+        jobs = await self._repo.dispatch_candidates(redispatch_after=self._redispatch_after)
+        for n, job in enumerate(jobs):
             try:
                 await self._queue.publish(RunJob(run_id=job.run_id, thread_id=job.thread_id, account_id=job.account_id))
             except QueueUnavailable as exc:
                 logger.warning("sweeper could not publish run %s: %s", job.run_id, exc)
                 await self._repo.mark_undispatched(job.run_id)
                 continue
+            except BaseException:
+                # The candidates are marked dispatched as they are selected: this one and the rest
+                # of the pass were not, and must be due again at the next pass, not only once
+                # `redispatch_after` has passed (a queue error nobody expected left them there for
+                # two minutes).
+                for left in jobs[n:]:
+                    with contextlib.suppress(Exception):
+                        await self._repo.mark_undispatched(left.run_id)
+                raise
             published += 1
         if published:
             logger.info("sweeper published %d run jobs", published)
