@@ -601,6 +601,18 @@ async def test_broker_connection_cut_mid_run(stack: Stack) -> None:
     check(outcome, stack)
     # Runs hold their workers through a broker blink: none is stopped and resumed elsewhere.
     assert outcome.resumed == 0
+    # A run accepted while the broker was away is dispatched once it is back (the sweeper's next
+    # pass), not when its job counts as lost (`redispatch_after`, 120 s: a sweep that failed on an
+    # unexpected error once left every run of its pass waiting for that).
+    assert outcome.fault is not None
+    late = [
+        round(seen.arrived[0] - outcome.fault[1], 1)
+        for seen in outcome.seen
+        if seen.arrived and seen.arrived[0] > outcome.fault[1] + 30
+    ]
+    assert not late, (
+        f"runs that first streamed long after the broker was back (s after): {late} (logs: {stack.log_dir})"
+    )
 
 
 async def test_postgres_restart_mid_run(stack: Stack) -> None:
