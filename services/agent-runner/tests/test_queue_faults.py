@@ -94,19 +94,24 @@ async def test_a_running_job_survives_a_dropped_connection_and_consuming_resumes
     assert not cancelled.is_set()
 
 
+async def cut_and_noticed(proxy: TcpProxy, queue: RabbitRunQueue) -> None:
+    """Cuts the broker connection and returns once the client has noticed (its check fails)."""
+    await asyncio.to_thread(proxy.cut)
+    async with asyncio.timeout(WAIT):
+        while True:
+            try:
+                await queue.check()
+            except QueueUnavailable:
+                return
+            await asyncio.sleep(0.05)
+
+
 async def test_readiness_check_follows_the_broker_connection(proxied):
     """The worker's readiness check (servicekit/health.py) fails while the broker is cut off and
     passes again once the robust connection is back."""
     proxy, queue = proxied
     await queue.check()
-    await asyncio.to_thread(proxy.cut)
-    async with asyncio.timeout(WAIT):  # the client notices the cut connection
-        while True:
-            try:
-                await queue.check()
-            except QueueUnavailable:
-                break
-            await asyncio.sleep(0.05)
+    await cut_and_noticed(proxy, queue)
     await asyncio.to_thread(proxy.restore)
     async with asyncio.timeout(WAIT):
         while True:
@@ -123,14 +128,7 @@ async def test_a_first_publish_while_the_broker_is_away_is_queue_unavailable(pro
     # must see QueueUnavailable, which they handle.
     proxy, queue = proxied
     await queue.check()  # connected
-    await asyncio.to_thread(proxy.cut)
-    async with asyncio.timeout(WAIT):  # the client notices the cut connection
-        while True:
-            try:
-                await queue.check()
-            except QueueUnavailable:
-                break
-            await asyncio.sleep(0.05)
+    await cut_and_noticed(proxy, queue)
     with pytest.raises(QueueUnavailable):
         await queue.publish(job(1))
     await asyncio.to_thread(proxy.restore)
