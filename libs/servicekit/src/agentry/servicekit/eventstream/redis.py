@@ -141,8 +141,8 @@ return id
 
 # The longest a read may block; longer requests are shortened (callers loop anyway).
 MAX_BLOCK_MS = 60_000
-# How long an append's answer is waited for before its connection counts as lost (and the batch
-# is sent again on a new one, within `reconnect_seconds`).
+# How long a batch of appends is waited for (connect, send, answers) before its connection counts
+# as lost (and the batch is sent again on a new one, within `reconnect_seconds`).
 APPEND_REPLY_SECONDS = 5.0
 
 
@@ -171,6 +171,33 @@ def _raw_streams_of(response) -> list[tuple[bytes, list]]:
     if isinstance(response, dict):
         return list(response.items())
     return [(key, entries) for key, entries in response]
+
+
+async def _exchange(conn: AbstractConnection, packed: list[bytes], answers: int, deadline: float, what: str) -> list:
+    """Sends `packed` on `conn` (connecting first when it is not) and reads `answers` answers, in
+    order, an error answer as its ResponseError, all within `deadline` seconds: a connection of
+    its own, with no socket timeout, used one exchange at a time. No health check (its PING would
+    be read without a timeout). A connect or answer that takes longer is a redis TimeoutError; on
+    that, any other failure or a cancellation the connection is closed, so a late answer is never
+    read as the next exchange's."""
+    try:
+        async with asyncio.timeout(deadline):
+            if not conn.is_connected:
+                await conn.connect()
+            await conn.send_packed_command(packed, check_health=False)
+            results: list = []
+            for _ in range(answers):
+                try:
+                    results.append(await conn.read_response(timeout=math.inf))  # under the deadline
+                except ResponseError as exc:  # that command's own error; the connection is fine
+                    results.append(exc)
+            return results
+    except TimeoutError:
+        await conn.disconnect(nowait=True)
+        raise RedisTimeoutError(f"no answer to {what} within {deadline:g} s") from None
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
 
 
 def _streams_of(response) -> list[tuple[bytes, list]]:
@@ -319,25 +346,15 @@ class _Multiplexer:
 
     async def _xread(self, streams: dict[str, int]):
         """`XREAD COUNT .. BLOCK .. STREAMS` over the wake stream and `streams` (key -> after), as
-        Redis answers it (None when the block ran out). A connect or an answer that takes longer
-        than its deadline is a TimeoutError, and the connection is closed (a late answer must not
-        be read as the next one's)."""
+        Redis answers it (None when the block ran out), within `_read_deadline` (see `_exchange`)."""
         conn = self._conn
         args = ["XREAD", "COUNT", self._count, "BLOCK", self._block_ms, "STREAMS", self._wake_key, *streams]
         args.append(self._wake_id)
         args.extend(f"{after}-0" for after in streams.values())
-        try:
-            async with asyncio.timeout(self._read_deadline):
-                if not conn.is_connected:
-                    await conn.connect()
-                await conn.send_packed_command(conn.pack_command(*args), check_health=False)
-                return await conn.read_response(timeout=math.inf)  # under the deadline above
-        except TimeoutError:
-            await conn.disconnect(nowait=True)
-            raise RedisTimeoutError(f"no answer to XREAD within {self._read_deadline:g} s") from None
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
+        [answer] = await _exchange(conn, conn.pack_command(*args), 1, self._read_deadline, "XREAD")
+        if isinstance(answer, ResponseError):
+            raise answer
+        return answer
 
     def _deliver(self, key: str, entries: list[StreamEntry]) -> None:
         watchers = self._watchers.get(key)
@@ -490,10 +507,8 @@ class RedisEventStream:
         a timeout, a readability check, metrics hooks) plus the pipeline object cost more CPU than
         the round trip itself (~0.2 ms a batch, bench/floor.py). The connection has no socket
         timeout, so a send makes no Task (redis-py wraps a send under a socket timeout in
-        `wait_for`, a Task each on Python 3.11); the connect and each answer are waited for
-        APPEND_REPLY_SECONDS.
-        A send or read that fails, times out or is cancelled closes it (answers may be left
-        unread), and the next batch connects again."""
+        `wait_for`, a Task each on Python 3.11); the exchange has APPEND_REPLY_SECONDS
+        (`_exchange`), and the next batch after a failed one connects again."""
         conn = self._appender
         if conn is None:
             kwargs = {**self._pool.connection_kwargs, "socket_timeout": None}
@@ -508,31 +523,7 @@ class RedisEventStream:
                 commands.append(("EVALSHA", self._append_sha, 1, key, self._maxlen, f"{seq}-0", data, flag, self._ttl))
             else:
                 commands.append(("XADD", key, "MAXLEN", "~", self._maxlen, f"{seq}-0", b"d", data, b"t", flag))
-        try:
-            if not conn.is_connected:
-                # The handshake's answers are read under the connection's (absent) socket timeout.
-                try:
-                    async with asyncio.timeout(APPEND_REPLY_SECONDS):
-                        await conn.connect()
-                except TimeoutError:
-                    raise RedisTimeoutError(f"no answer to a connect within {APPEND_REPLY_SECONDS:g} s") from None
-            # No health check: its PING would be read without a timeout; a dead connection shows
-            # in the answers' timeout instead.
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-            results: list = []
-            for _ in commands:
-                try:
-                    answer = await conn.read_response(timeout=APPEND_REPLY_SECONDS)
-                except ResponseError as exc:  # this append's own error; the connection is fine
-                    answer = exc
-                else:
-                    if answer is None:  # redis-py's answer to a read that timed out
-                        raise RedisTimeoutError(f"no answer to an append within {APPEND_REPLY_SECONDS:g} s")
-                results.append(answer)
-            return results
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
+        return await _exchange(conn, conn.pack_commands(commands), len(commands), APPEND_REPLY_SECONDS, "appends")
 
     async def _settle_duplicate(
         self, run_id: str, seq: int, data: bytes, flag: bytes, future: asyncio.Future[None]

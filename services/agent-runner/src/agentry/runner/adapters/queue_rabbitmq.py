@@ -301,13 +301,11 @@ class RabbitRunQueue:
         connection = await self._connect()
         async with self._lock:
             if self._publish_channel is None:
-                if connection.is_closed or not connection.connected.is_set():
-                    # Reconnecting: aio-pika would raise RuntimeError("Connection was not opened").
-                    raise QueueUnavailable("cannot open a publish channel: not connected to the broker")
                 try:
                     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                     await _declare(channel, self._queue_name)
-                except (*_BROKER_ERRORS, RuntimeError) as exc:  # RuntimeError: the connection closed meanwhile
+                # RuntimeError: aio-pika's answer ("Connection was not opened") while it reconnects.
+                except (*_BROKER_ERRORS, RuntimeError) as exc:
                     raise QueueUnavailable(f"cannot open a publish channel: {exc!r}") from exc
                 self._publish_channel = channel
             return self._publish_channel
