@@ -101,6 +101,54 @@ async def test_an_append_whose_answer_never_comes_is_sent_again_on_a_new_connect
     assert await _connections_received(private_redis) - before >= 3
 
 
+async def test_an_append_batch_that_fails_unexpectedly_fails_its_appends_instead_of_leaving_them_waiting(
+    stream: RedisEventStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An error redis-py does not wrap (a bug, a parser's surprise) ends the flusher: the appends
+    # it carried, and those queued behind it, must hear so, never wait for an answer forever.
+    exchange, calls = redis_stream._exchange, []  # noqa: SLF001 - the fault is injected there
+
+    async def broken_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            await asyncio.sleep(0.05)  # the second append queues behind this batch
+            raise RuntimeError("not a redis error")
+        return await exchange(*args, **kwargs)
+
+    monkeypatch.setattr(redis_stream, "_exchange", broken_once)
+    first = asyncio.create_task(stream.append("r1", 1, b"a"))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(stream.append("r1", 2, b"b"))
+    done = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 5)
+    assert all(isinstance(result, EventStreamUnavailable) for result in done), done
+
+    await stream.append("r1", 1, b"a")  # the next append starts a new flusher
+    assert [(e.seq, e.data) for e in await stream.read("r1", 0)] == [(1, b"a")]
+
+
+async def test_a_waiting_read_whose_xread_fails_unexpectedly_hears_at_once_and_the_next_one_works(
+    stream: RedisEventStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exchange, calls = redis_stream._exchange, []  # noqa: SLF001 - the fault is injected there
+
+    async def broken_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("not a redis error")
+        return await exchange(*args, **kwargs)
+
+    monkeypatch.setattr(redis_stream, "_exchange", broken_once)
+    started = time.monotonic()
+    with pytest.raises(EventStreamUnavailable):
+        await stream.read("r1", 0, block_ms=20_000)
+    assert time.monotonic() - started < 5, "the reader waited out its block"
+
+    reader = asyncio.create_task(stream.read("r1", 0, block_ms=20_000))
+    await asyncio.sleep(0.3)
+    await stream.append("r1", 1, b"a")
+    assert [(e.seq, e.data) for e in await asyncio.wait_for(reader, 5)] == [(1, b"a")]
+
+
 async def _connections_received(server: PrivateRedis) -> int:
     client = aioredis.Redis.from_url(server.url)
     try:

@@ -314,7 +314,7 @@ class _Multiplexer:
             self._inflight, self._woken = streams, False
             try:
                 response = await self._xread(streams)
-            except RedisError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure: its readers hear, the loop goes on
                 self._inflight = None
                 now = loop.time()
                 failing_since = failing_since or now
@@ -454,20 +454,31 @@ class RedisEventStream:
         await future
 
     async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            unloaded = await self._send_and_settle(batch)
-            if not unloaded:
-                continue
-            # Redis restarted or flushed its scripts: load the append script and send those
-            # appends again at once, ahead of anything newer. Once only: a Redis that still
-            # answers NOSCRIPT (a proxy sending each command to another server) fails them.
-            try:
-                await self._reconnecting(lambda: self._redis.script_load(_APPEND), "load the append script")
-            except RedisError as exc:
-                self._fail(unloaded, exc)
-                continue
-            self._fail(await self._send_and_settle(unloaded), "NOSCRIPT again after SCRIPT LOAD")
+        batch: list = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                unloaded = await self._send_and_settle(batch)
+                if not unloaded:
+                    continue
+                # Redis restarted or flushed its scripts: load the append script and send those
+                # appends again at once, ahead of anything newer. Once only: a Redis that still
+                # answers NOSCRIPT (a proxy sending each command to another server) fails them.
+                try:
+                    await self._reconnecting(lambda: self._redis.script_load(_APPEND), "load the append script")
+                except RedisError as exc:
+                    self._fail(unloaded, exc)
+                    continue
+                self._fail(await self._send_and_settle(unloaded), "NOSCRIPT again after SCRIPT LOAD")
+        except BaseException as exc:
+            # Whatever else ends the flusher (a bug, an error redis-py does not wrap, a
+            # cancellation): its appends and those queued behind them fail now instead of
+            # waiting for an answer that would never come.
+            pending, self._pending = self._pending, []
+            self._fail(batch + pending, f"the append batch failed: {exc!r}")
+            if not isinstance(exc, Exception):
+                raise
+            logger.exception("appending run events failed")
 
     async def _send_and_settle(self, batch: list) -> list:
         """Sends `batch` and settles each append's future; returns the appends Redis answered
