@@ -54,6 +54,7 @@ from agentry.sandbox.config import SandboxSettings
 from agentry.sandbox.main import start as start_sandbox
 from agentry.servicekit import DEV_INTERNAL_TOKEN, open_channel
 from agentry.servicekit.eventstream import MemoryEventStream, StreamEntry
+from agentry.servicekit.server import RunningServer
 
 ACCOUNT = "acct-worker"
 WAIT = 10.0
@@ -66,11 +67,18 @@ async def within_stop_deadline(task: asyncio.Future) -> None:
     done, _ = await asyncio.wait({task}, timeout=STOP_DEADLINE)
     if done:
         return task.result()
+    task.cancel()  # first: printing the stacks must not be what keeps the run going
     stacks = io.StringIO()
     for other in asyncio.all_tasks():
         print(f"--- {other!r}", file=stacks)
-        other.print_stack(limit=12, file=stacks)
-    task.cancel()
+        # The whole await chain (Task.get_stack shows a suspended task's top frame only), and not
+        # Task.print_stack: it fails on a frame without a line number (grpc's Cython ones).
+        awaited = other.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is not None:
+                print(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}", file=stacks)
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
     raise AssertionError(f"not done within {STOP_DEADLINE} s; the loop's tasks:\n{stacks.getvalue()}")
 
 
@@ -89,6 +97,7 @@ class World:
     worker: RunWorker
     billing: billing_pb2_grpc.BillingServiceStub
     billing_channel: grpc.aio.Channel
+    billing_server: RunningServer | None = None
     build_agent: Callable[[Run], Agent] = field(default=lambda run: pytest.fail("no agent for this test"))
     agents_built: list[Run] = field(default_factory=list)
 
@@ -187,7 +196,14 @@ async def world(tmp_path: Path, sqlite_engine: AsyncEngine, billing_credit: int)
             policy=WorkerPolicy(lease_seconds=2.0, write_retry_seconds=0.2),
         )
         world = World(
-            service, repo, events, stops, worker, billing_pb2_grpc.BillingServiceStub(billing_channel), billing_channel
+            service,
+            repo,
+            events,
+            stops,
+            worker,
+            billing_pb2_grpc.BillingServiceStub(billing_channel),
+            billing_channel,
+            billing_server=billing,
         )
         holder.append(world)
         yield world
@@ -432,6 +448,30 @@ async def test_stopping_a_run_during_a_long_sandbox_command_cancels_it_promptly(
     assert messages[2].error == "cancelled"  # type: ignore[union-attr]
     events = decoded(await world.stream(run.run_id))
     assert events[-1]["type"] == "run_finished" and events[-1]["reason"] == "cancelled"
+
+
+async def test_stopping_a_run_during_a_sandbox_command_is_prompt_while_billing_is_away(world: World) -> None:
+    # The command's sandbox seconds are charged when it ends; billing's client retries for up to
+    # a minute. A stop must not wait for that: the charge goes on by itself.
+    world.use(
+        ScriptedModel(
+            [
+                ScriptedReply(tool_calls=[ScriptedCall("run_command", {"command": "sleep 30"})]),
+                "unreachable",
+            ]
+        )
+    )
+    run, job = await world.start()
+    handling = asyncio.create_task(world.worker.handle(job))
+    await world.wait_for_event(run.run_id, "tool_call_started")
+    assert world.billing_server is not None
+    await world.billing_server.server.stop(0)
+
+    await world.service.stop_run(ACCOUNT, run.run_id)
+    await within_stop_deadline(handling)
+
+    ended = await world.run_row(run.run_id)
+    assert (ended.status, ended.finish_reason) == (RunStatus.CANCELLED, "cancelled")
 
 
 @pytest.mark.parametrize("billing_credit", [0, 1])

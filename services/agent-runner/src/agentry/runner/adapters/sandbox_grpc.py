@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -13,6 +14,8 @@ from agentry.api.sandbox.v1 import sandbox_pb2 as pb
 from agentry.api.sandbox.v1 import sandbox_pb2_grpc
 from agentry.servicekit.client import is_store_unavailable, is_unavailable
 from agentry.servicekit.db import retrying
+
+logger = logging.getLogger(__name__)
 
 MAX_TOOL_OUTPUT_BYTES = 64 * 1024
 # A sandbox service whose database is away (restarting) is waited for this long before the tool
@@ -27,6 +30,16 @@ class SandboxToolError(Exception):
 
 def _translate(exc: grpc.aio.AioRpcError) -> SandboxToolError:
     return SandboxToolError(exc.details() or exc.code().name)
+
+
+# Charges of cancelled execs, held until billing answered (the loop keeps only weak references).
+_charging: set[asyncio.Future[object]] = set()
+
+
+def _charged(charge: asyncio.Future[object]) -> None:
+    _charging.discard(charge)
+    if not charge.cancelled() and (exc := charge.exception()) is not None:
+        logger.error("the sandbox time of a stopped command was not charged: %r", exc)
 
 
 class GrpcSandbox:
@@ -75,10 +88,28 @@ class GrpcSandbox:
     async def exec(self, command: str, *, timeout: float, cwd: str | None = None) -> ExecResult:
         started = time.monotonic()
         try:
-            return await self._exec(command, timeout=timeout, cwd=cwd)
-        finally:
-            if self.on_exec is not None:
-                await asyncio.shield(self.on_exec(time.monotonic() - started))
+            result = await self._exec(command, timeout=timeout, cwd=cwd)
+        except asyncio.CancelledError:
+            # A stopped (or handed back) run does not wait for billing, which may be slow or away
+            # (its retries take seconds): the charge goes on by itself, and the stop is prompt.
+            self._charge_in_background(time.monotonic() - started)
+            raise
+        except BaseException:
+            await self._charge(time.monotonic() - started)
+            raise
+        await self._charge(time.monotonic() - started)
+        return result
+
+    async def _charge(self, seconds: float) -> None:
+        if self.on_exec is not None:
+            await asyncio.shield(self.on_exec(seconds))
+
+    def _charge_in_background(self, seconds: float) -> None:
+        if self.on_exec is None:
+            return
+        charge = asyncio.ensure_future(self.on_exec(seconds))
+        _charging.add(charge)
+        charge.add_done_callback(_charged)
 
     async def _exec(self, command: str, *, timeout: float, cwd: str | None = None) -> ExecResult:
         request = pb.ExecRequest(
