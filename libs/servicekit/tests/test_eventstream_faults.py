@@ -106,16 +106,7 @@ async def test_an_append_batch_that_fails_unexpectedly_fails_its_appends_instead
 ) -> None:
     # An error redis-py does not wrap (a bug, a parser's surprise) ends the flusher: the appends
     # it carried, and those queued behind it, must hear so, never wait for an answer forever.
-    exchange, calls = redis_stream._exchange, []  # noqa: SLF001 - the fault is injected there
-
-    async def broken_once(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == 1:
-            await asyncio.sleep(0.05)  # the second append queues behind this batch
-            raise RuntimeError("not a redis error")
-        return await exchange(*args, **kwargs)
-
-    monkeypatch.setattr(redis_stream, "_exchange", broken_once)
+    _first_exchange_fails(monkeypatch, after=0.05)  # the second append queues behind it
     first = asyncio.create_task(stream.append("r1", 1, b"a"))
     await asyncio.sleep(0.01)
     second = asyncio.create_task(stream.append("r1", 2, b"b"))
@@ -129,15 +120,7 @@ async def test_an_append_batch_that_fails_unexpectedly_fails_its_appends_instead
 async def test_a_waiting_read_whose_xread_fails_unexpectedly_hears_at_once_and_the_next_one_works(
     stream: RedisEventStream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exchange, calls = redis_stream._exchange, []  # noqa: SLF001 - the fault is injected there
-
-    async def broken_once(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == 1:
-            raise RuntimeError("not a redis error")
-        return await exchange(*args, **kwargs)
-
-    monkeypatch.setattr(redis_stream, "_exchange", broken_once)
+    _first_exchange_fails(monkeypatch)
     started = time.monotonic()
     with pytest.raises(EventStreamUnavailable):
         await stream.read("r1", 0, block_ms=20_000)
@@ -147,6 +130,21 @@ async def test_a_waiting_read_whose_xread_fails_unexpectedly_hears_at_once_and_t
     await asyncio.sleep(0.3)
     await stream.append("r1", 1, b"a")
     assert [(e.seq, e.data) for e in await asyncio.wait_for(reader, 5)] == [(1, b"a")]
+
+
+def _first_exchange_fails(monkeypatch: pytest.MonkeyPatch, *, after: float = 0.0) -> None:
+    """The next exchange with Redis raises an error that is not a Redis error, `after` seconds
+    in; the ones after it go through."""
+    exchange, calls = redis_stream._exchange, []  # noqa: SLF001 - the fault is injected there
+
+    async def broken_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            await asyncio.sleep(after)
+            raise RuntimeError("not a redis error")
+        return await exchange(*args, **kwargs)
+
+    monkeypatch.setattr(redis_stream, "_exchange", broken_once)
 
 
 async def _connections_received(server: PrivateRedis) -> int:

@@ -425,7 +425,8 @@ async def test_stopping_a_run_while_the_model_is_slow_cancels_it_promptly(world:
     assert (ended.status, ended.finish_reason, ended.error) == (RunStatus.CANCELLED, "cancelled", "")
 
 
-async def test_stopping_a_run_during_a_long_sandbox_command_cancels_it_promptly(world: World) -> None:
+async def start_a_long_sandbox_command(world: World) -> tuple[Run, asyncio.Task[None]]:
+    """A run driven by the worker (the task) whose agent is running `sleep 30` in the sandbox."""
     world.use(
         ScriptedModel(
             [
@@ -437,6 +438,11 @@ async def test_stopping_a_run_during_a_long_sandbox_command_cancels_it_promptly(
     run, job = await world.start()
     handling = asyncio.create_task(world.worker.handle(job))
     await world.wait_for_event(run.run_id, "tool_call_started")
+    return run, handling
+
+
+async def test_stopping_a_run_during_a_long_sandbox_command_cancels_it_promptly(world: World) -> None:
+    run, handling = await start_a_long_sandbox_command(world)
 
     await world.service.stop_run(ACCOUNT, run.run_id)
     await within_stop_deadline(handling)
@@ -453,17 +459,7 @@ async def test_stopping_a_run_during_a_long_sandbox_command_cancels_it_promptly(
 async def test_stopping_a_run_during_a_sandbox_command_is_prompt_while_billing_is_away(world: World) -> None:
     # The command's sandbox seconds are charged when it ends; billing's client retries for up to
     # a minute. A stop must not wait for that: the charge goes on by itself.
-    world.use(
-        ScriptedModel(
-            [
-                ScriptedReply(tool_calls=[ScriptedCall("run_command", {"command": "sleep 30"})]),
-                "unreachable",
-            ]
-        )
-    )
-    run, job = await world.start()
-    handling = asyncio.create_task(world.worker.handle(job))
-    await world.wait_for_event(run.run_id, "tool_call_started")
+    run, handling = await start_a_long_sandbox_command(world)
     assert world.billing_server is not None
     await world.billing_server.server.stop(0)
 
