@@ -152,7 +152,7 @@ async def start(
 
     if settings.role in ("worker", "all"):
         from .adapters.billing_grpc import GrpcUsageSink
-        from .adapters.sandbox_grpc import GrpcSandbox
+        from .adapters.sandbox_grpc import GrpcSandbox, drain_charges
 
         # LiteLLM's typed dicts make pydantic warn at import; nothing a user can act on.
         warnings.filterwarnings("ignore", message=".*ReadOnly.*", category=UserWarning)
@@ -160,6 +160,9 @@ async def start(
         billing_channel = open_channel(settings.billing_target, token, tls=settings.tls())
         stack.push_async_callback(sandbox_channel.close)
         stack.push_async_callback(billing_channel.close)
+        # At shutdown, after the runs were handed back: the sandbox time of their cut-short
+        # commands is charged before the billing channel closes (bounded).
+        stack.push_async_callback(drain_charges)
         checks["sandbox"], checks["billing"] = grpc_check(sandbox_channel), grpc_check(billing_channel)
 
         def sandboxes(account_id, project_id, on_start=None, on_ready=None):

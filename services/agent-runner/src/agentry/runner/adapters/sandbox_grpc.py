@@ -42,6 +42,16 @@ def _charged(charge: asyncio.Future[object]) -> None:
         logger.error("the sandbox time of a stopped command was not charged: %r", exc)
 
 
+async def drain_charges(timeout: float = 10.0) -> None:
+    """Waits up to `timeout` seconds for the charges of cancelled commands still in flight (a
+    worker shutting down calls it before closing its billing channel); logs what is left."""
+    if not _charging:
+        return
+    _, left = await asyncio.wait(set(_charging), timeout=timeout)
+    if left:
+        logger.error("%d sandbox time charges were still in flight at shutdown", len(left))
+
+
 class GrpcSandbox:
     """The project's sandbox, created on first use, seen with the run's account."""
 
