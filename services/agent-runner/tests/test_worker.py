@@ -41,7 +41,7 @@ from agentry.billing.config import BillingSettings
 from agentry.billing.main import start as start_billing
 from agentry.runner.adapters.billing_grpc import GrpcUsageSink
 from agentry.runner.adapters.queue_memory import MemoryRunQueue
-from agentry.runner.adapters.sandbox_grpc import GrpcSandbox, drain_charges
+from agentry.runner.adapters.sandbox_grpc import GrpcSandbox
 from agentry.runner.adapters.sql import SqlRunnerRepository
 from agentry.runner.adapters.stop_memory import MemoryStopSignal
 from agentry.runner.domain import DURABLE_EVENT_TYPES, Run, RunStatus, StoredEvent, StoredMessage
@@ -68,6 +68,11 @@ async def within_stop_deadline(task: asyncio.Future) -> None:
     if done:
         return task.result()
     task.cancel()  # first: printing the stacks must not be what keeps the run going
+    raise AssertionError(f"not done within {STOP_DEADLINE} s; the loop's tasks:\n{loop_tasks()}")
+
+
+def loop_tasks() -> str:
+    """Where every task of the running loop waits, as text."""
     stacks = io.StringIO()
     for other in asyncio.all_tasks():
         print(f"--- {other!r}", file=stacks)
@@ -79,7 +84,7 @@ async def within_stop_deadline(task: asyncio.Future) -> None:
             if frame is not None:
                 print(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}", file=stacks)
             awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
-    raise AssertionError(f"not done within {STOP_DEADLINE} s; the loop's tasks:\n{stacks.getvalue()}")
+    return stacks.getvalue()
 
 
 # Counting tokens without LiteLLM keeps its multi-second import out of the suite.
@@ -454,10 +459,6 @@ async def test_stopping_a_run_during_a_long_sandbox_command_cancels_it_promptly(
     assert messages[2].error == "cancelled"  # type: ignore[union-attr]
     events = decoded(await world.stream(run.run_id))
     assert events[-1]["type"] == "run_finished" and events[-1]["reason"] == "cancelled"
-    # The cut-short command's sandbox time is charged all the same, after the stop.
-    await drain_charges(timeout=WAIT)
-    usage = await world.billing.ListUsage(billing_pb2.ListUsageRequest(account_id=ACCOUNT, group_by="model"))
-    assert [(row.key, row.calls) for row in usage.rows if row.sandbox_seconds > 0] == [("sandbox", 1)]
 
 
 async def test_stopping_a_run_during_a_sandbox_command_is_prompt_while_billing_is_away(world: World) -> None:
