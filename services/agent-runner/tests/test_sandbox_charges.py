@@ -45,7 +45,7 @@ async def test_a_cancelled_command_is_charged_after_the_stop_and_drained_at_shut
     charged: list[float] = []
 
     async def slow_billing(seconds: float) -> bool:
-        await asyncio.sleep(0.5)  # billing answering slowly (or retrying while away)
+        await asyncio.sleep(3)  # billing answering slowly (or retrying while away)
         charged.append(seconds)
         return True
 
@@ -53,16 +53,17 @@ async def test_a_cancelled_command_is_charged_after_the_stop_and_drained_at_shut
     try:
         command = asyncio.create_task(sandbox.exec("sleep 30", timeout=60))
         await asyncio.sleep(0.2)
-        stopped_at = time.monotonic()
         command.cancel()
         await asyncio.wait({command})
         assert command.cancelled()
-        assert time.monotonic() - stopped_at < 0.3, "the stop waited for billing"
-        assert sandbox._stub.calls[0].cancelled  # noqa: SLF001 - the RPC was cancelled too
+        # Ended while billing has not answered yet (it takes 3 s): the stop did not wait for it.
         assert charged == [] and len(sandbox_grpc._charging) == 1  # noqa: SLF001 - charging still
+        assert sandbox._stub.calls[0].cancelled  # noqa: SLF001 - the RPC was cancelled too
 
-        await drain_charges(timeout=5)
-        assert len(charged) == 1 and 0.15 < charged[0] < 1.0
+        started = time.monotonic()
+        await drain_charges(timeout=30)
+        assert len(charged) == 1 and charged[0] >= 0.2  # the command's seconds, up to the stop
+        assert time.monotonic() - started < 10
         assert not sandbox_grpc._charging  # noqa: SLF001
     finally:
         await channel.close()
