@@ -102,7 +102,7 @@ class World:
     worker: RunWorker
     billing: billing_pb2_grpc.BillingServiceStub
     billing_channel: grpc.aio.Channel
-    billing_server: RunningServer | None = None
+    billing_server: RunningServer
     build_agent: Callable[[Run], Agent] = field(default=lambda run: pytest.fail("no agent for this test"))
     agents_built: list[Run] = field(default_factory=list)
 
@@ -208,7 +208,7 @@ async def world(tmp_path: Path, sqlite_engine: AsyncEngine, billing_credit: int)
             worker,
             billing_pb2_grpc.BillingServiceStub(billing_channel),
             billing_channel,
-            billing_server=billing,
+            billing,
         )
         holder.append(world)
         yield world
@@ -465,7 +465,6 @@ async def test_stopping_a_run_during_a_sandbox_command_is_prompt_while_billing_i
     # The command's sandbox seconds are charged when it ends; billing's client retries for up to
     # a minute. A stop must not wait for that: the charge goes on by itself.
     run, handling = await start_a_long_sandbox_command(world)
-    assert world.billing_server is not None
     await world.billing_server.server.stop(0)
 
     await world.service.stop_run(ACCOUNT, run.run_id)
