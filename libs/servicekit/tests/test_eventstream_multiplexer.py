@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis import asyncio as aioredis
 
-from agentry.servicekit.eventstream import RedisEventStream
-from agentry.servicekit.faults import PrivateRedis
+from agentry.servicekit.eventstream import RedisEventStream, SequenceError
+from agentry.servicekit.faults import PrivateRedis, TcpProxy
 from agentry.servicekit.testing import needs
 
 pytestmark = needs(PrivateRedis.available(), "redis-server")
@@ -44,14 +44,14 @@ async def test_two_thousand_waiting_readers_share_two_connections(private_redis,
     readers = [asyncio.create_task(stream.read(f"run-{i}", 0, block_ms=30_000)) for i in range(2000)]
     await asyncio.sleep(0.3)
     assert not any(r.done() for r in readers)
-    # One blocked multiplexed read and the pooled connection the wake went out on.
+    # The multiplexer's subscribed connection and the pooled one the streams' first reads went out on.
     assert await clients(private_redis.url) <= 2
 
     # Written together, as 2,000 runs of one worker process would (their appends are batched).
     await asyncio.gather(*(stream.append(f"run-{i}", 1, f"event of {i}".encode()) for i in range(2000)))
     answers = await asyncio.wait_for(asyncio.gather(*readers), 10)
     assert [[(e.seq, e.data) for e in a] for a in answers] == [[(1, f"event of {i}".encode())] for i in range(2000)]
-    assert await clients(private_redis.url) <= 2
+    assert await clients(private_redis.url) <= 3  # and the appends' own
 
 
 async def test_a_reader_joining_a_blocked_read_is_answered_without_waiting_for_it(stream) -> None:
@@ -89,8 +89,10 @@ async def test_a_reader_that_stops_reading_catches_up_in_order_and_is_held_nowhe
     for start in range(2, 5002, 500):  # one run's appends come one after the other, in order
         for seq in range(start, min(start + 500, 5002)):
             await stream.append("run", seq, b"e%d" % seq)
-    mux = stream._mux  # noqa: SLF001 - the policy under test is that it holds nothing
-    assert not mux._watchers, "a reader that is not reading has nothing held for it"  # noqa: SLF001
+    mux = stream._mux  # noqa: SLF001 - the policy under test is that it holds nothing per reader
+    assert mux.watching() == 0, "a reader that is not reading has nothing held for it"
+    # What the stream keeps for whoever reads it next is bounded, however far behind they are.
+    assert all(len(sub.entries) <= 32 for sub in mux._subs.values())  # noqa: SLF001
 
     seen = [1]
     while seen[-1] < 5001:
@@ -107,4 +109,80 @@ async def test_a_waiting_reader_that_gives_up_leaves_nothing_behind(stream) -> N
     reader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reader
-    assert not stream._mux._watchers  # noqa: SLF001
+    assert stream._mux.watching() == 0  # noqa: SLF001
+
+
+async def test_a_rejected_append_reaches_no_waiting_reader(stream) -> None:
+    """Appends publish in the same script as their XADD: one Redis refuses (a seq already used,
+    by a writer that lost its run, say) is never seen live."""
+    await stream.append("run", 1, b"one")
+    await stream.append("run", 2, b"two")
+    reader = asyncio.create_task(stream.read("run", 2, block_ms=10_000))
+    await asyncio.sleep(0.2)
+    with pytest.raises(SequenceError):
+        await stream.append("run", 2, b"an impostor")
+    await asyncio.sleep(0.2)
+    assert not reader.done()
+    await stream.append("run", 3, b"three")
+    assert [(e.seq, e.data) for e in await asyncio.wait_for(reader, 5)] == [(3, b"three")]
+
+
+async def test_entries_appended_while_the_multiplexer_reconnects_reach_its_readers(private_redis, stream) -> None:
+    await stream.append("run", 1, b"one")
+    reader = asyncio.create_task(stream.read("run", 1, block_ms=20_000))
+    await asyncio.sleep(0.2)
+    admin = aioredis.from_url(private_redis.url)
+    try:
+        # Its subscribed connection is dropped; the append lands before it is back.
+        assert await admin.client_kill_filter(_type="pubsub") == 1
+        await stream.append("run", 2, b"two")
+    finally:
+        await admin.aclose()
+    assert [(e.seq, e.data) for e in await asyncio.wait_for(reader, 5)] == [(2, b"two")]
+    reader = asyncio.create_task(stream.read("run", 2, block_ms=20_000))
+    await asyncio.sleep(0.2)
+    await stream.append("run", 3, b"three")
+    assert [e.seq for e in await asyncio.wait_for(reader, 5)] == [3]
+
+
+async def test_a_stream_nobody_waits_on_is_unsubscribed_after_the_linger(private_redis, stream) -> None:
+    mux = stream._mux  # noqa: SLF001 - the linger and ping period, shortened for the test
+    mux._linger, mux._ping_seconds = 0.3, 0.1  # noqa: SLF001
+    await stream.append("run", 1, b"one")
+    assert [e.seq for e in await stream.read("run", 0, block_ms=5_000)] == [1]
+    admin = aioredis.from_url(private_redis.url)
+    try:
+        channel = stream.key("run")
+        assert await admin.pubsub_numsub(channel) == [(channel.encode(), 1)]
+        await asyncio.sleep(1.0)
+        assert await admin.pubsub_numsub(channel) == [(channel.encode(), 0)]
+    finally:
+        await admin.aclose()
+    # And a reader coming back later is subscribed again.
+    reader = asyncio.create_task(stream.read("run", 1, block_ms=5_000))
+    await asyncio.sleep(0.2)
+    await stream.append("run", 2, b"two")
+    assert [e.seq for e in await asyncio.wait_for(reader, 5)] == [2]
+
+
+async def test_a_subscribed_connection_that_goes_silent_is_replaced(private_redis) -> None:
+    """A partitioned connection (open, carrying nothing) is noticed by its unanswered PING and
+    replaced; the readers waiting on it hear what was appended meanwhile."""
+    with TcpProxy.for_url(private_redis.url) as proxy:
+        stream = RedisEventStream(proxy.url_for(private_redis.url))
+        writer = RedisEventStream(private_redis.url)
+        stream._mux._ping_seconds = 0.2  # noqa: SLF001
+        try:
+            await writer.append("run", 1, b"one")
+            reader = asyncio.create_task(stream.read("run", 1, block_ms=30_000))
+            await asyncio.sleep(0.3)
+            proxy.blackhole()
+            await writer.append("run", 2, b"two")
+            started = time.monotonic()
+            # Noticed within two pings; the newest entries are then read on a pooled connection,
+            # which was silenced too: it is given up on after its 5 s socket timeout.
+            assert [(e.seq, e.data) for e in await asyncio.wait_for(reader, 20)] == [(2, b"two")]
+            assert time.monotonic() - started < 10, "the silent connection was waited out"
+        finally:
+            await stream.close()
+            await writer.close()

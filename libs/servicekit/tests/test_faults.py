@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentry.servicekit.faults import PrivatePostgres, PrivateRedis, TcpProxy
 from agentry.servicekit.testing import needs
@@ -115,6 +116,25 @@ async def test_tcp_proxy_forwards_cuts_and_restores() -> None:
             assert proxy.connections_total >= 2
         finally:
             await client.aclose()
+
+
+@REDIS
+async def test_tcp_proxy_blackholes_open_connections_and_forwards_new_ones() -> None:
+    from redis import asyncio as aioredis
+
+    async with PrivateRedis() as server, TcpProxy.for_url(server.url) as proxy:
+        url = proxy.url_for(server.url)
+        silenced = aioredis.Redis.from_url(url, socket_timeout=0.5)
+        fresh = aioredis.Redis.from_url(url)
+        try:
+            assert await silenced.set("k", "v")
+            proxy.blackhole()
+            with pytest.raises(RedisTimeoutError):  # sent, never answered, never closed
+                await silenced.get("k")
+            assert await fresh.get("k") == b"v"
+        finally:
+            await silenced.aclose()
+            await fresh.aclose()
 
 
 def test_tcp_proxy_url_for_keeps_user_path_and_query() -> None:

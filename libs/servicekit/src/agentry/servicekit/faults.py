@@ -445,6 +445,7 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"tcp-proxy-{self.port}", daemon=True)
         self._server: asyncio.AbstractServer | None = None
         self._transports: set[asyncio.WriteTransport] = set()
+        self._silenced: set[asyncio.WriteTransport] = set()  # see blackhole()
         self._handlers: set[asyncio.Task[None]] = set()
         self.connections_total = 0
 
@@ -487,6 +488,15 @@ class TcpProxy:
     def restore(self) -> None:
         """Accepts and forwards connections again, on the same port."""
         self._call(self._listen())
+
+    def blackhole(self) -> None:
+        """Every connection open now stops carrying data, both ways, and stays open, as across a
+        network partition: what either side sends is dropped, nothing is closed. New connections
+        are forwarded as usual."""
+        self._call(self._blackhole())
+
+    async def _blackhole(self) -> None:
+        self._silenced.update(self._transports)
 
     def __enter__(self) -> Self:
         self.start()
@@ -548,16 +558,22 @@ class TcpProxy:
         pair = (client_writer.transport, upstream_writer.transport)
         self._transports.update(pair)
         try:
-            await asyncio.gather(_pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer))
+            await asyncio.gather(
+                _pipe(client_reader, upstream_writer, self._silenced),
+                _pipe(upstream_reader, client_writer, self._silenced),
+            )
         finally:
             for transport in pair:
                 self._transports.discard(transport)
+                self._silenced.discard(transport)
                 transport.abort()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, silenced: set) -> None:
     try:
         while data := await reader.read(65536):
+            if writer.transport in silenced:
+                continue  # blackholed: dropped
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():

@@ -1,24 +1,27 @@
 """Redis Streams event stream, so any gateway replica can tail a run that any runner worker writes.
 
-Connections: readers that wait (`read(..., block_ms>0)`) do not each hold a connection. One
-multiplexer per RedisEventStream -- one task on one dedicated connection -- sends a single
-`XREAD BLOCK` over every stream some reader currently waits on (from the lowest seq any of them
-has), and hands each reader the entries after its own seq. A reader that arrives while that read
-is blocked wakes it with an XADD to the multiplexer's own wake stream (one per process, MAXLEN 1,
-expiring), so the next read includes it at once; no polling, no per-reader round trip. So one
-gateway process holds thousands of streams on two connections, and a reader never waits for a
-pooled connection. A reader holds no buffer of its own beyond the one batch (`count`) it was
+Connections: readers that wait (`read(..., block_ms>0)`) do not each hold a connection, nor send
+a command per wait. Every append publishes its entry on a pub/sub channel named as its stream's
+key, in the same script as its XADD. One multiplexer per RedisEventStream -- one task on one
+dedicated connection -- is SUBSCRIBEd to the channel of every stream some reader of this process
+waits on, reads each stream's newest entries once when it subscribes, and keeps up to a small
+number of the newest per stream: a live entry reaches every waiting reader as one message, at no
+command, whatever the number of streams watched (one XREAD BLOCK over all of them, sent again
+after every entry, cost the gateway CPU per event in proportion to the streams it watched). So
+one gateway process holds thousands of streams on two connections, and a reader never waits for
+a pooled connection. A reader holds no buffer of its own beyond the one batch (`count`) it was
 handed: a slow client simply reads again later from its own seq (catching up by cursor; nothing
-is dropped, and memory stays bounded by `count` entries per reader). Non-waiting reads and writes
-use the pool (a BlockingConnectionPool: past `max_connections` callers queue for a connection,
-up to `pool_timeout`, instead of opening sockets without bound).
+is dropped, and memory stays bounded by a few dozen entries per watched stream). Non-waiting
+reads and writes use the pool (a BlockingConnectionPool: past `max_connections` callers queue
+for a connection, up to `pool_timeout`, instead of opening sockets without bound); appends go out
+in batches on a connection of their own.
 
 Restarts: Redis may restart (a pod rescheduled, a failover) under running streams. A command
 whose connection breaks is sent again on a new connection, with backoff, for up to
 `reconnect_seconds`; only when Redis stays away longer does the caller get
-EventStreamUnavailable. A blocked read that loses its connection resumes its wait for the time
-it has left (redis-py's one immediate reconnect re-sends the read as it was, so a connection
-dropped and regained at once may wait up to one `block_ms` longer). Appends are idempotent per
+EventStreamUnavailable. A waiting read whose multiplexer loses its connection keeps waiting for
+the time it has left: the multiplexer reconnects, subscribes again and reads the newest entries of
+every stream again, so what was appended meanwhile is not missed. Appends are idempotent per
 seq, so an XADD that landed just before its connection broke is not an error when sent again.
 """
 
@@ -30,7 +33,6 @@ import contextlib
 import logging
 import math
 import random
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -128,13 +130,17 @@ async def reconnecting(
             delay = min(delay * 2, 1.0)
 
 
-# XADD and EXPIRE in one atomic step: a rejected (out-of-order) terminal append must not set a
-# TTL, and a crash between the two must not leave a finished run's log without one.
+# Every append: XADD, PUBLISH of the entry on the channel named as the stream's key (for the
+# multiplexers of the readers waiting on it: the terminal flag, "<seq>-0", a space, the data) and,
+# for a terminal entry, EXPIRE, in one atomic step: a rejected append (a seq already used, by a
+# retry or a writer that lost its run) publishes nothing and sets no TTL, and a crash between the
+# steps cannot leave a finished run's log without one or an entry that no waiting reader heard of.
 _APPEND = """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[2], 'd', ARGV[3], 't', ARGV[4])
 if ARGV[4] == '1' then
   redis.call('EXPIRE', KEYS[1], ARGV[5])
 end
+redis.call('PUBLISH', KEYS[1], ARGV[4] .. ARGV[2] .. ' ' .. ARGV[3])
 return id
 """
 
@@ -153,24 +159,6 @@ def _seq_of(entry_id: bytes | str) -> int:
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> StreamEntry:
     return StreamEntry(seq=_seq_of(entry_id), data=fields[b"d"], terminal=fields.get(b"t") == b"1")
-
-
-def _entry_of_pairs(entry_id: bytes, fields: list | dict) -> StreamEntry:
-    """An entry as Redis sends it, its fields a flat [name, value, ...] list (RESP2 and RESP3)."""
-    if not isinstance(fields, dict):
-        pairs = iter(fields)
-        fields = dict(zip(pairs, pairs, strict=False))
-    return _entry(entry_id, fields)
-
-
-def _raw_streams_of(response) -> list[tuple[bytes, list]]:
-    """XREAD's answer as Redis sends it, as (key, entries) pairs: RESP2 [[key, entries]], RESP3
-    {key: entries}; None (the block ran out) is no pairs."""
-    if not response:
-        return []
-    if isinstance(response, dict):
-        return list(response.items())
-    return [(key, entries) for key, entries in response]
 
 
 async def _exchange(conn: AbstractConnection, packed: list[bytes], answers: int, deadline: float, what: str) -> list:
@@ -209,191 +197,362 @@ def _streams_of(response) -> list[tuple[bytes, list]]:
     return [(key, entries) for key, entries in response]
 
 
-class _Multiplexer:
-    """One XREAD BLOCK over every stream a reader waits on; see the module docstring.
+_SUBSCRIBING, _SYNCING, _LIVE = 0, 1, 2
+_BEHIND: list[StreamEntry] = []  # a waiter's answer meaning "read by cursor" (identity, never mutated)
 
-    Readers register (key, after) and await a future that resolves to the entries after `after`
-    (at most `count`). The loop reads from the lowest `after` per key, resolves every reader its
-    answer covers and drops them; the rest stay registered for the next read. When Redis cannot
-    be reached, the loop retries with backoff and, past `reconnect_seconds` of failing, fails the
-    waiting readers with EventStreamUnavailable (as a direct read would).
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result([])
+
+
+def _entry_of_message(payload: bytes) -> StreamEntry:
+    """An entry as the append script publishes it: the terminal flag, "<seq>-0", a space, the data."""
+    space = payload.index(b" ")
+    return StreamEntry(
+        seq=int(payload[1:space].partition(b"-")[0]), data=payload[space + 1 :], terminal=payload[0] == 49
+    )
+
+
+def _pack(*args: bytes) -> bytes:
+    """One command in RESP, its arguments already bytes."""
+    return b"".join([b"*%d\r\n" % len(args), *(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args)])
+
+
+class _Subscription:
+    """A stream some reader waits on (or did, within the linger): its channel's state and the newest
+    entries, every entry with seq > `base` that Redis holds (at most `buffer` of them) once live."""
+
+    __slots__ = ("base", "early", "entries", "idle_since", "key", "seqs", "state", "waiters")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.state = _SUBSCRIBING
+        self.base = 0
+        self.entries: list[StreamEntry] = []
+        self.seqs: list[int] = []
+        self.early: list[StreamEntry] = []  # published while the stream was being read (SYNCING)
+        self.waiters: list[tuple[int, asyncio.Future[list[StreamEntry]]]] = []
+        self.idle_since: float | None = None
+
+    @property
+    def top(self) -> int:
+        return self.seqs[-1] if self.seqs else self.base
+
+
+class _Multiplexer:
+    """Live entries for every waiting reader of this process over one pub/sub connection; see the
+    module docstring.
+
+    A reader waiting on a stream subscribes the process to the stream's channel (once: later
+    readers of that stream share it), and the newest entries are read once (XREVRANGE, batched
+    over every stream subscribed at the same moment); from then on each append arrives as a
+    message, at no further command, and is handed to the readers waiting for it. Up to `buffer`
+    of the newest entries are kept per subscribed stream, so a reader coming back for more (after
+    sending the last batch to its client) is answered at once; a reader behind them reads from its
+    own cursor (`direct`), which is the slow-client policy: nothing is queued per reader. A stream
+    nobody waited on for `linger_seconds` is unsubscribed and forgotten.
+
+    The connection is PINGed every `ping_seconds`; one that does not answer by the next ping is
+    closed. On a lost connection every stream is subscribed and read again after reconnecting
+    (appends published meanwhile are read then), with backoff; past `reconnect_seconds` of
+    failing, the waiting readers fail with EventStreamUnavailable (as a direct read would).
     """
 
     def __init__(
-        self, redis_url: str, *, wake_key: str, count: int, reconnect_seconds: float, block_ms: int = 5_000
+        self,
+        redis_url: str,
+        *,
+        redis: aioredis.Redis,
+        direct: Callable[[str, int], Awaitable[list[StreamEntry]]],
+        count: int,
+        reconnect_seconds: float,
+        buffer: int = 32,
+        linger_seconds: float = 5.0,
+        ping_seconds: float = 5.0,
     ) -> None:
-        # A connection of its own, no pool: the blocked read holds it. No hidden retries either:
-        # a lost connection surfaces here, where the loop decides. Commands go straight onto it
-        # (`_xread`), not through a client: no socket timeout (redis-py sends under one in
-        # `wait_for`, a Task per read on Python 3.11), no lock, no retry wrapper, no reply callback;
-        # the read's own deadline is `_read_deadline`.
+        # A connection of its own, no pool, no socket timeout (it waits for messages); no hidden
+        # retries either: a lost connection surfaces in `_loop`, which decides. RESP2: messages
+        # are plain replies (RESP3 sends them as pushes, which redis-py hands to a handler that
+        # formats each one for a debug log line).
         self._conn = aioredis.ConnectionPool.from_url(
             redis_url,
+            protocol=2,
             socket_timeout=None,
             socket_connect_timeout=5.0,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         ).make_connection()
-        self._read_deadline = block_ms / 1000 + 5
-        self._wake_key = wake_key
-        self._wake_id = b"0-0"
+        self._redis = redis  # pooled: the streams' first reads
+        self._direct = direct
         self._count = count
-        self._block_ms = block_ms
+        self._buffer = max(buffer, 1)
+        self._linger = linger_seconds
+        self._ping_seconds = ping_seconds
         self._reconnect_seconds = reconnect_seconds
-        self._watchers: dict[str, list[tuple[int, asyncio.Future[list[StreamEntry]]]]] = {}
-        self._inflight: dict[str, int] | None = None  # key -> after, of the read now blocked
-        self._woken = False
-        # Readers answered by the last read that have not come back for more yet: the next read
-        # waits (briefly) for them, so it covers them without a wake.
-        self._returning = 0
-        self._back = asyncio.Event()
-        self._changed = asyncio.Event()
+        self._subs: dict[str, _Subscription] = {}
+        self._connected = False  # subscribed mode is set up on `_conn` (by `_loop`)
+        self._unanswered_ping = False
+        self._to_subscribe: list[str] = []
+        self._to_sync: list[_Subscription] = []
+        self._syncer: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._waker: aioredis.Redis | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
-    def bind_waker(self, redis: aioredis.Redis) -> None:
-        self._waker = redis  # the pooled client the wake XADD goes out on
-
     async def wait(self, key: str, after: int, timeout: float) -> list[StreamEntry]:
+        """The entries after `after` (at most `count`), as soon as there are any; [] when
+        `timeout` seconds pass first."""
         if self._closed:
             return []
+        loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._loop(), name="redis-event-multiplexer")
-        future: asyncio.Future[list[StreamEntry]] = asyncio.get_running_loop().create_future()
-        watch = (after, future)
-        self._watchers.setdefault(key, []).append(watch)
-        self._changed.set()
-        if self._returning > 0:
-            self._returning -= 1
-            if not self._returning:
-                self._back.set()
-        inflight = self._inflight
-        if inflight is not None and not self._woken and inflight.get(key, after + 1) > after:
-            # The blocked read does not cover this reader: wake it so the next one does.
-            self._woken = True
-            _spawn(self._wake())
-        try:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for adds a future, a callback
-            # and a timer handle per wait, and may swallow a cancel that lands with the result.
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            return []
-        finally:
-            watchers = self._watchers.get(key)
-            if watchers is not None:
+            self._task = loop.create_task(self._loop(), name="redis-event-multiplexer")
+        deadline = loop.time() + timeout
+        while True:
+            sub = self._subs.get(key)
+            if sub is None:
+                sub = self._subs[key] = _Subscription(key)
+                self._subscribe(key)
+            elif sub.state == _LIVE:
+                if after >= sub.base:
+                    start = bisect.bisect_right(sub.seqs, after)
+                    if start < len(sub.seqs):
+                        return sub.entries[start : start + self._count]
+                else:  # behind the newest entries kept: read from its own cursor
+                    entries = await self._direct(key, after)
+                    if entries or self._closed:
+                        return entries
+                    if self._subs.get(key) is not sub:
+                        continue  # forgotten meanwhile: subscribe again
+            sub.idle_since = None
+            future: asyncio.Future[list[StreamEntry]] = loop.create_future()
+            waiter = (after, future)
+            sub.waiters.append(waiter)
+            # A timer, not asyncio.timeout: no cancellation to undo, a third of the cost per wait.
+            timer = loop.call_at(deadline, _expire, future)
+            try:
+                entries = await future
+            finally:
+                timer.cancel()
                 try:
-                    watchers.remove(watch)
+                    sub.waiters.remove(waiter)
                 except ValueError:
                     pass
-                if not watchers:
-                    del self._watchers[key]
+                if not sub.waiters:
+                    sub.idle_since = loop.time()
+            if entries is not _BEHIND:
+                return entries
 
-    async def _wake(self) -> None:
+    def _subscribe(self, key: str) -> None:
+        """SUBSCRIBE `key` soon (every key asked for in this loop iteration in one command); when
+        disconnected, `_loop` subscribes every stream on reconnecting."""
+        if not self._connected:
+            return
+        self._to_subscribe.append(key)
+        if len(self._to_subscribe) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_subscribes)
+
+    def _flush_subscribes(self) -> None:
+        keys, self._to_subscribe = self._to_subscribe, []
+        keys = [key for key in keys if key in self._subs]
+        if keys and self._connected:
+            self._send(_pack(b"SUBSCRIBE", *(key.encode() for key in keys)))
+
+    def _send(self, packed: bytes) -> None:
+        _spawn(self._send_now(packed))
+
+    async def _send_now(self, packed: bytes) -> None:
+        if self._closed or not self._conn.is_connected:
+            return  # (never connect here: `_loop` reconnects, and subscribes every stream then)
         try:
-            assert self._waker is not None
-            async with self._waker.pipeline(transaction=False) as pipe:
-                pipe.xadd(self._wake_key, {b"w": b"1"}, maxlen=1, approximate=False)
-                pipe.expire(self._wake_key, 3600)
-                await pipe.execute()
-        except RedisError as exc:  # the read wakes by itself within block_ms anyway
-            logger.debug("could not wake the event multiplexer: %r", exc)
+            await self._conn.send_packed_command(packed, check_health=False)
+        except Exception as exc:  # noqa: BLE001 - the connection is closed; `_loop` reconnects
+            logger.debug("event multiplexer: send failed: %r", exc)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         failing_since: float | None = None
         delay = 0.05
         while not self._closed:
-            if not self._watchers:
-                self._changed.clear()
-                await self._changed.wait()
-                continue
-            streams = {key: min(after for after, _ in watchers) for key, watchers in self._watchers.items()}
-            self._inflight, self._woken = streams, False
             try:
-                response = await self._xread(streams)
-            except Exception as exc:  # noqa: BLE001 - any failure: its readers hear, the loop goes on
-                self._inflight = None
+                if not self._connected:
+                    await self._connect()
+                response = await self._conn.read_response(timeout=math.inf)
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect; readers hear past the window
+                self._disconnected()
+                await self._conn.disconnect(nowait=True)
+                if self._closed:
+                    return
                 now = loop.time()
                 failing_since = failing_since or now
                 if not is_transient_redis_error(exc) or now - failing_since >= self._reconnect_seconds:
                     self._fail_all(EventStreamUnavailable(f"cannot read run events: {exc}"))
                     failing_since = None if not is_transient_redis_error(exc) else failing_since
-                logger.warning("event multiplexer: redis read failed (%r); retrying", exc)
+                logger.warning("event multiplexer: redis connection failed (%r); reconnecting", exc)
                 await asyncio.sleep(delay / 2 + random.uniform(0, delay / 2))
                 delay = min(delay * 2, 1.0)
                 continue
-            self._inflight = None
             failing_since, delay = None, 0.05
-            for raw_key, raw_entries in _raw_streams_of(response):
-                key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
-                if key == self._wake_key:
-                    if raw_entries:
-                        last = raw_entries[-1][0]
-                        self._wake_id = last if isinstance(last, bytes) else last.encode()
-                    continue
-                self._deliver(key, [_entry_of_pairs(entry_id, fields) for entry_id, fields in raw_entries])
-            # Let the readers just answered take their entries and come back (up to 1 ms; one
-            # whose stream ended never does), so the next read covers them without a wake.
-            if self._returning:
-                self._back.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.001):  # not wait_for: no Task per read
-                        await self._back.wait()
-                self._returning = 0
+            if not isinstance(response, list) or not response:
+                continue  # (nothing else is sent on a subscribed connection)
+            kind = response[0]
+            if kind == b"message":
+                self._on_message(response[1].decode(), response[2])
+            elif kind == b"subscribe":
+                self._on_subscribed(response[1].decode())
+            elif kind == b"pong":
+                self._unanswered_ping = False
 
-    async def _xread(self, streams: dict[str, int]):
-        """`XREAD COUNT .. BLOCK .. STREAMS` over the wake stream and `streams` (key -> after), as
-        Redis answers it (None when the block ran out), within `_read_deadline` (see `_exchange`)."""
-        conn = self._conn
-        args = ["XREAD", "COUNT", self._count, "BLOCK", self._block_ms, "STREAMS", self._wake_key, *streams]
-        args.append(self._wake_id)
-        args.extend(f"{after}-0" for after in streams.values())
-        [answer] = await _exchange(conn, conn.pack_command(*args), 1, self._read_deadline, "XREAD")
-        if isinstance(answer, ResponseError):
-            raise answer
-        return answer
+    async def _connect(self) -> None:
+        """Connects and subscribes every stream a reader waits on (the rest are forgotten)."""
+        await self._conn.connect()
+        for key in [key for key, sub in self._subs.items() if not sub.waiters]:
+            del self._subs[key]
+        self._connected, self._unanswered_ping = True, False
+        self._to_subscribe = []
+        if self._subs:
+            await self._conn.send_packed_command(
+                _pack(b"SUBSCRIBE", *(key.encode() for key in self._subs)), check_health=False
+            )
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._ping_seconds, self._tick)
 
-    def _deliver(self, key: str, entries: list[StreamEntry]) -> None:
-        watchers = self._watchers.get(key)
-        if not watchers or not entries:
+    def _disconnected(self) -> None:
+        """Every subscription is gone with the connection: each stream is subscribed and read again."""
+        self._connected = False
+        for sub in self._subs.values():
+            sub.state, sub.early = _SUBSCRIBING, []
+            sub.entries, sub.seqs, sub.base = [], [], 0
+
+    def _tick(self) -> None:
+        """Every `ping_seconds`: forget streams nobody waited on for the linger, and PING (a ping
+        still unanswered from the last tick means the connection is dead: close it)."""
+        self._timer = None
+        if self._closed:
             return
-        seqs = [entry.seq for entry in entries]
-        keep = []
-        for after, future in watchers:
-            start = bisect.bisect_right(seqs, after)
-            if start < len(entries):
-                if not future.done():
-                    future.set_result(entries[start : start + self._count])
-                    self._returning += 1
-            elif not future.done():
-                keep.append((after, future))
-        if keep:
-            self._watchers[key] = keep
+        if self._connected:
+            if self._unanswered_ping:
+                logger.warning("event multiplexer: no answer to PING; reconnecting")
+                _spawn(self._conn.disconnect(nowait=True))  # the blocked read fails; `_loop` reconnects
+            else:
+                now = asyncio.get_running_loop().time()
+                idle = [
+                    key
+                    for key, sub in self._subs.items()
+                    if not sub.waiters and sub.idle_since is not None and now - sub.idle_since >= self._linger
+                ]
+                for key in idle:
+                    del self._subs[key]
+                packed = _pack(b"UNSUBSCRIBE", *(key.encode() for key in idle)) if idle else b""
+                self._unanswered_ping = True
+                self._send(packed + _pack(b"PING"))
+        self._timer = asyncio.get_running_loop().call_later(self._ping_seconds, self._tick)
+
+    def _on_subscribed(self, key: str) -> None:
+        sub = self._subs.get(key)
+        if sub is None or sub.state != _SUBSCRIBING:
+            return
+        sub.state = _SYNCING
+        self._to_sync.append(sub)
+        if self._syncer is None or self._syncer.done():
+            self._syncer = asyncio.create_task(self._sync(), name="redis-event-multiplexer-sync")
+
+    async def _sync(self) -> None:
+        """Reads the newest entries of the streams just subscribed, all in one round trip per
+        batch (those subscribed while a batch is out go in the next), and makes them live."""
+        while self._to_sync:
+            batch, self._to_sync = self._to_sync, []
+            keys = [sub.key for sub in batch]
+
+            async def newest(keys: list[str] = keys) -> list:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.xrevrange(key, count=self._buffer)
+                    return await pipe.execute()
+
+            try:
+                answers = await reconnecting(newest, reconnect_seconds=self._reconnect_seconds, what="read run events")
+            except Exception as exc:  # noqa: BLE001 - those streams' readers hear; the next wait subscribes again
+                for sub in batch:
+                    if self._subs.get(sub.key) is sub and sub.state == _SYNCING:
+                        del self._subs[sub.key]
+                        self._fail(sub, EventStreamUnavailable(f"cannot read {sub.key}: {exc}"))
+                if self._connected:
+                    self._send(_pack(b"UNSUBSCRIBE", *(key.encode() for key in keys)))
+                continue
+            for sub, answer in zip(batch, answers, strict=True):
+                if self._subs.get(sub.key) is not sub or sub.state != _SYNCING:
+                    continue  # the connection was lost meanwhile: subscribed and read again
+                entries = [_entry(entry_id, fields) for entry_id, fields in reversed(answer)]
+                sub.state = _LIVE
+                sub.base = entries[0].seq - 1 if len(entries) >= self._buffer else 0
+                early, sub.early = sub.early, []
+                self._add(sub, entries + sorted(early, key=lambda entry: entry.seq))
+                for after, future in sub.waiters:
+                    if after < sub.base and not future.done():
+                        future.set_result(_BEHIND)
+
+    def _on_message(self, key: str, payload: bytes) -> None:
+        sub = self._subs.get(key)
+        if sub is None:
+            return
+        entry = _entry_of_message(payload)
+        if sub.state == _LIVE:
+            self._add(sub, [entry])
         else:
-            del self._watchers[key]
+            sub.early.append(entry)
+
+    def _add(self, sub: _Subscription, entries: list[StreamEntry]) -> None:
+        """Keeps `entries` (those newer than what the stream holds; older ones are repeats) and
+        answers every waiter they are news to."""
+        top = sub.top
+        for entry in entries:
+            if entry.seq > top:
+                sub.entries.append(entry)
+                sub.seqs.append(entry.seq)
+                top = entry.seq
+        if sub.waiters:
+            for after, future in sub.waiters:
+                if not future.done():
+                    start = bisect.bisect_right(sub.seqs, after)
+                    if start < len(sub.seqs):
+                        future.set_result(sub.entries[start : start + self._count])
+        extra = len(sub.seqs) - self._buffer
+        if extra > 0:
+            sub.base = sub.seqs[extra - 1]
+            del sub.entries[:extra], sub.seqs[:extra]
+
+    @staticmethod
+    def _fail(sub: _Subscription, exc: Exception) -> None:
+        for _, future in sub.waiters:
+            if not future.done():
+                future.set_exception(exc)
 
     def _fail_all(self, exc: Exception) -> None:
-        watchers, self._watchers = self._watchers, {}
-        for entries in watchers.values():
-            for _, future in entries:
-                if not future.done():
-                    future.set_exception(exc)
+        subs, self._subs = self._subs, {}
+        for sub in subs.values():
+            self._fail(sub, exc)
+
+    def watching(self) -> int:
+        """How many readers wait now (for tests and metrics)."""
+        return sum(len(sub.waiters) for sub in self._subs.values())
 
     async def close(self) -> None:
         self._closed = True
-        self._changed.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        for watchers in self._watchers.values():
-            for _, future in watchers:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in (self._task, self._syncer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        for sub in self._subs.values():
+            for _, future in sub.waiters:
                 if not future.done():
                     future.set_result([])
-        self._watchers.clear()
+        self._subs.clear()
         await self._conn.disconnect()
 
 
@@ -413,26 +572,17 @@ class RedisEventStream:
         self._maxlen = maxlen
         self._ttl = ttl_seconds
         self._reconnect_seconds = reconnect_seconds
-        # redis-py's default 5 s socket timeout would cut a blocked XREAD short; allow the
-        # longest block plus slack instead, so a dead server still surfaces as an error.
-        self._pool = connection_pool(
-            redis_url,
-            max_connections=max_connections,
-            pool_timeout=pool_timeout,
-            socket_timeout=MAX_BLOCK_MS / 1000 + 5,
-        )
+        # Nothing on the pool blocks (waiting reads go through the multiplexer): a command that
+        # has no answer within the pool's 5 s socket timeout is on a dead connection.
+        self._pool = connection_pool(redis_url, max_connections=max_connections, pool_timeout=pool_timeout)
         self._redis = aioredis.Redis.from_pool(self._pool)
         self._append_sha = self._redis.register_script(_APPEND).sha
         self._pending: list[tuple[str, int, bytes, bytes, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._appender: AbstractConnection | None = None  # the flusher's connection (see _send)
         self._mux = _Multiplexer(
-            redis_url,
-            wake_key=f"{key_prefix}mux-wake:{uuid.uuid4().hex}",
-            count=500,
-            reconnect_seconds=reconnect_seconds,
+            redis_url, redis=self._redis, direct=self._read_key, count=500, reconnect_seconds=reconnect_seconds
         )
-        self._mux.bind_waker(self._redis)
 
     def key(self, run_id: str) -> str:
         return f"{self._prefix}{run_id}:events"
@@ -524,17 +674,15 @@ class RedisEventStream:
         if conn is None:
             kwargs = {**self._pool.connection_kwargs, "socket_timeout": None}
             conn = self._appender = self._pool.connection_class(**kwargs)
-        commands = []
-        for run_id, seq, data, flag, _ in batch:
-            key = self.key(run_id)
-            if flag == b"1":
-                # XADD and EXPIRE atomically (see _APPEND). EVALSHA itself, not redis-py's Script,
-                # which asks SCRIPT EXISTS before every batch that holds one (a round trip per
-                # run's end); a NOSCRIPT answer loads it and sends again.
-                commands.append(("EVALSHA", self._append_sha, 1, key, self._maxlen, f"{seq}-0", data, flag, self._ttl))
-            else:
-                commands.append(("XADD", key, "MAXLEN", "~", self._maxlen, f"{seq}-0", b"d", data, b"t", flag))
-        return await _exchange(conn, conn.pack_commands(commands), len(commands), APPEND_REPLY_SECONDS, "appends")
+        # One script call per append (see _APPEND), packed here: EVALSHA itself, not redis-py's
+        # Script, which asks SCRIPT EXISTS before every batch (a round trip); a NOSCRIPT answer
+        # loads it and sends again.
+        sha, maxlen, ttl = self._append_sha.encode(), b"%d" % self._maxlen, b"%d" % self._ttl
+        packed = b"".join(
+            _pack(b"EVALSHA", sha, b"1", self.key(run_id).encode(), maxlen, b"%d-0" % seq, data, flag, ttl)
+            for run_id, seq, data, flag, _ in batch
+        )
+        return await _exchange(conn, [packed], len(batch), APPEND_REPLY_SECONDS, "appends")
 
     async def _settle_duplicate(
         self, run_id: str, seq: int, data: bytes, flag: bytes, future: asyncio.Future[None]
@@ -569,14 +717,18 @@ class RedisEventStream:
         if block_ms > 0:
             entries = await self._mux.wait(key, max(after_seq, 0), min(block_ms, MAX_BLOCK_MS) / 1000)
             return entries[:count]
+        return await self._read_key(key, after_seq, count)
+
+    async def _read_key(self, key: str, after_seq: int, count: int = 500) -> list[StreamEntry]:
+        """One XREAD of the entries after `after_seq` on a pooled connection (not waiting)."""
 
         async def xread():
             return await self._redis.xread({key: f"{max(after_seq, 0)}-0"}, count=count)
 
         try:
-            response = await self._reconnecting(xread, f"read run {run_id}")
+            response = await self._reconnecting(xread, f"read {key}")
         except RedisError as exc:
-            raise EventStreamUnavailable(f"cannot read run {run_id}: {exc}") from exc
+            raise EventStreamUnavailable(f"cannot read {key}: {exc}") from exc
         return [
             _entry(entry_id, fields)
             for _, stream_entries in _streams_of(response)
