@@ -186,3 +186,20 @@ async def test_a_subscribed_connection_that_goes_silent_is_replaced(private_redi
         finally:
             await stream.close()
             await writer.close()
+
+
+async def test_a_first_waiting_reader_far_behind_a_stream_gets_everything_after_its_cursor(stream) -> None:
+    """The multiplexer keeps only the newest entries of a stream it subscribes; a reader behind
+    them (a resume from long ago) is answered from its own cursor, in order, in bounded batches."""
+    for seq in range(1, 101):
+        await stream.append("run", seq, b"e%d" % seq)
+    seen = [10]
+    while seen[-1] < 100:
+        batch = await asyncio.wait_for(stream.read("run", seen[-1], block_ms=10_000, count=40), 5)
+        assert 0 < len(batch) <= 40
+        seen.extend(e.seq for e in batch)
+    assert seen == list(range(10, 101))
+    reader = asyncio.create_task(stream.read("run", 100, block_ms=10_000))
+    await asyncio.sleep(0.1)
+    await stream.append("run", 101, b"live")
+    assert [e.seq for e in await asyncio.wait_for(reader, 5)] == [101]

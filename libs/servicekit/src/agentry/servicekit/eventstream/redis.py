@@ -488,11 +488,11 @@ class _Multiplexer:
                 entries = [_entry(entry_id, fields) for entry_id, fields in reversed(answer)]
                 sub.state = _LIVE
                 sub.base = entries[0].seq - 1 if len(entries) >= self._buffer else 0
-                early, sub.early = sub.early, []
-                self._add(sub, entries + sorted(early, key=lambda entry: entry.seq))
                 for after, future in sub.waiters:
                     if after < sub.base and not future.done():
-                        future.set_result(_BEHIND)
+                        future.set_result(_BEHIND)  # older than what is kept: by cursor (`wait`)
+                early, sub.early = sub.early, []
+                self._add(sub, entries + sorted(early, key=lambda entry: entry.seq))
 
     def _on_message(self, key: str, payload: bytes) -> None:
         sub = self._subs.get(key)
