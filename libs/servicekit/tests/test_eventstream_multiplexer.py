@@ -1,16 +1,19 @@
 """RedisEventStream's multiplexed reader, on a private redis-server (so its client count is ours):
-thousands of waiting readers on two connections, readers joining a blocked read, and the
-slow-reader policy (a reader that stops reading catches up by cursor, losing nothing, while the
-stream holds nothing for it)."""
+thousands of waiting readers on two connections, the slow-reader policy (a reader that stops
+reading catches up by cursor, losing nothing, while what is kept per stream stays bounded), and
+the subscription's own hazards: a rejected append, a lost, silent or idle connection, a first
+read that fails or is answered across a reconnect, a deleted log, a reader far behind."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from redis import asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agentry.servicekit.eventstream import RedisEventStream, SequenceError
 from agentry.servicekit.faults import PrivateRedis, TcpProxy
@@ -203,3 +206,136 @@ async def test_a_first_waiting_reader_far_behind_a_stream_gets_everything_after_
     await asyncio.sleep(0.1)
     await stream.append("run", 101, b"live")
     assert [e.seq for e in await asyncio.wait_for(reader, 5)] == [101]
+
+
+class _Pipe:
+    def __init__(self, real, after_execute: Callable[[], Awaitable[None]]) -> None:
+        self._real, self._after = real, after_execute
+
+    async def __aenter__(self):
+        await self._real.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc):
+        return await self._real.__aexit__(*exc)
+
+    def xrevrange(self, *args, **kwargs):
+        return self._real.xrevrange(*args, **kwargs)
+
+    async def execute(self):
+        result = await self._real.execute()
+        await self._after()
+        return result
+
+
+class _Redis:
+    """The multiplexer's pooled client, with a hook run after each pipeline's answer is read
+    (as if the answer were slow on the wire) -- or before it, raising, to fail it."""
+
+    def __init__(self, real, after_execute: Callable[[], Awaitable[None]]) -> None:
+        self._real, self._after = real, after_execute
+
+    def pipeline(self, **kwargs):
+        return _Pipe(self._real.pipeline(**kwargs), self._after)
+
+
+async def test_a_first_read_answered_before_a_lost_connection_is_not_applied_after_it(private_redis) -> None:
+    """The connection is lost while `_sync`'s XREVRANGE answer is on its way; the multiplexer
+    reconnects and resubscribes before that (pre-loss) answer arrives. An entry appended while it
+    was disconnected must still reach the reader."""
+    stream = RedisEventStream(private_redis.url)
+    admin = aioredis.from_url(private_redis.url)
+    mux = stream._mux  # noqa: SLF001
+    calls = 0
+
+    async def slow_first_answer() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the first XREVRANGE has been answered (it saw seq 1 only)
+            assert await admin.client_kill_filter(_type="pubsub") == 1
+            await stream.append("run", 2, b"two")  # published while nobody is subscribed
+            await asyncio.sleep(0.5)  # the multiplexer reconnects and subscribes again meanwhile
+
+    try:
+        await stream.append("run", 1, b"one")
+        mux._redis = _Redis(mux._redis, slow_first_answer)  # noqa: SLF001
+        reader = asyncio.create_task(stream.read("run", 1, block_ms=10_000))
+        await asyncio.sleep(1.0)
+        await stream.append("run", 3, b"three")
+        got = [e.seq for e in await asyncio.wait_for(reader, 5)]
+        assert got[:1] == [2], f"seq 2 was skipped: the reader got {got}"
+    finally:
+        await stream.close()
+        await admin.aclose()
+
+
+async def test_an_idle_multiplexer_keeps_its_healthy_connection(private_redis, caplog) -> None:
+    """Once every stream is unsubscribed the connection leaves subscribed mode, so PING answers
+    "+PONG" (not ["pong", ""]); the multiplexer must not take the healthy connection for dead."""
+    stream = RedisEventStream(private_redis.url)
+    mux = stream._mux  # noqa: SLF001
+    mux._linger, mux._ping_seconds = 0.2, 0.1  # noqa: SLF001
+    try:
+        with caplog.at_level(logging.WARNING, logger="agentry.servicekit.eventstream.redis"):
+            assert await stream.read("run", 0, block_ms=100) == []
+            await asyncio.sleep(1.5)
+        pings = [r.getMessage() for r in caplog.records if "no answer to PING" in r.getMessage()]
+        assert pings == [], f"a healthy idle connection was closed {len(pings)} times in 1.5 s"
+    finally:
+        await stream.close()
+
+
+async def test_a_failed_first_read_does_not_unsubscribe_the_stream_subscribed_again(private_redis) -> None:
+    """A stream's first read fails (its pooled connection stays lost past `reconnect_seconds`);
+    meanwhile the stream was forgotten after the linger and a new reader subscribed it again.
+    The failed batch's UNSUBSCRIBE must not cancel the new subscription."""
+    stream = RedisEventStream(private_redis.url, reconnect_seconds=1.0)
+    mux = stream._mux  # noqa: SLF001
+    mux._linger, mux._ping_seconds = 0.2, 0.1  # noqa: SLF001
+    loop = asyncio.get_running_loop()
+    fail_until = loop.time() + 1.6
+
+    async def lost_for_a_while() -> None:
+        if loop.time() < fail_until:
+            raise RedisConnectionError("injected: the pooled connection is lost")
+
+    try:
+        # Another stream with a waiting reader keeps the connection in subscribed mode.
+        other = asyncio.create_task(stream.read("other", 0, block_ms=15_000))
+        await asyncio.sleep(0.2)  # its first read is done (before the fault)
+        mux._redis = _Redis(mux._redis, lost_for_a_while)  # noqa: SLF001
+        assert await stream.read("run", 0, block_ms=100) == []  # its first read is failing
+        await asyncio.sleep(0.5)  # "run" is forgotten after the linger (UNSUBSCRIBE)
+        assert "run" not in [k.rsplit(":", 2)[-2] for k in mux._subs]  # noqa: SLF001
+        reader = asyncio.create_task(stream.read("run", 0, block_ms=6_000))  # subscribed again
+        await asyncio.sleep(2.0)  # the first batch failed (~1.0 s); the second succeeded (~1.6 s)
+        admin = aioredis.from_url(private_redis.url)
+        try:
+            [(_, subscribers)] = await admin.pubsub_numsub(stream.key("run"))
+        finally:
+            await admin.aclose()
+        state = mux._subs[stream.key("run")].state  # noqa: SLF001
+        await stream.append("run", 1, b"one")
+        got = [e.seq for e in await asyncio.wait_for(reader, 10)]
+        assert got == [1], f"the reader got {got} (stream state {state}, 2 = live; subscribers {subscribers})"
+        other.cancel()
+    finally:
+        await stream.close()
+
+
+async def test_a_deleted_log_is_forgotten_and_its_waiting_readers_wake_to_nothing(private_redis) -> None:
+    """delete(): "a reader blocked on one of them wakes and finds nothing"; and a waiting read
+    after the delete must not return entries Redis no longer holds."""
+    stream = RedisEventStream(private_redis.url)
+    try:
+        await stream.append("run", 1, b"one")
+        assert [e.seq for e in await stream.read("run", 0, block_ms=1_000)] == [1]
+        blocked = asyncio.create_task(stream.read("run", 1, block_ms=20_000))
+        await asyncio.sleep(0.2)
+        await stream.delete(["run"])
+        assert await asyncio.wait_for(blocked, 5) == []
+        assert await stream.read("run", 0) == []  # an immediate read: nothing
+        got = [e.seq for e in await stream.read("run", 0, block_ms=300)]
+        assert got == [], f"a waiting read after delete() returned deleted entries {got}"
+    finally:
+        await stream.close()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import contextlib
 import logging
 import math
@@ -144,6 +145,15 @@ redis.call('PUBLISH', KEYS[1], ARGV[4] .. ARGV[2] .. ' ' .. ARGV[3])
 return id
 """
 
+
+# Deleting logs: each DEL with its empty message (see `_Multiplexer._on_message`), atomically.
+_DELETE = """
+for _, key in ipairs(KEYS) do
+  redis.call('DEL', key)
+  redis.call('PUBLISH', key, '')
+end
+return #KEYS
+"""
 
 # The longest a read may block; longer requests are shortened (callers loop anyway).
 MAX_BLOCK_MS = 60_000
@@ -293,6 +303,11 @@ class _Multiplexer:
         self._reconnect_seconds = reconnect_seconds
         self._subs: dict[str, _Subscription] = {}
         self._connected = False  # subscribed mode is set up on `_conn` (by `_loop`)
+        self._epoch = 0  # connections lost so far: what was read before one is not applied after it
+        # Per channel, what each SUBSCRIBE (its subscription) or UNSUBSCRIBE (None) sent on this
+        # connection stands for, in the order sent: Redis answers each, in order, and an answer
+        # is matched to what was asked, never to a later subscription of the same stream.
+        self._asked: dict[str, collections.deque[_Subscription | None]] = {}
         self._unanswered_ping = False
         self._to_subscribe: list[str] = []
         self._to_sync: list[_Subscription] = []
@@ -356,20 +371,43 @@ class _Multiplexer:
 
     def _flush_subscribes(self) -> None:
         keys, self._to_subscribe = self._to_subscribe, []
-        keys = [key for key in keys if key in self._subs]
-        if keys and self._connected:
-            self._send(_pack(b"SUBSCRIBE", *(key.encode() for key in keys)))
+        subs = [sub for key in dict.fromkeys(keys) if (sub := self._subs.get(key)) and sub.state == _SUBSCRIBING]
+        if subs and self._connected:
+            self._send(*self._subscribing(subs))
 
-    def _send(self, packed: bytes) -> None:
-        _spawn(self._send_now(packed))
+    @staticmethod
+    def _subscribing(subs: list[_Subscription]) -> tuple[bytes, list[tuple[str, _Subscription | None]]]:
+        return _pack(b"SUBSCRIBE", *(sub.key.encode() for sub in subs)), [(sub.key, sub) for sub in subs]
 
-    async def _send_now(self, packed: bytes) -> None:
-        if self._closed or not self._conn.is_connected:
+    @staticmethod
+    def _unsubscribing(keys: list[str]) -> tuple[bytes, list[tuple[str, _Subscription | None]]]:
+        return _pack(b"UNSUBSCRIBE", *(key.encode() for key in keys)), [(key, None) for key in keys]
+
+    def _send(self, packed: bytes, asked: list[tuple[str, _Subscription | None]]) -> None:
+        _spawn(self._send_now(packed, asked, self._epoch))
+
+    async def _send_now(self, packed: bytes, asked: list[tuple[str, _Subscription | None]], epoch: int) -> None:
+        if self._closed or epoch != self._epoch or not self._conn.is_connected:
             return  # (never connect here: `_loop` reconnects, and subscribes every stream then)
+        self._ask(asked)
         try:
             await self._conn.send_packed_command(packed, check_health=False)
         except Exception as exc:  # noqa: BLE001 - the connection is closed; `_loop` reconnects
             logger.debug("event multiplexer: send failed: %r", exc)
+
+    def _ask(self, asked: list[tuple[str, _Subscription | None]]) -> None:
+        for key, sub in asked:
+            self._asked.setdefault(key, collections.deque()).append(sub)
+
+    def _answered(self, key: str) -> _Subscription | None:
+        """What the (UN)SUBSCRIBE this answer is to stood for (None: an UNSUBSCRIBE)."""
+        asked = self._asked.get(key)
+        if not asked:
+            return None
+        sub = asked.popleft()
+        if not asked:
+            del self._asked[key]
+        return sub
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -396,12 +434,16 @@ class _Multiplexer:
                 continue
             failing_since, delay = None, 0.05
             if not isinstance(response, list) or not response:
-                continue  # (nothing else is sent on a subscribed connection)
+                if response == b"PONG":  # PING's answer outside subscribed mode (nothing subscribed)
+                    self._unanswered_ping = False
+                continue
             kind = response[0]
             if kind == b"message":
                 self._on_message(response[1].decode(), response[2])
             elif kind == b"subscribe":
                 self._on_subscribed(response[1].decode())
+            elif kind == b"unsubscribe":
+                self._answered(response[1].decode())
             elif kind == b"pong":
                 self._unanswered_ping = False
 
@@ -413,15 +455,17 @@ class _Multiplexer:
         self._connected, self._unanswered_ping = True, False
         self._to_subscribe = []
         if self._subs:
-            await self._conn.send_packed_command(
-                _pack(b"SUBSCRIBE", *(key.encode() for key in self._subs)), check_health=False
-            )
+            packed, asked = self._subscribing(list(self._subs.values()))
+            self._ask(asked)
+            await self._conn.send_packed_command(packed, check_health=False)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._ping_seconds, self._tick)
 
     def _disconnected(self) -> None:
         """Every subscription is gone with the connection: each stream is subscribed and read again."""
         self._connected = False
+        self._epoch += 1
+        self._asked.clear()
         for sub in self._subs.values():
             sub.state, sub.early = _SUBSCRIBING, []
             sub.entries, sub.seqs, sub.base = [], [], 0
@@ -445,15 +489,15 @@ class _Multiplexer:
                 ]
                 for key in idle:
                     del self._subs[key]
-                packed = _pack(b"UNSUBSCRIBE", *(key.encode() for key in idle)) if idle else b""
+                packed, asked = self._unsubscribing(idle) if idle else (b"", [])
                 self._unanswered_ping = True
-                self._send(packed + _pack(b"PING"))
+                self._send(packed + _pack(b"PING"), asked)
         self._timer = asyncio.get_running_loop().call_later(self._ping_seconds, self._tick)
 
     def _on_subscribed(self, key: str) -> None:
-        sub = self._subs.get(key)
-        if sub is None or sub.state != _SUBSCRIBING:
-            return
+        sub = self._answered(key)
+        if sub is None or self._subs.get(key) is not sub or sub.state != _SUBSCRIBING:
+            return  # a subscription since forgotten (its UNSUBSCRIBE follows), or a stale answer
         sub.state = _SYNCING
         self._to_sync.append(sub)
         if self._syncer is None or self._syncer.done():
@@ -465,6 +509,7 @@ class _Multiplexer:
         while self._to_sync:
             batch, self._to_sync = self._to_sync, []
             keys = [sub.key for sub in batch]
+            epoch = self._epoch
 
             async def newest(keys: list[str] = keys) -> list:
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -475,16 +520,22 @@ class _Multiplexer:
             try:
                 answers = await reconnecting(newest, reconnect_seconds=self._reconnect_seconds, what="read run events")
             except Exception as exc:  # noqa: BLE001 - those streams' readers hear; the next wait subscribes again
+                if epoch != self._epoch:
+                    continue  # the connection was lost meanwhile: every stream is subscribed and read again
+                dropped = []
                 for sub in batch:
                     if self._subs.get(sub.key) is sub and sub.state == _SYNCING:
                         del self._subs[sub.key]
+                        dropped.append(sub.key)
                         self._fail(sub, EventStreamUnavailable(f"cannot read {sub.key}: {exc}"))
-                if self._connected:
-                    self._send(_pack(b"UNSUBSCRIBE", *(key.encode() for key in keys)))
+                if dropped and self._connected:
+                    self._send(*self._unsubscribing(dropped))
                 continue
+            if epoch != self._epoch:
+                continue  # read before the connection was lost: every stream is subscribed and read again
             for sub, answer in zip(batch, answers, strict=True):
                 if self._subs.get(sub.key) is not sub or sub.state != _SYNCING:
-                    continue  # the connection was lost meanwhile: subscribed and read again
+                    continue  # forgotten meanwhile
                 entries = [_entry(entry_id, fields) for entry_id, fields in reversed(answer)]
                 sub.state = _LIVE
                 sub.base = entries[0].seq - 1 if len(entries) >= self._buffer else 0
@@ -498,7 +549,17 @@ class _Multiplexer:
         sub = self._subs.get(key)
         if sub is None:
             return
-        entry = _entry_of_message(payload)
+        if not payload:  # the log was deleted (`RedisEventStream.delete`): nothing is kept, waiters wake
+            sub.entries, sub.seqs, sub.base, sub.early = [], [], 0, []
+            for _, future in sub.waiters:
+                if not future.done():
+                    future.set_result([])
+            return
+        try:
+            entry = _entry_of_message(payload)
+        except ValueError:  # not the append script's (another publisher on the channel): ignored
+            logger.warning("event multiplexer: unreadable message on %s ignored", key)
+            return
         if sub.state == _LIVE:
             self._add(sub, [entry])
         else:
@@ -748,11 +809,15 @@ class RedisEventStream:
         return _seq_of(entry_id)
 
     async def delete(self, run_ids: list[str]) -> None:
+        """Deletes the logs and publishes an empty message on each: the multiplexers that keep
+        their newest entries forget them, and their waiting readers wake to nothing."""
         if not run_ids:
             return
         keys = [self.key(run_id) for run_id in run_ids]
         try:
-            await self._reconnecting(lambda: self._redis.delete(*keys), f"delete {len(keys)} run logs")
+            await self._reconnecting(
+                lambda: self._redis.eval(_DELETE, len(keys), *keys), f"delete {len(keys)} run logs"
+            )
         except RedisError as exc:
             raise EventStreamUnavailable(f"cannot delete run logs: {exc}") from exc
 
