@@ -317,3 +317,49 @@ def test_the_direct_lane_takes_its_proxy_from_the_environment(monkeypatch):
     lane = DirectLane(model="openai/m", provider_model="m", base_url="https://api.example/v1", api_key=None, timeout=5)
     local = DirectLane(model="openai/m", provider_model="m", base_url="http://127.0.0.1:9/v1", api_key=None, timeout=5)
     assert (lane.proxy, local.proxy) == ("http://proxy.internal:3128", None)
+
+
+class PacedProvider:
+    """Answers a text turn, waiting `gaps[i]` seconds before chunk i (a model that stalls)."""
+
+    def __init__(self, gaps: list[float]) -> None:
+        self.gaps = gaps
+
+    async def completions(self, request: Request):
+        await request.json()
+        turn = _text_turn()
+
+        async def stream() -> AsyncIterator[str]:
+            for gap, piece in zip(self.gaps + [0.0] * len(turn), turn, strict=False):
+                await asyncio.sleep(gap)
+                yield piece
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+async def _text_of(model: LiteLLMModel, pause: float = 0.0) -> str:
+    text = ""
+    async for delta in model.stream(ModelRequest(messages=[{"role": "user", "content": "hi"}], tools=[])):
+        text += getattr(delta, "text", "") or ""
+        await asyncio.sleep(pause)
+    return text
+
+
+async def test_a_model_that_stalls_mid_stream_times_out_alike_on_both_lanes(lane):
+    provider = PacedProvider([0.0, 30.0])  # the first chunk, then nothing
+    async with serve(provider) as base:
+        model = LiteLLMModel("openai/agentry-test", api_base=base, api_key="sk-test", timeout=0.5)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ModelCallError) as caught:
+            await asyncio.wait_for(_text_of(model), 25)
+    assert caught.value.kind == "timeout", caught.value
+    # The direct lane gives up after its timeout; LiteLLM's client tries again itself first.
+    assert asyncio.get_running_loop().time() - started < (3 if lane == "direct" else 20)
+
+
+async def test_a_consumer_slower_than_the_timeout_is_not_a_stalled_model():
+    # Only waiting for the model counts: the caller may spend longer than `timeout` between chunks.
+    provider = PacedProvider([0.0, 0.1, 0.1])
+    async with serve(provider) as base:
+        model = LiteLLMModel("openai/agentry-test", api_base=base, api_key="sk-test", timeout=0.5)
+        assert await asyncio.wait_for(_text_of(model, pause=0.8), 20) == "All done."
