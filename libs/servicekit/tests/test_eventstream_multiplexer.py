@@ -2,7 +2,8 @@
 thousands of waiting readers on two connections, the slow-reader policy (a reader that stops
 reading catches up by cursor, losing nothing, while what is kept per stream stays bounded), and
 the subscription's own hazards: a rejected append, a lost, silent or idle connection, a first
-read that fails or is answered across a reconnect, a deleted log, a reader far behind."""
+read that fails, is answered across a reconnect or queued before one, a log deleted (also during
+its first read), a reader far behind."""
 
 from __future__ import annotations
 
@@ -348,3 +349,89 @@ async def test_a_deleted_log_is_forgotten_and_its_waiting_readers_wake_to_nothin
         assert got == [], f"a waiting read after delete() returned deleted entries {got}"
     finally:
         await stream.close()
+
+
+_SYNCING = 1  # agentry.servicekit.eventstream.redis's state: subscribed, its first read out
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.002)
+
+
+async def test_a_first_read_queued_before_a_reconnect_is_not_applied_after_it() -> None:
+    """Stream "s" is subscribed and queued for its first read (`_to_sync`) while the syncer is
+    busy with "a"; the subscribed connection is lost. `_disconnected` leaves "s" queued, so the
+    next batch reads it at once -- before the multiplexer has subscribed again -- under the new
+    epoch. The new SUBSCRIBE is answered while that read's answer is on its way ("s" is SYNCING
+    again), so the answer passes both checks and is applied: seq 2, appended after the read and
+    before the new SUBSCRIBE, is never delivered."""
+    async with PrivateRedis() as server:
+        stream = RedisEventStream(server.url)
+        writer = RedisEventStream(server.url)
+        admin = aioredis.from_url(server.url)
+        mux = stream._mux  # noqa: SLF001
+        key_s = stream.key("s")
+        calls = 0
+        premise: dict[str, bool] = {}
+
+        async def hook() -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:  # "a"'s first read: held until "s" is queued, then the connection is lost
+                await _until(lambda: bool(mux._to_sync))  # noqa: SLF001
+                epoch = mux._epoch  # noqa: SLF001
+                assert await admin.client_kill_filter(_type="pubsub") == 1
+                await _until(lambda: mux._epoch != epoch)  # noqa: SLF001
+            elif calls == 2:  # the stale queued read of "s", executed while not subscribed
+                premise["read before resubscribing"] = not mux._connected  # noqa: SLF001
+                await writer.append("s", 2, b"two")  # published to nobody
+                premise["appended before resubscribing"] = not mux._connected  # noqa: SLF001
+                # The new SUBSCRIBE is answered before this (older) answer is applied.
+                await _until(lambda: mux._subs[key_s].state == _SYNCING)  # noqa: SLF001
+
+        try:
+            await writer.append("s", 1, b"one")
+            mux._redis = _Redis(mux._redis, hook)  # noqa: SLF001
+            reader_a = asyncio.create_task(stream.read("a", 0, block_ms=10_000))
+            await asyncio.sleep(0.05)
+            reader_s = asyncio.create_task(stream.read("s", 1, block_ms=10_000))
+            await asyncio.sleep(1.0)
+            await writer.append("s", 3, b"three")
+            got = [e.seq for e in await asyncio.wait_for(reader_s, 5)]
+            assert got[:1] == [2], f"seq 2 was skipped: the reader got {got} ({premise})"
+            reader_a.cancel()
+        finally:
+            await stream.close()
+            await writer.close()
+            await admin.aclose()
+
+
+async def test_a_log_deleted_while_its_first_read_is_answered_is_not_served() -> None:
+    """The first read of "run" (XREVRANGE) is executed, then the log is deleted; the delete
+    message is handled while the stream is SYNCING (it clears only `early`), then the read's
+    answer is applied: the multiplexer keeps, and serves, entries Redis no longer holds."""
+    async with PrivateRedis() as server:
+        stream = RedisEventStream(server.url)
+        mux = stream._mux  # noqa: SLF001
+        calls = 0
+
+        async def hook() -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:  # the read saw seq 1; the log is deleted before its answer is applied
+                await stream.delete(["run"])
+                await asyncio.sleep(0.2)  # the delete message is handled meanwhile
+
+        try:
+            await stream.append("run", 1, b"one")
+            mux._redis = _Redis(mux._redis, hook)  # noqa: SLF001
+            assert await stream.read("run", 0, block_ms=2_000) == []  # woken by the delete
+            assert await stream.read("run", 0) == []  # Redis holds nothing
+            got = [e.seq for e in await stream.read("run", 0, block_ms=300)]
+            assert got == [], f"a waiting read after delete() returned deleted entries {got}"
+        finally:
+            await stream.close()

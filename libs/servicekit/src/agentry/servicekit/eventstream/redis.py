@@ -466,6 +466,7 @@ class _Multiplexer:
         self._connected = False
         self._epoch += 1
         self._asked.clear()
+        self._to_sync = []  # each is queued again when its new SUBSCRIBE is answered
         for sub in self._subs.values():
             sub.state, sub.early = _SUBSCRIBING, []
             sub.entries, sub.seqs, sub.base = [], [], 0
@@ -551,6 +552,8 @@ class _Multiplexer:
             return
         if not payload:  # the log was deleted (`RedisEventStream.delete`): nothing is kept, waiters wake
             sub.entries, sub.seqs, sub.base, sub.early = [], [], 0, []
+            if sub.state == _SYNCING:
+                sub.state = _LIVE  # complete as empty: a first read that ran before the delete is not applied
             for _, future in sub.waiters:
                 if not future.done():
                     future.set_result([])
