@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agentry.servicekit.eventstream import RedisEventStream, SequenceError
 from agentry.servicekit.faults import PrivateRedis, TcpProxy
-from agentry.servicekit.testing import needs
+from agentry.servicekit.testing import eventually, needs
 
 pytestmark = needs(PrivateRedis.available(), "redis-server")
 
@@ -351,15 +351,11 @@ async def test_a_deleted_log_is_forgotten_and_its_waiting_readers_wake_to_nothin
         await stream.close()
 
 
+def _until_soon(condition: Callable[[], bool]) -> Awaitable[None]:
+    return eventually(condition, 5.0, interval=0.002)  # (a race's window: look often)
+
+
 _SYNCING = 1  # agentry.servicekit.eventstream.redis's state: subscribed, its first read out
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.002)
 
 
 async def test_a_first_read_queued_before_a_reconnect_is_not_applied_after_it() -> None:
@@ -382,16 +378,16 @@ async def test_a_first_read_queued_before_a_reconnect_is_not_applied_after_it() 
             nonlocal calls
             calls += 1
             if calls == 1:  # "a"'s first read: held until "s" is queued, then the connection is lost
-                await _until(lambda: bool(mux._to_sync))  # noqa: SLF001
+                await _until_soon(lambda: bool(mux._to_sync))  # noqa: SLF001
                 epoch = mux._epoch  # noqa: SLF001
                 assert await admin.client_kill_filter(_type="pubsub") == 1
-                await _until(lambda: mux._epoch != epoch)  # noqa: SLF001
+                await _until_soon(lambda: mux._epoch != epoch)  # noqa: SLF001
             elif calls == 2:  # the stale queued read of "s", executed while not subscribed
                 premise["read before resubscribing"] = not mux._connected  # noqa: SLF001
                 await writer.append("s", 2, b"two")  # published to nobody
                 premise["appended before resubscribing"] = not mux._connected  # noqa: SLF001
                 # The new SUBSCRIBE is answered before this (older) answer is applied.
-                await _until(lambda: mux._subs[key_s].state == _SYNCING)  # noqa: SLF001
+                await _until_soon(lambda: mux._subs[key_s].state == _SYNCING)  # noqa: SLF001
 
         try:
             await writer.append("s", 1, b"one")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,6 +9,7 @@ import pytest
 
 from agentry.sandbox.adapters.isolation import choose_isolation
 from agentry.sandbox.adapters.local import LocalSandboxProvider
+from agentry.servicekit import testing
 
 
 def bwrap_available() -> bool:
@@ -51,15 +51,7 @@ async def provider(tmp_path: Path, isolation: str) -> AsyncIterator[LocalSandbox
 @pytest.fixture
 def eventually() -> Callable[[Callable[[], bool], float], Awaitable[None]]:
     """Waits until a condition holds, failing after `timeout` seconds."""
-
-    async def wait(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not condition():
-            assert loop.time() < deadline, "condition not met in time"
-            await asyncio.sleep(0.02)
-
-    return wait
+    return testing.eventually
 
 
 def processes_running(marker: str) -> list[int]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Callable
 
 
 class FakeClock:
@@ -17,6 +19,16 @@ class FakeClock:
     def advance(self, seconds: float) -> float:
         self.now += seconds
         return self.now
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0, *, interval: float = 0.02) -> None:
+    """Waits until `condition()` holds, checking every `interval` seconds; fails (AssertionError)
+    after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(interval)
 
 
 def needs(available: bool, what: str):
