@@ -202,6 +202,45 @@ async def test_held_deltas_that_cannot_be_written_fail_the_run_visibly() -> None
     }
 
 
+class TimedStream(MemoryEventStream):
+    """Records the loop time of every append: (run_id, seq, time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appended: list[tuple[str, int, float]] = []
+
+    async def append(self, run_id: str, seq: int, data: bytes, *, terminal: bool = False) -> None:
+        self.appended.append((run_id, seq, asyncio.get_running_loop().time()))
+        await super().append(run_id, seq, data, terminal=terminal)
+
+
+async def test_the_deltas_held_by_every_run_are_written_together_at_the_next_tick() -> None:
+    """Runs that hold deltas from different moments write them at the same tick of the shared
+    clock (so the worker's appends leave in one batch), at most one window after each was held."""
+    window = 0.2
+    loop = asyncio.get_running_loop()
+    stream, repo = TimedStream(), Repo()
+    sinks = [RunEventSink(f"r{i}", repo, stream, last_seq=0, delta_coalesce=window) for i in range(3)]  # type: ignore[arg-type]
+    await asyncio.sleep((loop.time() // window + 1) * window - loop.time() + 0.01)  # just after a tick
+    held_at = []
+    for sink in sinks:
+        await sink.emit(TextDelta(text="first"))  # at once
+        await sink.emit(TextDelta(text=" held"))  # held until the next tick
+        held_at.append(loop.time())
+        await asyncio.sleep(0.02)  # the next run holds its delta 20 ms later
+    async with asyncio.timeout(WAIT):
+        while len(stream.appended) < 6:
+            await asyncio.sleep(0.005)
+    written = [t for run_id, seq, t in stream.appended if seq == 2]
+    assert len(written) == 3
+    tick = (held_at[0] // window + 1) * window
+    assert all(tick - 0.002 <= t for t in written)  # not before the tick (the loop's clock is in ms)
+    assert max(written) - min(written) < 0.01  # together, in one loop iteration
+    assert all(t - h <= window + 0.05 for t, h in zip(written, held_at, strict=True))  # never held past the window (+ slack)
+    for sink in sinks:
+        assert sink.last_seq == 2
+
+
 async def test_with_coalescing_off_every_delta_is_an_event() -> None:
     sink, events, _ = sink_for(0.0)
     for text in ("a", "b", "c"):

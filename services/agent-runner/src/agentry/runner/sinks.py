@@ -213,6 +213,14 @@ async def end_run(
 _DELTAS = (TextDelta, ReasoningDelta, ToolCallDelta)
 
 
+def _next_tick(now: float, period: float) -> float:
+    """The first instant after `now` (loop time, seconds) on the grid of multiples of `period`:
+    a clock every sink of the process shares, so the deltas that all runs hold are written in
+    the same loop iteration and leave in one append batch (one write to Redis, one published
+    message each, read together by the gateways) instead of one batch per run at its own moment."""
+    return (now // period + 1) * period
+
+
 class RunEventSink:
     """Numbers each event, encodes it once, and writes it to the live stream; events that change
     durable state also go to the database, with the same number, fenced on the run's lease.
@@ -236,8 +244,9 @@ class RunEventSink:
     delta that comes at least that long after the previous delta event, or first after another
     event, goes out at once (so the first token of a reply is never held); one that comes sooner
     is held, and the deltas of the same kind (the same call, for tool-call deltas) that follow
-    are merged into it, until that much time has passed since the previous delta event. Then the
-    merged delta is numbered and written as ONE event. Any other event (and the end, a pause, `flush`) first writes what is
+    are merged into it, until the next tick of a clock that ticks every `delta_coalesce` seconds
+    for every sink in the process (so at most that long; the held deltas of all runs are
+    written together, in one batch). Then the merged delta is numbered and written as ONE event. Any other event (and the end, a pause, `flush`) first writes what is
     held, so events keep their order and numbers stay dense: deltas are numbered only when
     written, never held with a number. Deltas are not durable, so nothing else changes. A held
     delta whose write fails makes the next emit raise (and the end says the run failed).
@@ -366,8 +375,7 @@ class RunEventSink:
         self._held_kind = kind
         self._held.append(text)
         if self._timer is None:
-            wait = max(self._delta_sent_at + self._coalesce - now, 0.0)
-            self._timer = asyncio.get_running_loop().call_later(wait, self._time_up)
+            self._timer = asyncio.get_running_loop().call_at(_next_tick(now, self._coalesce), self._time_up)
         return 0
 
     async def _send_held(self) -> None:
