@@ -236,7 +236,9 @@ async def test_the_deltas_held_by_every_run_are_written_together_at_the_next_tic
     tick = (held_at[0] // window + 1) * window
     assert all(tick - 0.002 <= t for t in written)  # not before the tick (the loop's clock is in ms)
     assert max(written) - min(written) < 0.01  # together, in one loop iteration
-    assert all(t - h <= window + 0.05 for t, h in zip(written, held_at, strict=True))  # never held past the window (+ slack)
+    assert all(
+        t - h <= window + 0.05 for t, h in zip(written, held_at, strict=True)
+    )  # never held past the window (+ slack)
     for sink in sinks:
         assert sink.last_seq == 2
 
