@@ -10,6 +10,12 @@ and reports CPU (user + system of this process, `time.process_time`) and wall ti
 - `direct`: `servicekit.db_direct.DirectStatement(...).row(engine, ...)` on the same engine's pool;
 - `asyncpg`: `fetchrow` on one bare asyncpg connection (no pool): the floor.
 
+And what a commit waits for: a one-row `UPDATE` autocommitted on the bare connection with
+`synchronous_commit` on (PostgreSQL's default: the commit waits for its WAL to reach the disk)
+and off (it does not), alternately (`commit sync` / `commit async`, wall time per statement).
+Every transaction on the time-to-first-token path that writes (the run's creation, its claim)
+waits for that flush.
+
 Also `create_run`: the runner's start of a run on a fresh thread with its prompt, through
 `SqlRunnerRepository.create_run` on a freshly migrated database (one function call since
 migration 0008). Needs PostgreSQL on localhost (`AGENTRY_BENCH_PG`, an admin DSN, default
@@ -75,6 +81,12 @@ async def main(statements: int, rounds: int) -> None:
             async def through_asyncpg() -> None:
                 await bare.fetchrow("SELECT $1::integer + 1 AS x, $2::text AS y", 1, "x")
 
+            await bare.execute("CREATE TABLE commit_probe (id int PRIMARY KEY, n bigint NOT NULL)")
+            await bare.execute("INSERT INTO commit_probe VALUES (1, 0)")
+
+            async def update() -> None:
+                await bare.execute("UPDATE commit_probe SET n = n + 1 WHERE id = 1")
+
             results: dict[str, list[tuple[float, float]]] = {}
             for _ in range(rounds):
                 for label, call in (
@@ -84,6 +96,11 @@ async def main(statements: int, rounds: int) -> None:
                 ):
                     _, cpu, wall = await _measure(label, call, statements)
                     results.setdefault(label, []).append((cpu, wall))
+                for label, mode in (("commit sync", "on"), ("commit async", "off")):
+                    await bare.execute(f"SET synchronous_commit = {mode}")
+                    _, cpu, wall = await _measure(label, update, max(statements // 10, 1))
+                    results.setdefault(label, []).append((cpu, wall))
+                await bare.execute("RESET synchronous_commit")
 
             migrated = await open_database(
                 dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
