@@ -41,6 +41,7 @@ async def start(
         log_config=None,
         access_log=False,
         lifespan="on",
+        ws="none",  # no WebSocket routes: no WebSocket protocol to parse, nor its library to import
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
