@@ -103,9 +103,10 @@ class RunnerSettings(ServiceSettings):
     # stored before it runs regardless. 0 writes each batch at once.
     event_write_delay_ms: float = Field(default=200.0, ge=0, le=5000)
     # Text, reasoning and tool-call deltas that follow the previous delta event within this many
-    # milliseconds are merged into one event (one stream entry, one SSE frame) written when the
-    # time is up; a delta after a quiet spell (a reply's first token) goes at once. 0 = one event
-    # per model chunk.
+    # milliseconds are merged into one event (one stream entry, one SSE frame), written at the
+    # next tick of a clock of this period that all of the process's runs share (so at most this
+    # long later, and all runs' merged deltas in one batch); a delta after a quiet spell (a
+    # reply's first token) goes at once. 0 = one event per model chunk.
     delta_coalesce_ms: float = Field(default=20.0, ge=0, le=1000)
     active_runs_retry_after_seconds: int = Field(default=5, ge=1, le=3600)
     # How often the runner api samples the queue's depth and oldest waiting run for /metrics.
