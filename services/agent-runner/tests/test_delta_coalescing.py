@@ -26,7 +26,7 @@ from agentry.runner.sinks import RunEventSink
 from agentry.servicekit.eventstream import EventStreamUnavailable, MemoryEventStream, StreamEntry
 
 WAIT = 10.0
-NEVER = 3600.0  # a window that never runs out during a test: only events and the end write deltas
+NEVER = float("inf")  # a window that never runs out: only events and the end write deltas
 
 
 class Repo:
@@ -241,6 +241,53 @@ async def test_the_deltas_held_by_every_run_are_written_together_at_the_next_tic
     )  # never held past the window (+ slack)
     for sink in sinks:
         assert sink.last_seq == 2
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_on_either_loop_the_held_deltas_of_hundreds_of_runs_are_written_in_one_loop_iteration(loop_kind: str) -> None:
+    """One timer per tick calls every sink due then: none is left to a later iteration (uvloop
+    rounds each timer's delay to whole milliseconds from its own reading of the clock, which
+    split per-sink timers of one tick over two iterations now and then)."""
+    import uvloop
+
+    async def main() -> set[int]:
+        iteration = 0
+
+        def count() -> None:
+            nonlocal iteration
+            iteration += 1
+            loop.call_soon(count)
+
+        loop = asyncio.get_running_loop()
+        loop.call_soon(count)
+        stream, repo = MemoryEventStream(), Repo()
+        written: list[int] = []
+        original = stream.append
+
+        async def append(run_id: str, seq: int, data: bytes, *, terminal: bool = False) -> None:
+            if seq == 2:
+                written.append(iteration)
+            await original(run_id, seq, data, terminal=terminal)
+
+        stream.append = append  # type: ignore[method-assign]
+        window = 0.2
+        sinks = [RunEventSink(f"r{i}", repo, stream, last_seq=0, delta_coalesce=window) for i in range(300)]  # type: ignore[arg-type]
+        await asyncio.sleep((loop.time() // window + 1) * window - loop.time() + 0.005)  # just after a tick
+        for sink in sinks:
+            await sink.emit(TextDelta(text="first"))
+            await sink.emit(TextDelta(text=" held"))  # held for the same tick as every other run's
+            await asyncio.sleep(0)  # the clock moves on between runs
+        async with asyncio.timeout(WAIT):
+            while len(written) < len(sinks):
+                await asyncio.sleep(0.005)
+        return set(written)
+
+    factory = uvloop.new_event_loop if loop_kind == "uvloop" else None
+    for _ in range(5):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            iterations = runner.run(main())
+        # The writes start in one iteration (the tick's) and their tasks run in the next.
+        assert len(iterations) == 1, iterations
 
 
 async def test_with_coalescing_off_every_delta_is_an_event() -> None:

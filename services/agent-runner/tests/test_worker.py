@@ -623,7 +623,7 @@ class GatedRepo:
 async def test_with_delta_coalescing_a_run_streams_fewer_deltas_with_its_text_intact(world: World) -> None:
     reply = "The quick brown fox jumps over the lazy dog, twice over, and then once more."
     world.use(ScriptedModel([reply], chunk_size=3))
-    world.worker._policy = replace(world.worker._policy, delta_coalesce=3600.0)
+    world.worker._policy = replace(world.worker._policy, delta_coalesce=float("inf"))  # never runs out
     run, job = await world.start()
 
     await world.worker.handle(job)

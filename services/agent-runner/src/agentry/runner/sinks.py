@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 
 from agentpress import (
@@ -221,6 +222,33 @@ def _next_tick(now: float, period: float) -> float:
     return (now // period + 1) * period
 
 
+# Per event loop, per tick (loop time): the callbacks due then. One timer per loop and tick
+# calls them all, in one callback: a timer per sink would not do, as uvloop rounds each delay
+# to whole milliseconds from its own reading of the clock, which splits a tick's timers over
+# two iterations now and then.
+_due: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, list[Callable[[float], None]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _at_tick(when: float, callback: Callable[[float], None]) -> None:
+    """Calls `callback(when)` at loop time `when`, with every other callback due at that tick."""
+    loop = asyncio.get_running_loop()
+    ticks = _due.get(loop)
+    if ticks is None:
+        ticks = _due[loop] = {}
+    callbacks = ticks.get(when)
+    if callbacks is None:
+        callbacks = ticks[when] = []
+        loop.call_at(when, _tick, ticks, when)
+    callbacks.append(callback)
+
+
+def _tick(ticks: dict[float, list[Callable[[float], None]]], when: float) -> None:
+    for callback in ticks.pop(when, ()):
+        callback(when)
+
+
 class RunEventSink:
     """Numbers each event, encodes it once, and writes it to the live stream; events that change
     durable state also go to the database, with the same number, fenced on the run's lease.
@@ -293,7 +321,7 @@ class RunEventSink:
         self._held: list[str] = []  # the text of deltas held to be merged (not numbered yet)
         self._held_kind: tuple[type, str] | None = None  # (delta class, call_id) of what is held
         self._delta_sent_at = float("-inf")  # loop time the last delta event was written
-        self._timer: asyncio.TimerHandle | None = None  # writes what is held when its time is up
+        self._tick: float | None = None  # the tick (loop time) at which what is held is written
         self._timer_tasks: set[asyncio.Task[None]] = set()
         self._stream_error: Exception | None = None  # a held delta's write failed
 
@@ -374,25 +402,26 @@ class RunEventSink:
             return await self._write(event)
         self._held_kind = kind
         self._held.append(text)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_at(_next_tick(now, self._coalesce), self._time_up)
+        if self._tick is None:
+            self._tick = _next_tick(now, self._coalesce)
+            _at_tick(self._tick, self._time_up)
         return 0
 
     async def _send_held(self) -> None:
         """Writes the held deltas as one event (the caller holds the lock)."""
         kind, text = self._held_kind, "".join(self._held)
         self._held_kind, self._held = None, []
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._tick = None  # written now: its tick, when it comes, finds nothing to do
         assert kind is not None
         cls, call_id = kind
         merged = ToolCallDelta(call_id=call_id, arguments_delta=text) if cls is ToolCallDelta else cls(text=text)
         self._delta_sent_at = asyncio.get_running_loop().time()
         await self._write(merged)
 
-    def _time_up(self) -> None:
-        self._timer = None
+    def _time_up(self, tick: float) -> None:
+        if tick != self._tick:
+            return  # what was held for that tick was written before it
+        self._tick = None
         if self._held_kind is not None:
             task = asyncio.create_task(self._write_held_now(), name=f"deltas:{self._run_id}")
             self._timer_tasks.add(task)
