@@ -274,10 +274,11 @@ class RunEventSink:
     is held, and the deltas of the same kind (the same call, for tool-call deltas) that follow
     are merged into it, until the next tick of a clock that ticks every `delta_coalesce` seconds
     for every sink in the process (so at most that long; the held deltas of all runs are
-    written together, in one batch). Then the merged delta is numbered and written as ONE event. Any other event (and the end, a pause, `flush`) first writes what is
-    held, so events keep their order and numbers stay dense: deltas are numbered only when
-    written, never held with a number. Deltas are not durable, so nothing else changes. A held
-    delta whose write fails makes the next emit raise (and the end says the run failed).
+    written together, in one batch). Then the merged delta is numbered and written as ONE
+    event. Any other event (and the end, a pause, `flush`) first writes what is held, so events
+    keep their order and numbers stay dense: deltas are numbered only when written, never held
+    with a number. Deltas are not durable, so nothing else changes. A held delta whose write
+    fails makes the next emit raise (and the end says the run failed).
     """
 
     def __init__(
