@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -203,15 +204,21 @@ async def test_held_deltas_that_cannot_be_written_fail_the_run_visibly() -> None
 
 
 class TimedStream(MemoryEventStream):
-    """Records the loop time of every append: (run_id, seq, time)."""
+    """Records when each append came: (run_id, seq, `clock()`), the loop's time by default."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
         super().__init__()
         self.appended: list[tuple[str, int, float]] = []
+        self._clock = clock or (lambda: asyncio.get_running_loop().time())
 
     async def append(self, run_id: str, seq: int, data: bytes, *, terminal: bool = False) -> None:
-        self.appended.append((run_id, seq, asyncio.get_running_loop().time()))
+        self.appended.append((run_id, seq, self._clock()))
         await super().append(run_id, seq, data, terminal=terminal)
+
+
+async def just_after_a_tick(window: float) -> None:
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep((loop.time() // window + 1) * window - loop.time() + 0.005)
 
 
 async def test_the_deltas_held_by_every_run_are_written_together_at_the_next_tick() -> None:
@@ -221,7 +228,7 @@ async def test_the_deltas_held_by_every_run_are_written_together_at_the_next_tic
     loop = asyncio.get_running_loop()
     stream, repo = TimedStream(), Repo()
     sinks = [RunEventSink(f"r{i}", repo, stream, last_seq=0, delta_coalesce=window) for i in range(3)]  # type: ignore[arg-type]
-    await asyncio.sleep((loop.time() // window + 1) * window - loop.time() + 0.01)  # just after a tick
+    await just_after_a_tick(window)
     held_at = []
     for sink in sinks:
         await sink.emit(TextDelta(text="first"))  # at once
@@ -250,7 +257,7 @@ def test_on_either_loop_the_held_deltas_of_hundreds_of_runs_are_written_in_one_l
     split per-sink timers of one tick over two iterations now and then)."""
     import uvloop
 
-    async def main() -> set[int]:
+    async def main() -> set[float]:
         iteration = 0
 
         def count() -> None:
@@ -260,25 +267,16 @@ def test_on_either_loop_the_held_deltas_of_hundreds_of_runs_are_written_in_one_l
 
         loop = asyncio.get_running_loop()
         loop.call_soon(count)
-        stream, repo = MemoryEventStream(), Repo()
-        written: list[int] = []
-        original = stream.append
-
-        async def append(run_id: str, seq: int, data: bytes, *, terminal: bool = False) -> None:
-            if seq == 2:
-                written.append(iteration)
-            await original(run_id, seq, data, terminal=terminal)
-
-        stream.append = append  # type: ignore[method-assign]
+        stream, repo = TimedStream(clock=lambda: iteration), Repo()
         window = 0.2
         sinks = [RunEventSink(f"r{i}", repo, stream, last_seq=0, delta_coalesce=window) for i in range(300)]  # type: ignore[arg-type]
-        await asyncio.sleep((loop.time() // window + 1) * window - loop.time() + 0.005)  # just after a tick
+        await just_after_a_tick(window)
         for sink in sinks:
             await sink.emit(TextDelta(text="first"))
             await sink.emit(TextDelta(text=" held"))  # held for the same tick as every other run's
             await asyncio.sleep(0)  # the clock moves on between runs
         async with asyncio.timeout(WAIT):
-            while len(written) < len(sinks):
+            while len(written := [at for _, seq, at in stream.appended if seq == 2]) < len(sinks):
                 await asyncio.sleep(0.005)
         return set(written)
 
